@@ -1,0 +1,48 @@
+# talkstack — `make demo` renders the bundled sample; `make test` runs the whole suite.
+# Both create/refresh the virtual environment first; nothing relies on hand-installed packages.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: demo test venv sysdeps lint format schemas bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# mediapipe without its opencv-contrib/matplotlib/sounddevice pins (see pyproject.toml)
+	$(PY) -m pip install --quiet --no-deps 'mediapipe==1.2.2'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# espeak-ng for the lite-voice engine (apt where we can; a clear hint where we can't).
+sysdeps:
+	@scripts/install-system-deps.sh
+
+demo: venv
+	$(VENV)/bin/talkstack demo --output out/demo.mp4
+
+lint: venv
+	$(VENV)/bin/ruff check talkstack tests bench
+	$(VENV)/bin/ruff format --check talkstack tests bench
+
+format: venv
+	$(VENV)/bin/ruff check --fix talkstack tests bench
+	$(VENV)/bin/ruff format talkstack tests bench
+
+schemas: venv
+	$(VENV)/bin/talkstack schemas --write schemas
+
+# pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
+test: venv sysdeps lint
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: venv
+	$(PY) bench/lite_avatar.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,51 @@
+"""Error codes shared by every entry point (CLI, S3 drop, API, Step Functions).
+
+One vocabulary everywhere: a failed job, an API error body and a `job.failed` event all carry
+an `ErrorCode` plus a one-line human message and optional structured details.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # Request / platform level
+    INVALID_REQUEST = "INVALID_REQUEST"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    RATE_LIMITED = "RATE_LIMITED"
+    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
+    GENERATION_FAILED = "GENERATION_FAILED"
+    # Input files
+    INPUT_NOT_FOUND = "INPUT_NOT_FOUND"
+    EMPTY_INPUT = "EMPTY_INPUT"
+    UNSUPPORTED_MEDIA = "UNSUPPORTED_MEDIA"
+    CORRUPT_MEDIA = "CORRUPT_MEDIA"
+    # Audio
+    AUDIO_SILENT = "AUDIO_SILENT"
+    AUDIO_TOO_SHORT = "AUDIO_TOO_SHORT"
+    AUDIO_TOO_LONG = "AUDIO_TOO_LONG"
+    # Images / faces
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    IMAGE_TOO_SMALL = "IMAGE_TOO_SMALL"
+    NO_FACE_DETECTED = "NO_FACE_DETECTED"
+    FACE_TOO_SMALL = "FACE_TOO_SMALL"
+    # Text
+    TEXT_TOO_LONG = "TEXT_TOO_LONG"
+
+
+class TalkstackError(Exception):
+    """An expected failure with a stable code; never shown to users as a traceback."""
+
+    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": str(self.code), "message": self.message, "details": self.details}
