@@ -1,0 +1,124 @@
+"""lite-avatar: photo + speech → talking-head MP4 on a CPU, with nothing downloaded.
+
+Landmarks once on the photo, motion curves from the audio, then each frame is rendered by the
+rig and piped straight into the encoder (memory does not grow with duration).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from talkstack.engines.base import ProgressFn, RenderResult, no_progress
+from talkstack.engines.lite.face import Face, find_face
+from talkstack.engines.lite.motion import motion_curves
+from talkstack.engines.lite.rig import AvatarRig
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.media.audio import ENGINE_SAMPLE_RATE, prepare_speech, read_audio
+from talkstack.media.image import read_image
+from talkstack.media.video import Mp4Writer, write_poster
+from talkstack.settings import MediaLimits, get_limits
+
+MAX_SIDE = 1280
+
+
+@dataclass(frozen=True)
+class LiteAvatarOptions:
+    fps: int = 25
+    max_side: int = MAX_SIDE  # long side of the output, never above 1280
+    short_side: int | None = None  # e.g. 480 for "480p"; never upscales the photo
+    seed: int = 0
+    head_motion: float = 1.0  # 0 = still head
+    expressiveness: float = 1.0  # jaw travel multiplier
+    blinks: bool = True
+    crf: int = 20
+    preset: str = "veryfast"
+
+
+def output_size(width: int, height: int, max_side: int = MAX_SIDE, short_side: int | None = None) -> tuple[int, int]:
+    """Photo size scaled down (never up) to the limits, rounded down to even numbers for yuv420p."""
+    scale = min(1.0, min(max_side, MAX_SIDE) / max(width, height))
+    if short_side:
+        scale = min(scale, short_side / min(width, height))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def render_avatar(
+    image: Path,
+    audio: Path,
+    output: Path,
+    *,
+    options: LiteAvatarOptions | None = None,
+    poster: Path | None = None,
+    progress: ProgressFn = no_progress,
+    limits: MediaLimits | None = None,
+) -> RenderResult:
+    options = options or LiteAvatarOptions()
+    limits = limits or get_limits()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    photo, image_info = read_image(Path(image), limits)
+    clip = read_audio(Path(audio), limits)
+    search = find_face(photo, limits.min_face_pixels)
+    warnings = list(image_info.notes)
+    if search.count > 1:
+        warnings.append(f"{search.count} faces found; animating the largest")
+
+    width, height = output_size(photo.shape[1], photo.shape[0], options.max_side, options.short_side)
+    frame_photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+    face = Face(search.face.points * np.float32([width / photo.shape[1], height / photo.shape[0]]))
+    if face.width < limits.min_face_pixels:
+        raise TalkstackError(
+            ErrorCode.FACE_TOO_SMALL,
+            f"at {width}×{height} the face is only {face.width:.0f} px wide; ask for a larger output size "
+            "or crop the photo closer to the face",
+            face_px=round(face.width),
+        )
+    speech = prepare_speech(clip, ENGINE_SAMPLE_RATE)
+    curves = motion_curves(
+        speech,
+        ENGINE_SAMPLE_RATE,
+        options.fps,
+        seed=options.seed,
+        head_motion=options.head_motion,
+        blinks=options.blinks,
+    )
+    rig = AvatarRig(frame_photo, face, expressiveness=options.expressiveness)
+    timings["prepare_s"] = time.perf_counter() - t0
+
+    n = len(curves)
+    t1 = time.perf_counter()
+    with Mp4Writer(Path(output), width, height, options.fps, audio=Path(audio), crf=options.crf,
+                   preset=options.preset) as out:  # fmt: skip
+        for i in range(n):
+            frame = rig.render(
+                float(curves.mouth[i]),
+                float(curves.blink[i]),
+                float(curves.roll_deg[i]),
+                float(curves.dx[i]),
+                float(curves.dy[i]),
+            )
+            out.write(frame)
+            if i == 0 and poster is not None:
+                write_poster(frame, Path(poster))
+            if i % 25 == 0 or i == n - 1:
+                progress((i + 1) / n, f"frame {i + 1}/{n}")
+    timings["render_s"] = time.perf_counter() - t1
+    timings["total_s"] = time.perf_counter() - t0
+    return RenderResult(
+        output=Path(output),
+        bytes=Path(output).stat().st_size,
+        duration_s=n / options.fps,
+        poster=Path(poster) if poster else None,
+        width=width,
+        height=height,
+        fps=options.fps,
+        frames=n,
+        warnings=warnings,
+        timings=timings,
+    )

@@ -1,0 +1,127 @@
+"""Model ids → what they are, where they run, their licence. Lite engines run here on CPU;
+GPU engines run on Modal (their workers arrive with the GPU-workers issue)."""
+
+from __future__ import annotations
+
+import shutil
+from importlib.util import find_spec
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.settings import get_settings
+
+Task = Literal["avatar", "voice", "video"]
+Backend = Literal["lite", "modal"]
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    task: Task
+    backend: Backend
+    description: str
+    licence: str
+    gpu: bool
+    available: bool = False
+    unavailable_reason: str | None = None
+
+
+_MODAL_PENDING = "runs on the Modal worker backend, which is not configured in this installation"
+
+_CATALOGUE: list[dict] = [
+    dict(
+        id="lite-avatar",
+        task="avatar",
+        backend="lite",
+        gpu=False,
+        description="CPU talking head from one photo: MediaPipe face landmarks, audio-driven jaw and lips, "
+        "blinks and small head motion. Fast and download-free; no per-phoneme mouth shapes.",
+        licence="Apache-2.0 (MediaPipe face_landmarker.task: Apache-2.0)",
+    ),
+    dict(
+        id="lite-voice",
+        task="voice",
+        backend="lite",
+        gpu=False,
+        description="Formant speech synthesis with espeak-ng (robotic). NOT a voice clone: a reference "
+        "voice is ignored. For previews, tests and local runs.",
+        licence="espeak-ng GPL-3.0-or-later, run as a separate program; generated audio is unrestricted",
+    ),
+    dict(
+        id="multitalk",
+        task="avatar",
+        backend="modal",
+        gpu=True,
+        description="MeiGen MultiTalk on Wan2.1-I2V-14B-480P: audio-driven talking video, one or two speakers.",
+        licence="Apache-2.0 (MultiTalk, Wan2.1)",
+    ),
+    dict(
+        id="infinitetalk",
+        task="avatar",
+        backend="modal",
+        gpu=True,
+        description="MeiGen InfiniteTalk on Wan2.1-I2V-14B-480P: long-form talking video and dubbing.",
+        licence="Apache-2.0 (InfiniteTalk, Wan2.1)",
+    ),
+    dict(
+        id="chatterbox",
+        task="voice",
+        backend="modal",
+        gpu=True,
+        description="Resemble AI Chatterbox: zero-shot voice cloning from a 5-60 s reference, emotion control.",
+        licence="MIT (output carries Resemble's inaudible watermark)",
+    ),
+    dict(
+        id="indextts2",
+        task="voice",
+        backend="modal",
+        gpu=True,
+        description="IndexTTS-2: voice cloning with emotion reference and duration control.",
+        licence="bilibili IndexTTS model licence (royalty-free below its usage thresholds)",
+    ),
+    dict(
+        id="ltx-video",
+        task="video",
+        backend="modal",
+        gpu=True,
+        description="Lightricks LTX-Video through diffusers: fast text/image-to-video.",
+        licence="LTX-Video open-weights licence of the chosen revision (check before commercial use)",
+    ),
+    dict(
+        id="wan2.2-ti2v-5b",
+        task="video",
+        backend="modal",
+        gpu=True,
+        description="Wan2.2-TI2V-5B through diffusers: 720p text/image-to-video at 24 fps.",
+        licence="Apache-2.0",
+    ),
+]
+
+
+def _availability(entry: dict) -> tuple[bool, str | None]:
+    if entry["backend"] == "modal":
+        return False, _MODAL_PENDING
+    if entry["id"] == "lite-avatar" and find_spec("mediapipe") is None:
+        return False, "mediapipe is not installed: pip install --no-deps 'mediapipe==1.2.2'"
+    if entry["id"] == "lite-voice" and shutil.which(get_settings().espeak) is None:
+        return False, "espeak-ng is not installed: apt-get install espeak-ng (or brew/dnf install espeak-ng)"
+    return True, None
+
+
+def list_models() -> list[ModelInfo]:
+    out = []
+    for entry in _CATALOGUE:
+        available, reason = _availability(entry)
+        out.append(ModelInfo(**entry, available=available, unavailable_reason=reason))
+    return out
+
+
+def get_model(model_id: str) -> ModelInfo:
+    for model in list_models():
+        if model.id == model_id:
+            return model
+    known = ", ".join(e["id"] for e in _CATALOGUE)
+    raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"unknown model {model_id!r}; known models: {known}")

@@ -1,0 +1,1 @@
+"""Media toolkit: validate and prepare inputs, encode outputs. No ML here."""
