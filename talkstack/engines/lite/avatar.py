@@ -24,6 +24,8 @@ from talkstack.media.video import Mp4Writer, write_poster
 from talkstack.settings import MediaLimits, get_limits
 
 MAX_SIDE = 1280
+# Below this face width in the output, the mouth is a few pixels and the warp reads as noise.
+MIN_RENDER_FACE_PX = 32
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def render_avatar(
     width, height = output_size(photo.shape[1], photo.shape[0], options.max_side, options.short_side)
     frame_photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
     face = Face(search.face.points * np.float32([width / photo.shape[1], height / photo.shape[0]]))
-    if face.width < limits.min_face_pixels:
+    if face.width < MIN_RENDER_FACE_PX:
         raise TalkstackError(
             ErrorCode.FACE_TOO_SMALL,
             f"at {width}×{height} the face is only {face.width:.0f} px wide; ask for a larger output size "

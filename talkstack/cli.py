@@ -1,0 +1,252 @@
+"""`talkstack` command line: render locally, list models, run the demo, keep schemas in sync.
+
+Expected failures print one line (`error [CODE]: message`) and exit 2; no tracebacks unless
+TALKSTACK_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from talkstack.engines.base import ProgressFn, RenderResult
+from talkstack.engines.registry import get_model, list_models
+from talkstack.errors import ErrorCode, TalkstackError
+
+app = typer.Typer(
+    help="talkstack: talking-avatar, voice and video generation — local CPU engines and the AWS pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+render_app = typer.Typer(help="Render locally with the CPU lite engines.", no_args_is_help=True)
+app.add_typer(render_app, name="render")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TalkstackError as exc:
+            err.print(f"[bold red]error[/] \\[{exc.code}]: {exc.message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; no output was written")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("TALKSTACK_DEBUG"):
+                raise
+            err.print(
+                f"[bold red]internal error[/]: {type(exc).__name__}: {exc} (set TALKSTACK_DEBUG=1 for details)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[ProgressFn]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=1.0, note="")
+
+        def update(fraction: float, message: str) -> None:
+            bar.update(task, completed=fraction, note=message)
+
+        yield update
+
+
+def _short_side(resolution: str | None) -> int | None:
+    if resolution is None:
+        return None
+    match = re.fullmatch(r"(\d{2,4})p?", resolution.strip().lower())
+    if not match:
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"resolution must look like 480p or 720, got {resolution!r}")
+    return int(match.group(1))
+
+
+def _report(result: RenderResult, started: float) -> None:
+    wall = time.perf_counter() - started
+    size = f"{result.width}×{result.height}, " if result.width else ""
+    speed = f" ({result.duration_s / wall:.1f}× real time)" if wall > 0 else ""
+    out.print(
+        f"wrote {result.output} ({size}{result.duration_s:.2f} s, {result.bytes / 1e3:.0f} kB) in {wall:.1f} s{speed}",
+        highlight=False,
+    )
+    if result.poster:
+        out.print(f"poster {result.poster}", highlight=False)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
+def _check_model(model_id: str, task: str) -> None:
+    model = get_model(model_id)
+    if model.task != task:
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{model_id} is a {model.task} model, not a {task} model")
+    if not model.available:
+        raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"{model_id} is unavailable here: {model.unavailable_reason}")
+
+
+@render_app.command("avatar")
+@friendly_errors
+def render_avatar_cmd(
+    image: Annotated[Path, typer.Option("--image", "-i", help="Photo with one face (PNG, JPEG, WebP).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="MP4 to write.")],
+    audio: Annotated[Path | None, typer.Option("--audio", "-a", help="Speech (WAV, MP3, M4A, FLAC, OGG).")] = None,
+    text: Annotated[str | None, typer.Option("--text", "-t", help="Speak this text with lite-voice instead.")] = None,
+    poster: Annotated[Path | None, typer.Option(help="Poster JPEG (default: next to the video).")] = None,
+    model: Annotated[str, typer.Option(help="Avatar model id.")] = "lite-avatar",
+    resolution: Annotated[str | None, typer.Option(help="Short side, e.g. 480p; never upscales.")] = None,
+    max_side: Annotated[int, typer.Option(help="Longest side in pixels (≤1280).")] = 1280,
+    fps: Annotated[int, typer.Option(min=10, max=60)] = 25,
+    seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
+    head_motion: Annotated[float, typer.Option(min=0.0, max=3.0, help="0 keeps the head still.")] = 1.0,
+    expressiveness: Annotated[float, typer.Option(min=0.2, max=2.0, help="Jaw travel multiplier.")] = 1.0,
+    blinks: Annotated[bool, typer.Option(help="Animate eye blinks.")] = True,
+    voice: Annotated[str, typer.Option(help="espeak-ng voice for --text.")] = "en-us",
+) -> None:
+    """Photo + speech (or text) → talking-head MP4."""
+    from talkstack.engines.lite.avatar import LiteAvatarOptions, render_avatar
+    from talkstack.engines.lite.voice import LiteVoiceOptions, synthesize
+
+    if (audio is None) == (text is None):
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, "give exactly one of --audio or --text")
+    _check_model(model, "avatar")
+    started = time.perf_counter()
+    options = LiteAvatarOptions(
+        fps=fps,
+        max_side=max_side,
+        short_side=_short_side(resolution),
+        seed=seed,
+        head_motion=head_motion,
+        expressiveness=expressiveness,
+        blinks=blinks,
+    )
+    poster = poster or output.with_suffix(".jpg")
+    with tempfile.TemporaryDirectory() as tmp:
+        if text is not None:
+            _check_model("lite-voice", "voice")
+            audio = synthesize(text, Path(tmp) / "speech.wav", options=LiteVoiceOptions(voice=voice)).output
+        assert audio is not None
+        with progress_bar("rendering") as progress:
+            result = render_avatar(image, audio, output, options=options, poster=poster, progress=progress)
+    _report(result, started)
+
+
+@render_app.command("voice")
+@friendly_errors
+def render_voice_cmd(
+    text: Annotated[str, typer.Option("--text", "-t", help="Text to speak.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV or MP3 to write.")],
+    model: Annotated[str, typer.Option(help="Voice model id.")] = "lite-voice",
+    voice: Annotated[str, typer.Option(help="espeak-ng voice/language, e.g. en-us, en-gb, de.")] = "en-us",
+    speed: Annotated[float, typer.Option(help="0.5–2.0 × normal rate.")] = 1.0,
+    pitch: Annotated[int, typer.Option(help="0–99.")] = 50,
+    reference: Annotated[Path | None, typer.Option(help="Reference voice (ignored by lite-voice).")] = None,
+) -> None:
+    """Text → speech file."""
+    from talkstack.engines.lite.voice import LiteVoiceOptions, synthesize
+
+    _check_model(model, "voice")
+    started = time.perf_counter()
+    result = synthesize(
+        text, output, options=LiteVoiceOptions(voice=voice, speed=speed, pitch=pitch), reference_voice=reference
+    )
+    _report(result, started)
+
+
+@app.command("models")
+@friendly_errors
+def models_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List model ids, where they run, whether they are available here, and their licences."""
+    models = list_models()
+    if as_json:
+        out.print_json(json.dumps([m.model_dump() for m in models]))
+        return
+    table = Table("id", "task", "backend", "here", "licence")
+    for m in models:
+        table.add_row(m.id, m.task, m.backend, "[green]yes[/]" if m.available else "[dim]no[/]", m.licence)
+    out.print(table)
+    for m in models:
+        note = "" if m.available else f" [dim](unavailable: {m.unavailable_reason})[/]"
+        out.print(f"[bold]{m.id}[/]: {m.description}{note}", highlight=False)
+
+
+@app.command("demo")
+@friendly_errors
+def demo_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("out/demo.mp4"),
+) -> None:
+    """Render the bundled sample (public-domain portrait + bundled speech) with lite-avatar."""
+    from talkstack.engines.lite.avatar import render_avatar
+
+    samples = resources.files("talkstack") / "assets" / "samples"
+    started = time.perf_counter()
+    with progress_bar("demo") as progress:
+        result = render_avatar(
+            Path(str(samples / "portrait.png")),
+            Path(str(samples / "speech.wav")),
+            output,
+            poster=output.with_suffix(".jpg"),
+            progress=progress,
+        )
+    _report(result, started)
+    out.print(f"\nThe demo video is at [bold]{output.resolve()}[/]", highlight=False)
+
+
+@app.command("schemas")
+@friendly_errors
+def schemas_cmd(
+    directory: Annotated[Path, typer.Argument(help="Where the JSON Schemas live.")] = Path("schemas"),
+    write: Annotated[bool, typer.Option("--write", help="Regenerate the files.")] = False,
+) -> None:
+    """Check (default) or regenerate the JSON Schemas generated from the contract models."""
+    from talkstack.contract.schemas import stale_schemas, write_schemas
+
+    if write:
+        for path in write_schemas(directory):
+            out.print(f"wrote {path}", highlight=False)
+        return
+    stale = stale_schemas(directory)
+    if stale:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, f"schemas out of date: {', '.join(stale)}; run `make schemas`"
+        )
+    out.print("schemas are up to date")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
