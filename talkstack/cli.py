@@ -57,7 +57,8 @@ def friendly_errors(fn: F) -> F:
             if os.environ.get("TALKSTACK_DEBUG"):
                 raise
             err.print(
-                f"[bold red]internal error[/]: {type(exc).__name__}: {exc} (set TALKSTACK_DEBUG=1 for details)",
+                f"[bold red]internal error[/]: {type(exc).__name__}: {exc} "
+                "(set TALKSTACK_DEBUG=1 for details)",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -90,7 +91,9 @@ def _short_side(resolution: str | None) -> int | None:
         return None
     match = re.fullmatch(r"(\d{2,4})p?", resolution.strip().lower())
     if not match:
-        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"resolution must look like 480p or 720, got {resolution!r}")
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, f"resolution must look like 480p or 720, got {resolution!r}"
+        )
     return int(match.group(1))
 
 
@@ -99,7 +102,8 @@ def _report(result: RenderResult, started: float) -> None:
     size = f"{result.width}×{result.height}, " if result.width else ""
     speed = f" ({result.duration_s / wall:.1f}× real time)" if wall > 0 else ""
     out.print(
-        f"wrote {result.output} ({size}{result.duration_s:.2f} s, {result.bytes / 1e3:.0f} kB) in {wall:.1f} s{speed}",
+        f"wrote {result.output} ({size}{result.duration_s:.2f} s, {result.bytes / 1e3:.0f} kB) "
+        f"in {wall:.1f} s{speed}",
         highlight=False,
     )
     if result.poster:
@@ -111,9 +115,13 @@ def _report(result: RenderResult, started: float) -> None:
 def _check_model(model_id: str, task: str) -> None:
     model = get_model(model_id)
     if model.task != task:
-        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{model_id} is a {model.task} model, not a {task} model")
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, f"{model_id} is a {model.task} model, not a {task} model"
+        )
     if not model.available:
-        raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"{model_id} is unavailable here: {model.unavailable_reason}")
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE, f"{model_id} is unavailable here: {model.unavailable_reason}"
+        )
 
 
 @render_app.command("avatar")
@@ -121,8 +129,12 @@ def _check_model(model_id: str, task: str) -> None:
 def render_avatar_cmd(
     image: Annotated[Path, typer.Option("--image", "-i", help="Photo with one face (PNG, JPEG, WebP).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="MP4 to write.")],
-    audio: Annotated[Path | None, typer.Option("--audio", "-a", help="Speech (WAV, MP3, M4A, FLAC, OGG).")] = None,
-    text: Annotated[str | None, typer.Option("--text", "-t", help="Speak this text with lite-voice instead.")] = None,
+    audio: Annotated[
+        Path | None, typer.Option("--audio", "-a", help="Speech (WAV, MP3, M4A, FLAC, OGG).")
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="Speak this text with lite-voice instead.")
+    ] = None,
     poster: Annotated[Path | None, typer.Option(help="Poster JPEG (default: next to the video).")] = None,
     model: Annotated[str, typer.Option(help="Avatar model id.")] = "lite-avatar",
     resolution: Annotated[str | None, typer.Option(help="Short side, e.g. 480p; never upscales.")] = None,
@@ -179,14 +191,19 @@ def render_voice_cmd(
     _check_model(model, "voice")
     started = time.perf_counter()
     result = synthesize(
-        text, output, options=LiteVoiceOptions(voice=voice, speed=speed, pitch=pitch), reference_voice=reference
+        text,
+        output,
+        options=LiteVoiceOptions(voice=voice, speed=speed, pitch=pitch),
+        reference_voice=reference,
     )
     _report(result, started)
 
 
 @app.command("models")
 @friendly_errors
-def models_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def models_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """List model ids, where they run, whether they are available here, and their licences."""
     models = list_models()
     if as_json:

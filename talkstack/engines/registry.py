@@ -55,7 +55,8 @@ _CATALOGUE: list[dict] = [
         task="avatar",
         backend="modal",
         gpu=True,
-        description="MeiGen MultiTalk on Wan2.1-I2V-14B-480P: audio-driven talking video, one or two speakers.",
+        description="MeiGen MultiTalk on Wan2.1-I2V-14B-480P: audio-driven talking video, "
+        "one or two speakers.",
         licence="Apache-2.0 (MultiTalk, Wan2.1)",
     ),
     dict(
@@ -71,7 +72,8 @@ _CATALOGUE: list[dict] = [
         task="voice",
         backend="modal",
         gpu=True,
-        description="Resemble AI Chatterbox: zero-shot voice cloning from a 5-60 s reference, emotion control.",
+        description="Resemble AI Chatterbox: zero-shot voice cloning from a 5-60 s reference, "
+        "emotion control.",
         licence="MIT (output carries Resemble's inaudible watermark)",
     ),
     dict(

@@ -43,7 +43,9 @@ class Mp4Writer:
             raise ValueError(f"yuv420p needs even dimensions, got {width}×{height}")
         self.path, self.width, self.height, self.fps = Path(path), width, height, fps
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+        video = ffmpeg.input(
+            "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps
+        )
         inputs = [video] if audio is None else [video, ffmpeg.input(str(audio)).audio]
         audio_args = {} if audio is None else {"acodec": "aac", "audio_bitrate": "128k"}
         self._args = (
@@ -63,7 +65,7 @@ class Mp4Writer:
             .compile(cmd=ffmpeg_exe())
         )
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
         self.frames = 0
 
     def __enter__(self) -> Mp4Writer:
@@ -73,7 +75,9 @@ class Mp4Writer:
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be {self.height}×{self.width}×3 uint8, got {frame.shape} {frame.dtype}")
+            raise ValueError(
+                f"frame must be {self.height}×{self.width}×3 uint8, got {frame.shape} {frame.dtype}"
+            )
         assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame).data)

@@ -76,7 +76,10 @@ def test_frames_outside_the_head_match_the_photo_after_encoding(rendered, portra
 @pytest.mark.parametrize(("image", "audio"), [("cmyk_jpg", "speech_m4a"), ("alpha_png", "speech_ogg")])
 def test_other_formats_render(media, tmp_path, image, audio):
     result = render_avatar(
-        media[image], media[audio], tmp_path / "x.mp4", options=LiteAvatarOptions(short_side=256, head_motion=0)
+        media[image],
+        media[audio],
+        tmp_path / "x.mp4",
+        options=LiteAvatarOptions(short_side=256, head_motion=0),
     )
     info = probe_video(result.output)
     assert (info.width, info.height) == (256, 256)

@@ -32,7 +32,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 )
 def test_bad_input_is_one_line_with_its_code_and_no_traceback(media, tmp_path, image, audio, code):
     image_path = media.get(image, tmp_path / "missing.png")
-    proc = run("render", "avatar", "-i", str(image_path), "-a", str(media[audio]), "-o", str(tmp_path / "o.mp4"))
+    proc = run(
+        "render", "avatar", "-i", str(image_path), "-a", str(media[audio]), "-o", str(tmp_path / "o.mp4")
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith(f"error [{code}]: "), proc.stderr
@@ -42,8 +44,8 @@ def test_bad_input_is_one_line_with_its_code_and_no_traceback(media, tmp_path, i
 
 def test_render_avatar_from_text_chains_voice_then_avatar(media, tmp_path):
     out = tmp_path / "hello.mp4"
-    proc = run("render", "avatar", "-i", str(media["portrait"]), "-t", "Hello there.", "-o", str(out),
-               "--resolution", "256p")  # fmt: skip
+    args = ["-i", str(media["portrait"]), "-t", "Hello there.", "-o", str(out), "--resolution", "256p"]
+    proc = run("render", "avatar", *args)
     assert proc.returncode == 0, proc.stderr
     info = probe_video(out)
     assert (info.width, info.audio.codec) == (256, "aac") and 0.5 < info.duration_s < 3
@@ -63,7 +65,16 @@ def test_render_voice_and_argument_errors(tmp_path):
 def test_models_json_lists_every_engine_with_licence():
     proc = run("models", "--json")
     models = {m["id"]: m for m in json.loads(proc.stdout)}
-    expected = {"lite-avatar", "lite-voice", "multitalk", "infinitetalk", "chatterbox", "indextts2", "ltx-video", "wan2.2-ti2v-5b"}
+    expected = {
+        "lite-avatar",
+        "lite-voice",
+        "multitalk",
+        "infinitetalk",
+        "chatterbox",
+        "indextts2",
+        "ltx-video",
+        "wan2.2-ti2v-5b",
+    }
     assert expected <= set(models)
     assert models["lite-avatar"]["available"] is True and models["multitalk"]["available"] is False
     assert all(m["licence"] for m in models.values())

@@ -20,7 +20,10 @@ def test_every_supported_format_decodes_to_the_same_duration(media, name):
 
 
 def test_format_and_codec_are_reported(media):
-    assert (read_audio(media["speech_m4a"]).info.format, read_audio(media["speech_m4a"]).info.codec) == ("m4a", "aac")
+    assert (read_audio(media["speech_m4a"]).info.format, read_audio(media["speech_m4a"]).info.codec) == (
+        "m4a",
+        "aac",
+    )
     assert read_audio(media["speech_ogg"]).info.codec == "vorbis"
 
 

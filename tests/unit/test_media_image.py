@@ -9,7 +9,7 @@ from talkstack.media.image import read_image
 
 def test_png_jpeg_webp_load_as_upright_rgb(media, portrait_rgb):
     for name in ("portrait", "webp", "cmyk_jpg"):
-        rgb, info = read_image(media[name])
+        rgb, _ = read_image(media[name])
         assert rgb.shape == (512, 512, 3) and rgb.dtype == np.uint8
         # Lossy formats differ a little; the picture must be the same picture.
         assert np.abs(rgb.astype(int) - portrait_rgb).mean() < 6, name

@@ -42,7 +42,10 @@ def test_failed_render_publishes_nothing(tmp_path):
 
 def test_encoder_failure_is_a_generation_error_and_publishes_nothing(tmp_path):
     path = tmp_path / "clip.mp4"
-    with pytest.raises(TalkstackError) as info, Mp4Writer(path, 64, 48, audio=tmp_path / "missing.wav") as out:
+    with (
+        pytest.raises(TalkstackError) as info,
+        Mp4Writer(path, 64, 48, audio=tmp_path / "missing.wav") as out,
+    ):
         for frame in _frames(30):
             out.write(frame)
     assert info.value.code == "GENERATION_FAILED"

@@ -13,7 +13,9 @@ def _bursts() -> np.ndarray:
     tone = 0.3 * np.sin(2 * np.pi * 600 * t)
     high = 0.3 * np.sin(2 * np.pi * 3000 * t)
     quiet = np.zeros(RATE)
-    return np.concatenate([quiet, tone, quiet, high]).astype(np.float32) + 1e-4 * np.random.default_rng(0).standard_normal(4 * RATE).astype(np.float32)
+    return np.concatenate([quiet, tone, quiet, high]).astype(np.float32) + 1e-4 * np.random.default_rng(
+        0
+    ).standard_normal(4 * RATE).astype(np.float32)
 
 
 def test_mouth_opens_for_speech_band_energy_and_closes_in_silence():

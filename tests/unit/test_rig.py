@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkstack.engines.lite.face import LOWER_INNER_LIP, UPPER_INNER_LIP, RIGHT_EYE, find_face
+from talkstack.engines.lite.face import LOWER_INNER_LIP, RIGHT_EYE, UPPER_INNER_LIP, find_face
 from talkstack.engines.lite.rig import AvatarRig
 
 POSES = [(0, 0, 0, 0, 0), (1, 0, 0, 0, 0), (0.5, 1, 1.5, 0.02, -0.02), (0.8, 0.5, -1.5, -0.02, 0.02)]

@@ -41,7 +41,9 @@ class LiteAvatarOptions:
     preset: str = "veryfast"
 
 
-def output_size(width: int, height: int, max_side: int = MAX_SIDE, short_side: int | None = None) -> tuple[int, int]:
+def output_size(
+    width: int, height: int, max_side: int = MAX_SIDE, short_side: int | None = None
+) -> tuple[int, int]:
     """Photo size scaled down (never up) to the limits, rounded down to even numbers for yuv420p."""
     scale = min(1.0, min(max_side, MAX_SIDE) / max(width, height))
     if short_side:
@@ -95,8 +97,10 @@ def render_avatar(
 
     n = len(curves)
     t1 = time.perf_counter()
-    with Mp4Writer(Path(output), width, height, options.fps, audio=Path(audio), crf=options.crf,
-                   preset=options.preset) as out:  # fmt: skip
+    writer = Mp4Writer(
+        Path(output), width, height, options.fps, audio=Path(audio), crf=options.crf, preset=options.preset
+    )
+    with writer as out:
         for i in range(n):
             frame = rig.render(
                 float(curves.mouth[i]),

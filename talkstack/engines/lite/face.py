@@ -149,7 +149,8 @@ def _landmarker() -> Iterator:
     except ImportError as exc:
         raise TalkstackError(
             ErrorCode.MODEL_UNAVAILABLE,
-            "lite-avatar needs mediapipe: pip install --no-deps 'mediapipe==1.2.2' (see docs/lite-engines.md)",
+            "lite-avatar needs mediapipe: pip install --no-deps 'mediapipe==1.2.2' "
+            "(see docs/lite-engines.md)",
         ) from exc
     options = vision.FaceLandmarkerOptions(
         base_options=BaseOptions(model_asset_path=str(model_path())),

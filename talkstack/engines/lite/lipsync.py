@@ -32,7 +32,11 @@ def mouth_gaps(video: Path) -> np.ndarray:
     with face_tracker() as track:
         for frame in iter_frames(video):
             face = track(frame)
-            gaps.append(np.nan if face is None else float(np.linalg.norm(face.points[13] - face.points[14])) / face.width)
+            gaps.append(
+                np.nan
+                if face is None
+                else float(np.linalg.norm(face.points[13] - face.points[14])) / face.width
+            )
     return np.array(gaps)
 
 
@@ -41,7 +45,9 @@ def audio_levels(video: Path, fps: float) -> np.ndarray:
         stream = container.streams.audio[0]
         rate = stream.rate
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks = [f.to_ndarray().reshape(-1) for fr in container.decode(stream) for f in resampler.resample(fr)]
+        chunks = [
+            f.to_ndarray().reshape(-1) for fr in container.decode(stream) for f in resampler.resample(fr)
+        ]
     return frame_levels_dbfs(np.concatenate(chunks), rate, window_s=1 / fps)
 
 

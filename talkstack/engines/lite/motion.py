@@ -33,7 +33,7 @@ def frame_count(duration_s: float, fps: int) -> int:
 def band_levels_db(samples: np.ndarray, rate: int, fps: int, n_frames: int) -> np.ndarray:
     """Speech-band level of each video frame's 1/fps slice of audio, in dB (relative)."""
     hop = rate / fps
-    win = int(round(hop))
+    win = round(hop)
     # One FFT per frame over that frame's own samples keeps memory at O(frames), not O(samples).
     starts = np.minimum((np.arange(n_frames) * hop).astype(np.int64), max(0, len(samples) - win))
     padded = samples if len(samples) >= win else np.pad(samples, (0, win - len(samples)))

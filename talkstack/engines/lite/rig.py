@@ -19,7 +19,6 @@ import numpy as np
 
 from talkstack.engines.lite.face import (
     CHIN,
-    FOREHEAD,
     LEFT_EYE,
     LOWER_INNER_LIP,
     MOUTH_LEFT,

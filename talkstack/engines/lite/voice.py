@@ -46,18 +46,24 @@ def synthesize(
     _validate(text, options, Path(output), limits)
     exe = shutil.which(get_settings().espeak)
     if exe is None:
-        raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"lite-voice needs espeak-ng, which is not installed; {INSTALL_HINT}")
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE, f"lite-voice needs espeak-ng, which is not installed; {INSTALL_HINT}"
+        )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        cmd = [exe, "-v", options.voice, "-s", str(round(ESPEAK_WPM * options.speed)), "-p", str(options.pitch),
-               "-w", str(wav), "--stdin"]  # fmt: skip
+        rate = str(round(ESPEAK_WPM * options.speed))
+        cmd = [exe, "-v", options.voice, "-s", rate, "-p", str(options.pitch), "-w", str(wav), "--stdin"]
         # Text goes through stdin, never the command line: no option injection, no length limit.
         proc = subprocess.run(cmd, input=text.encode(), capture_output=True, timeout=300)
         if proc.returncode != 0 or not wav.exists():
             message = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
-            code = ErrorCode.INVALID_REQUEST if "voice does not exist" in message else ErrorCode.GENERATION_FAILED
+            code = (
+                ErrorCode.INVALID_REQUEST
+                if "voice does not exist" in message
+                else ErrorCode.GENERATION_FAILED
+            )
             raise TalkstackError(code, f"espeak-ng failed: {message}", voice=options.voice)
         produced = Path(tmp) / f"out{output.suffix}"
         if output.suffix == ".mp3":
@@ -93,8 +99,14 @@ def _validate(text: str, options: LiteVoiceOptions, output: Path, limits: MediaL
             chars=len(text),
         )
     if not 0.5 <= options.speed <= 2.0:
-        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"speed must be between 0.5 and 2.0, got {options.speed}")
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, f"speed must be between 0.5 and 2.0, got {options.speed}"
+        )
     if not 0 <= options.pitch <= 99:
-        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"pitch must be between 0 and 99, got {options.pitch}")
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, f"pitch must be between 0 and 99, got {options.pitch}"
+        )
     if output.suffix.lower() not in {".wav", ".mp3"}:
-        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"voice output must be .wav or .mp3, got {output.name!r}")
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, f"voice output must be .wav or .mp3, got {output.name!r}"
+        )

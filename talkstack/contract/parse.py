@@ -1,0 +1,197 @@
+"""The single door in: `parse_job_request` accepts native and legacy (seed design) shapes and turns
+every failure into one TalkstackError(INVALID_REQUEST) with a one-line message naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    ValidationError,
+)
+
+from talkstack.contract.fields import (
+    MAX_AVATAR_SECONDS,
+    MAX_REQUEST_BYTES,
+    TASK_KINDS,
+    Filename,
+    KeyPrefix,
+    MediaRef,
+    Prompt,
+    S3Bucket,
+    StrictModel,
+    WebhookUrl,
+)
+from talkstack.contract.request import (
+    JOB_REQUEST_ADAPTER,
+    AvatarRequest,
+    JobRequestBase,
+    VideoRequest,
+    VoiceRequest,
+)
+from talkstack.errors import ErrorCode, TalkstackError
+
+# ---------------------------------------------------------------------------------------------
+# Legacy (seed design) shape
+# ---------------------------------------------------------------------------------------------
+
+
+class _LegacyInput(StrictModel):
+    audio_s3_url: MediaRef
+    reference_image_s3_url: MediaRef
+    prompt: Prompt | None = None
+
+
+class _LegacyOutput(StrictModel):
+    s3_bucket: S3Bucket | None = None
+    s3_prefix: KeyPrefix | None = None
+    filename: Filename | None = None
+
+
+class _LegacyOptions(StrictModel):
+    resolution: Literal["480p", "720p"] | None = None
+    video_length: Annotated[float, Field(gt=0, le=MAX_AVATAR_SECONDS)] | None = None
+    """Seconds; becomes options.max_duration_s."""
+    turbo_mode: bool = False
+    webhook_url: WebhookUrl | None = None
+
+
+class LegacyJobRequest(StrictModel):
+    """The seed design's request (always an avatar job); `to_native` maps it onto `AvatarRequest`."""
+
+    input: _LegacyInput
+    output: _LegacyOutput
+    options: _LegacyOptions = Field(default_factory=_LegacyOptions)
+
+    def to_native(self) -> AvatarRequest:
+        native: dict[str, Any] = {
+            "task": "avatar",
+            "inputs": {"image": self.input.reference_image_s3_url, "audio": self.input.audio_s3_url},
+            "options": {"turbo": self.options.turbo_mode},
+            "output": {
+                "bucket": self.output.s3_bucket,
+                "prefix": self.output.s3_prefix,
+                "filename": self.output.filename,
+            },
+        }
+        if self.input.prompt is not None:
+            native["options"]["prompt"] = self.input.prompt
+        if self.options.resolution is not None:
+            native["options"]["resolution"] = self.options.resolution
+        if self.options.video_length is not None:
+            native["options"]["max_duration_s"] = self.options.video_length
+        if self.options.webhook_url is not None:
+            native["notify"] = {"webhook_url": self.options.webhook_url}
+        return AvatarRequest.model_validate(native)
+
+
+def is_legacy_request(data: Mapping[str, Any]) -> bool:
+    """The legacy shape has `input` (singular) and no `task`."""
+    return "task" not in data and "input" in data
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and error reporting
+# ---------------------------------------------------------------------------------------------
+
+
+_NAMED_MESSAGE_RE = re.compile(r"^([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*): (.+)$")
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _human(error: Mapping[str, Any]) -> str:
+    kind, msg = error["type"], str(error["msg"])
+    if kind == "missing":
+        return "field required"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; extra fields are not allowed)"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return f"must be one of {', '.join(map(repr, TASK_KINDS))}"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if len(msg) > 1 and msg[0].isupper() and msg[1].islower():
+        msg = msg[0].lower() + msg[1:]
+    return " ".join(msg.split())
+
+
+def _invalid(message: str, errors: list[dict[str, Any]]) -> TalkstackError:
+    return TalkstackError(ErrorCode.INVALID_REQUEST, message, errors=errors)
+
+
+def _from_validation_error(exc: ValidationError, tag: str | None, legacy: bool) -> TalkstackError:
+    errors: list[dict[str, Any]] = []
+    for raw in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = tuple(raw["loc"])
+        if tag is not None and loc[:1] == (tag,):
+            loc = loc[1:]
+        if raw["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ("task",)
+        field, human = _field_path(loc), _human(raw)
+        if (named := _NAMED_MESSAGE_RE.match(human)) and raw["type"] == "value_error":
+            # cross-field checks name their field in the message ("output.filename: ...")
+            named_field, human = named.groups()
+            field = f"{field}.{named_field}" if field else named_field
+        errors.append({"field": field, "loc": list(loc), "type": raw["type"], "message": human})
+    first = errors[0]
+    message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    if legacy:
+        message += " [legacy request shape]"
+    return _invalid(message, errors)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _load_json(data: str | bytes | bytearray) -> Any:
+    size = len(data.encode() if isinstance(data, str) else data)
+    if size > MAX_REQUEST_BYTES:
+        raise _invalid(f"request: larger than {MAX_REQUEST_BYTES // 1024} KiB", [])
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise _invalid(f"request: not UTF-8 text ({exc.reason} at byte {exc.start})", []) from exc
+    except json.JSONDecodeError as exc:
+        raise _invalid(
+            f"request: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", []
+        ) from exc
+    except ValueError as exc:
+        raise _invalid(f"request: invalid JSON ({exc})", []) from exc
+
+
+def parse_job_request(
+    data: Mapping[str, Any] | str | bytes | bytearray | AvatarRequest | VoiceRequest | VideoRequest,
+) -> AvatarRequest | VoiceRequest | VideoRequest:
+    """Validate a native or legacy request (dict or JSON text).
+
+    Raises TalkstackError(INVALID_REQUEST) with a one-line message naming the first bad field, and
+    `details["errors"]`: a JSON-safe list of {field, loc, type, message}.
+    """
+    if isinstance(data, JobRequestBase):
+        return data  # type: ignore[return-value]
+    obj = _load_json(data) if isinstance(data, str | bytes | bytearray) else data
+    if not isinstance(obj, Mapping):
+        raise _invalid(f"request: expected a JSON object, got {type(obj).__name__}", [])
+    legacy = is_legacy_request(obj)
+    tag = obj.get("task") if isinstance(obj.get("task"), str) else None
+    try:
+        if legacy:
+            return LegacyJobRequest.model_validate(obj).to_native()
+        if "task" not in obj:
+            field_error = {"field": "task", "loc": ["task"], "type": "missing", "message": "field required"}
+            raise _invalid(f"task: field required (one of {', '.join(map(repr, TASK_KINDS))})", [field_error])
+        return JOB_REQUEST_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, tag, legacy) from exc

@@ -1,0 +1,286 @@
+"""Job record: the one document that says where a job stands (DynamoDB item, result.json, API body).
+
+Kept data-centric: the state machine and handlers decide transitions; the small `mark_*` helpers only
+keep the related fields (status, progress, timestamps, timings) consistent with each other, and refuse
+to move a job out of a terminal state so a duplicate event cannot rewrite a finished job.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PlainSerializer,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+from talkstack.contract.request import JobId, JobRequest, S3Bucket, TaskKind
+from talkstack.errors import ErrorCode, TalkstackError
+
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+StepName = Literal["validate", "plan", "voice", "avatar", "video", "stitch", "finalize", "notify"]
+StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+OutputKind = Literal["video", "audio", "thumbnail", "captions", "result"]
+
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _iso_utc(value: datetime) -> str:
+    """Always `…Z`, even for a datetime assigned after validation (naive is taken as UTC)."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+UtcDatetime = Annotated[
+    AwareDatetime, AfterValidator(_to_utc), PlainSerializer(_iso_utc, return_type=str, when_used="json")
+]
+"""A timezone-aware datetime, stored in UTC and written as ISO-8601 with a `Z` suffix."""
+
+Progress = Annotated[float, Field(ge=0, le=1)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class OutputFile(StrictModel):
+    """One published object."""
+
+    kind: OutputKind
+    bucket: S3Bucket
+    key: Annotated[str, Field(min_length=1, max_length=1024)]
+    content_type: Annotated[str, Field(pattern=r"^[\w.+-]+/[\w.+-]+$")]
+    bytes: NonNegativeInt
+
+
+class JobResult(StrictModel):
+    """What a completed job produced."""
+
+    outputs: list[OutputFile] = Field(default_factory=list)
+    duration_s: NonNegativeFloat | None = None
+    width: PositiveInt | None = None
+    height: PositiveInt | None = None
+    fps: PositiveFloat | None = None
+    bytes: NonNegativeInt | None = None
+    """Total size of all outputs; filled from `outputs` when not given."""
+    estimated_cost_usd: NonNegativeFloat | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _total_bytes(self) -> JobResult:
+        if self.bytes is None and self.outputs:
+            self.bytes = sum(output.bytes for output in self.outputs)
+        return self
+
+    def first(self, *kinds: OutputKind) -> OutputFile | None:
+        """The first output of any of `kinds`, in that order of preference."""
+        for kind in kinds:
+            for output in self.outputs:
+                if output.kind == kind:
+                    return output
+        return None
+
+    @property
+    def primary(self) -> OutputFile | None:
+        """The main deliverable: the video, else the audio."""
+        return self.first("video", "audio")
+
+
+class JobError(StrictModel):
+    """Why a job failed: a stable code, one human line, structured details, and the failing step."""
+
+    code: ErrorCode
+    message: Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_one_line)]
+    details: dict[str, Any] = Field(default_factory=dict)
+    step: StepName | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, step: StepName | None = None) -> JobError:
+        """TalkstackError keeps its code; anything else is an unexpected GENERATION_FAILED."""
+        if isinstance(exc, TalkstackError):
+            code, message, details = exc.code, exc.message, exc.details
+        else:
+            code, message, details = ErrorCode.GENERATION_FAILED, f"{type(exc).__name__}: {exc}", {}
+        safe_details = json.loads(json.dumps(details, default=str))  # details must survive JSON
+        return cls(code=code, message=_one_line(message)[:2000] or str(code), details=safe_details, step=step)
+
+
+class StepRecord(StrictModel):
+    """One engine or pipeline step of a job."""
+
+    name: StepName
+    status: StepStatus = "pending"
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    duration_s: NonNegativeFloat | None = None
+    backend: str | None = None
+    """Where it ran: "lite", "modal", "local-gpu", …"""
+    worker: str | None = None
+    """Worker / container id, for debugging."""
+    model: str | None = None
+    attempts: NonNegativeInt = 0
+
+
+class JobRecord(StrictModel):
+    """Current state of one job."""
+
+    schema_version: Literal["1"] = "1"
+    job_id: JobId
+    task: TaskKind
+    model: str
+    """Model of the main step (the avatar model for a text-driven avatar)."""
+    status: JobStatus = "queued"
+    progress: Progress = 0.0
+    progress_message: str | None = None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    request: JobRequest
+    steps: list[StepRecord] = Field(default_factory=list)
+    timings: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    """Seconds per step name, plus "total" (created_at to finished_at)."""
+    result: JobResult | None = None
+    error: JobError | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobRecord:
+        if self.task != self.request.task:
+            raise ValueError(f"task: {self.task!r} does not match request.task {self.request.task!r}")
+        if self.status == "completed" and self.result is None:
+            raise ValueError("result: required when status is completed")
+        if self.status == "failed" and self.error is None:
+            raise ValueError("error: required when status is failed")
+        return self
+
+    @classmethod
+    def new(cls, job_id: str, request: JobRequest, *, now: datetime | None = None) -> JobRecord:
+        """A queued record for a freshly accepted request."""
+        now = now or utc_now()
+        return cls(
+            job_id=job_id,
+            task=request.task,
+            model=request.primary_model,
+            created_at=now,
+            updated_at=now,
+            request=request,
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def step(self, name: StepName) -> StepRecord | None:
+        return next((step for step in self.steps if step.name == name), None)
+
+    # --- helpers: mutate in place, return self --------------------------------------------------
+
+    def _touch(self, now: datetime | None) -> datetime:
+        if self.is_terminal:
+            raise ValueError(f"job {self.job_id} is already {self.status}")
+        now = _to_utc(now or utc_now())
+        self.updated_at = now
+        return now
+
+    def _finish(self, status: JobStatus, now: datetime | None, **fields: Any) -> JobRecord:
+        now = self._touch(now)
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.status, self.finished_at = status, now
+        self.timings["total"] = max(0.0, (now - self.created_at).total_seconds())
+        return self
+
+    def start_step(
+        self,
+        name: StepName,
+        *,
+        backend: str | None = None,
+        worker: str | None = None,
+        model: str | None = None,
+        now: datetime | None = None,
+    ) -> StepRecord:
+        """Mark `name` running (a retry counts another attempt); the job becomes running too."""
+        now = self._touch(now)
+        step = self.step(name)
+        if step is None:
+            step = StepRecord(name=name)
+            self.steps.append(step)
+        step.status, step.started_at, step.finished_at, step.duration_s = "running", now, None, None
+        step.attempts += 1
+        step.backend, step.worker, step.model = (
+            backend or step.backend,
+            worker or step.worker,
+            model or step.model,
+        )
+        if self.status == "queued":
+            self.status, self.started_at = "running", now
+        return step
+
+    def finish_step(
+        self, name: StepName, *, status: StepStatus = "completed", now: datetime | None = None
+    ) -> StepRecord:
+        now = self._touch(now)
+        step = self.step(name)
+        if step is None:
+            raise ValueError(f"step {name!r} was never started")
+        step.status, step.finished_at = status, now
+        if step.started_at is not None:
+            step.duration_s = max(0.0, (now - step.started_at).total_seconds())
+            self.timings[name] = step.duration_s
+        return step
+
+    def set_progress(
+        self, progress: float, message: str | None = None, *, now: datetime | None = None
+    ) -> JobRecord:
+        """Progress never goes backwards (heartbeats can arrive out of order)."""
+        self._touch(now)
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress must be within 0..1, got {progress}")
+        self.progress = max(self.progress, progress)
+        self.progress_message = message if message is not None else self.progress_message
+        return self
+
+    def mark_completed(self, result: JobResult, *, now: datetime | None = None) -> JobRecord:
+        return self._finish("completed", now, result=result, progress=1.0, progress_message=None)
+
+    def mark_failed(
+        self, error: JobError | BaseException, *, step: StepName | None = None, now: datetime | None = None
+    ) -> JobRecord:
+        """Accepts a JobError or any exception (see JobError.from_exception); fails the running step too."""
+        if not isinstance(error, JobError):
+            error = JobError.from_exception(error, step=step)
+        running = self.step(error.step) if error.step else None
+        if running is not None and running.status == "running":
+            self.finish_step(running.name, status="failed", now=now)
+        return self._finish("failed", now, error=error)
+
+    def mark_cancelled(self, *, now: datetime | None = None) -> JobRecord:
+        self._touch(now)
+        for step in self.steps:
+            if step.status in ("pending", "running"):
+                step.status = "cancelled"
+        return self._finish("cancelled", now)

@@ -1,0 +1,369 @@
+"""Job requests: what a client asks the pipeline to make.
+
+Three task kinds share one envelope (`task`, `job_id`, `inputs`, `options`, `output`, `notify`,
+`callback_id`, `metadata`) and are told apart by `task`, so one JSON Schema describes every entry
+point (S3 manifest, REST API, direct Step Functions input). `parse_job_request` is the single door
+in: it also accepts the seed design's legacy shape, and turns every failure into one
+`TalkstackError(INVALID_REQUEST)` whose one-line message names the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
+
+from talkstack.contract.fields import (
+    EVENT_TYPES,
+    MAX_AVATAR_SECONDS,
+    AvatarModelId,
+    Box,
+    CallbackId,
+    Emotion,
+    EvenSize,
+    EventType,
+    Filename,
+    JobId,
+    KeyPrefix,
+    Language,
+    MediaRef,
+    Metadata,
+    Prompt,
+    S3Bucket,
+    Seed,
+    SpeechText,
+    StrictModel,
+    TaskKind,
+    VideoModelId,
+    VoiceModelId,
+    WebhookUrl,
+    check_size_pair,
+    dedupe,
+    not_blank,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Shared envelope
+# ---------------------------------------------------------------------------------------------
+
+
+class OutputSpec(StrictModel):
+    """Where results go. Keys are predictable: `{prefix}/{filename}` (see `JobRequestBase.output_key`)."""
+
+    bucket: S3Bucket | None = None
+    """Output bucket; defaults to the pipeline's output bucket."""
+    prefix: KeyPrefix | None = None
+    """Folder for every output of the job; "" is the bucket root. Defaults to the job id."""
+    filename: Filename | None = None
+    """Main output file name: .mp4 (avatar, video) or .wav/.mp3 (voice); default video.mp4 / speech.wav."""
+    unique_suffix: bool = False
+    """Append the job id as a last folder ({prefix}/{job_id}/…) so reruns never overwrite."""
+
+
+class NotifySpec(StrictModel):
+    """Per-job notifications. Every event also goes to the pipeline's SNS topic regardless."""
+
+    webhook_url: WebhookUrl | None = None
+    """https URL that receives signed POSTs (http only for loopback hosts)."""
+    events: Annotated[list[EventType], AfterValidator(dedupe), Field(min_length=1)] = Field(
+        default_factory=lambda: list(EVENT_TYPES)
+    )
+    """Event types sent to the webhook; default all."""
+
+    def wants(self, event_type: str) -> bool:
+        return self.webhook_url is not None and event_type in self.events
+
+
+class JobRequestBase(StrictModel):
+    """Fields every task shares; subclasses add `task`, `inputs` and `options`."""
+
+    _extensions: ClassVar[tuple[str, ...]] = (".mp4",)
+    if TYPE_CHECKING:  # declared by each task's subclass
+        inputs: Any
+        options: Any
+
+    task: TaskKind
+    """avatar, voice or video: selects the shape of `inputs` and `options`."""
+    job_id: JobId | None = None
+    """Optional client-chosen id; the same id never starts a second job."""
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    notify: NotifySpec = Field(default_factory=NotifySpec)
+    callback_id: CallbackId | None = None
+    """Echoed in every event and webhook."""
+    metadata: Metadata = Field(default_factory=dict)
+    """Client key/value pairs (≤16, keys ≤64 and values ≤256 characters), echoed in every event."""
+
+    @model_validator(mode="after")
+    def _check_filename_extension(self) -> JobRequestBase:
+        name = self.output.filename
+        if name is not None and not name.lower().endswith(self._extensions):
+            raise ValueError(
+                f"output.filename: must end with {' or '.join(self._extensions)} for {self.task} jobs"
+                f" (got {name!r})"
+            )
+        return self
+
+    @property
+    def output_filename(self) -> str:
+        return self.output.filename or "video.mp4"
+
+    @property
+    def primary_model(self) -> str:
+        return self.options.model
+
+    @property
+    def needs_voice_step(self) -> bool:
+        return False
+
+    @property
+    def worker_steps(self) -> tuple[str, ...]:
+        """Engine steps this job runs, in order (Stitch/Finalize are not engine steps)."""
+        return (self.task,)
+
+    def media_inputs(self) -> dict[str, MediaRef]:
+        """Every media input by field name, for validation and pre-signing."""
+        inputs = self.inputs
+        return {
+            name: value
+            for name in type(inputs).model_fields
+            if isinstance(value := getattr(inputs, name), MediaRef)
+        }
+
+    def output_key(self, job_id: str, name: str | None = None) -> str:
+        """Key of the main output (or of a sibling file `name`) in the output bucket."""
+        prefix = job_id if self.output.prefix is None else self.output.prefix
+        if self.output.unique_suffix and self.output.prefix is not None:
+            prefix = f"{prefix}/{job_id}" if prefix else job_id
+        filename = name or self.output_filename
+        return f"{prefix}/{filename}" if prefix else filename
+
+
+# ---------------------------------------------------------------------------------------------
+# avatar
+# ---------------------------------------------------------------------------------------------
+
+
+class AvatarInputs(StrictModel):
+    """A photo driven by speech: give `audio`, or `text` to synthesise the speech first."""
+
+    image: MediaRef
+    """Photo of the speaker(s)."""
+    audio: MediaRef | None = None
+    """Speech audio (first speaker)."""
+    text: SpeechText | None = None
+    """Text to speak; runs a voice step before the avatar step."""
+    second_audio: MediaRef | None = None
+    """Second speaker's audio, for two-speaker avatars (see options.audio_type)."""
+    reference_voice: MediaRef | None = None
+    """Voice to clone when speaking `text`."""
+
+    @model_validator(mode="after")
+    def _one_driver(self) -> AvatarInputs:
+        if self.audio is None and self.text is None:
+            raise ValueError("give either audio or text (neither was given)")
+        if self.audio is not None and self.text is not None:
+            raise ValueError("give either audio or text, not both")
+        if self.second_audio is not None and self.audio is None:
+            raise ValueError("second_audio needs audio (two-speaker avatars are audio-driven)")
+        if self.reference_voice is not None and self.text is None:
+            raise ValueError("reference_voice only applies with text")
+        return self
+
+
+class AvatarVoiceOptions(StrictModel):
+    """Voice step settings for a text-driven avatar (speed and emotion come from the avatar options)."""
+
+    model: VoiceModelId = "lite-voice"
+    language: Language = "en"
+    pitch: Annotated[float, Field(ge=-12, le=12)] = 0.0
+    """Semitones."""
+    exaggeration: Annotated[float, Field(ge=0, le=2)] | None = None
+
+
+class AvatarOptions(StrictModel):
+    model: AvatarModelId = "lite-avatar"
+    resolution: Literal["480p", "720p"] | None = None
+    """Short side of the output, aspect from the photo; default 480p. Exclusive with width/height."""
+    width: EvenSize | None = None
+    height: EvenSize | None = None
+    fps: Annotated[int, Field(ge=1, le=60)] = 25
+    max_duration_s: Annotated[float, Field(gt=0, le=MAX_AVATAR_SECONDS)] | None = None
+    """Cut the video (and the audio driving it) at this many seconds."""
+    prompt: Prompt | None = None
+    """Scene / motion description for models that take one."""
+    seed: Seed | None = None
+    turbo: bool = False
+    """Faster, slightly lower-quality sampling where the model supports it."""
+    emotion: Emotion | None = None
+    """Expression hint; also the voice step's emotion for text-driven avatars."""
+    speed: Annotated[float, Field(ge=0.5, le=2.0)] = 1.0
+    """Speech rate of the voice step; text-driven avatars only."""
+    audio_type: Literal["add", "para"] | None = None
+    """Two speakers: "add" = in turn (default), "para" = at the same time."""
+    speaker_boxes: Annotated[list[Box], Field(min_length=2, max_length=2)] | None = None
+    """Where each speaker is in the photo, first speaker first."""
+    voice: AvatarVoiceOptions | None = None
+    """Voice step settings (text-driven avatars only)."""
+
+    @model_validator(mode="after")
+    def _check_size(self) -> AvatarOptions:
+        check_size_pair(self.width, self.height, "resolution", self.resolution is not None)
+        return self
+
+    @property
+    def effective_resolution(self) -> str | None:
+        """The resolution preset in force, or None when width/height are explicit."""
+        return None if self.width is not None else (self.resolution or "480p")
+
+
+class AvatarRequest(JobRequestBase):
+    """Talking avatar from a photo plus speech audio, or plus text (voice step, then avatar step)."""
+
+    task: Literal["avatar"]
+    inputs: AvatarInputs
+    options: AvatarOptions = Field(default_factory=AvatarOptions)
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> AvatarRequest:
+        text_driven = self.inputs.text is not None
+        two_speakers = self.inputs.second_audio is not None
+        if not text_driven and self.options.speed != 1.0:
+            raise ValueError("options.speed: only applies when inputs.text is given (audio is used as is)")
+        if not text_driven and self.options.voice is not None:
+            raise ValueError("options.voice: only applies when inputs.text is given")
+        if not two_speakers and self.options.audio_type is not None:
+            raise ValueError("options.audio_type: needs inputs.second_audio")
+        if not two_speakers and self.options.speaker_boxes is not None:
+            raise ValueError("options.speaker_boxes: needs inputs.second_audio")
+        return self
+
+    @property
+    def needs_voice_step(self) -> bool:
+        return self.inputs.text is not None
+
+    @property
+    def worker_steps(self) -> tuple[str, ...]:
+        return ("voice", "avatar") if self.needs_voice_step else ("avatar",)
+
+    def voice_step_options(self) -> VoiceOptions:
+        """Options for the voice step of a text-driven avatar (always WAV, fed to the avatar step)."""
+        voice = self.options.voice or AvatarVoiceOptions()
+        return VoiceOptions(
+            model=voice.model,
+            language=voice.language,
+            pitch=voice.pitch,
+            exaggeration=voice.exaggeration,
+            speed=self.options.speed,
+            emotion=self.options.emotion,
+            format="wav",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# voice
+# ---------------------------------------------------------------------------------------------
+
+
+class VoiceInputs(StrictModel):
+    text: SpeechText
+    reference_voice: MediaRef | None = None
+    """A few seconds of the voice to clone."""
+
+
+class VoiceOptions(StrictModel):
+    model: VoiceModelId = "lite-voice"
+    language: Language = "en"
+    speed: Annotated[float, Field(ge=0.5, le=2.0)] = 1.0
+    pitch: Annotated[float, Field(ge=-12, le=12)] = 0.0
+    """Semitones."""
+    emotion: Emotion | None = None
+    """Emotion label or description, for models that take one."""
+    exaggeration: Annotated[float, Field(ge=0, le=2)] | None = None
+    """Emotional intensity, for models that take one (chatterbox)."""
+    format: Literal["wav", "mp3"] = "wav"
+    """Output format; inferred from output.filename when only that is given."""
+
+
+class VoiceRequest(JobRequestBase):
+    """Speech from text, optionally in a cloned voice."""
+
+    _extensions: ClassVar[tuple[str, ...]] = (".wav", ".mp3")
+
+    task: Literal["voice"]
+    inputs: VoiceInputs
+    options: VoiceOptions = Field(default_factory=VoiceOptions)
+
+    @model_validator(mode="after")
+    def _match_format(self) -> VoiceRequest:
+        name = self.output.filename
+        if name is None:
+            return self
+        ext = name.rpartition(".")[2].lower()
+        if "format" not in self.options.model_fields_set:
+            # ext is .wav or .mp3: the base validator has checked it
+            self.options = self.options.model_copy(update={"format": ext})
+        elif ext != self.options.format:
+            raise ValueError(
+                f"output.filename: {name!r} does not match options.format {self.options.format!r}"
+            )
+        return self
+
+    @property
+    def output_filename(self) -> str:
+        return self.output.filename or f"speech.{self.options.format}"
+
+    @property
+    def needs_voice_step(self) -> bool:
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# video
+# ---------------------------------------------------------------------------------------------
+
+
+class VideoInputs(StrictModel):
+    prompt: Annotated[Prompt, Field(min_length=1), AfterValidator(not_blank)]
+    image: MediaRef | None = None
+    """Optional first frame (image-to-video)."""
+
+
+class VideoOptions(StrictModel):
+    model: VideoModelId = "ltx-video"
+    aspect: Literal["16:9", "9:16", "1:1"] | None = None
+    """Default 16:9. Exclusive with width/height."""
+    width: EvenSize | None = None
+    height: EvenSize | None = None
+    fps: Annotated[int, Field(ge=24, le=30)] = 24
+    duration_s: Annotated[float, Field(ge=2, le=60)] = 5.0
+    seed: Seed | None = None
+    negative_prompt: Annotated[str, Field(max_length=2000)] | None = None
+    steps: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Sampling steps; default is the model's own."""
+
+    @model_validator(mode="after")
+    def _check_size(self) -> VideoOptions:
+        check_size_pair(self.width, self.height, "aspect", self.aspect is not None)
+        return self
+
+    @property
+    def effective_aspect(self) -> str | None:
+        return None if self.width is not None else (self.aspect or "16:9")
+
+
+class VideoRequest(JobRequestBase):
+    """A short clip from a text prompt, optionally starting from an image."""
+
+    task: Literal["video"]
+    inputs: VideoInputs
+    options: VideoOptions = Field(default_factory=VideoOptions)
+
+
+JobRequest = Annotated[AvatarRequest | VoiceRequest | VideoRequest, Field(discriminator="task")]
+"""Any native job request, told apart by `task`."""
+JOB_REQUEST_ADAPTER: TypeAdapter[AvatarRequest | VoiceRequest | VideoRequest] = TypeAdapter(JobRequest)

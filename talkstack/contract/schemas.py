@@ -1,0 +1,76 @@
+"""JSON Schemas generated from the contract models, for clients that do not use Python.
+
+`schemas/` in the repository holds the rendered documents; a test fails when they drift from the
+models (`make schemas` rewrites them). Rendering is deterministic: sorted keys, 2-space indent,
+trailing newline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from talkstack.contract.events import JobEvent
+from talkstack.contract.record import JobRecord
+from talkstack.contract.request import JOB_REQUEST_ADAPTER
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+_REQUEST_DESCRIPTION = (
+    "A talkstack job request: one of three task kinds (avatar, voice, video), selected by `task`. "
+    "Media inputs are s3://bucket/key URIs or keys relative to the folder holding the manifest. "
+    "Unknown fields are rejected. The parser (talkstack.contract.parse_job_request) also accepts the "
+    "legacy seed-design shape {input: {audio_s3_url, reference_image_s3_url, prompt}, "
+    "output: {s3_bucket, s3_prefix, filename}, options: {resolution, video_length, turbo_mode, "
+    "webhook_url}} and converts it to an avatar request; this schema describes the native shape only."
+)
+_RECORD_DESCRIPTION = (
+    "The state of one talkstack job: status, progress, steps, timings, and the result or the error."
+)
+_EVENT_DESCRIPTION = (
+    "A talkstack job event (SNS message and webhook body), one shape for every type: job.queued, "
+    "job.started, job.progress, job.completed (with result), job.failed (with error), job.cancelled."
+)
+
+
+def _document(schema: dict[str, Any], title: str, description: str) -> dict[str, Any]:
+    return {"$schema": DIALECT, **schema, "title": title, "description": description}
+
+
+def schema_documents() -> dict[str, dict[str, Any]]:
+    """File name → JSON Schema document."""
+    return {
+        "job-request.schema.json": _document(
+            JOB_REQUEST_ADAPTER.json_schema(), "JobRequest", _REQUEST_DESCRIPTION
+        ),
+        "job-record.schema.json": _document(JobRecord.model_json_schema(), "JobRecord", _RECORD_DESCRIPTION),
+        "job-event.schema.json": _document(JobEvent.model_json_schema(), "JobEvent", _EVENT_DESCRIPTION),
+    }
+
+
+def render_schema(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write every document into `directory` (created if needed); returns the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, document in schema_documents().items():
+        path = directory / name
+        path.write_text(render_schema(document), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale_schemas(directory: Path) -> list[str]:
+    """Names of documents missing from `directory` or differing from the models."""
+    directory = Path(directory)
+    stale = []
+    for name, document in schema_documents().items():
+        path = directory / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != render_schema(document):
+            stale.append(name)
+    return stale
