@@ -108,8 +108,10 @@ def _decode_mono(path: Path) -> tuple[np.ndarray, int, str, str, int]:
             raise TalkstackError(
                 ErrorCode.CORRUPT_MEDIA, f"{path.name} is damaged: decoding stopped ({exc})"
             ) from exc
-    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    return np.clip(samples, -1.0, 1.0), rate, FORMAT_LABELS.get(fmt, fmt), codec, channels
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    del chunks
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return samples, rate, FORMAT_LABELS.get(fmt, fmt), codec, channels
 
 
 def _unreadable(path: Path, exc: Exception) -> TalkstackError:
@@ -132,8 +134,8 @@ def frame_levels_dbfs(samples: np.ndarray, rate: int, window_s: float) -> np.nda
     n = len(samples) // hop
     if n == 0:
         return np.array([-120.0])
-    frames = samples[: n * hop].reshape(n, hop).astype(np.float64)
-    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    frames = samples[: n * hop].reshape(n, hop)  # a view: no copy of long audio
+    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / hop)
     return 20 * np.log10(np.maximum(rms, 1e-6))
 
 

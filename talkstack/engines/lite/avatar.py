@@ -18,7 +18,7 @@ from talkstack.engines.lite.face import Face, find_face
 from talkstack.engines.lite.motion import motion_curves
 from talkstack.engines.lite.rig import AvatarRig
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.media.audio import ENGINE_SAMPLE_RATE, prepare_speech, read_audio
+from talkstack.media.audio import ENGINE_SAMPLE_RATE, read_audio, resample
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
 from talkstack.settings import MediaLimits, get_limits
@@ -83,7 +83,9 @@ def render_avatar(
             "or crop the photo closer to the face",
             face_px=round(face.width),
         )
-    speech = prepare_speech(clip, ENGINE_SAMPLE_RATE)
+    # No loudness normalisation here: the mouth curve is relative to the clip's own peaks.
+    speech = resample(clip.samples, clip.sample_rate, ENGINE_SAMPLE_RATE)
+    del clip
     curves = motion_curves(
         speech,
         ENGINE_SAMPLE_RATE,

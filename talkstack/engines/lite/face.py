@@ -108,12 +108,20 @@ def detect_faces(rgb: np.ndarray) -> list[Face]:
     h, w = rgb.shape[:2]
     found: list[Face] = []
     with _landmarker() as detect:
-        for x, y, side_w, side_h in _windows(w, h):
+        for i, (x, y, side_w, side_h) in enumerate(_windows(w, h)):
+            if i == 1 and _big_enough(found, min(w, h)):
+                break
             for pts in detect(np.ascontiguousarray(rgb[y : y + side_h, x : x + side_w])):
                 face = Face((pts * [side_w, side_h] + [x, y]).astype(np.float32))
                 if not any(_iou(face.box, other.box) > 0.3 for other in found):
                     found.append(face)
     return found
+
+
+def _big_enough(found: list[Face], short_side: int) -> bool:
+    # Tiles only find faces smaller than about a sixth of the frame; once the whole-image pass
+    # found a face larger than that, tiles cannot change which face is the largest.
+    return any(f.width >= 0.15 * short_side for f in found)
 
 
 def _windows(w: int, h: int) -> Iterator[tuple[int, int, int, int]]:

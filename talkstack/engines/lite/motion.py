@@ -34,14 +34,16 @@ def band_levels_db(samples: np.ndarray, rate: int, fps: int, n_frames: int) -> n
     """Speech-band level of each video frame's 1/fps slice of audio, in dB (relative)."""
     hop = rate / fps
     win = round(hop)
-    # One FFT per frame over that frame's own samples keeps memory at O(frames), not O(samples).
-    starts = np.minimum((np.arange(n_frames) * hop).astype(np.int64), max(0, len(samples) - win))
-    padded = samples if len(samples) >= win else np.pad(samples, (0, win - len(samples)))
-    frames = padded[starts[:, None] + np.arange(win)[None, :]] * np.hanning(win).astype(np.float32)
-    spectrum = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    samples = samples if len(samples) >= win else np.pad(samples, (0, win - len(samples)))
+    starts = np.minimum((np.arange(n_frames) * hop).astype(np.int64), len(samples) - win)
+    window = np.hanning(win).astype(np.float32)
     freqs = np.fft.rfftfreq(win, 1 / rate)
     band = (freqs >= SPEECH_BAND_HZ[0]) & (freqs <= SPEECH_BAND_HZ[1])
-    power = spectrum[:, band].sum(axis=1) / win
+    power = np.empty(n_frames)
+    # One FFT per video frame, in blocks: temporary memory stays flat however long the speech is.
+    for i in range(0, n_frames, 256):
+        block = samples[starts[i : i + 256, None] + np.arange(win)[None, :]] * window
+        power[i : i + 256] = (np.abs(np.fft.rfft(block, axis=1)[:, band]) ** 2).sum(axis=1) / win
     return 10 * np.log10(power + 1e-10)
 
 
