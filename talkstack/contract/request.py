@@ -2,9 +2,9 @@
 
 Three task kinds share one envelope (`task`, `job_id`, `inputs`, `options`, `output`, `notify`,
 `callback_id`, `metadata`) and are told apart by `task`, so one JSON Schema describes every entry
-point (S3 manifest, REST API, direct Step Functions input). `parse_job_request` (parse.py) is the single door
-in: it also accepts the seed design's legacy shape, and turns every failure into one
-`TalkstackError(INVALID_REQUEST)` whose one-line message names the offending field.
+point (S3 manifest, REST API, direct Step Functions input). `parse_job_request` (in parse.py) is
+the single door in: it also accepts the seed design's legacy shape, and turns every failure into
+one `TalkstackError(INVALID_REQUEST)` whose one-line message names the offending field.
 """
 
 from __future__ import annotations
