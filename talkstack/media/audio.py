@@ -53,7 +53,7 @@ def read_audio(path: Path, limits: MediaLimits | None = None) -> AudioClip:
     """Decode and validate a speech file; raise TalkstackError with a specific code if unusable."""
     limits = limits or get_limits()
     size = check_input_file(path, what="audio", max_bytes=limits.max_audio_bytes)
-    samples, rate, fmt, codec, channels = _decode_mono(path)
+    samples, rate, fmt, codec, channels = _decode_mono(path, limits.max_audio_seconds)
     duration = len(samples) / rate
     if duration < limits.min_audio_seconds:
         raise TalkstackError(
@@ -62,11 +62,7 @@ def read_audio(path: Path, limits: MediaLimits | None = None) -> AudioClip:
             duration_s=round(duration, 3),
         )
     if duration > limits.max_audio_seconds:
-        raise TalkstackError(
-            ErrorCode.AUDIO_TOO_LONG,
-            f"audio is {duration:.1f} s long; the limit is {limits.max_audio_seconds:g} s",
-            duration_s=round(duration, 3),
-        )
+        raise _too_long(duration, limits.max_audio_seconds)
     levels = frame_levels_dbfs(samples, rate, window_s=0.02)
     voiced_s = float(np.count_nonzero(levels > SILENCE_DBFS) * 0.02)
     peak = float(np.max(np.abs(samples))) if samples.size else 0.0
@@ -82,7 +78,15 @@ def read_audio(path: Path, limits: MediaLimits | None = None) -> AudioClip:
     return AudioClip(samples, rate, info)
 
 
-def _decode_mono(path: Path) -> tuple[np.ndarray, int, str, str, int]:
+def _too_long(duration: float, limit: float) -> TalkstackError:
+    return TalkstackError(
+        ErrorCode.AUDIO_TOO_LONG,
+        f"audio is {duration:.1f} s long; the limit is {limit:g} s",
+        duration_s=round(duration, 3),
+    )
+
+
+def _decode_mono(path: Path, max_seconds: float) -> tuple[np.ndarray, int, str, str, int]:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, EOFError, OSError) as exc:
@@ -97,6 +101,10 @@ def _decode_mono(path: Path) -> tuple[np.ndarray, int, str, str, int]:
             )
         stream = container.streams.audio[0]
         rate, channels, codec = stream.rate, stream.channels, stream.codec_context.name
+        # A 50 MB MP3 can hold an hour: refuse from the header before decoding (and allocating) it.
+        declared = float(container.duration or 0) / av.time_base
+        if declared > max_seconds + 1:
+            raise _too_long(declared, max_seconds)
         # Down-mix and convert to packed float32 in libswresample, at the source rate.
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
         chunks: list[np.ndarray] = []

@@ -9,7 +9,9 @@ import filetype
 from talkstack.errors import ErrorCode, TalkstackError
 
 
-def check_input_file(path: Path, *, what: str, max_bytes: int) -> int:
+def check_input_file(
+    path: Path, *, what: str, max_bytes: int, too_large: ErrorCode = ErrorCode.UNSUPPORTED_MEDIA
+) -> int:
     """Return the file size, or raise with a code that says what is wrong with the file."""
     if not path.exists():
         raise TalkstackError(ErrorCode.INPUT_NOT_FOUND, f"{what} file not found: {path}", path=str(path))
@@ -20,7 +22,7 @@ def check_input_file(path: Path, *, what: str, max_bytes: int) -> int:
         raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{what} file is empty (0 bytes): {path.name}")
     if size > max_bytes:
         raise TalkstackError(
-            ErrorCode.UNSUPPORTED_MEDIA,
+            too_large,
             f"{what} file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB",
             bytes=size,
             max_bytes=max_bytes,

@@ -34,7 +34,9 @@ class ImageInfo:
 def read_image(path: Path, limits: MediaLimits | None = None) -> tuple[np.ndarray, ImageInfo]:
     """Decode and validate a photo; returns (H×W×3 uint8 RGB, info)."""
     limits = limits or get_limits()
-    size = check_input_file(path, what="image", max_bytes=limits.max_image_bytes)
+    size = check_input_file(
+        path, what="image", max_bytes=limits.max_image_bytes, too_large=ErrorCode.IMAGE_TOO_LARGE
+    )
     try:
         with warnings.catch_warnings():
             # Our own limit (below) replaces Pillow's bomb warning; errors still raise.

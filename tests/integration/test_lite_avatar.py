@@ -112,3 +112,21 @@ def test_output_size_rules():
     assert output_size(1001, 777) == (1000, 776)  # even, for yuv420p
     assert output_size(1920, 1080, short_side=480) == (852, 480)
     assert output_size(400, 300, short_side=720) == (400, 300)  # never upscales
+
+
+def test_a_render_that_fails_midway_leaves_neither_video_nor_poster(media, tmp_path, monkeypatch):
+    from talkstack.engines.lite import rig
+
+    calls = {"n": 0}
+    real_render = rig.AvatarRig.render
+
+    def flaky(self, *args):
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise RuntimeError("worker lost mid-render")
+        return real_render(self, *args)
+
+    monkeypatch.setattr(rig.AvatarRig, "render", flaky)
+    with pytest.raises(RuntimeError):
+        render_avatar(media["portrait"], media["speech_5s"], tmp_path / "v.mp4", poster=tmp_path / "v.jpg")
+    assert list(tmp_path.iterdir()) == []

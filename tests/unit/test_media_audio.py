@@ -61,3 +61,11 @@ def test_missing_audio_file(tmp_path, error_code):
 def test_audio_over_the_configured_limit(media, error_code):
     assert error_code(read_audio, media["long"], MediaLimits(max_audio_seconds=10)) == "AUDIO_TOO_LONG"
     assert read_audio(media["long"], MediaLimits(max_audio_seconds=20)).info.duration_s > 10
+
+
+def test_long_audio_is_refused_from_its_header_before_decoding(media, error_code, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded audio that the header already showed to be too long")
+
+    monkeypatch.setattr("talkstack.media.audio.av.AudioResampler", no_decoding)
+    assert error_code(read_audio, media["speech_mp3"], MediaLimits(max_audio_seconds=5)) == "AUDIO_TOO_LONG"

@@ -63,3 +63,11 @@ def test_gif_is_unsupported(tmp_path, error_code):
     path = tmp_path / "face.gif"
     Image.new("RGB", (128, 128)).save(path)
     assert error_code(read_image, path) == "UNSUPPORTED_MEDIA"
+
+
+def test_image_over_the_byte_limit(media, error_code):
+    from talkstack.settings import MediaLimits
+
+    assert (
+        error_code(read_image, media["portrait"], MediaLimits(max_image_bytes=100_000)) == "IMAGE_TOO_LARGE"
+    )

@@ -98,6 +98,7 @@ def render_avatar(
     timings["prepare_s"] = time.perf_counter() - t0
 
     n = len(curves)
+    first_frame = None
     t1 = time.perf_counter()
     writer = Mp4Writer(
         Path(output), width, height, options.fps, audio=Path(audio), crf=options.crf, preset=options.preset
@@ -112,10 +113,13 @@ def render_avatar(
                 float(curves.dy[i]),
             )
             out.write(frame)
-            if i == 0 and poster is not None:
-                write_poster(frame, Path(poster))
+            if i == 0:
+                first_frame = frame
             if i % 25 == 0 or i == n - 1:
                 progress((i + 1) / n, f"frame {i + 1}/{n}")
+    # The poster is written only once the video exists: a failed render leaves neither behind.
+    if poster is not None and first_frame is not None:
+        write_poster(first_frame, Path(poster))
     timings["render_s"] = time.perf_counter() - t1
     timings["total_s"] = time.perf_counter() - t0
     return RenderResult(
