@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from talkstack.engines.base import ProgressFn, RenderResult, no_progress
-from talkstack.engines.lite.face import Face, find_face
+from talkstack.engines.lite.face import find_face, require_face_width
 from talkstack.engines.lite.motion import motion_curves
 from talkstack.engines.lite.rig import AvatarRig
-from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import ENGINE_SAMPLE_RATE, read_audio, resample
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
@@ -75,14 +73,8 @@ def render_avatar(
 
     width, height = output_size(photo.shape[1], photo.shape[0], options.max_side, options.short_side)
     frame_photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-    face = Face(search.face.points * np.float32([width / photo.shape[1], height / photo.shape[0]]))
-    if face.width < MIN_RENDER_FACE_PX:
-        raise TalkstackError(
-            ErrorCode.FACE_TOO_SMALL,
-            f"at {width}×{height} the face is only {face.width:.0f} px wide; ask for a larger output size "
-            "or crop the photo closer to the face",
-            face_px=round(face.width),
-        )
+    face = search.face.scaled(width / photo.shape[1], height / photo.shape[0])
+    require_face_width(face, MIN_RENDER_FACE_PX, f"at {width}×{height}")
     # No loudness normalisation here: the mouth curve is relative to the clip's own peaks.
     speech = resample(clip.samples, clip.sample_rate, ENGINE_SAMPLE_RATE)
     del clip

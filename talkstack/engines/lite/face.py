@@ -73,8 +73,8 @@ class Face:
         d = self.eye_centre(LEFT_EYE) - self.eye_centre(RIGHT_EYE)
         return float(np.arctan2(d[1], d[0]))
 
-    def scaled(self, factor: float) -> Face:
-        return Face((self.points * factor).astype(np.float32))
+    def scaled(self, sx: float, sy: float) -> Face:
+        return Face((self.points * np.float32([sx, sy])).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -92,15 +92,19 @@ def find_face(rgb: np.ndarray, min_face_pixels: int) -> FaceSearch:
             "no face found in the image; use a photo with one clearly visible, roughly frontal face",
         )
     face = max(faces, key=lambda f: f.area)
-    if face.width < min_face_pixels:
+    require_face_width(face, min_face_pixels, "in the photo")
+    return FaceSearch(face, len(faces))
+
+
+def require_face_width(face: Face, minimum: float, where: str) -> None:
+    if face.width < minimum:
         raise TalkstackError(
             ErrorCode.FACE_TOO_SMALL,
-            f"the face is only {face.width:.0f} px wide; at least {min_face_pixels} px is needed "
-            "(crop the photo closer to the face)",
+            f"{where} the face is only {face.width:.0f} px wide; at least {minimum:g} px is needed "
+            "(crop the photo closer to the face, or ask for a larger output)",
             face_px=round(face.width),
-            min_face_px=min_face_pixels,
+            min_face_px=minimum,
         )
-    return FaceSearch(face, len(faces))
 
 
 def detect_faces(rgb: np.ndarray) -> list[Face]:
