@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from talkstack.contract.fields import CallbackId, EventType, JobId, Metadata, S3Bucket, TaskKind
 from talkstack.contract.record import (
     JobError,
     JobRecord,
@@ -23,7 +24,6 @@ from talkstack.contract.record import (
     UtcDatetime,
     utc_now,
 )
-from talkstack.contract.request import CallbackId, EventType, JobId, Metadata, S3Bucket, TaskKind
 
 EVENT_SCHEMA_VERSION = "1"
 EVENT_STATUS: dict[str, JobStatus] = {

@@ -14,8 +14,6 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -25,7 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from talkstack.contract.request import JobId, JobRequest, S3Bucket, TaskKind
+from talkstack.contract.fields import JobId, S3Bucket, StrictModel, TaskKind
+from talkstack.contract.request import JobRequest
 from talkstack.errors import ErrorCode, TalkstackError
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -57,10 +56,6 @@ UtcDatetime = Annotated[
 """A timezone-aware datetime, stored in UTC and written as ISO-8601 with a `Z` suffix."""
 
 Progress = Annotated[float, Field(ge=0, le=1)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 def _one_line(text: str) -> str:

@@ -31,8 +31,8 @@ class ModelInfo(BaseModel):
 
 _MODAL_PENDING = "runs on the Modal worker backend, which is not configured in this installation"
 
-_CATALOGUE: list[dict] = [
-    dict(
+_CATALOGUE: list[ModelInfo] = [
+    ModelInfo(
         id="lite-avatar",
         task="avatar",
         backend="lite",
@@ -41,7 +41,7 @@ _CATALOGUE: list[dict] = [
         "blinks and small head motion. Fast and download-free; no per-phoneme mouth shapes.",
         licence="Apache-2.0 (MediaPipe face_landmarker.task: Apache-2.0)",
     ),
-    dict(
+    ModelInfo(
         id="lite-voice",
         task="voice",
         backend="lite",
@@ -50,7 +50,7 @@ _CATALOGUE: list[dict] = [
         "voice is ignored. For previews, tests and local runs.",
         licence="espeak-ng GPL-3.0-or-later, run as a separate program; generated audio is unrestricted",
     ),
-    dict(
+    ModelInfo(
         id="multitalk",
         task="avatar",
         backend="modal",
@@ -59,7 +59,7 @@ _CATALOGUE: list[dict] = [
         "one or two speakers.",
         licence="Apache-2.0 (MultiTalk, Wan2.1)",
     ),
-    dict(
+    ModelInfo(
         id="infinitetalk",
         task="avatar",
         backend="modal",
@@ -67,7 +67,7 @@ _CATALOGUE: list[dict] = [
         description="MeiGen InfiniteTalk on Wan2.1-I2V-14B-480P: long-form talking video and dubbing.",
         licence="Apache-2.0 (InfiniteTalk, Wan2.1)",
     ),
-    dict(
+    ModelInfo(
         id="chatterbox",
         task="voice",
         backend="modal",
@@ -76,7 +76,7 @@ _CATALOGUE: list[dict] = [
         "emotion control.",
         licence="MIT (output carries Resemble's inaudible watermark)",
     ),
-    dict(
+    ModelInfo(
         id="indextts2",
         task="voice",
         backend="modal",
@@ -84,7 +84,7 @@ _CATALOGUE: list[dict] = [
         description="IndexTTS-2: voice cloning with emotion reference and duration control.",
         licence="bilibili IndexTTS model licence (royalty-free below its usage thresholds)",
     ),
-    dict(
+    ModelInfo(
         id="ltx-video",
         task="video",
         backend="modal",
@@ -92,7 +92,7 @@ _CATALOGUE: list[dict] = [
         description="Lightricks LTX-Video through diffusers: fast text/image-to-video.",
         licence="LTX-Video open-weights licence of the chosen revision (check before commercial use)",
     ),
-    dict(
+    ModelInfo(
         id="wan2.2-ti2v-5b",
         task="video",
         backend="modal",
@@ -103,27 +103,28 @@ _CATALOGUE: list[dict] = [
 ]
 
 
-def _availability(entry: dict) -> tuple[bool, str | None]:
-    if entry["backend"] == "modal":
-        return False, _MODAL_PENDING
-    if entry["id"] == "lite-avatar" and find_spec("mediapipe") is None:
-        return False, "mediapipe is not installed: pip install --no-deps 'mediapipe==1.2.2'"
-    if entry["id"] == "lite-voice" and shutil.which(get_settings().espeak) is None:
-        return False, "espeak-ng is not installed: apt-get install espeak-ng (or brew/dnf install espeak-ng)"
-    return True, None
+def _unavailable_reason(model: ModelInfo) -> str | None:
+    if model.backend == "modal":
+        return _MODAL_PENDING
+    if model.id == "lite-avatar" and find_spec("mediapipe") is None:
+        return "mediapipe is not installed: pip install --no-deps 'mediapipe==1.2.2'"
+    if model.id == "lite-voice" and shutil.which(get_settings().espeak) is None:
+        return "espeak-ng is not installed: apt-get install espeak-ng (or brew/dnf install espeak-ng)"
+    return None
 
 
 def list_models() -> list[ModelInfo]:
-    out = []
-    for entry in _CATALOGUE:
-        available, reason = _availability(entry)
-        out.append(ModelInfo(**entry, available=available, unavailable_reason=reason))
-    return out
+    """The catalogue, with availability checked now (programs can be installed while we run)."""
+    models = []
+    for model in _CATALOGUE:
+        reason = _unavailable_reason(model)
+        models.append(model.model_copy(update={"available": reason is None, "unavailable_reason": reason}))
+    return models
 
 
 def get_model(model_id: str) -> ModelInfo:
     for model in list_models():
         if model.id == model_id:
             return model
-    known = ", ".join(e["id"] for e in _CATALOGUE)
+    known = ", ".join(m.id for m in _CATALOGUE)
     raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"unknown model {model_id!r}; known models: {known}")

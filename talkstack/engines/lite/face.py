@@ -1,8 +1,9 @@
 """Face landmarks for the lite engine: MediaPipe's Face Landmarker, model file shipped in the repo.
 
 MediaPipe's detector sees the whole image at 128×128, so faces smaller than about a sixth of the
-frame are missed. We therefore also look at overlapping tiles (half the short side) and merge
-the detections; that finds small faces and every face in a group photo.
+frame are missed. Unless the whole-image pass already found a face that large, we also look at
+overlapping tiles (half the short side) and merge the detections; that finds small faces and
+every face in a group photo.
 """
 
 from __future__ import annotations

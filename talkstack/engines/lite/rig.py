@@ -20,7 +20,6 @@ import numpy as np
 from talkstack.engines.lite.face import (
     CHIN,
     LEFT_EYE,
-    LOWER_INNER_LIP,
     MOUTH_LEFT,
     MOUTH_RIGHT,
     OUTER_LIPS,
@@ -89,11 +88,9 @@ class AvatarRig:
         mouth = (pts[13] + pts[14]) / 2
         u, v = self._to_face(xs, ys, mouth)
 
-        self._jaw, self._lip_v = self._jaw_field(pts, mouth, u, v, mouth_w, chin_v, neck)
-        self._u = u
+        self._jaw, self._lip_v, self._lens = self._jaw_field(pts, mouth, u, v, mouth_w, fw / 2, chin_v, neck)
         self._v = v
-        self._lens = self._mouth_lens(pts, mouth, u)
-        self._eyes = self._eye_field(pts, xs, ys) if fh > 0 else np.zeros_like(xs)
+        self._eyes = self._eye_field(pts, xs, ys)
         self._head = self._head_weight(xs, ys)
         self._cavity_rgb, self._teeth_rgb = self._mouth_colours(pts)
         self._pivot = np.array([chin[0], chin[1] + 0.25 * fh], np.float32)
@@ -110,8 +107,12 @@ class AvatarRig:
         order = np.argsort(cu)
         return cu[order], cv[order]
 
-    def _jaw_field(self, pts, mouth, u, v, mouth_w, chin_v, neck):
-        """Per-unit jaw displacement along v: full under the lips, stretching toward the corners."""
+    def _jaw_field(self, pts, mouth, u, v, mouth_w, half_face, chin_v, neck):
+        """Per-unit jaw displacement along v: full under the lips, stretching toward the corners.
+
+        Returns the field, the cut (upper inner-lip line, v per pixel) and the lens: how far the
+        lips part at each u (1 mid-mouth, 0 at the corners), which also shapes the painted cavity.
+        """
         cu, cv = self._contour(pts, UPPER_INNER_LIP, mouth)
         lip_v = np.interp(u, cu, cv).astype(np.float32)  # the cut: upper inner-lip line
         half_inner = max(1.0, (cu[-1] - cu[0]) / 2)
@@ -120,16 +121,10 @@ class AvatarRig:
         ramp = max(0.5 * mouth_w, 2.0 * self.max_drop)
         below = v - lip_v
         parting = lens + (1 - lens) * _smoothstep(below / ramp)
-        half_face = self.axes[0] / 1.3  # half the face-oval width
         lateral = 1 - _smoothstep((np.abs(u) - 0.55 * half_face) / (0.6 * half_face))
         tail = 1 - _smoothstep((v - chin_v) / neck)
         field = np.where(below >= 0, parting * lateral * tail, 0.0).astype(np.float32)
-        return field, lip_v
-
-    def _mouth_lens(self, pts, mouth, u) -> np.ndarray:
-        cu, _ = self._contour(pts, LOWER_INNER_LIP, mouth)
-        half = max(1.0, (cu[-1] - cu[0]) / 2)
-        return np.clip(1 - ((u - (cu[0] + cu[-1]) / 2) / half) ** 2, 0, 1).astype(np.float32)
+        return field, lip_v, lens.astype(np.float32)
 
     def _eye_field(self, pts, xs, ys) -> np.ndarray:
         """Per-unit blink: the lids meet three quarters of the way down; the skin beyond stretches.
