@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,local]'
 	# mediapipe without its opencv-contrib/matplotlib/sounddevice pins (see pyproject.toml)
 	$(PY) -m pip install --quiet --no-deps 'mediapipe==1.2.2'
 	touch $(STAMP)
@@ -25,12 +25,12 @@ demo: venv
 	$(VENV)/bin/talkstack demo --output out/demo.mp4
 
 lint: venv
-	$(VENV)/bin/ruff check talkstack tests bench
-	$(VENV)/bin/ruff format --check talkstack tests bench
+	$(VENV)/bin/ruff check talkstack aws tests bench
+	$(VENV)/bin/ruff format --check talkstack aws tests bench
 
 format: venv
-	$(VENV)/bin/ruff check --fix talkstack tests bench
-	$(VENV)/bin/ruff format talkstack tests bench
+	$(VENV)/bin/ruff check --fix talkstack aws tests bench
+	$(VENV)/bin/ruff format talkstack aws tests bench
 
 schemas: venv
 	$(VENV)/bin/talkstack schemas --write schemas

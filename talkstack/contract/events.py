@@ -85,8 +85,9 @@ class JobEvent(BaseModel):
     type: EventType
     occurred_at: UtcDatetime
     job_id: JobId
-    task: TaskKind
-    model: str
+    task: TaskKind | None
+    """None only for a job.failed event of a request rejected before its task was known."""
+    model: str | None
     status: JobStatus
     progress: Progress
     progress_message: str | None = None
@@ -131,6 +132,6 @@ class JobEvent(BaseModel):
             if type == "job.completed" and record.result
             else None,
             error=record.error if type == "job.failed" else None,
-            callback_id=record.request.callback_id,
-            metadata=dict(record.request.metadata),
+            callback_id=record.callback_id,
+            metadata=record.metadata,
         )

@@ -155,7 +155,8 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _load_json(data: str | bytes | bytearray) -> Any:
+def load_request_json(data: str | bytes | bytearray) -> Any:
+    """JSON text → object; INVALID_REQUEST naming the line and column of a syntax error."""
     size = len(data.encode() if isinstance(data, str) else data)
     if size > MAX_REQUEST_BYTES:
         raise _invalid(f"request: larger than {MAX_REQUEST_BYTES // 1024} KiB", [])
@@ -181,7 +182,7 @@ def parse_job_request(
     """
     if isinstance(data, JobRequestBase):
         return data  # type: ignore[return-value]
-    obj = _load_json(data) if isinstance(data, str | bytes | bytearray) else data
+    obj = load_request_json(data) if isinstance(data, str | bytes | bytearray) else data
     if not isinstance(obj, Mapping):
         raise _invalid(f"request: expected a JSON object, got {type(obj).__name__}", [])
     legacy = is_legacy_request(obj)

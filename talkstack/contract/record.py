@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from talkstack.contract.fields import JobId, S3Bucket, StrictModel, TaskKind
-from talkstack.contract.request import JobRequest
+from talkstack.contract.fields import CallbackId, JobId, Metadata, S3Bucket, StrictModel, TaskKind, WebhookUrl
+from talkstack.contract.request import JobRequest, NotifySpec
 from talkstack.errors import ErrorCode, TalkstackError
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -140,13 +140,34 @@ class StepRecord(StrictModel):
     attempts: NonNegativeInt = 0
 
 
+class JobSource(StrictModel):
+    """Where a job came from: the S3 manifest, a direct Step Functions start, or the API."""
+
+    kind: Literal["s3", "execution", "api"]
+    bucket: S3Bucket | None = None
+    key: Annotated[str, Field(max_length=1024)] | None = None
+    """Manifest key (decoded), for jobs dropped into S3."""
+    etag: str | None = None
+    execution_arn: str | None = None
+
+
+class RejectedRequest(StrictModel):
+    """What could be salvaged from a request that failed validation, so the failure still reaches
+    the client: its correlation fields and webhook (each kept only if valid on its own)."""
+
+    callback_id: CallbackId | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    webhook_url: WebhookUrl | None = None
+
+
 class JobRecord(StrictModel):
-    """Current state of one job."""
+    """Current state of one job. `request` is absent only for a job rejected at validation."""
 
     schema_version: Literal["1"] = "1"
     job_id: JobId
-    task: TaskKind
-    model: str
+    task: TaskKind | None
+    """None only when a rejected request did not say (or said something invalid)."""
+    model: str | None
     """Model of the main step (the avatar model for a text-driven avatar)."""
     status: JobStatus = "queued"
     progress: Progress = 0.0
@@ -155,7 +176,9 @@ class JobRecord(StrictModel):
     updated_at: UtcDatetime
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
-    request: JobRequest
+    request: JobRequest | None = None
+    rejected: RejectedRequest | None = None
+    source: JobSource | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     timings: dict[str, NonNegativeFloat] = Field(default_factory=dict)
     """Seconds per step name, plus "total" (created_at to finished_at)."""
@@ -164,7 +187,10 @@ class JobRecord(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobRecord:
-        if self.task != self.request.task:
+        if self.request is None:
+            if self.status != "failed":
+                raise ValueError("request: required unless the job was rejected (status failed)")
+        elif self.task != self.request.task:
             raise ValueError(f"task: {self.task!r} does not match request.task {self.request.task!r}")
         if self.status == "completed" and self.result is None:
             raise ValueError("result: required when status is completed")
@@ -184,6 +210,52 @@ class JobRecord(StrictModel):
             updated_at=now,
             request=request,
         )
+
+    @classmethod
+    def new_rejected(
+        cls,
+        job_id: str,
+        error: JobError,
+        *,
+        task: str | None = None,
+        rejected: RejectedRequest | None = None,
+        source: JobSource | None = None,
+        now: datetime | None = None,
+    ) -> JobRecord:
+        """A failed record for a request that never validated (nothing ran, nothing was written)."""
+        now = now or utc_now()
+        return cls(
+            job_id=job_id,
+            task=task if task in ("avatar", "voice", "video") else None,  # type: ignore[arg-type]
+            model=None,
+            status="failed",
+            created_at=now,
+            updated_at=now,
+            finished_at=now,
+            timings={"total": 0.0},
+            rejected=rejected,
+            source=source,
+            error=error,
+        )
+
+    @property
+    def callback_id(self) -> str | None:
+        holder = self.request or self.rejected
+        return holder.callback_id if holder else None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        holder = self.request or self.rejected
+        return dict(holder.metadata) if holder else {}
+
+    @property
+    def notify(self) -> NotifySpec:
+        """Webhook settings in force: the request's, or the salvaged URL of a rejected request."""
+        if self.request is not None:
+            return self.request.notify
+        if self.rejected is not None and self.rejected.webhook_url:
+            return NotifySpec(webhook_url=self.rejected.webhook_url)
+        return NotifySpec()
 
     @property
     def is_terminal(self) -> bool:

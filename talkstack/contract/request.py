@@ -134,6 +134,15 @@ class JobRequestBase(StrictModel):
             if isinstance(value := getattr(inputs, name), MediaRef)
         }
 
+    def sibling_key(self, job_id: str, role: Literal["thumbnail", "result"]) -> str:
+        """Key of the thumbnail or result.json published beside the main output: `thumbnail.jpg` and
+        `result.json`, or `<stem>.thumbnail.jpg` / `<stem>.result.json` when output.filename is set
+        (so jobs sharing a prefix with distinct file names never overwrite each other's)."""
+        name = "thumbnail.jpg" if role == "thumbnail" else "result.json"
+        if self.output.filename is not None:
+            name = f"{self.output.filename.rpartition('.')[0]}.{name}"
+        return self.output_key(job_id, name)
+
     def output_key(self, job_id: str, name: str | None = None) -> str:
         """Key of the main output (or of a sibling file `name`) in the output bucket."""
         prefix = job_id if self.output.prefix is None else self.output.prefix

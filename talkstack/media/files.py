@@ -10,7 +10,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 
 
 def check_input_file(
-    path: Path, *, what: str, max_bytes: int, too_large: ErrorCode = ErrorCode.UNSUPPORTED_MEDIA
+    path: Path, *, what: str, max_bytes: int, too_large: ErrorCode = ErrorCode.INPUT_TOO_LARGE
 ) -> int:
     """Return the file size, or raise with a code that says what is wrong with the file."""
     if not path.exists():

@@ -1,0 +1,31 @@
+"""States `Voice` / `Avatar` / `Video` (`lambda:invoke.waitForTaskToken`): start a worker attempt."""
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from talkstack.pipeline.dispatch import dispatch_step
+from talkstack.pipeline.services import job_step, services
+from talkstack.workers.backends import get_backend
+
+logger = Logger(service="talkstack")
+svc = services()
+backend = get_backend(svc.config.worker_backend)
+
+
+@logger.inject_lambda_context
+@job_step(None)
+def handler(event: dict, context: LambdaContext) -> dict:
+    task, record, first = dispatch_step(
+        event["job_id"],
+        event["step"],
+        event["task_token"],
+        int(event.get("retry_count", 0)),
+        svc.config,
+        svc.store,
+        svc.s3,
+        backend,
+    )
+    if first:
+        svc.emit(record, "job.started")
+    logger.info("dispatched", extra={"job_id": task.job_id, "attempt_id": task.attempt_id})
+    return {"attempt_id": task.attempt_id}

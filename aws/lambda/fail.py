@@ -1,0 +1,28 @@
+"""State `RecordFailure` (every Catch): record why the job failed; remove anything half-published."""
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from talkstack.pipeline.failure import record_failure
+from talkstack.pipeline.services import services
+
+logger = Logger(service="talkstack")
+svc = services()
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: LambdaContext) -> dict:
+    record = record_failure(
+        event["job_id"],
+        event.get("error") or {},
+        event.get("input"),
+        event.get("execution_arn"),
+        svc.config,
+        svc.store,
+        svc.s3,
+    )
+    assert record.error is not None
+    logger.warning(
+        "job failed", extra={"job_id": record.job_id, "error": record.error.model_dump(mode="json")}
+    )
+    return {"job_id": record.job_id, "code": str(record.error.code), "message": record.error.message}

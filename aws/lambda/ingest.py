@@ -1,0 +1,28 @@
+"""S3 ObjectCreated (manifest under the input prefix) → one execution per upload."""
+
+from dataclasses import asdict
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from talkstack.pipeline.ingest import Ingestor
+from talkstack.pipeline.services import services
+
+logger = Logger(service="talkstack")
+svc = services()
+ingestor = Ingestor(svc.config, svc.store, svc.s3, svc.sfn, svc.sqs, svc.emit)
+
+
+@logger.inject_lambda_context
+@event_source(data_class=S3Event)
+def handler(event: S3Event, context: LambdaContext) -> dict:
+    outcomes = []
+    for record in event.records:
+        # Event keys are URL-encoded ('+' for space); the object's real key is the decoded one.
+        key = unquote_plus(record.s3.get_object.key)
+        outcome = ingestor.handle(record.s3.bucket.name, key)
+        logger.info("ingest", extra={"key": key, **asdict(outcome)})
+        outcomes.append(asdict(outcome))
+    return {"outcomes": outcomes}

@@ -1,0 +1,162 @@
+"""Where moto (pinned, see pyproject `local` extra) differs from AWS in ways this pipeline depends on,
+and the two patches local mode applies. `tests/integration/test_moto_canary.py` proves each patch
+still takes effect, so a moto upgrade that moves these internals fails loudly instead of silently
+running different logic.
+
+1. **Lambda invocation.** moto runs functions in Docker (none here) or, without Docker, only echoes
+   the payload. The server runs in our process, so `LambdaFunction.invoke` is replaced by a call of
+   the real handler: direct `Invoke`, S3 notifications and Step Functions `lambda:invoke` then run
+   the same code as AWS. `InvocationType=Event` runs on a background pool, like AWS's async queue.
+   A raised exception becomes AWS's error payload (`errorType` = class name, `errorMessage`), which
+   Step Functions turns into the task's `Error` / `Cause` exactly as in AWS.
+2. **A fresh task token per retry.** AWS issues a new `$$.Task.Token` for every attempt of a
+   `.waitForTaskToken` task; moto reuses the first attempt's token, so the failure that triggered the
+   retry is re-applied at once and no retry ever runs. The patch issues a new token before each
+   attempt, which keeps the production definition's `Retry` blocks meaningful locally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+PINNED_MOTO = "5.2.5"
+
+Handler = Callable[[dict[str, Any], Any], Any]
+HandlerResolver = Callable[[str], Handler]
+"""Function name → the handler callable (raises KeyError for an unknown function)."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalLambdaContext:
+    """The attributes of AWS's Lambda context object that handlers and powertools read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int = 512
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    timeout_ms: int = 900_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.timeout_ms
+
+
+def error_payload(exc: BaseException, request_id: str) -> dict[str, Any]:
+    """AWS's payload for a function error."""
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": request_id,
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }
+
+
+class LambdaPatch:
+    """Routes moto's Lambda invocations to in-process handlers. One per process (moto's models are
+    module-level); `install` is idempotent and `uninstall` restores moto's method."""
+
+    _lock = threading.Lock()
+    _original: Any = None
+
+    def __init__(self, resolve: HandlerResolver, async_workers: int = 8) -> None:
+        self.resolve = resolve
+        self.async_pool = ThreadPoolExecutor(async_workers, thread_name_prefix="lambda-async")
+        self.async_errors: list[tuple[str, BaseException]] = []
+
+    def run(self, function_name: str, function_arn: str, event: Any) -> tuple[str, bool]:
+        """(JSON payload, errored) of one invocation."""
+        context = LocalLambdaContext(function_name=function_name, invoked_function_arn=function_arn)
+        try:
+            result = self.resolve(function_name)(event, context)
+            return json.dumps(result), False
+        except Exception as exc:
+            log.warning("λ %s raised %s: %s", function_name, type(exc).__name__, exc)
+            return json.dumps(error_payload(exc, context.aws_request_id)), True
+
+    def _run_async(self, function_name: str, function_arn: str, event: Any) -> None:
+        _payload, errored = self.run(function_name, function_arn, event)
+        if errored:
+            self.async_errors.append((function_name, RuntimeError(_payload)))
+
+    def install(self) -> None:
+        from moto.awslambda.models import LambdaFunction
+
+        patch = self
+
+        def invoke(fn: Any, body: str, request_headers: Any, response_headers: Any) -> str:
+            event = json.loads(body) if body else {}
+            headers = {str(k).lower(): v for k, v in dict(request_headers or {}).items()}
+            if headers.get("x-amz-invocation-type") == "Event":
+                patch.async_pool.submit(patch._run_async, fn.function_name, fn.function_arn, event)
+                return ""
+            payload, errored = patch.run(fn.function_name, fn.function_arn, event)
+            if errored:
+                response_headers["x-amz-function-error"] = "Unhandled"
+            return payload
+
+        with LambdaPatch._lock:
+            if LambdaPatch._original is None:
+                LambdaPatch._original = LambdaFunction.invoke
+            LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        from moto.awslambda.models import LambdaFunction
+
+        with LambdaPatch._lock:
+            if LambdaPatch._original is not None:
+                LambdaFunction.invoke = LambdaPatch._original  # type: ignore[method-assign]
+                LambdaPatch._original = None
+        self.async_pool.shutdown(wait=False, cancel_futures=True)
+
+
+_token_patch_installed = False
+
+
+def install_fresh_token_per_retry() -> None:
+    """Issue a new task token before every attempt of a `.waitForTaskToken` task (AWS behaviour)."""
+    global _token_patch_installed
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
+        ResourceCondition,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (  # noqa: E501
+        StateTaskServiceCallback,
+    )
+
+    if _token_patch_installed:
+        return
+    original = StateTaskServiceCallback._evaluate_with_timeout
+
+    def _evaluate_with_timeout(self: Any, env: Any) -> None:
+        if self.resource.condition == ResourceCondition.WaitForTaskToken:
+            token = env.states.context_object.update_task_token()
+            env.callback_pool_manager.add(token)
+        return original(self, env)
+
+    StateTaskServiceCallback._evaluate_with_timeout = _evaluate_with_timeout  # type: ignore[method-assign]
+    _token_patch_installed = True
+
+
+def check_moto_version() -> str:
+    """The installed moto version; a warning is logged when it is not the pinned one."""
+    from importlib.metadata import version
+
+    installed = version("moto")
+    if installed != PINNED_MOTO:
+        log.warning(
+            "moto %s is installed; talkstack.local was verified against %s (run the canary tests)",
+            installed,
+            PINNED_MOTO,
+        )
+    return installed

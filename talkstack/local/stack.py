@@ -1,0 +1,310 @@
+"""The local stack: moto's server on a fixed port, the resources of the deployed stack created from
+the same names and the same ASL file, the real handlers behind the emulated Lambda service, and a
+local worker pool behind the `local` worker backend.
+
+    with LocalStack() as stack:          # or `talkstack up`
+        stack.s3.upload_file(...)        # any S3 client works: boto3, the AWS CLI
+
+One stack per process: moto's state and the Lambda patch are process-wide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from talkstack.local.moto_patches import (
+    Handler,
+    LambdaPatch,
+    check_moto_version,
+    install_fresh_token_per_retry,
+)
+from talkstack.local.resources import HANDLERS, LocalResources, definition_path, lambda_root
+from talkstack.local.workers import FaultPlan, LocalWorkerPool
+from talkstack.pipeline import aws
+from talkstack.workers.backends import register_local_sink
+
+log = logging.getLogger(__name__)
+WORK_EXPIRY_DAYS = 7
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def load_definition(substitutions: dict[str, str], path: Path | None = None) -> str:
+    """The ASL text with `${Name}` placeholders replaced; refuses to leave any unresolved."""
+    text = (path or definition_path()).read_text(encoding="utf-8")
+    for name, value in substitutions.items():
+        text = text.replace("${" + name + "}", value)
+    if "${" in text:
+        start = text.index("${")
+        raise StackError(
+            f"unresolved placeholder in the state machine: {text[start : text.index('}', start) + 1]}"
+        )
+    json.loads(text)  # fail here, not in CreateStateMachine, if the file is broken
+    return text
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+class HandlerLoader:
+    """Imports aws/lambda/<name>.py on first use (as AWS does on a cold start)."""
+
+    def __init__(self, resources: LocalResources, root: Path) -> None:
+        self.resources, self.root = resources, root
+        self._modules: dict[str, ModuleType] = {}
+        self._lock = threading.Lock()
+        self._by_function = {resources.function_name(name): name for name in HANDLERS}
+
+    def __call__(self, function_name: str) -> Handler:
+        name = self._by_function[function_name]
+        with self._lock:
+            module = self._modules.get(name)
+            if module is None:
+                module = self._import(name)
+                self._modules[name] = module
+        return module.handler
+
+    def _import(self, name: str) -> ModuleType:
+        path = self.root / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"talkstack_lambda_{name}", path)
+        if spec is None or spec.loader is None:
+            raise StackError(f"no handler module at {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+class LocalStack:
+    def __init__(
+        self,
+        resources: LocalResources | None = None,
+        *,
+        workers: int = 2,
+        faults: FaultPlan | None = None,
+        settings: dict[str, str] | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.resources = resources or LocalResources()
+        self.workers = workers
+        self.faults = faults or FaultPlan()
+        self.settings = settings or {}
+        """Extra TALKSTACK_* settings for the handlers, e.g. {"heartbeat_seconds": "3"}."""
+        self.log_level = log_level
+        self.pool: LocalWorkerPool | None = None
+        self._server: Any = None
+        self._lambda_patch: LambdaPatch | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        r = self.resources
+        if not _port_free(r.host, r.port):
+            raise StackError(
+                f"port {r.port} on {r.host} is in use (another `talkstack up`?); pick one with --port "
+                "or TALKSTACK_LOCAL_PORT"
+            )
+        self._set_environment()
+        check_moto_version()
+        install_fresh_token_per_retry()
+        self._lambda_patch = LambdaPatch(HandlerLoader(r, lambda_root()))
+        self._lambda_patch.install()
+
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address=r.host, port=r.port, verbose=False)
+        self._server.start()
+        httpx.post(
+            f"{r.endpoint}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}
+        ).raise_for_status()
+        self.pool = LocalWorkerPool(self.workers, self.faults).start()
+        register_local_sink(self.pool)
+        self._create_resources()
+        return self
+
+    def stop(self) -> None:
+        register_local_sink(None)
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        if self._lambda_patch is not None:
+            self._lambda_patch.uninstall()
+            self._lambda_patch = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _set_environment(self) -> None:
+        r = self.resources
+        os.environ.update(r.client_env())
+        os.environ.update(r.pipeline_env(**self.settings))
+        os.environ["MOTO_PORT"] = str(r.port)  # moto's state machine engine calls services here
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", self.log_level)
+        os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "talkstack")
+        # Clients and config are cached per process: rebuild them for this endpoint and settings.
+        from talkstack.pipeline.config import get_config
+        from talkstack.pipeline.services import services
+
+        aws.reset_clients()
+        get_config.cache_clear()
+        services.cache_clear()
+
+    # --- resources ------------------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        return aws.client(service)
+
+    @property
+    def s3(self) -> Any:
+        return aws.client("s3")
+
+    def _create_resources(self) -> None:
+        r = self.resources
+        s3, lam, sfn = aws.client("s3"), aws.client("lambda"), aws.client("stepfunctions")
+        for bucket in (r.input_bucket, r.output_bucket, r.work_bucket):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=r.work_bucket,
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "expire-work",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": ""},
+                        "Expiration": {"Days": WORK_EXPIRY_DAYS},
+                    }
+                ]
+            },
+        )
+        ddb = aws.client("dynamodb")
+        ddb.create_table(
+            TableName=r.jobs_table,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.update_time_to_live(
+            TableName=r.jobs_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        )
+        aws.client("sns").create_topic(Name=r.topic_name)
+        aws.client("sqs").create_queue(QueueName=r.dlq_name)
+        aws.client("iam").create_role(
+            RoleName=f"{r.stack}-role",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )
+        env = {k: v for k, v in os.environ.items() if k.startswith("TALKSTACK_")}
+        for name in HANDLERS:
+            lam.create_function(
+                FunctionName=r.function_name(name),
+                Runtime="python3.11",
+                Role=r.role_arn,
+                Handler=f"{name}.handler",
+                Code={"ZipFile": _placeholder_zip(name)},
+                Timeout=900,
+                MemorySize=512,
+                Environment={"Variables": env},
+            )
+        s3.put_bucket_notification_configuration(
+            Bucket=r.input_bucket,
+            NotificationConfiguration={
+                "LambdaFunctionConfigurations": [
+                    {
+                        "LambdaFunctionArn": r.function_arn("ingest"),
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {
+                            "Key": {
+                                "FilterRules": [
+                                    {
+                                        "Name": "prefix",
+                                        "Value": os.environ.get("TALKSTACK_INPUT_PREFIX", "inputs/"),
+                                    },
+                                    {"Name": "suffix", "Value": "job.json"},
+                                ]
+                            }
+                        },
+                    }
+                ]
+            },
+        )
+        s3.put_bucket_notification_configuration(
+            Bucket=r.work_bucket,
+            NotificationConfiguration={
+                "LambdaFunctionConfigurations": [
+                    {
+                        "LambdaFunctionArn": r.function_arn("complete"),
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "markers/"}]}},
+                    }
+                ]
+            },
+        )
+        sfn.create_state_machine(
+            name=r.state_machine_name,
+            definition=load_definition(r.definition_substitutions()),
+            roleArn=r.role_arn,
+            type="STANDARD",
+        )
+
+    # --- conveniences for tests, the CLI and the demo ---------------------------------------------
+
+    def wait_for_execution(self, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Block until the job's execution ends; returns DescribeExecution."""
+        sfn = aws.client("stepfunctions")
+        arn = self.execution_arn(job_id)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(sfn.exceptions.ExecutionDoesNotExist):
+                described = sfn.describe_execution(executionArn=arn)
+                if described["status"] != "RUNNING":
+                    return described
+            time.sleep(0.1)
+        raise TimeoutError(f"execution {job_id} still running after {timeout_s:.0f} s")
+
+    def execution_arn(self, job_id: str) -> str:
+        r = self.resources
+        return f"arn:aws:states:{r.region}:{r.account}:execution:{r.state_machine_name}:{job_id}"
+
+
+def _placeholder_zip(name: str) -> bytes:
+    # moto stores a code package per function; the code that runs is aws/lambda/<name>.py (see
+    # HandlerLoader). The zip names the module so `GetFunction` shows something truthful.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{name}.py", f"# local mode runs aws/lambda/{name}.py in process\n")
+    return buffer.getvalue()

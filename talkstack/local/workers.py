@@ -1,0 +1,121 @@
+"""The local worker pool: worker tasks run in separate processes, like remote workers would.
+
+Separate processes because the engines are CPU-bound (the GIL) and MediaPipe silences fd 2 while
+it loads, which must not happen under the emulator's threads. Processes are spawned, not forked:
+the parent runs the emulator's threads, and forking a threaded process is unsafe.
+
+A FaultPlan lets tests and benchmarks make a worker misbehave at the one boundary that cannot be
+made to fail on demand otherwise: "transient" reports a retryable error without running the
+engine, "silent" takes the task and never answers (no heartbeat, no marker).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections import defaultdict
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Literal
+
+from talkstack.contract.record import JobError
+from talkstack.errors import ErrorCode
+from talkstack.workers.protocol import WorkerTask
+
+Fault = Literal["transient", "silent"]
+log = logging.getLogger(__name__)
+
+
+class FaultPlan:
+    """Faults to inject, consumed one per attempt, by (job id, step); job id "*" matches any job."""
+
+    def __init__(self) -> None:
+        self._faults: dict[tuple[str, str], list[Fault]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str, step: str, *faults: Fault) -> None:
+        with self._lock:
+            self._faults[(job_id, step)].extend(faults)
+
+    def take(self, job_id: str, step: str) -> Fault | None:
+        with self._lock:
+            for key in ((job_id, step), ("*", step)):
+                if self._faults.get(key):
+                    return self._faults[key].pop(0)
+        return None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+
+def _warm_up() -> None:
+    # Import the engines once per process, so the first task does not pay for it.
+    import talkstack.engines.lite.avatar
+    import talkstack.engines.lite.voice  # noqa: F401
+
+
+def run_in_worker(task_json: str, fault: Fault | None) -> bool:
+    """Entry point in the worker process (module-level so it pickles)."""
+    import httpx
+
+    from talkstack.workers.runner import Reporter, Transfers, run_task
+
+    task = WorkerTask.model_validate_json(task_json)
+    if fault == "silent":
+        return False
+    if fault == "transient":
+        with httpx.Client(timeout=30) as client:
+            error = JobError(
+                code=ErrorCode.GENERATION_FAILED,
+                message="injected transient worker failure (local FaultPlan)",
+                step=task.step,
+            )
+            Reporter(task, Transfers(client)).error(error, retryable=True)
+        return False
+    return run_task(task)
+
+
+class LocalWorkerPool:
+    def __init__(self, workers: int = 2, faults: FaultPlan | None = None) -> None:
+        self.workers = workers
+        self.faults = faults or FaultPlan()
+        self._executor: ProcessPoolExecutor | None = None
+        self._futures: set[Future[bool]] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> LocalWorkerPool:
+        context = multiprocessing.get_context("spawn")
+        self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_warm_up)
+        # Start every process now (spawn + imports take a second or two), not on the first job.
+        for future in [self._executor.submit(int) for _ in range(self.workers)]:
+            future.result(timeout=120)
+        return self
+
+    def submit(self, task: WorkerTask) -> str:
+        if self._executor is None:
+            raise RuntimeError("the local worker pool is not running")
+        fault = self.faults.take(task.job_id, task.step)
+        if fault:
+            log.info("fault %s injected into %s", fault, task.attempt_id)
+        future = self._executor.submit(run_in_worker, task.model_dump_json(), fault)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._done)
+        return f"local:{task.attempt_id}"
+
+    def _done(self, future: Future[bool]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        if future.exception() is not None:
+            log.error("local worker crashed: %s", future.exception())
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._futures)
+
+    def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

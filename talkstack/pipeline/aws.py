@@ -1,0 +1,45 @@
+"""boto3 clients, created once per process and shared by threads (clients are thread-safe).
+
+`AWS_ENDPOINT_URL` (set by local mode) points every client at the emulator; with it set, S3 uses
+path-style addressing so pre-signed URLs work against an IP endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache, lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+
+@lru_cache(maxsize=1)
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
+@cache
+def client(service: str) -> Any:
+    s3_style = {"addressing_style": "path"} if os.environ.get("AWS_ENDPOINT_URL") else {}
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        signature_version="s3v4" if service == "s3" else None,
+        s3=s3_style or None,
+        max_pool_connections=32,
+    )
+    return _session().client(service, config=config)  # type: ignore[call-overload]
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError (None for anything else)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def reset_clients() -> None:
+    """Forget cached clients (after the endpoint changes, e.g. between local stacks in tests)."""
+    client.cache_clear()
+    _session.cache_clear()

@@ -1,0 +1,82 @@
+"""Pipeline configuration: parsed once from the environment (``TALKSTACK_*``) into a frozen model.
+
+The same variables configure the Lambdas in AWS (set by the CDK stack) and in local mode (set by
+`talkstack.local` before the handlers are imported). A missing or malformed variable fails the
+first invocation with a message naming it, instead of failing later somewhere deep in a handler.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# Environment variables hold "a,b,c" (NoDecode stops pydantic-settings expecting JSON).
+BucketList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+class PipelineConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TALKSTACK_", frozen=True, extra="ignore")
+
+    input_bucket: str
+    """Where manifests and media are dropped (the ingest Lambda listens to it)."""
+    output_bucket: str
+    """Where finished outputs are published, unless a request names its own output bucket."""
+    work_bucket: str
+    """Temporary outputs and worker markers (`work/…`, `markers/…`); expired by a lifecycle rule."""
+    jobs_table: str
+    events_topic_arn: str
+    ingest_dlq_url: str
+    state_machine_arn: str
+    notify_function: str
+    """Name or ARN of the notify Lambda (invoked asynchronously for queued/started/progress events)."""
+
+    input_prefix: str = "inputs/"
+    manifest_name: str = "job.json"
+    readable_buckets: BucketList = Field(default_factory=list)
+    """Buckets besides the input bucket that requests may read media from (comma-separated)."""
+    writable_buckets: BucketList = Field(default_factory=list)
+    """Buckets besides the output bucket that requests may publish to (comma-separated)."""
+
+    worker_backend: Literal["local"] = "local"
+    """Where engine steps run: `local` = the local worker pool of `talkstack up` (Modal: issue 4)."""
+
+    webhook_secret: SecretStr
+    """Standard Webhooks signing secret (`whsec_…`); receivers verify every POST with it."""
+    allow_loopback_webhooks: bool = False
+    """Local mode only: allow webhooks to 127.0.0.1 / localhost."""
+    webhook_max_attempts: int = Field(5, ge=1, le=10)
+    webhook_initial_backoff_s: float = Field(1.0, gt=0)
+    webhook_max_backoff_s: float = Field(30.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+
+    heartbeat_seconds: int = Field(120, ge=1)
+    """A worker that stays silent this long is presumed dead (the step is retried)."""
+    min_step_timeout_seconds: int = Field(300, ge=1)
+    """Floor of every engine step's timeout; longer inputs get proportionally more."""
+    token_ttl_hours: int = Field(48, ge=1)
+    progress_event_step: float = Field(0.1, gt=0, le=1)
+    """Emit a job.progress event each time progress advances by this much."""
+
+    @property
+    def allowed_read_buckets(self) -> frozenset[str]:
+        return frozenset([self.input_bucket, *self.readable_buckets])
+
+    @property
+    def allowed_write_buckets(self) -> frozenset[str]:
+        return frozenset([self.output_bucket, *self.writable_buckets])
+
+
+@lru_cache(maxsize=1)
+def get_config() -> PipelineConfig:
+    """The configuration, parsed once per process (a Lambda container, or the local runtime)."""
+    return PipelineConfig()  # type: ignore[call-arg]

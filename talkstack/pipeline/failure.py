@@ -1,0 +1,171 @@
+"""The failure path: every state's Catch lands here. Turn the Step Functions error into a JobError
+with a specific code, record it (creating a record for a request that never validated), and remove
+any output this job had already published, so a failed job never leaves a partial result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pydantic import TypeAdapter, ValidationError
+
+from talkstack.contract.fields import CallbackId, Metadata, WebhookUrl
+from talkstack.contract.record import JobError, JobRecord, RejectedRequest, StepName
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import error_code
+from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.finalize import JOB_ID_METADATA, final_key
+from talkstack.pipeline.validate import split_input
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """Raised by a handler for an expected failure. Its message is the JobError as JSON, which
+    Step Functions carries to the failure handler as the Cause's errorMessage (Error = "JobFailed")."""
+
+    def __init__(self, error: JobError) -> None:
+        super().__init__(error.model_dump_json())
+        self.error = error
+
+    @classmethod
+    def from_talkstack(cls, exc: TalkstackError, step: StepName) -> JobFailed:
+        return cls(JobError.from_exception(exc, step=step))
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _running_step(record: JobRecord | None) -> StepName | None:
+    if record is None:
+        return "validate"
+    running = [step for step in record.steps if step.status == "running"]
+    return running[-1].name if running else None
+
+
+def job_error_from_states(states_error: Mapping[str, Any], record: JobRecord | None, store: Any) -> JobError:
+    """Map a Catch's {"Error", "Cause"} onto a JobError."""
+    name = str(states_error.get("Error") or "States.Runtime")
+    cause = _json(states_error.get("Cause"))
+    step = _running_step(record)
+    if name == "JobFailed" and isinstance(cause, dict):
+        try:
+            return JobError.model_validate_json(cause.get("errorMessage", ""))
+        except ValidationError:
+            pass
+    if name in ("Worker.Fatal", "Worker.Transient"):
+        if isinstance(cause, dict):
+            try:
+                return JobError.model_validate(cause)
+            except ValidationError:
+                pass
+        stored = store.get_worker_error(record.job_id, step) if record and step else None
+        if stored is not None:
+            return stored
+    attempts = record.step(step).attempts if record and step and record.step(step) else 1
+    if name == "States.HeartbeatTimeout":
+        return JobError(
+            code=ErrorCode.WORKER_TIMEOUT,
+            message=f"the {step} worker stopped sending heartbeats; gave up after {attempts} attempt(s)",
+            details={"attempts": attempts},
+            step=step,
+        )
+    if name == "States.Timeout":
+        return JobError(
+            code=ErrorCode.WORKER_TIMEOUT,
+            message=f"the {step} step ran past its time limit (attempt {attempts})",
+            details={"attempts": attempts},
+            step=step,
+        )
+    detail = f"{cause.get('errorType')}: {cause.get('errorMessage')}" if isinstance(cause, dict) else ""
+    return JobError(
+        code=ErrorCode.GENERATION_FAILED,
+        message=f"internal error in the {step or 'pipeline'} step: {detail or name}",
+        details={"states_error": name},
+        step=step,
+    )
+
+
+def salvage(raw: Any) -> tuple[str | None, RejectedRequest]:
+    """The task and the correlation/notification fields of a rejected request, each only if valid."""
+    if not isinstance(raw, Mapping):
+        return None, RejectedRequest()
+    fields: dict[str, Any] = {}
+    candidates = {
+        "callback_id": (raw.get("callback_id"), TypeAdapter(CallbackId)),
+        "metadata": (raw.get("metadata"), TypeAdapter(Metadata)),
+    }
+    notify = raw.get("notify")
+    legacy_options = raw.get("options")
+    url = notify.get("webhook_url") if isinstance(notify, Mapping) else None
+    if url is None and isinstance(legacy_options, Mapping) and "input" in raw:
+        url = legacy_options.get("webhook_url")
+    candidates["webhook_url"] = (url, TypeAdapter(WebhookUrl))
+    for name, (value, adapter) in candidates.items():
+        if value is None:
+            continue
+        try:
+            fields[name] = adapter.validate_python(value)
+        except ValidationError:
+            continue
+    task = raw.get("task") if isinstance(raw.get("task"), str) else ("avatar" if "input" in raw else None)
+    return task, RejectedRequest(**fields)
+
+
+def remove_published(record: JobRecord, config: PipelineConfig, s3: Any) -> list[str]:
+    """Delete outputs this job already published (only objects tagged with its job id)."""
+    request = record.request
+    if request is None:
+        return []
+    bucket = request.output.bucket or config.output_bucket
+    keys = {final_key(request, record.job_id, "video"), request.sibling_key(record.job_id, "thumbnail")}
+    keys.add(request.sibling_key(record.job_id, "result"))
+    removed = []
+    for key in sorted(keys):
+        try:
+            head = s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                continue
+            raise
+        if head.get("Metadata", {}).get(JOB_ID_METADATA) == record.job_id:
+            s3.delete_object(Bucket=bucket, Key=key)
+            removed.append(key)
+    return removed
+
+
+def record_failure(
+    job_id: str,
+    states_error: Mapping[str, Any],
+    raw_input: Any,
+    execution_arn: str | None,
+    config: PipelineConfig,
+    store: Any,
+    s3: Any,
+) -> JobRecord:
+    record = store.get(job_id)
+    error = job_error_from_states(states_error, record, store)
+    if record is None:
+        request_raw, source = split_input(
+            {k: v for k, v in raw_input.items() if k != "error"}
+            if isinstance(raw_input, Mapping)
+            else raw_input,
+            execution_arn,
+        )
+        task, rejected = salvage(request_raw)
+        rejected_record = JobRecord.new_rejected(job_id, error, task=task, rejected=rejected, source=source)
+        if store.create(rejected_record):
+            return rejected_record
+        record = store.get(job_id)
+    removed = remove_published(record, config, s3)
+    if removed:
+        log.warning("job %s failed after publishing; removed %s", job_id, removed)
+    return store.update(job_id, lambda r: r.is_terminal or r.mark_failed(error))

@@ -1,0 +1,111 @@
+"""Ingest: a manifest landed under the input prefix → start the job's execution (once).
+
+The execution name is derived from the object (or is the manifest's own job_id), so duplicate
+deliveries — S3 delivers at least once, and a multipart upload emits two events — start one
+execution: Step Functions answers the second StartExecution with the first execution (same input)
+or ExecutionAlreadyExists. The ETag comes from the GetObject that read the manifest, not from the
+event, so both events of one upload agree even if their event ETags differ.
+
+Validation happens in the state machine (the same for every entry point). What cannot even become
+an execution input — bytes that are not JSON, an unreadable object — still gets a failed job record
+and a job.failed event, and goes to the dead-letter queue with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from talkstack.contract.fields import MAX_REQUEST_BYTES
+from talkstack.contract.parse import load_request_json
+from talkstack.contract.record import JobError, JobRecord, JobSource
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import error_code
+from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.jobids import job_id_for_object, manifest_job_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    job_id: str | None
+    action: str
+    """started | duplicate | rejected | ignored"""
+    reason: str | None = None
+
+
+class Ingestor:
+    def __init__(self, config: PipelineConfig, store: Any, s3: Any, sfn: Any, sqs: Any, emit: Any) -> None:
+        self.config, self.store, self.s3, self.sfn, self.sqs, self.emit = config, store, s3, sfn, sqs, emit
+
+    def handle(self, bucket: str, key: str) -> IngestOutcome:
+        """One S3 object (key already URL-decoded)."""
+        if bucket != self.config.input_bucket or not key.endswith("/" + self.config.manifest_name):
+            return IngestOutcome(None, "ignored", "not a manifest under the input prefix")
+        try:
+            name = manifest_job_name(key, self.config.input_prefix, self.config.manifest_name)
+        except TalkstackError as exc:
+            return IngestOutcome(None, "ignored", exc.message)
+        try:
+            obj = self.s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                # Deleted before we read it: nothing to run, nothing lost; say so in the DLQ.
+                self._dead_letter(bucket, key, None, "manifest disappeared before it could be read")
+                return IngestOutcome(None, "ignored", "manifest no longer exists")
+            raise
+        etag = obj.get("ETag", "").strip('"')
+        job_id = job_id_for_object(bucket, key, etag, name, obj.get("VersionId"))
+        source = JobSource(kind="s3", bucket=bucket, key=key, etag=etag)
+        size = int(obj.get("ContentLength", 0))
+        if size > MAX_REQUEST_BYTES:
+            obj["Body"].close()
+            return self._reject(job_id, source, f"request: larger than {MAX_REQUEST_BYTES // 1024} KiB", size)
+        body = obj["Body"].read()
+        try:
+            raw = load_request_json(body)
+        except TalkstackError as exc:
+            return self._reject(job_id, source, exc.message, size)
+        if isinstance(raw, dict) and isinstance(raw.get("job_id"), str) and raw["job_id"]:
+            job_id = raw["job_id"]  # the client chose the id; validation checks its shape
+        payload = {"request": raw, "source": source.model_dump(mode="json", exclude_none=True)}
+        return self._start(job_id, payload)
+
+    def _start(self, job_id: str, payload: dict[str, Any]) -> IngestOutcome:
+        try:
+            self.sfn.start_execution(
+                stateMachineArn=self.config.state_machine_arn,
+                name=job_id,
+                input=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "ExecutionAlreadyExists":
+                return IngestOutcome(job_id, "duplicate", "an execution with this name already exists")
+            if code == "InvalidName":
+                message = f"job_id: {job_id!r} is not a valid execution name"
+                return self._reject(job_id[:80], JobSource.model_validate(payload["source"]), message, 0)
+            raise
+        return IngestOutcome(job_id, "started")
+
+    def _reject(self, job_id: str, source: JobSource, message: str, size: int) -> IngestOutcome:
+        error = JobError(code=ErrorCode.INVALID_REQUEST, message=message, step="validate")
+        record = JobRecord.new_rejected(job_id, error, source=source)
+        if self.store.create(record):
+            self.emit(record, "job.failed")
+        self._dead_letter(source.bucket or "", source.key or "", job_id, message, size=size)
+        return IngestOutcome(job_id, "rejected", message)
+
+    def _dead_letter(self, bucket: str, key: str, job_id: str | None, reason: str, **extra: Any) -> None:
+        body = {"bucket": bucket, "key": key, "job_id": job_id, "reason": reason, **extra}
+        self.sqs.send_message(
+            QueueUrl=self.config.ingest_dlq_url,
+            MessageBody=json.dumps(body),
+            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:256]}},
+        )
+        log.warning("ingest dead letter: %s", body)

@@ -1,0 +1,89 @@
+"""Notify: the one place job events leave the pipeline.
+
+Every event goes to the SNS topic (message attributes `type`, `job_id`, `status` for subscription
+filters) and into the job's timeline; events the job subscribed to are POSTed to its webhook,
+signed per Standard Webhooks with the stack's secret. A webhook that keeps failing is recorded in
+the delivery log and never fails the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from talkstack.contract.events import JobEvent
+from talkstack.contract.record import JobRecord
+from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.webhooks import DeliveryReport, WebhookPolicy, deliver_webhook
+
+log = logging.getLogger(__name__)
+
+
+def event_from_payload(payload: dict[str, Any], store: Any) -> tuple[JobEvent, JobRecord | None]:
+    """{"event": {...}} (sent by a handler) or {"job_id", "type"} (from the state machine)."""
+    if "event" in payload:
+        event = JobEvent.model_validate(payload["event"])
+        return event, store.get(event.job_id)
+    record = store.get(payload["job_id"])
+    if record is None:
+        raise KeyError(f"job {payload['job_id']} has no record")
+    return JobEvent.from_record(record, payload["type"]), record
+
+
+def policy_for(config: PipelineConfig) -> WebhookPolicy:
+    return WebhookPolicy(
+        max_attempts=config.webhook_max_attempts,
+        initial_backoff_s=config.webhook_initial_backoff_s,
+        max_backoff_s=config.webhook_max_backoff_s,
+        timeout_s=config.webhook_timeout_s,
+        allow_loopback=config.allow_loopback_webhooks,
+    )
+
+
+def publish_event(event: JobEvent, config: PipelineConfig, sns: Any) -> str:
+    attributes = {
+        "type": event.type,
+        "job_id": event.job_id,
+        "status": event.status,
+        **({"task": event.task} if event.task else {}),
+    }
+    response = sns.publish(
+        TopicArn=config.events_topic_arn,
+        Message=event.model_dump_json(),
+        MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+    )
+    return response["MessageId"]
+
+
+def notify(payload: dict[str, Any], config: PipelineConfig, store: Any, sns: Any) -> dict[str, Any]:
+    event, record = event_from_payload(payload, store)
+    message_id = publish_event(event, config, sns)
+    store.add_event(event)
+    report: DeliveryReport | None = None
+    if record is not None and record.notify.wants(event.type):
+        url = record.notify.webhook_url
+        assert url is not None
+        report = deliver_webhook(
+            url,
+            event.model_dump_json(),
+            msg_id=event.event_id,
+            secret=config.webhook_secret.get_secret_value(),
+            policy=policy_for(config),
+            event_type=event.type,
+        )
+        store.add_delivery(event.job_id, event.event_id, report.model_dump(mode="json"))
+        if not report.delivered:
+            log.warning(
+                "webhook for %s %s not delivered: %s",
+                event.job_id,
+                event.type,
+                report.refused or (report.attempts[-1].error if report.attempts else "no attempt"),
+            )
+    return {
+        "event_id": event.event_id,
+        "type": event.type,
+        "sns_message_id": message_id,
+        "webhook": None
+        if report is None
+        else {"delivered": report.delivered, "attempts": len(report.attempts)},
+    }

@@ -1,0 +1,65 @@
+"""What every handler shares, built once per container: config, the jobs table, AWS clients, and
+the decorator that turns an expected failure into the state machine's `JobFailed` error."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from talkstack.contract.events import JobEvent
+from talkstack.contract.fields import EventType
+from talkstack.contract.record import JobRecord, StepName
+from talkstack.errors import TalkstackError
+from talkstack.pipeline.aws import client
+from talkstack.pipeline.config import PipelineConfig, get_config
+from talkstack.pipeline.emit import emit_for
+from talkstack.pipeline.failure import JobFailed
+from talkstack.pipeline.store import JobStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Services:
+    config: PipelineConfig
+    store: JobStore
+    s3: Any
+    sfn: Any
+    sns: Any
+    sqs: Any
+
+    def emit(self, record: JobRecord, type: EventType) -> JobEvent:
+        return emit_for(self.config, record, type)
+
+
+@lru_cache(maxsize=1)
+def services() -> Services:
+    config = get_config()
+    return Services(
+        config=config,
+        store=JobStore(config.jobs_table),
+        s3=client("s3"),
+        sfn=client("stepfunctions"),
+        sns=client("sns"),
+        sqs=client("sqs"),
+    )
+
+
+def job_step(step: StepName | None) -> Callable[[F], F]:
+    """Expected failures (TalkstackError) leave the handler as JobFailed carrying the JobError.
+    `step=None` takes the step from the event's "step" field (the dispatch handler serves three)."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(event: dict[str, Any], context: Any) -> Any:
+            try:
+                return fn(event, context)
+            except TalkstackError as exc:
+                raise JobFailed.from_talkstack(exc, step or event.get("step")) from exc
+
+        return inner  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,189 @@
+"""The jobs table (DynamoDB, one table, partition key `pk` = `JOB#<id>`, sort key `sk`).
+
+Items of one job, all under its partition so `talkstack events JOB` is a single Query:
+  RECORD                     the JobRecord (JSON) + status / version for conditional writes
+  TOKEN#<attempt_id>         a step attempt's task token (TTL), written by dispatch, read by complete
+  STEP#<step>                the last successful result of a step (temporary output keys, metrics)
+  WERR#<step>                the last worker error of a step (Step Functions may drop the cause)
+  EVENT#<occurred_at>#<id>   every event sent (the timeline)
+  DELIVERY#<event_id>        the webhook delivery report of an event (attempts, status codes)
+
+Record updates are optimistic: read, change, write only if `version` is unchanged; a lost race is
+retried (tenacity), so progress heartbeats and step transitions never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from talkstack.contract.events import JobEvent
+from talkstack.contract.record import JobError, JobRecord
+from talkstack.pipeline.aws import client, error_code
+
+_ser, _de = TypeSerializer(), TypeDeserializer()
+
+
+class RecordConflict(Exception):
+    """Someone else updated the record between our read and our write."""
+
+
+def _pk(job_id: str) -> str:
+    return f"JOB#{job_id}"
+
+
+def _item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+class JobStore:
+    def __init__(self, table: str, ddb: Any = None) -> None:
+        self.table = table
+        self.ddb = ddb or client("dynamodb")
+
+    # --- the record -----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        found = self._get(job_id, "RECORD")
+        return JobRecord.model_validate_json(found["record"]) if found else None
+
+    def get_versioned(self, job_id: str) -> tuple[JobRecord, int] | None:
+        found = self._get(job_id, "RECORD")
+        if not found:
+            return None
+        return JobRecord.model_validate_json(found["record"]), int(found["version"])
+
+    def create(self, record: JobRecord) -> bool:
+        """Write a new record; False (and nothing written) if the job already exists."""
+        try:
+            self.ddb.put_item(
+                TableName=self.table,
+                Item=self._record_item(record, 1),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    @retry(
+        retry=retry_if_exception_type(RecordConflict),
+        stop=stop_after_attempt(12),
+        wait=wait_random_exponential(multiplier=0.02, max=0.5),
+        reraise=True,
+    )
+    def update(self, job_id: str, change: Callable[[JobRecord], Any]) -> JobRecord:
+        """Apply `change` to the current record and write it back atomically (optimistic lock)."""
+        current = self.get_versioned(job_id)
+        if current is None:
+            raise KeyError(f"job {job_id} has no record")
+        record, version = current
+        change(record)
+        try:
+            self.ddb.put_item(
+                TableName=self.table,
+                Item=self._record_item(record, version + 1),
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues={":v": {"N": str(version)}},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise RecordConflict(job_id) from exc
+            raise
+        return record
+
+    def _record_item(self, record: JobRecord, version: int) -> dict[str, Any]:
+        return _item(
+            {
+                "pk": _pk(record.job_id),
+                "sk": "RECORD",
+                "record": record.model_dump_json(),
+                "status": record.status,
+                "updated_at": record.updated_at.isoformat(),
+                "version": version,
+            }
+        )
+
+    # --- step attempts ----------------------------------------------------------------------------
+
+    def put_token(self, job_id: str, attempt_id: str, step: str, token: str, ttl_s: int) -> None:
+        self._put(
+            job_id,
+            f"TOKEN#{attempt_id}",
+            {"token": token, "step": step, "state": "waiting", "expires_at": int(time.time()) + ttl_s},
+        )
+
+    def get_token(self, job_id: str, attempt_id: str) -> dict[str, Any] | None:
+        return self._get(job_id, f"TOKEN#{attempt_id}")
+
+    def set_token_state(self, job_id: str, attempt_id: str, state: str) -> None:
+        self.ddb.update_item(
+            TableName=self.table,
+            Key=_item({"pk": _pk(job_id), "sk": f"TOKEN#{attempt_id}"}),
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":s": {"S": state}},
+        )
+
+    def put_step_result(self, job_id: str, step: str, result: dict[str, Any]) -> None:
+        self._put(job_id, f"STEP#{step}", {"result": json.dumps(result)})
+
+    def get_step_result(self, job_id: str, step: str) -> dict[str, Any] | None:
+        found = self._get(job_id, f"STEP#{step}")
+        return json.loads(found["result"]) if found else None
+
+    def put_worker_error(self, job_id: str, step: str, error: JobError, retryable: bool) -> None:
+        self._put(job_id, f"WERR#{step}", {"error": error.model_dump_json(), "retryable": retryable})
+
+    def get_worker_error(self, job_id: str, step: str) -> JobError | None:
+        found = self._get(job_id, f"WERR#{step}")
+        return JobError.model_validate_json(found["error"]) if found else None
+
+    # --- events and deliveries ----------------------------------------------------------------------
+
+    def add_event(self, event: JobEvent) -> None:
+        sk = f"EVENT#{event.occurred_at.isoformat()}#{event.event_id}"
+        self._put(event.job_id, sk, {"event": event.model_dump_json(), "type": event.type})
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        return [JobEvent.model_validate_json(item["event"]) for item in self._query(job_id, "EVENT#")]
+
+    def add_delivery(self, job_id: str, event_id: str, report: dict[str, Any]) -> None:
+        self._put(job_id, f"DELIVERY#{event_id}", {"report": json.dumps(report)})
+
+    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(item["report"]) for item in self._query(job_id, "DELIVERY#")]
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    def _put(self, job_id: str, sk: str, values: dict[str, Any]) -> None:
+        self.ddb.put_item(TableName=self.table, Item=_item({"pk": _pk(job_id), "sk": sk, **values}))
+
+    def _get(self, job_id: str, sk: str) -> dict[str, Any] | None:
+        found = self.ddb.get_item(
+            TableName=self.table, Key=_item({"pk": _pk(job_id), "sk": sk}), ConsistentRead=True
+        )
+        return _plain(found["Item"]) if "Item" in found else None
+
+    def _query(self, job_id: str, prefix: str) -> list[dict[str, Any]]:
+        paginator = self.ddb.get_paginator("query")
+        items: list[dict[str, Any]] = []
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": {"S": _pk(job_id)}, ":p": {"S": prefix}},
+            ConsistentRead=True,
+        ):
+            items.extend(_plain(item) for item in page["Items"])
+        return items

@@ -1,0 +1,181 @@
+"""Validate step: the execution input → a checked request with absolute media refs, and a job record.
+
+Every way in (S3 manifest, direct StartExecution, API) passes here, so every check lives here:
+the request's shape (parse_job_request), where its media may come from, that each input exists and
+is within its size limit (HeadObject: nothing is downloaded), that the models run on this stack's
+worker backend, and that the webhook target is not a private address. A failure raises
+TalkstackError; the state machine's failure path turns it into a failed job record and event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from talkstack.contract.fields import MediaRef
+from talkstack.contract.parse import parse_job_request
+from talkstack.contract.record import JobRecord, JobSource
+from talkstack.contract.request import AvatarRequest, JobRequestBase
+from talkstack.engines.registry import get_model
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import error_code
+from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target
+from talkstack.settings import MediaLimits, get_limits
+
+ENVELOPE_KEYS = frozenset({"request", "source"})
+
+
+def split_input(raw: Any, execution_arn: str | None = None) -> tuple[Any, JobSource]:
+    """The request and where it came from. Ingest wraps manifests as {"request", "source"}; a direct
+    StartExecution passes the bare request."""
+    if isinstance(raw, Mapping) and "request" in raw and set(raw) <= ENVELOPE_KEYS:
+        source = JobSource.model_validate(raw.get("source") or {"kind": "execution"})
+        return raw["request"], source.model_copy(update={"execution_arn": execution_arn})
+    return raw, JobSource(kind="execution", execution_arn=execution_arn)
+
+
+def resolve_media(request: JobRequestBase, bucket: str, manifest_key: str) -> JobRequestBase:
+    """Relative refs → absolute `s3://` refs, resolved against the manifest's folder (or `bucket`'s root)."""
+    resolved = {
+        name: MediaRef(*ref.resolve(bucket, manifest_key)) for name, ref in request.media_inputs().items()
+    }
+    if not resolved:
+        return request
+    return request.model_copy(update={"inputs": request.inputs.model_copy(update=resolved)})
+
+
+def _media_limit(name: str, limits: MediaLimits) -> tuple[int, ErrorCode]:
+    if name == "image":
+        return limits.max_image_bytes, ErrorCode.IMAGE_TOO_LARGE
+    return limits.max_audio_bytes, ErrorCode.INPUT_TOO_LARGE
+
+
+def check_media(request: JobRequestBase, config: PipelineConfig, s3: Any, limits: MediaLimits) -> None:
+    for name, ref in request.media_inputs().items():
+        field = f"inputs.{name}"
+        assert ref.bucket is not None, "resolve_media first"
+        if ref.bucket not in config.allowed_read_buckets:
+            raise TalkstackError(
+                ErrorCode.INPUT_FORBIDDEN,
+                f"{field}: this stack may not read bucket {ref.bucket!r} "
+                f"(readable: {', '.join(sorted(config.allowed_read_buckets))})",
+                field=field,
+                bucket=ref.bucket,
+            )
+        try:
+            head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+                raise TalkstackError(
+                    ErrorCode.INPUT_NOT_FOUND, f"{field}: {ref} does not exist", field=field, ref=str(ref)
+                ) from exc
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise TalkstackError(
+                    ErrorCode.INPUT_FORBIDDEN, f"{field}: access to {ref} was denied", field=field
+                ) from exc
+            raise
+        size = int(head.get("ContentLength", 0))
+        if size == 0:
+            raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{field}: {ref} is empty (0 bytes)", field=field)
+        limit, code = _media_limit(name, limits)
+        if size > limit:
+            raise TalkstackError(
+                code,
+                f"{field}: {ref} is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB",
+                field=field,
+                bytes=size,
+                max_bytes=limit,
+            )
+
+
+def _check_model(model_id: str, task: str, config: PipelineConfig, field: str) -> None:
+    model = get_model(model_id)
+    if model.task != task:
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{field}: {model_id} is a {model.task} model")
+    runs_here = model.backend == "lite" and config.worker_backend == "local"
+    if not runs_here:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"{field}: {model_id} runs on the {model.backend} worker backend; this stack uses the "
+            f"{config.worker_backend} backend",
+            model=model_id,
+        )
+    if not model.available:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE, f"{field}: {model_id} is unavailable: {model.unavailable_reason}"
+        )
+
+
+def check_request(request: JobRequestBase, config: PipelineConfig, limits: MediaLimits) -> None:
+    """Everything but the media objects: models, text length, output bucket, webhook target."""
+    _check_model(request.primary_model, request.task, config, "options.model")
+    if isinstance(request, AvatarRequest) and request.needs_voice_step:
+        _check_model(request.voice_step_options().model, "voice", config, "options.voice.model")
+    text = getattr(request.inputs, "text", None)
+    if text is not None and len(text) > limits.max_text_chars:
+        raise TalkstackError(
+            ErrorCode.TEXT_TOO_LONG,
+            f"inputs.text: {len(text)} characters; the limit is {limits.max_text_chars}",
+            chars=len(text),
+        )
+    bucket = request.output.bucket
+    if bucket is not None and bucket not in config.allowed_write_buckets:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST,
+            f"output.bucket: this stack may not write to {bucket!r} "
+            f"(writable: {', '.join(sorted(config.allowed_write_buckets))})",
+        )
+    url = request.notify.webhook_url
+    if url is not None:
+        try:
+            check_webhook_target(url, allow_loopback=config.allow_loopback_webhooks)
+        except WebhookRefused as exc:
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"notify.webhook_url: {exc.reason}") from exc
+
+
+def validate_request(
+    raw: Any,
+    source: JobSource,
+    job_id: str,
+    config: PipelineConfig,
+    s3: Any,
+    limits: MediaLimits | None = None,
+) -> JobRequestBase:
+    limits = limits or get_limits()
+    request: JobRequestBase = parse_job_request(raw)
+    if request.job_id is not None and request.job_id != job_id:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST,
+            f"job_id: {request.job_id!r} differs from the execution name {job_id!r}; start the execution "
+            "with name = job_id",
+        )
+    base_bucket = source.bucket or config.input_bucket
+    request = resolve_media(request, base_bucket, source.key or "")
+    check_request(request, config, limits)
+    check_media(request, config, s3, limits)
+    return request
+
+
+def open_job(
+    raw: Any,
+    job_id: str,
+    execution_arn: str | None,
+    config: PipelineConfig,
+    store: Any,
+    s3: Any,
+) -> tuple[JobRecord, bool]:
+    """Validate and create the queued record; (record, created). Re-running for an existing job
+    (a retried Lambda) returns the stored record instead of creating a second one."""
+    existing = store.get(job_id)
+    if existing is not None:
+        return existing, False
+    request_raw, source = split_input(raw, execution_arn)
+    request = validate_request(request_raw, source, job_id, config, s3)
+    record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
+    record.source = source
+    created = store.create(record)
+    return (record if created else store.get(job_id)), created

@@ -1,0 +1,390 @@
+"""Signed webhook delivery for job events, following the Standard Webhooks spec (standardwebhooks.com).
+
+Design:
+
+- **Signing.** Every request carries `webhook-id`, `webhook-timestamp` and `webhook-signature`
+  (HMAC-SHA256 over `id.timestamp.body`, computed by the `standardwebhooks` library rather than by
+  hand, so any Standard Webhooks verifier accepts it). Secrets look like `whsec_<base64>`.
+- **Stable id, fresh signature.** `webhook-id` is the event id and stays the same on every retry, so
+  receivers can drop duplicates. The timestamp and signature are recomputed for each attempt:
+  receivers reject timestamps older than a few minutes, and a late retry must still verify.
+- **Retries** (tenacity, exponential backoff with full jitter, capped by `WebhookPolicy`): transport
+  errors (connect, timeout, read/write, connection dropped mid-response), HTTP 5xx, 408 and 429.
+  Any other 4xx means the receiver rejected the event, so it is recorded and not retried. 3xx counts
+  as a failure too: redirects are never followed, because the target of a redirect has not been
+  through the SSRF check. `Retry-After` is not honoured; the backoff cap bounds every wait.
+- **Never fails a job.** `deliver_webhook` returns a `DeliveryReport` listing every attempt (status
+  code or error, duration) instead of raising: a broken receiver must not turn a finished job into
+  a failed one.
+- **SSRF guard.** Before anything is sent, the host is resolved and refused if *any* address is
+  private, loopback, link-local, multicast, reserved, unspecified, shared (100.64/10) or a cloud
+  metadata endpoint, including IPv4 addresses wrapped in IPv6 (IPv4-mapped, 6to4, NAT64). Loopback
+  is allowed only in local mode (`allow_loopback=True`), the one case where plain http is accepted.
+
+Known limitation: the guard resolves the host, then httpx resolves it again when it connects. A
+hostile DNS server can answer the check with a public address and the connection with a private
+one (DNS rebinding); closing that window needs connecting to the checked address itself (pinning),
+which this module does not do. Network-level egress rules (no route from the notifier to private
+ranges or the metadata endpoint) remain the real backstop.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveFloat
+from standardwebhooks import Webhook
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
+
+from talkstack.contract.fields import StrictModel
+from talkstack.contract.record import UtcDatetime, utc_now
+
+__all__ = [
+    "DEFAULT_WEBHOOK_POLICY",
+    "DeliveryAttempt",
+    "DeliveryReport",
+    "WebhookPolicy",
+    "WebhookRefused",
+    "check_webhook_target",
+    "deliver_webhook",
+    "generate_secret",
+    "sign_headers",
+]
+
+USER_AGENT = "talkstack-webhooks/1"
+# 408 and 429 are the only 4xx that mean "try again later" rather than "this request is wrong".
+RETRY_STATUSES = frozenset({408, 429})
+# The metadata endpoints of AWS (IPv4 and IPv6), GCP / Azure / OCI (same IPv4) and Alibaba Cloud.
+# Each also falls in a refused range; they are listed so the refusal says what was being reached.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, RFC 6598
+_NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
+_MAX_ERROR_CHARS = 300
+
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]
+"""`socket.getaddrinfo`, or a stand-in with the same call shape (tests use one to avoid DNS)."""
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def generate_secret() -> str:
+    """A new signing secret in the Standard Webhooks format: `whsec_` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+class WebhookRefused(Exception):
+    """The webhook target is not allowed (bad URL, unresolvable, or a non-public address)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------
+# SSRF guard
+# ---------------------------------------------------------------------------------------------
+
+
+def _embedded_ipv4(addr: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if any: it is where the packets really go."""
+    if isinstance(addr, ipaddress.IPv4Address):
+        return None
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if addr in _NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
+def _refusal(addr: IPAddress, allow_loopback: bool) -> str | None:
+    """Why `addr` may not receive webhooks, or None if it may. Metadata is checked first so it is
+    named as such (and refused even in local mode); loopback before private, which contains it."""
+    if addr in METADATA_ADDRESSES:
+        return "is a cloud metadata address"
+    if addr.is_loopback:
+        return None if allow_loopback else "is a loopback address (allowed only in local mode)"
+    checks = (
+        (addr.is_unspecified, "is the unspecified address"),
+        (addr.is_link_local, "is a link-local address"),
+        (addr.is_multicast, "is a multicast address"),
+        (addr in _SHARED_ADDRESS_SPACE, "is in the shared address space 100.64.0.0/10"),
+        # Before private: Python's private list also holds reserved ranges such as 240.0.0.0/4.
+        (addr.is_reserved, "is a reserved address"),
+        (addr.is_private, "is a private address"),  # includes IPv6 unique-local fc00::/7
+        (not addr.is_global, "is not a public address"),
+    )
+    return next((reason for hit, reason in checks if hit), None)
+
+
+def _check_address(text: str, allow_loopback: bool) -> str:
+    text = text.split("%", 1)[0]  # drop an IPv6 zone id ("fe80::1%eth0")
+    addr = ipaddress.ip_address(text)
+    # Judge a wrapped IPv4 address by itself: "::ffff:10.0.0.1" reaches 10.0.0.1, and the IPv6 forms
+    # of public addresses would otherwise all be refused as "reserved".
+    inner = _embedded_ipv4(addr)
+    reason = _refusal(inner if inner is not None else addr, allow_loopback)
+    if reason is not None:
+        via = f" (which maps to {inner})" if inner is not None else ""
+        # The resolver's own spelling: Python 3.11 would print "::ffff:10.0.0.1" as "::ffff:a00:1".
+        raise WebhookRefused(f"webhook host resolves to {text}{via}, which {reason}")
+    return text
+
+
+def check_webhook_target(
+    url: str, *, allow_loopback: bool = False, resolve: Resolver = socket.getaddrinfo
+) -> list[str]:
+    """Refuse webhook URLs that could reach internal services; return the host's resolved addresses.
+
+    Every A/AAAA record is checked, not just the first: the HTTP client may connect to any of them.
+    Raises `WebhookRefused` with a one-line reason naming the offending address.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise WebhookRefused(f"webhook URL is not valid ({exc})") from None
+    host = parts.hostname
+    if parts.scheme not in ("https", "http") or not host:
+        raise WebhookRefused("webhook URL must be an https:// URL with a host name")
+    if parts.username is not None or parts.password is not None:
+        raise WebhookRefused("webhook URL must not embed credentials (user:password@)")
+    if parts.scheme == "http" and not allow_loopback:
+        raise WebhookRefused(
+            "webhook URL must use https (plain http is allowed only for loopback in local mode)"
+        )
+
+    try:
+        infos = resolve(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # gaierror is an OSError; a name IDNA cannot encode: UnicodeError
+        raise WebhookRefused(f"could not resolve webhook host {host!r} ({exc})") from None
+    if not infos:
+        raise WebhookRefused(f"could not resolve webhook host {host!r} (no addresses)")
+
+    # getaddrinfo repeats an address per socket type / protocol; keep each once, in order.
+    addresses = list(dict.fromkeys(_check_address(str(info[4][0]), allow_loopback) for info in infos))
+    if parts.scheme == "http":
+        public = [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
+        if public:
+            raise WebhookRefused(
+                f"webhook URL must use https: plain http is allowed only for loopback, and {host!r} "
+                f"resolves to {public[0]}"
+            )
+    return addresses
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing
+# ---------------------------------------------------------------------------------------------
+
+
+def _signed_headers(webhook: Webhook, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
+    if timestamp.tzinfo is None:
+        raise ValueError("the webhook timestamp must be timezone-aware")
+    # The library *replaces* tzinfo with UTC rather than converting, so convert first or a non-UTC
+    # datetime would be signed (and sent) hours off.
+    timestamp = timestamp.astimezone(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": webhook.sign(msg_id=msg_id, timestamp=timestamp, data=body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+def sign_headers(secret: str, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
+    """The Standard Webhooks headers for one request (plus content-type and user-agent).
+
+    `timestamp` must be timezone-aware; `body` must be exactly the string that is sent.
+    """
+    return _signed_headers(Webhook(secret), msg_id, timestamp, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+class WebhookPolicy(StrictModel):
+    """How hard to try. Frozen, so one default instance can be shared safely."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_attempts: int = Field(default=5, ge=1)
+    """Attempts in all, the first one included."""
+    initial_backoff_s: NonNegativeFloat = 1.0
+    """Upper bound of the first (jittered) wait; the bound doubles after each attempt."""
+    max_backoff_s: NonNegativeFloat = 30.0
+    """Cap on the bound of any single wait."""
+    timeout_s: PositiveFloat = 10.0
+    """Per-attempt HTTP timeout (connect, write, and waiting for the response headers)."""
+    allow_loopback: bool = False
+    """Local mode: allow loopback receivers (and plain http to them). Never on in the cloud."""
+
+
+DEFAULT_WEBHOOK_POLICY = WebhookPolicy()
+
+
+class DeliveryAttempt(StrictModel):
+    attempt: int = Field(ge=1)
+    started_at: UtcDatetime
+    duration_ms: NonNegativeFloat
+    status_code: int | None
+    """The receiver's HTTP status; None when no response came back."""
+    error: str | None
+    """One line, e.g. "ConnectError: [Errno 111] Connection refused" or "HTTP 503"; None on success."""
+    ok: bool
+
+
+class DeliveryReport(StrictModel):
+    url: str
+    event_id: str
+    """The `webhook-id` sent, identical on every attempt."""
+    event_type: str | None
+    delivered: bool
+    refused: str | None
+    """Why the SSRF guard refused the URL; then nothing was sent and `attempts` is empty."""
+    attempts: list[DeliveryAttempt]
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    attempt: DeliveryAttempt
+    retryable: bool
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+def _post_once(
+    client: httpx.Client,
+    webhook: Webhook,
+    url: str,
+    body: str,
+    msg_id: str,
+    number: int,
+    policy: WebhookPolicy,
+    now: Callable[[], datetime],
+) -> _Outcome:
+    started_at = now()
+    headers = _signed_headers(webhook, msg_id, started_at, body)
+    t0 = time.monotonic()
+    status: int | None = None
+    error: str | None = None
+    retryable = False
+    try:
+        # Stream and never read the body: only the status matters, and a hostile receiver could
+        # otherwise make us buffer an arbitrarily large response. Redirects and the timeout are set
+        # per request so that an injected client cannot loosen them.
+        with client.stream(
+            "POST",
+            url,
+            content=body.encode("utf-8"),
+            headers=headers,
+            timeout=policy.timeout_s,
+            follow_redirects=False,
+        ) as response:
+            status = response.status_code
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        error, retryable = _one_line(exc), True
+    except Exception as exc:  # anything else (bad URL for httpx, TLS setup, …) will not get better
+        error = _one_line(exc)
+    duration_ms = (time.monotonic() - t0) * 1000
+
+    if status is not None and not 200 <= status < 300:
+        error = f"HTTP {status}" + (" (redirect not followed)" if 300 <= status < 400 else "")
+        retryable = status >= 500 or status in RETRY_STATUSES
+    attempt = DeliveryAttempt(
+        attempt=number,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        status_code=status,
+        error=error,
+        ok=error is None,
+    )
+    return _Outcome(attempt, retryable)
+
+
+def deliver_webhook(
+    url: str,
+    body: str,
+    *,
+    msg_id: str,
+    secret: str,
+    policy: WebhookPolicy = DEFAULT_WEBHOOK_POLICY,
+    event_type: str | None = None,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    resolve: Resolver = socket.getaddrinfo,
+    now: Callable[[], datetime] = utc_now,
+) -> DeliveryReport:
+    """POST `body` (a JSON string) to `url`, signed with `secret`, retrying per `policy`.
+
+    Never raises for a refused URL or a failed delivery: the report says what happened. An invalid
+    `secret` is a configuration bug, not a delivery failure, and raises ValueError before anything
+    is sent. `sleep`, `resolve` and `now` are injectable so tests neither wait nor need DNS.
+    """
+    try:
+        webhook = Webhook(secret)
+    except Exception as exc:
+        raise ValueError(f"invalid webhook secret ({type(exc).__name__})") from None
+
+    def report(delivered: bool, refused: str | None, attempts: list[DeliveryAttempt]) -> DeliveryReport:
+        return DeliveryReport(
+            url=url,
+            event_id=msg_id,
+            event_type=event_type,
+            delivered=delivered,
+            refused=refused,
+            attempts=attempts,
+        )
+
+    try:
+        check_webhook_target(url, allow_loopback=policy.allow_loopback, resolve=resolve)
+    except WebhookRefused as exc:
+        return report(False, exc.reason, [])
+
+    attempts: list[DeliveryAttempt] = []
+    http = client if client is not None else httpx.Client(timeout=policy.timeout_s, follow_redirects=False)
+
+    def attempt_once() -> _Outcome:
+        outcome = _post_once(http, webhook, url, body, msg_id, len(attempts) + 1, policy, now)
+        attempts.append(outcome.attempt)
+        return outcome
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=wait_random_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s),
+        retry=retry_if_result(lambda outcome: outcome.retryable),
+        sleep=sleep,
+        # Out of attempts: hand back the last outcome instead of raising RetryError.
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+    try:
+        retrying(attempt_once)
+    finally:
+        if client is None:  # a caller's client is the caller's to close
+            http.close()
+    return report(bool(attempts) and attempts[-1].ok, None, attempts)

@@ -1,0 +1,80 @@
+"""Engine steps of the lite models: a worker task's options → the CPU engines' own options.
+
+GPU engines (issue 4) plug in beside these with the same signature:
+`(task, inputs: {role: Path}, outdir, progress) → (outputs: {role: Path}, RenderResult)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from talkstack.contract.request import AvatarOptions, VoiceOptions
+from talkstack.engines.base import ProgressFn, RenderResult
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.media.audio import read_audio, write_wav
+from talkstack.workers.protocol import WorkerTask
+
+StepFn = Callable[[WorkerTask, dict[str, Path], Path, ProgressFn], tuple[dict[str, Path], RenderResult]]
+
+
+def _espeak_pitch(semitones: float) -> int:
+    # espeak-ng pitch is 0–99 around 50; about 4 units per semitone sounds right for its voices.
+    return max(0, min(99, round(50 + 4 * semitones)))
+
+
+def lite_voice(
+    task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
+) -> tuple[dict[str, Path], RenderResult]:
+    from talkstack.engines.lite.voice import LiteVoiceOptions, synthesize
+
+    options = VoiceOptions.model_validate(task.options)
+    if task.text is None:
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, "voice step without text")
+    output = outdir / f"speech.{options.format}"
+    progress(0.1, "synthesising")
+    result = synthesize(
+        task.text,
+        output,
+        options=LiteVoiceOptions(
+            voice=options.language.lower(), speed=options.speed, pitch=_espeak_pitch(options.pitch)
+        ),
+        reference_voice=inputs.get("reference_voice"),
+    )
+    progress(1.0, "speech ready")
+    return {"audio": output}, result
+
+
+def lite_avatar(
+    task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
+) -> tuple[dict[str, Path], RenderResult]:
+    from talkstack.engines.lite.avatar import LiteAvatarOptions, render_avatar
+
+    options = AvatarOptions.model_validate(task.options)
+    audio = inputs["audio"]
+    warnings = []
+    if options.max_duration_s is not None:
+        clip = read_audio(audio)
+        keep = int(options.max_duration_s * clip.sample_rate)
+        if keep < len(clip.samples):
+            audio = write_wav(outdir / "speech-cut.wav", clip.samples[:keep], clip.sample_rate)
+    if options.width is not None:
+        warnings.append(
+            "lite-avatar keeps the photo's aspect ratio: width/height bound the longest side only"
+        )
+    if "second_audio" in inputs:
+        warnings.append("lite-avatar animates one face: second_audio was ignored")
+    short_side = {"480p": 480, "720p": 720}.get(options.effective_resolution or "")
+    lite = LiteAvatarOptions(
+        fps=options.fps,
+        short_side=short_side,
+        max_side=max(options.width or 0, options.height or 0) or 1280,
+        seed=options.seed or 0,
+    )
+    video, poster = outdir / "video.mp4", outdir / "thumbnail.jpg"
+    result = render_avatar(inputs["image"], audio, video, options=lite, poster=poster, progress=progress)
+    result.warnings.extend(warnings)
+    return {"video": video, "thumbnail": poster}, result
+
+
+LITE_STEPS: dict[str, StepFn] = {"lite-voice": lite_voice, "lite-avatar": lite_avatar}

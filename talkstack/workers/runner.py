@@ -1,0 +1,210 @@
+"""Run one worker task: download inputs, run the engine, upload outputs, report through markers.
+
+The runner is the worker side of the protocol (protocol.py) and holds no AWS credentials. While the
+engine runs, a heartbeat thread PUTs a progress marker every `heartbeat_interval_s`, so the step's
+HeartbeatSeconds only expires when the worker is really gone. Errors are classified once, here:
+a TalkstackError is the input's fault (fatal, not retried); transfer trouble and anything
+unexpected are transient (the state machine retries the step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from talkstack.contract.record import JobError, utc_now
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.workers.lite_steps import LITE_STEPS, StepFn
+from talkstack.workers.protocol import (
+    ErrorMarker,
+    OutputObject,
+    OutputUrl,
+    ProgressMarker,
+    ResultMarker,
+    WorkerTask,
+)
+
+log = logging.getLogger(__name__)
+MAX_INPUT_BYTES = 512 * 1024 * 1024
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _transient_http(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500
+
+
+_transfer_retry = retry(
+    retry=retry_if_exception(_transient_http),
+    stop=stop_after_attempt(4),
+    wait=wait_random_exponential(multiplier=0.2, max=5),
+    reraise=True,
+)
+
+
+class Transfers:
+    """HTTP GET/PUT on pre-signed URLs, each retried a few times on transient trouble."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    @_transfer_retry
+    def download(self, url: str, path: Path, role: str) -> Path:
+        with self.client.stream("GET", url) as response:
+            if response.status_code in (403, 404):
+                raise TalkstackError(
+                    ErrorCode.INPUT_NOT_FOUND,
+                    f"{role}: input could not be read (HTTP {response.status_code})",
+                )
+            response.raise_for_status()
+            size = 0
+            with open(path, "wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    size += len(chunk)
+                    if size > MAX_INPUT_BYTES:
+                        raise TalkstackError(ErrorCode.INPUT_TOO_LARGE, f"{role}: larger than 512 MB")
+                    out.write(chunk)
+        return path
+
+    @_transfer_retry
+    def upload(self, target: OutputUrl, body: bytes | Path) -> int:
+        data = body.read_bytes() if isinstance(body, Path) else body
+        response = self.client.put(target.url, content=data, headers={"Content-Type": target.content_type})
+        response.raise_for_status()
+        return len(data)
+
+
+class Reporter:
+    """Writes the markers; the progress marker doubles as the heartbeat."""
+
+    def __init__(self, task: WorkerTask, transfers: Transfers) -> None:
+        self.task, self.transfers = task, transfers
+        self.progress, self.message = 0.0, "starting"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def update(self, fraction: float, message: str) -> None:
+        with self._lock:
+            self.progress, self.message = max(self.progress, min(1.0, fraction)), message
+
+    def beat(self) -> None:
+        with self._lock:
+            marker = ProgressMarker(
+                attempt_id=self.task.attempt_id, progress=self.progress, message=self.message, at=utc_now()
+            )
+        self.transfers.upload(self.task.markers.progress, marker.model_dump_json().encode())
+
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        def loop() -> None:
+            while not self._stop.wait(self.task.heartbeat_interval_s):
+                try:
+                    self.beat()
+                except Exception as exc:  # a missed beat is not fatal; the next one may pass
+                    log.warning("heartbeat failed: %s", exc)
+
+        self.beat()
+        thread = threading.Thread(target=loop, name=f"heartbeat-{self.task.attempt_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            thread.join(timeout=5)
+
+    def result(self, marker: ResultMarker) -> None:
+        self.transfers.upload(self.task.markers.result, marker.model_dump_json().encode())
+
+    def error(self, error: JobError, retryable: bool) -> None:
+        marker = ErrorMarker(
+            attempt_id=self.task.attempt_id,
+            error=error,
+            retryable=retryable,
+            worker=worker_name(),
+            at=utc_now(),
+        )
+        self.transfers.upload(self.task.markers.error, marker.model_dump_json().encode())
+
+
+def engine_for(task: WorkerTask) -> StepFn:
+    step = LITE_STEPS.get(task.model)
+    if step is None:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE, f"model {task.model!r} is not available on this worker"
+        )
+    return step
+
+
+def run_task(task: WorkerTask, client: httpx.Client | None = None) -> bool:
+    """Run `task` to completion; True when a result marker was written. Never raises for job errors:
+    they end as an error marker (the only way the pipeline hears about them)."""
+    own = client is None
+    client = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0))
+    transfers = Transfers(client)
+    reporter = Reporter(task, transfers)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"talkstack-{task.attempt_id}-") as tmp, reporter.heartbeat():
+            workdir = Path(tmp)
+            try:
+                _execute(task, workdir, transfers, reporter)
+                return True
+            except TalkstackError as exc:
+                reporter.error(JobError.from_exception(exc, step=task.step), retryable=False)
+            except Exception as exc:
+                log.exception("worker task %s failed", task.attempt_id)
+                error = JobError.from_exception(exc, step=task.step)
+                reporter.error(error, retryable=True)
+            return False
+    finally:
+        if own:
+            client.close()
+
+
+def _execute(task: WorkerTask, workdir: Path, transfers: Transfers, reporter: Reporter) -> None:
+    step = engine_for(task)
+    indir, outdir = workdir / "in", workdir / "out"
+    indir.mkdir()
+    outdir.mkdir()
+    reporter.update(0.0, "downloading inputs")
+    inputs = {role: transfers.download(i.url, indir / i.filename, role) for role, i in task.inputs.items()}
+    reporter.update(0.02, "running engine")
+    started = time.perf_counter()
+    produced, render = step(task, inputs, outdir, lambda f, m: reporter.update(0.02 + 0.9 * f, m))
+    engine_s = time.perf_counter() - started
+    missing = set(task.outputs) - set(produced)
+    if missing:
+        raise RuntimeError(f"engine produced no {', '.join(sorted(missing))}")
+    reporter.update(0.93, "uploading outputs")
+    outputs = {}
+    for role, target in task.outputs.items():
+        size = transfers.upload(target, produced[role])
+        outputs[role] = OutputObject(key=target.key, bytes=size, content_type=target.content_type)
+    reporter.result(
+        ResultMarker(
+            attempt_id=task.attempt_id,
+            outputs=outputs,
+            duration_s=render.duration_s,
+            width=render.width,
+            height=render.height,
+            fps=render.fps,
+            sample_rate=render.sample_rate,
+            engine_s=engine_s,
+            warnings=render.warnings,
+            worker=worker_name(),
+            at=utc_now(),
+        )
+    )

@@ -1,0 +1,461 @@
+"""Webhook delivery against a real HTTP server on 127.0.0.1, verified with the standardwebhooks library.
+
+Nothing in httpx is mocked: requests really go over a socket to a scripted `ThreadingHTTPServer`.
+Only DNS (for the SSRF guard) and sleeping (for backoff) are injected, so the tests are fast and
+need no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from pydantic import ValidationError
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from talkstack.pipeline.webhooks import (
+    DeliveryReport,
+    WebhookPolicy,
+    WebhookRefused,
+    check_webhook_target,
+    deliver_webhook,
+    generate_secret,
+    sign_headers,
+)
+
+BODY = json.dumps({"type": "job.completed", "job_id": "job_123", "result": {"video": "s3://b/k.mp4"}})
+MSG_ID = "evt_0f6a1c2e"
+PUBLIC = "93.184.216.34"
+
+
+# ---------------------------------------------------------------------------------------------
+# A scripted receiver
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class Receiver:
+    url: str = ""
+    statuses: list[int] = field(default_factory=list)
+    """Replies in order; 200 once the list runs out."""
+    delay_s: float = 0.0
+    """Stall this long before replying (to provoke client timeouts)."""
+    location: str = "/elsewhere"
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that timed out and hung up is expected here, not an error worth printing
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("utf-8")
+            with rec.lock:
+                rec.requests.append(
+                    Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                )
+                status = rec.statuses.pop(0) if rec.statuses else 200
+            if rec.delay_s:
+                threading.Event().wait(rec.delay_s)
+            self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", rec.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET = do_PUT = _handle
+
+        def log_message(self, format, *args) -> None:
+            pass
+
+    server = _QuietServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def local_policy(**overrides: object) -> WebhookPolicy:
+    return WebhookPolicy.model_validate({"allow_loopback": True, "timeout_s": 2.0, **overrides})
+
+
+def deliver(url: str, secret: str, policy: WebhookPolicy, **kwargs) -> tuple[DeliveryReport, list[float]]:
+    sleeps: list[float] = []
+    report = deliver_webhook(
+        url, BODY, msg_id=MSG_ID, secret=secret, policy=policy, sleep=sleeps.append, **kwargs
+    )
+    return report, sleeps
+
+
+def resolver(*ips: str, calls: list[tuple[str, int]] | None = None) -> Callable[..., list[tuple]]:
+    """A stand-in for socket.getaddrinfo that answers with `ips`."""
+
+    def resolve(host: str, port: int, *args: object, **kwargs: object) -> list[tuple]:
+        if calls is not None:
+            calls.append((host, port))
+        return [
+            (
+                socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (ip, port, 0, 0) if ":" in ip else (ip, port),
+            )
+            for ip in ips
+        ]
+
+    return resolve
+
+
+class Clock:
+    """Starts just before real time (receivers reject stale timestamps) and advances 7 s per call."""
+
+    def __init__(self) -> None:
+        self.t = datetime.now(UTC) - timedelta(seconds=60)
+
+    def __call__(self) -> datetime:
+        self.t += timedelta(seconds=7)
+        return self.t
+
+
+@pytest.fixture
+def secret() -> str:
+    return generate_secret()
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets and signing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_generate_secret_is_standard_webhooks_format(secret):
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) == 32
+    assert generate_secret() != secret
+    headers = sign_headers(secret, MSG_ID, datetime.now(UTC), BODY)
+    assert Webhook(secret).verify(BODY, headers) == json.loads(BODY)
+
+
+def test_sign_headers_matches_the_spec_example():
+    # The example from the Standard Webhooks specification.
+    headers = sign_headers(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        datetime.fromtimestamp(1614265330, UTC),
+        '{"test": 2432232314}',
+    )
+    assert headers == {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        "content-type": "application/json",
+        "user-agent": "talkstack-webhooks/1",
+    }
+
+
+def test_sign_headers_converts_other_timezones_and_refuses_naive(secret):
+    utc = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+    plus_two = utc.astimezone(timezone(timedelta(hours=2)))
+    assert sign_headers(secret, MSG_ID, plus_two, BODY) == sign_headers(secret, MSG_ID, utc, BODY)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        sign_headers(secret, MSG_ID, datetime(2025, 3, 1, 12, 0, 0), BODY)
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery
+# ---------------------------------------------------------------------------------------------
+
+
+def test_delivered_request_is_signed_and_verifies(receiver, secret):
+    report, sleeps = deliver(receiver.url, secret, local_policy(), event_type="job.completed")
+
+    assert report.delivered and report.refused is None and sleeps == []
+    assert (report.url, report.event_id, report.event_type) == (receiver.url, MSG_ID, "job.completed")
+    [attempt] = report.attempts
+    assert (attempt.attempt, attempt.status_code, attempt.error, attempt.ok) == (1, 200, None, True)
+    assert attempt.duration_ms > 0 and attempt.started_at.tzinfo is not None
+
+    [req] = receiver.requests
+    assert (req.method, req.path, req.body) == ("POST", "/hook", BODY)
+    assert req.headers["webhook-id"] == MSG_ID
+    assert req.headers["content-type"] == "application/json"
+    assert req.headers["user-agent"] == "talkstack-webhooks/1"
+    assert Webhook(secret).verify(req.body, req.headers) == json.loads(BODY)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(req.body.replace("job_123", "job_124"), req.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(generate_secret()).verify(req.body, req.headers)
+
+
+def test_5xx_is_retried_with_a_stable_id_and_fresh_signatures(receiver, secret):
+    receiver.statuses = [503, 503, 200]
+    policy = local_policy(initial_backoff_s=0.5, max_backoff_s=0.75)
+    report, sleeps = deliver(receiver.url, secret, policy, now=Clock())
+
+    assert report.delivered
+    assert [a.status_code for a in report.attempts] == [503, 503, 200]
+    assert [a.error for a in report.attempts] == ["HTTP 503", "HTTP 503", None]
+    assert [a.ok for a in report.attempts] == [False, False, True]
+    assert [a.attempt for a in report.attempts] == [1, 2, 3]
+    # Full jitter: each wait is in (0, bound], the bound doubling from 0.5 and capped at 0.75.
+    assert len(sleeps) == 2
+    assert 0 < sleeps[0] <= 0.5 and 0 < sleeps[1] <= 0.75
+
+    reqs = receiver.requests
+    assert len(reqs) == 3
+    assert {r.headers["webhook-id"] for r in reqs} == {MSG_ID}
+    assert len({r.headers["webhook-timestamp"] for r in reqs}) == 3
+    assert len({r.headers["webhook-signature"] for r in reqs}) == 3
+    for r in reqs:
+        Webhook(secret).verify(r.body, r.headers)
+    # Each signature is bound to its own timestamp: one attempt's signature fails with another's.
+    mixed = {**reqs[0].headers, "webhook-signature": reqs[1].headers["webhook-signature"]}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(reqs[0].body, mixed)
+
+
+def test_backoff_bound_doubles_up_to_the_cap(receiver, secret):
+    receiver.statuses = [500] * 10
+    report, sleeps = deliver(
+        receiver.url, secret, local_policy(max_attempts=6, initial_backoff_s=1.0, max_backoff_s=4.0)
+    )
+    assert not report.delivered and len(report.attempts) == 6 and len(receiver.requests) == 6
+    bounds = [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert len(sleeps) == 5
+    assert all(0 < s <= b for s, b in zip(sleeps, bounds, strict=True))
+    assert any(s < b for s, b in zip(sleeps, bounds, strict=True))  # jittered, not the bound itself
+
+
+def test_endpoint_down_records_every_attempt_and_does_not_raise(secret):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+
+    report, sleeps = deliver(f"http://127.0.0.1:{port}/hook", secret, local_policy(max_attempts=3))
+
+    assert not report.delivered and report.refused is None
+    assert len(report.attempts) == 3 and len(sleeps) == 2
+    for a in report.attempts:
+        assert a.status_code is None and not a.ok
+        assert a.error is not None and a.error.startswith("ConnectError") and "\n" not in a.error
+
+
+def test_timeouts_are_retried(receiver, secret):
+    receiver.delay_s = 1.0
+    report, sleeps = deliver(receiver.url, secret, local_policy(max_attempts=2, timeout_s=0.2))
+    assert not report.delivered and len(report.attempts) == 2 and len(sleeps) == 1
+    assert all(a.error is not None and a.error.startswith("ReadTimeout") for a in report.attempts)
+    assert len(receiver.requests) == 2
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
+def test_other_4xx_is_not_retried(receiver, secret, status):
+    receiver.statuses = [status, 200]
+    report, sleeps = deliver(receiver.url, secret, local_policy())
+    assert not report.delivered and sleeps == []
+    [attempt] = report.attempts
+    assert (attempt.status_code, attempt.error, attempt.ok) == (status, f"HTTP {status}", False)
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_retryable_statuses_are_retried(receiver, secret, status):
+    receiver.statuses = [status, 200]
+    report, sleeps = deliver(receiver.url, secret, local_policy())
+    assert report.delivered and len(sleeps) == 1
+    assert [a.status_code for a in report.attempts] == [status, 200]
+
+
+@pytest.mark.parametrize("follow_in_client", [False, True])
+def test_redirects_are_not_followed(receiver, secret, follow_in_client):
+    receiver.statuses = [302]
+    receiver.location = receiver.url.replace("/hook", "/elsewhere")
+    with httpx.Client(follow_redirects=follow_in_client) as client:
+        report, sleeps = deliver(receiver.url, secret, local_policy(), client=client)
+        assert not client.is_closed  # the caller's client is left for the caller to close
+    assert not report.delivered and sleeps == []
+    [attempt] = report.attempts
+    assert attempt.status_code == 302 and "redirect not followed" in (attempt.error or "")
+    assert [r.path for r in receiver.requests] == ["/hook"]
+
+
+def test_report_serialises_to_json(receiver, secret):
+    report, _ = deliver(receiver.url, secret, local_policy())
+    data = json.loads(report.model_dump_json())
+    assert data["delivered"] is True and data["attempts"][0]["started_at"].endswith("Z")
+    assert DeliveryReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_invalid_secret_is_a_configuration_error_raised_before_sending(receiver):
+    with pytest.raises(ValueError, match="invalid webhook secret"):
+        deliver(receiver.url, "whsec_", local_policy())
+    assert receiver.requests == []
+
+
+def test_policy_validation():
+    assert WebhookPolicy() == WebhookPolicy(
+        max_attempts=5, initial_backoff_s=1.0, max_backoff_s=30.0, timeout_s=10.0, allow_loopback=False
+    )
+    for bad in ({"max_attempts": 0}, {"timeout_s": 0}, {"initial_backoff_s": -1}, {"retries": 3}):
+        with pytest.raises(ValidationError):
+            WebhookPolicy.model_validate(bad)
+    with pytest.raises(ValidationError):
+        WebhookPolicy().max_attempts = 2  # type: ignore[misc]  # frozen: the default is shared
+
+
+# ---------------------------------------------------------------------------------------------
+# SSRF guard
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("10.0.0.5", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("127.0.0.1", "loopback"),
+        ("169.254.169.254", "metadata"),
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("fd00:ec2::254", "metadata"),
+        ("::ffff:10.0.0.1", "private"),
+        ("::ffff:169.254.169.254", "metadata"),
+        ("100.64.0.1", "shared address space"),
+        ("100.100.100.200", "metadata"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("fd12:3456::1", "private"),  # IPv6 unique-local
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("169.254.1.1", "link-local"),
+        ("2002:a00:1::1", "private"),  # 6to4 wrapping 10.0.0.1
+        ("64:ff9b::a9fe:a9fe", "metadata"),  # NAT64 wrapping 169.254.169.254
+    ],
+)
+def test_guard_refuses_non_public_addresses(address, why):
+    with pytest.raises(WebhookRefused) as info:
+        check_webhook_target("https://hooks.example.com/x", resolve=resolver(address))
+    assert address in info.value.reason and why in info.value.reason
+    assert str(info.value) == info.value.reason
+
+
+@pytest.mark.parametrize(
+    "address", [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946", "::ffff:93.184.216.34", "64:ff9b::5db8:d822"]
+)
+def test_guard_accepts_public_addresses(address):
+    calls: list[tuple[str, int]] = []
+    addresses = check_webhook_target("https://hooks.example.com/x", resolve=resolver(address, calls=calls))
+    assert addresses == [address]
+    assert calls == [("hooks.example.com", 443)]
+
+
+def test_guard_returns_every_address_once_and_uses_the_url_port():
+    calls: list[tuple[str, int]] = []
+    resolve = resolver(PUBLIC, PUBLIC, "2606:2800:220:1:248:1893:25c8:1946", calls=calls)
+    addresses = check_webhook_target("https://hooks.example.com:8443/x", resolve=resolve)
+    assert addresses == [PUBLIC, "2606:2800:220:1:248:1893:25c8:1946"]
+    assert calls == [("hooks.example.com", 8443)]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.1.2.3", "::1"])
+def test_loopback_only_in_local_mode(address):
+    url = "https://localhost/x"
+    with pytest.raises(WebhookRefused, match="loopback"):
+        check_webhook_target(url, resolve=resolver(address))
+    assert check_webhook_target(url, allow_loopback=True, resolve=resolver(address)) == [address]
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "10.0.0.5", "::ffff:192.168.0.1"])
+def test_local_mode_still_refuses_metadata_and_private(address):
+    with pytest.raises(WebhookRefused) as info:
+        check_webhook_target("https://hooks.example.com/x", allow_loopback=True, resolve=resolver(address))
+    assert address in info.value.reason
+
+
+def test_one_private_address_among_public_ones_is_refused():
+    with pytest.raises(WebhookRefused, match=r"10\.1\.2\.3"):
+        check_webhook_target("https://hooks.example.com/x", resolve=resolver(PUBLIC, "10.1.2.3"))
+
+
+def test_plain_http_only_for_loopback_in_local_mode():
+    with pytest.raises(WebhookRefused, match="https"):
+        check_webhook_target("http://hooks.example.com/x", resolve=resolver(PUBLIC))
+    with pytest.raises(WebhookRefused, match=re.escape(PUBLIC)):
+        check_webhook_target("http://hooks.example.com/x", allow_loopback=True, resolve=resolver(PUBLIC))
+    with pytest.raises(WebhookRefused, match="https"):
+        check_webhook_target("http://127.0.0.1:8080/x", resolve=resolver("127.0.0.1"))
+    assert check_webhook_target(
+        "http://localhost:8080/x", allow_loopback=True, resolve=resolver("127.0.0.1", "::1")
+    ) == ["127.0.0.1", "::1"]
+
+
+def test_unresolvable_host_is_refused():
+    def no_such_host(*args: object, **kwargs: object) -> list[tuple]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.raises(WebhookRefused, match=r"could not resolve webhook host 'nope\.invalid'"):
+        check_webhook_target("https://nope.invalid/x", resolve=no_such_host)
+    with pytest.raises(WebhookRefused, match="could not resolve"):
+        check_webhook_target("https://empty.example.com/x", resolve=resolver())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://hooks.example.com/x",
+        "https:///x",
+        "not a url",
+        "https://user:pw@hooks.example.com/x",
+        "https://hooks.example.com:99999/x",
+    ],
+)
+def test_malformed_urls_are_refused(url):
+    with pytest.raises(WebhookRefused):
+        check_webhook_target(url, resolve=resolver(PUBLIC))
+
+
+def test_refused_delivery_sends_nothing(receiver, secret):
+    # The receiver is real and reachable, but the (injected) DNS answer is a private address.
+    report, sleeps = deliver(receiver.url, secret, local_policy(), resolve=resolver("10.0.0.5"))
+    assert not report.delivered and report.attempts == [] and sleeps == []
+    assert report.refused is not None and "10.0.0.5" in report.refused
+
+    # Real resolution of 127.0.0.1, but not in local mode: loopback (and plain http) are refused.
+    report, _ = deliver(receiver.url, secret, local_policy(allow_loopback=False))
+    assert not report.delivered and report.attempts == [] and report.refused
+    assert receiver.requests == []
