@@ -1,4 +1,5 @@
-"""`talkstack` command line: render locally, list models, run the demo, keep schemas in sync.
+"""`talkstack` command line: render locally, list models, keep schemas in sync; the local stack's
+commands (up, submit, status, events, demo) live in cli_stack.py.
 
 Expected failures print one line (`error [CODE]: message`) and exit 2; no tracebacks unless
 TALKSTACK_DEBUG=1.
@@ -6,25 +7,20 @@ TALKSTACK_DEBUG=1.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from talkstack.engines.base import ProgressFn, RenderResult
+from talkstack import cli_stack
+from talkstack.cli_common import err, friendly_errors, out, progress_bar
+from talkstack.engines.base import RenderResult
 from talkstack.engines.registry import get_model, list_models
 from talkstack.errors import ErrorCode, TalkstackError
 
@@ -36,54 +32,7 @@ app = typer.Typer(
 )
 render_app = typer.Typer(help="Render locally with the CPU lite engines.", no_args_is_help=True)
 app.add_typer(render_app, name="render")
-
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TalkstackError as exc:
-            err.print(f"[bold red]error[/] \\[{exc.code}]: {exc.message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; no output was written")
-            raise typer.Exit(130) from None
-        except Exception as exc:
-            if os.environ.get("TALKSTACK_DEBUG"):
-                raise
-            err.print(
-                f"[bold red]internal error[/]: {type(exc).__name__}: {exc} "
-                "(set TALKSTACK_DEBUG=1 for details)",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@contextmanager
-def progress_bar(label: str) -> Iterator[ProgressFn]:
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=1.0, note="")
-
-        def update(fraction: float, message: str) -> None:
-            bar.update(task, completed=fraction, note=message)
-
-        yield update
+cli_stack.register(app)
 
 
 def _short_side(resolution: str | None) -> int | None:
@@ -216,28 +165,6 @@ def models_cmd(
     for m in models:
         note = "" if m.available else f" [dim](unavailable: {m.unavailable_reason})[/]"
         out.print(f"[bold]{m.id}[/]: {m.description}{note}", highlight=False)
-
-
-@app.command("demo")
-@friendly_errors
-def demo_cmd(
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("out/demo.mp4"),
-) -> None:
-    """Render the bundled sample (public-domain portrait + bundled speech) with lite-avatar."""
-    from talkstack.engines.lite.avatar import render_avatar
-
-    samples = resources.files("talkstack") / "assets" / "samples"
-    started = time.perf_counter()
-    with progress_bar("demo") as progress:
-        result = render_avatar(
-            Path(str(samples / "portrait.png")),
-            Path(str(samples / "speech.wav")),
-            output,
-            poster=output.with_suffix(".jpg"),
-            progress=progress,
-        )
-    _report(result, started)
-    out.print(f"\nThe demo video is at [bold]{output.resolve()}[/]", highlight=False)
 
 
 @app.command("schemas")

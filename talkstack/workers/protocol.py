@@ -92,6 +92,8 @@ class ResultMarker(StrictModel):
     """Seconds spent in the engine itself (excludes transfers)."""
     warnings: list[str] = Field(default_factory=list)
     worker: str
+    started_at: UtcDatetime
+    """When the worker took the task (before downloading inputs)."""
     at: UtcDatetime
 
 

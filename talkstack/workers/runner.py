@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -156,11 +157,12 @@ def run_task(task: WorkerTask, client: httpx.Client | None = None) -> bool:
     client = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0))
     transfers = Transfers(client)
     reporter = Reporter(task, transfers)
+    started_at = utc_now()
     try:
         with tempfile.TemporaryDirectory(prefix=f"talkstack-{task.attempt_id}-") as tmp, reporter.heartbeat():
             workdir = Path(tmp)
             try:
-                _execute(task, workdir, transfers, reporter)
+                _execute(task, workdir, transfers, reporter, started_at)
                 return True
             except TalkstackError as exc:
                 reporter.error(JobError.from_exception(exc, step=task.step), retryable=False)
@@ -174,7 +176,9 @@ def run_task(task: WorkerTask, client: httpx.Client | None = None) -> bool:
             client.close()
 
 
-def _execute(task: WorkerTask, workdir: Path, transfers: Transfers, reporter: Reporter) -> None:
+def _execute(
+    task: WorkerTask, workdir: Path, transfers: Transfers, reporter: Reporter, started_at: datetime
+) -> None:
     step = engine_for(task)
     indir, outdir = workdir / "in", workdir / "out"
     indir.mkdir()
@@ -205,6 +209,7 @@ def _execute(task: WorkerTask, workdir: Path, transfers: Transfers, reporter: Re
             engine_s=engine_s,
             warnings=render.warnings,
             worker=worker_name(),
+            started_at=started_at,
             at=utc_now(),
         )
     )

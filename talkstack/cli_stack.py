@@ -1,0 +1,387 @@
+"""CLI commands of the local stack: `up`, `submit`, `status`, `events`, and `demo` (the whole pipeline
+on the bundled sample). `submit`, `status` and `events` talk to a running stack over its endpoint,
+like any AWS client would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from talkstack.cli_common import err, friendly_errors, out, progress_bar
+from talkstack.contract.events import JobEvent
+from talkstack.contract.record import JobRecord
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.local.resources import DEFAULT_PORT, DEFAULT_STACK, LOCAL_WEBHOOK_SECRET, LocalResources
+
+DEMO_PORT = 4568  # not DEFAULT_PORT, so `make demo` works while `talkstack up` runs
+SAMPLES = resources.files("talkstack") / "assets" / "samples"
+
+PortOption = Annotated[
+    int, typer.Option(envvar="TALKSTACK_LOCAL_PORT", help="Port of the local stack's endpoint.")
+]
+StackOption = Annotated[str, typer.Option(envvar="TALKSTACK_LOCAL_STACK", help="Local stack name.")]
+
+
+def _resources(stack: str, port: int) -> LocalResources:
+    return LocalResources(stack=stack, port=port)
+
+
+def _connect(resources: LocalResources) -> Any:
+    """Point this process's AWS clients at a running local stack; fail clearly if none is there."""
+    import httpx
+
+    from talkstack.pipeline import aws
+    from talkstack.pipeline.store import JobStore
+
+    try:
+        httpx.get(f"{resources.endpoint}/moto-api/", timeout=2)
+    except httpx.TransportError:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"no local stack at {resources.endpoint}: start one with `talkstack up` (port {resources.port})",
+        ) from None
+    os.environ.update(resources.client_env())
+    aws.reset_clients()
+    return JobStore(resources.jobs_table)
+
+
+# --- up ------------------------------------------------------------------------------------------
+
+
+def up_cmd(
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Local worker processes.")] = 2,
+    verbose: Annotated[bool, typer.Option(help="Log every handler invocation.")] = False,
+) -> None:
+    """Run the local stack (emulated S3, Lambda, Step Functions, DynamoDB, SNS, SQS) until Ctrl-C."""
+    import logging
+
+    from talkstack.local.stack import LocalStack
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    logging.getLogger("werkzeug").setLevel(logging.INFO if verbose else logging.WARNING)
+    r = _resources(stack, port)
+    with LocalStack(r, workers=workers, log_level="INFO" if verbose else "WARNING"):
+        out.print(f"[bold green]talkstack local stack is up[/] at [bold]{r.endpoint}[/]", highlight=False)
+        table = Table(show_header=False, box=None)
+        for label, value in (
+            ("input bucket", f"{r.input_bucket}  (drop inputs/<name>/job.json + media)"),
+            ("output bucket", r.output_bucket),
+            ("work bucket", r.work_bucket),
+            ("jobs table", r.jobs_table),
+            ("events topic", r.topic_arn),
+            ("ingest DLQ", r.dlq_url),
+            ("state machine", r.state_machine_arn),
+            ("webhook secret", LOCAL_WEBHOOK_SECRET),
+        ):
+            table.add_row(label, value)
+        out.print(table)
+        out.print(
+            "\nTry it with the AWS CLI (any credentials work locally):\n"
+            f"  export AWS_ENDPOINT_URL={r.endpoint} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local "
+            f"AWS_DEFAULT_REGION={r.region}\n"
+            f"  aws s3 cp portrait.png s3://{r.input_bucket}/inputs/hello/portrait.png\n"
+            f"  aws s3 cp speech.wav s3://{r.input_bucket}/inputs/hello/speech.wav\n"
+            f"  aws s3 cp job.json s3://{r.input_bucket}/inputs/hello/job.json\n"
+            f"  aws s3 ls s3://{r.output_bucket}/ --recursive\n"
+            "or: talkstack submit --image portrait.png --audio speech.wav\n\nCtrl-C stops the stack.",
+            highlight=False,
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+    err.print("stopped")
+
+
+# --- submit / status / events --------------------------------------------------------------------
+
+
+def _manifest_from_options(
+    image: Path | None, audio: Path | None, text: str | None, webhook: str | None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    if image is None:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, "give a manifest file, or --image with --audio or --text"
+        )
+    if (audio is None) == (text is None):
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, "give exactly one of --audio or --text")
+    media = {f"image{image.suffix.lower()}": image}
+    inputs: dict[str, Any] = {"image": next(iter(media))}
+    if audio is not None:
+        media[f"audio{audio.suffix.lower()}"] = audio
+        inputs["audio"] = f"audio{audio.suffix.lower()}"
+    else:
+        inputs["text"] = text
+    manifest: dict[str, Any] = {"task": "avatar", "inputs": inputs}
+    if webhook:
+        manifest["notify"] = {"webhook_url": webhook}
+    return manifest, media
+
+
+def _progress_note(record: JobRecord) -> str:
+    running = [s.name for s in record.steps if s.status == "running"]
+    return record.progress_message or (f"{running[-1]} running" if running else record.status)
+
+
+def _print_outputs(record: JobRecord) -> None:
+    if record.status == "completed" and record.result is not None:
+        out.print(f"[bold green]completed[/] {record.job_id}", highlight=False)
+        for output in record.result.outputs:
+            out.print(f"  {output.kind:9} s3://{output.bucket}/{output.key}  ({output.bytes / 1e3:.0f} kB)")
+        assert record.request is not None
+        bucket = record.result.outputs[0].bucket
+        out.print(f"  {'result':9} s3://{bucket}/{record.request.sibling_key(record.job_id, 'result')}")
+    elif record.error is not None:
+        raise TalkstackError(record.error.code, f"job {record.job_id} failed: {record.error.message}")
+
+
+def _wait(store: Any, job_id: str, timeout: float) -> JobRecord:
+    from talkstack.pipeline.drop import follow
+
+    with progress_bar(job_id) as progress:
+        return follow(
+            store.get, job_id, on_update=lambda r: progress(r.progress, _progress_note(r)), timeout_s=timeout
+        )
+
+
+def submit_cmd(
+    manifest: Annotated[
+        Path | None, typer.Argument(help="A job.json; relative media refs are uploaded from beside it.")
+    ] = None,
+    image: Annotated[Path | None, typer.Option("--image", "-i", help="Photo (builds an avatar job).")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", "-a", help="Speech for the avatar.")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="Text to speak instead of --audio.")
+    ] = None,
+    webhook: Annotated[str | None, typer.Option(help="Webhook URL for this job's events.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Folder name under inputs/ (default: a timestamp).")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 900.0,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Upload media + manifest to the input prefix, then follow the job and print its output keys."""
+    from talkstack.pipeline.drop import drop_job, local_media
+
+    r = _resources(stack, port)
+    store = _connect(r)
+    if manifest is not None:
+        try:
+            document = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: {exc}") from None
+        media = local_media(document, manifest.parent)
+        if webhook:
+            document.setdefault("notify", {})["webhook_url"] = webhook
+    else:
+        document, media = _manifest_from_options(image, audio, text, webhook)
+    from talkstack.pipeline import aws
+
+    folder = name or time.strftime("job-%Y%m%d-%H%M%S")
+    dropped = drop_job(aws.client("s3"), r.input_bucket, document, media, name=folder)
+    out.print(
+        f"submitted [bold]{dropped.job_id}[/] (s3://{dropped.bucket}/{dropped.manifest_key})", highlight=False
+    )
+    if wait:
+        _print_outputs(_wait(store, dropped.job_id, timeout))
+
+
+def status_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job record.")] = False,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Where a job stands: status, progress, steps and their durations, result or error."""
+    store = _connect(_resources(stack, port))
+    record = store.get(job_id)
+    if record is None:
+        raise TalkstackError(
+            ErrorCode.INPUT_NOT_FOUND, f"no job {job_id!r} in {_resources(stack, port).jobs_table}"
+        )
+    if as_json:
+        out.print_json(record.model_dump_json())
+        return
+    out.print(
+        f"[bold]{record.job_id}[/] {record.task or '-'} / {record.model or '-'}: [bold]{record.status}[/] "
+        f"{record.progress:.0%}",
+        highlight=False,
+    )
+    for step in record.steps:
+        duration = f"{step.duration_s:.2f} s" if step.duration_s is not None else "…"
+        out.print(
+            f"  {step.name:9} {step.status:10} {duration:>9}  attempts {step.attempts}", highlight=False
+        )
+    if record.error is not None:
+        out.print(f"  [red]{record.error.code}[/]: {record.error.message}", highlight=False)
+    if record.status == "completed":
+        _print_outputs(record)
+
+
+def timeline(events: list[JobEvent], record: JobRecord | None) -> Table:
+    table = Table("at (s)", "event", "status", "progress", "detail")
+    if not events:
+        return table
+    t0 = min(e.occurred_at for e in events)
+    for event in sorted(events, key=lambda e: e.occurred_at):
+        detail = event.progress_message or ""
+        if event.error is not None:
+            detail = f"{event.error.code}: {event.error.message}"
+        if event.result is not None:
+            detail = f"s3://{event.result.bucket}/{event.result.key}"
+        table.add_row(
+            f"{(event.occurred_at - t0).total_seconds():6.2f}",
+            event.type,
+            event.status,
+            f"{event.progress:.0%}",
+            detail,
+        )
+    if record is not None and record.steps:
+        steps = ", ".join(f"{s.name} {s.duration_s:.2f} s" for s in record.steps if s.duration_s is not None)
+        table.caption = f"steps: {steps}; total {record.timings.get('total', 0):.2f} s"
+    return table
+
+
+def events_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One event per line, as published.")] = False,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """The job's event timeline (what went to SNS and its webhook), and webhook delivery attempts."""
+    store = _connect(_resources(stack, port))
+    events = store.events(job_id)
+    if not events and store.get(job_id) is None:
+        raise TalkstackError(ErrorCode.INPUT_NOT_FOUND, f"no job {job_id!r}")
+    if as_json:
+        for event in events:
+            print(event.model_dump_json())
+        return
+    out.print(timeline(events, store.get(job_id)))
+    for report in store.deliveries(job_id):
+        codes = [a["status_code"] or a["error"] for a in report["attempts"]]
+        state = (
+            "delivered" if report["delivered"] else f"NOT delivered ({report.get('refused') or 'gave up'})"
+        )
+        out.print(
+            f"webhook {report['event_type']}: {state} after {len(codes)} attempt(s) {codes}", highlight=False
+        )
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+def _demo_job(
+    stack: Any,
+    hooks: Any,
+    store: Any,
+    manifest: dict[str, Any],
+    media: dict[str, Path],
+    name: str,
+    output: Path,
+) -> JobRecord:
+    from talkstack.pipeline.drop import drop_job
+
+    r = stack.resources
+    manifest = {**manifest, "notify": {"webhook_url": hooks.url}}
+    dropped = drop_job(stack.s3, r.input_bucket, manifest, media, name=name)
+    out.print(
+        f"\n[bold]{name}[/]: dropped s3://{r.input_bucket}/{dropped.manifest_key} → job {dropped.job_id}",
+        highlight=False,
+    )
+    record = _wait(store, dropped.job_id, 300)
+    if record.status != "completed" or record.result is None:
+        assert record.error is not None
+        raise TalkstackError(record.error.code, f"demo job failed: {record.error.message}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for item in record.result.outputs:
+        target = output if item.kind in ("video", "audio") else output.with_suffix(".jpg")
+        stack.s3.download_file(item.bucket, item.key, str(target))
+    delivery = hooks.wait_for(record.job_id, "job.completed", timeout_s=30)
+    out.print(timeline(store.events(record.job_id), record))
+    verdict = "[green]verified[/]" if delivery.verified else "[red]NOT verified[/]"
+    out.print(
+        f"webhook job.completed received at {hooks.url}: signature {verdict} with standardwebhooks "
+        f"(webhook-id {delivery.headers.get('webhook-id')})",
+        highlight=False,
+    )
+    out.print(
+        f"video: [bold]{output.resolve()}[/] ({record.result.duration_s:.2f} s, "
+        f"{record.result.width}×{record.result.height})",
+        highlight=False,
+    )
+    return record
+
+
+def demo_cmd(
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("out/demo.mp4"),
+    port: Annotated[int, typer.Option(envvar="TALKSTACK_DEMO_PORT")] = DEMO_PORT,
+) -> None:
+    """The whole pipeline on the bundled sample: local stack → S3 drop → video in out/ + verified webhook."""
+    import logging
+
+    from talkstack.engines.registry import get_model
+    from talkstack.local.receiver import WebhookReceiver
+    from talkstack.local.stack import LocalStack
+    from talkstack.pipeline.store import JobStore
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    r = LocalResources(stack="talkstack-demo", port=port)
+    samples = Path(str(SAMPLES))
+    started = time.perf_counter()
+    with WebhookReceiver(LOCAL_WEBHOOK_SECRET) as hooks, LocalStack(r, workers=2) as stack:
+        out.print(f"local stack up at {r.endpoint} in {time.perf_counter() - started:.1f} s", highlight=False)
+        store = JobStore(r.jobs_table)
+        manifest = {"task": "avatar", "inputs": {"image": "portrait.png", "audio": "speech.wav"}}
+        media = {"portrait.png": samples / "portrait.png", "speech.wav": samples / "speech.wav"}
+        _demo_job(stack, hooks, store, manifest, media, "demo", output)
+        if get_model("lite-voice").available:
+            text = (
+                "Hello! I am a talking avatar, made from one photo and a line of text, on your own machine."
+            )
+            manifest = {"task": "avatar", "inputs": {"image": "portrait.png", "text": text}}
+            _demo_job(
+                stack,
+                hooks,
+                store,
+                manifest,
+                {"portrait.png": samples / "portrait.png"},
+                "demo-text",
+                output.with_name(output.stem + "-text.mp4"),
+            )
+        else:
+            err.print("[yellow]skipped the text → voice → avatar job: espeak-ng is not installed[/]")
+    out.print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    for name, fn in (
+        ("up", up_cmd),
+        ("submit", submit_cmd),
+        ("status", status_cmd),
+        ("events", events_cmd),
+        ("demo", demo_cmd),
+    ):
+        app.command(name)(friendly_errors(fn))
+
+
+__all__ = ["register"]
