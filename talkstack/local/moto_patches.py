@@ -13,6 +13,10 @@ running different logic.
    `.waitForTaskToken` task; moto reuses the first attempt's token, so the failure that triggered the
    retry is re-applied at once and no retry ever runs. The patch issues a new token before each
    attempt, which keeps the production definition's `Retry` blocks meaningful locally.
+3. **The heartbeat timeout's name.** AWS fails a task whose heartbeats stop with
+   `States.HeartbeatTimeout` (which a Retry or Catch can single out); moto reports every timeout as
+   `States.Timeout`. The patch restores the specific name, so the definition can retry a silent
+   worker without also retrying a step that ran past its TimeoutSeconds.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -74,6 +79,8 @@ class LambdaPatch:
         self.resolve = resolve
         self.async_pool = ThreadPoolExecutor(async_workers, thread_name_prefix="lambda-async")
         self.async_errors: list[tuple[str, BaseException]] = []
+        self._pending = 0
+        self._idle = threading.Condition()
 
     def run(self, function_name: str, function_arn: str, event: Any) -> tuple[str, bool]:
         """(JSON payload, errored) of one invocation."""
@@ -86,9 +93,30 @@ class LambdaPatch:
             return json.dumps(error_payload(exc, context.aws_request_id)), True
 
     def _run_async(self, function_name: str, function_arn: str, event: Any) -> None:
-        _payload, errored = self.run(function_name, function_arn, event)
-        if errored:
-            self.async_errors.append((function_name, RuntimeError(_payload)))
+        try:
+            payload, errored = self.run(function_name, function_arn, event)
+            if errored:
+                self.async_errors.append((function_name, RuntimeError(payload)))
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+    def submit_async(self, function_name: str, function_arn: str, event: Any) -> None:
+        with self._idle:
+            self._pending += 1
+        self.async_pool.submit(self._run_async, function_name, function_arn, event)
+
+    def drain(self, timeout_s: float = 10.0) -> bool:
+        """Wait for async invocations in flight to finish (before the server goes away)."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
 
     def install(self) -> None:
         from moto.awslambda.models import LambdaFunction
@@ -99,7 +127,7 @@ class LambdaPatch:
             event = json.loads(body) if body else {}
             headers = {str(k).lower(): v for k, v in dict(request_headers or {}).items()}
             if headers.get("x-amz-invocation-type") == "Event":
-                patch.async_pool.submit(patch._run_async, fn.function_name, fn.function_arn, event)
+                patch.submit_async(fn.function_name, fn.function_arn, event)
                 return ""
             payload, errored = patch.run(fn.function_name, fn.function_arn, event)
             if errored:
@@ -146,6 +174,55 @@ def install_fresh_token_per_retry() -> None:
 
     StateTaskServiceCallback._evaluate_with_timeout = _evaluate_with_timeout  # type: ignore[method-assign]
     _token_patch_installed = True
+
+
+_heartbeat_patch_installed = False
+
+
+def install_heartbeat_timeout_name() -> None:
+    """Report a heartbeat timeout as `States.HeartbeatTimeout`, as AWS does."""
+    global _heartbeat_patch_installed
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskTimedOutEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (  # noqa: E501
+        StateTaskServiceCallback,
+    )
+    from moto.stepfunctions.parser.asl.eval.callback.callback import HeartbeatTimeoutError
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    if _heartbeat_patch_installed:
+        return
+    original = StateTaskServiceCallback._from_error
+
+    def _from_error(self: Any, env: Any, ex: Exception) -> Any:
+        if isinstance(ex, HeartbeatTimeoutError):
+            name = StatesErrorNameType.StatesHeartbeatTimeout
+            return FailureEvent(
+                env=env,
+                error_name=StatesErrorName(typ=name),
+                event_type=HistoryEventType.TaskTimedOut,
+                event_details=EventDetails(
+                    taskTimedOutEventDetails=TaskTimedOutEventDetails(
+                        resourceType=self._get_sfn_resource_type(),
+                        resource=self._get_sfn_resource(),
+                        error=name.to_name(),
+                    )
+                ),
+            )
+        return original(self, env, ex)
+
+    StateTaskServiceCallback._from_error = _from_error  # type: ignore[method-assign]
+    _heartbeat_patch_installed = True
+
+
+def install_execution_patches() -> None:
+    """The Step Functions patches (2 and 3); idempotent."""
+    install_fresh_token_per_retry()
+    install_heartbeat_timeout_name()
 
 
 def check_moto_version() -> str:

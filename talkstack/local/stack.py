@@ -31,7 +31,7 @@ from talkstack.local.moto_patches import (
     Handler,
     LambdaPatch,
     check_moto_version,
-    install_fresh_token_per_retry,
+    install_execution_patches,
 )
 from talkstack.local.resources import HANDLERS, LocalResources, definition_path, lambda_root
 from talkstack.local.workers import FaultPlan, LocalWorkerPool
@@ -130,7 +130,7 @@ class LocalStack:
             )
         self._set_environment()
         check_moto_version()
-        install_fresh_token_per_retry()
+        install_execution_patches()
         self._lambda_patch = LambdaPatch(HandlerLoader(r, lambda_root()))
         self._lambda_patch.install()
 
@@ -147,6 +147,11 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
+        """Stop running executions, let in-flight handlers finish, then take everything down."""
+        if self._server is not None:
+            self._stop_executions()
+        if self._lambda_patch is not None:
+            self._lambda_patch.drain()
         register_local_sink(None)
         if self.pool is not None:
             self.pool.stop()
@@ -157,6 +162,15 @@ class LocalStack:
         if self._lambda_patch is not None:
             self._lambda_patch.uninstall()
             self._lambda_patch = None
+
+    def _stop_executions(self) -> None:
+        sfn = aws.client("stepfunctions")
+        with contextlib.suppress(Exception):
+            running = sfn.list_executions(
+                stateMachineArn=self.resources.state_machine_arn, statusFilter="RUNNING", maxResults=1000
+            )["executions"]
+            for execution in running:
+                sfn.stop_execution(executionArn=execution["executionArn"], cause="local stack stopping")
 
     def __enter__(self) -> LocalStack:
         return self.start()

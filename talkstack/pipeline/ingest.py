@@ -77,6 +77,10 @@ class Ingestor:
         return self._start(job_id, payload)
 
     def _start(self, job_id: str, payload: dict[str, Any]) -> IngestOutcome:
+        # A redelivery finds the execution already there. (StartExecution alone would not say so:
+        # with the same name and input it returns the running execution as if it had started it.)
+        if self._execution_exists(job_id):
+            return IngestOutcome(job_id, "duplicate", "an execution with this name already exists")
         try:
             self.sfn.start_execution(
                 stateMachineArn=self.config.state_machine_arn,
@@ -92,6 +96,16 @@ class Ingestor:
                 return self._reject(job_id[:80], JobSource.model_validate(payload["source"]), message, 0)
             raise
         return IngestOutcome(job_id, "started")
+
+    def _execution_exists(self, job_id: str) -> bool:
+        arn = self.config.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"
+        try:
+            self.sfn.describe_execution(executionArn=arn)
+            return True
+        except ClientError as exc:
+            if error_code(exc) in ("ExecutionDoesNotExist", "InvalidArn"):
+                return False
+            raise
 
     def _reject(self, job_id: str, source: JobSource, message: str, size: int) -> IngestOutcome:
         error = JobError(code=ErrorCode.INVALID_REQUEST, message=message, step="validate")

@@ -1,0 +1,338 @@
+"""The pipeline against the running local stack, with real media: S3 drop → Lambda → Step Functions →
+worker → S3 → SNS + signed webhook. Faults are injected only at the worker boundary (FaultPlan).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+from standardwebhooks import Webhook
+
+from talkstack.contract.events import JobEvent
+from talkstack.contract.record import JobRecord
+from talkstack.local.resources import LOCAL_WEBHOOK_SECRET
+from talkstack.media.video import probe_video
+from talkstack.pipeline.jobids import job_id_for_object
+
+pytestmark = pytest.mark.slow
+
+
+def avatar_manifest(pipeline, **extra):
+    return {
+        "task": "avatar",
+        "inputs": {"image": "portrait.png", "audio": "speech.wav"},
+        "notify": {"webhook_url": pipeline.hooks.url},
+        **extra,
+    }
+
+
+def avatar_media(media):
+    return {"portrait.png": media["portrait"], "speech.wav": media["speech_5s"]}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def assert_published(pipeline, record: JobRecord, tmp_path: Path) -> None:
+    """A playable MP4 under the predictable key, its thumbnail, and result.json = the record."""
+    assert record.status == "completed", record.error
+    assert record.request is not None and record.result is not None
+    video_key = record.request.output_key(record.job_id)
+    assert video_key == f"{record.job_id}/video.mp4"
+    keys = pipeline.keys(pipeline.r.output_bucket, f"{record.job_id}/")
+    assert set(keys) == {video_key, f"{record.job_id}/thumbnail.jpg", f"{record.job_id}/result.json"}
+    local = tmp_path / "video.mp4"
+    pipeline.s3.download_file(pipeline.r.output_bucket, video_key, str(local))
+    info = probe_video(local)
+    assert info.video is not None and info.video.codec == "h264"
+    assert info.audio is not None and info.audio.codec == "aac"
+    assert abs(info.duration_s - 5.0) < 0.2
+    body = pipeline.s3.get_object(Bucket=pipeline.r.output_bucket, Key=f"{record.job_id}/result.json")["Body"]
+    assert JobRecord.model_validate_json(body.read()) == record
+
+
+def test_aws_cli_drop_produces_video_result_sns_event_and_verified_webhook(pipeline, media, tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "job.json").write_text(json.dumps(avatar_manifest(pipeline)))
+    aws = Path(sys.executable).parent / "aws"
+    env = {**os.environ, **pipeline.r.client_env()}
+    name = unique("cli drop")  # a space: the event key arrives URL-encoded
+    prefix = f"s3://{pipeline.r.input_bucket}/inputs/{name}"
+    for src, dst in (
+        (media["portrait"], "portrait.png"),
+        (media["speech_5s"], "speech.wav"),
+        (folder / "job.json", "job.json"),
+    ):
+        subprocess.run(
+            [str(aws), "s3", "cp", str(src), f"{prefix}/{dst}"], env=env, check=True, capture_output=True
+        )
+
+    head = pipeline.s3.head_object(Bucket=pipeline.r.input_bucket, Key=f"inputs/{name}/job.json")
+    job_id = job_id_for_object(pipeline.r.input_bucket, f"inputs/{name}/job.json", head["ETag"], name)
+    record = pipeline.wait(job_id)
+
+    assert_published(pipeline, record, tmp_path)
+    assert record.source is not None and record.source.key == f"inputs/{name}/job.json"
+    assert [s.name for s in record.steps] == ["avatar", "finalize"]
+    assert record.result.estimated_cost_usd is not None
+    completed = pipeline.sns.for_job(job_id, "job.completed")
+    assert len(completed) == 1
+    event = JobEvent.model_validate(completed[0])
+    assert event.result is not None and event.result.key == f"{job_id}/video.mp4"
+    assert event.result.thumbnail_key == f"{job_id}/thumbnail.jpg"
+    delivery = pipeline.hooks.wait_for(job_id, "job.completed")
+    # Verify independently of the receiver, with the library a user's endpoint would use.
+    assert Webhook(LOCAL_WEBHOOK_SECRET).verify(delivery.body, delivery.headers)["job_id"] == job_id
+    assert delivery.headers["webhook-id"] == event.event_id
+    types = [e.type for e in pipeline.store.events(job_id)]
+    assert types[0] == "job.queued" and "job.started" in types and types[-1] == "job.completed"
+
+
+def test_duplicate_deliveries_start_one_execution(pipeline, media):
+    name = unique("dup Ünïcode+plus")
+    dropped = pipeline.drop(avatar_manifest(pipeline), avatar_media(media), name)
+    head = pipeline.s3.head_object(Bucket=pipeline.r.input_bucket, Key=dropped.manifest_key)
+    event = {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": pipeline.r.region,
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "bucket": {
+                        "name": pipeline.r.input_bucket,
+                        "arn": f"arn:aws:s3:::{pipeline.r.input_bucket}",
+                    },
+                    "object": {
+                        "key": quote_plus(dropped.manifest_key),
+                        "size": head["ContentLength"],
+                        "eTag": head["ETag"].strip('"'),
+                    },
+                },
+            }
+        ]
+    }
+    lam = pipeline.stack.client("lambda")
+    outcomes = []
+    for _ in range(3):  # the upload itself was the first delivery
+        response = lam.invoke(FunctionName=pipeline.r.function_name("ingest"), Payload=json.dumps(event))
+        outcomes.append(json.loads(response["Payload"].read())["outcomes"][0])
+    assert {o["job_id"] for o in outcomes} == {dropped.job_id}
+    assert all(o["action"] == "duplicate" for o in outcomes)
+
+    record = pipeline.wait(dropped.job_id)
+    assert record.status == "completed"
+    assert len(pipeline.executions(dropped.job_id)) == 1
+    assert len(pipeline.sns.for_job(dropped.job_id, "job.completed")) == 1
+    assert len(pipeline.keys(pipeline.r.output_bucket, f"{dropped.job_id}/video")) == 1
+    assert len([d for d in pipeline.hooks.received(dropped.job_id, "job.completed") if d.status < 300]) == 1
+
+
+def test_multipart_manifest_upload_starts_one_execution(pipeline, media):
+    name = unique("multipart")
+    for key, path in avatar_media(media).items():
+        pipeline.s3.upload_file(str(path), pipeline.r.input_bucket, f"inputs/{name}/{key}")
+    key = f"inputs/{name}/job.json"
+    upload = pipeline.s3.create_multipart_upload(Bucket=pipeline.r.input_bucket, Key=key)
+    part = pipeline.s3.upload_part(
+        Bucket=pipeline.r.input_bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=json.dumps(avatar_manifest(pipeline)).encode(),
+    )
+    done = pipeline.s3.complete_multipart_upload(
+        Bucket=pipeline.r.input_bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    job_id = job_id_for_object(pipeline.r.input_bucket, key, done["ETag"], name)
+    assert pipeline.wait(job_id).status == "completed"
+    assert len(pipeline.executions(job_id)) == 1
+    assert len(pipeline.sns.for_job(job_id, "job.completed")) == 1
+
+
+def test_direct_start_execution_with_json_input(pipeline, media, tmp_path):
+    name = unique("direct")
+    for key, path in avatar_media(media).items():
+        pipeline.s3.upload_file(str(path), pipeline.r.input_bucket, f"uploads/{name}/{key}")
+    request = {
+        "task": "avatar",
+        "job_id": name,
+        "inputs": {
+            "image": f"s3://{pipeline.r.input_bucket}/uploads/{name}/portrait.png",
+            "audio": f"s3://{pipeline.r.input_bucket}/uploads/{name}/speech.wav",
+        },
+    }
+    pipeline.sfn.start_execution(
+        stateMachineArn=pipeline.r.state_machine_arn, name=name, input=json.dumps(request)
+    )
+    record = pipeline.wait(name)
+    assert_published(pipeline, record, tmp_path)
+    assert record.source is not None and record.source.kind == "execution"
+    assert len(pipeline.sns.for_job(name, "job.completed")) == 1
+
+
+def test_text_driven_avatar_chains_voice_then_avatar(pipeline, media):
+    manifest = {"task": "avatar", "inputs": {"image": "portrait.png", "text": "Hello from the voice step."}}
+    dropped = pipeline.drop(manifest, {"portrait.png": media["portrait"]}, unique("text"))
+    record = pipeline.wait(dropped.job_id)
+    assert record.status == "completed", record.error
+    assert [s.name for s in record.steps] == ["voice", "avatar", "finalize"]
+    assert record.steps[0].model == "lite-voice" and record.steps[1].model == "lite-avatar"
+    assert record.result is not None and record.result.duration_s and record.result.duration_s > 1
+
+
+def test_transient_worker_failure_is_retried_then_completes(pipeline, media):
+    job_id = unique("transient")
+    pipeline.stack.faults.add(job_id, "avatar", "transient")
+    dropped = pipeline.drop(avatar_manifest(pipeline, job_id=job_id), avatar_media(media), job_id)
+    record = pipeline.wait(dropped.job_id)
+    assert record.status == "completed", record.error
+    assert record.step("avatar").attempts == 2
+    assert pipeline.store.get_worker_error(job_id, "avatar").message.startswith("injected transient")
+
+
+def test_silent_worker_times_out_is_retried_then_fails_clearly(pipeline, media):
+    job_id = unique("silent")
+    pipeline.stack.faults.add(job_id, "avatar", "silent", "silent", "silent")
+    pipeline.drop(avatar_manifest(pipeline, job_id=job_id), avatar_media(media), job_id)
+    record = pipeline.wait(job_id, timeout_s=120)
+    assert record.status == "failed"
+    assert record.error.code == "WORKER_TIMEOUT"
+    assert record.error.step == "avatar"
+    assert "stopped sending heartbeats" in record.error.message and "3 attempt" in record.error.message
+    assert record.step("avatar").attempts == 3
+    assert pipeline.keys(pipeline.r.output_bucket, f"{job_id}/") == {}
+    failed = pipeline.sns.for_job(job_id, "job.failed")
+    assert len(failed) == 1 and failed[0]["error"]["code"] == "WORKER_TIMEOUT"
+    assert pipeline.hooks.wait_for(job_id, "job.failed").event["error"]["code"] == "WORKER_TIMEOUT"
+
+
+def test_fatal_engine_error_fails_at_once_without_retry(pipeline, media):
+    media_files = {"portrait.png": media["no_face"], "speech.wav": media["speech_5s"]}
+    dropped = pipeline.drop(avatar_manifest(pipeline), media_files, unique("no face"))
+    record = pipeline.wait(dropped.job_id)
+    assert record.status == "failed"
+    assert record.error.code == "NO_FACE_DETECTED" and record.error.step == "avatar"
+    assert record.step("avatar").attempts == 1
+    assert pipeline.keys(pipeline.r.output_bucket, f"{dropped.job_id}/") == {}
+    assert pipeline.sns.for_job(dropped.job_id, "job.failed")[0]["error"]["code"] == "NO_FACE_DETECTED"
+
+
+@pytest.fixture(scope="module")
+def foreign_bucket(pipeline, media):
+    pipeline.s3.create_bucket(Bucket="someone-elses-bucket")
+    pipeline.s3.upload_file(str(media["portrait"]), "someone-elses-bucket", "portrait.png")
+    return "someone-elses-bucket"
+
+
+BAD_MANIFESTS = {
+    "unknown field": ({"colour": "blue"}, "INVALID_REQUEST", "colour"),
+    "missing media": (
+        {"inputs": {"image": "portrait.png", "audio": "nowhere.wav"}},
+        "INPUT_NOT_FOUND",
+        "nowhere.wav",
+    ),
+    "other bucket": (
+        {"inputs": {"image": "s3://someone-elses-bucket/portrait.png", "audio": "speech.wav"}},
+        "INPUT_FORBIDDEN",
+        "someone-elses-bucket",
+    ),
+    "path traversal": (
+        {"inputs": {"image": "../secret/portrait.png", "audio": "speech.wav"}},
+        "INVALID_REQUEST",
+        "..",
+    ),
+    "unsupported model": ({"options": {"model": "multitalk"}}, "MODEL_UNAVAILABLE", "multitalk"),
+    "unknown model": ({"options": {"model": "sora"}}, "INVALID_REQUEST", "options.model"),
+    "text too long": (
+        {"inputs": {"image": "portrait.png", "text": "word " * 1200}},
+        "TEXT_TOO_LONG",
+        "limit is 5000",
+    ),
+    "private webhook": (
+        {"notify": {"webhook_url": "https://169.254.169.254/hook"}},
+        "INVALID_REQUEST",
+        "169.254.169.254",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MANIFESTS))
+def test_bad_manifest_fails_with_a_specific_code_and_touches_nothing(pipeline, media, foreign_bucket, case):
+    change, code, mention = BAD_MANIFESTS[case]
+    manifest = avatar_manifest(pipeline)
+    for key, value in change.items():
+        manifest[key] = value if key != "options" else {**manifest.get("options", {}), **value}
+    dropped = pipeline.drop(manifest, avatar_media(media), unique(case))
+    before = pipeline.keys(pipeline.r.input_bucket, dropped.manifest_key.rsplit("/", 1)[0] + "/")
+
+    record = pipeline.wait(dropped.job_id)
+    assert record.status == "failed"
+    assert record.error.code == code, record.error
+    assert mention in record.error.message
+    assert pipeline.keys(pipeline.r.input_bucket, dropped.manifest_key.rsplit("/", 1)[0] + "/") == before
+    assert pipeline.keys(pipeline.r.output_bucket, f"{dropped.job_id}/") == {}
+    failed = pipeline.sns.for_job(dropped.job_id, "job.failed")
+    assert len(failed) == 1 and failed[0]["error"]["code"] == code
+    if case != "private webhook":  # the webhook of a rejected request still hears why
+        assert pipeline.hooks.wait_for(dropped.job_id, "job.failed").event["error"]["code"] == code
+
+
+def test_invalid_json_manifest_fails_job_and_goes_to_dead_letter_queue(pipeline):
+    key = f"inputs/{unique('broken')}/job.json"
+    body = b'{"task": "avatar", "inputs": {'
+    put = pipeline.s3.put_object(Bucket=pipeline.r.input_bucket, Key=key, Body=body)
+    job_id = job_id_for_object(pipeline.r.input_bucket, key, put["ETag"], key.split("/")[1])
+    record = pipeline.wait_rejected(job_id)
+    assert record.status == "failed" and record.error.code == "INVALID_REQUEST"
+    assert "invalid JSON" in record.error.message and "line 1" in record.error.message
+    assert pipeline.s3.get_object(Bucket=pipeline.r.input_bucket, Key=key)["Body"].read() == body
+    assert pipeline.wait_until(lambda: pipeline.sns.for_job(job_id, "job.failed"))
+    sqs = pipeline.stack.client("sqs")
+    messages = sqs.receive_message(QueueUrl=pipeline.r.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+    letters = [json.loads(m["Body"]) for m in messages]
+    assert any(letter["key"] == key and "invalid JSON" in letter["reason"] for letter in letters)
+
+
+def test_webhook_down_is_retried_with_attempts_recorded_and_job_completes(pipeline, media):
+    manifest = avatar_manifest(
+        pipeline, notify={"webhook_url": pipeline.hooks.url, "events": ["job.completed"]}
+    )
+    pipeline.hooks.fail_next([503, 503])
+    dropped = pipeline.drop(manifest, avatar_media(media), unique("flaky hook"))
+    record = pipeline.wait(dropped.job_id)
+    assert record.status == "completed"
+    assert pipeline.hooks.wait_for(dropped.job_id, "job.completed").verified
+    (report,) = pipeline.wait_until(lambda: pipeline.store.deliveries(dropped.job_id))
+    assert report["delivered"] is True
+    assert [a["status_code"] for a in report["attempts"]] == [503, 503, 204]
+
+
+def test_webhook_unreachable_gives_up_and_job_still_completes(pipeline, media):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    dead = f"http://127.0.0.1:{dead_port}/hook"
+    manifest = avatar_manifest(pipeline, notify={"webhook_url": dead, "events": ["job.completed"]})
+    dropped = pipeline.drop(manifest, avatar_media(media), unique("dead hook"))
+    record = pipeline.wait(dropped.job_id)
+    assert record.status == "completed"
+    (report,) = pipeline.wait_until(lambda: pipeline.store.deliveries(dropped.job_id))
+    assert report["delivered"] is False
+    assert len(report["attempts"]) == 3 and all(a["error"] for a in report["attempts"])
+    assert len(pipeline.sns.for_job(dropped.job_id, "job.completed")) == 1
