@@ -1,0 +1,123 @@
+"""Canaries for the moto patches in talkstack.local.moto_patches. Each fails loudly if a moto upgrade
+moves the internals the patch relies on, instead of letting local mode silently run different logic
+than AWS. They use tiny state machines of their own, on the same emulator as the pipeline tests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from talkstack.local.moto_patches import PINNED_MOTO
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_installed_moto_is_the_pinned_version():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert f"moto[server]=={PINNED_MOTO}" in pyproject["project"]["optional-dependencies"]["local"]
+    assert version("moto") == PINNED_MOTO, "moto changed: re-verify talkstack/local/moto_patches.py"
+
+
+def test_lambda_invoke_runs_the_real_handler(pipeline):
+    lam = pipeline.stack.client("lambda")
+    response = lam.invoke(
+        FunctionName=pipeline.r.function_name("plan"), Payload=json.dumps({"job_id": "no-such-job"})
+    )
+    payload = json.loads(response["Payload"].read())
+    # moto alone would need Docker, or echo the payload back; the real handler raises KeyError.
+    assert response.get("FunctionError") == "Unhandled"
+    assert payload["errorType"] == "KeyError" and "no-such-job" in payload["errorMessage"]
+
+
+def _state_machine(pipeline, name: str, definition: dict) -> str:
+    sfn = pipeline.sfn
+    arn = sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=pipeline.r.role_arn)[
+        "stateMachineArn"
+    ]
+    return arn
+
+
+def _wait(pipeline, execution_arn: str, timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = pipeline.sfn.describe_execution(executionArn=execution_arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.1)
+    pytest.fail("canary execution did not finish")
+
+
+def test_callback_task_retry_gets_a_fresh_token(pipeline):
+    sqs = pipeline.stack.client("sqs")
+    queue = sqs.create_queue(QueueName="canary-callback")["QueueUrl"]
+    definition = {
+        "StartAt": "Wait",
+        "States": {
+            "Wait": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+                "TimeoutSeconds": 20,
+                "Retry": [{"ErrorEquals": ["Canary.Transient"], "IntervalSeconds": 1, "MaxAttempts": 1}],
+                "End": True,
+            }
+        },
+    }
+    arn = _state_machine(pipeline, "canary-fresh-token", definition)
+    tokens: list[str] = []
+
+    def answer() -> None:
+        deadline = time.monotonic() + 20
+        while len(tokens) < 2 and time.monotonic() < deadline:
+            for message in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", []):
+                token = json.loads(message["Body"])["token"]
+                tokens.append(token)
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+                if len(tokens) == 1:
+                    pipeline.sfn.send_task_failure(taskToken=token, error="Canary.Transient", cause="first")
+                else:
+                    pipeline.sfn.send_task_success(taskToken=token, output=json.dumps({"ok": True}))
+
+    responder = threading.Thread(target=answer)
+    responder.start()
+    execution = pipeline.sfn.start_execution(stateMachineArn=arn, name="canary-fresh-token-1", input="{}")
+    described = _wait(pipeline, execution["executionArn"])
+    responder.join()
+    # Unpatched moto reuses the first token and re-applies its failure: the execution fails at once.
+    assert described["status"] == "SUCCEEDED", described
+    assert len(tokens) == 2 and tokens[0] != tokens[1]
+
+
+def test_heartbeat_timeout_is_reported_as_states_heartbeat_timeout(pipeline):
+    sqs = pipeline.stack.client("sqs")
+    queue = sqs.create_queue(QueueName="canary-heartbeat")["QueueUrl"]
+    definition = {
+        "StartAt": "Wait",
+        "States": {
+            "Wait": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+                "HeartbeatSeconds": 1,
+                "TimeoutSeconds": 10,
+                "Catch": [
+                    {"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.error", "Next": "Caught"}
+                ],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+    arn = _state_machine(pipeline, "canary-heartbeat", definition)
+    execution = pipeline.sfn.start_execution(stateMachineArn=arn, name="canary-heartbeat-1", input="{}")
+    described = _wait(pipeline, execution["executionArn"])
+    # Unpatched moto reports States.Timeout, which this Catch does not match: the execution fails.
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["output"])["error"]["Error"] == "States.HeartbeatTimeout"

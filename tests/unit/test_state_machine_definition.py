@@ -1,0 +1,86 @@
+"""The ASL file that CDK deploys and local mode runs: its shape is the contract of the pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from talkstack.local.resources import HANDLERS, LocalResources, definition_path
+from talkstack.local.stack import StackError, load_definition
+
+DEFINITION = json.loads(definition_path().read_text())
+STATES = DEFINITION["States"]
+WORKER_STATES = ("Voice", "Avatar", "Video")
+FAILURE_PATH = ("RecordFailure", "NotifyFailed", "NotifyCompleted")
+
+
+def test_jsonpath_only_and_no_unsupported_features():
+    text = definition_path().read_text()
+    assert DEFINITION.get("QueryLanguage", "JSONPath") == "JSONPath"
+    for feature in ('"Assign"', '"Arguments"', '"Output"', "startExecution.sync"):
+        assert feature not in text
+
+
+def test_every_placeholder_is_a_handler_arn_and_all_resolve():
+    text = load_definition(LocalResources().definition_substitutions())
+    assert "${" not in text
+    for name in ("Validate", "Plan", "Dispatch", "Finalize", "Fail", "Notify"):
+        assert LocalResources().function_arn(name.lower()) in text
+    assert {n.capitalize() for n in HANDLERS} >= {
+        "Validate",
+        "Plan",
+        "Dispatch",
+        "Finalize",
+        "Fail",
+        "Notify",
+    }
+
+
+def test_unresolved_placeholder_is_refused(tmp_path):
+    path = tmp_path / "x.asl.json"
+    path.write_text(
+        '{"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "${Missing}", "End": true}}}'
+    )
+    with pytest.raises(StackError, match=r"\$\{Missing\}"):
+        load_definition({}, path)
+
+
+@pytest.mark.parametrize("name", WORKER_STATES)
+def test_worker_steps_use_the_callback_pattern_with_limits_retries_and_catch(name):
+    state = STATES[name]
+    assert state["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert state["Parameters"]["Payload"]["task_token.$"] == "$$.Task.Token"
+    assert state["HeartbeatSecondsPath"].startswith("$.plan.timeouts.")
+    assert state["TimeoutSecondsPath"].startswith("$.plan.timeouts.")
+    worker_retry = state["Retry"][0]
+    assert set(worker_retry["ErrorEquals"]) == {"Worker.Transient", "States.HeartbeatTimeout"}
+    assert worker_retry["BackoffRate"] > 1 and worker_retry["JitterStrategy"] == "FULL"
+    assert "Worker.Fatal" not in json.dumps(state["Retry"])
+    assert state["Catch"][0]["ErrorEquals"] == ["States.ALL"] and state["Catch"][0]["Next"] == "RecordFailure"
+
+
+def test_every_task_outside_the_failure_path_is_caught_into_record_failure():
+    for name, state in STATES.items():
+        if state["Type"] != "Task" or name in FAILURE_PATH:
+            continue
+        assert any(
+            c["Next"] == "RecordFailure" and "States.ALL" in c["ErrorEquals"] for c in state["Catch"]
+        ), name
+
+
+def test_failure_path_ends_in_a_fail_state_even_if_recording_fails():
+    assert STATES["RecordFailure"]["Next"] == "NotifyFailed"
+    assert STATES["NotifyFailed"]["Next"] == "Failed"
+    assert STATES["Failed"]["Type"] == "Fail"
+    assert STATES["RecordFailure"]["Catch"][0]["Next"] == "FailedUnrecorded"
+    # a webhook outage must never turn a finished job into a failed execution
+    assert STATES["NotifyCompleted"]["Catch"][0]["Next"] == "Completed"
+
+
+def test_text_driven_avatar_runs_voice_before_the_main_step():
+    choice = STATES["HasVoiceStep"]["Choices"][0]
+    assert choice["Variable"] == "$.plan.voice" and choice["Next"] == "Voice"
+    assert STATES["Voice"]["Next"] == "MainStep"
+    targets = {c["StringEquals"]: c["Next"] for c in STATES["MainStep"]["Choices"]}
+    assert targets == {"avatar": "Avatar", "video": "Video"}
