@@ -89,7 +89,9 @@ class LambdaPatch:
             result = self.resolve(function_name)(event, context)
             return json.dumps(result), False
         except Exception as exc:
-            log.warning("λ %s raised %s: %s", function_name, type(exc).__name__, exc)
+            # JobFailed is an expected outcome (bad input); anything else deserves attention.
+            level = logging.INFO if type(exc).__name__ == "JobFailed" else logging.WARNING
+            log.log(level, "λ %s raised %s: %s", function_name, type(exc).__name__, exc)
             return json.dumps(error_payload(exc, context.aws_request_id)), True
 
     def _run_async(self, function_name: str, function_arn: str, event: Any) -> None:

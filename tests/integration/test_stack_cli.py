@@ -1,0 +1,117 @@
+"""The stack's CLI: `submit`, `status` and `events` against the running local stack, and `talkstack
+demo` end to end in its own process (it starts its own stack, as `make demo` does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from talkstack.cli import app
+from talkstack.media.video import probe_video
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def stack_args(pipeline) -> list[str]:
+    return ["--port", str(pipeline.r.port), "--stack", pipeline.r.stack]
+
+
+def test_submit_follows_the_job_and_status_events_report_it(pipeline, media, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "submit",
+            "--image",
+            str(media["portrait"]),
+            "--audio",
+            str(media["speech_5s"]),
+            "--name",
+            "cli submit",
+            *stack_args(pipeline),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    job_id = re.search(r"submitted (\S+)", result.output).group(1)
+    assert f"s3://{pipeline.r.output_bucket}/{job_id}/video.mp4" in result.output
+    assert f"{job_id}/result.json" in result.output
+
+    status = runner.invoke(app, ["status", job_id, "--json", *stack_args(pipeline)])
+    assert status.exit_code == 0, status.output
+    record = json.loads(status.output)
+    assert record["status"] == "completed" and record["steps"][0]["name"] == "avatar"
+
+    pipeline.stack.wait_for_execution(job_id)
+    events = runner.invoke(app, ["events", job_id, "--json", *stack_args(pipeline)])
+    types = [json.loads(line)["type"] for line in events.output.splitlines() if line.startswith("{")]
+    assert types[0] == "job.queued" and types[-1] == "job.completed"
+
+
+def test_submit_a_manifest_file_uploads_its_media(pipeline, media, tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "face.png").write_bytes(media["portrait"].read_bytes())
+    (folder / "voice.wav").write_bytes(media["speech_5s"].read_bytes())
+    manifest = {
+        "task": "avatar",
+        "inputs": {"image": "face.png", "audio": "voice.wav"},
+        "output": {"prefix": "cli"},
+    }
+    (folder / "job.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["submit", str(folder / "job.json"), *stack_args(pipeline)])
+    assert result.exit_code == 0, result.output
+    assert f"s3://{pipeline.r.output_bucket}/cli/video.mp4" in result.output
+
+
+def test_status_of_a_failed_job_and_of_an_unknown_job(pipeline, media):
+    result = runner.invoke(
+        app,
+        [
+            "submit",
+            "--image",
+            str(media["no_face"]),
+            "--audio",
+            str(media["speech_5s"]),
+            *stack_args(pipeline),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "NO_FACE_DETECTED" in result.output
+    unknown = runner.invoke(app, ["status", "no-such-job", *stack_args(pipeline)])
+    assert unknown.exit_code == 2 and "INPUT_NOT_FOUND" in unknown.output
+
+
+def test_commands_say_when_no_stack_is_running(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = runner.invoke(app, ["status", "x", "--port", str(port)])
+    assert result.exit_code == 2 and "talkstack up" in result.output
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = tmp_path / "demo.mp4"
+    exe = Path(sys.executable).parent / "talkstack"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TALKSTACK_", "MOTO_"))}
+    env["TALKSTACK_DEMO_PORT"] = str(port)
+    env["COLUMNS"] = "200"
+    done = subprocess.run(
+        [str(exe), "demo", "--output", str(output)], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "signature verified with standardwebhooks" in done.stdout
+    assert "job.completed" in done.stdout and "steps: avatar" in done.stdout
+    info = probe_video(output)
+    assert info.video is not None and abs(info.duration_s - 13.56) < 0.2
+    assert output.with_suffix(".jpg").stat().st_size > 0
