@@ -160,6 +160,13 @@ def dispatch_step(
     def start(current: JobRecord) -> None:
         current.start_step(step, backend=backend.name, model=task.model)  # type: ignore[arg-type]
 
-    record = store.update(job_id, start)
+    store.update(job_id, start)
     worker = backend.submit(task)
-    return task, record, was_queued and worker is not None
+
+    def note_worker(current: JobRecord) -> None:
+        running = current.step(step)  # type: ignore[arg-type]
+        if running is not None and not current.is_terminal:
+            running.worker = worker
+
+    record = store.update(job_id, note_worker)
+    return task, record, was_queued

@@ -84,6 +84,11 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         )
     published.sort(key=lambda o: ("video", "audio", "thumbnail").index(o.kind))
 
+    warnings = []  # every step's, in order (a voice step's warnings matter to an avatar job too)
+    for step in request.worker_steps:
+        result = step_result if step == main_step else store.get_step_result(job_id, step) or {}
+        warnings.extend(w for w in result.get("warnings", []) if w not in warnings)
+
     def complete(current: JobRecord) -> None:
         current.finish_step("finalize")
         result = JobResult(
@@ -92,7 +97,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
             width=step_result.get("width"),
             height=step_result.get("height"),
             fps=step_result.get("fps"),
-            warnings=step_result.get("warnings", []),
+            warnings=warnings,
         )
         current.mark_completed(result)
         result.estimated_cost_usd = estimate_cost(current)

@@ -95,18 +95,28 @@ class Reporter:
     def __init__(self, task: WorkerTask, transfers: Transfers) -> None:
         self.task, self.transfers = task, transfers
         self.progress, self.message = 0.0, "starting"
+        self._sent, self._sent_at = 0.0, 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
     def update(self, fraction: float, message: str) -> None:
+        """Engine progress. Besides the periodic heartbeat, report each new tenth at once (at most
+        once a second), so clients see progress even when the heartbeat interval is long."""
         with self._lock:
             self.progress, self.message = max(self.progress, min(1.0, fraction)), message
+            due = int(self.progress * 10) > int(self._sent * 10) and time.monotonic() - self._sent_at >= 1.0
+        if due:
+            try:
+                self.beat()
+            except Exception as exc:  # progress is best effort; the heartbeat thread keeps trying
+                log.warning("progress report failed: %s", exc)
 
     def beat(self) -> None:
         with self._lock:
             marker = ProgressMarker(
                 attempt_id=self.task.attempt_id, progress=self.progress, message=self.message, at=utc_now()
             )
+            self._sent, self._sent_at = self.progress, time.monotonic()
         self.transfers.upload(self.task.markers.progress, marker.model_dump_json().encode())
 
     @contextlib.contextmanager
