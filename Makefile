@@ -42,6 +42,7 @@ test: venv sysdeps lint
 
 bench: venv
 	$(PY) bench/lite_avatar.py
+	$(PY) bench/pipeline_overhead.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info

@@ -16,7 +16,7 @@ import multiprocessing
 import threading
 from collections import defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 from talkstack.contract.record import JobError
 from talkstack.errors import ErrorCode
@@ -55,25 +55,37 @@ def _warm_up() -> None:
     import talkstack.engines.lite.voice  # noqa: F401
 
 
+_client: Any = None
+
+
+def _worker_client() -> Any:
+    """One HTTP client per worker process, reused by all its tasks."""
+    global _client
+    if _client is None:
+        from talkstack.workers.runner import new_client
+
+        _client = new_client()
+    return _client
+
+
 def run_in_worker(task_json: str, fault: Fault | None) -> bool:
     """Entry point in the worker process (module-level so it pickles)."""
-    import httpx
-
+    from talkstack.contract.record import utc_now
     from talkstack.workers.runner import Reporter, Transfers, run_task
 
+    received_at = utc_now()
     task = WorkerTask.model_validate_json(task_json)
     if fault == "silent":
         return False
     if fault == "transient":
-        with httpx.Client(timeout=30) as client:
-            error = JobError(
-                code=ErrorCode.GENERATION_FAILED,
-                message="injected transient worker failure (local FaultPlan)",
-                step=task.step,
-            )
-            Reporter(task, Transfers(client)).error(error, retryable=True)
+        error = JobError(
+            code=ErrorCode.GENERATION_FAILED,
+            message="injected transient worker failure (local FaultPlan)",
+            step=task.step,
+        )
+        Reporter(task, Transfers(_worker_client())).error(error, retryable=True)
         return False
-    return run_task(task)
+    return run_task(task, _worker_client(), received_at=received_at)
 
 
 class LocalWorkerPool:

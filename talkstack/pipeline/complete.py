@@ -114,7 +114,13 @@ class Completer:
         if not self._send(ref, "send_task_success", taskToken=token, output=json.dumps(output)):
             return "result refused: attempt closed"
         self.store.set_token_state(ref.job_id, ref.attempt_id, "succeeded")
-        self.store.update(ref.job_id, lambda r: r.is_terminal or r.finish_step(step))  # type: ignore[arg-type]
+
+        def finish(record: JobRecord) -> None:
+            if not record.is_terminal:
+                record.finish_step(step)  # type: ignore[arg-type]
+                record.step(step).worker = marker.worker  # type: ignore[union-attr]
+
+        self.store.update(ref.job_id, finish)
         return "success"
 
     def _error(self, ref: MarkerRef, step: str, token: str, marker: ErrorMarker) -> str:

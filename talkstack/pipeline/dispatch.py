@@ -160,13 +160,7 @@ def dispatch_step(
     def start(current: JobRecord) -> None:
         current.start_step(step, backend=backend.name, model=task.model)  # type: ignore[arg-type]
 
-    store.update(job_id, start)
-    worker = backend.submit(task)
-
-    def note_worker(current: JobRecord) -> None:
-        running = current.step(step)  # type: ignore[arg-type]
-        if running is not None and not current.is_terminal:
-            running.worker = worker
-
-    record = store.update(job_id, note_worker)
+    record = store.update(job_id, start)
+    # The worker's own id (host:pid) reaches the record with its result marker (complete.py).
+    backend.submit(task)
     return task, record, was_queued

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from talkstack.contract.record import JobRecord, JobResult, OutputFile, OutputKind
+from talkstack.contract.record import JobRecord, JobResult, OutputFile, OutputKind, utc_now
 from talkstack.contract.request import JobRequestBase
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
 
 JOB_ID_METADATA = "talkstack-job-id"
+MAX_SINGLE_COPY_BYTES = 5 * 1024**3  # CopyObject's limit
 ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
 
 
@@ -27,18 +28,18 @@ def final_key(request: JobRequestBase, job_id: str, role: str) -> str:
 
 
 def publish(
-    s3: Any, src_bucket: str, src_key: str, bucket: str, key: str, content_type: str, job_id: str
+    s3: Any, src_bucket: str, src_key: str, bucket: str, key: str, content_type: str, job_id: str, size: int
 ) -> None:
-    s3.copy(
-        {"Bucket": src_bucket, "Key": src_key},
-        bucket,
-        key,
-        ExtraArgs={
-            "ContentType": content_type,
-            "Metadata": {JOB_ID_METADATA: job_id},
-            "MetadataDirective": "REPLACE",
-        },
-    )
+    extra = {
+        "ContentType": content_type,
+        "Metadata": {JOB_ID_METADATA: job_id},
+        "MetadataDirective": "REPLACE",
+    }
+    source = {"Bucket": src_bucket, "Key": src_key}
+    if size < MAX_SINGLE_COPY_BYTES:
+        s3.copy_object(CopySource=source, Bucket=bucket, Key=key, **extra)  # one request
+    else:
+        s3.copy(source, bucket, key, ExtraArgs=extra)  # multipart copy, for objects over 5 GB
 
 
 def write_result_json(s3: Any, record: JobRecord, bucket: str) -> str:
@@ -68,11 +69,11 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     if step_result is None:
         raise RuntimeError(f"job {job_id}: the {main_step} step left no result")
 
-    store.update(job_id, lambda r: r.start_step("finalize"))
+    started = utc_now()
     published: list[OutputFile] = []
     for role, obj in step_result["outputs"].items():
         key = final_key(request, job_id, role)
-        publish(s3, config.work_bucket, obj["key"], bucket, key, obj["content_type"], job_id)
+        publish(s3, config.work_bucket, obj["key"], bucket, key, obj["content_type"], job_id, obj["bytes"])
         published.append(
             OutputFile(
                 kind=ROLE_KIND[role],
@@ -90,6 +91,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         warnings.extend(w for w in result.get("warnings", []) if w not in warnings)
 
     def complete(current: JobRecord) -> None:
+        current.start_step("finalize", now=started)
         current.finish_step("finalize")
         result = JobResult(
             outputs=published,

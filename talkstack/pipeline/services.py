@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from talkstack.contract.events import JobEvent
 from talkstack.contract.fields import EventType
-from talkstack.contract.record import JobRecord, StepName
-from talkstack.errors import TalkstackError
+from talkstack.contract.record import JobError, JobRecord, StepName
+from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client
 from talkstack.pipeline.config import PipelineConfig, get_config
 from talkstack.pipeline.emit import emit_for
@@ -49,16 +49,25 @@ def services() -> Services:
 
 
 def job_step(step: StepName | None) -> Callable[[F], F]:
-    """Expected failures (TalkstackError) leave the handler as JobFailed carrying the JobError.
-    `step=None` takes the step from the event's "step" field (the dispatch handler serves three)."""
+    """Failures leave the handler as JobFailed carrying a JobError that names the step: a
+    TalkstackError keeps its code; anything else is GENERATION_FAILED ("internal error in the
+    finalize step: TypeError: …"). `step=None` takes the step from the event's "step" field (the
+    dispatch handler serves three). AWS's own service errors (throttling, Lambda.ServiceException)
+    happen outside the handler and stay retryable in the state machine."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def inner(event: dict[str, Any], context: Any) -> Any:
+            name = step or event.get("step")
             try:
                 return fn(event, context)
             except TalkstackError as exc:
-                raise JobFailed.from_talkstack(exc, step or event.get("step")) from exc
+                raise JobFailed.from_talkstack(exc, name) from exc
+            except Exception as exc:
+                message = f"internal error in the {name} step: {type(exc).__name__}: {exc}"
+                raise JobFailed(
+                    JobError(code=ErrorCode.GENERATION_FAILED, message=message, step=name)
+                ) from exc
 
         return inner  # type: ignore[return-value]
 

@@ -160,14 +160,21 @@ def engine_for(task: WorkerTask) -> StepFn:
     return step
 
 
-def run_task(task: WorkerTask, client: httpx.Client | None = None) -> bool:
+def new_client() -> httpx.Client:
+    return httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0))
+
+
+def run_task(
+    task: WorkerTask, client: httpx.Client | None = None, received_at: datetime | None = None
+) -> bool:
     """Run `task` to completion; True when a result marker was written. Never raises for job errors:
-    they end as an error marker (the only way the pipeline hears about them)."""
+    they end as an error marker (the only way the pipeline hears about them). Long-lived workers
+    should pass one `client` for all their tasks (connection reuse; no TLS setup per task)."""
+    started_at = received_at or utc_now()
     own = client is None
-    client = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0))
+    client = client or new_client()
     transfers = Transfers(client)
     reporter = Reporter(task, transfers)
-    started_at = utc_now()
     try:
         with tempfile.TemporaryDirectory(prefix=f"talkstack-{task.attempt_id}-") as tmp, reporter.heartbeat():
             workdir = Path(tmp)

@@ -31,9 +31,13 @@ def test_lambda_invoke_runs_the_real_handler(pipeline):
         FunctionName=pipeline.r.function_name("plan"), Payload=json.dumps({"job_id": "no-such-job"})
     )
     payload = json.loads(response["Payload"].read())
-    # moto alone would need Docker, or echo the payload back; the real handler raises KeyError.
+    # moto alone would need Docker, or echo the payload back; the real handler fails the job step.
     assert response.get("FunctionError") == "Unhandled"
-    assert payload["errorType"] == "KeyError" and "no-such-job" in payload["errorMessage"]
+    assert payload["errorType"] == "JobFailed"
+    error = json.loads(payload["errorMessage"])
+    assert (
+        error["code"] == "GENERATION_FAILED" and error["step"] == "plan" and "no-such-job" in error["message"]
+    )
 
 
 def _state_machine(pipeline, name: str, definition: dict) -> str:
