@@ -128,6 +128,15 @@ class LocalStack:
                 f"port {r.port} on {r.host} is in use (another `talkstack up`?); pick one with --port "
                 "or TALKSTACK_LOCAL_PORT"
             )
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # never leave a half-started server or pool behind
+            raise
+        return self
+
+    def _start(self) -> None:
+        r = self.resources
         self._set_environment()
         check_moto_version()
         install_execution_patches()
@@ -144,7 +153,6 @@ class LocalStack:
         self.pool = LocalWorkerPool(self.workers, self.faults).start()
         register_local_sink(self.pool)
         self._create_resources()
-        return self
 
     def stop(self) -> None:
         """Stop running executions, let in-flight handlers finish, then take everything down."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.jobids import job_id_for_object, manifest_job_name
 
 log = logging.getLogger(__name__)
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")  # the JobId rule, which is also the execution-name rule
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,12 @@ class Ingestor:
             raw = load_request_json(body)
         except TalkstackError as exc:
             return self._reject(job_id, source, exc.message, size)
-        if isinstance(raw, dict) and isinstance(raw.get("job_id"), str) and raw["job_id"]:
-            job_id = raw["job_id"]  # the client chose the id; validation checks its shape
+        chosen = raw.get("job_id") if isinstance(raw, dict) else None
+        if chosen is not None:
+            if not isinstance(chosen, str) or not JOB_ID_RE.fullmatch(chosen):
+                message = f"job_id: must be 1-80 characters of A-Z, a-z, 0-9, '_' or '-' (got {chosen!r:.90})"
+                return self._reject(job_id, source, message, size)
+            job_id = chosen  # the client chose the id (it becomes the execution name)
         payload = {"request": raw, "source": source.model_dump(mode="json", exclude_none=True)}
         return self._start(job_id, payload)
 
@@ -91,9 +97,6 @@ class Ingestor:
             code = error_code(exc)
             if code == "ExecutionAlreadyExists":
                 return IngestOutcome(job_id, "duplicate", "an execution with this name already exists")
-            if code == "InvalidName":
-                message = f"job_id: {job_id!r} is not a valid execution name"
-                return self._reject(job_id[:80], JobSource.model_validate(payload["source"]), message, 0)
             raise
         return IngestOutcome(job_id, "started")
 

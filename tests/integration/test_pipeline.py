@@ -358,3 +358,13 @@ def test_marker_for_a_closed_or_unknown_attempt_is_tolerated(pipeline, media):
     pipeline.s3.put_object(Bucket=pipeline.r.work_bucket, Key=stray, Body=b"{}")
     record = pipeline.store.get(dropped.job_id)
     assert record.status == "completed" and record.progress == 1.0
+
+
+def test_manifest_with_an_unusable_job_id_is_rejected_under_the_derived_id(pipeline):
+    key = f"inputs/{unique('bad id')}/job.json"
+    manifest = {"task": "avatar", "job_id": "../evil", "inputs": {"image": "a.png", "audio": "a.wav"}}
+    put = pipeline.s3.put_object(Bucket=pipeline.r.input_bucket, Key=key, Body=json.dumps(manifest).encode())
+    job_id = job_id_for_object(pipeline.r.input_bucket, key, put["ETag"], key.split("/")[1])
+    record = pipeline.wait_rejected(job_id)
+    assert record.error.code == "INVALID_REQUEST" and record.error.message.startswith("job_id:")
+    assert pipeline.executions("../evil") == []
