@@ -36,6 +36,7 @@ from talkstack.local.moto_patches import (
 from talkstack.local.resources import HANDLERS, LocalResources, definition_path, lambda_root
 from talkstack.local.workers import FaultPlan, LocalWorkerPool
 from talkstack.pipeline import aws
+from talkstack.pipeline.config import get_config
 from talkstack.workers.backends import register_local_sink
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,6 @@ class LocalStack:
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", self.log_level)
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "talkstack")
         # Clients and config are cached per process: rebuild them for this endpoint and settings.
-        from talkstack.pipeline.config import get_config
         from talkstack.pipeline.services import services
 
         aws.reset_clients()
@@ -262,40 +262,11 @@ class LocalStack:
                 MemorySize=512,
                 Environment={"Variables": env},
             )
-        s3.put_bucket_notification_configuration(
-            Bucket=r.input_bucket,
-            NotificationConfiguration={
-                "LambdaFunctionConfigurations": [
-                    {
-                        "LambdaFunctionArn": r.function_arn("ingest"),
-                        "Events": ["s3:ObjectCreated:*"],
-                        "Filter": {
-                            "Key": {
-                                "FilterRules": [
-                                    {
-                                        "Name": "prefix",
-                                        "Value": os.environ.get("TALKSTACK_INPUT_PREFIX", "inputs/"),
-                                    },
-                                    {"Name": "suffix", "Value": "job.json"},
-                                ]
-                            }
-                        },
-                    }
-                ]
-            },
+        config = get_config()
+        _notify_lambda(
+            s3, r.input_bucket, r.function_arn("ingest"), config.input_prefix, config.manifest_name
         )
-        s3.put_bucket_notification_configuration(
-            Bucket=r.work_bucket,
-            NotificationConfiguration={
-                "LambdaFunctionConfigurations": [
-                    {
-                        "LambdaFunctionArn": r.function_arn("complete"),
-                        "Events": ["s3:ObjectCreated:*"],
-                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "markers/"}]}},
-                    }
-                ]
-            },
-        )
+        _notify_lambda(s3, r.work_bucket, r.function_arn("complete"), "markers/")
         sfn.create_state_machine(
             name=r.state_machine_name,
             definition=load_definition(r.definition_substitutions()),
@@ -321,6 +292,23 @@ class LocalStack:
     def execution_arn(self, job_id: str) -> str:
         r = self.resources
         return f"arn:aws:states:{r.region}:{r.account}:execution:{r.state_machine_name}:{job_id}"
+
+
+def _notify_lambda(s3: Any, bucket: str, function_arn: str, prefix: str, suffix: str | None = None) -> None:
+    """ObjectCreated under `prefix` (and ending in `suffix`) → the function, as the CDK stack wires it."""
+    rules = [{"Name": "prefix", "Value": prefix}] + ([{"Name": "suffix", "Value": suffix}] if suffix else [])
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "LambdaFunctionConfigurations": [
+                {
+                    "LambdaFunctionArn": function_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": rules}},
+                }
+            ]
+        },
+    )
 
 
 def _placeholder_zip(name: str) -> bytes:

@@ -117,6 +117,12 @@ class Pipeline:
         return check()
 
 
+@pytest.fixture(name="free_port")
+def free_port_fixture():
+    """A function returning a port nobody listens on (for a dead webhook, a second stack)."""
+    return free_port
+
+
 @pytest.fixture(scope="session")
 def pipeline() -> Iterator[Pipeline]:
     resources = LocalResources(stack="talkstack-test", port=free_port())

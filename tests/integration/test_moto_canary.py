@@ -58,22 +58,31 @@ def _wait(pipeline, execution_arn: str, timeout_s: float = 30) -> dict:
     pytest.fail("canary execution did not finish")
 
 
-def test_callback_task_retry_gets_a_fresh_token(pipeline):
-    sqs = pipeline.stack.client("sqs")
-    queue = sqs.create_queue(QueueName="canary-callback")["QueueUrl"]
-    definition = {
+def _callback_machine(queue: str, **task: object) -> dict:
+    """One SQS callback task (its message carries the task token), plus `task` fields."""
+    return {
         "StartAt": "Wait",
         "States": {
             "Wait": {
                 "Type": "Task",
                 "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
                 "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
-                "TimeoutSeconds": 20,
-                "Retry": [{"ErrorEquals": ["Canary.Transient"], "IntervalSeconds": 1, "MaxAttempts": 1}],
                 "End": True,
-            }
+                **task,
+            },
+            "Caught": {"Type": "Pass", "End": True},
         },
     }
+
+
+def test_callback_task_retry_gets_a_fresh_token(pipeline):
+    sqs = pipeline.stack.client("sqs")
+    queue = sqs.create_queue(QueueName="canary-callback")["QueueUrl"]
+    definition = _callback_machine(
+        queue,
+        TimeoutSeconds=20,
+        Retry=[{"ErrorEquals": ["Canary.Transient"], "IntervalSeconds": 1, "MaxAttempts": 1}],
+    )
     arn = _state_machine(pipeline, "canary-fresh-token", definition)
     tokens: list[str] = []
 
@@ -102,23 +111,8 @@ def test_callback_task_retry_gets_a_fresh_token(pipeline):
 def test_heartbeat_timeout_is_reported_as_states_heartbeat_timeout(pipeline):
     sqs = pipeline.stack.client("sqs")
     queue = sqs.create_queue(QueueName="canary-heartbeat")["QueueUrl"]
-    definition = {
-        "StartAt": "Wait",
-        "States": {
-            "Wait": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
-                "HeartbeatSeconds": 1,
-                "TimeoutSeconds": 10,
-                "Catch": [
-                    {"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.error", "Next": "Caught"}
-                ],
-                "End": True,
-            },
-            "Caught": {"Type": "Pass", "End": True},
-        },
-    }
+    catch = [{"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.error", "Next": "Caught"}]
+    definition = _callback_machine(queue, HeartbeatSeconds=1, TimeoutSeconds=10, Catch=catch)
     arn = _state_machine(pipeline, "canary-heartbeat", definition)
     execution = pipeline.sfn.start_execution(stateMachineArn=arn, name="canary-heartbeat-1", input="{}")
     described = _wait(pipeline, execution["executionArn"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -323,11 +322,8 @@ def test_webhook_down_is_retried_with_attempts_recorded_and_job_completes(pipeli
     assert [a["status_code"] for a in report["attempts"]] == [503, 503, 204]
 
 
-def test_webhook_unreachable_gives_up_and_job_still_completes(pipeline, media):
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
-    dead = f"http://127.0.0.1:{dead_port}/hook"
+def test_webhook_unreachable_gives_up_and_job_still_completes(pipeline, media, free_port):
+    dead = f"http://127.0.0.1:{free_port()}/hook"
     manifest = avatar_manifest(pipeline, notify={"webhook_url": dead, "events": ["job.completed"]})
     dropped = pipeline.drop(manifest, avatar_media(media), unique("dead hook"))
     record = pipeline.wait(dropped.job_id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -89,18 +88,13 @@ def test_status_of_a_failed_job_and_of_an_unknown_job(pipeline, media):
     assert unknown.exit_code == 2 and "INPUT_NOT_FOUND" in unknown.output
 
 
-def test_commands_say_when_no_stack_is_running(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = runner.invoke(app, ["status", "x", "--port", str(port)])
+def test_commands_say_when_no_stack_is_running(free_port):
+    result = runner.invoke(app, ["status", "x", "--port", str(free_port())])
     assert result.exit_code == 2 and "talkstack up" in result.output
 
 
-def test_demo_runs_the_whole_pipeline(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_demo_runs_the_whole_pipeline(tmp_path, free_port):
+    port = free_port()
     output = tmp_path / "demo.mp4"
     exe = Path(sys.executable).parent / "talkstack"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TALKSTACK_", "MOTO_"))}
