@@ -212,12 +212,11 @@ def status_cmd(
     stack: StackOption = DEFAULT_STACK,
 ) -> None:
     """Where a job stands: status, progress, steps and their durations, result or error."""
-    store = _connect(_resources(stack, port))
+    resources = _resources(stack, port)
+    store = _connect(resources)
     record = store.get(job_id)
     if record is None:
-        raise TalkstackError(
-            ErrorCode.INPUT_NOT_FOUND, f"no job {job_id!r} in {_resources(stack, port).jobs_table}"
-        )
+        raise TalkstackError(ErrorCode.INPUT_NOT_FOUND, f"no job {job_id!r} in {resources.jobs_table}")
     if as_json:
         out.print_json(record.model_dump_json())
         return
@@ -269,14 +268,14 @@ def events_cmd(
 ) -> None:
     """The job's event timeline (what went to SNS and its webhook), and webhook delivery attempts."""
     store = _connect(_resources(stack, port))
-    events = store.events(job_id)
-    if not events and store.get(job_id) is None:
+    events, record = store.events(job_id), store.get(job_id)
+    if record is None and not events:
         raise TalkstackError(ErrorCode.INPUT_NOT_FOUND, f"no job {job_id!r}")
     if as_json:
         for event in events:
             print(event.model_dump_json())
         return
-    out.print(timeline(events, store.get(job_id)))
+    out.print(timeline(events, record))
     for report in store.deliveries(job_id):
         codes = [a["status_code"] or a["error"] for a in report["attempts"]]
         state = (

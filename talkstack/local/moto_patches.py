@@ -81,7 +81,6 @@ class LambdaPatch:
     def __init__(self, resolve: HandlerResolver, async_workers: int = 8) -> None:
         self.resolve = resolve
         self.async_pool = ThreadPoolExecutor(async_workers, thread_name_prefix="lambda-async")
-        self.async_errors: list[tuple[str, BaseException]] = []
         self._pending = 0
         self._idle = threading.Condition()
 
@@ -99,9 +98,7 @@ class LambdaPatch:
 
     def _run_async(self, function_name: str, function_arn: str, event: Any) -> None:
         try:
-            payload, errored = self.run(function_name, function_arn, event)
-            if errored:
-                self.async_errors.append((function_name, RuntimeError(payload)))
+            self.run(function_name, function_arn, event)  # errors are logged by run(), as AWS logs them
         finally:
             with self._idle:
                 self._pending -= 1

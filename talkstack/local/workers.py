@@ -88,13 +88,17 @@ def run_in_worker(task_json: str, fault: Fault | None) -> bool:
     return run_task(task, _worker_client(), received_at=received_at)
 
 
+def _log_crash(future: Future[bool]) -> None:
+    # Job errors end as error markers; only a dead worker process surfaces here.
+    if future.exception() is not None:
+        log.error("local worker crashed: %s", future.exception())
+
+
 class LocalWorkerPool:
     def __init__(self, workers: int = 2, faults: FaultPlan | None = None) -> None:
         self.workers = workers
         self.faults = faults or FaultPlan()
         self._executor: ProcessPoolExecutor | None = None
-        self._futures: set[Future[bool]] = set()
-        self._lock = threading.Lock()
 
     def start(self) -> LocalWorkerPool:
         context = multiprocessing.get_context("spawn")
@@ -111,21 +115,8 @@ class LocalWorkerPool:
         if fault:
             log.info("fault %s injected into %s", fault, task.attempt_id)
         future = self._executor.submit(run_in_worker, task.model_dump_json(), fault)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._done)
+        future.add_done_callback(_log_crash)
         return f"local:{task.attempt_id}"
-
-    def _done(self, future: Future[bool]) -> None:
-        with self._lock:
-            self._futures.discard(future)
-        if future.exception() is not None:
-            log.error("local worker crashed: %s", future.exception())
-
-    @property
-    def busy(self) -> int:
-        with self._lock:
-            return len(self._futures)
 
     def stop(self) -> None:
         if self._executor is not None:

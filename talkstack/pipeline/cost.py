@@ -14,7 +14,7 @@ SFN_PER_TRANSITION = 0.025 / 1000
 LAMBDA_PER_REQUEST = 0.20 / 1_000_000
 LAMBDA_PER_GB_S = 0.0000166667
 LAMBDA_GB = 0.5
-LAMBDA_SECONDS = 0.3  # typical handler duration measured locally (bench/pipeline_overhead.py)
+LAMBDA_SECONDS = 0.3  # assumed typical handler duration (local handlers take 35–60 ms; AWS adds cold starts)
 BACKEND_USD_PER_S: dict[str, float] = {"local": 0.0, "lite": 0.0}
 
 

@@ -89,7 +89,7 @@ def _step_options(request: JobRequestBase, step: str) -> tuple[dict[str, Any], s
     return request.options.model_dump(mode="json"), getattr(request.inputs, "text", None)
 
 
-def _output_names(request: JobRequestBase, step: str, options: dict[str, Any]) -> dict[str, str]:
+def _output_names(step: str, options: dict[str, Any]) -> dict[str, str]:
     if step == "voice":
         return {"audio": f"speech.{options.get('format', 'wav')}"}
     return {"video": "video.mp4", "thumbnail": "thumbnail.jpg"}
@@ -114,7 +114,7 @@ def build_task(
     options, text = _step_options(request, step)
     outputs = {
         role: sign.put(config.work_bucket, work_key(job_id, attempt_id, filename))
-        for role, filename in _output_names(request, step, options).items()
+        for role, filename in _output_names(step, options).items()
     }
     markers = Markers(
         **{

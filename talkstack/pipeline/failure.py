@@ -71,19 +71,15 @@ def job_error_from_states(states_error: Mapping[str, Any], record: JobRecord | N
         if stored is not None:
             return stored
     attempts = record.step(step).attempts if record and step and record.step(step) else 1
-    if name == "States.HeartbeatTimeout":
+    timeouts = {
+        "States.HeartbeatTimeout": (
+            f"the {step} worker stopped sending heartbeats; gave up after {attempts} attempt(s)"
+        ),
+        "States.Timeout": f"the {step} step ran past its time limit (attempt {attempts})",
+    }
+    if name in timeouts:
         return JobError(
-            code=ErrorCode.WORKER_TIMEOUT,
-            message=f"the {step} worker stopped sending heartbeats; gave up after {attempts} attempt(s)",
-            details={"attempts": attempts},
-            step=step,
-        )
-    if name == "States.Timeout":
-        return JobError(
-            code=ErrorCode.WORKER_TIMEOUT,
-            message=f"the {step} step ran past its time limit (attempt {attempts})",
-            details={"attempts": attempts},
-            step=step,
+            code=ErrorCode.WORKER_TIMEOUT, message=timeouts[name], details={"attempts": attempts}, step=step
         )
     detail = f"{cause.get('errorType')}: {cause.get('errorMessage')}" if isinstance(cause, dict) else ""
     return JobError(

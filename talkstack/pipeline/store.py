@@ -54,8 +54,8 @@ class JobStore:
     # --- the record -----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord | None:
-        found = self._get(job_id, "RECORD")
-        return JobRecord.model_validate_json(found["record"]) if found else None
+        current = self.get_versioned(job_id)
+        return current[0] if current else None
 
     def get_versioned(self, job_id: str) -> tuple[JobRecord, int] | None:
         found = self._get(job_id, "RECORD")

@@ -119,3 +119,12 @@ def test_heartbeat_timeout_is_reported_as_states_heartbeat_timeout(pipeline):
     # Unpatched moto reports States.Timeout, which this Catch does not match: the execution fails.
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["output"])["error"]["Error"] == "States.HeartbeatTimeout"
+
+
+def test_engine_lambda_clients_are_reused(pipeline):
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    first = lambda_eval_utils.boto_client_for(region="us-east-1", service="lambda", state_credentials=None)
+    again = lambda_eval_utils.boto_client_for(region="us-east-1", service="lambda", state_credentials=None)
+    # moto builds a new client per call; the speed patch hands back the cached one.
+    assert first is again
