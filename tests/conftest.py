@@ -139,3 +139,22 @@ def error_code() -> Callable[..., str]:
         return str(info.value.code)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def _modal_server():
+    from tests.support.fake_modal import FakeModal
+
+    # One fake control plane per session: Modal's client keeps connections per process, as a Lambda
+    # container would (a second server on another port is not picked up reliably).
+    with FakeModal() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_modal(_modal_server, monkeypatch: pytest.MonkeyPatch):
+    """Modal's control plane, faked at the network boundary (tests/support/fake_modal.py)."""
+    monkeypatch.setenv("MODAL_SERVER_URL", _modal_server.url)
+    _modal_server.reset()
+    yield _modal_server
+    _modal_server.reset()

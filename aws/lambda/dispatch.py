@@ -3,13 +3,14 @@
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.pipeline.aws import client
 from talkstack.pipeline.dispatch import dispatch_step
 from talkstack.pipeline.services import job_step, services
-from talkstack.workers.backends import get_backend
+from talkstack.workers.backends import Backends
 
 logger = Logger(service="talkstack")
 svc = services()
-backend = get_backend(svc.config.worker_backend)
+backends = Backends(svc.config, lambda: client("secretsmanager"))
 
 
 @logger.inject_lambda_context
@@ -23,7 +24,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
         svc.config,
         svc.store,
         svc.s3,
-        backend,
+        backends,
     )
     if first:
         svc.emit(record, "job.started")

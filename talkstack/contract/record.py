@@ -136,6 +136,8 @@ class StepRecord(StrictModel):
     """Where it ran: "lite", "modal", "local-gpu", …"""
     worker: str | None = None
     """Worker / container id, for debugging."""
+    call_id: str | None = None
+    """The backend's id for the current attempt (`modal:fc-…`, `local:…`)."""
     model: str | None = None
     attempts: NonNegativeInt = 0
 

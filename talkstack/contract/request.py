@@ -207,7 +207,22 @@ class AvatarOptions(StrictModel):
     """Scene / motion description for models that take one."""
     seed: Seed | None = None
     turbo: bool = False
-    """Faster, slightly lower-quality sampling where the model supports it."""
+    """Faster, slightly lower-quality sampling where the model supports it (MultiTalk/InfiniteTalk: a
+    step-distillation LoRA, 8 steps, text guidance 1)."""
+    steps: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Sampling steps; default the model's own (GPU avatars: 40, or 8 with turbo)."""
+    text_guidance: Annotated[float, Field(ge=1, le=20)] | None = None
+    """How strongly the prompt steers the video (GPU avatars: default 5, or 1 with turbo)."""
+    audio_guidance: Annotated[float, Field(ge=1, le=20)] | None = None
+    """How strongly the speech drives the lips (GPU avatars: default 4, or 2 with turbo)."""
+    teacache: bool | None = None
+    """Skip near-identical denoising steps (about 2× faster, small quality cost); default on unless turbo."""
+    apg: bool | None = None
+    """Adaptive projected guidance: less colour drift in long videos; default on past 15 s of audio."""
+    long_audio: Literal["sequential", "parallel"] = "sequential"
+    """Speech longer than the parallel chunk limit: `sequential` renders one continuous stream (best
+    continuity, slowest); `parallel` cuts it at pauses, renders the chunks at once on several GPUs
+    and crossfades them (lowest latency, the head pose may reset at each cut)."""
     emotion: Emotion | None = None
     """Expression hint; also the voice step's emotion for text-driven avatars."""
     speed: Annotated[float, Field(ge=0.5, le=2.0)] = 1.0

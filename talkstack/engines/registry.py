@@ -1,5 +1,8 @@
-"""Model ids → what they are, where they run, their licence. Lite engines run here on CPU;
-GPU engines run on Modal (their workers arrive with the GPU-workers issue)."""
+"""Model ids → what they are, which engine renders them, where that engine is deployed, their licence.
+
+Lite engines run on CPU in the local worker pool. GPU engines (talkstack.engines.gpu) run in the
+Modal apps of `modal_workers/` (the dispatch step looks them up by `modal_app` / `modal_class`), or
+in the local pool when it is given the engine (a local GPU; tiny models in tests)."""
 
 from __future__ import annotations
 
@@ -25,11 +28,21 @@ class ModelInfo(BaseModel):
     description: str
     licence: str
     gpu: bool
+    engine: str | None = None
+    """GPU engine class as `module:Class` (lite models run talkstack.workers.lite_steps)."""
+    modal_app: str | None = None
+    modal_class: str | None = None
+    """Where `modal deploy -m modal_workers.<family>` puts the engine (None: not on Modal)."""
     available: bool = False
     unavailable_reason: str | None = None
 
 
-_MODAL_PENDING = "runs on the Modal worker backend, which is not configured in this installation"
+_MODAL_ONLY = (
+    "a GPU model: runs on the modal worker backend (docs/gpu-workers.md), not in this CPU-only process"
+)
+_AVATAR = "talkstack.engines.gpu.avatar:AvatarEngine"
+_VOICE = "talkstack.engines.gpu.voice:VoiceEngine"
+_VIDEO = "talkstack.engines.gpu.video:VideoEngine"
 
 _CATALOGUE: list[ModelInfo] = [
     ModelInfo(
@@ -55,6 +68,9 @@ _CATALOGUE: list[ModelInfo] = [
         task="avatar",
         backend="modal",
         gpu=True,
+        engine=_AVATAR,
+        modal_app="talkstack-avatar",
+        modal_class="MultiTalk",
         description="MeiGen MultiTalk on Wan2.1-I2V-14B-480P: audio-driven talking video, "
         "one or two speakers.",
         licence="Apache-2.0 (MultiTalk, Wan2.1)",
@@ -64,6 +80,9 @@ _CATALOGUE: list[ModelInfo] = [
         task="avatar",
         backend="modal",
         gpu=True,
+        engine=_AVATAR,
+        modal_app="talkstack-avatar",
+        modal_class="InfiniteTalk",
         description="MeiGen InfiniteTalk on Wan2.1-I2V-14B-480P: long-form talking video and dubbing.",
         licence="Apache-2.0 (InfiniteTalk, Wan2.1)",
     ),
@@ -72,6 +91,9 @@ _CATALOGUE: list[ModelInfo] = [
         task="voice",
         backend="modal",
         gpu=True,
+        engine=_VOICE,
+        modal_app="talkstack-voice",
+        modal_class="Chatterbox",
         description="Resemble AI Chatterbox: zero-shot voice cloning from a 5-60 s reference, "
         "emotion control.",
         licence="MIT (output carries Resemble's inaudible watermark)",
@@ -81,6 +103,9 @@ _CATALOGUE: list[ModelInfo] = [
         task="voice",
         backend="modal",
         gpu=True,
+        engine=_VOICE,
+        modal_app="talkstack-voice",
+        modal_class="IndexTTS2",
         description="IndexTTS-2: voice cloning with emotion reference and duration control.",
         licence="bilibili IndexTTS model licence (royalty-free below its usage thresholds)",
     ),
@@ -89,6 +114,9 @@ _CATALOGUE: list[ModelInfo] = [
         task="video",
         backend="modal",
         gpu=True,
+        engine=_VIDEO,
+        modal_app="talkstack-video",
+        modal_class="LTXVideo",
         description="Lightricks LTX-Video through diffusers: fast text/image-to-video.",
         licence="LTX-Video open-weights licence of the chosen revision (check before commercial use)",
     ),
@@ -97,6 +125,9 @@ _CATALOGUE: list[ModelInfo] = [
         task="video",
         backend="modal",
         gpu=True,
+        engine=_VIDEO,
+        modal_app="talkstack-video",
+        modal_class="Wan22TI2V",
         description="Wan2.2-TI2V-5B through diffusers: 720p text/image-to-video at 24 fps.",
         licence="Apache-2.0",
     ),
@@ -105,7 +136,7 @@ _CATALOGUE: list[ModelInfo] = [
 
 def _unavailable_reason(model: ModelInfo) -> str | None:
     if model.backend == "modal":
-        return _MODAL_PENDING
+        return _MODAL_ONLY
     if model.id == "lite-avatar" and find_spec("mediapipe") is None:
         return "mediapipe is not installed: pip install --no-deps 'mediapipe==1.2.2'"
     if model.id == "lite-voice" and shutil.which(get_settings().espeak) is None:
@@ -128,3 +159,13 @@ def get_model(model_id: str) -> ModelInfo:
             return model
     known = ", ".join(m.id for m in _CATALOGUE)
     raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"unknown model {model_id!r}; known models: {known}")
+
+
+def modal_target(model_id: str) -> tuple[str, str]:
+    """(Modal app name, class name) serving `model_id`."""
+    model = get_model(model_id)
+    if model.modal_app is None or model.modal_class is None:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE, f"{model_id} has no Modal worker; it runs on the local backend"
+        )
+    return model.modal_app, model.modal_class

@@ -89,6 +89,12 @@ class HandlerLoader:
                 self._modules[name] = module
         return module.handler
 
+    def reset(self) -> None:
+        """Forget imported handlers: the next invocation re-imports them (a cold start), so they
+        pick up changed configuration."""
+        with self._lock:
+            self._modules.clear()
+
     def _import(self, name: str) -> ModuleType:
         path = self.root / f"{name}.py"
         spec = importlib.util.spec_from_file_location(f"talkstack_lambda_{name}", path)
@@ -119,6 +125,7 @@ class LocalStack:
         self.pool: LocalWorkerPool | None = None
         self._server: Any = None
         self._lambda_patch: LambdaPatch | None = None
+        self._loader: HandlerLoader | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -141,7 +148,8 @@ class LocalStack:
         self._set_environment()
         check_moto_version()
         install_execution_patches()
-        self._lambda_patch = LambdaPatch(HandlerLoader(r, lambda_root()))
+        self._loader = HandlerLoader(r, lambda_root())
+        self._lambda_patch = LambdaPatch(self._loader)
         self._lambda_patch.install()
 
         from moto.server import ThreadedMotoServer
@@ -151,7 +159,7 @@ class LocalStack:
         httpx.post(
             f"{r.endpoint}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}
         ).raise_for_status()
-        self.pool = LocalWorkerPool(self.workers, self.faults).start()
+        self.pool = LocalWorkerPool(self.workers, self.faults, dict(get_config().local_engines)).start()
         register_local_sink(self.pool)
         self._create_resources()
 
@@ -273,6 +281,39 @@ class LocalStack:
             roleArn=r.role_arn,
             type="STANDARD",
         )
+
+    def store_modal_token(self, token_id: str, token_secret: str) -> str:
+        """Put a Modal token into the emulated Secrets Manager and point the pipeline at it, as the
+        CDK stack does in AWS; returns the secret's ARN. Jobs on the modal backend then reach the real
+        Modal (or whatever MODAL_SERVER_URL points at) from this machine."""
+        secrets = aws.client("secretsmanager")
+        name = f"{self.resources.stack}/modal-token"
+        body = json.dumps({"token_id": token_id, "token_secret": token_secret})
+        try:
+            arn = secrets.create_secret(Name=name, SecretString=body)["ARN"]
+        except secrets.exceptions.ResourceExistsException:
+            arn = secrets.put_secret_value(SecretId=name, SecretString=body)["ARN"]
+        self.configure(modal_token_secret=arn)
+        return arn
+
+    def configure(self, **settings: str) -> None:
+        """Change TALKSTACK_* settings of the running stack (handlers re-read their config)."""
+        self.replace_settings({**self.settings, **settings})
+
+    def replace_settings(self, settings: dict[str, str]) -> None:
+        """Make `settings` the stack's whole set of overrides (earlier ones are dropped)."""
+        from talkstack.pipeline.services import services
+
+        for key in set(self.settings) - set(settings):
+            os.environ.pop(f"TALKSTACK_{key.upper()}", None)
+        self.settings = dict(settings)
+        os.environ.update(self.resources.pipeline_env(**self.settings))
+        get_config.cache_clear()
+        services.cache_clear()
+        if self._loader is not None:
+            self._loader.reset()  # handlers re-import (a cold start) and see the new config
+        if self.pool is not None:
+            self.pool.engines = dict(get_config().local_engines)
 
     # --- conveniences for tests, the CLI and the demo ---------------------------------------------
 

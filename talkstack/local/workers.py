@@ -68,8 +68,23 @@ def _worker_client() -> Any:
     return _client
 
 
-def run_in_worker(task_json: str, fault: Fault | None) -> bool:
-    """Entry point in the worker process (module-level so it pickles)."""
+_engines: dict[str, Any] = {}
+
+
+def _gpu_engine(model: str, spec: str) -> Any:
+    """A GPU engine for `model`, built and loaded once per worker process (as a Modal container does)."""
+    if model not in _engines:
+        from talkstack.engines.gpu.base import load_engine
+
+        engine = load_engine(spec, model)
+        engine.load()
+        _engines[model] = engine
+    return _engines[model]
+
+
+def run_in_worker(task_json: str, fault: Fault | None, engine_spec: str | None = None) -> bool:
+    """Entry point in the worker process (module-level so it pickles). `engine_spec` names the GPU
+    engine for the task's model (PipelineConfig.local_engines); lite models need none."""
     from talkstack.contract.record import utc_now
     from talkstack.workers.runner import Reporter, Transfers, run_task
 
@@ -85,7 +100,8 @@ def run_in_worker(task_json: str, fault: Fault | None) -> bool:
         )
         Reporter(task, Transfers(_worker_client())).error(error, retryable=True)
         return False
-    return run_task(task, _worker_client(), received_at=received_at)
+    step = _gpu_engine(task.model, engine_spec) if engine_spec else None
+    return run_task(task, _worker_client(), received_at=received_at, step=step)
 
 
 def _log_crash(future: Future[bool]) -> None:
@@ -95,9 +111,13 @@ def _log_crash(future: Future[bool]) -> None:
 
 
 class LocalWorkerPool:
-    def __init__(self, workers: int = 2, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self, workers: int = 2, faults: FaultPlan | None = None, engines: dict[str, str] | None = None
+    ) -> None:
         self.workers = workers
         self.faults = faults or FaultPlan()
+        self.engines = engines or {}
+        """GPU model id → engine spec (`module:callable`) the workers may run in process."""
         self._executor: ProcessPoolExecutor | None = None
 
     def start(self) -> LocalWorkerPool:
@@ -114,7 +134,8 @@ class LocalWorkerPool:
         fault = self.faults.take(task.job_id, task.step)
         if fault:
             log.info("fault %s injected into %s", fault, task.attempt_id)
-        future = self._executor.submit(run_in_worker, task.model_dump_json(), fault)
+        engine = self.engines.get(task.model)
+        future = self._executor.submit(run_in_worker, task.model_dump_json(), fault, engine)
         future.add_done_callback(_log_crash)
         return f"local:{task.attempt_id}"
 

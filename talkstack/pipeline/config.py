@@ -20,8 +20,21 @@ def _split_csv(value: object) -> object:
     return value
 
 
-# Environment variables hold "a,b,c" (NoDecode stops pydantic-settings expecting JSON).
+def _split_pairs(value: object) -> object:
+    if isinstance(value, str):
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        bad = [item for item in pairs if len(item) != 2]
+        if bad:
+            raise ValueError(f"expected model=value pairs separated by commas, got {value!r}")
+        return {k.strip(): v.strip() for k, v in pairs}
+    return value
+
+
+# Environment variables hold "a,b,c" / "a=x,b=y" (NoDecode stops pydantic-settings expecting JSON).
 BucketList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+BackendName = Literal["local", "modal"]
+BackendMap = Annotated[dict[str, BackendName], NoDecode, BeforeValidator(_split_pairs)]
+EngineMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_pairs)]
 
 
 class PipelineConfig(BaseSettings):
@@ -47,8 +60,19 @@ class PipelineConfig(BaseSettings):
     writable_buckets: BucketList = Field(default_factory=list)
     """Buckets besides the output bucket that requests may publish to (comma-separated)."""
 
-    worker_backend: Literal["local"] = "local"
-    """Where engine steps run: `local` = the local worker pool of `talkstack up` (Modal: issue 4)."""
+    worker_backend: BackendName = "local"
+    """Where engine steps run unless `model_backends` says otherwise: `local` = the worker pool of
+    the local stack (`talkstack up`, tests); `modal` = the deployed Modal apps (modal_workers/)."""
+    model_backends: BackendMap = Field(default_factory=dict)
+    """Per-model override, e.g. `multitalk=modal,lite-avatar=local` (TALKSTACK_MODEL_BACKENDS)."""
+    local_engines: EngineMap = Field(default_factory=dict)
+    """GPU models the local pool may run in process, as `model=package.module:factory` (a local
+    GPU box, or tiny random models in tests); lite models always run locally."""
+    modal_token_secret: str | None = None
+    """Secrets Manager secret (name or ARN) holding {"token_id": …, "token_secret": …}: the Modal
+    token the dispatch step uses. Never in code or in plain environment variables."""
+    modal_environment: str | None = None
+    """Modal environment the worker apps were deployed to (default: the workspace's default)."""
 
     webhook_secret: SecretStr
     """Standard Webhooks signing secret (`whsec_…`); receivers verify every POST with it."""
@@ -66,6 +90,9 @@ class PipelineConfig(BaseSettings):
     token_ttl_hours: int = Field(48, ge=1)
     progress_event_step: float = Field(0.1, gt=0, le=1)
     """Emit a job.progress event each time progress advances by this much."""
+
+    def backend_for(self, model_id: str) -> BackendName:
+        return self.model_backends.get(model_id, self.worker_backend)
 
     @property
     def allowed_read_buckets(self) -> frozenset[str]:

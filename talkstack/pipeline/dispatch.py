@@ -15,10 +15,10 @@ from datetime import timedelta
 from typing import Any
 
 from talkstack.contract.record import JobRecord, utc_now
-from talkstack.contract.request import AvatarRequest, JobRequestBase
+from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import plan_for, step_model
-from talkstack.workers.backends import WorkerBackend
+from talkstack.workers.backends import Backends
 from talkstack.workers.protocol import InputUrl, Markers, OutputUrl, WorkerTask
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
@@ -84,8 +84,11 @@ def _inputs(
 
 
 def _step_options(request: JobRequestBase, step: str) -> tuple[dict[str, Any], str | None]:
+    """The step's options and its text: the words to speak, or a video step's prompt."""
     if step == "voice" and isinstance(request, AvatarRequest):
         return request.voice_step_options().model_dump(mode="json"), request.inputs.text
+    if isinstance(request, VideoRequest):
+        return request.options.model_dump(mode="json"), request.inputs.prompt
     return request.options.model_dump(mode="json"), getattr(request.inputs, "text", None)
 
 
@@ -146,13 +149,14 @@ def dispatch_step(
     config: PipelineConfig,
     store: Any,
     s3: Any,
-    backend: WorkerBackend,
+    backends: Backends,
 ) -> tuple[WorkerTask, JobRecord, bool]:
     """Record the attempt and start the worker; (task, record, first step of the job started)."""
     record = store.get(job_id)
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
     task = build_task(record, step, token, retry_count, config, store, s3)
+    backend = backends.for_model(task.model)
     ttl = config.token_ttl_hours * 3600
     store.put_token(job_id, task.attempt_id, step, token, ttl)
     was_queued = record.status == "queued"
@@ -161,6 +165,12 @@ def dispatch_step(
         current.start_step(step, backend=backend.name, model=task.model)  # type: ignore[arg-type]
 
     record = store.update(job_id, start)
-    # The worker's own id (host:pid) reaches the record with its result marker (complete.py).
-    backend.submit(task)
+    call_id = backend.submit(task)
+
+    def remember(current: JobRecord) -> None:
+        # The backend's call id (a Modal FunctionCall): what to look up in Modal's dashboard or cancel.
+        # The worker's own id (host:pid) arrives with its result marker (complete.py).
+        current.step(step).call_id = call_id  # type: ignore[arg-type, union-attr]
+
+    record = store.update(job_id, remember)
     return task, record, was_queued

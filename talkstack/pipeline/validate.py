@@ -20,10 +20,12 @@ from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import AvatarRequest, JobRequestBase
 from talkstack.engines.registry import get_model
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import client as aws_client
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target
 from talkstack.settings import MediaLimits, get_limits
+from talkstack.workers.backends import read_modal_token
 
 ENVELOPE_KEYS = frozenset({"request", "source"})
 
@@ -93,18 +95,35 @@ def check_media(request: JobRequestBase, config: PipelineConfig, s3: Any, limits
 
 
 def _check_model(model_id: str, task: str, config: PipelineConfig, field: str) -> None:
+    """The model exists, fits the task, and its backend can run it here (MODEL_UNAVAILABLE says why)."""
     model = get_model(model_id)
     if model.task != task:
         raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{field}: {model_id} is a {model.task} model")
-    runs_here = model.backend == "lite" and config.worker_backend == "local"
-    if not runs_here:
+    backend = config.backend_for(model_id)
+    if backend == "modal":
+        if model.modal_app is None:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{field}: {model_id} has no Modal worker; run it on the local backend",
+                model=model_id,
+            )
+        try:
+            read_modal_token(config.modal_token_secret, aws_client("secretsmanager"))
+        except TalkstackError as exc:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{field}: {model_id} runs on the modal worker backend, but {exc.message}",
+                model=model_id,
+            ) from exc
+        return
+    if model.gpu and model_id not in config.local_engines:
         raise TalkstackError(
             ErrorCode.MODEL_UNAVAILABLE,
-            f"{field}: {model_id} runs on the {model.backend} worker backend; this stack uses the "
-            f"{config.worker_backend} backend",
+            f"{field}: {model_id} is a GPU model and this stack's local workers do not run it; use the "
+            f"modal backend (TALKSTACK_MODEL_BACKENDS={model_id}=modal, docs/gpu-workers.md)",
             model=model_id,
         )
-    if not model.available:
+    if not model.gpu and not model.available:
         raise TalkstackError(
             ErrorCode.MODEL_UNAVAILABLE, f"{field}: {model_id} is unavailable: {model.unavailable_reason}"
         )

@@ -1,16 +1,33 @@
 """Worker backends: where the dispatch Lambda sends a task. Each takes a WorkerTask and returns at
-once; the worker reports back through markers only.
+once with a call id; the worker reports back through markers only.
 
 `local` hands the task to the worker pool of the running local stack (`talkstack up`, tests,
-`make demo`). `modal` (issue 4) will `.spawn` the task on a Modal function.
+`make demo`). `modal` looks the model's deployed class up by name (`modal.Cls.from_name`) and
+`.spawn()`s the task on it; the Modal token comes from Secrets Manager (PipelineConfig.
+modal_token_secret), never from code. Which backend serves a model is configuration
+(`PipelineConfig.backend_for`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+import logging
+import threading
+from typing import Any, ClassVar, Protocol
 
+from pydantic import BaseModel, SecretStr, ValidationError
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from talkstack.engines.registry import modal_target
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.workers.protocol import WorkerTask
+
+log = logging.getLogger(__name__)
+TOKEN_CACHE_SECONDS = 300
+NO_TOKEN_HINT = (
+    'store {"token_id": "ak-…", "token_secret": "as-…"} in AWS Secrets Manager and set '
+    "TALKSTACK_MODAL_TOKEN_SECRET to its name or ARN (docs/gpu-workers.md)"
+)
 
 
 class WorkerBackend(Protocol):
@@ -42,12 +59,127 @@ class LocalBackend:
             raise TalkstackError(
                 ErrorCode.MODEL_UNAVAILABLE,
                 "the local worker backend only runs inside the local stack (talkstack up); "
-                "set TALKSTACK_WORKER_BACKEND for deployed stacks",
+                "use the modal backend for deployed stacks (TALKSTACK_WORKER_BACKEND=modal)",
             )
         return _local_sink.submit(task)
 
 
-def get_backend(name: str) -> WorkerBackend:
-    if name == "local":
-        return LocalBackend()
-    raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"unknown worker backend {name!r}")
+# ---------------------------------------------------------------------------------------------
+# Modal
+# ---------------------------------------------------------------------------------------------
+
+
+class ModalToken(BaseModel):
+    token_id: SecretStr
+    token_secret: SecretStr
+
+
+def read_modal_token(secret_id: str | None, secrets_client: Any) -> ModalToken:
+    """The Modal token from Secrets Manager (cached for a few minutes by powertools, so a rotated
+    token is picked up without a redeploy). MODEL_UNAVAILABLE, with what to do, when it is missing."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from aws_lambda_powertools.utilities.parameters.exceptions import (
+        GetParameterError,
+        TransformParameterError,
+    )
+
+    if not secret_id:
+        raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"no Modal token is configured: {NO_TOKEN_HINT}")
+    try:
+        value = SecretsProvider(boto3_client=secrets_client).get(
+            secret_id, max_age=TOKEN_CACHE_SECONDS, transform="json"
+        )
+        return ModalToken.model_validate(value)
+    except (GetParameterError, TransformParameterError, ValidationError) as exc:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"the Modal token secret {secret_id!r} could not be used ({type(exc).__name__}): {NO_TOKEN_HINT}",
+        ) from exc
+
+
+def _transient_modal(exc: BaseException) -> bool:
+    import modal.exception as mx
+
+    return isinstance(
+        exc, mx.ConnectionError | mx.InternalError | mx.ServiceError | mx.ResourceExhaustedError
+    )
+
+
+class ModalBackend:
+    """`.spawn()` on the deployed class of the task's model. Nothing is awaited: the call id goes to
+    the job record and the worker answers through its markers (Modal's own results expire)."""
+
+    name = "modal"
+    _clients: ClassVar[dict[str, Any]] = {}  # server|token id → opened modal.Client, per container
+    _lock = threading.Lock()
+
+    def __init__(self, token: ModalToken, environment: str | None = None) -> None:
+        self.token, self.environment = token, environment
+
+    def _client(self) -> Any:
+        import modal
+
+        key = self.token.token_id.get_secret_value()
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = modal.Client.from_credentials(
+                    key, self.token.token_secret.get_secret_value()
+                )
+            return self._clients[key]
+
+    @retry(
+        retry=retry_if_exception(_transient_modal),
+        stop=stop_after_attempt(3),
+        wait=wait_random_exponential(multiplier=0.5, max=5),
+        reraise=True,
+    )
+    def _spawn(self, app_name: str, class_name: str, payload: dict[str, Any]) -> str:
+        import modal
+
+        worker_cls = modal.Cls.from_name(
+            app_name, class_name, environment_name=self.environment, client=self._client()
+        )
+        call = worker_cls().run.spawn(payload)
+        return str(call.object_id)
+
+    def submit(self, task: WorkerTask) -> str:
+        import modal.exception as mx
+
+        app_name, class_name = modal_target(task.model)
+        where = f"{app_name}/{class_name}" + (
+            f" in environment {self.environment}" if self.environment else ""
+        )
+        try:
+            call_id = self._spawn(app_name, class_name, json.loads(task.model_dump_json()))
+        except mx.NotFoundError as exc:
+            family = app_name.removeprefix("talkstack-")
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{task.model}: Modal has no deployed {where}; run `modal deploy -m modal_workers.{family}`",
+            ) from exc
+        except (mx.AuthError, mx.PermissionDeniedError) as exc:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{task.model}: Modal refused the configured token ({exc})"
+            ) from exc
+        except mx.Error as exc:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{task.model}: could not start {where} on Modal: {exc}"
+            ) from exc
+        log.info("spawned %s on modal %s: %s", task.attempt_id, where, call_id)
+        return f"modal:{call_id}"
+
+
+class Backends:
+    """The backend for each model, built lazily (a stack that never runs a Modal model never reads
+    the token)."""
+
+    def __init__(self, config: Any, secrets_client_factory: Any) -> None:
+        self.config, self._secrets = config, secrets_client_factory
+        self._local = LocalBackend()
+
+    def for_model(self, model_id: str) -> WorkerBackend:
+        name = self.config.backend_for(model_id)
+        if name == "local":
+            return self._local
+        token = read_modal_token(self.config.modal_token_secret, self._secrets())
+        return ModalBackend(token, self.config.modal_environment)

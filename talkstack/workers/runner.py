@@ -165,11 +165,15 @@ def new_client() -> httpx.Client:
 
 
 def run_task(
-    task: WorkerTask, client: httpx.Client | None = None, received_at: datetime | None = None
+    task: WorkerTask,
+    client: httpx.Client | None = None,
+    received_at: datetime | None = None,
+    step: StepFn | None = None,
 ) -> bool:
     """Run `task` to completion; True when a result marker was written. Never raises for job errors:
     they end as an error marker (the only way the pipeline hears about them). Long-lived workers
-    should pass one `client` for all their tasks (connection reuse; no TLS setup per task)."""
+    should pass one `client` for all their tasks (connection reuse; no TLS setup per task). `step`
+    is the engine to run (a GPU engine instance); by default the task's model picks one."""
     started_at = received_at or utc_now()
     own = client is None
     client = client or new_client()
@@ -179,7 +183,7 @@ def run_task(
         with tempfile.TemporaryDirectory(prefix=f"talkstack-{task.attempt_id}-") as tmp, reporter.heartbeat():
             workdir = Path(tmp)
             try:
-                _execute(task, workdir, transfers, reporter, started_at)
+                _execute(task, workdir, transfers, reporter, started_at, step)
                 return True
             except TalkstackError as exc:
                 reporter.error(JobError.from_exception(exc, step=task.step), retryable=False)
@@ -194,9 +198,14 @@ def run_task(
 
 
 def _execute(
-    task: WorkerTask, workdir: Path, transfers: Transfers, reporter: Reporter, started_at: datetime
+    task: WorkerTask,
+    workdir: Path,
+    transfers: Transfers,
+    reporter: Reporter,
+    started_at: datetime,
+    step: StepFn | None,
 ) -> None:
-    step = engine_for(task)
+    step = step or engine_for(task)
     indir, outdir = workdir / "in", workdir / "out"
     indir.mkdir()
     outdir.mkdir()

@@ -8,6 +8,7 @@ seconds; the state machine itself is the production file, unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -106,6 +107,16 @@ class Pipeline:
     def executions(self, name: str) -> list[dict[str, Any]]:
         listed = self.sfn.list_executions(stateMachineArn=self.r.state_machine_arn, maxResults=1000)
         return [e for e in listed["executions"] if e["name"] == name]
+
+    @contextlib.contextmanager
+    def configured(self, **settings: str) -> Iterator[None]:
+        """Run with changed TALKSTACK_* settings (handlers re-import, as after a redeploy), then restore."""
+        before = dict(self.stack.settings)
+        self.stack.configure(**settings)
+        try:
+            yield
+        finally:
+            self.stack.replace_settings(before)
 
     def wait_until(self, check: Any, timeout_s: float = 10) -> Any:
         deadline = time.monotonic() + timeout_s

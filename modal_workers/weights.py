@@ -1,0 +1,92 @@
+# # Fill the weights volume: every model's weights, pinned and verified, in one command
+#
+#     modal run -m modal_workers.weights --models all
+#     modal run -m modal_workers.weights --models multitalk,chatterbox
+#     modal run -m modal_workers.weights --models multitalk --allow-unpinned
+#
+# The GPU apps (avatar, voice, video) never download at start-up: they read the `talkstack-weights`
+# Volume, one folder per repository (`/weights/<org>/<name>`). This app fills it on a CPU container
+# from the catalogue in talkstack/engines/gpu/weights.py (pinned commits, allow patterns, sizes,
+# licences). Running it again is cheap: a folder whose manifest verifies is skipped, a half-finished
+# one is resumed, and the Volume is committed after every repository, so a timeout or a preemption
+# keeps what was already fetched. `--models all` is ~200 GB; the Wan2.1 base alone is ~82 GB.
+#
+# A repository with no pinned commit (see the table `main` prints) is refused unless
+# `--allow-unpinned` is given; the others still download, and the run exits non-zero.
+#
+# Hugging Face token: every catalogued repository is public, so none is needed. A token only lifts
+# the anonymous rate limit. Modal resolves a named secret when the app starts, and a missing one
+# fails the run, so the secret is opt-in rather than always attached:
+#
+#     modal secret create talkstack-huggingface HF_TOKEN=hf_...
+#     TALKSTACK_HF_SECRET=1 modal run -m modal_workers.weights --models all
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import modal
+
+from modal_workers.common import HF_SECRET, WEIGHTS_DIR, base_image, setting, weights_volume, with_talkstack
+from talkstack.engines.gpu import weights
+
+MINUTES = 60
+HOURS = 60 * MINUTES
+
+app = modal.App("talkstack-weights")
+
+# The shared worker image (it already pins huggingface_hub), no ML stack. Xet's parallel transfer,
+# and its chunk cache on the container disk: under the default HF_HOME (on the Volume) that cache
+# would keep a second copy of everything downloaded.
+image = with_talkstack(base_image().env({"HF_XET_HIGH_PERFORMANCE": "1", "HF_XET_CACHE": "/tmp/hf-xet"}))
+
+
+def _secrets() -> list[modal.Secret]:
+    """The optional HF token secret, attached only when the deploying shell opts in."""
+    if setting("HF_SECRET", "0").strip().lower() in {"1", "true", "yes"}:
+        return [modal.Secret.from_name(HF_SECRET)]
+    return []
+
+
+@app.function(
+    image=image,
+    volumes={WEIGHTS_DIR: weights_volume},
+    secrets=_secrets(),
+    cpu=4.0,  # parallel transfers and hashing; no GPU
+    memory=8192,
+    timeout=6 * HOURS,  # ~200 GB; generous, and a retry resumes where a run stopped
+    # Safe to retry: downloads resume and finished repositories are skipped.
+    retries=modal.Retries(max_retries=2, initial_delay=30.0, backoff_coefficient=2.0),
+)
+def download_models(model_ids: list[str], allow_unpinned: bool = False) -> list[dict]:
+    """Download, verify and set up everything `model_ids` need; one row per repository/step."""
+    reports = weights.prepare(
+        model_ids,
+        Path(WEIGHTS_DIR),
+        token=os.environ.get("HF_TOKEN") or None,
+        allow_unpinned=allow_unpinned,
+        after_each=lambda _report: weights_volume.commit(),
+    )
+    weights_volume.commit()
+    rows = [report.to_dict() for report in reports]
+    print(weights.format_table(rows), flush=True)
+    return rows
+
+
+@app.local_entrypoint()
+def main(models: str = "all", allow_unpinned: bool = False) -> None:
+    # Validate here, before a container starts: a typo should cost nothing.
+    model_ids = weights.resolve_models(models)
+    specs = weights.specs_for(model_ids)
+    total = sum(spec.size_gb for spec in specs)
+    print(f"Weights for {', '.join(model_ids)}: {len(specs)} repositories, ~{total:.0f} GB from empty")
+    for spec in specs:
+        if not spec.pinned:
+            note = "downloading UNPINNED" if allow_unpinned else "will be refused (--allow-unpinned)"
+            print(f"  {spec.repo_id}: {note}: {spec.pin_status}")
+    rows = download_models.remote(model_ids, allow_unpinned)
+    print(weights.format_table(rows))
+    failed = [row["name"] for row in rows if not row["ok"]]
+    if failed:
+        raise SystemExit(f"not ready: {', '.join(failed)}")

@@ -1,0 +1,101 @@
+"""The GPU engine base class: load once, render many tasks, speak the worker protocol.
+
+    engine = SomeEngine("ltx-video", weights_dir=Path("/weights"))
+    engine.load()              # heavy: imports torch, reads weights (Modal: in @modal.enter)
+    engine.handle(task_json)   # fetch inputs, render, upload outputs, write the result/error marker
+
+`render` has the same signature as the lite steps (talkstack/workers/lite_steps.py), so the runner
+treats both alike. Subclasses import their libraries inside `_load`/`render`, never at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from talkstack.engines.base import ProgressFn, RenderResult
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.workers.protocol import WorkerTask
+
+
+class Engine(ABC):
+    """One model, loaded once per process (a Modal container or a local worker)."""
+
+    model_ids: ClassVar[tuple[str, ...]]
+    """Model ids this class can serve; an instance serves exactly one of them."""
+
+    def __init__(self, model: str, *, weights_dir: Path | None = None, device: str | None = None) -> None:
+        if model not in self.model_ids:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{type(self).__name__} serves {', '.join(self.model_ids)}, not {model!r}",
+            )
+        self.model = model
+        # Modal mounts the weights volume here; a local GPU box points TALKSTACK_WEIGHTS_DIR at its copy.
+        self.weights_dir = weights_dir or Path(os.environ.get("TALKSTACK_WEIGHTS_DIR", "/weights"))
+        self.device = device
+        self._loaded = False
+        self._load_lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        """Load the model (idempotent and thread-safe: concurrent inputs share one load)."""
+        with self._load_lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Import the heavy libraries and build the model."""
+
+    @abstractmethod
+    def render(
+        self, task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
+    ) -> tuple[dict[str, Path], RenderResult]:
+        """Turn a task's downloaded inputs into output files, by output role."""
+
+    def __call__(
+        self, task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
+    ) -> tuple[dict[str, Path], RenderResult]:
+        if task.model != self.model:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"this worker serves {self.model}; the task asked for {task.model}",
+            )
+        self.load()
+        return self.render(task, inputs, outdir, progress)
+
+    def handle(self, task: WorkerTask | Mapping[str, Any] | str, client: Any = None) -> bool:
+        """Run one task through the worker protocol; True when a result marker was written.
+        Job errors end as an error marker, never as an exception (the pipeline only hears markers)."""
+        from talkstack.workers.runner import run_task
+
+        if isinstance(task, str):
+            parsed = WorkerTask.model_validate_json(task)
+        elif isinstance(task, WorkerTask):
+            parsed = task
+        else:
+            parsed = WorkerTask.model_validate(task)
+        return run_task(parsed, client, step=self)
+
+
+def load_engine(spec: str, model: str) -> Engine:
+    """Build the engine named by `module:callable` (a class or a factory taking the model id), e.g.
+    `talkstack.engines.gpu.video:VideoEngine`. The local worker pool uses this for GPU models."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"engine spec must look like package.module:callable, got {spec!r}")
+    factory = getattr(importlib.import_module(module_name), attr)
+    engine = factory(model)
+    if not isinstance(engine, Engine):
+        raise TypeError(f"{spec} built {type(engine).__name__}, not an Engine")
+    return engine

@@ -1,0 +1,114 @@
+"""The `modal` worker backend against Modal's real client library, with Modal's control plane faked
+at the network boundary (tests/support/fake_modal.py): the gRPC server is the only fake."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.workers.backends import ModalBackend, ModalToken, read_modal_token
+from talkstack.workers.protocol import Markers, OutputUrl, WorkerTask
+from tests.support.fake_modal import FakeModal
+
+
+def _task(model: str = "multitalk") -> WorkerTask:
+    put = OutputUrl(url="http://127.0.0.1:9/put", key="k", content_type="application/json")
+    return WorkerTask(
+        job_id="job-1",
+        step="avatar",
+        attempt_id="avatar-1-abc",
+        attempt=1,
+        model=model,
+        options={"model": model, "seed": 7},
+        outputs={"video": put},
+        markers=Markers(progress=put, result=put, error=put),
+        heartbeat_interval_s=10,
+        deadline=datetime.now(UTC) + timedelta(hours=1),
+    )
+
+
+@pytest.fixture
+def fake(fake_modal: FakeModal) -> FakeModal:
+    return fake_modal
+
+
+TOKEN = ModalToken(token_id="ak-test", token_secret="as-test")
+
+
+def test_spawn_sends_the_task_document_to_the_models_deployed_class(fake: FakeModal) -> None:
+    received: list[dict] = []
+    fake.deploy("talkstack-avatar", "MultiTalk", container=received.append, environment="prod")
+
+    task = _task()
+    call_id = ModalBackend(TOKEN, environment="prod").submit(task)
+
+    assert call_id.startswith("modal:fc-")
+    [spawned] = fake.spawned
+    assert (spawned.app, spawned.cls, spawned.method) == ("talkstack-avatar", "MultiTalk", "run")
+    assert spawned.payload == json.loads(task.model_dump_json())
+    assert WorkerTask.model_validate(spawned.payload).attempt_id == "avatar-1-abc"
+    assert call_id == f"modal:{spawned.call_id}"
+
+
+def test_each_model_goes_to_its_own_class(fake: FakeModal) -> None:
+    fake.deploy("talkstack-video", "LTXVideo")
+    fake.deploy("talkstack-voice", "Chatterbox")
+    backend = ModalBackend(TOKEN)
+    backend.submit(_task("ltx-video"))
+    backend.submit(_task("chatterbox"))
+    assert [(s.app, s.cls) for s in fake.spawned] == [
+        ("talkstack-video", "LTXVideo"),
+        ("talkstack-voice", "Chatterbox"),
+    ]
+
+
+def test_an_app_that_is_not_deployed_says_how_to_deploy_it(fake: FakeModal) -> None:
+    with pytest.raises(TalkstackError) as caught:
+        ModalBackend(TOKEN).submit(_task("infinitetalk"))
+    assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert "modal deploy -m modal_workers.avatar" in caught.value.message
+    assert fake.spawned == []
+
+
+def test_a_refused_token_is_model_unavailable(fake: FakeModal) -> None:
+    fake.deploy("talkstack-avatar", "MultiTalk")
+    wrong = ModalToken(token_id="ak-other", token_secret="as-nope")
+    with pytest.raises(TalkstackError) as caught:
+        ModalBackend(wrong).submit(_task())
+    assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert "refused" in caught.value.message
+
+
+def test_lite_models_have_no_modal_class() -> None:
+    with pytest.raises(TalkstackError) as caught:
+        ModalBackend(TOKEN).submit(_task("lite-avatar"))
+    assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+
+
+@mock_aws
+def test_the_token_comes_from_secrets_manager() -> None:
+    secrets = boto3.client("secretsmanager", region_name="us-east-1")
+    arn = secrets.create_secret(
+        Name="talkstack/modal", SecretString=json.dumps({"token_id": "ak-1", "token_secret": "as-1"})
+    )["ARN"]
+    token = read_modal_token(arn, secrets)
+    assert token.token_id.get_secret_value() == "ak-1"
+    assert "as-1" not in repr(token)  # never logged by accident
+
+    for secret_id, body in (
+        (None, None),
+        ("missing", None),
+        ("bad", "not json"),
+        ("partial", '{"token_id": "x"}'),
+    ):
+        if body is not None:
+            secrets.create_secret(Name=secret_id, SecretString=body)
+        with pytest.raises(TalkstackError) as caught:
+            read_modal_token(secret_id, secrets)
+        assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+        assert "TALKSTACK_MODAL_TOKEN_SECRET" in caught.value.message
