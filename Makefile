@@ -10,7 +10,10 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,local]'
+	# torch first, pinned: CI machines carry this version as a CPU-only wheel (no CUDA download);
+	# the gpu extra's range then accepts it as installed.
+	$(PY) -m pip install --quiet 'torch==2.13.0'
+	$(PY) -m pip install --quiet -e '.[dev,local,modal,gpu]'
 	# mediapipe without its opencv-contrib/matplotlib/sounddevice pins (see pyproject.toml)
 	$(PY) -m pip install --quiet --no-deps 'mediapipe==1.2.2'
 	touch $(STAMP)
@@ -25,12 +28,12 @@ demo: venv
 	$(VENV)/bin/talkstack demo --output out/demo.mp4
 
 lint: venv
-	$(VENV)/bin/ruff check talkstack aws tests bench
-	$(VENV)/bin/ruff format --check talkstack aws tests bench
+	$(VENV)/bin/ruff check talkstack aws modal_workers tests bench
+	$(VENV)/bin/ruff format --check talkstack aws modal_workers tests bench
 
 format: venv
-	$(VENV)/bin/ruff check --fix talkstack aws tests bench
-	$(VENV)/bin/ruff format talkstack aws tests bench
+	$(VENV)/bin/ruff check --fix talkstack aws modal_workers tests bench
+	$(VENV)/bin/ruff format talkstack aws modal_workers tests bench
 
 schemas: venv
 	$(VENV)/bin/talkstack schemas --write schemas

@@ -59,7 +59,13 @@ def base_image(*apt: str) -> modal.Image:
         modal.Image.debian_slim(python_version=PYTHON_VERSION)
         .apt_install("ffmpeg", "git", *apt)
         .uv_pip_install(*WORKER_PACKAGES)
-        .env({"HF_HOME": f"{WEIGHTS_DIR}/hf", "HF_HUB_ENABLE_HF_TRANSFER": "0", "TOKENIZERS_PARALLELISM": "false"})
+        .env(
+            {
+                "HF_HOME": f"{WEIGHTS_DIR}/hf",
+                "HF_HUB_ENABLE_HF_TRANSFER": "0",
+                "TOKENIZERS_PARALLELISM": "false",
+            }
+        )
     )
 
 

@@ -161,11 +161,25 @@ def get_model(model_id: str) -> ModelInfo:
     raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"unknown model {model_id!r}; known models: {known}")
 
 
+STITCH_MODEL = "stitch"
+"""Pseudo-model of the step that joins the chunks of a parallel long avatar (CPU, any backend)."""
+
+
 def modal_target(model_id: str) -> tuple[str, str]:
     """(Modal app name, class name) serving `model_id`."""
+    if model_id == STITCH_MODEL:
+        return "talkstack-avatar", "Stitcher"
     model = get_model(model_id)
     if model.modal_app is None or model.modal_class is None:
         raise TalkstackError(
             ErrorCode.MODEL_UNAVAILABLE, f"{model_id} has no Modal worker; it runs on the local backend"
         )
     return model.modal_app, model.modal_class
+
+
+def modal_parameters(model_id: str, options: dict[str, object]) -> dict[str, bool]:
+    """Class parameters of the model's Modal class for these options: avatar containers are loaded
+    with or without the turbo LoRA (it is merged into the weights), so turbo picks the container."""
+    if model_id in ("multitalk", "infinitetalk"):
+        return {"turbo": bool(options.get("turbo", False))}
+    return {}

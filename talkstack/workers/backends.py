@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, SecretStr, ValidationError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from talkstack.engines.registry import modal_target
+from talkstack.engines.registry import modal_parameters, modal_target
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.workers.protocol import WorkerTask
 
@@ -133,13 +133,15 @@ class ModalBackend:
         wait=wait_random_exponential(multiplier=0.5, max=5),
         reraise=True,
     )
-    def _spawn(self, app_name: str, class_name: str, payload: dict[str, Any]) -> str:
+    def _spawn(
+        self, app_name: str, class_name: str, parameters: dict[str, Any], payload: dict[str, Any]
+    ) -> str:
         import modal
 
         worker_cls = modal.Cls.from_name(
             app_name, class_name, environment_name=self.environment, client=self._client()
         )
-        call = worker_cls().run.spawn(payload)
+        call = worker_cls(**parameters).run.spawn(payload)
         return str(call.object_id)
 
     def submit(self, task: WorkerTask) -> str:
@@ -150,7 +152,8 @@ class ModalBackend:
             f" in environment {self.environment}" if self.environment else ""
         )
         try:
-            call_id = self._spawn(app_name, class_name, json.loads(task.model_dump_json()))
+            parameters = modal_parameters(task.model, task.options)
+            call_id = self._spawn(app_name, class_name, parameters, json.loads(task.model_dump_json()))
         except mx.NotFoundError as exc:
             family = app_name.removeprefix("talkstack-")
             raise TalkstackError(

@@ -36,6 +36,7 @@ class Spawned:
     environment: str
     payload: dict[str, Any]
     call_id: str
+    parameters: dict[str, Any]
 
 
 @dataclass
@@ -44,6 +45,8 @@ class _Deployed:
     cls: str
     environment: str
     container: Container | None
+    parameters: dict[str, bool]
+    """Boolean class parameters (`modal.parameter`) and their defaults."""
 
 
 def _free_port() -> int:
@@ -52,7 +55,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _metadata(name: str) -> api_pb2.FunctionHandleMetadata:
+def _metadata(name: str, parameters: dict[str, bool]) -> api_pb2.FunctionHandleMetadata:
     formats = [api_pb2.DATA_FORMAT_PICKLE, api_pb2.DATA_FORMAT_CBOR]
     run = api_pb2.FunctionHandleMetadata(
         function_name=f"{name}.run",
@@ -65,7 +68,13 @@ def _metadata(name: str) -> api_pb2.FunctionHandleMetadata:
         function_name=f"{name}.*",
         function_type=api_pb2.Function.FUNCTION_TYPE_FUNCTION,
         class_parameter_info=api_pb2.ClassParameterInfo(
-            format=api_pb2.ClassParameterInfo.PARAM_SERIALIZATION_FORMAT_PROTO
+            format=api_pb2.ClassParameterInfo.PARAM_SERIALIZATION_FORMAT_PROTO,
+            schema=[
+                api_pb2.ClassParameterSpec(
+                    name=key, type=api_pb2.PARAM_TYPE_BOOL, has_default=True, bool_default=default
+                )
+                for key, default in parameters.items()
+            ],
         ),
         method_handle_metadata={"run": run},
         supported_input_formats=formats,
@@ -118,7 +127,8 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
             api_pb2.ClassGetResponse(
                 class_id=f"cs-{function_id}",
                 handle_metadata=api_pb2.ClassHandleMetadata(
-                    class_function_id=function_id, class_function_metadata=_metadata(deployed.cls)
+                    class_function_id=function_id,
+                    class_function_metadata=_metadata(deployed.cls, deployed.parameters),
                 ),
             )
         )
@@ -139,7 +149,7 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
         await stream.send_message(
             api_pb2.FunctionGetResponse(
                 function_id=self.fake.function_id(deployed),
-                handle_metadata=_metadata(deployed.cls),
+                handle_metadata=_metadata(deployed.cls, deployed.parameters),
                 function=function,
             )
         )
@@ -148,9 +158,13 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
         request = await stream.recv_message()
         self._authorise(stream)
         deployed = self.fake.by_function_id(request.function_id)
+        values = api_pb2.ClassParameterSet.FromString(request.serialized_params).parameters
+        bound = {**deployed.parameters, **{v.name: v.bool_value for v in values}}
+        bound_id = f"{request.function_id}-b{len(self.fake.bound)}"
+        self.fake.bound[bound_id] = bound
         await stream.send_message(
             api_pb2.FunctionBindParamsResponse(
-                bound_function_id=request.function_id, handle_metadata=_metadata(deployed.cls)
+                bound_function_id=bound_id, handle_metadata=_metadata(deployed.cls, deployed.parameters)
             )
         )
 
@@ -164,8 +178,15 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
             assert item.input.data_format == api_pb2.DATA_FORMAT_PICKLE, "fake Modal decodes pickle only"
             args, kwargs = pickle.loads(item.input.args)
             payload = args[0] if args else kwargs["task"]
+            parameters = self.fake.bound.get(request.function_id, deployed.parameters)
             spawned = Spawned(
-                deployed.app, deployed.cls, item.input.method_name, deployed.environment, payload, call_id
+                deployed.app,
+                deployed.cls,
+                item.input.method_name,
+                deployed.environment,
+                payload,
+                call_id,
+                parameters,
             )
             self.fake.spawned.append(spawned)
             if deployed.container is not None:
@@ -183,6 +204,7 @@ class FakeModal:
     tokens: set[tuple[str, str]] = field(default_factory=lambda: {("ak-test", "as-test")})
     deployed: list[_Deployed] = field(default_factory=list)
     spawned: list[Spawned] = field(default_factory=list)
+    bound: dict[str, dict[str, Any]] = field(default_factory=dict)
     port: int = field(default_factory=_free_port)
 
     def __post_init__(self) -> None:
@@ -195,20 +217,28 @@ class FakeModal:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def deploy(self, app: str, cls: str, container: Container | None = None, environment: str = "") -> None:
+    def deploy(
+        self,
+        app: str,
+        cls: str,
+        container: Container | None = None,
+        environment: str = "",
+        parameters: dict[str, bool] | None = None,
+    ) -> None:
         """Pretend `modal deploy` created `app`/`cls`; `container` runs each spawned task."""
-        self.deployed.append(_Deployed(app, cls, environment, container))
+        self.deployed.append(_Deployed(app, cls, environment, container, parameters or {}))
 
     def reset(self) -> None:
         """Forget deployments and calls (between tests)."""
         self.deployed.clear()
         self.spawned.clear()
+        self.bound.clear()
 
     def function_id(self, deployed: _Deployed) -> str:
         return f"fu-{self.deployed.index(deployed)}"
 
     def by_function_id(self, function_id: str) -> _Deployed:
-        return self.deployed[int(function_id.removeprefix("fu-"))]
+        return self.deployed[int(function_id.removeprefix("fu-").split("-")[0])]
 
     def __enter__(self) -> FakeModal:
         def serve() -> None:

@@ -42,7 +42,13 @@ TOKEN = ModalToken(token_id="ak-test", token_secret="as-test")
 
 def test_spawn_sends_the_task_document_to_the_models_deployed_class(fake: FakeModal) -> None:
     received: list[dict] = []
-    fake.deploy("talkstack-avatar", "MultiTalk", container=received.append, environment="prod")
+    fake.deploy(
+        "talkstack-avatar",
+        "MultiTalk",
+        container=received.append,
+        environment="prod",
+        parameters={"turbo": False},
+    )
 
     task = _task()
     call_id = ModalBackend(TOKEN, environment="prod").submit(task)
@@ -53,6 +59,16 @@ def test_spawn_sends_the_task_document_to_the_models_deployed_class(fake: FakeMo
     assert spawned.payload == json.loads(task.model_dump_json())
     assert WorkerTask.model_validate(spawned.payload).attempt_id == "avatar-1-abc"
     assert call_id == f"modal:{spawned.call_id}"
+    assert spawned.parameters == {"turbo": False}
+
+
+def test_turbo_avatars_go_to_the_turbo_containers(fake: FakeModal) -> None:
+    fake.deploy("talkstack-avatar", "InfiniteTalk", parameters={"turbo": False})
+    task = _task("infinitetalk")
+    turbo = task.model_copy(update={"options": {**task.options, "turbo": True}})
+    ModalBackend(TOKEN).submit(turbo)
+    ModalBackend(TOKEN).submit(task)
+    assert [s.parameters for s in fake.spawned] == [{"turbo": True}, {"turbo": False}]
 
 
 def test_each_model_goes_to_its_own_class(fake: FakeModal) -> None:

@@ -1,0 +1,129 @@
+"""Text- and image-to-video workers on Modal: LTX-Video and Wan2.2-TI2V-5B through diffusers.
+
+    modal deploy -m modal_workers.video     # deploy the app (GPU from TALKSTACK_VIDEO_GPU, default H100)
+    modal run -m modal_workers.video        # check that the weights volume holds what the classes load
+
+The dispatch Lambda spawns `LTXVideo().run` or `Wan22TI2V().run` with a worker task: pre-signed
+URLs only, no AWS credentials (talkstack/workers/protocol.py). The worker downloads the optional
+first-frame image, renders, uploads video.mp4 + thumbnail.jpg and writes a result or error marker;
+the return value is informational (Modal call results expire; the pipeline only reads markers).
+
+Each class loads its model once per container (`@modal.enter`) from the shared weights volume,
+where the weights app stored each Hugging Face repository under /weights/<org>/<name>. All ML
+imports live in talkstack.engines.gpu.video, inside the container: this file imports anywhere,
+without Modal credentials or a GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import modal
+
+from modal_workers.common import (
+    WEIGHTS_DIR,
+    WEIGHTS_VOLUME,
+    base_image,
+    setting,
+    weights_volume,
+    with_talkstack,
+)
+
+APP_NAME = "talkstack-video"
+
+# Deploy-time settings (read where `modal deploy` runs).
+GPU = setting("VIDEO_GPU", "H100")
+"""Both models fit one 80 GB GPU in bf16 (LTX-Video 13B distilled + T5-XXL ≈ 36 GB of weights)."""
+TIMEOUT_S = 90 * 60
+"""Longer than the pipeline's own step limit for a 60 s clip, so the state machine (which hears
+heartbeats and markers) decides when a job has taken too long, not Modal."""
+SCALEDOWN_S = 5 * 60
+"""Stay warm between jobs: loading tens of GB from the volume costs a minute or more."""
+STARTUP_TIMEOUT_S = 20 * 60
+"""A cold container reads every weight file from the volume before it can take its first input."""
+
+# The ML stack, pinned to the versions the CPU test suite runs the same pipeline classes with.
+VIDEO_PACKAGES = [
+    "torch==2.13.0",
+    "diffusers==0.42.1",
+    "transformers==5.23.0",
+    "accelerate==1.15.0",
+    "safetensors==0.8.0",
+    "sentencepiece==0.2.1",  # T5 / UMT5 tokenizers shipped as spiece.model
+    "protobuf==7.36.2",
+    "ftfy==6.3.1",  # Wan's prompt cleaning
+]
+
+image = with_talkstack(base_image().uv_pip_install(*VIDEO_PACKAGES))
+app = modal.App(APP_NAME, image=image)
+
+
+class _VideoWorker:
+    """Shared body of the two GPU classes: one engine and one HTTP client per container."""
+
+    model: str
+
+    @modal.enter()
+    def load(self) -> None:
+        from talkstack.engines.gpu.video import VideoEngine
+        from talkstack.workers.runner import new_client
+
+        self.engine = VideoEngine(self.model, weights_dir=Path(WEIGHTS_DIR))
+        self.engine.load()
+        self.client = new_client()  # reused across inputs: no TLS set-up per transfer
+
+    @modal.method()
+    def run(self, task: dict[str, Any]) -> bool:
+        """Run one worker task; True when a result marker was written (errors end as markers)."""
+        return self.engine.handle(task, self.client)
+
+    @modal.exit()
+    def close(self) -> None:
+        self.client.close()
+
+
+@app.cls(
+    gpu=GPU,
+    volumes={WEIGHTS_DIR: weights_volume},
+    timeout=TIMEOUT_S,
+    startup_timeout=STARTUP_TIMEOUT_S,
+    scaledown_window=SCALEDOWN_S,
+)
+class LTXVideo(_VideoWorker):
+    """ltx-video: Lightricks LTX-Video 0.9.7 distilled (8 steps), up to 257 frames per pass."""
+
+    model = "ltx-video"
+
+
+@app.cls(
+    gpu=GPU,
+    volumes={WEIGHTS_DIR: weights_volume},
+    timeout=TIMEOUT_S,
+    startup_timeout=STARTUP_TIMEOUT_S,
+    scaledown_window=SCALEDOWN_S,
+)
+class Wan22TI2V(_VideoWorker):
+    """wan2.2-ti2v-5b: Wan2.2-TI2V-5B (50 steps, 1280×704), up to 121 frames per pass."""
+
+    model = "wan2.2-ti2v-5b"
+
+
+CLASSES = {"ltx-video": "LTXVideo", "wan2.2-ti2v-5b": "Wan22TI2V"}
+"""Model id → class name in this app (what the Modal worker backend looks up)."""
+
+
+@app.local_entrypoint()
+def check_weights() -> None:
+    """Print, per class, the weights folder it loads and whether the volume has it."""
+    from talkstack.engines.gpu.video import WEIGHTS_SUBDIR
+
+    print(f"app {APP_NAME}: GPU {GPU}, volume {WEIGHTS_VOLUME} mounted at {WEIGHTS_DIR}")
+    for model, cls_name in CLASSES.items():
+        subdir = WEIGHTS_SUBDIR[model]
+        try:
+            names = {Path(entry.path).name for entry in weights_volume.listdir(subdir)}
+        except Exception:  # a missing folder raises (NotFoundError / grpc error, by client version)
+            names = set()
+        state = "ready" if "model_index.json" in names else "MISSING (run the weights app first)"
+        print(f"  {cls_name:<10} {model:<16} {WEIGHTS_DIR}/{subdir}: {state}")

@@ -1,0 +1,211 @@
+"""talkstack-voice: zero-shot voice cloning with Chatterbox and IndexTTS-2 on Modal GPUs.
+
+    modal deploy -m modal_workers.voice                                  # from the repository root
+    TALKSTACK_VOICE_GPU=L4 modal deploy -m modal_workers.voice           # another GPU type
+    modal run -m modal_workers.voice --model chatterbox --text "Hello!"  # smoke test → speech.wav
+
+The pipeline's dispatch Lambda `.spawn()`s `run` with a worker task (talkstack/workers/protocol.py):
+the container fetches the text's reference voice from a pre-signed URL, speaks, and PUTs the audio
+and a result marker back. It holds no AWS credentials. The engine itself (preparing the reference,
+splitting the text, encoding) is talkstack.engines.gpu.voice, tested without Modal or a GPU.
+
+Licences: Chatterbox is MIT (its output carries Resemble's inaudible Perth watermark). IndexTTS-2's
+code and weights are under the bilibili Model Use License: royalty-free, but a user whose products
+had over 100 million monthly active users, or whose group's revenue exceeded RMB 1 billion, in the
+preceding month / year needs a separate written licence from bilibili first.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import modal
+
+from modal_workers.common import (
+    PYTHON_VERSION,
+    WEIGHTS_DIR,
+    WORKER_PACKAGES,
+    int_setting,
+    setting,
+    weights_volume,
+    with_talkstack,
+)
+
+app = modal.App("talkstack-voice")
+
+# ## Images
+#
+# One image per model: chatterbox-tts 0.1.7 pins torch 2.6, numpy < 2, transformers 5.2 and
+# gradio 6.8 (hence pillow < 13); IndexTTS-2 pins torch 2.8, numpy 2.2.6 and transformers 4.52
+# (hence huggingface_hub < 1). No single environment satisfies both, nor talkstack's own pins of
+# those three packages (common.WORKER_PACKAGES), so here the model decides them; talkstack's code
+# needs nothing from them that those versions lack. Each image installs in one uv resolve, so a
+# clash fails the build instead of breaking an import at run time.
+
+MODEL_PINNED = {"numpy", "huggingface_hub", "pillow"}
+
+
+def worker_packages() -> list[str]:
+    """talkstack's worker dependencies, less those the voice models pin themselves."""
+    return [p for p in WORKER_PACKAGES if p.split("==")[0] not in MODEL_PINNED]
+
+
+VOICE_ENV = {
+    "HF_HOME": f"{WEIGHTS_DIR}/hf",  # anything fetched outside weights_dir lands on the volume too
+    "HF_HUB_ENABLE_HF_TRANSFER": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+CHATTERBOX_VERSION = "0.1.7"  # = resemble-ai/chatterbox 59bc590b, the code the engine was written to
+
+chatterbox_image = with_talkstack(
+    modal.Image.debian_slim(python_version=PYTHON_VERSION)
+    .apt_install("ffmpeg", "git")
+    .uv_pip_install(f"chatterbox-tts=={CHATTERBOX_VERSION}", *worker_packages())
+    .env(VOICE_ENV)
+)
+
+# IndexTTS-2 is not on PyPI: its repository, at a fixed commit, installed the way its README does
+# (an editable install of the checkout, whose pyproject pins torch, transformers and numpy exactly).
+INDEXTTS_REPO = "https://github.com/index-tts/index-tts.git"
+INDEXTTS_COMMIT = "ee40fa7d6c6b8a2c7f06105f9f1e65775b74868c"  # 2026-08-18
+INDEXTTS_SRC = "/opt/index-tts"
+
+indextts2_image = with_talkstack(
+    modal.Image.debian_slim(python_version=PYTHON_VERSION)  # the repo wants Python >=3.10,<3.12
+    .apt_install("ffmpeg", "git")
+    .run_commands(
+        f"git clone --filter=blob:none {INDEXTTS_REPO} {INDEXTTS_SRC}",
+        f"git -C {INDEXTTS_SRC} checkout --quiet {INDEXTTS_COMMIT}",
+    )
+    .uv_pip_install(*worker_packages(), extra_options=f"--editable {INDEXTTS_SRC}")
+    # It probes huggingface.co against modelscope.cn before fetching its helper models; Modal reaches
+    # Hugging Face directly, so skip the probe.
+    .env({**VOICE_ENV, "USE_MODELSCOPE": "false"})
+)
+
+# ## Deploy-time settings
+#
+# A10G (24 GB) by default. Estimated from parameter counts, not measured: Chatterbox ~4 GB (~8 GB
+# with its multilingual model loaded beside the English one), IndexTTS-2 in fp16 ~12 GB. Both decode
+# one token at a time for a single request, which is bound by kernel launches and memory latency, not
+# FLOPs, so an L40S or H100 buys little speed for roughly two to four times the hourly price.
+# TALKSTACK_VOICE_GPU picks another (e.g. L4 to save, L40S if measurements say otherwise).
+VOICE_GPU = setting("VOICE_GPU", "A10G")
+# 5,000 characters (talkstack's text limit) is ~6 minutes of speech; at a real-time factor near 1
+# plus per-sentence overhead that is well inside 30 minutes.
+TIMEOUT_S = int_setting("VOICE_TIMEOUT_S", 30 * 60)
+# Voice jobs come in bursts (a text-driven avatar speaks first, then animates): stay warm 5 minutes
+# rather than pay a 1–2 minute cold start (image, then ~4–12 GB of weights) for each.
+SCALEDOWN_S = int_setting("VOICE_SCALEDOWN_S", 5 * 60)
+# A first start on an empty volume downloads the weights (IndexTTS-2 and its helpers: ~10 GB).
+STARTUP_S = 20 * 60
+# The Python loop that launches each token's kernels needs a whole core; sentence splitting,
+# resampling and ffmpeg use the rest.
+CPU_CORES = 4.0
+
+
+def start(model: str) -> tuple[Any, Any]:
+    """The loaded engine and one HTTP client for every task this container runs."""
+    from talkstack.engines.gpu.voice import VoiceEngine
+    from talkstack.workers.runner import new_client
+
+    engine = VoiceEngine(model, weights_dir=Path(WEIGHTS_DIR))
+    engine.load()
+    return engine, new_client()
+
+
+def speak_bytes(
+    engine: Any, text: str, options: dict[str, Any] | None, reference_voice: bytes | None
+) -> bytes:
+    """Speech for `text` as file bytes, outside the worker protocol (smoke tests of a deploy)."""
+    from talkstack.contract.request import VoiceOptions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = None
+        if reference_voice is not None:
+            reference = Path(tmp) / "reference"
+            reference.write_bytes(reference_voice)
+        voice_options = VoiceOptions.model_validate({"model": engine.model, **(options or {})})
+        result = engine.speak(text, voice_options, Path(tmp) / "out", reference_voice=reference)
+        return result.output.read_bytes()
+
+
+# ## The GPU classes
+#
+# One input at a time per container (no @modal.concurrent): both models keep the last speaker's
+# conditioning as state, so two requests sharing a model would race.
+
+
+@app.cls(
+    image=chatterbox_image,
+    gpu=VOICE_GPU,
+    cpu=CPU_CORES,
+    volumes={WEIGHTS_DIR: weights_volume},
+    timeout=TIMEOUT_S,
+    startup_timeout=STARTUP_S,
+    scaledown_window=SCALEDOWN_S,
+)
+class Chatterbox:
+    @modal.enter()
+    def load(self) -> None:
+        self.engine, self.client = start("chatterbox")
+
+    @modal.method()
+    def run(self, task: dict) -> bool:
+        return self.engine.handle(task, self.client)
+
+    @modal.method()
+    def speak(self, text: str, options: dict | None = None, reference_voice: bytes | None = None) -> bytes:
+        return speak_bytes(self.engine, text, options, reference_voice)
+
+    @modal.exit()
+    def close(self) -> None:
+        self.client.close()
+
+
+@app.cls(
+    image=indextts2_image,
+    gpu=VOICE_GPU,
+    cpu=CPU_CORES,
+    volumes={WEIGHTS_DIR: weights_volume},
+    timeout=TIMEOUT_S,
+    startup_timeout=STARTUP_S,
+    scaledown_window=SCALEDOWN_S,
+)
+class IndexTTS2:
+    @modal.enter()
+    def load(self) -> None:
+        self.engine, self.client = start("indextts2")
+
+    @modal.method()
+    def run(self, task: dict) -> bool:
+        return self.engine.handle(task, self.client)
+
+    @modal.method()
+    def speak(self, text: str, options: dict | None = None, reference_voice: bytes | None = None) -> bytes:
+        return speak_bytes(self.engine, text, options, reference_voice)
+
+    @modal.exit()
+    def close(self) -> None:
+        self.client.close()
+
+
+@app.local_entrypoint()
+def main(
+    model: str = "chatterbox",
+    text: str = "Hello! This is talkstack speaking, from a GPU on Modal.",
+    reference: str = "",
+    output: str = "speech.wav",
+) -> None:
+    """Speak `text` (cloning `reference`, a local audio file, if given) and write it to `output`."""
+    classes = {"chatterbox": Chatterbox, "indextts2": IndexTTS2}
+    if model not in classes:
+        raise SystemExit(f"--model must be one of {', '.join(classes)}")
+    reference_voice = Path(reference).read_bytes() if reference else None
+    fmt = "mp3" if output.lower().endswith(".mp3") else "wav"
+    audio = classes[model]().speak.remote(text, {"format": fmt}, reference_voice)
+    Path(output).write_bytes(audio)
+    print(f"{model}: wrote {output} ({len(audio):,} bytes)")

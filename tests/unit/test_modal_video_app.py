@@ -1,0 +1,126 @@
+"""The `talkstack-video` Modal app as declared: imported with no Modal credentials and read back
+through tests/support/modal_introspect.py (nothing is deployed or run)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from modal_workers.common import WEIGHTS_DIR, WEIGHTS_VOLUME
+from talkstack.engines.gpu.video import WEIGHTS_SUBDIR
+from talkstack.engines.gpu.weights import paths_for
+from talkstack.engines.registry import modal_target
+from talkstack.errors import ErrorCode, TalkstackError
+from tests.support.modal_introspect import declared, method_names
+
+CLASSES = {"LTXVideo": "ltx-video", "Wan22TI2V": "wan2.2-ti2v-5b"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fresh_import() -> ModuleType:
+    sys.modules.pop("modal_workers.video", None)
+    return importlib.import_module("modal_workers.video")
+
+
+@pytest.fixture
+def app_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "TALKSTACK_VIDEO_GPU"):
+        monkeypatch.delenv(name, raising=False)
+    yield _fresh_import()
+    sys.modules.pop("modal_workers.video", None)  # the next import sees the default environment
+
+
+def _user_hooks(module: ModuleType, cls_name: str, flags: str) -> dict[str, Any]:
+    """The lifecycle hooks / methods Modal will call on a container's instance of `cls_name`."""
+    from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
+
+    instance = getattr(module, cls_name)._get_user_cls()()
+    wanted = 0
+    for flag in flags.split("|"):
+        wanted |= getattr(_PartialFunctionFlags, flag)
+    return _find_callables_for_obj(instance, wanted) | {"__instance__": instance}
+
+
+@pytest.mark.parametrize("cls_name", CLASSES)
+def test_each_class_declares_an_h100_the_weights_volume_and_its_time_limits(app_module, cls_name):
+    fn = declared(app_module.app, cls_name)
+
+    assert app_module.app.name == "talkstack-video"
+    assert fn.gpu == "H100"
+    assert fn.volumes == {WEIGHTS_DIR: WEIGHTS_VOLUME}
+    assert fn.secrets == []  # workers hold no credentials: every transfer is a pre-signed URL
+    assert fn.timeout == 90 * 60 and fn.startup_timeout == 20 * 60
+    assert fn.scaledown_window == 5 * 60
+    assert fn.image is not None
+    assert method_names(app_module.app, cls_name) == {"run"}
+
+
+@pytest.mark.parametrize("cls_name", CLASSES)
+def test_classes_serve_the_models_the_registry_sends_them(app_module, cls_name):
+    model = CLASSES[cls_name]
+    assert modal_target(model) == ("talkstack-video", cls_name)
+    assert app_module.CLASSES[model] == cls_name
+    # The weights app stores each repository where the engine looks for it.
+    assert paths_for(model, WEIGHTS_DIR)["pipeline"] == Path(WEIGHTS_DIR) / WEIGHTS_SUBDIR[model]
+
+
+@pytest.mark.parametrize("cls_name", CLASSES)
+def test_the_container_loads_its_own_model_from_the_weights_volume(app_module, cls_name):
+    hooks = _user_hooks(app_module, cls_name, "ENTER_PRE_SNAPSHOT|ENTER_POST_SNAPSHOT")
+    assert set(hooks) == {"load", "__instance__"}
+
+    # No volume is mounted here, so loading stops at the weights check, naming the folder it read.
+    with pytest.raises(TalkstackError) as info:
+        hooks["load"]()
+    assert info.value.code == ErrorCode.MODEL_UNAVAILABLE
+    model = CLASSES[cls_name]
+    assert f"{WEIGHTS_DIR}/{WEIGHTS_SUBDIR[model]}" in info.value.message
+    assert hooks["__instance__"].engine.model == model
+
+
+def test_run_hands_the_task_document_to_the_engine_with_the_containers_client(app_module):
+    hooks = _user_hooks(app_module, "LTXVideo", "CALLABLE_INTERFACE|EXIT")
+    received: list[tuple[Any, Any]] = []
+
+    class RecordingEngine:
+        def handle(self, task: Any, client: Any) -> bool:
+            received.append((task, client))
+            return True
+
+    instance = hooks["__instance__"]
+    instance.engine, instance.client = RecordingEngine(), object()
+    task = {"job_id": "job-1", "step": "video"}
+    assert hooks["run"](task) is True
+    assert received == [(task, instance.client)]
+    assert "close" in hooks  # the client is closed when the container stops
+
+
+def test_the_deploy_time_gpu_setting_is_honoured_and_nothing_heavy_is_imported():
+    code = (
+        "import json, sys\n"
+        "import modal_workers.video as video\n"
+        "from tests.support.modal_introspect import declared\n"
+        "print(json.dumps({'gpu': [declared(video.app, c).gpu for c in ('LTXVideo', 'Wan22TI2V')],\n"
+        "  'heavy': sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_TOKEN")}
+    env["TALKSTACK_VIDEO_GPU"] = "A100-80GB"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"gpu": ["A100-80GB", "A100-80GB"], "heavy": []}

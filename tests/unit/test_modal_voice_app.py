@@ -1,0 +1,163 @@
+"""The talkstack-voice Modal app as Modal's own client library reads it: imported without Modal
+credentials, its classes introspected (tests/support/modal_introspect.py), its images read back as the
+Dockerfile commands Modal would build. Nothing is deployed and no image is built here."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from modal._image import LATEST_IMAGE_BUILDER_VERSION
+
+from talkstack.contract.request import VoiceOptions
+from talkstack.engines.base import RenderResult
+from talkstack.engines.registry import modal_target
+from tests.conftest import SPEECH
+from tests.support.modal_introspect import declared, method_names
+
+CLASSES = ("Chatterbox", "IndexTTS2")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def voice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
+    """modal_workers.voice imported fresh, with no Modal token in the environment or config file."""
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "TALKSTACK_VOICE_GPU"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
+    sys.modules.pop("modal_workers.voice", None)
+    module = importlib.import_module("modal_workers.voice")
+    yield module
+    sys.modules.pop("modal_workers.voice", None)
+
+
+def dockerfile(image: Any) -> list[str]:
+    """Every Dockerfile command behind a Modal image, base first. Reads Modal's private loader
+    closures (like modal_introspect): if an upgrade moves them, this fails rather than passes."""
+    originals = [v for k, v in vars(image).items() if k.startswith("_sync_original")]
+    impl = originals[0] if originals else image
+    captured = inspect.getclosurevars(impl._load).nonlocals
+    assert {"base_image", "dockerfile_function"} & set(captured), "modal internals changed"
+    bases = [captured["base_image"]] if "base_image" in captured else []
+    bases += list((captured.get("base_images") or {}).values())
+    commands = [c for base in bases for c in dockerfile(base)]
+    if captured.get("dockerfile_function") is not None:
+        commands += captured["dockerfile_function"](LATEST_IMAGE_BUILDER_VERSION).commands
+    return commands
+
+
+def installs(commands: list[str]) -> str:
+    return "\n".join(c for c in commands if "pip install" in c or c.startswith("RUN git"))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_each_class_declares_its_gpu_weights_and_time_limits(voice, name):
+    spec = declared(voice.app, name)
+
+    assert voice.app.name == "talkstack-voice"
+    assert spec.gpu == "A10G"
+    assert spec.volumes == {"/weights": "talkstack-weights"}
+    assert spec.secrets == []  # workers hold no credentials: inputs and outputs are pre-signed URLs
+    assert spec.timeout == 30 * 60
+    assert spec.startup_timeout == 20 * 60
+    assert spec.scaledown_window == 5 * 60
+    assert spec.cpu == 4.0
+    assert method_names(voice.app, name) == {"run", "speak"}
+
+
+def test_the_registry_points_each_voice_model_at_a_class_of_this_app(voice):
+    for model, name in (("chatterbox", "Chatterbox"), ("indextts2", "IndexTTS2")):
+        assert modal_target(model) == ("talkstack-voice", name)
+        assert declared(voice.app, name).gpu is not None
+
+
+def test_the_two_models_get_their_own_images(voice):
+    chatterbox = dockerfile(declared(voice.app, "Chatterbox").image)
+    indextts2 = dockerfile(declared(voice.app, "IndexTTS2").image)
+    chatterbox_installs, indextts2_installs = installs(chatterbox), installs(indextts2)
+
+    assert declared(voice.app, "Chatterbox").image is not declared(voice.app, "IndexTTS2").image
+    assert "chatterbox-tts==0.1.7" in chatterbox_installs and "index-tts" not in chatterbox_installs
+    assert "chatterbox" not in indextts2_installs
+    clone = re.search(r"git -C /opt/index-tts checkout --quiet ([0-9a-f]+)", indextts2_installs)
+    assert clone and len(clone.group(1)) == 40, "IndexTTS-2 is pinned to a full commit SHA"
+    assert "git clone --filter=blob:none https://github.com/index-tts/index-tts.git" in indextts2_installs
+    assert "--editable /opt/index-tts" in indextts2_installs
+    for commands in (chatterbox, indextts2):
+        text = "\n".join(commands)
+        assert "apt-get install -y ffmpeg git" in text
+        assert "ENV HF_HOME=/weights/hf" in text
+
+
+def test_the_images_install_talkstacks_worker_packages_except_the_pins_the_models_own(voice):
+    from modal_workers.common import WORKER_PACKAGES
+
+    owned = ("numpy==", "huggingface_hub==", "pillow==")
+    for name in CLASSES:
+        text = installs(dockerfile(declared(voice.app, name).image))
+        for package in WORKER_PACKAGES:
+            assert (package in text) != package.startswith(owned), package
+
+
+def test_the_gpu_is_chosen_at_deploy_time_from_talkstack_voice_gpu(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_TOKEN")}
+    env |= {"TALKSTACK_VOICE_GPU": "L40S", "MODAL_CONFIG_PATH": str(tmp_path / "no-modal.toml")}
+    code = (
+        "import json, modal_workers.voice as v\n"
+        "from tests.support.modal_introspect import declared\n"
+        "print(json.dumps({n: declared(v.app, n).gpu for n in ('Chatterbox', 'IndexTTS2')}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"Chatterbox": "L40S", "IndexTTS2": "L40S"}
+
+
+class RecordingEngine:
+    """Stands in for a loaded VoiceEngine: `speak_bytes` only hands things over and reads the file."""
+
+    model = "chatterbox"
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Any] = {}
+
+    def speak(self, text: str, options: VoiceOptions, outdir: Path, *, reference_voice: Path | None):
+        self.seen = {"text": text, "options": options, "reference": reference_voice.read_bytes()}
+        output = outdir / f"speech.{options.format}"
+        output.parent.mkdir(parents=True)
+        output.write_bytes(b"ID3 fake mp3")
+        return RenderResult(output=output, bytes=12, duration_s=1.0)
+
+
+def test_the_smoke_test_method_passes_text_options_and_reference_through(voice, tmp_path):
+    engine = RecordingEngine()
+    reference = SPEECH.read_bytes()
+
+    audio = voice.speak_bytes(engine, "Hello there.", {"format": "mp3", "exaggeration": 0.7}, reference)
+
+    assert audio == b"ID3 fake mp3"
+    assert engine.seen["text"] == "Hello there." and engine.seen["reference"] == reference
+    assert engine.seen["options"] == VoiceOptions(model="chatterbox", format="mp3", exaggeration=0.7)
+
+
+def test_the_app_file_imports_without_modal_credentials_in_a_clean_process(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_TOKEN")}
+    env |= {"MODAL_CONFIG_PATH": str(tmp_path / "no-modal.toml"), "HOME": str(tmp_path)}
+    code = "import sys, modal_workers.voice; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
