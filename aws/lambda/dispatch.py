@@ -25,6 +25,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
         svc.store,
         svc.s3,
         backends,
+        chunk=event.get("chunk"),
     )
     if first:
         svc.emit(record, "job.started")

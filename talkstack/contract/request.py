@@ -264,6 +264,8 @@ class AvatarRequest(JobRequestBase):
             raise ValueError("options.audio_type: needs inputs.second_audio")
         if not two_speakers and self.options.speaker_boxes is not None:
             raise ValueError("options.speaker_boxes: needs inputs.second_audio")
+        if two_speakers and self.options.long_audio == "parallel":
+            raise ValueError("options.long_audio: 'parallel' renders one speaker; use 'sequential' for two")
         return self
 
     @property
@@ -272,7 +274,9 @@ class AvatarRequest(JobRequestBase):
 
     @property
     def worker_steps(self) -> tuple[str, ...]:
-        return ("voice", "avatar") if self.needs_voice_step else ("avatar",)
+        steps = ("voice", "avatar") if self.needs_voice_step else ("avatar",)
+        # A parallel long avatar may end with a stitch step (when its speech needs several chunks).
+        return (*steps, "stitch") if self.options.long_audio == "parallel" else steps
 
     def voice_step_options(self) -> VoiceOptions:
         """Options for the voice step of a text-driven avatar (always WAV, fed to the avatar step)."""

@@ -18,6 +18,7 @@ HANDLERS: tuple[str, ...] = (
     "ingest",
     "validate",
     "plan",
+    "segment",
     "dispatch",
     "complete",
     "finalize",

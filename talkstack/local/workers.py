@@ -72,13 +72,12 @@ _engines: dict[str, Any] = {}
 
 
 def _gpu_engine(model: str, spec: str) -> Any:
-    """A GPU engine for `model`, built and loaded once per worker process (as a Modal container does)."""
+    """A GPU engine for `model`, built once per worker process (as a Modal container does). It loads
+    its model on its first task, inside the runner, so the heartbeat covers the load."""
     if model not in _engines:
         from talkstack.engines.gpu.base import load_engine
 
-        engine = load_engine(spec, model)
-        engine.load()
-        _engines[model] = engine
+        _engines[model] = load_engine(spec, model)
     return _engines[model]
 
 

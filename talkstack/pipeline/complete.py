@@ -63,7 +63,7 @@ class Completer:
             return f"ignored: attempt already {token_item.get('state')}"
         body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         marker = MARKER_MODELS[ref.kind].model_validate_json(body)
-        step, token = token_item["step"], token_item["token"]
+        step, token = token_item["step"], token_item["token"]  # "avatar#3" for chunk 3 of a long avatar
         if isinstance(marker, ProgressMarker):
             return self._progress(ref, step, token, marker)
         if isinstance(marker, ResultMarker):
@@ -91,7 +91,8 @@ class Completer:
             nonlocal crossed
             if record.is_terminal or record.request is None:
                 return
-            start, end = progress_span(record.request.worker_steps, step)
+            # Chunks render side by side: the furthest one stands for the step (progress never goes back).
+            start, end = progress_span(record.request.worker_steps, step.split("#")[0])
             before = record.progress
             record.set_progress(start + (end - start) * marker.progress, marker.message)
             every = self.config.progress_event_step
@@ -114,6 +115,9 @@ class Completer:
         if not self._send(ref, "send_task_success", taskToken=token, output=json.dumps(output)):
             return "result refused: attempt closed"
         self.store.set_token_state(ref.job_id, ref.attempt_id, "succeeded")
+
+        if "#" in step:
+            return "success"  # one chunk of many: the stitch step closes the avatar step
 
         def finish(record: JobRecord) -> None:
             if not record.is_terminal:

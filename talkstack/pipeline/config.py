@@ -83,8 +83,18 @@ class PipelineConfig(BaseSettings):
     webhook_max_backoff_s: float = Field(30.0, gt=0)
     webhook_timeout_s: float = Field(10.0, gt=0)
 
+    parallel_chunk_seconds: float = Field(20.0, gt=0)
+    """Avatars with `long_audio: "parallel"` are cut into chunks of at most this much speech."""
+    parallel_min_chunk_seconds: float = Field(5.0, gt=0)
+    """No chunk shorter than this (a tiny tail chunk would cost a whole GPU window)."""
+    parallel_overlap_seconds: float = Field(0.32, ge=0)
+    """Speech rendered twice around each cut, for the crossfade (8 frames at 25 fps)."""
+
     heartbeat_seconds: int = Field(120, ge=1)
     """A worker that stays silent this long is presumed dead (the step is retried)."""
+    modal_heartbeat_seconds: int = Field(1800, ge=1)
+    """The same for steps on the modal backend: a task can wait this long for a cold container,
+    which loads its model before it takes the task and starts beating (avatar: ~90 GB)."""
     min_step_timeout_seconds: int = Field(300, ge=1)
     """Floor of every engine step's timeout; longer inputs get proportionally more."""
     token_ttl_hours: int = Field(48, ge=1)

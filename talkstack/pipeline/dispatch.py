@@ -62,10 +62,48 @@ class Presigner:
         return OutputUrl(url=url, key=key, content_type=content_type)
 
 
+def source_audio(request: AvatarRequest, job_id: str, config: PipelineConfig, store: Any) -> tuple[str, str]:
+    """(bucket, key) of the speech driving an avatar: the voice step's output, or inputs.audio."""
+    if request.needs_voice_step:
+        voice = store.get_step_result(job_id, "voice")
+        if voice is None:
+            raise RuntimeError(f"job {job_id}: the voice step left no result")
+        return config.work_bucket, voice["outputs"]["audio"]["key"]
+    ref = request.inputs.audio
+    assert ref is not None and ref.bucket is not None  # resolved by the validate step
+    return ref.bucket, ref.key
+
+
+def _segments(job_id: str, store: Any) -> dict[str, Any]:
+    segments = store.get_step_result(job_id, "segment")
+    if segments is None:
+        raise RuntimeError(f"job {job_id}: the segment step left no result")
+    return segments
+
+
 def _inputs(
-    request: JobRequestBase, step: str, job_id: str, config: PipelineConfig, store: Any, sign: Presigner
+    request: JobRequestBase,
+    step: str,
+    job_id: str,
+    config: PipelineConfig,
+    store: Any,
+    sign: Presigner,
+    chunk: int | None,
 ) -> dict[str, InputUrl]:
     inputs = {}
+    if step == "stitch":
+        assert isinstance(request, AvatarRequest)
+        count = len(_segments(job_id, store)["chunks"])
+        for k in range(count):
+            rendered = store.get_step_result(job_id, f"avatar#{k}")
+            if rendered is None:
+                raise RuntimeError(f"job {job_id}: chunk {k} left no result")
+            inputs[f"chunk_{k}"] = sign.get(
+                config.work_bucket, rendered["outputs"]["video"]["key"], f"chunk_{k}.mp4"
+            )
+        bucket, key = source_audio(request, job_id, config, store)
+        inputs["audio"] = sign.get(bucket, key, "audio" + posixpath.splitext(key)[1])
+        return inputs
     for name, ref in request.media_inputs().items():
         if step == "voice" and name != "reference_voice":
             continue
@@ -74,17 +112,25 @@ def _inputs(
         assert ref.bucket is not None  # resolved by the validate step
         extension = posixpath.splitext(ref.key)[1].lower()
         inputs[name] = sign.get(ref.bucket, ref.key, f"{name}{extension}")
-    if step == "avatar" and isinstance(request, AvatarRequest) and request.needs_voice_step:
-        voice = store.get_step_result(job_id, "voice")
-        if voice is None:
-            raise RuntimeError(f"job {job_id}: the voice step left no result")
-        key = voice["outputs"]["audio"]["key"]
-        inputs["audio"] = sign.get(config.work_bucket, key, "audio" + posixpath.splitext(key)[1])
+    if step == "avatar" and isinstance(request, AvatarRequest):
+        if chunk is not None:  # this chunk's slice of the speech, cut by the segment step
+            inputs["audio"] = sign.get(
+                config.work_bucket, _segments(job_id, store)["audio_keys"][chunk], "audio.wav"
+            )
+        elif request.needs_voice_step:
+            bucket, key = source_audio(request, job_id, config, store)
+            inputs["audio"] = sign.get(bucket, key, "audio" + posixpath.splitext(key)[1])
     return inputs
 
 
-def _step_options(request: JobRequestBase, step: str) -> tuple[dict[str, Any], str | None]:
+def _step_options(
+    request: JobRequestBase, step: str, job_id: str, store: Any, chunk: int | None
+) -> tuple[dict[str, Any], str | None]:
     """The step's options and its text: the words to speak, or a video step's prompt."""
+    if step == "stitch":
+        return {"chunks": _segments(job_id, store)["chunks"]}, None
+    if chunk is not None:  # the slice is already cut to length
+        return request.options.model_dump(mode="json") | {"max_duration_s": None}, None
     if step == "voice" and isinstance(request, AvatarRequest):
         return request.voice_step_options().model_dump(mode="json"), request.inputs.text
     if isinstance(request, VideoRequest):
@@ -93,9 +139,15 @@ def _step_options(request: JobRequestBase, step: str) -> tuple[dict[str, Any], s
 
 
 def _output_names(step: str, options: dict[str, Any]) -> dict[str, str]:
+    # stitch makes the same outputs as a single avatar step.
     if step == "voice":
         return {"audio": f"speech.{options.get('format', 'wav')}"}
     return {"video": "video.mp4", "thumbnail": "thumbnail.jpg"}
+
+
+def step_label(step: str, chunk: int | None) -> str:
+    """How the table names a step's attempt: `avatar`, or `avatar#3` for chunk 3 of a long avatar."""
+    return step if chunk is None else f"{step}#{chunk}"
 
 
 def build_task(
@@ -106,6 +158,7 @@ def build_task(
     config: PipelineConfig,
     store: Any,
     s3: Any,
+    chunk: int | None = None,
 ) -> WorkerTask:
     request = record.request
     assert request is not None
@@ -113,8 +166,8 @@ def build_task(
     limits = plan_for(request, config)["timeouts"][step]
     lifetime = url_lifetime(limits["timeout_s"], limits["heartbeat_s"])
     sign = Presigner(s3, lifetime)
-    attempt_id = attempt_id_for(step, retry_count, token)
-    options, text = _step_options(request, step)
+    attempt_id = attempt_id_for(step if chunk is None else f"{step}-c{chunk}", retry_count, token)
+    options, text = _step_options(request, step, job_id, store, chunk)
     outputs = {
         role: sign.put(config.work_bucket, work_key(job_id, attempt_id, filename))
         for role, filename in _output_names(step, options).items()
@@ -133,7 +186,7 @@ def build_task(
         model=step_model(request, step),
         options=options,
         text=text,
-        inputs=_inputs(request, step, job_id, config, store, sign),
+        inputs=_inputs(request, step, job_id, config, store, sign, chunk),
         outputs=outputs,
         markers=markers,
         heartbeat_interval_s=max(0.5, limits["heartbeat_s"] / 3),
@@ -150,18 +203,24 @@ def dispatch_step(
     store: Any,
     s3: Any,
     backends: Backends,
+    chunk: int | None = None,
 ) -> tuple[WorkerTask, JobRecord, bool]:
     """Record the attempt and start the worker; (task, record, first step of the job started)."""
     record = store.get(job_id)
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
-    task = build_task(record, step, token, retry_count, config, store, s3)
+    task = build_task(record, step, token, retry_count, config, store, s3, chunk)
     backend = backends.for_model(task.model)
     ttl = config.token_ttl_hours * 3600
-    store.put_token(job_id, task.attempt_id, step, token, ttl)
+    store.put_token(job_id, task.attempt_id, step_label(step, chunk), token, ttl)
     was_queued = record.status == "queued"
 
     def start(current: JobRecord) -> None:
+        if step == "stitch" and (avatar := current.step("avatar")) and avatar.status == "running":
+            current.finish_step("avatar")  # every chunk is in: the avatar step is done
+        existing = current.step(step)  # type: ignore[arg-type]
+        if chunk is not None and existing is not None and existing.status == "running":
+            return  # one avatar step for all chunks; it counts attempts of chunk 0 only
         current.start_step(step, backend=backend.name, model=task.model)  # type: ignore[arg-type]
 
     record = store.update(job_id, start)

@@ -11,12 +11,25 @@ from typing import Any
 
 from talkstack.contract.record import JobRecord
 from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
+from talkstack.engines.registry import STITCH_MODEL
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.settings import get_limits
 
 # Seconds of work per second of output, with margin (lite engines measured in docs/lite-engines.md).
-REALTIME_FACTOR: dict[str, float] = {"lite-avatar": 1.0, "lite-voice": 0.2}
-DEFAULT_REALTIME_FACTOR = 60.0  # GPU models: issue 4 measures and replaces this
+REALTIME_FACTOR: dict[str, float] = {
+    "lite-avatar": 1.0,
+    "lite-voice": 0.2,
+    # Estimates until bench/gpu measures them (docs/gpu-workers.md): MultiTalk's README gives ~35 s a
+    # step on an A100, 40 steps × ~1.3 windows a second of 25 fps video; generous on purpose, since
+    # heartbeats, not this limit, catch a dead worker.
+    "multitalk": 400.0,
+    "infinitetalk": 400.0,
+    "chatterbox": 5.0,
+    "indextts2": 5.0,
+    STITCH_MODEL: 1.0,  # decode the chunks, encode one video, on a CPU
+}
+DEFAULT_REALTIME_FACTOR = 60.0  # GPU models: ~23 min per 3.2 s window at 40 steps on an A100 (README)
+
 SPEECH_CHARS_PER_SECOND = 12.0
 FINALIZE_SHARE = 0.05
 
@@ -35,6 +48,8 @@ def output_seconds_bound(request: JobRequestBase) -> float:
 
 
 def step_model(request: JobRequestBase, step: str) -> str:
+    if step == "stitch":
+        return STITCH_MODEL
     if step == "voice" and isinstance(request, AvatarRequest):
         return request.voice_step_options().model
     return request.primary_model
@@ -43,26 +58,30 @@ def step_model(request: JobRequestBase, step: str) -> str:
 def plan_for(request: JobRequestBase, config: PipelineConfig) -> dict[str, Any]:
     seconds = output_seconds_bound(request)
     timeouts = {}
-    for step in ("voice", "avatar", "video"):
+    for step in ("voice", "avatar", "video", "stitch"):
         model = step_model(request, step) if step in request.worker_steps else ""
         factor = REALTIME_FACTOR.get(model, DEFAULT_REALTIME_FACTOR)
         timeout = max(config.min_step_timeout_seconds, int(60 + factor * seconds))
+        on_modal = bool(model) and config.backend_for(model) == "modal"
+        heartbeat = config.modal_heartbeat_seconds if on_modal else config.heartbeat_seconds
         timeouts[step] = {
-            "heartbeat_s": config.heartbeat_seconds,
-            "timeout_s": max(timeout, config.heartbeat_seconds + 1),
+            "heartbeat_s": heartbeat,
+            "timeout_s": max(timeout + (heartbeat if on_modal else 0), heartbeat + 1),
         }
     main = request.task if request.task in ("avatar", "video") else "none"
+    parallel = isinstance(request, AvatarRequest) and request.options.long_audio == "parallel"
     return {
         "steps": list(request.worker_steps),
         "voice": request.needs_voice_step,
         "main": main,
+        "segment": parallel,
         "timeouts": timeouts,
     }
 
 
 def progress_span(steps: list[str] | tuple[str, ...], step: str) -> tuple[float, float]:
     """The slice of overall progress that `step` covers (a voice step is short next to an avatar)."""
-    weights = {"voice": 1.0 if len(steps) == 1 else 0.15}
+    weights = {"voice": 1.0 if len(steps) == 1 else 0.15, "stitch": 0.05}
     total = sum(weights.get(s, 1.0) for s in steps)
     start = 0.0
     for name in steps:

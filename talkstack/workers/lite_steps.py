@@ -77,4 +77,39 @@ def lite_avatar(
     return {"video": video, "thumbnail": poster}, result
 
 
-LITE_STEPS: dict[str, StepFn] = {"lite-voice": lite_voice, "lite-avatar": lite_avatar}
+def stitch(
+    task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
+) -> tuple[dict[str, Path], RenderResult]:
+    """Join the chunk videos of a parallel long avatar (CPU; any backend runs it)."""
+    from talkstack.media.segments import Chunk
+    from talkstack.media.stitch import stitch_chunks
+    from talkstack.media.video import probe_video
+
+    chunks = [Chunk(**c) for c in task.options["chunks"]]
+    videos = [inputs[f"chunk_{c.index}"] for c in chunks]
+    fps = round(probe_video(videos[0]).fps)
+    clip = read_audio(inputs["audio"])
+    speech = write_wav(
+        outdir / "speech.wav", clip.samples[: int(chunks[-1].end_s * clip.sample_rate)], clip.sample_rate
+    )
+    video, poster = outdir / "video.mp4", outdir / "thumbnail.jpg"
+    progress(0.1, f"stitching {len(chunks)} chunks")
+    frames = stitch_chunks(chunks, videos, speech, video, fps=fps, poster=poster)
+    info = probe_video(video)
+    warnings = [f"cut {c.index} is not in a pause" for c in chunks[1:] if not c.at_pause]
+    result = RenderResult(
+        output=video,
+        bytes=video.stat().st_size,
+        duration_s=frames / fps,
+        poster=poster,
+        width=info.width,
+        height=info.height,
+        fps=fps,
+        frames=frames,
+        warnings=warnings,
+    )
+    return {"video": video, "thumbnail": poster}, result
+
+
+LITE_STEPS: dict[str, StepFn] = {"lite-voice": lite_voice, "lite-avatar": lite_avatar, "stitch": stitch}
+"""CPU steps by model id (`stitch` is the join step of parallel long avatars, not a user model)."""

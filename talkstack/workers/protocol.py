@@ -20,7 +20,7 @@ from talkstack.contract.fields import StrictModel
 from talkstack.contract.record import JobError, Progress, UtcDatetime
 
 PROTOCOL = "talkstack.worker/1"
-WorkerStep = Literal["voice", "avatar", "video"]
+WorkerStep = Literal["voice", "avatar", "video", "stitch"]
 MarkerKind = Literal["progress", "result", "error"]
 
 

@@ -98,3 +98,32 @@ def test_a_gpu_model_the_local_pool_does_not_run_is_refused(pipeline):
     record = pipeline.wait(dropped.job_id)
     assert record.error.code == "MODEL_UNAVAILABLE"
     assert "TALKSTACK_MODEL_BACKENDS=ltx-video=modal" in record.error.message
+
+
+def test_a_long_avatar_renders_its_chunks_in_parallel_and_stitches_them(pipeline, media, tmp_path):
+    """The Map path, end to end with the lite engine: segment at pauses → one worker per chunk → stitch."""
+    manifest = {
+        "task": "avatar",
+        "inputs": {"image": "portrait.png", "audio": "speech.wav"},
+        "options": {"long_audio": "parallel"},
+        "notify": {"webhook_url": pipeline.hooks.url},
+    }
+    settings = {"parallel_chunk_seconds": "6", "parallel_min_chunk_seconds": "2"}
+    with pipeline.configured(**settings):
+        dropped = pipeline.drop(
+            manifest, {"portrait.png": media["portrait"], "speech.wav": media["speech"]}, _name("long")
+        )
+        record = pipeline.wait(dropped.job_id, timeout_s=240)
+    assert record.status == "completed", record.error
+    segments = pipeline.store.get_step_result(dropped.job_id, "segment")
+    chunks = segments["chunks"]
+    assert len(chunks) >= 3 and all(c["at_pause"] for c in chunks)
+    for k in range(len(chunks)):  # every chunk was rendered by its own worker task
+        assert pipeline.store.get_step_result(dropped.job_id, f"avatar#{k}") is not None
+    assert [s.name for s in record.steps][:2] == ["avatar", "stitch"]
+    assert all(s.status == "completed" for s in record.steps)
+    local = tmp_path / "video.mp4"
+    pipeline.s3.download_file(pipeline.r.output_bucket, record.request.output_key(record.job_id), str(local))
+    info = probe_video(local)
+    assert info.frames == round(chunks[-1]["end_s"] * 25)
+    assert info.audio is not None and abs(info.duration_s - chunks[-1]["end_s"]) < 0.15

@@ -82,5 +82,29 @@ def test_text_driven_avatar_runs_voice_before_the_main_step():
     choice = STATES["HasVoiceStep"]["Choices"][0]
     assert choice["Variable"] == "$.plan.voice" and choice["Next"] == "Voice"
     assert STATES["Voice"]["Next"] == "MainStep"
-    targets = {c["StringEquals"]: c["Next"] for c in STATES["MainStep"]["Choices"]}
+    segment, *plain = STATES["MainStep"]["Choices"]
+    assert segment["Next"] == "Segment"  # parallel long avatars are segmented first
+    assert {"Variable": "$.plan.segment", "BooleanEquals": True} in segment["And"]
+    targets = {c["StringEquals"]: c["Next"] for c in plain}
     assert targets == {"avatar": "Avatar", "video": "Video"}
+
+
+def test_parallel_long_avatars_map_over_chunks_then_stitch():
+    assert STATES["Segment"]["Next"] == "HasChunks"
+    [many] = STATES["HasChunks"]["Choices"]
+    assert (many["Variable"], many["NumericGreaterThan"], many["Next"]) == (
+        "$.segments.count",
+        1,
+        "AvatarChunks",
+    )
+    assert STATES["HasChunks"]["Default"] == "Avatar"  # one chunk: the ordinary single step
+    chunks = STATES["AvatarChunks"]
+    assert chunks["Type"] == "Map" and chunks["ItemsPath"] == "$.segments.chunks"
+    inner = chunks["ItemProcessor"]["States"]["AvatarChunk"]
+    assert inner["Resource"].endswith("waitForTaskToken")
+    assert inner["Parameters"]["Payload"]["chunk.$"] == "$.chunk"
+    assert inner["HeartbeatSecondsPath"] == "$.timeouts.avatar.heartbeat_s"
+    assert {"Worker.Transient", "States.HeartbeatTimeout"} <= set(inner["Retry"][0]["ErrorEquals"])
+    assert chunks["Catch"][0]["Next"] == "RecordFailure" and chunks["Next"] == "Stitch"
+    assert STATES["Stitch"]["Parameters"]["Payload"]["step"] == "stitch"
+    assert STATES["Stitch"]["Next"] == "Finalize"

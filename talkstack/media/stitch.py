@@ -1,0 +1,80 @@
+"""Join the chunks of a long avatar rendered in parallel into one video, with no seam at the cuts.
+
+Each chunk was rendered from its share of the speech plus half the overlap on each inner side
+(segments.plan_chunks), and every cut sits in a pause. Over the overlap both renders exist, so the
+output fades from one to the other there; outside it each frame comes from the chunk that owns that
+moment. The sound is the original speech track, never re-assembled from the chunks, so the audio
+has no seam at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from talkstack.media.segments import Chunk
+from talkstack.media.video import Mp4Writer, iter_frames, probe_video, write_poster
+
+
+class _Cursor:
+    """Frames of one chunk video by index, read forward once (an index past the end repeats the
+    last frame: a render may be a frame short of its share)."""
+
+    def __init__(self, path: Path) -> None:
+        self._frames: Iterator[np.ndarray] = iter_frames(path)
+        self._index, self._frame = -1, None
+
+    def get(self, index: int) -> np.ndarray:
+        while self._index < index:
+            try:
+                self._frame = next(self._frames)
+                self._index += 1
+            except StopIteration:
+                break
+        if self._frame is None:
+            raise ValueError("chunk video has no frames")
+        return self._frame
+
+
+def _owner(chunks: list[Chunk], t: float) -> int:
+    for chunk in chunks:
+        if t < chunk.end_s:
+            return chunk.index
+    return chunks[-1].index
+
+
+def stitch_chunks(
+    chunks: list[Chunk],
+    videos: list[Path],
+    audio: Path,
+    output: Path,
+    fps: int = 25,
+    poster: Path | None = None,
+) -> int:
+    """Write the joined video (with `audio` as its sound) to `output`; returns its frame count."""
+    if len(chunks) != len(videos):
+        raise ValueError(f"{len(chunks)} chunks but {len(videos)} videos")
+    width, height = (probe_video(videos[0]).width, probe_video(videos[0]).height)
+    cursors = [_Cursor(path) for path in videos]
+    total = round(chunks[-1].end_s * fps)
+    with Mp4Writer(output, width, height, fps, audio) as out:
+        for f in range(total):
+            t = f / fps
+            k = _owner(chunks, t)
+            frame = cursors[k].get(round((t - chunks[k].render_start_s) * fps))
+            # Inside an overlap both neighbours rendered this moment: crossfade across the cut.
+            for a, b in ((k - 1, k), (k, k + 1)):
+                if a < 0 or b >= len(chunks):
+                    continue
+                start, end = chunks[b].render_start_s, chunks[a].render_end_s
+                if start <= t < end and end > start:
+                    alpha = (t - start) / (end - start)
+                    one = cursors[a].get(round((t - chunks[a].render_start_s) * fps)).astype(np.float32)
+                    two = cursors[b].get(round((t - chunks[b].render_start_s) * fps)).astype(np.float32)
+                    frame = np.clip((1 - alpha) * one + alpha * two + 0.5, 0, 255).astype(np.uint8)
+            out.write(frame)
+            if f == 0 and poster is not None:
+                write_poster(frame, poster)
+    return total
