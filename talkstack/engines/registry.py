@@ -106,8 +106,10 @@ _CATALOGUE: list[ModelInfo] = [
         engine=_VOICE,
         modal_app="talkstack-voice",
         modal_class="IndexTTS2",
-        description="IndexTTS-2: voice cloning with emotion reference and duration control.",
-        licence="bilibili IndexTTS model licence (royalty-free below its usage thresholds)",
+        description="IndexTTS-2: voice cloning from a reference voice (required), emotion by label or "
+        "description; Chinese and English.",
+        licence="bilibili Model Use License (royalty-free below 100 M MAU / RMB 1 bn revenue; outputs may "
+        "not train other models); its MaskGCT codec is CC-BY-NC-4.0",
     ),
     ModelInfo(
         id="ltx-video",
