@@ -139,19 +139,14 @@ def speak_bytes(
 # conditioning as state, so two requests sharing a model would race.
 
 
-@app.cls(
-    image=chatterbox_image,
-    gpu=VOICE_GPU,
-    cpu=CPU_CORES,
-    volumes={WEIGHTS_DIR: weights_volume},
-    timeout=TIMEOUT_S,
-    startup_timeout=STARTUP_S,
-    scaledown_window=SCALEDOWN_S,
-)
-class Chatterbox:
+class _VoiceWorker:
+    """Shared body of the two classes: one engine and one HTTP client per container."""
+
+    model: str
+
     @modal.enter()
     def load(self) -> None:
-        self.engine, self.client = start("chatterbox")
+        self.engine, self.client = start(self.model)
 
     @modal.method()
     def run(self, task: dict) -> bool:
@@ -166,31 +161,26 @@ class Chatterbox:
         self.client.close()
 
 
-@app.cls(
-    image=indextts2_image,
-    gpu=VOICE_GPU,
-    cpu=CPU_CORES,
-    volumes={WEIGHTS_DIR: weights_volume},
-    timeout=TIMEOUT_S,
-    startup_timeout=STARTUP_S,
-    scaledown_window=SCALEDOWN_S,
-)
-class IndexTTS2:
-    @modal.enter()
-    def load(self) -> None:
-        self.engine, self.client = start("indextts2")
+def _resources(image: modal.Image) -> dict:
+    return {
+        "image": image,
+        "gpu": VOICE_GPU,
+        "cpu": CPU_CORES,
+        "volumes": {WEIGHTS_DIR: weights_volume},
+        "timeout": TIMEOUT_S,
+        "startup_timeout": STARTUP_S,
+        "scaledown_window": SCALEDOWN_S,
+    }
 
-    @modal.method()
-    def run(self, task: dict) -> bool:
-        return self.engine.handle(task, self.client)
 
-    @modal.method()
-    def speak(self, text: str, options: dict | None = None, reference_voice: bytes | None = None) -> bytes:
-        return speak_bytes(self.engine, text, options, reference_voice)
+@app.cls(**_resources(chatterbox_image))
+class Chatterbox(_VoiceWorker):
+    model = "chatterbox"
 
-    @modal.exit()
-    def close(self) -> None:
-        self.client.close()
+
+@app.cls(**_resources(indextts2_image))
+class IndexTTS2(_VoiceWorker):
+    model = "indextts2"
 
 
 @app.local_entrypoint()

@@ -56,7 +56,8 @@ def stitch_chunks(
     """Write the joined video (with `audio` as its sound) to `output`; returns its frame count."""
     if len(chunks) != len(videos):
         raise ValueError(f"{len(chunks)} chunks but {len(videos)} videos")
-    width, height = (probe_video(videos[0]).width, probe_video(videos[0]).height)
+    first = probe_video(videos[0])
+    width, height = first.width, first.height
     cursors = [_Cursor(path) for path in videos]
     total = round(chunks[-1].end_s * fps)
     with Mp4Writer(output, width, height, fps, audio) as out:

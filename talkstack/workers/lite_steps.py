@@ -1,6 +1,7 @@
-"""Engine steps of the lite models: a worker task's options → the CPU engines' own options.
+"""CPU steps any worker runs without a model to load: the lite engines (a task's options → the CPU
+engines' own options) and `stitch`, the join step of parallel long avatars.
 
-GPU engines (issue 4) plug in beside these with the same signature:
+GPU engines (talkstack.engines.gpu.base.Engine) have the same call signature:
 `(task, inputs: {role: Path}, outdir, progress) → (outputs: {role: Path}, RenderResult)`.
 """
 

@@ -39,7 +39,7 @@ from talkstack.engines.gpu.voice import (
     split_sentences,
     spoken_length,
 )
-from talkstack.errors import TalkstackError
+from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import read_audio, resample, write_wav
 from talkstack.workers.protocol import InputUrl, Markers, OutputUrl, WorkerTask
 from tests.conftest import SPEECH, transcode
@@ -543,3 +543,18 @@ def test_importing_the_engine_loads_no_ml_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_missing_weights_name_the_command_that_fetches_them_instead_of_downloading(tmp_path: Path) -> None:
+    from talkstack.engines.gpu.voice import CHATTERBOX_FILES, CHATTERBOX_REPO
+
+    engine = VoiceEngine("chatterbox", weights_dir=tmp_path)
+    with pytest.raises(TalkstackError) as caught:
+        engine._weights(CHATTERBOX_REPO, CHATTERBOX_FILES)
+    assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert "modal run -m modal_workers.weights --models chatterbox" in caught.value.message
+    folder = tmp_path / CHATTERBOX_REPO
+    folder.mkdir(parents=True)
+    for name in CHATTERBOX_FILES:
+        (folder / name).write_bytes(b"x")
+    assert engine._weights(CHATTERBOX_REPO, CHATTERBOX_FILES) == folder

@@ -92,9 +92,11 @@ WEIGHTS: dict[str, dict[str, tuple[str, ...]]] = {
     "chatterbox": {CHATTERBOX_REPO: CHATTERBOX_FILES + CHATTERBOX_MULTILINGUAL_FILES},
     "indextts2": {INDEXTTS2_REPO: INDEXTTS2_FILES},
 }
-"""Weights by model → {Hugging Face repository: files}, kept under `weights_dir/<owner>/<name>/`.
-IndexTTS-2 fetches four helper models (w2v-bert-2.0, MaskGCT's semantic codec, CAMPPlus, BigVGAN)
-into `<its folder>/hf_cache/` the first time it loads."""
+"""Weights by model → {Hugging Face repository: files} the engine reads from `weights_dir/<owner>/<name>/`
+(the weights catalogue downloads them; tests/unit/test_weights.py checks the two agree). IndexTTS-2
+also looks its four helper models (w2v-bert-2.0, MaskGCT's codec, CAMPPlus, BigVGAN) up by name on
+first load; the catalogue pins and downloads them, but pointing IndexTTS-2 at those folders instead of
+its Hugging Face cache is not done yet (docs/gpu-workers.md)."""
 
 # ChatterboxMultilingualTTS's SUPPORTED_LANGUAGES (chatterbox-tts 0.1.7); English uses the English model.
 _CHATTERBOX_CODES = "ar da de el en es fi fr he hi it ja ko ms nl no pl pt ru sv sw tr zh"
@@ -427,15 +429,17 @@ class VoiceEngine(Engine):
             self._indextts2()
 
     def _weights(self, repo_id: str, files: tuple[str, ...]) -> Path:
-        """`weights_dir/<repo_id>` when it holds `files`; fetched there (or to the HF cache) if not."""
-        from huggingface_hub import snapshot_download
-
-        patterns = [f for name in files for f in (name, f"{name}/*")]
-        if self.weights_dir is None:
-            return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        """`weights_dir/<repo_id>`, which must hold `files`: weights come from the pinned downloads of
+        talkstack.engines.gpu.weights (the weights app), never from the Hub at run time."""
+        assert self.weights_dir is not None  # the Engine base defaults it
         local = self.weights_dir / repo_id
-        if not all((local / name).exists() for name in files):
-            snapshot_download(repo_id, allow_patterns=patterns, local_dir=local)
+        missing = [name for name in files if not (local / name).exists()]
+        if missing:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{self.model}: {local} lacks {', '.join(missing[:3])}; fill the weights volume with "
+                f"`modal run -m modal_workers.weights --models {self.model}`",
+            )
         return local
 
     def _chatterbox(self, language: str) -> Any:
