@@ -173,14 +173,16 @@ def schemas_cmd(
     directory: Annotated[Path, typer.Argument(help="Where the JSON Schemas live.")] = Path("schemas"),
     write: Annotated[bool, typer.Option("--write", help="Regenerate the files.")] = False,
 ) -> None:
-    """Check (default) or regenerate the JSON Schemas generated from the contract models."""
+    """Check (default) or regenerate the JSON Schemas of the contract and the API's OpenAPI document."""
+    from talkstack.api.openapi import published_documents
     from talkstack.contract.schemas import stale_schemas, write_schemas
 
+    documents = published_documents()
     if write:
-        for path in write_schemas(directory):
+        for path in write_schemas(directory, documents):
             out.print(f"wrote {path}", highlight=False)
         return
-    stale = stale_schemas(directory)
+    stale = stale_schemas(directory, documents)
     if stale:
         raise TalkstackError(
             ErrorCode.INVALID_REQUEST, f"schemas out of date: {', '.join(stale)}; run `make schemas`"

@@ -86,6 +86,7 @@ def up_cmd(
             ("ingest DLQ", r.dlq_url),
             ("state machine", r.state_machine_arn),
             ("webhook secret", LOCAL_WEBHOOK_SECRET),
+            ("REST API", f"{r.api_url}  (docs: {r.api_url}/docs; key: talkstack keys create)"),
         ):
             table.add_row(label, value)
         out.print(table)
@@ -286,6 +287,47 @@ def events_cmd(
         )
 
 
+# --- keys ----------------------------------------------------------------------------------------
+
+keys_app = typer.Typer(help="REST API keys (stored hashed in the jobs table).", no_args_is_help=True)
+
+
+def keys_create_cmd(
+    tier: Annotated[
+        str, typer.Option(help="free, pro or enterprise (requests/minute, jobs at once).")
+    ] = "free",
+    name: Annotated[str, typer.Option(help="A label for the key (default: its id).")] = "",
+    table: Annotated[
+        str | None,
+        typer.Option(
+            help="Jobs table of a deployed stack (uses your AWS credentials); default: the local stack."
+        ),
+    ] = None,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Create an API key and print it (the only time it is shown)."""
+    from talkstack.api.keys import TIER_LIMITS, KeyStore
+    from talkstack.pipeline import aws
+
+    r = _resources(stack, port)
+    if table is None:
+        _connect(r)
+    new = KeyStore(table or r.jobs_table, aws.client("dynamodb")).create(tier, name)
+    limits = TIER_LIMITS[new.principal.tier]
+    err.print(
+        f"key {new.principal.key_id} ({new.principal.tier}: {limits.requests_per_minute} requests/minute, "
+        f"{limits.concurrent_jobs} jobs at once); store it now, it is not shown again:",
+        highlight=False,
+    )
+    print(new.key)
+    if table is None:
+        err.print(f"try: curl -H 'Authorization: Bearer {new.key}' {r.api_url}/v1/models", highlight=False)
+
+
+keys_app.command("create")(friendly_errors(keys_create_cmd))
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 
@@ -381,6 +423,7 @@ def register(app: typer.Typer) -> None:
         ("demo", demo_cmd),
     ):
         app.command(name)(friendly_errors(fn))
+    app.add_typer(keys_app, name="keys")
 
 
 __all__ = ["register"]

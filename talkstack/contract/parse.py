@@ -151,6 +151,11 @@ def _from_validation_error(exc: ValidationError, tag: str | None, legacy: bool) 
     return _invalid(message, errors)
 
 
+def invalid_request(exc: ValidationError) -> TalkstackError:
+    """Any pydantic ValidationError of a request document → INVALID_REQUEST in the same one-line form."""
+    return _from_validation_error(exc, None, False)
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

@@ -151,6 +151,8 @@ class JobSource(StrictModel):
     """Manifest key (decoded), for jobs dropped into S3."""
     etag: str | None = None
     execution_arn: str | None = None
+    api_key_id: Annotated[str, Field(pattern=r"^[a-z0-9]{1,32}$")] | None = None
+    """For API jobs: the id (never the secret) of the key that submitted it; only that key sees it."""
 
 
 class RejectedRequest(StrictModel):

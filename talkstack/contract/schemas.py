@@ -53,23 +53,24 @@ def render_schema(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write_schemas(directory: Path) -> list[Path]:
-    """Write every document into `directory` (created if needed); returns the paths written."""
+def write_schemas(directory: Path, documents: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    """Write every document (default: the contract's) into `directory` (created if needed); returns
+    the paths written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, document in schema_documents().items():
+    for name, document in (documents or schema_documents()).items():
         path = directory / name
         path.write_text(render_schema(document), encoding="utf-8")
         written.append(path)
     return written
 
 
-def stale_schemas(directory: Path) -> list[str]:
+def stale_schemas(directory: Path, documents: dict[str, dict[str, Any]] | None = None) -> list[str]:
     """Names of documents missing from `directory` or differing from the models."""
     directory = Path(directory)
     stale = []
-    for name, document in schema_documents().items():
+    for name, document in (documents or schema_documents()).items():
         path = directory / name
         if not path.is_file() or path.read_text(encoding="utf-8") != render_schema(document):
             stale.append(name)

@@ -15,6 +15,7 @@ from pathlib import Path
 import talkstack
 
 HANDLERS: tuple[str, ...] = (
+    "api",
     "ingest",
     "validate",
     "plan",
@@ -28,6 +29,7 @@ HANDLERS: tuple[str, ...] = (
 """One Lambda per module in aws/lambda/, each exposing `handler(event, context)`."""
 
 DEFAULT_PORT = 4567
+API_PORT_OFFSET = 10  # the REST API of a stack on 4567 is on 4577
 DEFAULT_STACK = "talkstack-local"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -65,6 +67,15 @@ class LocalResources:
     @property
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_port(self) -> int:
+        """The REST API (local gateway) listens beside the AWS endpoint."""
+        return self.port + API_PORT_OFFSET
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
 
     @property
     def input_bucket(self) -> str:

@@ -27,16 +27,24 @@ from typing import Any
 
 import httpx
 
+from talkstack.local.gateway import LocalGateway
 from talkstack.local.moto_patches import (
     Handler,
     LambdaPatch,
     check_moto_version,
     install_execution_patches,
 )
-from talkstack.local.resources import HANDLERS, LocalResources, definition_path, lambda_root
+from talkstack.local.resources import (
+    API_PORT_OFFSET,
+    HANDLERS,
+    LocalResources,
+    definition_path,
+    lambda_root,
+)
 from talkstack.local.workers import FaultPlan, LocalWorkerPool
 from talkstack.pipeline import aws
 from talkstack.pipeline.config import get_config
+from talkstack.pipeline.store import OWNER_INDEX
 from talkstack.workers.backends import register_local_sink
 
 log = logging.getLogger(__name__)
@@ -115,6 +123,7 @@ class LocalStack:
         faults: FaultPlan | None = None,
         settings: dict[str, str] | None = None,
         log_level: str = "WARNING",
+        api: bool = True,
     ) -> None:
         self.resources = resources or LocalResources()
         self.workers = workers
@@ -122,6 +131,9 @@ class LocalStack:
         self.settings = settings or {}
         """Extra TALKSTACK_* settings for the handlers, e.g. {"heartbeat_seconds": "3"}."""
         self.log_level = log_level
+        self.api = api
+        """Serve the REST API on `resources.api_url` (the local API Gateway)."""
+        self.gateway: LocalGateway | None = None
         self.pool: LocalWorkerPool | None = None
         self._server: Any = None
         self._lambda_patch: LambdaPatch | None = None
@@ -131,11 +143,12 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         r = self.resources
-        if not _port_free(r.host, r.port):
-            raise StackError(
-                f"port {r.port} on {r.host} is in use (another `talkstack up`?); pick one with --port "
-                "or TALKSTACK_LOCAL_PORT"
-            )
+        for port in (r.port, r.api_port) if self.api else (r.port,):
+            if not _port_free(r.host, port):
+                raise StackError(
+                    f"port {port} on {r.host} is in use (another `talkstack up`?); pick another with "
+                    f"--port or TALKSTACK_LOCAL_PORT (the API takes that port + {API_PORT_OFFSET})"
+                )
         try:
             self._start()
         except BaseException:
@@ -162,9 +175,15 @@ class LocalStack:
         self.pool = LocalWorkerPool(self.workers, self.faults, dict(get_config().local_engines)).start()
         register_local_sink(self.pool)
         self._create_resources()
+        if self.api:
+            loader, name = self._loader, r.function_name("api")
+            self.gateway = LocalGateway(lambda: loader(name), r.host, r.api_port, name).start()
 
     def stop(self) -> None:
         """Stop running executions, let in-flight handlers finish, then take everything down."""
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
         if self._server is not None:
             self._stop_executions()
         if self._lambda_patch is not None:
@@ -246,6 +265,18 @@ class LocalStack:
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": "owner", "AttributeType": "S"},
+                {"AttributeName": "created_at", "AttributeType": "S"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": OWNER_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": "owner", "KeyType": "HASH"},
+                        {"AttributeName": "created_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
             ],
             BillingMode="PAY_PER_REQUEST",
         )
@@ -295,6 +326,12 @@ class LocalStack:
             arn = secrets.put_secret_value(SecretId=name, SecretString=body)["ARN"]
         self.configure(modal_token_secret=arn)
         return arn
+
+    def create_api_key(self, tier: str = "free", name: str = "") -> str:
+        """A new REST API key (printed once, stored hashed), as `talkstack keys create` makes."""
+        from talkstack.api.keys import KeyStore
+
+        return KeyStore(self.resources.jobs_table, aws.client("dynamodb")).create(tier, name).key
 
     def configure(self, **settings: str) -> None:
         """Change TALKSTACK_* settings of the running stack (handlers re-read their config)."""

@@ -38,6 +38,11 @@ def marker_key(job_id: str, attempt_id: str, kind: str) -> str:
     return f"markers/{job_id}/{attempt_id}/{kind}.json"
 
 
+def cancel_flag_key(job_id: str) -> str:
+    """Written by the API's cancel; every worker of the job polls it (WorkerTask.cancel_url)."""
+    return f"control/{job_id}/cancel.json"
+
+
 def work_key(job_id: str, attempt_id: str, filename: str) -> str:
     return f"work/{job_id}/{attempt_id}/{filename}"
 
@@ -191,6 +196,7 @@ def build_task(
         markers=markers,
         heartbeat_interval_s=max(0.5, limits["heartbeat_s"] / 3),
         deadline=utc_now() + timedelta(seconds=lifetime),
+        cancel_url=sign.get(config.work_bucket, cancel_flag_key(job_id), "cancel.json").url,
     )
 
 

@@ -4,7 +4,8 @@ keys, then mark the job completed and write `result.json` (the job record) besid
 Publishing is a server-side copy (nothing passes through the Lambda; the managed copy handles
 objects over 5 GB). Every published object carries `talkstack-job-id` metadata, which is how the
 failure handler knows an object is this job's to remove. Re-running finalize for a completed job
-only rewrites result.json, so a retried Lambda publishes nothing twice.
+only rewrites result.json, so a retried Lambda publishes nothing twice. A job cancelled before or
+during finalize keeps nothing: the record decides, under its optimistic lock (cancel.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from talkstack.pipeline.cost import estimate_cost
 JOB_ID_METADATA = "talkstack-job-id"
 MAX_SINGLE_COPY_BYTES = 5 * 1024**3  # CopyObject's limit
 ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while finalize ran."""
 
 
 def final_key(request: JobRequestBase, job_id: str, role: str) -> str:
@@ -64,6 +69,8 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     if record.status == "completed":
         write_result_json(s3, record, bucket)
         return record
+    if record.status == "cancelled":
+        return record  # cancelled before we got here: publish nothing
     main_step = request.worker_steps[-1]
     step_result = store.get_step_result(job_id, main_step)
     if step_result is None:
@@ -91,6 +98,8 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         warnings.extend(w for w in result.get("warnings", []) if w not in warnings)
 
     def complete(current: JobRecord) -> None:
+        if current.status == "cancelled":
+            raise JobCancelled(job_id)
         current.start_step("finalize", now=started)
         current.finish_step("finalize")
         result = JobResult(
@@ -104,6 +113,12 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         current.mark_completed(result)
         result.estimated_cost_usd = estimate_cost(current)
 
-    record = store.update(job_id, complete)
+    try:
+        record = store.update(job_id, complete)
+    except JobCancelled:
+        # Cancelled while we copied: the cancel won the record, so what we published goes.
+        for output in published:
+            s3.delete_object(Bucket=output.bucket, Key=output.key)
+        return store.get(job_id)
     write_result_json(s3, record, bucket)
     return record

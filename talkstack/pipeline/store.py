@@ -8,6 +8,11 @@ Items of one job, all under its partition so `talkstack events JOB` is a single 
   EVENT#<occurred_at>#<id>   every event sent (the timeline)
   DELIVERY#<event_id>        the webhook delivery report of an event (attempts, status codes)
 
+API jobs' RECORD items also carry `owner` (the API key id) and `created_at`, the keys of the
+`by-owner` index that lists a key's jobs newest first. The REST API keeps its own items in the same
+table under other partitions (talkstack.api.store: keys, uploads, rate windows, active jobs,
+idempotency records).
+
 Record updates are optimistic: read, change, write only if `version` is unchanged; a lost race is
 retried (tenacity), so progress heartbeats and step transitions never overwrite each other.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -32,6 +38,15 @@ _ser, _de = TypeSerializer(), TypeDeserializer()
 
 class RecordConflict(Exception):
     """Someone else updated the record between our read and our write."""
+
+
+OWNER_INDEX = "by-owner"
+"""GSI: partition `owner` (API key id), sort `created_at` (ISO-8601 UTC, so it sorts by time)."""
+
+
+def iso_key(moment: datetime) -> str:
+    """A UTC time as a sortable index key (fixed width: always with microseconds)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _pk(job_id: str) -> str:
@@ -68,7 +83,7 @@ class JobStore:
         try:
             self.ddb.put_item(
                 TableName=self.table,
-                Item=self._record_item(record, 1),
+                Item=self.record_item(record, 1),
                 ConditionExpression="attribute_not_exists(pk)",
             )
             return True
@@ -93,7 +108,7 @@ class JobStore:
         try:
             self.ddb.put_item(
                 TableName=self.table,
-                Item=self._record_item(record, version + 1),
+                Item=self.record_item(record, version + 1),
                 ConditionExpression="version = :v",
                 ExpressionAttributeValues={":v": {"N": str(version)}},
             )
@@ -103,7 +118,9 @@ class JobStore:
             raise
         return record
 
-    def _record_item(self, record: JobRecord, version: int) -> dict[str, Any]:
+    def record_item(self, record: JobRecord, version: int = 1) -> dict[str, Any]:
+        """The RECORD item as DynamoDB writes it (for callers that put it in a transaction)."""
+        owner = record.source.api_key_id if record.source else None
         return _item(
             {
                 "pk": _pk(record.job_id),
@@ -112,8 +129,70 @@ class JobStore:
                 "status": record.status,
                 "updated_at": record.updated_at.isoformat(),
                 "version": version,
+                "owner": owner,
+                "created_at": iso_key(record.created_at) if owner else None,
             }
         )
+
+    def get_many(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """Current records of `job_ids` (missing ones are left out), strongly consistent."""
+        found: dict[str, JobRecord] = {}
+        for start in range(0, len(job_ids), 100):  # BatchGetItem's limit
+            keys = [_item({"pk": _pk(j), "sk": "RECORD"}) for j in job_ids[start : start + 100]]
+            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                answer = self.ddb.batch_get_item(RequestItems=request)
+                for item in answer["Responses"].get(self.table, []):
+                    record = JobRecord.model_validate_json(_plain(item)["record"])
+                    found[record.job_id] = record
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def list_owned(
+        self,
+        owner: str,
+        *,
+        statuses: frozenset[str] | None = None,
+        limit: int = 20,
+        cursor: dict[str, Any] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> tuple[list[JobRecord], dict[str, Any] | None]:
+        """One page of `owner`'s jobs, newest first, optionally only those in `statuses` and created
+        within [since, until). Returns (records, cursor of the next page or None)."""
+        condition, values = "#o = :o", {":o": {"S": owner}}
+        if since and until:
+            condition += " AND created_at BETWEEN :a AND :b"
+            values.update({":a": {"S": since}, ":b": {"S": until}})
+        elif since:
+            condition += " AND created_at >= :a"
+            values[":a"] = {"S": since}
+        elif until:
+            condition += " AND created_at <= :b"
+            values[":b"] = {"S": until}
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": {"#o": "owner"},
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        if statuses:
+            names = {f":s{i}": {"S": s} for i, s in enumerate(sorted(statuses))}
+            query["FilterExpression"] = f"#s IN ({', '.join(names)})"
+            query["ExpressionAttributeNames"]["#s"] = "status"
+            values.update(names)
+        records: list[JobRecord] = []
+        # A filtered page can come back short (DynamoDB filters after reading): keep reading until
+        # the page is full or the index is exhausted, so clients never see empty middle pages.
+        while True:
+            start = {"ExclusiveStartKey": cursor} if cursor else {}
+            page = self.ddb.query(**query, Limit=limit - len(records), **start)
+            records.extend(JobRecord.model_validate_json(_plain(i)["record"]) for i in page["Items"])
+            cursor = page.get("LastEvaluatedKey")
+            if cursor is None or len(records) >= limit:
+                return records, cursor
 
     # --- step attempts ----------------------------------------------------------------------------
 

@@ -153,6 +153,13 @@ class ModalBackend:
         call = worker_cls(**parameters).run.spawn(payload)
         return str(call.object_id)
 
+    def cancel(self, call_id: str) -> None:
+        """Stop a spawned call (`fc-…`): Modal terminates its input without retrying it."""
+        import modal
+
+        modal.FunctionCall.from_id(call_id, client=self._client()).cancel()
+        log.info("cancelled modal call %s", call_id)
+
     def submit(self, task: WorkerTask) -> str:
         import modal.exception as mx
 
@@ -188,6 +195,17 @@ class Backends:
     def __init__(self, config: Any, secrets_client_factory: Any) -> None:
         self.config, self._secrets = config, secrets_client_factory
         self._local = LocalBackend()
+
+    def cancel(self, call_id: str) -> bool:
+        """Stop the worker call a step record names (`modal:fc-…`). Local workers need nothing more:
+        they poll the job's cancel flag (WorkerTask.cancel_url), as any worker does. True if a
+        backend call was cancelled."""
+        backend, _, native = call_id.partition(":")
+        if backend != "modal" or not native:
+            return False
+        token = read_modal_token(self.config.modal_token_secret, self._secrets())
+        ModalBackend(token, self.config.modal_environment).cancel(native)
+        return True
 
     def for_model(self, model_id: str) -> WorkerBackend:
         name = self.config.backend_for(model_id)

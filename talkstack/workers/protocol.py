@@ -4,6 +4,7 @@ writing marker objects. No AWS credentials, no SDK: plain HTTP GET and PUT on pr
     dispatch λ ──task──► worker ── GET inputs ──► PUT outputs ──► PUT result marker ─► complete λ
                                  └─ PUT progress marker every `heartbeat_interval_s` ─► heartbeat
                                  └─ on failure: PUT error marker (retryable or not) ──► failure
+                                 └─ GET the cancel flag with each heartbeat: once it exists, stop
 
 A Modal container, a local CPU process or a user's own GPU box all speak it. The markers carry the
 attempt id, and the marker keys embed it too, so a late marker of an abandoned attempt is matched
@@ -65,6 +66,9 @@ class WorkerTask(StrictModel):
     heartbeat_interval_s: Annotated[float, Field(gt=0)]
     deadline: UtcDatetime
     """The URLs expire around here; work past it cannot be delivered."""
+    cancel_url: str | None = None
+    """Pre-signed GET of the job's cancel flag. While it answers 404 the job stands; once it answers
+    200 the job was cancelled: stop, upload nothing, write no marker. Polled with each heartbeat."""
 
 
 class OutputObject(StrictModel):

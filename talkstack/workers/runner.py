@@ -4,7 +4,9 @@ The runner is the worker side of the protocol (protocol.py) and holds no AWS cre
 engine runs, a heartbeat thread PUTs a progress marker every `heartbeat_interval_s`, so the step's
 HeartbeatSeconds only expires when the worker is really gone. Errors are classified once, here:
 a TalkstackError is the input's fault (fatal, not retried); transfer trouble and anything
-unexpected are transient (the state machine retries the step).
+unexpected are transient (the state machine retries the step). The heartbeat also polls the job's
+cancel flag: once the job is cancelled, the engine is stopped at its next progress report and
+nothing is uploaded.
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ class Transfers:
         return len(data)
 
 
+class TaskCancelled(Exception):
+    """The job was cancelled while this worker ran it."""
+
+
 class Reporter:
     """Writes the markers; the progress marker doubles as the heartbeat."""
 
@@ -98,10 +104,30 @@ class Reporter:
         self._sent, self._sent_at = 0.0, 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.cancelled = threading.Event()
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise TaskCancelled(self.task.job_id)
+
+    def poll_cancel(self) -> None:
+        """GET the cancel flag: 200 = cancelled; 404 (or 403 once the URL expired) = carry on."""
+        if self.task.cancel_url is None or self.cancelled.is_set():
+            return
+        try:
+            response = self.transfers.client.get(self.task.cancel_url)
+        except httpx.TransportError as exc:
+            log.warning("cancel flag unreachable: %s", exc)
+            return
+        if response.status_code == 200:
+            log.info("job %s was cancelled: stopping %s", self.task.job_id, self.task.attempt_id)
+            self.cancelled.set()
 
     def update(self, fraction: float, message: str) -> None:
-        """Engine progress. Besides the periodic heartbeat, report each new tenth at once (at most
-        once a second), so clients see progress even when the heartbeat interval is long."""
+        """Engine progress (the engine's thread: a cancelled job stops here). Besides the periodic
+        heartbeat, report each new tenth at once (at most once a second), so clients see progress
+        even when the heartbeat interval is long."""
+        self.check_cancelled()
         with self._lock:
             self.progress, self.message = max(self.progress, min(1.0, fraction)), message
             due = int(self.progress * 10) > int(self._sent * 10) and time.monotonic() - self._sent_at >= 1.0
@@ -123,11 +149,15 @@ class Reporter:
     def heartbeat(self) -> Iterator[None]:
         def loop() -> None:
             while not self._stop.wait(self.task.heartbeat_interval_s):
+                self.poll_cancel()
+                if self.cancelled.is_set():
+                    return  # no more heartbeats: Step Functions has stopped listening anyway
                 try:
                     self.beat()
                 except Exception as exc:  # a missed beat is not fatal; the next one may pass
                     log.warning("heartbeat failed: %s", exc)
 
+        self.poll_cancel()  # a task for an already-cancelled job stops at its first progress report
         self.beat()
         thread = threading.Thread(target=loop, name=f"heartbeat-{self.task.attempt_id}", daemon=True)
         thread.start()
@@ -185,6 +215,8 @@ def run_task(
             try:
                 _execute(task, workdir, transfers, reporter, started_at, step)
                 return True
+            except TaskCancelled:
+                log.info("task %s stopped: job cancelled; nothing uploaded", task.attempt_id)
             except TalkstackError as exc:
                 reporter.error(JobError.from_exception(exc, step=task.step), retryable=False)
             except Exception as exc:
@@ -219,6 +251,8 @@ def _execute(
     if missing:
         raise RuntimeError(f"engine produced no {', '.join(sorted(missing))}")
     reporter.update(0.93, "uploading outputs")
+    reporter.poll_cancel()  # a last look: a cancelled job must not get outputs
+    reporter.check_cancelled()
     outputs = {}
     for role, target in task.outputs.items():
         size = transfers.upload(target, produced[role])

@@ -1,0 +1,14 @@
+"""API Gateway (REST, proxy integration) → the talkstack REST API (talkstack.api.app)."""
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from talkstack.api.app import handle
+
+logger = Logger(service="talkstack")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def handler(event: dict, context: LambdaContext) -> dict:
+    return handle(event, context)

@@ -1,0 +1,401 @@
+"""The REST API: powertools' API Gateway resolver over ApiService, plus what a gateway does before it.
+
+`handle(event, context)` is the Lambda entry point (aws/lambda/api.py). Before routing it does what
+must come first for every protected path: authenticate the key (401), count the request against
+the key's per-minute budget (429 + Retry-After), and turn a multipart generation request into its
+JSON form (files become uploads). Routing, query/path validation and responses are powertools'.
+Every error leaves as `{"error": {"code", "message", "details"}}` with the job contract's codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from pydantic import AwareDatetime, ValidationError
+
+from talkstack.api.keys import KeyStore, Principal
+from talkstack.api.limits import RateLimiter
+from talkstack.api.models import (
+    ErrorBody,
+    Health,
+    JobAccepted,
+    JobList,
+    JobView,
+    ModelList,
+    UploadRequest,
+    UploadTicket,
+    Usage,
+)
+from talkstack.api.service import ApiService
+from talkstack.api.uploads import Uploads, parse_form
+from talkstack.contract.parse import invalid_request, load_request_json
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import client
+from talkstack.pipeline.services import Services, services
+from talkstack.workers.backends import Backends
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+GENERATE_PATHS = {"/v1/avatar/generate": "avatar", "/v1/voice/clone": "voice", "/v1/video/generate": "video"}
+JOB_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,80}$", description="A job id from a 202 answer.")]
+IDEMPOTENCY_KEY = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes a retry safe: the same key and body within 24 h return the original job.",
+        max_length=255,
+    ),
+]
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.INPUT_FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.INPUT_TOO_LARGE: 413,
+    ErrorCode.IMAGE_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA: 415,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.GENERATION_FAILED: 500,
+}
+"""Any other code (a missing input, a silent clip, a model this stack cannot run …) is 422."""
+
+app = APIGatewayRestResolver(
+    enable_validation=True,
+    cors=CORSConfig(
+        allow_origin="*",
+        allow_headers=["Authorization", "x-api-key", "Idempotency-Key", "Content-Type"],
+        expose_headers=["Retry-After", "Location", "Idempotent-Replayed"],
+    ),
+)
+
+
+# --- plumbing ---------------------------------------------------------------------------------------
+
+
+class Api:
+    """Everything built from the configuration, once per container (rebuilt if it changes)."""
+
+    def __init__(self, svc: Services) -> None:
+        ddb = client("dynamodb")
+        self.svc = svc
+        self.keys = KeyStore(svc.config.jobs_table, ddb)
+        self.rate = RateLimiter(svc.config.jobs_table, ddb)
+        self.service = ApiService(svc, ddb, Backends(svc.config, lambda: client("secretsmanager")))
+        self.uploads: Uploads = self.service.uploads
+
+
+_built: list[Api] = []
+
+
+def api() -> Api:
+    """The container's Api, rebuilt when the configuration is (local mode reconfigures in place)."""
+    svc = services()
+    if not _built or _built[0].svc is not svc:
+        _built[:] = [Api(svc)]
+    return _built[0]
+
+
+def status_for(code: ErrorCode) -> int:
+    return STATUS.get(code, 422)
+
+
+def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> str:
+    return ErrorBody.model_validate(
+        {"error": {"code": code, "message": message, "details": details or {}}}
+    ).model_dump_json()
+
+
+def error_headers(exc: TalkstackError) -> dict[str, str]:
+    headers = {}
+    retry = exc.details.get("retry_after_s")
+    if retry is not None:
+        headers["Retry-After"] = str(int(retry))
+    if exc.code == ErrorCode.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = 'Bearer realm="talkstack"'
+    return headers
+
+
+def error_response(exc: TalkstackError) -> Response:
+    details = json.loads(json.dumps(exc.details, default=str))
+    return Response(
+        status_code=status_for(exc.code),
+        content_type="application/json",
+        body=error_body(exc.code, exc.message, details),
+        headers=error_headers(exc),
+    )
+
+
+def json_response(status: int, model: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status, content_type="application/json", body=model.model_dump_json(), headers=headers
+    )
+
+
+def principal() -> Principal:
+    return app.context["principal"]
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+@app.exception_handler(TalkstackError)
+def _talkstack_error(exc: TalkstackError) -> Response:
+    return error_response(exc)
+
+
+@app.exception_handler(RequestValidationError)
+def _validation_error(exc: RequestValidationError) -> Response:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body",))
+        problems.append({"field": where, "type": error.get("type"), "message": str(error.get("msg"))})
+    first = problems[0] if problems else {"field": "", "message": "invalid request"}
+    message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+    return error_response(TalkstackError(ErrorCode.INVALID_REQUEST, message, errors=problems))
+
+
+@app.exception_handler(Exception)
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled API error")
+    return error_response(
+        TalkstackError(ErrorCode.GENERATION_FAILED, f"internal error: {type(exc).__name__}; it was logged")
+    )
+
+
+@app.not_found
+def _not_found(exc: Exception) -> Response:
+    path = app.current_event.path
+    return error_response(
+        TalkstackError(ErrorCode.NOT_FOUND, f"no route {app.current_event.http_method} {path}")
+    )
+
+
+# --- routes -----------------------------------------------------------------------------------------
+
+
+def _responses(ok: int, model: type, description: str) -> dict[int, dict[str, Any]]:
+    return {ok: {"description": description, "content": {"application/json": {"model": model}}}}
+
+
+def _generate(task: str, idempotency_key: str | None) -> Response:
+    event = app.current_event
+    body = load_request_json(event.decoded_body or "")
+    accepted, replayed = api().service.submit(principal(), task, body, idempotency_key)
+    headers = {"Location": accepted.links.self}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(202, accepted, headers)
+
+
+@app.post(
+    "/v1/avatar/generate",
+    summary="Make a talking-avatar video",
+    description="A photo plus speech (an audio file, or text for the voice step) → a lip-synced MP4. "
+    "Answers 202 with the job id at once; poll `GET /v1/jobs/{job_id}` or wait for the webhook.",
+    tags=["generate"],
+    operation_id="generateAvatar",
+    responses=_responses(202, JobAccepted, "Job accepted"),
+)
+def generate_avatar(idempotency_key: IDEMPOTENCY_KEY = None):  # -> Response (declared above)
+    return _generate("avatar", idempotency_key)
+
+
+@app.post(
+    "/v1/voice/clone",
+    summary="Speak text in a cloned voice",
+    description="Text plus an optional reference voice (5-60 s of clean speech) → WAV or MP3.",
+    tags=["generate"],
+    operation_id="cloneVoice",
+    responses=_responses(202, JobAccepted, "Job accepted"),
+)
+def clone_voice(idempotency_key: IDEMPOTENCY_KEY = None):  # -> Response (declared above)
+    return _generate("voice", idempotency_key)
+
+
+@app.post(
+    "/v1/video/generate",
+    summary="Make a video from a prompt",
+    description="A text prompt, optionally a first frame → an MP4 clip (LTX-Video or Wan2.2).",
+    tags=["generate"],
+    operation_id="generateVideo",
+    responses=_responses(202, JobAccepted, "Job accepted"),
+)
+def generate_video(idempotency_key: IDEMPOTENCY_KEY = None):  # -> Response (declared above)
+    return _generate("video", idempotency_key)
+
+
+@app.post(
+    "/v1/uploads",
+    summary="Get a pre-signed URL to upload one media file",
+    description="Declare the file's name, type and exact size; PUT the bytes to `url` with `headers`, "
+    "then use `upload_id` in a generation request's `inputs`.",
+    tags=["uploads"],
+    operation_id="createUpload",
+    responses=_responses(201, UploadTicket, "Upload URL issued"),
+)
+def create_upload():  # -> Response (declared above)
+    raw = load_request_json(app.current_event.decoded_body or "")
+    try:
+        request = UploadRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid_request(exc) from exc
+    return json_response(201, api().uploads.create(principal(), request))
+
+
+@app.get(
+    "/v1/jobs/<job_id>",
+    summary="A job's status, progress and result",
+    description="Completed jobs carry pre-signed download URLs for every output (valid one hour).",
+    tags=["jobs"],
+    operation_id="getJob",
+)
+def get_job(job_id: JOB_ID) -> JobView:
+    return api().service.get_job(principal(), job_id)
+
+
+@app.get(
+    "/v1/jobs",
+    summary="This key's jobs, newest first",
+    tags=["jobs"],
+    operation_id="listJobs",
+)
+def list_jobs(
+    status: Annotated[
+        str | None,
+        Query(
+            description="Only these statuses (comma-separated: queued,running,completed,failed,cancelled)."
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="`next_cursor` of the last page.")
+    ] = None,
+) -> JobList:
+    return api().service.list_jobs(principal(), status, limit, cursor)
+
+
+@app.post(
+    "/v1/jobs/<job_id>/cancel",
+    summary="Cancel a queued or running job",
+    description="Stops the execution and its workers; nothing is published; a `job.cancelled` event "
+    "follows. Cancelling a cancelled job answers the same again; a finished job answers 409.",
+    tags=["jobs"],
+    operation_id="cancelJob",
+)
+def cancel_job(job_id: JOB_ID) -> JobView:
+    return api().service.cancel(principal(), job_id)
+
+
+@app.get(
+    "/v1/models",
+    summary="Models, their limits and licences, and whether this stack can run them now",
+    tags=["models"],
+    operation_id="listModels",
+)
+def list_models() -> ModelList:
+    return api().service.models()
+
+
+@app.get(
+    "/v1/usage",
+    summary="Jobs, rendered seconds, GPU seconds and estimated cost per day or month",
+    tags=["usage"],
+    operation_id="getUsage",
+)
+def get_usage(
+    period: Annotated[Literal["day", "month"], Query(description="Bucket size.")] = "day",
+    start: Annotated[AwareDatetime | None, Query(description="Default: 30 days (or 12 months) back.")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="Default: now.")] = None,
+) -> Usage:
+    return api().service.usage(principal(), period, start, end)
+
+
+@app.get("/health", summary="Liveness", tags=["meta"], operation_id="health")
+def health() -> Health:
+    return Health.model_validate(api().service.health())
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def openapi_json():  # -> Response (declared above)
+    from talkstack.api.openapi import openapi_document
+
+    return Response(200, "application/json", json.dumps(openapi_document(), indent=2))
+
+
+@app.get("/docs", include_in_schema=False)
+def docs():  # -> Response (declared above)
+    from talkstack.api.openapi import docs_page
+
+    return Response(200, "text/html", docs_page())
+
+
+# --- the gateway part ---------------------------------------------------------------------------------
+
+
+def _header(event: dict[str, Any], name: str) -> str:
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name:
+            return value or ""
+    return ""
+
+
+def _form_to_json(event: dict[str, Any], caller: Principal) -> dict[str, Any]:
+    """A multipart generation request → the same request as JSON, its files stored as uploads."""
+    body = event.get("body") or ""
+    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("latin-1")
+    request_json, files = parse_form(raw, _header(event, "content-type"))
+    if request_json is None:
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, "multipart request without a `request` field (JSON)")
+    document = load_request_json(request_json)
+    if not isinstance(document, dict):
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, "request: expected a JSON object")
+    inputs = dict(document.get("inputs") or {})
+    for field, (filename, content_type, data) in files.items():
+        if field in inputs:
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST, f"inputs.{field}: given both as a file and in `request`"
+            )
+        inputs[field] = api().uploads.store_bytes(caller, filename, content_type, data).upload_id
+    document["inputs"] = inputs
+    headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
+    headers["Content-Type"] = "application/json"
+    return {**event, "body": json.dumps(document), "isBase64Encoded": False, "headers": headers}
+
+
+def _proxy_error(exc: TalkstackError) -> dict[str, Any]:
+    return {
+        "statusCode": status_for(exc.code),
+        "headers": {
+            "Content-Type": "application/json",
+            "Access-Control-Allow-Origin": "*",
+            **error_headers(exc),
+        },
+        "body": error_body(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str))),
+        "isBase64Encoded": False,
+    }
+
+
+def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """An API Gateway (REST, proxy integration) event → its response."""
+    path, method = event.get("path") or "/", (event.get("httpMethod") or "GET").upper()
+    if path not in PUBLIC_PATHS and method != "OPTIONS":
+        try:
+            parts = api()
+            if context is not None:
+                parts.service.idempotency.register_lambda_context(context)
+            caller = parts.keys.authenticate(event.get("headers") or {})
+            parts.rate.hit(caller)
+            if path in GENERATE_PATHS and _header(event, "content-type").lower().startswith("multipart/"):
+                event = _form_to_json(event, caller)
+        except TalkstackError as exc:
+            return _proxy_error(exc)
+        app.append_context(principal=caller)
+    return app.resolve(event, context)

@@ -1,0 +1,271 @@
+"""The REST API's own documents: request bodies, views of jobs, models and usage, and the one error
+body. Generation bodies are the job contract's request models with `task` implied by the path;
+everything the API returns is derived from the job record, never a second source of truth.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+
+from talkstack.contract.fields import CallbackId, JobId, StrictModel
+from talkstack.contract.record import (
+    JobError,
+    JobRecord,
+    JobStatus,
+    OutputKind,
+    Progress,
+    StepName,
+    StepStatus,
+    UtcDatetime,
+)
+from talkstack.contract.request import AvatarRequest, VideoRequest, VoiceRequest
+from talkstack.errors import ErrorCode
+
+UPLOAD_ID_PATTERN = r"^upl_[a-z0-9]{24}$"
+UploadId = Annotated[str, Field(pattern=UPLOAD_ID_PATTERN, examples=["upl_0123456789abcdefghijklmn"])]
+
+
+# --- generation bodies ------------------------------------------------------------------------------
+
+
+class AvatarGenerate(AvatarRequest):
+    """`POST /v1/avatar/generate`: an avatar job request. Media are `s3://bucket/key` references the
+    stack may read, or upload ids from `POST /v1/uploads` (`upl_…`)."""
+
+    task: Literal["avatar"] = "avatar"
+
+
+class VoiceGenerate(VoiceRequest):
+    """`POST /v1/voice/clone`: speech in the voice of `inputs.reference_voice` (or a stock voice)."""
+
+    task: Literal["voice"] = "voice"
+
+
+class VideoGenerate(VideoRequest):
+    """`POST /v1/video/generate`: a clip from a prompt, optionally starting from `inputs.image`."""
+
+    task: Literal["video"] = "video"
+
+
+GENERATE_BODIES: dict[str, type[AvatarGenerate | VoiceGenerate | VideoGenerate]] = {
+    "avatar": AvatarGenerate,
+    "voice": VoiceGenerate,
+    "video": VideoGenerate,
+}
+
+
+# --- uploads ------------------------------------------------------------------------------------------
+
+
+class UploadRequest(StrictModel):
+    filename: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f\x7f]+$")]
+    """Original file name (kept as the object's last key segment; no folders)."""
+    content_type: Annotated[str, Field(max_length=100, examples=["audio/wav"])]
+    """One of the media types the engines read (images: PNG, JPEG, WebP; audio: WAV, MP3, M4A,
+    FLAC, Ogg; video: MP4)."""
+    bytes: Annotated[int, Field(gt=0)]
+    """Exact size of the file; the URL is signed for it, and the limit of its kind applies."""
+
+
+class UploadTicket(StrictModel):
+    upload_id: UploadId
+    method: Literal["PUT"] = "PUT"
+    url: str
+    """Pre-signed URL: PUT the file's bytes here with exactly `headers`."""
+    headers: dict[str, str]
+    expires_at: UtcDatetime
+    max_bytes: PositiveInt
+    ref: str
+    """What to put in a generation request's `inputs` (the upload id)."""
+
+
+# --- jobs ---------------------------------------------------------------------------------------------
+
+
+class JobLinks(StrictModel):
+    self: str
+    cancel: str
+
+
+class JobAccepted(StrictModel):
+    """202 answer to a generation request."""
+
+    job_id: JobId
+    task: Literal["avatar", "voice", "video"]
+    status: JobStatus
+    created_at: UtcDatetime
+    links: JobLinks
+
+
+class OutputView(StrictModel):
+    kind: OutputKind
+    content_type: str
+    bytes: NonNegativeInt
+    bucket: str
+    key: str
+    url: str
+    """Pre-signed GET, valid until `url_expires_at`."""
+    url_expires_at: UtcDatetime
+
+
+class ResultView(StrictModel):
+    outputs: list[OutputView]
+    duration_s: NonNegativeFloat | None = None
+    width: PositiveInt | None = None
+    height: PositiveInt | None = None
+    fps: NonNegativeFloat | None = None
+    bytes: NonNegativeInt | None = None
+    estimated_cost_usd: NonNegativeFloat | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class StepView(StrictModel):
+    name: StepName
+    status: StepStatus
+    model: str | None = None
+    backend: str | None = None
+    attempts: NonNegativeInt
+    duration_s: NonNegativeFloat | None = None
+
+
+class JobView(StrictModel):
+    job_id: JobId
+    task: Literal["avatar", "voice", "video"] | None
+    model: str | None
+    status: JobStatus
+    progress: Progress
+    progress_message: str | None = None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    callback_id: CallbackId | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    steps: list[StepView] = Field(default_factory=list)
+    result: ResultView | None = None
+    error: JobError | None = None
+    links: JobLinks
+
+    @classmethod
+    def of(cls, record: JobRecord, result: ResultView | None, links: JobLinks) -> JobView:
+        return cls(
+            job_id=record.job_id,
+            task=record.task,
+            model=record.model,
+            status=record.status,
+            progress=record.progress,
+            progress_message=record.progress_message,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            callback_id=record.callback_id,
+            metadata=record.metadata,
+            steps=[
+                StepView(
+                    name=s.name,
+                    status=s.status,
+                    model=s.model,
+                    backend=s.backend,
+                    attempts=s.attempts,
+                    duration_s=s.duration_s,
+                )
+                for s in record.steps
+            ],
+            result=result,
+            error=record.error,
+            links=links,
+        )
+
+
+class JobSummary(StrictModel):
+    job_id: JobId
+    task: Literal["avatar", "voice", "video"] | None
+    model: str | None
+    status: JobStatus
+    progress: Progress
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
+    error_code: ErrorCode | None = None
+
+
+class JobList(StrictModel):
+    jobs: list[JobSummary]
+    next_cursor: str | None = None
+    """Pass as `cursor` for the next (older) page; absent on the last page."""
+
+
+# --- models, usage, health -----------------------------------------------------------------------------
+
+
+class ModelLimits(StrictModel):
+    max_audio_seconds: float | None = None
+    max_text_chars: int | None = None
+    max_image_bytes: int | None = None
+    max_audio_bytes: int | None = None
+    max_duration_s: float | None = None
+
+
+class ModelView(StrictModel):
+    id: str
+    task: Literal["avatar", "voice", "video"]
+    description: str
+    licence: str
+    gpu: bool
+    backend: Literal["local", "modal"]
+    """Where this stack runs it."""
+    available: bool
+    """Whether a job for it would be accepted now."""
+    unavailable_reason: str | None = None
+    limits: ModelLimits
+
+
+class ModelList(StrictModel):
+    models: list[ModelView]
+
+
+class UsageBucket(StrictModel):
+    start: UtcDatetime
+    end: UtcDatetime
+    jobs: NonNegativeInt = 0
+    completed: NonNegativeInt = 0
+    failed: NonNegativeInt = 0
+    cancelled: NonNegativeInt = 0
+    active: NonNegativeInt = 0
+    seconds_rendered: NonNegativeFloat = 0.0
+    """Seconds of finished video or audio delivered."""
+    gpu_seconds: NonNegativeFloat = 0.0
+    """Wall time of GPU model steps (what a GPU provider bills)."""
+    estimated_cost_usd: NonNegativeFloat = 0.0
+
+
+class Usage(StrictModel):
+    period: Literal["day", "month"]
+    start: UtcDatetime
+    end: UtcDatetime
+    tier: str
+    limits: dict[str, int]
+    totals: UsageBucket
+    buckets: list[UsageBucket]
+
+
+class Health(StrictModel):
+    status: Literal["ok"]
+    version: str
+    time: datetime
+
+
+# --- errors -------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(StrictModel):
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(StrictModel):
+    """Every 4xx/5xx answer: a stable code from the job contract, one human line, and details."""
+
+    error: ErrorDetail

@@ -1,0 +1,419 @@
+"""What the REST API does, free of HTTP: submit, read, list and cancel jobs; uploads; models; usage.
+
+A submission is checked here, synchronously, with the validate step's own functions (so an API
+client gets its 4xx at once, with the same message an S3 drop would get in its job record); the
+record is created under the key's concurrency limit and the execution started with the resolved
+request. The state machine's Validate step finds the record already there and goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+
+from talkstack import __version__
+from talkstack.api.keys import Principal
+from talkstack.api.limits import Admission
+from talkstack.api.models import (
+    JobAccepted,
+    JobLinks,
+    JobList,
+    JobSummary,
+    JobView,
+    ModelLimits,
+    ModelList,
+    ModelView,
+    OutputView,
+    ResultView,
+    Usage,
+    UsageBucket,
+)
+from talkstack.api.uploads import Uploads
+from talkstack.contract.fields import MAX_AVATAR_SECONDS
+from talkstack.contract.parse import parse_job_request
+from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
+from talkstack.engines.registry import get_model, list_models
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.cancel import cancel_job
+from talkstack.pipeline.store import iso_key
+from talkstack.pipeline.validate import _check_model, check_media, check_request
+from talkstack.settings import MediaLimits, get_limits
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+DOWNLOAD_URL_S = 3600
+MAX_PAGE = 100
+IDEMPOTENCY_PK = "IDEMPOTENCY"
+REPLAYED = "__idempotent_replay__"
+
+
+def links(job_id: str) -> JobLinks:
+    return JobLinks(self=f"/v1/jobs/{job_id}", cancel=f"/v1/jobs/{job_id}/cancel")
+
+
+def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode() if key else None
+
+
+def decode_cursor(cursor: str | None, owner: str) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(key, dict) or key.get("owner", {}).get("S") != owner:
+            raise ValueError("not this key's cursor")
+        return key
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, "cursor: not a cursor from a previous page of this list"
+        ) from exc
+
+
+def _mark_replay(response: Any, _record: Any) -> Any:
+    return {**response, REPLAYED: True} if isinstance(response, dict) else response
+
+
+class ApiService:
+    def __init__(self, services: Any, ddb: Any, backends: Any, limits: MediaLimits | None = None) -> None:
+        self.svc, self.ddb, self.backends = services, ddb, backends
+        self.config = services.config
+        self.limits = limits or get_limits()
+        table = self.config.jobs_table
+        self.uploads = Uploads(table, ddb, services.s3, self.config.input_bucket, self.limits)
+        self.admission = Admission(table, ddb, services.store)
+        persistence = DynamoDBPersistenceLayer(
+            table_name=table,
+            key_attr="pk",
+            sort_key_attr="sk",
+            static_pk_value=IDEMPOTENCY_PK,
+            expiry_attr="expires_at",  # the table's TTL attribute: replays vanish after 24 h
+            boto3_client=ddb,
+        )
+        self.idempotency = config = IdempotencyConfig(
+            event_key_jmespath="[owner, key]",
+            payload_validation_jmespath="[task, body]",
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=IDEMPOTENCY_TTL_S,
+            hash_function="sha256",
+            response_hook=_mark_replay,
+        )
+        self._submit_idempotent = idempotent_function(
+            data_keyword_argument="ticket", persistence_store=persistence, config=config
+        )(self._submit_ticket)
+
+    # --- submit --------------------------------------------------------------------------------------
+
+    def submit(
+        self, principal: Principal, task: str, body: Any, idempotency_key: str | None
+    ) -> tuple[JobAccepted, bool]:
+        """(accepted job, whether it is a replay of an earlier request with the same Idempotency-Key)."""
+        # Only [owner, key] name the request and only [task, body] must match on a replay; the tier
+        # and name ride along so the idempotent function gets plain data only.
+        ticket = {
+            "owner": principal.key_id,
+            "key": idempotency_key,
+            "task": task,
+            "body": body,
+            "tier": principal.tier,
+            "name": principal.name,
+        }
+        if idempotency_key is None:
+            return JobAccepted.model_validate(self._submit_ticket(ticket=ticket)), False
+        if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST, "Idempotency-Key: 1-255 printable characters (a UUID is typical)"
+            )
+        try:
+            answer = dict(self._submit_idempotent(ticket=ticket))
+        except IdempotencyValidationError as exc:
+            raise TalkstackError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                "Idempotency-Key was already used with a different request body in the last 24 hours",
+            ) from exc
+        except IdempotencyAlreadyInProgressError as exc:
+            raise TalkstackError(
+                ErrorCode.CONFLICT,
+                "a request with this Idempotency-Key is still being processed; retry in a moment",
+                retry_after_s=1,
+            ) from exc
+        replayed = bool(answer.pop(REPLAYED, False))
+        return JobAccepted.model_validate(answer), replayed
+
+    def _submit_ticket(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        principal = Principal(ticket["owner"], ticket["tier"], ticket["name"])
+        task, body = ticket["task"], ticket["body"]
+        raw = self._request_body(task, body)
+        request = self.uploads.resolve(principal, parse_job_request(raw))
+        check_request(request, self.config, self.limits)
+        check_media(request, self.config, self.svc.s3, self.limits)
+        job_id = f"{task}-{secrets.token_hex(8)}"
+        record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
+        record.source = JobSource(kind="api", api_key_id=principal.key_id)
+        self.admission.admit(principal, record)
+        payload = {
+            "request": json.loads(request.model_dump_json(exclude_none=True)),
+            "source": record.source.model_dump(mode="json", exclude_none=True),
+        }
+        try:
+            self.svc.sfn.start_execution(
+                stateMachineArn=self.config.state_machine_arn,
+                name=job_id,
+                input=json.dumps(payload, separators=(",", ":")),
+            )
+        except Exception as exc:
+            error = TalkstackError(ErrorCode.GENERATION_FAILED, f"the job could not be started: {exc}")
+            self.svc.store.update(job_id, lambda r: r.is_terminal or r.mark_failed(error, step="validate"))
+            raise error from exc
+        self.svc.emit(record, "job.queued")
+        accepted = JobAccepted(
+            job_id=job_id,
+            task=request.task,
+            status=record.status,
+            created_at=record.created_at,
+            links=links(job_id),
+        )
+        return accepted.model_dump(mode="json")
+
+    @staticmethod
+    def _request_body(task: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, "request: expected a JSON object")
+        if "job_id" in body:
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST,
+                "job_id: the API chooses job ids; send an Idempotency-Key header to make retries safe",
+            )
+        if body.get("task", task) != task:
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST, f"task: this endpoint makes {task} jobs, not {body['task']!r}"
+            )
+        return {**body, "task": task}
+
+    # --- read ----------------------------------------------------------------------------------------
+
+    def owned(self, principal: Principal, job_id: str) -> JobRecord:
+        """The key's job, or NOT_FOUND (another key's job is indistinguishable from no job)."""
+        record = self.svc.store.get(job_id) if len(job_id) <= 80 else None
+        if record is None or record.source is None or record.source.api_key_id != principal.key_id:
+            raise TalkstackError(ErrorCode.NOT_FOUND, f"no job {job_id!r} for this API key")
+        return record
+
+    def view(self, record: JobRecord) -> JobView:
+        result = None
+        if record.result is not None and record.status == "completed":
+            expires = utc_now() + timedelta(seconds=DOWNLOAD_URL_S)
+            outputs = [
+                OutputView(
+                    kind=o.kind,
+                    content_type=o.content_type,
+                    bytes=o.bytes,
+                    bucket=o.bucket,
+                    key=o.key,
+                    url=self.svc.s3.generate_presigned_url(
+                        "get_object", Params={"Bucket": o.bucket, "Key": o.key}, ExpiresIn=DOWNLOAD_URL_S
+                    ),
+                    url_expires_at=expires,
+                )
+                for o in record.result.outputs
+            ]
+            r = record.result
+            result = ResultView(
+                outputs=outputs,
+                duration_s=r.duration_s,
+                width=r.width,
+                height=r.height,
+                fps=r.fps,
+                bytes=r.bytes,
+                estimated_cost_usd=r.estimated_cost_usd,
+                warnings=r.warnings,
+            )
+        return JobView.of(record, result, links(record.job_id))
+
+    def get_job(self, principal: Principal, job_id: str) -> JobView:
+        return self.view(self.owned(principal, job_id))
+
+    def list_jobs(self, principal: Principal, status: str | None, limit: int, cursor: str | None) -> JobList:
+        statuses = frozenset(s.strip() for s in status.split(",") if s.strip()) if status else None
+        unknown = (statuses or frozenset()) - set(JOB_STATUSES)
+        if unknown:
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST,
+                f"status: unknown {', '.join(sorted(unknown))} (one or more of {', '.join(JOB_STATUSES)})",
+            )
+        records, next_key = self.svc.store.list_owned(
+            principal.key_id,
+            statuses=statuses,
+            limit=max(1, min(limit, MAX_PAGE)),
+            cursor=decode_cursor(cursor, principal.key_id),
+        )
+        jobs = [
+            JobSummary(
+                job_id=r.job_id,
+                task=r.task,
+                model=r.model,
+                status=r.status,
+                progress=r.progress,
+                created_at=r.created_at,
+                finished_at=r.finished_at,
+                error_code=r.error.code if r.error else None,
+            )
+            for r in records
+        ]
+        return JobList(jobs=jobs, next_cursor=encode_cursor(next_key))
+
+    # --- cancel --------------------------------------------------------------------------------------
+
+    def cancel(self, principal: Principal, job_id: str) -> JobView:
+        self.owned(principal, job_id)
+        record, _ = cancel_job(
+            job_id, self.config, self.svc.store, self.svc.s3, self.svc.sfn, self.backends, self.svc.emit
+        )
+        return self.view(record)
+
+    # --- models, usage -------------------------------------------------------------------------------
+
+    def models(self) -> ModelList:
+        views = []
+        for info in list_models():
+            reason = None
+            try:
+                _check_model(info.id, info.task, self.config, "model")
+            except TalkstackError as exc:
+                reason = exc.message.removeprefix("model: ")
+            views.append(
+                ModelView(
+                    id=info.id,
+                    task=info.task,
+                    description=info.description,
+                    licence=info.licence,
+                    gpu=info.gpu,
+                    backend=self.config.backend_for(info.id),
+                    available=reason is None,
+                    unavailable_reason=reason,
+                    limits=self._model_limits(info.task),
+                )
+            )
+        return ModelList(models=views)
+
+    def _model_limits(self, task: str) -> ModelLimits:
+        lim = self.limits
+        if task == "avatar":
+            return ModelLimits(
+                max_audio_seconds=min(lim.max_audio_seconds, MAX_AVATAR_SECONDS),
+                max_text_chars=lim.max_text_chars,
+                max_image_bytes=lim.max_image_bytes,
+                max_audio_bytes=lim.max_audio_bytes,
+            )
+        if task == "voice":
+            return ModelLimits(
+                max_audio_seconds=lim.max_audio_seconds,
+                max_text_chars=lim.max_text_chars,
+                max_audio_bytes=lim.max_audio_bytes,
+            )
+        return ModelLimits(max_image_bytes=lim.max_image_bytes, max_duration_s=60.0)
+
+    def usage(
+        self,
+        principal: Principal,
+        period: Literal["day", "month"],
+        start: datetime | None,
+        end: datetime | None,
+    ) -> Usage:
+        now = utc_now()
+        end = (end or now).astimezone(UTC)
+        if start is None:
+            start = (
+                end - timedelta(days=30) if period == "day" else _month_start(end).replace(year=end.year - 1)
+            )
+        start = start.astimezone(UTC)
+        if start >= end:
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, "start: must be before end")
+        if end - start > timedelta(days=400):
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, "start: at most 400 days before end")
+        buckets: dict[datetime, UsageBucket] = {}
+        cursor = None
+        while True:
+            records, cursor = self.svc.store.list_owned(
+                principal.key_id, limit=MAX_PAGE, cursor=cursor, since=iso_key(start), until=iso_key(end)
+            )
+            for record in records:
+                first = _day_start(record.created_at) if period == "day" else _month_start(record.created_at)
+                bucket = buckets.get(first)
+                if bucket is None:
+                    bucket = buckets[first] = UsageBucket(start=first, end=_next(first, period))
+                _count(bucket, record)
+            if cursor is None:
+                break
+        totals = UsageBucket(start=start, end=end)
+        for bucket in buckets.values():
+            for field in ("jobs", "completed", "failed", "cancelled", "active"):
+                setattr(totals, field, getattr(totals, field) + getattr(bucket, field))
+            for field in ("seconds_rendered", "gpu_seconds", "estimated_cost_usd"):
+                setattr(totals, field, round(getattr(totals, field) + getattr(bucket, field), 6))
+        limits = principal.limits
+        return Usage(
+            period=period,
+            start=start,
+            end=end,
+            tier=principal.tier,
+            limits={
+                "requests_per_minute": limits.requests_per_minute,
+                "concurrent_jobs": limits.concurrent_jobs,
+            },
+            totals=totals,
+            buckets=[buckets[k] for k in sorted(buckets)],
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "time": utc_now().isoformat()}
+
+
+def _day_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _month_start(moment: datetime) -> datetime:
+    return _day_start(moment).replace(day=1)
+
+
+def _next(first: datetime, period: str) -> datetime:
+    if period == "day":
+        return first + timedelta(days=1)
+    return (first + timedelta(days=32)).replace(day=1)
+
+
+def _count(bucket: UsageBucket, record: JobRecord) -> None:
+    bucket.jobs += 1
+    if record.status in ("completed", "failed", "cancelled"):
+        setattr(bucket, record.status, getattr(bucket, record.status) + 1)
+    else:
+        bucket.active += 1
+    if record.result is not None:
+        bucket.seconds_rendered = round(bucket.seconds_rendered + (record.result.duration_s or 0.0), 3)
+        bucket.estimated_cost_usd = round(
+            bucket.estimated_cost_usd + (record.result.estimated_cost_usd or 0.0), 6
+        )
+    for step in record.steps:
+        if step.model and step.duration_s and _is_gpu(step.model):
+            bucket.gpu_seconds = round(bucket.gpu_seconds + step.duration_s, 3)
+
+
+def _is_gpu(model_id: str) -> bool:
+    try:
+        return get_model(model_id).gpu
+    except TalkstackError:
+        return False

@@ -1,0 +1,81 @@
+"""Cancel a job: the record first, then everything that could still produce output.
+
+Order matters. The record turns `cancelled` under the optimistic lock, so it either wins against
+finalize (which then sees a cancelled job and publishes nothing, see finalize.py) or finds the job
+already completed (a conflict, reported as such). Then the cancel flag goes up (workers poll it
+with their heartbeat and stop without uploading), the execution is stopped (no further state runs;
+Step Functions answers later task tokens with TaskTimedOut / InvalidToken, which complete ignores),
+and a Modal call is cancelled outright. Cancelling a cancelled job changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from talkstack.contract.record import JobRecord, utc_now
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import error_code
+from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.dispatch import cancel_flag_key
+from talkstack.pipeline.failure import remove_published
+
+log = logging.getLogger(__name__)
+
+
+def execution_arn(config: PipelineConfig, job_id: str) -> str:
+    return config.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"
+
+
+def cancel_job(
+    job_id: str,
+    config: PipelineConfig,
+    store: Any,
+    s3: Any,
+    sfn: Any,
+    backends: Any,
+    emit: Any,
+) -> tuple[JobRecord, bool]:
+    """(record, whether this call cancelled it). CONFLICT if the job had already completed or failed."""
+    running: list[str] = []
+
+    def cancel(record: JobRecord) -> None:
+        if record.status == "cancelled":
+            return
+        if record.is_terminal:
+            raise TalkstackError(
+                ErrorCode.CONFLICT,
+                f"job {job_id} already {record.status}; only queued or running jobs can be cancelled",
+                status=record.status,
+            )
+        running[:] = [s.call_id for s in record.steps if s.status == "running" and s.call_id]
+        record.mark_cancelled()
+
+    before = store.get(job_id)
+    if before is not None and before.status == "cancelled":
+        return before, False
+    record = store.update(job_id, cancel)
+    s3.put_object(
+        Bucket=config.work_bucket,
+        Key=cancel_flag_key(job_id),
+        Body=json.dumps({"job_id": job_id, "cancelled_at": utc_now().isoformat()}).encode(),
+        ContentType="application/json",
+    )
+    try:
+        sfn.stop_execution(executionArn=execution_arn(config, job_id), cause="cancelled through the API")
+    except ClientError as exc:
+        if error_code(exc) not in ("ExecutionDoesNotExist", "InvalidArn"):
+            raise
+    for call_id in running:
+        try:
+            backends.cancel(call_id)
+        except Exception as exc:  # best effort: the flag stops the worker anyway, at its next heartbeat
+            log.warning("could not cancel worker call %s of job %s: %s", call_id, job_id, exc)
+    removed = remove_published(record, config, s3)
+    if removed:
+        log.warning("job %s was cancelled while publishing; removed %s", job_id, removed)
+    emit(record, "job.cancelled")
+    return record, True
