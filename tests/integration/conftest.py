@@ -87,6 +87,15 @@ class Pipeline:
         self.sfn = stack.client("stepfunctions")
         self.store = JobStore(self.r.jobs_table)
 
+    @property
+    def api_url(self) -> str:
+        """The REST API of this stack, over real HTTP (the local API Gateway)."""
+        return self.r.api_url
+
+    def api_key(self, tier: str = "enterprise", name: str = "") -> str:
+        """A fresh API key: every key is its own tenant with its own limits."""
+        return self.stack.create_api_key(tier, name)
+
     def drop(self, manifest: dict[str, Any], media: dict[str, Path], name: str) -> Dropped:
         return drop_job(self.s3, self.r.input_bucket, manifest, media, name=name)
 
