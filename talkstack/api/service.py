@@ -157,8 +157,9 @@ class ApiService:
         principal = Principal(ticket["owner"], ticket["tier"], ticket["name"])
         task, body = ticket["task"], ticket["body"]
         raw = self._request_body(task, body)
-        request = self.uploads.resolve(principal, parse_job_request(raw))
-        check_request(request, self.config, self.limits)
+        request = parse_job_request(raw)
+        check_request(request, self.config, self.limits)  # models, text, output, webhook: no I/O
+        request = self.uploads.resolve(principal, request)
         check_media(request, self.config, self.svc.s3, self.limits)
         job_id = f"{task}-{secrets.token_hex(8)}"
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """Where moto (pinned, see pyproject `local` extra) differs from AWS in ways this pipeline depends on,
-and the two patches local mode applies. `tests/integration/test_moto_canary.py` proves each patch
+and the patches local mode applies. `tests/integration/test_moto_canary.py` proves each patch
 still takes effect, so a moto upgrade that moves these internals fails loudly instead of silently
 running different logic.
 
@@ -17,6 +17,11 @@ running different logic.
    `States.HeartbeatTimeout` (which a Retry or Catch can single out); moto reports every timeout as
    `States.Timeout`. The patch restores the specific name, so the definition can retry a silent
    worker without also retrying a step that ran past its TimeoutSeconds.
+5. **StopExecution aborts.** AWS ends a stopped execution at once, as ABORTED, whatever state it is
+   in. moto marks the program stopped but leaves a `.waitForTaskToken` task waiting for its token,
+   and when that wait ends the task's error overwrites the stop, so the execution ends FAILED and
+   its Catch path runs (a cancelled job would be reported failed). The patch wakes the execution's
+   waiting callbacks on stop and keeps a stopped program stopped.
 4. **Speed only: reuse the engine's Lambda clients.** moto's state machine engine builds a new boto3
    client for every `lambda:invoke` task (10–20 ms each on this kind of machine); the patch caches
    them per region and credentials. Behaviour is unchanged; bench/pipeline_overhead.py shows the gain.
@@ -245,11 +250,41 @@ def install_lambda_client_cache() -> None:
     _client_cache_installed = True
 
 
+_stop_patch_installed = False
+
+
+def install_stop_aborts() -> None:
+    """StopExecution ends the execution at once as ABORTED, as in AWS (patch 5)."""
+    global _stop_patch_installed
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    if _stop_patch_installed:
+        return
+    original_stop, original_error = Environment.set_stop, Environment.set_error
+
+    def set_stop(self: Any, stop_date: Any, cause: Any, error: Any) -> None:
+        original_stop(self, stop_date, cause, error)
+        # The pool belongs to this execution (frames share it): wake its waiting task tokens.
+        for endpoint in list(self.callback_pool_manager._pool.values()):
+            endpoint.interrupt_all()
+
+    def set_error(self: Any, error: Any) -> None:
+        if isinstance(self._program_state, ProgramStopped):
+            return  # an interrupted wait's error must not turn ABORTED into FAILED
+        original_error(self, error)
+
+    Environment.set_stop = set_stop  # type: ignore[method-assign]
+    Environment.set_error = set_error  # type: ignore[method-assign]
+    _stop_patch_installed = True
+
+
 def install_execution_patches() -> None:
-    """The Step Functions patches (2, 3 and 4); idempotent."""
+    """The Step Functions patches (2, 3, 4 and 5); idempotent."""
     install_fresh_token_per_retry()
     install_heartbeat_timeout_name()
     install_lambda_client_cache()
+    install_stop_aborts()
 
 
 def check_moto_version() -> str:

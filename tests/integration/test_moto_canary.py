@@ -121,6 +121,24 @@ def test_heartbeat_timeout_is_reported_as_states_heartbeat_timeout(pipeline):
     assert json.loads(described["output"])["error"]["Error"] == "States.HeartbeatTimeout"
 
 
+def test_stop_execution_aborts_a_waiting_callback_task(pipeline):
+    sqs = pipeline.stack.client("sqs")
+    queue = sqs.create_queue(QueueName="canary-stop")["QueueUrl"]
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}]
+    definition = _callback_machine(queue, HeartbeatSeconds=5, TimeoutSeconds=20, Catch=catch)
+    arn = _state_machine(pipeline, "canary-stop", definition)
+    execution = pipeline.sfn.start_execution(stateMachineArn=arn, name="canary-stop-1", input="{}")
+    assert sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5).get("Messages")  # the task is waiting
+    pipeline.sfn.stop_execution(executionArn=execution["executionArn"], cause="canary")
+    time.sleep(1)
+    # Unpatched moto stays RUNNING until the heartbeat expires, then ends FAILED (or, as here, runs
+    # the Catch path and SUCCEEDS): AWS aborts at once and runs nothing more.
+    described = pipeline.sfn.describe_execution(executionArn=execution["executionArn"])
+    assert described["status"] == "ABORTED", described
+    time.sleep(5)
+    assert pipeline.sfn.describe_execution(executionArn=execution["executionArn"])["status"] == "ABORTED"
+
+
 def test_engine_lambda_clients_are_reused(pipeline):
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 
