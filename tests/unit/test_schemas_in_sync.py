@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from talkstack.api.openapi import openapi_document, published_documents
 from talkstack.contract import schema_documents, stale_schemas, write_schemas
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -38,3 +40,47 @@ def test_write_then_detect_drift(tmp_path):
     assert stale_schemas(tmp_path / "out") == sorted(
         [written[0].name, written[1].name], key=list(schema_documents()).index
     )
+
+
+def test_checked_in_openapi_document_matches_the_code():
+    stale = stale_schemas(SCHEMAS_DIR, published_documents())
+    assert not stale, (
+        f"schemas/ is out of date ({', '.join(stale)}): run `make schemas` and commit the result"
+    )
+
+
+def test_openapi_document_is_complete():
+    doc = openapi_document()
+    assert doc["openapi"].startswith("3.")
+    operations = {(m.upper(), p) for p, ms in doc["paths"].items() for m in ms}
+    assert operations == {
+        ("POST", "/v1/avatar/generate"),
+        ("POST", "/v1/voice/clone"),
+        ("POST", "/v1/video/generate"),
+        ("POST", "/v1/uploads"),
+        ("GET", "/v1/jobs/{job_id}"),
+        ("GET", "/v1/jobs"),
+        ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/usage"),
+        ("GET", "/health"),
+    }
+    text = json.dumps(doc)
+    referenced = set(re.findall(r"#/components/schemas/([A-Za-z0-9_]+)", text))
+    assert referenced <= set(doc["components"]["schemas"]), "dangling $ref"
+    generate = doc["paths"]["/v1/avatar/generate"]["post"]
+    assert set(generate["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert generate["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "JobAccepted"
+    )
+    assert "Retry-After" in generate["responses"]["429"]["headers"]
+    for path, methods in doc["paths"].items():
+        for operation in methods.values():
+            if path == "/health":
+                assert operation["security"] == []
+            else:
+                assert "security" not in operation  # the global bearer / x-api-key requirement applies
+                assert operation["responses"]["401"]["content"]["application/json"]["schema"][
+                    "$ref"
+                ].endswith("ErrorBody")
+    assert doc["security"] == [{"bearerAuth": []}, {"apiKey": []}]
