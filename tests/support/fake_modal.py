@@ -196,6 +196,12 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
             api_pb2.FunctionMapResponse(function_call_id=call_id, pipelined_inputs=items)
         )
 
+    async def FunctionCallCancel(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        self._authorise(stream)
+        self.fake.cancelled.append(request.function_call_id)
+        await stream.send_message(empty_pb2.Empty())
+
 
 @dataclass
 class FakeModal:
@@ -205,6 +211,8 @@ class FakeModal:
     deployed: list[_Deployed] = field(default_factory=list)
     spawned: list[Spawned] = field(default_factory=list)
     bound: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+    """Function call ids cancelled through FunctionCallCancel."""
     port: int = field(default_factory=_free_port)
 
     def __post_init__(self) -> None:
@@ -233,6 +241,7 @@ class FakeModal:
         self.deployed.clear()
         self.spawned.clear()
         self.bound.clear()
+        self.cancelled.clear()
 
     def function_id(self, deployed: _Deployed) -> str:
         return f"fu-{self.deployed.index(deployed)}"

@@ -128,3 +128,29 @@ def test_the_token_comes_from_secrets_manager() -> None:
             read_modal_token(secret_id, secrets)
         assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
         assert "TALKSTACK_MODAL_TOKEN_SECRET" in caught.value.message
+
+
+def test_cancel_stops_the_spawned_call(fake: FakeModal) -> None:
+    fake.deploy("talkstack-avatar", "MultiTalk", parameters={"turbo": False})
+    call_id = ModalBackend(TOKEN).submit(_task())
+    native = call_id.removeprefix("modal:")
+    ModalBackend(TOKEN).cancel(native)
+    assert fake.cancelled == [native]
+
+
+def test_backends_cancel_routes_by_the_call_id_prefix(fake: FakeModal) -> None:
+    from types import SimpleNamespace
+
+    from talkstack.workers.backends import Backends
+
+    with mock_aws():
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        body = json.dumps({"token_id": "ak-test", "token_secret": "as-test"})
+        arn = secrets.create_secret(Name="modal-token", SecretString=body)["ARN"]
+        config = SimpleNamespace(modal_token_secret=arn, modal_environment=None)
+        backends = Backends(config, lambda: secrets)
+        assert backends.cancel("local:avatar-1-abc") is False  # local workers stop on the cancel flag
+        fake.deploy("talkstack-avatar", "MultiTalk", parameters={"turbo": False})
+        call_id = ModalBackend(TOKEN).submit(_task())
+        assert backends.cancel(call_id) is True
+    assert fake.cancelled == [call_id.removeprefix("modal:")]
