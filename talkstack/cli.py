@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from talkstack import cli_stack
+from talkstack import cli_remote, cli_stack
 from talkstack.cli_common import err, friendly_errors, out, progress_bar
 from talkstack.engines.base import RenderResult
 from talkstack.engines.registry import get_model, list_models
@@ -33,6 +33,7 @@ app = typer.Typer(
 render_app = typer.Typer(help="Render locally with the CPU lite engines.", no_args_is_help=True)
 app.add_typer(render_app, name="render")
 cli_stack.register(app)
+cli_remote.register(app)
 
 
 def _short_side(resolution: str | None) -> int | None:

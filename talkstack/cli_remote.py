@@ -1,0 +1,337 @@
+"""`talkstack api …`: the CLI over the REST API (talkstack.client), for a deployed stack or a local one.
+
+Unlike `talkstack submit`, which drops files into the input bucket with AWS credentials, these
+commands need only the API's URL and a key (`--url`/`--key`, or TALKSTACK_API_URL/TALKSTACK_API_KEY;
+the URL defaults to the API of a local `talkstack up`). `submit` uploads local media through
+`POST /v1/uploads`, submits to the task's endpoint, follows the job and downloads its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, get_args
+
+import typer
+from rich.table import Column, Table
+
+from talkstack.cli_common import err, friendly_errors, out, progress_bar
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.local.resources import LocalResources
+
+if TYPE_CHECKING:  # the client (and httpx) are imported when a command runs
+    from talkstack.api.models import JobView
+    from talkstack.client import TalkstackClient
+
+DEFAULT_API_URL = LocalResources().api_url
+TASK_METHODS = {"avatar": "generate_avatar", "voice": "clone_voice", "video": "generate_video"}
+
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url", envvar="TALKSTACK_API_URL", help="Base URL of the REST API (default: local stack)."
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key", envvar="TALKSTACK_API_KEY", help="API key (tsk_…; make one with `talkstack keys create`)."
+    ),
+]
+
+api_app = typer.Typer(
+    help="Use a talkstack REST API (--url/--key or TALKSTACK_API_URL/TALKSTACK_API_KEY).",
+    no_args_is_help=True,
+)
+
+
+@contextmanager
+def _client(url: str, key: str | None) -> Iterator[TalkstackClient]:
+    from talkstack.client import TalkstackClient
+
+    if not key:
+        raise TalkstackError(
+            ErrorCode.UNAUTHORIZED,
+            "no API key: pass --key or set TALKSTACK_API_KEY (a local one: `talkstack keys create`)",
+        )
+    with TalkstackClient(url, key) as client:
+        yield client
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+
+def _media_fields(task: str) -> frozenset[str]:
+    """The input fields of `task` that name media files (the others are text)."""
+    from talkstack.api.models import GENERATE_BODIES
+    from talkstack.contract.fields import MediaRef
+
+    inputs = GENERATE_BODIES[task].model_fields["inputs"].annotation
+    fields = getattr(inputs, "model_fields", {})
+    return frozenset(n for n, f in fields.items() if MediaRef in (f.annotation, *get_args(f.annotation)))
+
+
+def _upload_media(
+    client: TalkstackClient, task: str, document: dict[str, Any], media: dict[str, Path]
+) -> None:
+    """Upload each local media file once and put its upload id where the manifest named the file."""
+    from talkstack.contract.fields import MediaRef
+
+    inputs = document.get("inputs")
+    if not isinstance(inputs, dict):
+        return  # the API says what is wrong with it
+    uploaded: dict[str, str] = {}
+    for field in sorted(_media_fields(task) & inputs.keys()):
+        value = inputs[field]
+        try:
+            ref = MediaRef.parse(value)
+        except ValueError:
+            continue  # not a ref: the API names the field and the problem
+        if not ref.is_relative or ref.key.startswith("upl_"):
+            continue  # s3://… or an earlier upload: sent as it is
+        if ref.key not in media:
+            raise TalkstackError(
+                ErrorCode.INPUT_NOT_FOUND,
+                f"inputs.{field}: no file {ref.key!r} beside the manifest (give a local file, "
+                "an s3://bucket/key or an upload id)",
+                field=f"inputs.{field}",
+            )
+        if ref.key not in uploaded:
+            err.print(f"uploading {media[ref.key]}", highlight=False)
+            uploaded[ref.key] = client.upload(media[ref.key])
+        inputs[field] = uploaded[ref.key]
+
+
+def _progress_note(job: JobView) -> str:
+    running = [s.name for s in job.steps if s.status == "running"]
+    return job.progress_message or (f"{running[-1]} running" if running else job.status)
+
+
+def _raise_unless_completed(job: JobView) -> None:
+    if job.status == "completed":
+        return
+    if job.error is not None:
+        raise TalkstackError(job.error.code, f"job {job.job_id} {job.status}: {job.error.message}")
+    raise TalkstackError(ErrorCode.CONFLICT, f"job {job.job_id} was {job.status}")
+
+
+@api_app.command("submit")
+@friendly_errors
+def submit_cmd(
+    manifest: Annotated[
+        Path | None, typer.Argument(help="A job.json; relative media refs are uploaded from beside it.")
+    ] = None,
+    image: Annotated[Path | None, typer.Option("--image", "-i", help="Photo (builds an avatar job).")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", "-a", help="Speech for the avatar.")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="Text to speak instead of --audio.")
+    ] = None,
+    webhook: Annotated[str | None, typer.Option(help="Webhook URL for this job's events.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")] = Path("out"),
+    wait: Annotated[bool, typer.Option(help="Follow the job and download its outputs.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 900.0,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Upload media, submit the job to the API, follow it and download its outputs into --output."""
+    from talkstack.cli_stack import _manifest_from_options
+    from talkstack.contract.parse import is_legacy_request, parse_job_request
+    from talkstack.pipeline.drop import local_media
+
+    if manifest is not None:
+        try:
+            document = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: {exc}") from None
+        if not isinstance(document, dict):
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: expected a JSON object")
+        media = local_media(document, manifest.parent)
+        if is_legacy_request(document):  # to the native shape here, so its media refs are under `inputs`
+            native = parse_job_request(document)
+            document = native.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        if webhook:
+            document.setdefault("notify", {})["webhook_url"] = webhook
+    else:
+        document, media = _manifest_from_options(image, audio, text, webhook)
+    task = document.get("task", "avatar")
+    if not isinstance(task, str) or task not in TASK_METHODS:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, f"task: {task!r} is not one of {', '.join(TASK_METHODS)}"
+        )
+    with _client(url, key) as client:
+        _upload_media(client, task, document, media)
+        accepted = getattr(client, TASK_METHODS[task])(document)
+        out.print(f"submitted [bold]{accepted.job_id}[/] ({accepted.task} job)", highlight=False)
+        if not wait:
+            out.print(f"follow it with: talkstack api status {accepted.job_id}", highlight=False)
+            return
+        with progress_bar(accepted.job_id) as progress:
+            job = client.wait(
+                accepted.job_id,
+                on_progress=lambda j: progress(j.progress, _progress_note(j)),
+                timeout=timeout,
+            )
+        _raise_unless_completed(job)
+        files = client.download(job, output)
+    assert job.result is not None
+    duration = f", {job.result.duration_s:.2f} s" if job.result.duration_s is not None else ""
+    out.print(f"[bold green]completed[/] {job.job_id}{duration}", highlight=False)
+    for path in files:
+        out.print(f"  {path}  ({path.stat().st_size / 1e3:.0f} kB)", highlight=False)
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+
+
+def _print_job(job: JobView) -> None:
+    out.print(
+        f"[bold]{job.job_id}[/] {job.task or '-'} / {job.model or '-'}: [bold]{job.status}[/] "
+        f"{job.progress:.0%}" + (f"  {job.progress_message}" if job.progress_message else ""),
+        highlight=False,
+    )
+    for step in job.steps:
+        duration = f"{step.duration_s:.2f} s" if step.duration_s is not None else "…"
+        out.print(
+            f"  {step.name:9} {step.status:10} {duration:>9}  attempts {step.attempts}", highlight=False
+        )
+    if job.error is not None:
+        out.print(f"  [red]{job.error.code}[/]: {job.error.message}", highlight=False)
+    if job.result is not None:
+        for item in job.result.outputs:
+            out.print(f"  {item.kind:9} {item.key}  ({item.bytes / 1e3:.0f} kB)", highlight=False)
+        out.print(f"  download URLs: talkstack api status {job.job_id} --json", highlight=False)
+
+
+@api_app.command("status")
+@friendly_errors
+def status_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's job view.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Where a job stands: status, progress, steps, result (with download URLs in --json) or error."""
+    with _client(url, key) as client:
+        job = client.get_job(job_id)
+    if as_json:
+        out.print_json(job.model_dump_json())
+        return
+    _print_job(job)
+
+
+@api_app.command("cancel")
+@friendly_errors
+def cancel_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Cancel a queued or running job."""
+    with _client(url, key) as client:
+        job = client.cancel(job_id)
+    out.print(f"{job.job_id}: [bold]{job.status}[/]", highlight=False)
+
+
+@api_app.command("jobs")
+@friendly_errors
+def jobs_cmd(
+    status: Annotated[
+        str | None, typer.Option(help="Only these statuses (comma-separated, e.g. running,queued).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many (newest first).")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Continue after a previous page.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The API's page, as JSON.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """This key's jobs, newest first."""
+    with _client(url, key) as client:
+        page = client.list_jobs(status, limit, cursor)
+    if as_json:
+        out.print_json(page.model_dump_json())
+        return
+    table = Table(
+        Column("job", no_wrap=True), "task", "model", "status", "progress", "created (UTC)", "error"
+    )
+    for job in page.jobs:
+        table.add_row(
+            job.job_id,
+            job.task or "-",
+            job.model or "-",
+            job.status,
+            f"{job.progress:.0%}",
+            f"{job.created_at:%Y-%m-%d %H:%M:%S}",
+            job.error_code or "",
+        )
+    out.print(table)
+    if page.next_cursor:
+        out.print(f"more: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+
+
+# --- models, usage ----------------------------------------------------------------------------------
+
+
+@api_app.command("models")
+@friendly_errors
+def models_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """The API's models: where they run, whether it can run them now, their licences."""
+    with _client(url, key) as client:
+        models = client.models()
+    if as_json:
+        out.print_json(models.model_dump_json())
+        return
+    table = Table("id", "task", "backend", "available", "licence")
+    for m in models.models:
+        available = "[green]yes[/]" if m.available else f"[dim]no: {m.unavailable_reason}[/]"
+        table.add_row(m.id, m.task, m.backend, available, m.licence)
+    out.print(table)
+
+
+@api_app.command("usage")
+@friendly_errors
+def usage_cmd(
+    period: Annotated[str, typer.Option(help="day or month buckets.")] = "day",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Jobs, rendered seconds, GPU seconds and estimated cost of this key per day or month."""
+    if period not in ("day", "month"):
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"--period: day or month, not {period!r}")
+    with _client(url, key) as client:
+        usage = client.usage(period)
+    if as_json:
+        out.print_json(usage.model_dump_json())
+        return
+    limits = ", ".join(f"{k} {v}" for k, v in usage.limits.items())
+    out.print(f"tier [bold]{usage.tier}[/] ({limits})", highlight=False)
+    table = Table(
+        period, "jobs", "completed", "failed", "cancelled", "active", "rendered s", "GPU s", "est. USD"
+    )
+    fmt = "%Y-%m-%d" if period == "day" else "%Y-%m"
+    for b in [*usage.buckets, usage.totals]:
+        table.add_row(
+            "total" if b is usage.totals else f"{b.start:{fmt}}",
+            str(b.jobs),
+            str(b.completed),
+            str(b.failed),
+            str(b.cancelled),
+            str(b.active),
+            f"{b.seconds_rendered:.1f}",
+            f"{b.gpu_seconds:.1f}",
+            f"{b.estimated_cost_usd:.4f}",
+        )
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(api_app, name="api")
+
+
+__all__ = ["api_app", "register"]
