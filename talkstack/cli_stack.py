@@ -319,10 +319,15 @@ def keys_create_cmd(
         f"key {new.principal.key_id} ({new.principal.tier}: {limits.requests_per_minute} requests/minute, "
         f"{limits.concurrent_jobs} jobs at once); store it now, it is not shown again:",
         highlight=False,
+        soft_wrap=True,
     )
     print(new.key)
     if table is None:
-        err.print(f"try: curl -H 'Authorization: Bearer {new.key}' {r.api_url}/v1/models", highlight=False)
+        err.print(
+            f"try: curl -H 'Authorization: Bearer {new.key}' {r.api_url}/v1/models",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 keys_app.command("create")(friendly_errors(keys_create_cmd))
