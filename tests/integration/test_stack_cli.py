@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -109,3 +110,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path, free_port):
     info = probe_video(output)
     assert info.video is not None and abs(info.duration_s - 13.56) < 0.2
     assert output.with_suffix(".jpg").stat().st_size > 0
+
+
+def test_keys_create_prints_a_working_key(pipeline):
+    result = runner.invoke(app, ["keys", "create", "--tier", "pro", "--name", "cli", *stack_args(pipeline)])
+    assert result.exit_code == 0, result.output
+    key = next(line for line in result.output.splitlines() if line.startswith("tsk_"))
+    answer = httpx.get(f"{pipeline.api_url}/v1/usage", headers={"x-api-key": key})
+    assert answer.status_code == 200 and answer.json()["tier"] == "pro"
+    bad = runner.invoke(app, ["keys", "create", "--tier", "gold", *stack_args(pipeline)])
+    assert bad.exit_code == 2 and "INVALID_REQUEST" in bad.output
