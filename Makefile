@@ -35,11 +35,22 @@ format: venv
 	$(VENV)/bin/ruff check --fix talkstack aws modal_workers tests bench
 	$(VENV)/bin/ruff format talkstack aws modal_workers tests bench
 
-schemas: venv
+# The TypeScript SDK's dev dependencies, exactly as its package-lock.json pins them; its tests
+# (tests/integration/test_typescript_sdk.py) run `npm test` there against the local API.
+SDK_TS       := clients/typescript
+SDK_TS_STAMP := $(SDK_TS)/node_modules/.installed
+
+$(SDK_TS_STAMP): $(SDK_TS)/package-lock.json $(SDK_TS)/package.json
+	@command -v npm >/dev/null || { echo "npm (Node 20+) is needed for the TypeScript SDK in $(SDK_TS)"; exit 1; }
+	cd $(SDK_TS) && npm ci --no-audit --no-fund
+	touch $(SDK_TS_STAMP)
+
+schemas: venv $(SDK_TS_STAMP)
 	$(VENV)/bin/talkstack schemas --write schemas
+	cd $(SDK_TS) && npm run --silent generate
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
-test: venv sysdeps lint
+test: venv sysdeps lint $(SDK_TS_STAMP)
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
