@@ -21,6 +21,10 @@ def handler(event: dict, context: LambdaContext) -> dict:
         svc.store,
         svc.s3,
     )
+    if record.status == "cancelled":
+        # Cancelled through the API while a step was in flight: the cancel already said so.
+        logger.info("job was cancelled", extra={"job_id": record.job_id})
+        return {"job_id": record.job_id, "code": "CANCELLED", "message": "the job was cancelled"}
     assert record.error is not None
     logger.warning(
         "job failed", extra={"job_id": record.job_id, "error": record.error.model_dump(mode="json")}

@@ -376,6 +376,7 @@ def _proxy_error(exc: TalkstackError) -> dict[str, Any]:
         "headers": {
             "Content-Type": "application/json",
             "Access-Control-Allow-Origin": "*",
+            "Access-Control-Expose-Headers": "Retry-After,WWW-Authenticate",
             **error_headers(exc),
         },
         "body": error_body(exc.code, exc.message, json.loads(json.dumps(exc.details, default=str))),

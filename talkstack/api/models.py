@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic.json_schema import SkipJsonSchema
 
 from talkstack.contract.fields import CallbackId, JobId, StrictModel
 from talkstack.contract.record import (
@@ -36,18 +37,21 @@ class AvatarGenerate(AvatarRequest):
     stack may read, or upload ids from `POST /v1/uploads` (`upl_…`)."""
 
     task: Literal["avatar"] = "avatar"
+    job_id: SkipJsonSchema[None] = None  # the API chooses job ids (refused if sent)
 
 
 class VoiceGenerate(VoiceRequest):
     """`POST /v1/voice/clone`: speech in the voice of `inputs.reference_voice` (or a stock voice)."""
 
     task: Literal["voice"] = "voice"
+    job_id: SkipJsonSchema[None] = None  # the API chooses job ids (refused if sent)
 
 
 class VideoGenerate(VideoRequest):
     """`POST /v1/video/generate`: a clip from a prompt, optionally starting from `inputs.image`."""
 
     task: Literal["video"] = "video"
+    job_id: SkipJsonSchema[None] = None  # the API chooses job ids (refused if sent)
 
 
 GENERATE_BODIES: dict[str, type[AvatarGenerate | VoiceGenerate | VideoGenerate]] = {

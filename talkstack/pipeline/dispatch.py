@@ -16,6 +16,7 @@ from typing import Any
 
 from talkstack.contract.record import JobRecord, utc_now
 from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
+from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import plan_for, step_model
 from talkstack.workers.backends import Backends
@@ -215,6 +216,10 @@ def dispatch_step(
     record = store.get(job_id)
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
+    if record.is_terminal:  # cancelled while the execution was on its way here
+        raise TalkstackError(
+            ErrorCode.CONFLICT, f"job {job_id} is already {record.status}; no worker started"
+        )
     task = build_task(record, step, token, retry_count, config, store, s3, chunk)
     backend = backends.for_model(task.model)
     ttl = config.token_ttl_hours * 3600

@@ -56,6 +56,12 @@ def publish_event(event: JobEvent, config: PipelineConfig, sns: Any) -> str:
 
 
 def notify(payload: dict[str, Any], config: PipelineConfig, store: Any, sns: Any) -> dict[str, Any]:
+    if "event" not in payload:
+        current = store.get(payload["job_id"])
+        if current is not None and current.status == "cancelled" and payload["type"] != "job.cancelled":
+            # A step still in flight when the job was cancelled ended in the failure path: the
+            # cancel has already announced the job's end; a job.failed now would contradict it.
+            return {"skipped": f"{payload['type']}: job {current.job_id} was cancelled"}
     event, record = event_from_payload(payload, store)
     message_id = publish_event(event, config, sns)
     store.add_event(event)

@@ -256,6 +256,21 @@ def test_cancel_during_rendering(pipeline, api, long_speech):
     assert [e["type"] for e in pipeline.sns.for_job(job_id)][-1] == "job.cancelled"
 
 
+def test_cancel_right_after_submit_ends_the_job_quietly(pipeline, api):
+    image = api.upload(SAMPLES / "portrait.png", "image/png")
+    body = {"inputs": {"image": image, "text": "Never said."}, "notify": {"webhook_url": pipeline.hooks.url}}
+    job_id = api.post("/v1/avatar/generate", json=body).json()["job_id"]
+    answer = api.post(f"/v1/jobs/{job_id}/cancel")
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled", answer.text
+    assert pipeline.stack.wait_for_execution(job_id, timeout_s=30)["status"] == "ABORTED"
+    assert pipeline.hooks.wait_for(job_id, "job.cancelled").verified
+    time.sleep(3)  # anything still in flight has had its chance to misbehave
+    types = [e["type"] for e in pipeline.sns.for_job(job_id)]
+    assert types[-1] == "job.cancelled" and "job.failed" not in types and "job.completed" not in types
+    assert pipeline.keys(pipeline.r.output_bucket, f"{job_id}/") == {}
+    assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
 def test_cancelling_a_finished_job_is_a_conflict(pipeline, api):
     job_id = api.post("/v1/voice/clone", json={"inputs": {"text": "Done soon."}}).json()["job_id"]
     assert api.wait(job_id)["status"] == "completed"
