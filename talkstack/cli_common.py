@@ -6,7 +6,8 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -62,3 +63,14 @@ def progress_bar(label: str) -> Iterator[ProgressFn]:
             bar.update(task, completed=fraction, note=message)
 
         yield update
+
+
+# The job options `talkstack submit` (S3 drop) and `talkstack api submit` (REST API) share.
+ManifestArg = Annotated[
+    Path | None, typer.Argument(help="A job.json; relative media refs are uploaded from beside it.")
+]
+ImageOption = Annotated[Path | None, typer.Option("--image", "-i", help="Photo (builds an avatar job).")]
+AudioOption = Annotated[Path | None, typer.Option("--audio", "-a", help="Speech for the avatar.")]
+TextOption = Annotated[str | None, typer.Option("--text", "-t", help="Text to speak instead of --audio.")]
+WebhookOption = Annotated[str | None, typer.Option(help="Webhook URL for this job's events.")]
+TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait.")]

@@ -17,7 +17,18 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 from rich.table import Column, Table
 
-from talkstack.cli_common import err, friendly_errors, out, progress_bar
+from talkstack.cli_common import (
+    AudioOption,
+    ImageOption,
+    ManifestArg,
+    TextOption,
+    TimeoutOption,
+    WebhookOption,
+    err,
+    friendly_errors,
+    out,
+    progress_bar,
+)
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.local.resources import LocalResources
 
@@ -120,18 +131,14 @@ def _raise_unless_completed(job: JobView) -> None:
 @api_app.command("submit")
 @friendly_errors
 def submit_cmd(
-    manifest: Annotated[
-        Path | None, typer.Argument(help="A job.json; relative media refs are uploaded from beside it.")
-    ] = None,
-    image: Annotated[Path | None, typer.Option("--image", "-i", help="Photo (builds an avatar job).")] = None,
-    audio: Annotated[Path | None, typer.Option("--audio", "-a", help="Speech for the avatar.")] = None,
-    text: Annotated[
-        str | None, typer.Option("--text", "-t", help="Text to speak instead of --audio.")
-    ] = None,
-    webhook: Annotated[str | None, typer.Option(help="Webhook URL for this job's events.")] = None,
+    manifest: ManifestArg = None,
+    image: ImageOption = None,
+    audio: AudioOption = None,
+    text: TextOption = None,
+    webhook: WebhookOption = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")] = Path("out"),
     wait: Annotated[bool, typer.Option(help="Follow the job and download its outputs.")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 900.0,
+    timeout: TimeoutOption = 900.0,
     url: UrlOption = DEFAULT_API_URL,
     key: KeyOption = None,
 ) -> None:

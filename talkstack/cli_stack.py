@@ -17,7 +17,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from talkstack.cli_common import err, friendly_errors, out, progress_bar
+from talkstack.cli_common import (
+    AudioOption,
+    ImageOption,
+    ManifestArg,
+    TextOption,
+    TimeoutOption,
+    WebhookOption,
+    err,
+    friendly_errors,
+    out,
+    progress_bar,
+)
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
 from talkstack.errors import ErrorCode, TalkstackError
@@ -163,20 +174,16 @@ def _wait(store: Any, job_id: str, timeout: float) -> JobRecord:
 
 
 def submit_cmd(
-    manifest: Annotated[
-        Path | None, typer.Argument(help="A job.json; relative media refs are uploaded from beside it.")
-    ] = None,
-    image: Annotated[Path | None, typer.Option("--image", "-i", help="Photo (builds an avatar job).")] = None,
-    audio: Annotated[Path | None, typer.Option("--audio", "-a", help="Speech for the avatar.")] = None,
-    text: Annotated[
-        str | None, typer.Option("--text", "-t", help="Text to speak instead of --audio.")
-    ] = None,
-    webhook: Annotated[str | None, typer.Option(help="Webhook URL for this job's events.")] = None,
+    manifest: ManifestArg = None,
+    image: ImageOption = None,
+    audio: AudioOption = None,
+    text: TextOption = None,
+    webhook: WebhookOption = None,
     name: Annotated[
         str | None, typer.Option(help="Folder name under inputs/ (default: a timestamp).")
     ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 900.0,
+    timeout: TimeoutOption = 900.0,
     port: PortOption = DEFAULT_PORT,
     stack: StackOption = DEFAULT_STACK,
 ) -> None:
