@@ -320,7 +320,7 @@ def get_usage(
 
 @app.get("/health", summary="Liveness", tags=["meta"], operation_id="health")
 def health() -> Health:
-    return Health.model_validate(api().service.health())
+    return api().service.health()
 
 
 @app.get("/openapi.json", include_in_schema=False)

@@ -2,8 +2,9 @@
 
 Requests per minute: one counter item per key and minute (`RATE#<key>`, sk = the minute), bumped
 with an atomic ADD and expired by the table's TTL. A request over the limit gets 429 with
-`Retry-After` = the seconds left in the minute. (In AWS, API Gateway usage plans throttle at the
-edge as well; this count is what gives the exact Retry-After, and it is the same code locally.)
+`Retry-After` = the seconds left in the minute. (API Gateway usage plans can throttle at the edge
+as well once the CDK stack adds them; this count is what gives the exact Retry-After, and it is the
+same code locally and deployed.)
 
 Concurrent jobs: `ACTIVE#<key>` lists the key's unfinished job ids with a version number. Admitting
 a job is one transaction: the record is created and the list grows, on condition that the version

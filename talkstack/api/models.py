@@ -76,14 +76,13 @@ class UploadRequest(StrictModel):
 
 class UploadTicket(StrictModel):
     upload_id: UploadId
+    """What to put in a generation request's `inputs`."""
     method: Literal["PUT"] = "PUT"
     url: str
     """Pre-signed URL: PUT the file's bytes here with exactly `headers`."""
     headers: dict[str, str]
     expires_at: UtcDatetime
     max_bytes: PositiveInt
-    ref: str
-    """What to put in a generation request's `inputs` (the upload id)."""
 
 
 # --- jobs ---------------------------------------------------------------------------------------------
@@ -166,17 +165,7 @@ class JobView(StrictModel):
             finished_at=record.finished_at,
             callback_id=record.callback_id,
             metadata=record.metadata,
-            steps=[
-                StepView(
-                    name=s.name,
-                    status=s.status,
-                    model=s.model,
-                    backend=s.backend,
-                    attempts=s.attempts,
-                    duration_s=s.duration_s,
-                )
-                for s in record.steps
-            ],
+            steps=[StepView.model_validate(s, from_attributes=True) for s in record.steps],
             result=result,
             error=record.error,
             links=links,

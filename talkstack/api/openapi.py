@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.models import (
 from pydantic.json_schema import models_json_schema
 
 from talkstack import __version__
-from talkstack.api.app import GENERATE_PATHS, PUBLIC_PATHS, STATUS, app
+from talkstack.api.app import GENERATE_PATHS, PUBLIC_PATHS, app
 from talkstack.api.models import GENERATE_BODIES, ErrorBody, UploadRequest
 from talkstack.api.uploads import MAX_FORM_BYTES
 
@@ -183,4 +183,4 @@ def docs_page() -> str:
     )
 
 
-__all__ = ["STATUS", "docs_page", "openapi_document", "published_documents"]
+__all__ = ["docs_page", "openapi_document", "published_documents"]

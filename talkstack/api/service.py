@@ -30,6 +30,7 @@ from talkstack import __version__
 from talkstack.api.keys import Principal
 from talkstack.api.limits import Admission
 from talkstack.api.models import (
+    Health,
     JobAccepted,
     JobLinks,
     JobList,
@@ -233,16 +234,8 @@ class ApiService:
                 )
                 for o in record.result.outputs
             ]
-            r = record.result
-            result = ResultView(
-                outputs=outputs,
-                duration_s=r.duration_s,
-                width=r.width,
-                height=r.height,
-                fps=r.fps,
-                bytes=r.bytes,
-                estimated_cost_usd=r.estimated_cost_usd,
-                warnings=r.warnings,
+            result = ResultView.model_validate(
+                {**record.result.model_dump(exclude={"outputs"}), "outputs": outputs}
             )
         return JobView.of(record, result, links(record.job_id))
 
@@ -281,9 +274,15 @@ class ApiService:
     # --- cancel --------------------------------------------------------------------------------------
 
     def cancel(self, principal: Principal, job_id: str) -> JobView:
-        self.owned(principal, job_id)
         record, _ = cancel_job(
-            job_id, self.config, self.svc.store, self.svc.s3, self.svc.sfn, self.backends, self.svc.emit
+            job_id,
+            self.config,
+            self.svc.store,
+            self.svc.s3,
+            self.svc.sfn,
+            self.backends,
+            self.svc.emit,
+            current=self.owned(principal, job_id),
         )
         return self.view(record)
 
@@ -381,8 +380,8 @@ class ApiService:
             buckets=[buckets[k] for k in sorted(buckets)],
         )
 
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "time": utc_now().isoformat()}
+    def health(self) -> Health:
+        return Health(status="ok", version=__version__, time=utc_now())
 
 
 def _day_start(moment: datetime) -> datetime:

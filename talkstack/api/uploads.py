@@ -98,7 +98,6 @@ class Uploads:
             headers={"Content-Type": content_type, "Content-Length": str(request.bytes)},
             expires_at=utc_now() + timedelta(seconds=URL_EXPIRY_S),
             max_bytes=limit,
-            ref=upload.upload_id,
         )
 
     def store_bytes(self, principal: Principal, filename: str, content_type: str, data: bytes) -> Upload:

@@ -38,8 +38,10 @@ def cancel_job(
     sfn: Any,
     backends: Any,
     emit: Any,
+    current: JobRecord | None = None,
 ) -> tuple[JobRecord, bool]:
-    """(record, whether this call cancelled it). CONFLICT if the job had already completed or failed."""
+    """(record, whether this call cancelled it). CONFLICT if the job had already completed or failed.
+    `current`: the record as the caller just read it (saves a read)."""
     running: list[str] = []
 
     def cancel(record: JobRecord) -> None:
@@ -54,7 +56,7 @@ def cancel_job(
         running[:] = [s.call_id for s in record.steps if s.status == "running" and s.call_id]
         record.mark_cancelled()
 
-    before = store.get(job_id)
+    before = current or store.get(job_id)
     if before is not None and before.status == "cancelled":
         return before, False
     record = store.update(job_id, cancel)

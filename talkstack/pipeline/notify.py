@@ -19,14 +19,19 @@ from talkstack.pipeline.webhooks import DeliveryReport, WebhookPolicy, deliver_w
 log = logging.getLogger(__name__)
 
 
-def event_from_payload(payload: dict[str, Any], store: Any) -> tuple[JobEvent, JobRecord | None]:
-    """{"event": {...}} (sent by a handler) or {"job_id", "type"} (from the state machine)."""
+def event_from_payload(payload: dict[str, Any], store: Any) -> tuple[JobEvent | None, JobRecord | None]:
+    """{"event": {...}} (sent by a handler) or {"job_id", "type"} (from the state machine). No event
+    when the state machine announces anything but the cancel of a job that was cancelled: a step
+    still in flight at the cancel ended in the failure path, and the cancel has already said how
+    the job ended."""
     if "event" in payload:
         event = JobEvent.model_validate(payload["event"])
         return event, store.get(event.job_id)
     record = store.get(payload["job_id"])
     if record is None:
         raise KeyError(f"job {payload['job_id']} has no record")
+    if record.status == "cancelled" and payload["type"] != "job.cancelled":
+        return None, record
     return JobEvent.from_record(record, payload["type"]), record
 
 
@@ -56,13 +61,9 @@ def publish_event(event: JobEvent, config: PipelineConfig, sns: Any) -> str:
 
 
 def notify(payload: dict[str, Any], config: PipelineConfig, store: Any, sns: Any) -> dict[str, Any]:
-    if "event" not in payload:
-        current = store.get(payload["job_id"])
-        if current is not None and current.status == "cancelled" and payload["type"] != "job.cancelled":
-            # A step still in flight when the job was cancelled ended in the failure path: the
-            # cancel has already announced the job's end; a job.failed now would contradict it.
-            return {"skipped": f"{payload['type']}: job {current.job_id} was cancelled"}
     event, record = event_from_payload(payload, store)
+    if event is None:
+        return {"skipped": f"{payload['type']}: job {payload['job_id']} was cancelled"}
     message_id = publish_event(event, config, sns)
     store.add_event(event)
     report: DeliveryReport | None = None

@@ -299,7 +299,6 @@ def test_upload_declares_the_file_then_puts_it_with_exactly_the_signed_headers(m
         "headers": signed,
         "expires_at": "2025-01-02T04:04:05Z",
         "max_bytes": 20_000_000,
-        "ref": "upl_" + "d" * 24,
     }
     script = Script(httpx.Response(201, json=ticket), httpx.Response(200))
     assert make(script).upload(image) == "upl_" + "d" * 24

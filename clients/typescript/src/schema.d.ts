@@ -768,12 +768,8 @@ export interface components {
              */
             method?: "PUT";
             /**
-             * Ref
-             * @description What to put in a generation request's `inputs` (the upload id).
-             */
-            ref: string;
-            /**
              * Upload Id
+             * @description What to put in a generation request's `inputs`.
              * @example upl_0123456789abcdefghijklmn
              */
             upload_id: string;
