@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv sysdeps lint format schemas bench clean
+.PHONY: demo test venv sysdeps lint format schemas synth bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: CI machines carry this version as a CPU-only wheel (no CUDA download);
 	# the gpu extra's range then accepts it as installed.
 	$(PY) -m pip install --quiet 'torch==2.13.0'
-	$(PY) -m pip install --quiet -e '.[dev,local,modal,gpu]'
+	$(PY) -m pip install --quiet -e '.[dev,local,modal,gpu,cdk]'
 	# mediapipe without its opencv-contrib/matplotlib/sounddevice pins (see pyproject.toml)
 	$(PY) -m pip install --quiet --no-deps 'mediapipe==1.2.2'
 	touch $(STAMP)
@@ -28,12 +28,12 @@ demo: venv
 	$(VENV)/bin/talkstack demo --output out/demo.mp4
 
 lint: venv
-	$(VENV)/bin/ruff check talkstack aws modal_workers tests bench
-	$(VENV)/bin/ruff format --check talkstack aws modal_workers tests bench
+	$(VENV)/bin/ruff check talkstack aws modal_workers infra tests bench
+	$(VENV)/bin/ruff format --check talkstack aws modal_workers infra tests bench
 
 format: venv
-	$(VENV)/bin/ruff check --fix talkstack aws modal_workers tests bench
-	$(VENV)/bin/ruff format talkstack aws modal_workers tests bench
+	$(VENV)/bin/ruff check --fix talkstack aws modal_workers infra tests bench
+	$(VENV)/bin/ruff format talkstack aws modal_workers infra tests bench
 
 # The TypeScript SDK's dev dependencies, exactly as its package-lock.json pins them; its tests
 # (tests/integration/test_typescript_sdk.py) run `npm test` there against the local API.
@@ -45,12 +45,28 @@ $(SDK_TS_STAMP): $(SDK_TS)/package-lock.json $(SDK_TS)/package.json
 	cd $(SDK_TS) && npm ci --no-audit --no-fund
 	touch $(SDK_TS_STAMP)
 
+# The pinned CDK CLI (package.json / package-lock.json at the root).
+CDK_STAMP := node_modules/.installed
+
+$(CDK_STAMP): package-lock.json package.json
+	@command -v npm >/dev/null || { echo "npm (Node 20+) is needed for the CDK CLI"; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $(CDK_STAMP)
+
+# Synthesize the stack (bundles the Lambda code and layers locally, no Docker; cdk-nag runs as a
+# validation plugin) and lint the template. Needs no AWS credentials.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_DISABLE_VERSION_CHECK := 1
+synth: venv $(CDK_STAMP)
+	npx cdk synth --no-notices --quiet
+	$(VENV)/bin/cfn-lint cdk.out/talkstack.template.json
+
 schemas: venv $(SDK_TS_STAMP)
 	$(VENV)/bin/talkstack schemas --write schemas
 	cd $(SDK_TS) && npm run --silent generate
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
-test: venv sysdeps lint $(SDK_TS_STAMP)
+test: venv sysdeps lint $(SDK_TS_STAMP) $(CDK_STAMP)
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -59,4 +75,4 @@ bench: venv
 	$(PY) bench/pipeline_overhead.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) out cdk.out node_modules .pytest_cache .ruff_cache *.egg-info

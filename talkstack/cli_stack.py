@@ -310,17 +310,32 @@ def keys_create_cmd(
             help="Jobs table of a deployed stack (uses your AWS credentials); default: the local stack."
         ),
     ] = None,
+    usage_plan: Annotated[
+        str | None,
+        typer.Option(
+            help="Deployed stacks: the tier's API Gateway usage plan id (stack output UsagePlan<Tier>); "
+            "the key's usage key is registered in it, or API Gateway refuses the key."
+        ),
+    ] = None,
     port: PortOption = DEFAULT_PORT,
     stack: StackOption = DEFAULT_STACK,
 ) -> None:
     """Create an API key and print it (the only time it is shown)."""
     from talkstack.api.keys import TIER_LIMITS, KeyStore
+    from talkstack.api.usage import register_usage_key
     from talkstack.pipeline import aws
 
     r = _resources(stack, port)
     if table is None:
         _connect(r)
-    new = KeyStore(table or r.jobs_table, aws.client("dynamodb")).create(tier, name)
+    keys = KeyStore(table or r.jobs_table, aws.client("dynamodb"))
+    new = keys.create(tier, name)
+    if usage_plan is not None:
+        try:
+            register_usage_key(new.principal, usage_plan, aws.client("apigateway"))
+        except Exception:
+            keys.disable(new.principal.key_id)  # a key API Gateway would refuse is not handed out
+            raise
     limits = TIER_LIMITS[new.principal.tier]
     err.print(
         f"key {new.principal.key_id} ({new.principal.tier}: {limits.requests_per_minute} requests/minute, "

@@ -1,15 +1,21 @@
 """Every job event → SNS topic + signed webhook (+ the job's timeline and delivery log)."""
 
+import warnings
+
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.pipeline.metrics import metrics
 from talkstack.pipeline.notify import notify
 from talkstack.pipeline.services import services
 
 logger = Logger(service="talkstack")
+# Only terminal events and failed webhooks produce metrics; the other events have none to flush.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 svc = services()
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict, context: LambdaContext) -> dict:
     sent = notify(event, svc.config, svc.store, svc.sns)

@@ -48,9 +48,10 @@ from talkstack.api.uploads import Uploads
 from talkstack.contract.fields import MAX_AVATAR_SECONDS
 from talkstack.contract.parse import is_legacy_request, parse_job_request
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
-from talkstack.engines.registry import get_model, list_models
+from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.cancel import cancel_job
+from talkstack.pipeline.cost import gpu_seconds
 from talkstack.pipeline.store import iso_key
 from talkstack.pipeline.validate import _check_model, check_media, check_request
 from talkstack.settings import MediaLimits, get_limits
@@ -409,13 +410,4 @@ def _count(bucket: UsageBucket, record: JobRecord) -> None:
         bucket.estimated_cost_usd = round(
             bucket.estimated_cost_usd + (record.result.estimated_cost_usd or 0.0), 6
         )
-    for step in record.steps:
-        if step.model and step.duration_s and _is_gpu(step.model):
-            bucket.gpu_seconds = round(bucket.gpu_seconds + step.duration_s, 3)
-
-
-def _is_gpu(model_id: str) -> bool:
-    try:
-        return get_model(model_id).gpu
-    except TalkstackError:
-        return False
+    bucket.gpu_seconds = round(bucket.gpu_seconds + gpu_seconds(record), 3)

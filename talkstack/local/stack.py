@@ -221,6 +221,8 @@ class LocalStack:
         os.environ["MOTO_PORT"] = str(r.port)  # moto's state machine engine calls services here
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", self.log_level)
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "talkstack")
+        # Job metrics are EMF log lines for CloudWatch (talkstack.pipeline.metrics): noise locally.
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
         # Clients and config are cached per process: rebuild them for this endpoint and settings.
         from talkstack.pipeline.services import services
 

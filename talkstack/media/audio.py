@@ -12,7 +12,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pyloudnorm
 import soundfile
 import soxr
 
@@ -155,6 +154,10 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 def normalize_loudness(samples: np.ndarray, rate: int, target_lufs: float = TARGET_LUFS) -> np.ndarray:
     """Gain to the target integrated loudness (BS.1770), limited so no sample clips."""
+    # Imported here: pyloudnorm pulls in SciPy (~150 MB), which the segment Lambda, a reader of
+    # audio only, must not carry (Lambda's 250 MB limit).
+    import pyloudnorm
+
     meter = pyloudnorm.Meter(rate)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pyloudnorm warns on clipping; we limit below

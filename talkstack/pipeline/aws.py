@@ -43,3 +43,13 @@ def reset_clients() -> None:
     """Forget cached clients (after the endpoint changes, e.g. between local stacks in tests)."""
     client.cache_clear()
     _session.cache_clear()
+    secrets_provider.cache_clear()
+
+
+@cache
+def secrets_provider(secrets_client: Any = None) -> Any:
+    """One powertools provider per client: its cache lives in the provider, so a new provider per
+    call would read Secrets Manager on every invocation. No client: one from `client()`."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    return SecretsProvider(boto3_client=secrets_client or client("secretsmanager"))

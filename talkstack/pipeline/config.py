@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -74,8 +74,11 @@ class PipelineConfig(BaseSettings):
     modal_environment: str | None = None
     """Modal environment the worker apps were deployed to (default: the workspace's default)."""
 
-    webhook_secret: SecretStr
+    webhook_secret: SecretStr | None = None
     """Standard Webhooks signing secret (`whsec_…`); receivers verify every POST with it."""
+    webhook_secret_id: str | None = None
+    """Or: the Secrets Manager secret (name or ARN) holding it, read by notify (the CDK stack's way:
+    the secret never sits in an environment variable). A value without `whsec_` gets the prefix."""
     allow_loopback_webhooks: bool = False
     """Local mode only: allow webhooks to 127.0.0.1 / localhost."""
     webhook_max_attempts: int = Field(5, ge=1, le=10)
@@ -100,6 +103,12 @@ class PipelineConfig(BaseSettings):
     token_ttl_hours: int = Field(48, ge=1)
     progress_event_step: float = Field(0.1, gt=0, le=1)
     """Emit a job.progress event each time progress advances by this much."""
+
+    @model_validator(mode="after")
+    def _one_webhook_secret(self) -> PipelineConfig:
+        if (self.webhook_secret is None) == (self.webhook_secret_id is None):
+            raise ValueError("set exactly one of TALKSTACK_WEBHOOK_SECRET and TALKSTACK_WEBHOOK_SECRET_ID")
+        return self
 
     def backend_for(self, model_id: str) -> BackendName:
         return self.model_backends.get(model_id, self.worker_backend)

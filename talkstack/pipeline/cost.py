@@ -9,6 +9,8 @@ your own CPU (0). GPU rates arrive with the Modal backend (issue 4). An estimate
 from __future__ import annotations
 
 from talkstack.contract.record import JobRecord
+from talkstack.engines.registry import get_model
+from talkstack.errors import TalkstackError
 
 SFN_PER_TRANSITION = 0.025 / 1000
 LAMBDA_PER_REQUEST = 0.20 / 1_000_000
@@ -33,3 +35,16 @@ def estimate_cost(record: JobRecord) -> float:
     invocations = 4 + 3 * attempts + 2  # + queued/started events
     transitions = 7 + 2 * len(worker_steps)
     return round(engine + orchestration_cost(transitions, invocations), 6)
+
+
+def _is_gpu(model_id: str) -> bool:
+    try:
+        return get_model(model_id).gpu
+    except TalkstackError:
+        return False
+
+
+def gpu_seconds(record: JobRecord) -> float:
+    """Seconds the job's steps spent on GPU models (what a GPU bill is made of)."""
+    on_gpu = [step for step in record.steps if step.model and _is_gpu(step.model)]
+    return round(sum(step.duration_s or 0.0 for step in on_gpu), 3)

@@ -13,8 +13,10 @@ from typing import Any
 
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
+from talkstack.pipeline.aws import secrets_provider
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.webhooks import DeliveryReport, WebhookPolicy, deliver_webhook
+from talkstack.pipeline.metrics import record_event_metrics
+from talkstack.pipeline.webhooks import SECRET_PREFIX, DeliveryReport, WebhookPolicy, deliver_webhook
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,16 @@ def event_from_payload(payload: dict[str, Any], store: Any) -> tuple[JobEvent | 
     if record.status == "cancelled" and payload["type"] != "job.cancelled":
         return None, record
     return JobEvent.from_record(record, payload["type"]), record
+
+
+def signing_secret(config: PipelineConfig) -> str:
+    """The webhook signing secret: from the environment, or from Secrets Manager (cached for five
+    minutes by powertools, so a rotated secret is picked up without a redeploy)."""
+    if config.webhook_secret is not None:
+        return config.webhook_secret.get_secret_value()
+    assert config.webhook_secret_id is not None
+    value = secrets_provider().get(config.webhook_secret_id, max_age=300).strip()
+    return value if value.startswith(SECRET_PREFIX) else SECRET_PREFIX + value
 
 
 def policy_for(config: PipelineConfig) -> WebhookPolicy:
@@ -74,7 +86,7 @@ def notify(payload: dict[str, Any], config: PipelineConfig, store: Any, sns: Any
             url,
             event.model_dump_json(),
             msg_id=event.event_id,
-            secret=config.webhook_secret.get_secret_value(),
+            secret=signing_secret(config),
             policy=policy_for(config),
             event_type=event.type,
         )
@@ -86,6 +98,7 @@ def notify(payload: dict[str, Any], config: PipelineConfig, store: Any, sns: Any
                 event.type,
                 report.refused or (report.attempts[-1].error if report.attempts else "no attempt"),
             )
+    record_event_metrics(event, record, None if report is None else report.delivered)
     return {
         "event_id": event.event_id,
         "type": event.type,

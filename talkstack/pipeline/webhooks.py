@@ -79,9 +79,12 @@ Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+SECRET_PREFIX = "whsec_"
+
+
 def generate_secret() -> str:
     """A new signing secret in the Standard Webhooks format: `whsec_` + base64 of 32 random bytes."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 class WebhookRefused(Exception):

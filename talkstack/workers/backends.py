@@ -10,7 +10,6 @@ modal_token_secret), never from code. Which backend serves a model is configurat
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -21,6 +20,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 
 from talkstack.engines.registry import modal_parameters, modal_target
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import secrets_provider
 from talkstack.workers.protocol import WorkerTask
 
 log = logging.getLogger(__name__)
@@ -75,15 +75,6 @@ class ModalToken(BaseModel):
     token_secret: SecretStr
 
 
-@functools.cache
-def _secrets_provider(secrets_client: Any) -> Any:
-    """One powertools provider per client: its cache lives in the provider, so a new provider per
-    call would read Secrets Manager on every validate and dispatch."""
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
-    return SecretsProvider(boto3_client=secrets_client)
-
-
 def read_modal_token(secret_id: str | None, secrets_client: Any) -> ModalToken:
     """The Modal token from Secrets Manager (cached for a few minutes by powertools, so a rotated
     token is picked up without a redeploy). MODEL_UNAVAILABLE, with what to do, when it is missing."""
@@ -95,9 +86,7 @@ def read_modal_token(secret_id: str | None, secrets_client: Any) -> ModalToken:
     if not secret_id:
         raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"no Modal token is configured: {NO_TOKEN_HINT}")
     try:
-        value = _secrets_provider(secrets_client).get(
-            secret_id, max_age=TOKEN_CACHE_SECONDS, transform="json"
-        )
+        value = secrets_provider(secrets_client).get(secret_id, max_age=TOKEN_CACHE_SECONDS, transform="json")
         return ModalToken.model_validate(value)
     except (GetParameterError, TransformParameterError, ValidationError) as exc:
         raise TalkstackError(

@@ -1,0 +1,26 @@
+"""API Gateway REQUEST authorizer: a talkstack key in, an IAM policy and a usage key out."""
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import event_source
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerRequestEvent,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from talkstack.api.authorizer import UNAUTHORIZED, authorize
+from talkstack.api.keys import KeyStore
+from talkstack.pipeline.aws import client
+from talkstack.pipeline.config import get_config
+
+logger = Logger(service="talkstack")
+keys = KeyStore(get_config().jobs_table, client("dynamodb"))
+
+
+@logger.inject_lambda_context
+@event_source(data_class=APIGatewayAuthorizerRequestEvent)
+def handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict:
+    try:
+        return authorize(event, keys)
+    except PermissionError:
+        logger.info("refused", extra={"path": event.path})
+        raise Exception(UNAUTHORIZED) from None

@@ -1,0 +1,1 @@
+"""The talkstack CDK app: `app.py` builds `TalkstackStack` from `DeploySettings`."""

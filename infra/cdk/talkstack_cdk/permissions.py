@@ -1,0 +1,158 @@
+"""Least privilege, in one place: what each Lambda may do, statement by statement.
+
+S3 access is written out action by action (no `s3:*`, no `s3:Get*`) and limited to the prefixes a
+function works on. `s3:ListBucket` is granted where a handler must tell a missing object (404) from
+a forbidden one (S3 answers 403 to a HEAD of a missing key without it). Buckets named in the
+settings (readable/writable) get exactly the same statements as the stack's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aws_cdk import Aws
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+
+from talkstack.pipeline.store import OWNER_INDEX
+from talkstack_cdk.functions import PipelineFunctions
+from talkstack_cdk.settings import DeploySettings
+from talkstack_cdk.storage import INPUT_PREFIX, UPLOAD_PREFIX, Storage
+
+READ = ("s3:GetObject",)  # also what HeadObject and a pre-signed GET need
+WRITE = ("s3:PutObject",)  # also a pre-signed PUT, and each part of a multipart upload/copy
+DELETE = ("s3:DeleteObject",)
+LIST = ("s3:ListBucket",)
+# Exactly what talkstack.pipeline.store, talkstack.api (keys, limits, uploads, idempotency) call.
+TABLE_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable")
+TABLE_WRITE = (
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the grants point at, besides storage."""
+
+    state_machine_arn: str
+    executions_arn: str
+    topic: sns.ITopic
+    key: kms.IKey
+    ingest_refusals: sqs.IQueue
+    modal_token: secretsmanager.ISecret
+    webhook_secret: secretsmanager.ISecret
+
+
+def _bucket_arn(bucket: s3.IBucket | str) -> str:
+    return bucket if isinstance(bucket, str) else bucket.bucket_arn
+
+
+def _name_arn(name: str) -> str:
+    return f"arn:{Aws.PARTITION}:s3:::{name}"
+
+
+def _objects(buckets: Iterable[s3.IBucket | str], prefixes: Iterable[str] = ("",)) -> list[str]:
+    return [f"{_bucket_arn(bucket)}/{prefix}*" for bucket in buckets for prefix in prefixes]
+
+
+def allow(role: iam.IRole, sid: str, actions: Iterable[str], resources: Iterable[str]) -> None:
+    role.add_to_principal_policy(
+        iam.PolicyStatement(sid=sid, actions=list(actions), resources=list(resources))
+    )
+
+
+def grant_pipeline(
+    functions: PipelineFunctions, storage: Storage, targets: Targets, settings: DeploySettings
+) -> None:
+    inputs, work, outputs = storage.data_buckets
+    readable = [inputs, *map(_name_arn, settings.readable_buckets)]
+    writable = [outputs, *map(_name_arn, settings.writable_buckets)]
+    role = functions.roles
+
+    # Every pipeline function keeps job records; the authorizer only reads keys.
+    table = storage.table.table_arn
+    for name in functions.functions:
+        if name == "authorizer":
+            allow(role[name], "ReadKeys", ["dynamodb:GetItem"], [table])
+            continue
+        allow(role[name], "JobRecords", [*TABLE_READ, *TABLE_WRITE], [table])
+        allow(role[name], "JobsByOwner", ["dynamodb:Query"], [f"{table}/index/{OWNER_INDEX}"])
+    # Handlers that announce job events hand them to notify asynchronously (unqualified name).
+    for name in ("api", "ingest", "validate", "dispatch", "complete"):
+        allow(role[name], "Announce", ["lambda:InvokeFunction"], [functions["notify"].function_arn])
+    # Handlers that talk to Modal (spawn, cancel, check a model is deployed).
+    for name in ("api", "validate", "dispatch"):
+        targets.modal_token.grant_read(functions[name])
+
+    # ingest: read the dropped manifest, start (or find) the execution, park refusals.
+    allow(role["ingest"], "ReadManifests", READ, _objects([inputs], [INPUT_PREFIX]))
+    allow(role["ingest"], "StartJobs", ["states:StartExecution"], [targets.state_machine_arn])
+    allow(role["ingest"], "FindJobs", ["states:DescribeExecution"], [targets.executions_arn])
+    targets.ingest_refusals.grant_send_messages(functions["ingest"])
+
+    # validate: HEAD every input wherever requests may read from.
+    allow(role["validate"], "HeadInputs", READ, _objects(readable))
+    allow(role["validate"], "TellMissingInputs", LIST, map(_bucket_arn, readable))
+
+    # segment: read the speech (an input, or the voice step's output), write the chunks.
+    allow(role["segment"], "ReadSpeech", READ, [*_objects(readable), *_objects([work], ["work/"])])
+    allow(role["segment"], "WriteChunks", WRITE, _objects([work], ["work/"]))
+
+    # dispatch: pre-sign GETs of inputs and earlier outputs, PUTs of this attempt's outputs and
+    # markers, and the GET of the cancel flag. The worker gets URLs, never these permissions.
+    allow(
+        role["dispatch"],
+        "PresignReads",
+        READ,
+        [*_objects(readable), *_objects([work], ["work/", "control/"])],
+    )
+    allow(role["dispatch"], "PresignWrites", WRITE, _objects([work], ["work/", "markers/"]))
+
+    # complete: read markers, check the outputs they list, answer the waiting task.
+    allow(role["complete"], "ReadMarkers", READ, _objects([work], ["markers/", "work/"]))
+    allow(role["complete"], "TellMissingOutputs", LIST, [work.bucket_arn])
+    allow(
+        role["complete"],
+        "AnswerTasks",
+        ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"],
+        [targets.state_machine_arn],
+    )
+
+    # finalize: copy work outputs to the requested output bucket; remove them again if the job
+    # was cancelled meanwhile.
+    allow(role["finalize"], "ReadWork", READ, _objects([work], ["work/"]))
+    allow(role["finalize"], "Publish", [*WRITE, *DELETE], _objects(writable))
+
+    # fail: no partial output stays published.
+    allow(
+        role["fail"], "FindPartialOutputs", [*READ, *LIST], [*_objects(writable), *map(_bucket_arn, writable)]
+    )
+    allow(role["fail"], "RemovePartialOutputs", DELETE, _objects(writable))
+
+    # notify: the topic (and its KMS key: SNS encrypts each message with a data key), and the
+    # webhook signing secret.
+    allow(role["notify"], "PublishEvents", ["sns:Publish"], [targets.topic.topic_arn])
+    allow(role["notify"], "EncryptEvents", ["kms:GenerateDataKey", "kms:Decrypt"], [targets.key.key_arn])
+    targets.webhook_secret.grant_read(functions["notify"])
+
+    # api: uploads, HEADs of inputs, results' pre-signed GETs, jobs started, stopped and cancelled.
+    allow(role["api"], "Uploads", WRITE, _objects([inputs], [UPLOAD_PREFIX]))
+    allow(role["api"], "HeadInputs", READ, _objects(readable))
+    allow(role["api"], "TellMissingInputs", LIST, map(_bucket_arn, readable))
+    allow(role["api"], "PresignResults", [*READ, *DELETE], _objects(writable))
+    allow(role["api"], "CancelFlags", WRITE, _objects([work], ["control/"]))
+    allow(role["api"], "StartJobs", ["states:StartExecution"], [targets.state_machine_arn])
+    allow(
+        role["api"],
+        "StopJobs",
+        ["states:StopExecution", "states:DescribeExecution"],
+        [targets.executions_arn],
+    )

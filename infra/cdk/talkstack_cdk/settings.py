@@ -1,0 +1,117 @@
+"""Deployment settings: CDK context (`cdk.json`, `cdk deploy -c talkstack:key=value`), then the
+environment (`TALKSTACK_CDK_<KEY>`), then defaults. Parsed once, before any construct is built, so
+a typo fails `cdk synth` with the name of the setting instead of producing a broken stack."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+
+from talkstack.pipeline.config import _split_csv, _split_pairs
+
+CONTEXT_PREFIX = "talkstack:"
+ENV_PREFIX = "TALKSTACK_CDK_"
+
+BucketList = Annotated[list[str], BeforeValidator(_split_csv)]
+BackendMap = Annotated[dict[str, Literal["local", "modal"]], BeforeValidator(_split_pairs)]
+# CloudWatch Logs retention periods (days) and their aws_logs.RetentionDays names.
+LOG_RETENTION = {
+    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
+    60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
+    365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS",
+    1096: "THREE_YEARS", 1827: "FIVE_YEARS", 3653: "TEN_YEARS",
+}  # fmt: skip
+
+
+def _blank_is_none(value: object) -> object:
+    return None if value in ("", "none", "None") else value
+
+
+class DeploySettings(BaseModel):
+    """Every knob of the stack. Context keys are the field names in camelCase after `talkstack:`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    stack_name: str = Field("talkstack", pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+    """CloudFormation stack name, and the prefix of every named resource."""
+
+    work_retention_days: int = Field(3, ge=1, le=30)
+    """Work bucket (worker outputs, markers, cancel flags): gone once a job is published."""
+    upload_retention_days: int = Field(7, ge=1, le=365)
+    """`uploads/` in the input bucket (API uploads; their records expire after 7 days too)."""
+    input_retention_days: int = Field(30, ge=0, le=3650)
+    """`inputs/` in the input bucket: manifests, photos and voice samples (0 = keep forever).
+    Voice samples are biometric data: keep this short unless you need them."""
+    output_retention_days: int = Field(90, ge=0, le=3650)
+    """Published videos and voice clones in the output bucket (0 = keep forever)."""
+    log_retention_days: int = 30
+
+    worker_backend: Literal["local", "modal"] = "modal"
+    """Where engine steps run by default. In AWS that is Modal; `local` exists for the local stack."""
+    model_backends: BackendMap = Field(default_factory=dict)
+    """Per-model override (`multitalk=modal,...`), as TALKSTACK_MODEL_BACKENDS."""
+    modal_environment: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
+    readable_buckets: BucketList = Field(default_factory=list)
+    """Buckets besides the input bucket that requests may read media from (read-only access)."""
+    writable_buckets: BucketList = Field(default_factory=list)
+    """Buckets besides the output bucket that requests may publish to (the allowed output buckets)."""
+
+    alarm_email: Annotated[
+        Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,
+        BeforeValidator(_blank_is_none),
+    ] = None
+    """Subscribed to the alarm topic (AWS e-mails a confirmation link first)."""
+    dispatch_concurrency: int = Field(20, ge=0)
+    """Reserved concurrency of the dispatch Lambda: at most this many GPU containers are asked for at
+    once, whatever floods in. 0 = unreserved (new accounts whose quota is 10 cannot reserve any)."""
+    ingest_concurrency: int = Field(10, ge=0)
+    """Reserved concurrency of the ingest Lambda (S3 drops): a bulk upload queues in Lambda's async
+    queue instead of starting hundreds of executions at once. 0 = unreserved."""
+    api_throttle_rps: float = Field(50, gt=0)
+    """Stage-wide API Gateway throttle (steady requests/second); tiers are limited further."""
+    api_throttle_burst: int = Field(100, ge=1)
+    retain_data: bool = True
+    """Keep the buckets, the jobs table and the keys on `cdk destroy` (false: delete them; buckets
+    must be empty)."""
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _log_retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION:
+            raise ValueError(f"must be one of CloudWatch's retention periods {sorted(LOG_RETENTION)}")
+        return value
+
+    @field_validator("readable_buckets", "writable_buckets")
+    @classmethod
+    def _bucket_names(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name)]
+        if bad:
+            raise ValueError(f"not S3 bucket names: {bad}")
+        return value
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None) -> DeploySettings:
+    """Context wins over the environment; unknown `talkstack:` context keys are refused."""
+    environ = dict(os.environ if environ is None else environ)
+    fields = {_camel(name): name for name in DeploySettings.model_fields}
+    values: dict[str, Any] = {}
+    for name in DeploySettings.model_fields:
+        env = environ.get(ENV_PREFIX + name.upper())
+        if env is not None:
+            values[name] = env
+    for key, value in context.items():
+        if not key.startswith(CONTEXT_PREFIX):
+            continue
+        short = key[len(CONTEXT_PREFIX) :]
+        if short not in fields:
+            raise ValueError(f"unknown setting {key!r}; known: {sorted(CONTEXT_PREFIX + k for k in fields)}")
+        values[fields[short]] = value
+    return DeploySettings.model_validate(values)

@@ -1,0 +1,163 @@
+"""The talkstack stack: storage, functions, the job state machine, events, secrets, the REST API and
+monitoring, wired with the `TALKSTACK_*` environment the handlers parse (PipelineConfig)."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from talkstack_cdk.functions import PipelineFunctions
+from talkstack_cdk.monitoring import Monitoring
+from talkstack_cdk.nag import suppress_stack_findings
+from talkstack_cdk.permissions import Targets, grant_pipeline
+from talkstack_cdk.rest_api import RestApi
+from talkstack_cdk.settings import DeploySettings
+from talkstack_cdk.storage import INPUT_PREFIX, MANIFEST_SUFFIX, Storage
+from talkstack_cdk.workflow import JobWorkflow, executions_arn, state_machine_arn
+
+
+class TalkstackStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, settings: DeploySettings, **kwargs: object) -> None:
+        super().__init__(scope, id, description="talkstack: avatar, voice and video jobs", **kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        removal = RemovalPolicy.RETAIN if settings.retain_data else RemovalPolicy.DESTROY
+        self.storage = storage = Storage(self, "Storage", settings=settings)
+
+        self.events_topic = sns.Topic(
+            self,
+            "Events",
+            topic_name=f"{settings.stack_name}-events",
+            master_key=storage.key,
+            enforce_ssl=True,
+        )
+        self.modal_token = secretsmanager.Secret(
+            self,
+            "ModalToken",
+            secret_name=f"{settings.stack_name}/modal-token",
+            description='Modal token for the GPU workers: {"token_id": "ak-…", "token_secret": "as-…"}',
+            # A placeholder the deployer overwrites (docs/deploy.md); dispatch refuses it with
+            # MODEL_UNAVAILABLE and says what to do.
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template='{"token_id": "replace-me"}',
+                generate_string_key="token_secret",
+                exclude_punctuation=True,
+            ),
+            removal_policy=removal,
+        )
+        self.webhook_secret = secretsmanager.Secret(
+            self,
+            "WebhookSecret",
+            secret_name=f"{settings.stack_name}/webhook-signing",
+            description="Standard Webhooks signing secret (receivers verify with whsec_<value>)",
+            # 32 base64-alphabet characters = 24 random bytes: a valid Standard Webhooks key.
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=32, exclude_punctuation=True, include_space=False
+            ),
+            removal_policy=removal,
+        )
+
+        self.functions = functions = PipelineFunctions(
+            self, "Functions", settings=settings, environment=self.pipeline_environment()
+        )
+        self.ingest_refusals = functions.queue("IngestRefusals")
+        for function in functions.functions.values():
+            function.add_environment("TALKSTACK_INGEST_DLQ_URL", self.ingest_refusals.queue_url)
+        self.workflow = JobWorkflow(self, "Workflow", settings=settings, functions=functions)
+        grant_pipeline(
+            functions,
+            storage,
+            Targets(
+                state_machine_arn=state_machine_arn(self, settings),
+                executions_arn=executions_arn(self, settings),
+                topic=self.events_topic,
+                key=storage.key,
+                ingest_refusals=self.ingest_refusals,
+                modal_token=self.modal_token,
+                webhook_secret=self.webhook_secret,
+            ),
+            settings,
+        )
+
+        # Manifests dropped under inputs/ start jobs; worker markers complete their tasks.
+        storage.input_bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(functions["ingest"]),
+            s3.NotificationKeyFilter(prefix=INPUT_PREFIX, suffix=MANIFEST_SUFFIX),
+        )
+        storage.work_bucket.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(functions["complete"]),
+            s3.NotificationKeyFilter(prefix="markers/"),
+        )
+
+        self.rest_api = RestApi(
+            self,
+            "Api",
+            settings=settings,
+            handler=functions["api"],
+            authorizer_function=functions["authorizer"],
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            settings=settings,
+            key=storage.key,
+            functions=functions,
+            state_machine=self.workflow.state_machine,
+            queues={
+                "IngestRefusals": self.ingest_refusals,
+                **{f"{name.capitalize()}Dlq": queue for name, queue in functions.dead_letter_queues.items()},
+            },
+            api=self.rest_api.api,
+        )
+        self.outputs()
+        suppress_stack_findings(self)
+
+    def pipeline_environment(self) -> dict[str, str]:
+        """PipelineConfig's variables, except the ingest refusal queue's (added once it exists)."""
+        s, storage = self.settings, self.storage
+        env = {
+            "TALKSTACK_INPUT_BUCKET": storage.input_bucket.bucket_name,
+            "TALKSTACK_OUTPUT_BUCKET": storage.output_bucket.bucket_name,
+            "TALKSTACK_WORK_BUCKET": storage.work_bucket.bucket_name,
+            "TALKSTACK_JOBS_TABLE": storage.table.table_name,
+            "TALKSTACK_EVENTS_TOPIC_ARN": self.events_topic.topic_arn,
+            "TALKSTACK_STATE_MACHINE_ARN": state_machine_arn(self, s),
+            # A name, not a reference: notify's own environment names notify.
+            "TALKSTACK_NOTIFY_FUNCTION": f"{s.stack_name}-notify",
+            "TALKSTACK_WORKER_BACKEND": s.worker_backend,
+            "TALKSTACK_MODAL_TOKEN_SECRET": self.modal_token.secret_arn,
+            "TALKSTACK_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
+        }
+        optional = {
+            "TALKSTACK_MODEL_BACKENDS": ",".join(f"{k}={v}" for k, v in s.model_backends.items()),
+            "TALKSTACK_MODAL_ENVIRONMENT": s.modal_environment or "",
+            "TALKSTACK_READABLE_BUCKETS": ",".join(s.readable_buckets),
+            "TALKSTACK_WRITABLE_BUCKETS": ",".join(s.writable_buckets),
+        }
+        return {**env, **{k: v for k, v in optional.items() if v}}
+
+    def outputs(self) -> None:
+        values = {
+            "InputBucket": self.storage.input_bucket.bucket_name,
+            "OutputBucket": self.storage.output_bucket.bucket_name,
+            "WorkBucket": self.storage.work_bucket.bucket_name,
+            "JobsTable": self.storage.table.table_name,
+            "EventsTopicArn": self.events_topic.topic_arn,
+            "StateMachineArn": self.workflow.state_machine.state_machine_arn,
+            "ApiUrl": self.rest_api.url,
+            "ModalTokenSecretArn": self.modal_token.secret_arn,
+            "WebhookSecretArn": self.webhook_secret.secret_arn,
+            "AlarmTopicArn": self.monitoring.topic.topic_arn,
+            "DashboardName": self.monitoring.dashboard.dashboard_name,
+            **{
+                f"UsagePlan{tier.capitalize()}": plan.usage_plan_id
+                for tier, plan in self.rest_api.usage_plans.items()
+            },
+        }
+        for name, value in values.items():
+            CfnOutput(self, name, value=value)

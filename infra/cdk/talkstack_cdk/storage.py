@@ -1,0 +1,121 @@
+"""Where data lives: the input, work and output buckets (plus one for their access logs), the jobs
+table, and the KMS key that encrypts the event topic and the queues' neighbours.
+
+Every bucket blocks public access, refuses plain HTTP, is encrypted at rest and logs access. The
+lifecycle rules carry the retention settings: work artifacts go after days, uploads after a week,
+inputs (voice samples among them) and outputs when the deployer says so.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from talkstack.pipeline.store import OWNER_INDEX
+from talkstack_cdk.settings import DeploySettings
+
+INPUT_PREFIX = "inputs/"
+UPLOAD_PREFIX = "uploads/"
+WORK_PREFIXES = ("work/", "markers/", "control/")
+MANIFEST_SUFFIX = "job.json"
+
+
+class Storage(Construct):
+    def __init__(self, scope: Construct, id: str, *, settings: DeploySettings) -> None:
+        super().__init__(scope, id)
+        removal = RemovalPolicy.RETAIN if settings.retain_data else RemovalPolicy.DESTROY
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description=f"{settings.stack_name}: job events topic and alarm topic",
+            enable_key_rotation=True,
+            removal_policy=removal,
+        )
+        # CloudWatch alarms publish to the encrypted alarm topic.
+        self.key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey")
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,  # server access logging cannot write to SSE-KMS
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(id="expire-access-logs", expiration=Duration.days(90))],
+            removal_policy=removal,
+        )
+
+        def bucket(name: str, rules: list[s3.LifecycleRule]) -> s3.Bucket:
+            # SSE-S3, not KMS: GPU workers hold only pre-signed URLs, and a KMS-encrypted object
+            # would also need kms:Decrypt/GenerateDataKey on the signer's role for every URL.
+            return s3.Bucket(
+                self,
+                name,
+                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                encryption=s3.BucketEncryption.S3_MANAGED,
+                enforce_ssl=True,
+                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+                server_access_logs_bucket=self.access_logs,
+                server_access_logs_prefix=f"{name.lower()}/",
+                lifecycle_rules=[
+                    s3.LifecycleRule(
+                        id="abort-incomplete-uploads",
+                        abort_incomplete_multipart_upload_after=Duration.days(1),
+                    ),
+                    *rules,
+                ],
+                removal_policy=removal,
+            )
+
+        def expire(prefix: str, days: int) -> list[s3.LifecycleRule]:
+            if days == 0:
+                return []
+            return [
+                s3.LifecycleRule(
+                    id=f"expire-{prefix.rstrip('/')}", prefix=prefix, expiration=Duration.days(days)
+                )
+            ]
+
+        self.input_bucket = bucket(
+            "Inputs",
+            expire(INPUT_PREFIX, settings.input_retention_days)
+            + expire(UPLOAD_PREFIX, settings.upload_retention_days),
+        )
+        self.work_bucket = bucket(
+            "Work",
+            [rule for prefix in WORK_PREFIXES for rule in expire(prefix, settings.work_retention_days)],
+        )
+        self.output_bucket = bucket("Outputs", expire("", settings.output_retention_days))
+
+        self.table = dynamodb.TableV2(
+            self,
+            "Jobs",
+            table_name=f"{settings.stack_name}-jobs",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing=dynamodb.Billing.on_demand(),
+            time_to_live_attribute="expires_at",  # rate windows, uploads, idempotency records, records
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+            deletion_protection=settings.retain_data,
+            global_secondary_indexes=[
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=OWNER_INDEX,
+                    partition_key=dynamodb.Attribute(name="owner", type=dynamodb.AttributeType.STRING),
+                    sort_key=dynamodb.Attribute(name="created_at", type=dynamodb.AttributeType.STRING),
+                    projection_type=dynamodb.ProjectionType.ALL,
+                )
+            ],
+            removal_policy=removal,
+        )
+
+    @property
+    def data_buckets(self) -> tuple[s3.Bucket, s3.Bucket, s3.Bucket]:
+        return self.input_bucket, self.work_bucket, self.output_bucket
