@@ -59,7 +59,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_VERSION_CHECK := 1
 synth: venv $(CDK_STAMP)
 	npx cdk synth --no-notices --quiet
-	$(VENV)/bin/cfn-lint cdk.out/talkstack.template.json
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
 schemas: venv $(SDK_TS_STAMP)
 	$(VENV)/bin/talkstack schemas --write schemas

@@ -39,8 +39,8 @@ class TalkstackStack(Stack):
             "ModalToken",
             secret_name=f"{settings.stack_name}/modal-token",
             description='Modal token for the GPU workers: {"token_id": "ak-…", "token_secret": "as-…"}',
-            # A placeholder the deployer overwrites (docs/deploy.md); dispatch refuses it with
-            # MODEL_UNAVAILABLE and says what to do.
+            # A placeholder the deployer overwrites (docs/deploy.md); until then Modal refuses it
+            # and jobs on the modal backend fail with that message.
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 secret_string_template='{"token_id": "replace-me"}',
                 generate_string_key="token_secret",
