@@ -89,6 +89,16 @@ def test_a_missing_plan_leaves_no_half_registered_key(ddb):  # noqa: F811
     assert apigw.get_api_keys()["items"] == []
 
 
+@pytest.fixture(autouse=True)
+def no_pipeline_environment(monkeypatch):
+    """PipelineConfig also reads TALKSTACK_* from the process (a local stack of an earlier test
+    sets them): only what a test passes counts."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("TALKSTACK_")]:
+        monkeypatch.delenv(name)
+
+
 def config(**extra: str) -> PipelineConfig:
     env = {k.removeprefix("TALKSTACK_").lower(): v for k, v in LocalResources().pipeline_env().items()}
     env.pop("webhook_secret")
