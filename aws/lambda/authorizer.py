@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from talkstack.api.authorizer import UNAUTHORIZED, authorize
+from talkstack.api.authorizer import authorize
 from talkstack.api.keys import KeyStore
 from talkstack.pipeline.aws import client
 from talkstack.pipeline.config import get_config
@@ -21,6 +21,6 @@ keys = KeyStore(get_config().jobs_table, client("dynamodb"))
 def handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict:
     try:
         return authorize(event, keys)
-    except PermissionError:
+    except PermissionError:  # its message, "Unauthorized", is what API Gateway turns into 401
         logger.info("refused", extra={"path": event.path})
-        raise Exception(UNAUTHORIZED) from None
+        raise

@@ -14,13 +14,13 @@ from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-def _split_csv(value: object) -> object:
+def split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
 
 
-def _split_pairs(value: object) -> object:
+def split_pairs(value: object) -> object:
     if isinstance(value, str):
         pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
         bad = [item for item in pairs if len(item) != 2]
@@ -31,10 +31,10 @@ def _split_pairs(value: object) -> object:
 
 
 # Environment variables hold "a,b,c" / "a=x,b=y" (NoDecode stops pydantic-settings expecting JSON).
-BucketList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+BucketList = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
 BackendName = Literal["local", "modal"]
-BackendMap = Annotated[dict[str, BackendName], NoDecode, BeforeValidator(_split_pairs)]
-EngineMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_pairs)]
+BackendMap = Annotated[dict[str, BackendName], NoDecode, BeforeValidator(split_pairs)]
+EngineMap = Annotated[dict[str, str], NoDecode, BeforeValidator(split_pairs)]
 
 
 class PipelineConfig(BaseSettings):

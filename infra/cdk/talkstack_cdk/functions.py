@@ -62,7 +62,6 @@ class PipelineFunctions(Construct):
         self, scope: Construct, id: str, *, settings: DeploySettings, environment: dict[str, str]
     ) -> None:
         super().__init__(scope, id)
-        self.settings = settings
         code = code_asset()
         layers = {
             name: lambda_.LayerVersion(
@@ -77,7 +76,6 @@ class PipelineFunctions(Construct):
         }
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
-        self.log_groups: dict[str, logs.LogGroup] = {}
         self.dead_letter_queues: dict[str, sqs.Queue] = {}
         reserved = {"dispatch": settings.dispatch_concurrency, "ingest": settings.ingest_concurrency}
         for spec in FUNCTIONS:
@@ -96,7 +94,7 @@ class PipelineFunctions(Construct):
                 removal_policy=RemovalPolicy.DESTROY,
             )
             log_group.grant_write(role)
-            dlq = self.queue(f"{title}Dlq") if spec.asynchronous else None
+            dlq = encrypted_queue(self, f"{title}Dlq") if spec.asynchronous else None
             function = lambda_.Function(
                 self,
                 title,
@@ -121,19 +119,8 @@ class PipelineFunctions(Construct):
             )
             self.functions[spec.name] = function
             self.roles[spec.name] = role
-            self.log_groups[spec.name] = log_group
             if dlq is not None:
                 self.dead_letter_queues[spec.name] = dlq
-
-    def queue(self, id: str) -> sqs.Queue:
-        """An encrypted, TLS-only queue that keeps messages for the longest time SQS allows."""
-        return sqs.Queue(
-            self,
-            id,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
 
     def __getitem__(self, name: str) -> lambda_.Function:
         return self.functions[name]
@@ -141,3 +128,14 @@ class PipelineFunctions(Construct):
 
 def log_retention(settings: DeploySettings) -> logs.RetentionDays:
     return getattr(logs.RetentionDays, LOG_RETENTION[settings.log_retention_days])
+
+
+def encrypted_queue(scope: Construct, id: str) -> sqs.Queue:
+    """An encrypted, TLS-only queue that keeps messages for the longest time SQS allows."""
+    return sqs.Queue(
+        scope,
+        id,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        retention_period=Duration.days(14),
+    )

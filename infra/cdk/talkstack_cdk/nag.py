@@ -2,14 +2,22 @@
 with the reason. cdk-nag 3 uses CDK's own `Validations.of(scope).acknowledge`, one finding id at a
 time (`AwsSolutions-IAM5[Resource::…]`), so a new wildcard anywhere still fails the checks.
 
-Not acknowledged anywhere: wildcard *actions* on the data buckets, unencrypted or non-TLS storage,
-missing logs or tracing.
+Not acknowledged anywhere: wildcard *actions*, unencrypted or non-TLS storage, missing logs or
+tracing. Object-ARN wildcards are acknowledged per role, for exactly the prefixes permissions.py
+granted that role.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aws_cdk import Acknowledgment, CfnResource, Stack, Validations
 from constructs import IConstruct
+
+from talkstack_cdk.permissions import Bucket, ObjectScopes
+
+if TYPE_CHECKING:
+    from talkstack_cdk.stack import TalkstackStack
 
 XRAY = "X-Ray's PutTraceSegments/PutTelemetryRecords have no resource-level permissions (Resource *)."
 OBJECTS = (
@@ -30,33 +38,25 @@ def logical_id(construct: IConstruct) -> str:
     return str(stack.resolve(stack.get_logical_id(default)))
 
 
-def _object_findings(stack: Stack) -> dict[str, str]:
-    """`Resource::<Bucket.Arn>/prefix/*` for the stack's buckets and every prefix used."""
-    storage = stack.storage  # type: ignore[attr-defined]
-    findings = {}
-    for bucket in storage.data_buckets:
-        for prefix in ("", "inputs/", "uploads/", "work/", "markers/", "control/"):
-            findings[f"IAM5[Resource::<{logical_id(bucket)}.Arn>/{prefix}*]"] = OBJECTS
-    return findings
+def object_finding(bucket: Bucket, prefix: str) -> str:
+    """How cdk-nag names an object-ARN wildcard: `<LogicalId.Arn>` for the stack's buckets."""
+    arn = f"arn:<AWS::Partition>:s3:::{bucket}" if isinstance(bucket, str) else f"<{logical_id(bucket)}.Arn>"
+    return f"IAM5[Resource::{arn}/{prefix}*]"
 
 
-def suppress_stack_findings(stack: Stack) -> None:
-    from talkstack_cdk.stack import TalkstackStack
-
-    assert isinstance(stack, TalkstackStack)
-    settings = stack.settings
+def suppress_stack_findings(stack: TalkstackStack, object_scopes: ObjectScopes) -> None:
+    """`object_scopes` are the grants permissions.py made: each role gets exactly the object-ARN
+    acknowledgments of its own statements, so a new wildcard on any role still fails."""
     executions = (
         f"IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
-        f"execution:{settings.stack_name}-jobs:*]"
+        f"execution:{stack.settings.stack_name}-jobs:*]"
     )
-    objects = _object_findings(stack)
-    objects.update({f"IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]": OBJECTS for name in
-                    [*settings.readable_buckets, *settings.writable_buckets]})  # fmt: skip
-    for role in stack.functions.roles.values():
+    for name, role in stack.functions.roles.items():
         acknowledge(role, "IAM5[Resource::*]", XRAY)
-        for finding, reason in objects.items():
-            acknowledge(role, finding, reason)
-        acknowledge(role, executions, EXECUTIONS)
+        for bucket, prefix in object_scopes[name]:
+            acknowledge(role, object_finding(bucket, prefix), OBJECTS)
+        if name in ("ingest", "api"):  # DescribeExecution / StopExecution
+            acknowledge(role, executions, EXECUTIONS)
 
     acknowledge(
         stack.workflow.state_machine.role,

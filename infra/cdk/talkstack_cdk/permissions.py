@@ -51,16 +51,18 @@ class Targets:
     webhook_secret: secretsmanager.ISecret
 
 
-def _bucket_arn(bucket: s3.IBucket | str) -> str:
-    return bucket if isinstance(bucket, str) else bucket.bucket_arn
+Bucket = s3.IBucket | str
+"""A bucket of the stack, or the name of one the settings allow."""
+ObjectScopes = dict[str, set[tuple[Bucket, str]]]
+"""Per role: the (bucket, key prefix) pairs it was granted object actions on."""
 
 
-def _name_arn(name: str) -> str:
-    return f"arn:{Aws.PARTITION}:s3:::{name}"
+def _bucket_arn(bucket: Bucket) -> str:
+    return f"arn:{Aws.PARTITION}:s3:::{bucket}" if isinstance(bucket, str) else bucket.bucket_arn
 
 
-def _objects(buckets: Iterable[s3.IBucket | str], prefixes: Iterable[str] = ("",)) -> list[str]:
-    return [f"{_bucket_arn(bucket)}/{prefix}*" for bucket in buckets for prefix in prefixes]
+def object_arn(bucket: Bucket, prefix: str) -> str:
+    return f"{_bucket_arn(bucket)}/{prefix}*"
 
 
 def allow(role: iam.IRole, sid: str, actions: Iterable[str], resources: Iterable[str]) -> None:
@@ -71,11 +73,18 @@ def allow(role: iam.IRole, sid: str, actions: Iterable[str], resources: Iterable
 
 def grant_pipeline(
     functions: PipelineFunctions, storage: Storage, targets: Targets, settings: DeploySettings
-) -> None:
+) -> ObjectScopes:
     inputs, work, outputs = storage.data_buckets
-    readable = [inputs, *map(_name_arn, settings.readable_buckets)]
-    writable = [outputs, *map(_name_arn, settings.writable_buckets)]
+    readable: list[Bucket] = [inputs, *settings.readable_buckets]
+    writable: list[Bucket] = [outputs, *settings.writable_buckets]
     role = functions.roles
+    scopes: ObjectScopes = {name: set() for name in functions.roles}
+
+    def objects(name: str, buckets: Iterable[Bucket], prefixes: Iterable[str] = ("",)) -> list[str]:
+        """Object ARNs `bucket/prefix*`, remembered per role for nag.py's acknowledgments."""
+        pairs = [(bucket, prefix) for bucket in buckets for prefix in prefixes]
+        scopes[name].update(pairs)
+        return [object_arn(bucket, prefix) for bucket, prefix in pairs]
 
     # Every pipeline function keeps job records; the authorizer only reads keys.
     table = storage.table.table_arn
@@ -93,18 +102,23 @@ def grant_pipeline(
         targets.modal_token.grant_read(functions[name])
 
     # ingest: read the dropped manifest, start (or find) the execution, park refusals.
-    allow(role["ingest"], "ReadManifests", READ, _objects([inputs], [INPUT_PREFIX]))
+    allow(role["ingest"], "ReadManifests", READ, objects("ingest", [inputs], [INPUT_PREFIX]))
     allow(role["ingest"], "StartJobs", ["states:StartExecution"], [targets.state_machine_arn])
     allow(role["ingest"], "FindJobs", ["states:DescribeExecution"], [targets.executions_arn])
     targets.ingest_refusals.grant_send_messages(functions["ingest"])
 
     # validate: HEAD every input wherever requests may read from.
-    allow(role["validate"], "HeadInputs", READ, _objects(readable))
+    allow(role["validate"], "HeadInputs", READ, objects("validate", readable))
     allow(role["validate"], "TellMissingInputs", LIST, map(_bucket_arn, readable))
 
     # segment: read the speech (an input, or the voice step's output), write the chunks.
-    allow(role["segment"], "ReadSpeech", READ, [*_objects(readable), *_objects([work], ["work/"])])
-    allow(role["segment"], "WriteChunks", WRITE, _objects([work], ["work/"]))
+    allow(
+        role["segment"],
+        "ReadSpeech",
+        READ,
+        [*objects("segment", readable), *objects("segment", [work], ["work/"])],
+    )
+    allow(role["segment"], "WriteChunks", WRITE, objects("segment", [work], ["work/"]))
 
     # dispatch: pre-sign GETs of inputs and earlier outputs, PUTs of this attempt's outputs and
     # markers, and the GET of the cancel flag. The worker gets URLs, never these permissions.
@@ -112,12 +126,12 @@ def grant_pipeline(
         role["dispatch"],
         "PresignReads",
         READ,
-        [*_objects(readable), *_objects([work], ["work/", "control/"])],
+        [*objects("dispatch", readable), *objects("dispatch", [work], ["work/", "control/"])],
     )
-    allow(role["dispatch"], "PresignWrites", WRITE, _objects([work], ["work/", "markers/"]))
+    allow(role["dispatch"], "PresignWrites", WRITE, objects("dispatch", [work], ["work/", "markers/"]))
 
     # complete: read markers, check the outputs they list, answer the waiting task.
-    allow(role["complete"], "ReadMarkers", READ, _objects([work], ["markers/", "work/"]))
+    allow(role["complete"], "ReadMarkers", READ, objects("complete", [work], ["markers/", "work/"]))
     allow(role["complete"], "TellMissingOutputs", LIST, [work.bucket_arn])
     allow(
         role["complete"],
@@ -128,14 +142,13 @@ def grant_pipeline(
 
     # finalize: copy work outputs to the requested output bucket; remove them again if the job
     # was cancelled meanwhile.
-    allow(role["finalize"], "ReadWork", READ, _objects([work], ["work/"]))
-    allow(role["finalize"], "Publish", [*WRITE, *DELETE], _objects(writable))
+    allow(role["finalize"], "ReadWork", READ, objects("finalize", [work], ["work/"]))
+    allow(role["finalize"], "Publish", [*WRITE, *DELETE], objects("finalize", writable))
 
     # fail: no partial output stays published.
-    allow(
-        role["fail"], "FindPartialOutputs", [*READ, *LIST], [*_objects(writable), *map(_bucket_arn, writable)]
-    )
-    allow(role["fail"], "RemovePartialOutputs", DELETE, _objects(writable))
+    allow(role["fail"], "FindPartialOutputs", READ, objects("fail", writable))
+    allow(role["fail"], "TellMissingOutputs", LIST, map(_bucket_arn, writable))
+    allow(role["fail"], "RemovePartialOutputs", DELETE, objects("fail", writable))
 
     # notify: the topic (and its KMS key: SNS encrypts each message with a data key), and the
     # webhook signing secret.
@@ -144,11 +157,11 @@ def grant_pipeline(
     targets.webhook_secret.grant_read(functions["notify"])
 
     # api: uploads, HEADs of inputs, results' pre-signed GETs, jobs started, stopped and cancelled.
-    allow(role["api"], "Uploads", WRITE, _objects([inputs], [UPLOAD_PREFIX]))
-    allow(role["api"], "HeadInputs", READ, _objects(readable))
+    allow(role["api"], "Uploads", WRITE, objects("api", [inputs], [UPLOAD_PREFIX]))
+    allow(role["api"], "HeadInputs", READ, objects("api", readable))
     allow(role["api"], "TellMissingInputs", LIST, map(_bucket_arn, readable))
-    allow(role["api"], "PresignResults", [*READ, *DELETE], _objects(writable))
-    allow(role["api"], "CancelFlags", WRITE, _objects([work], ["control/"]))
+    allow(role["api"], "PresignResults", [*READ, *DELETE], objects("api", writable))
+    allow(role["api"], "CancelFlags", WRITE, objects("api", [work], ["control/"]))
     allow(role["api"], "StartJobs", ["states:StartExecution"], [targets.state_machine_arn])
     allow(
         role["api"],
@@ -156,3 +169,4 @@ def grant_pipeline(
         ["states:StopExecution", "states:DescribeExecution"],
         [targets.executions_arn],
     )
+    return scopes

@@ -10,13 +10,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
-from talkstack.pipeline.config import _split_csv, _split_pairs
+from talkstack.pipeline.config import split_csv, split_pairs
 
 CONTEXT_PREFIX = "talkstack:"
 ENV_PREFIX = "TALKSTACK_CDK_"
 
-BucketList = Annotated[list[str], BeforeValidator(_split_csv)]
-BackendMap = Annotated[dict[str, Literal["local", "modal"]], BeforeValidator(_split_pairs)]
+BucketList = Annotated[list[str], BeforeValidator(split_csv)]
+BackendMap = Annotated[dict[str, Literal["local", "modal"]], BeforeValidator(split_pairs)]
 # CloudWatch Logs retention periods (days) and their aws_logs.RetentionDays names.
 LOG_RETENTION = {
     1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
@@ -48,12 +48,14 @@ class DeploySettings(BaseModel):
     output_retention_days: int = Field(90, ge=0, le=3650)
     """Published videos and voice clones in the output bucket (0 = keep forever)."""
     log_retention_days: int = 30
+    """CloudWatch Logs retention of every log group the stack creates (a CloudWatch period)."""
 
     worker_backend: Literal["local", "modal"] = "modal"
     """Where engine steps run by default. In AWS that is Modal; `local` exists for the local stack."""
     model_backends: BackendMap = Field(default_factory=dict)
     """Per-model override (`multitalk=modal,...`), as TALKSTACK_MODEL_BACKENDS."""
     modal_environment: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
+    """Modal environment the worker apps were deployed to (default: the workspace's default)."""
     readable_buckets: BucketList = Field(default_factory=list)
     """Buckets besides the input bucket that requests may read media from (read-only access)."""
     writable_buckets: BucketList = Field(default_factory=list)
@@ -73,6 +75,7 @@ class DeploySettings(BaseModel):
     api_throttle_rps: float = Field(50, gt=0)
     """Stage-wide API Gateway throttle (steady requests/second); tiers are limited further."""
     api_throttle_burst: int = Field(100, ge=1)
+    """Stage-wide burst (requests API Gateway admits at once above the steady rate)."""
     retain_data: bool = True
     """Keep the buckets, the jobs table and the keys on `cdk destroy` (false: delete them; buckets
     must be empty)."""

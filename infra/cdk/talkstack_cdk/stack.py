@@ -10,7 +10,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from talkstack_cdk.functions import PipelineFunctions
+from talkstack_cdk.functions import PipelineFunctions, encrypted_queue
 from talkstack_cdk.monitoring import Monitoring
 from talkstack_cdk.nag import suppress_stack_findings
 from talkstack_cdk.permissions import Targets, grant_pipeline
@@ -60,14 +60,13 @@ class TalkstackStack(Stack):
             removal_policy=removal,
         )
 
+        # Manifests the ingest Lambda refuses wait here for people to read.
+        self.ingest_refusals = encrypted_queue(self, "IngestRefusals")
         self.functions = functions = PipelineFunctions(
             self, "Functions", settings=settings, environment=self.pipeline_environment()
         )
-        self.ingest_refusals = functions.queue("IngestRefusals")
-        for function in functions.functions.values():
-            function.add_environment("TALKSTACK_INGEST_DLQ_URL", self.ingest_refusals.queue_url)
         self.workflow = JobWorkflow(self, "Workflow", settings=settings, functions=functions)
-        grant_pipeline(
+        object_scopes = grant_pipeline(
             functions,
             storage,
             Targets(
@@ -115,10 +114,10 @@ class TalkstackStack(Stack):
             api=self.rest_api.api,
         )
         self.outputs()
-        suppress_stack_findings(self)
+        suppress_stack_findings(self, object_scopes)
 
     def pipeline_environment(self) -> dict[str, str]:
-        """PipelineConfig's variables, except the ingest refusal queue's (added once it exists)."""
+        """PipelineConfig's variables (talkstack/pipeline/config.py)."""
         s, storage = self.settings, self.storage
         env = {
             "TALKSTACK_INPUT_BUCKET": storage.input_bucket.bucket_name,
@@ -126,6 +125,7 @@ class TalkstackStack(Stack):
             "TALKSTACK_WORK_BUCKET": storage.work_bucket.bucket_name,
             "TALKSTACK_JOBS_TABLE": storage.table.table_name,
             "TALKSTACK_EVENTS_TOPIC_ARN": self.events_topic.topic_arn,
+            "TALKSTACK_INGEST_DLQ_URL": self.ingest_refusals.queue_url,
             "TALKSTACK_STATE_MACHINE_ARN": state_machine_arn(self, s),
             # A name, not a reference: notify's own environment names notify.
             "TALKSTACK_NOTIFY_FUNCTION": f"{s.stack_name}-notify",
