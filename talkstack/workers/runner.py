@@ -103,6 +103,11 @@ class Reporter:
         self.progress, self.message = 0.0, "starting"
         self._sent, self._sent_at = 0.0, 0.0
         self._lock = threading.Lock()
+        # Held across every marker upload: a heartbeat already in flight finishes before the
+        # terminal marker goes out, and none may follow it (a progress.json written after
+        # result.json would read as a job that is still running).
+        self._write = threading.Lock()
+        self._finished = False
         self._stop = threading.Event()
         self.cancelled = threading.Event()
 
@@ -138,12 +143,24 @@ class Reporter:
                 log.warning("progress report failed: %s", exc)
 
     def beat(self) -> None:
-        with self._lock:
-            marker = ProgressMarker(
-                attempt_id=self.task.attempt_id, progress=self.progress, message=self.message, at=utc_now()
-            )
-            self._sent, self._sent_at = self.progress, time.monotonic()
-        self.transfers.upload(self.task.markers.progress, marker.model_dump_json().encode())
+        with self._write:
+            if self._finished:
+                return
+            with self._lock:
+                marker = ProgressMarker(
+                    attempt_id=self.task.attempt_id,
+                    progress=self.progress,
+                    message=self.message,
+                    at=utc_now(),
+                )
+                self._sent, self._sent_at = self.progress, time.monotonic()
+            self.transfers.upload(self.task.markers.progress, marker.model_dump_json().encode())
+
+    def _final(self, url: OutputUrl, body: bytes) -> None:
+        """Write a terminal marker; no progress marker is written after it."""
+        with self._write:
+            self._finished = True
+            self.transfers.upload(url, body)
 
     @contextlib.contextmanager
     def heartbeat(self) -> Iterator[None]:
@@ -168,7 +185,7 @@ class Reporter:
             thread.join(timeout=5)
 
     def result(self, marker: ResultMarker) -> None:
-        self.transfers.upload(self.task.markers.result, marker.model_dump_json().encode())
+        self._final(self.task.markers.result, marker.model_dump_json().encode())
 
     def error(self, error: JobError, retryable: bool) -> None:
         marker = ErrorMarker(
@@ -178,7 +195,7 @@ class Reporter:
             worker=worker_name(),
             at=utc_now(),
         )
-        self.transfers.upload(self.task.markers.error, marker.model_dump_json().encode())
+        self._final(self.task.markers.error, marker.model_dump_json().encode())
 
 
 def engine_for(task: WorkerTask) -> StepFn:

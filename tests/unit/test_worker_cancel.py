@@ -20,17 +20,20 @@ from talkstack.workers.runner import run_task
 
 
 class FakeS3:
-    def __init__(self, cancel_after_polls: int | None) -> None:
+    def __init__(self, cancel_after_polls: int | None, progress_put_s: float = 0.0) -> None:
         self.cancel_after_polls = cancel_after_polls
+        self.progress_put_s = progress_put_s  # a slow progress PUT, to widen the race with result
         self.polls = 0
         self.puts: list[str] = []
         self.lock = threading.Lock()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if request.method == "PUT" and path.endswith("progress.json"):
+            time.sleep(self.progress_put_s)
         with self.lock:
             if request.method == "PUT":
-                self.puts.append(path)
+                self.puts.append(path)  # in the order the PUTs complete
                 return httpx.Response(200)
             if path.endswith("/cancel.json"):
                 self.polls += 1
@@ -87,6 +90,25 @@ def test_without_a_cancel_the_task_completes():
         assert run_task(task(), client, step=slow_engine(steps)) is True
     assert len(steps) == 60 and s3.puts[-2:] == ["/work/audio.wav", "/work/result.json"]
     assert s3.polls >= 2  # it kept looking while it worked
+
+
+def test_no_progress_marker_lands_after_the_result():
+    """The heartbeat thread must not write progress.json after result.json: a heartbeat already in
+    flight finishes first, and none start after. Slow progress PUTs and a 10 ms heartbeat make the
+    race near certain when that ordering is not enforced."""
+
+    def quick(task, inputs, outdir, progress):
+        time.sleep(0.03)  # let a heartbeat start
+        out = outdir / "audio.wav"
+        out.write_bytes(b"RIFF")
+        return {"audio": out}, RenderResult(output=out, bytes=4, duration_s=1.0)
+
+    for _ in range(5):
+        s3 = FakeS3(cancel_after_polls=None, progress_put_s=0.05)
+        fast = task(cancel=False).model_copy(update={"heartbeat_interval_s": 0.01})
+        with httpx.Client(transport=httpx.MockTransport(s3)) as client:
+            assert run_task(fast, client, step=quick) is True
+        assert s3.puts[-1] == "/work/result.json", s3.puts
 
 
 def test_a_task_for_an_already_cancelled_job_never_starts():
