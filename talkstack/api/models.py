@@ -229,7 +229,7 @@ class UsageBucket(StrictModel):
     seconds_rendered: NonNegativeFloat = 0.0
     """Seconds of finished video or audio delivered."""
     gpu_seconds: NonNegativeFloat = 0.0
-    """Wall time of GPU model steps (what a GPU provider bills)."""
+    """Seconds GPU workers spent on these jobs (task taken → result, summed over parallel chunks)."""
     estimated_cost_usd: NonNegativeFloat = 0.0
 
 

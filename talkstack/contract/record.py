@@ -140,6 +140,18 @@ class StepRecord(StrictModel):
     """The backend's id for the current attempt (`modal:fc-…`, `local:…`)."""
     model: str | None = None
     attempts: NonNegativeInt = 0
+    worker_seconds: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    """Seconds each attempt that delivered spent in its worker (task taken → result marker), by
+    attempt id: parallel chunks each have one. Keyed so that a marker delivered twice (S3 events are
+    at-least-once) overwrites its own entry instead of counting again."""
+    accelerator: str | None = None
+    """The GPU those workers reported (None: CPU, or a worker that predates the field)."""
+
+    @property
+    def worker_s(self) -> float:
+        """Worker seconds over all delivering attempts and chunks: what a per-second GPU bill counts
+        (cold starts, idle containers and failed attempts are not in it)."""
+        return round(sum(self.worker_seconds.values()), 3)
 
 
 class JobSource(StrictModel):

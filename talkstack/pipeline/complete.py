@@ -115,12 +115,15 @@ class Completer:
         if not self._send(ref, "send_task_success", taskToken=token, output=json.dumps(output)):
             return "result refused: attempt closed"
         self.store.set_token_state(ref.job_id, ref.attempt_id, "succeeded")
-
-        if "#" in step:
-            return "success"  # one chunk of many: the stitch step closes the avatar step
+        worked_s = round(max(0.0, (marker.at - marker.started_at).total_seconds()), 3)
+        chunk = "#" in step  # one chunk of many: the stitch step closes the avatar step
 
         def finish(record: JobRecord) -> None:
-            if not record.is_terminal:
+            target = record.step(step.split("#")[0])  # type: ignore[arg-type]
+            if target is not None:  # the GPU time this attempt cost (keyed: redeliveries don't add)
+                target.worker_seconds[ref.attempt_id] = worked_s
+                target.accelerator = marker.accelerator or target.accelerator
+            if not chunk and not record.is_terminal:
                 record.finish_step(step)  # type: ignore[arg-type]
                 record.step(step).worker = marker.worker  # type: ignore[union-attr]
 

@@ -96,6 +96,8 @@ class ResultMarker(StrictModel):
     """Seconds spent in the engine itself (excludes transfers)."""
     warnings: list[str] = Field(default_factory=list)
     worker: str
+    accelerator: str | None = None
+    """The GPU the engine ran on, as the driver names it ("NVIDIA H100 80GB HBM3"); None on CPU."""
     started_at: UtcDatetime
     """When the worker took the task (before downloading inputs)."""
     at: UtcDatetime

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +44,15 @@ MAX_INPUT_BYTES = 512 * 1024 * 1024
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def accelerator() -> str | None:
+    """The GPU this process computes on, for the job's cost; None for CPU engines. Only an engine
+    that imported torch can have used one, so a lite worker never pays for importing it here."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return str(torch.cuda.get_device_name(torch.cuda.current_device()))
 
 
 def _transient_http(exc: BaseException) -> bool:
@@ -286,6 +296,7 @@ def _execute(
             engine_s=engine_s,
             warnings=render.warnings,
             worker=worker_name(),
+            accelerator=accelerator(),
             started_at=started_at,
             at=utc_now(),
         )

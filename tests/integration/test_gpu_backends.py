@@ -10,12 +10,15 @@ the worker backend chosen per model by configuration.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from talkstack.engines.gpu.base import load_engine
 from talkstack.media.video import probe_video
+from talkstack.pipeline.cost import MODAL_GPU_USD_PER_S
+from talkstack.workers import runner
 
 pytestmark = pytest.mark.slow
 TINY_LTX = "tests.support.tiny_video:tiny_video_engine"
@@ -56,7 +59,10 @@ def test_a_modal_model_without_a_modal_token_fails_clearly(pipeline):
     assert pipeline.keys(pipeline.r.output_bucket, f"{dropped.job_id}/") == {}
 
 
-def test_a_video_job_runs_on_the_modal_backend(pipeline, fake_modal, tmp_path):
+def test_a_video_job_runs_on_the_modal_backend(pipeline, fake_modal, tmp_path, monkeypatch):
+    # No GPU here: the driver's answer is what an H100 container gives (the cost is priced by it).
+    monkeypatch.setattr(runner, "accelerator", lambda: "NVIDIA H100 80GB HBM3")
+
     def container(task: dict) -> None:
         # What LTXVideo.run does in the Modal container, with the tiny engine instead of 47 GB.
         engine = load_engine(TINY_LTX, "ltx-video")
@@ -73,6 +79,9 @@ def test_a_video_job_runs_on_the_modal_backend(pipeline, fake_modal, tmp_path):
     assert spawned.payload["model"] == "ltx-video" and spawned.payload["text"].startswith("a cat")
     step = record.step("video")
     assert step.backend == "modal" and step.call_id == f"modal:{spawned.call_id}"
+    # The worker's own time, priced as H100 seconds, is in the job's cost.
+    assert step.accelerator == "NVIDIA H100 80GB HBM3" and 0 < step.worker_s <= step.duration_s
+    assert record.result.estimated_cost_usd >= step.worker_s * MODAL_GPU_USD_PER_S["H100"]
     assert pipeline.hooks.wait_for(dropped.job_id, "job.completed").verified
 
 
@@ -118,8 +127,14 @@ def test_a_long_avatar_renders_its_chunks_in_parallel_and_stitches_them(pipeline
     segments = pipeline.store.get_step_result(dropped.job_id, "segment")
     chunks = segments["chunks"]
     assert len(chunks) >= 3 and all(c["at_pause"] for c in chunks)
+    worked = {}
     for k in range(len(chunks)):  # every chunk was rendered by its own worker task
-        assert pipeline.store.get_step_result(dropped.job_id, f"avatar#{k}") is not None
+        result = pipeline.store.get_step_result(dropped.job_id, f"avatar#{k}")
+        span = datetime.fromisoformat(result["at"]) - datetime.fromisoformat(result["started_at"])
+        worked[result["attempt_id"]] = round(span.total_seconds(), 3)
+    # The avatar step's worker time is every chunk's (what parallel GPUs bill), not its wall time.
+    assert record.step("avatar").worker_seconds == worked
+    assert record.step("avatar").accelerator is None  # the lite engine runs on the CPU
     assert [s.name for s in record.steps][:2] == ["avatar", "stitch"]
     assert all(s.status == "completed" for s in record.steps)
     local = tmp_path / "video.mp4"

@@ -831,7 +831,7 @@ export interface components {
             failed?: number;
             /**
              * Gpu Seconds
-             * @description Wall time of GPU model steps (what a GPU provider bills).
+             * @description Seconds GPU workers spent on these jobs (task taken → result, summed over parallel chunks).
              * @default 0
              */
             gpu_seconds?: number;
