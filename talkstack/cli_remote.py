@@ -293,11 +293,12 @@ def models_cmd(
     if as_json:
         out.print_json(models.model_dump_json())
         return
-    table = Table("id", "task", "backend", "available", "licence")
+    table = Table("id", "task", "default", "backend", "available", "licence")
     for m in models.models:
         available = "[green]yes[/]" if m.available else f"[dim]no: {m.unavailable_reason}[/]"
-        table.add_row(m.id, m.task, m.backend, available, m.licence)
+        table.add_row(m.id, m.task, "yes" if m.default else "", m.backend, available, m.licence)
     out.print(table)
+    out.print("[dim]A request that names no model gets its task's default.[/]")
 
 
 @api_app.command("usage")

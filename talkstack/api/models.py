@@ -208,6 +208,8 @@ class ModelView(StrictModel):
     gpu: bool
     backend: Literal["local", "modal"]
     """Where this stack runs it."""
+    default: bool = False
+    """Whether a request for this task that names no model gets this one."""
     available: bool
     """Whether a job for it would be accepted now."""
     unavailable_reason: str | None = None

@@ -46,7 +46,7 @@ from talkstack.api.models import (
 )
 from talkstack.api.uploads import Uploads
 from talkstack.contract.fields import MAX_AVATAR_SECONDS
-from talkstack.contract.parse import is_legacy_request, parse_job_request
+from talkstack.contract.parse import is_legacy_request, parse_job_request, with_default_models
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
@@ -159,7 +159,7 @@ class ApiService:
         principal = Principal(ticket["owner"], ticket["tier"], ticket["name"])
         task, body = ticket["task"], ticket["body"]
         raw = self._request_body(task, body)
-        request = parse_job_request(raw)
+        request = with_default_models(parse_job_request(raw), self.config.default_models)
         check_request(request, self.config, self.limits)  # models, text, output, webhook: no I/O
         request = self.uploads.resolve(principal, request)
         check_media(request, self.config, self.svc.s3, self.limits)
@@ -305,6 +305,7 @@ class ApiService:
                     licence=info.licence,
                     gpu=info.gpu,
                     backend=self.config.backend_for(info.id),
+                    default=self.config.default_model(info.task) == info.id,
                     available=reason is None,
                     unavailable_reason=reason,
                     limits=self._model_limits(info.task),

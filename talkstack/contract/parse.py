@@ -201,3 +201,22 @@ def parse_job_request(
         return JOB_REQUEST_ADAPTER.validate_python(obj)
     except ValidationError as exc:
         raise _from_validation_error(exc, tag, legacy) from exc
+
+
+def with_default_models(
+    request: AvatarRequest | VoiceRequest | VideoRequest, defaults: Mapping[str, str]
+) -> AvatarRequest | VoiceRequest | VideoRequest:
+    """`request` with a deployment's default models (task → model id) wherever it names none: its
+    own choice always wins. Validated again, so a default that does not suit the request fails
+    exactly as the same model named in it would."""
+    data = request.model_dump(mode="json", exclude_unset=True)
+    options = data.setdefault("options", {})
+    slots = [(options, request.task)]
+    if isinstance(request, AvatarRequest) and request.needs_voice_step:
+        slots.append((options.setdefault("voice", {}), "voice"))
+    missing = [(slot, task) for slot, task in slots if "model" not in slot and task in defaults]
+    if not missing:
+        return request
+    for slot, task in missing:
+        slot["model"] = defaults[task]
+    return parse_job_request(data)

@@ -7,11 +7,16 @@ first invocation with a message naming it, instead of failing later somewhere de
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from talkstack.contract.fields import DEFAULT_MODELS, TaskKind
+from talkstack.engines.registry import get_model
+from talkstack.errors import TalkstackError
 
 
 def split_csv(value: object) -> object:
@@ -35,6 +40,18 @@ BucketList = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
 BackendName = Literal["local", "modal"]
 BackendMap = Annotated[dict[str, BackendName], NoDecode, BeforeValidator(split_pairs)]
 EngineMap = Annotated[dict[str, str], NoDecode, BeforeValidator(split_pairs)]
+DefaultModels = Annotated[dict[TaskKind, str], NoDecode, BeforeValidator(split_pairs)]
+
+
+def check_default_models(defaults: Mapping[str, str], setting: str) -> None:
+    """Each default must be a known model of its task (a typo fails at start-up, not per job)."""
+    for task, model_id in defaults.items():
+        try:
+            model = get_model(model_id)
+        except TalkstackError as exc:
+            raise ValueError(f"{setting}: {exc.message}") from exc
+        if model.task != task:
+            raise ValueError(f"{setting}: {model_id} is a {model.task} model, not {task}")
 
 
 class PipelineConfig(BaseSettings):
@@ -65,6 +82,10 @@ class PipelineConfig(BaseSettings):
     the local stack (`talkstack up`, tests); `modal` = the deployed Modal apps (modal_workers/)."""
     model_backends: BackendMap = Field(default_factory=dict)
     """Per-model override, e.g. `multitalk=modal,lite-avatar=local` (TALKSTACK_MODEL_BACKENDS)."""
+    default_models: DefaultModels = Field(default_factory=dict)
+    """The model a request gets for a task when it names none, e.g. `avatar=multitalk,voice=chatterbox`
+    (TALKSTACK_DEFAULT_MODELS). Tasks not listed keep the contract's defaults (the lite engines, which
+    only the local stack runs); the CDK stack sets GPU models here."""
     local_engines: EngineMap = Field(default_factory=dict)
     """GPU models the local pool may run in process, as `model=package.module:factory` (a local
     GPU box, or tiny random models in tests); lite models always run locally."""
@@ -109,6 +130,15 @@ class PipelineConfig(BaseSettings):
         if (self.webhook_secret is None) == (self.webhook_secret_id is None):
             raise ValueError("set exactly one of TALKSTACK_WEBHOOK_SECRET and TALKSTACK_WEBHOOK_SECRET_ID")
         return self
+
+    @model_validator(mode="after")
+    def _default_models_fit_their_task(self) -> PipelineConfig:
+        check_default_models(self.default_models, "TALKSTACK_DEFAULT_MODELS")
+        return self
+
+    def default_model(self, task: TaskKind) -> str:
+        """What a request for `task` that names no model runs on."""
+        return self.default_models.get(task, DEFAULT_MODELS[task])
 
     def backend_for(self, model_id: str) -> BackendName:
         return self.model_backends.get(model_id, self.worker_backend)

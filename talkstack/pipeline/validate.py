@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from talkstack.contract.fields import MediaRef
-from talkstack.contract.parse import parse_job_request
+from talkstack.contract.parse import parse_job_request, with_default_models
 from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import AvatarRequest, JobRequestBase
 from talkstack.engines.registry import get_model
@@ -165,7 +165,7 @@ def validate_request(
     limits: MediaLimits | None = None,
 ) -> JobRequestBase:
     limits = limits or get_limits()
-    request: JobRequestBase = parse_job_request(raw)
+    request: JobRequestBase = with_default_models(parse_job_request(raw), config.default_models)
     if request.job_id is not None and request.job_id != job_id:
         raise TalkstackError(
             ErrorCode.INVALID_REQUEST,

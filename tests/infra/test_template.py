@@ -226,15 +226,18 @@ def test_every_function_gets_a_complete_pipeline_configuration(s, monkeypatch):
     for name, (_, props) in functions_by_name(s).items():
         env = props["Environment"]["Variables"]
         assert env["TALKSTACK_WORKER_BACKEND"] == "modal"
+        # Requests that name no model get GPU models: the lite ones do not run in AWS.
+        assert env["TALKSTACK_DEFAULT_MODELS"] == "avatar=multitalk,voice=chatterbox,video=ltx-video"
         assert "TALKSTACK_WEBHOOK_SECRET" not in env  # the secret stays in Secrets Manager
         assert env["TALKSTACK_WEBHOOK_SECRET_ID"] == {"Ref": s.logical_id(s.stack.webhook_secret)}
         assert env["TALKSTACK_MODAL_TOKEN_SECRET"] == {"Ref": s.logical_id(s.stack.modal_token)}
         # Tokens become strings; what matters is that every required field is set.
         strings = {
-            k[len("TALKSTACK_") :].lower(): text(v) for k, v in env.items() if k.startswith("TALKSTACK_")
+            k[len("TALKSTACK_") :].lower(): v if isinstance(v, str) else text(v)
+            for k, v in env.items()
+            if k.startswith("TALKSTACK_")
         }
-        strings["worker_backend"] = env["TALKSTACK_WORKER_BACKEND"]
-        PipelineConfig.model_validate(strings)
+        assert PipelineConfig.model_validate(strings).default_model("avatar") == "multitalk"
         assert env["TALKSTACK_NOTIFY_FUNCTION"] == "talkstack-notify", name
 
 
@@ -455,6 +458,7 @@ def test_outputs_name_what_the_deploy_guide_uses(s):
         ({"talkstack:logRetentionDays": "10"}, "retention periods"),
         ({"talkstack:alarmEmail": "nobody"}, "alarm_email"),
         ({"talkstack:modelBackends": "multitalk=gpu"}, "model_backends"),
+        ({"talkstack:defaultModels": "avatar=lite-voice"}, "lite-voice is a voice model, not avatar"),
     ],
 )
 def test_bad_settings_fail_synth_with_the_setting_named(context, message):

@@ -307,6 +307,28 @@ def test_bad_requests_get_specific_errors(api, body, status, code, field):
     assert error["code"] == code and error["message"].startswith(field), error
 
 
+def test_a_deployments_default_models_apply_to_requests_that_name_none(pipeline, api):
+    """The CDK stack sets GPU defaults (the lite engines exist only locally). Here the local workers
+    cannot run GPU models, so a default that took effect shows as that model being refused."""
+    with pipeline.configured(default_models="avatar=multitalk,voice=chatterbox"):
+        models = {m["id"]: m for m in api.get("/v1/models").json()["models"]}
+        assert models["multitalk"]["default"] and models["chatterbox"]["default"]
+        assert not models["lite-avatar"]["default"] and models["ltx-video"]["default"]  # unset: contract's
+        unnamed = api.post("/v1/voice/clone", json={"inputs": {"text": "Hello there."}})
+        assert unnamed.status_code == 422 and error_of(unnamed)["code"] == "MODEL_UNAVAILABLE"
+        assert error_of(unnamed)["message"].startswith("options.model: chatterbox is a GPU model")
+        named = {"inputs": {"text": "Hello there."}, "options": {"model": "lite-voice"}}
+        assert api.post("/v1/voice/clone", json=named).status_code == 202  # a named model wins
+
+        # The same through an S3 drop: the validate step applies the defaults too.
+        dropped = pipeline.drop(
+            {"task": "voice", "inputs": {"text": "Hi."}}, {}, f"defaults-{uuid.uuid4().hex[:8]}"
+        )
+        record = pipeline.wait(dropped.job_id)
+    assert record.status == "failed" and record.error.code == "MODEL_UNAVAILABLE"
+    assert "chatterbox" in record.error.message
+
+
 def test_upload_limits_and_types(api):
     wrong = api.post(
         "/v1/uploads", json={"filename": "x.exe", "content_type": "application/x-msdos", "bytes": 10}
@@ -350,6 +372,7 @@ def test_list_filter_pagination_usage_models_and_docs(pipeline):
 
     models = {m["id"]: m for m in api.get("/v1/models").json()["models"]}
     assert models["lite-avatar"]["available"] and models["lite-avatar"]["backend"] == "local"
+    assert models["lite-avatar"]["default"] and not models["multitalk"]["default"]
     assert not models["multitalk"]["available"] and models["multitalk"]["unavailable_reason"]
     assert models["multitalk"]["licence"]
 

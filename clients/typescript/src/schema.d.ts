@@ -604,6 +604,12 @@ export interface components {
              * @enum {string}
              */
             backend: "local" | "modal";
+            /**
+             * Default
+             * @description Whether a request for this task that names no model gets this one.
+             * @default false
+             */
+            default?: boolean;
             /** Description */
             description: string;
             /** Gpu */

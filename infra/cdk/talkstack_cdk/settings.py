@@ -10,13 +10,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
-from talkstack.pipeline.config import split_csv, split_pairs
+from talkstack.contract.fields import TaskKind
+from talkstack.pipeline.config import check_default_models, split_csv, split_pairs
 
 CONTEXT_PREFIX = "talkstack:"
 ENV_PREFIX = "TALKSTACK_CDK_"
 
 BucketList = Annotated[list[str], BeforeValidator(split_csv)]
 BackendMap = Annotated[dict[str, Literal["local", "modal"]], BeforeValidator(split_pairs)]
+DefaultModels = Annotated[dict[TaskKind, str], BeforeValidator(split_pairs)]
 # CloudWatch Logs retention periods (days) and their aws_logs.RetentionDays names.
 LOG_RETENTION = {
     1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
@@ -54,6 +56,11 @@ class DeploySettings(BaseModel):
     """Where engine steps run by default. In AWS that is Modal; `local` exists for the local stack."""
     model_backends: BackendMap = Field(default_factory=dict)
     """Per-model override (`multitalk=modal,...`), as TALKSTACK_MODEL_BACKENDS."""
+    default_models: DefaultModels = Field(
+        default_factory=lambda: {"avatar": "multitalk", "voice": "chatterbox", "video": "ltx-video"}
+    )
+    """The model a request gets when it names none, as TALKSTACK_DEFAULT_MODELS. GPU models: the lite
+    engines the contract defaults to run only in the local stack."""
     modal_environment: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
     """Modal environment the worker apps were deployed to (default: the workspace's default)."""
     readable_buckets: BucketList = Field(default_factory=list)
@@ -85,6 +92,12 @@ class DeploySettings(BaseModel):
     def _log_retention(cls, value: int) -> int:
         if value not in LOG_RETENTION:
             raise ValueError(f"must be one of CloudWatch's retention periods {sorted(LOG_RETENTION)}")
+        return value
+
+    @field_validator("default_models")
+    @classmethod
+    def _known_models(cls, value: dict[str, str]) -> dict[str, str]:
+        check_default_models(value, "default_models")
         return value
 
     @field_validator("readable_buckets", "writable_buckets")

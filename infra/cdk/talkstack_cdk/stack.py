@@ -135,6 +135,7 @@ class TalkstackStack(Stack):
         }
         optional = {
             "TALKSTACK_MODEL_BACKENDS": ",".join(f"{k}={v}" for k, v in s.model_backends.items()),
+            "TALKSTACK_DEFAULT_MODELS": ",".join(f"{k}={v}" for k, v in s.default_models.items()),
             "TALKSTACK_MODAL_ENVIRONMENT": s.modal_environment or "",
             "TALKSTACK_READABLE_BUCKETS": ",".join(s.readable_buckets),
             "TALKSTACK_WRITABLE_BUCKETS": ",".join(s.writable_buckets),

@@ -1,0 +1,96 @@
+"""A deployment's default models: requests that name no model get them; a named model always wins."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from talkstack.contract.parse import parse_job_request, with_default_models
+from talkstack.local.resources import LocalResources
+from talkstack.pipeline.config import PipelineConfig
+
+GPU_DEFAULTS = {"avatar": "multitalk", "voice": "chatterbox", "video": "wan2.2-ti2v-5b"}
+AUDIO_AVATAR = {"task": "avatar", "inputs": {"image": "p.png", "audio": "s.wav"}}
+TEXT_AVATAR = {"task": "avatar", "inputs": {"image": "p.png", "text": "Hello there."}}
+
+
+@pytest.fixture(autouse=True)
+def no_pipeline_environment(monkeypatch):
+    """PipelineConfig also reads TALKSTACK_* from the process; only what a test passes counts."""
+    for name in [n for n in os.environ if n.startswith("TALKSTACK_")]:
+        monkeypatch.delenv(name)
+
+
+def config(**extra: str) -> PipelineConfig:
+    env = {k.removeprefix("TALKSTACK_").lower(): v for k, v in LocalResources().pipeline_env().items()}
+    return PipelineConfig.model_validate({**env, **extra})
+
+
+def test_a_request_without_a_model_gets_the_deployments_default():
+    avatar = with_default_models(parse_job_request(AUDIO_AVATAR), GPU_DEFAULTS)
+    assert avatar.options.model == "multitalk" and avatar.options.voice is None  # no voice step: no voice
+    voice = with_default_models(parse_job_request({"task": "voice", "inputs": {"text": "Hi."}}), GPU_DEFAULTS)
+    assert voice.options.model == "chatterbox"
+    video = with_default_models(
+        parse_job_request({"task": "video", "inputs": {"prompt": "a cat"}}), GPU_DEFAULTS
+    )
+    assert video.options.model == "wan2.2-ti2v-5b"
+
+
+def test_a_text_driven_avatar_gets_both_defaults_and_keeps_its_other_settings():
+    raw = {**TEXT_AVATAR, "options": {"speed": 1.2, "voice": {"language": "fr"}}}
+    request = with_default_models(parse_job_request(raw), GPU_DEFAULTS)
+    assert request.options.model == "multitalk" and request.options.speed == 1.2
+    assert (
+        request.voice_step_options().model == "chatterbox" and request.voice_step_options().language == "fr"
+    )
+
+
+def test_a_named_model_always_wins():
+    raw = {**TEXT_AVATAR, "options": {"model": "lite-avatar", "voice": {"model": "lite-voice"}}}
+    request = parse_job_request(raw)
+    assert with_default_models(request, GPU_DEFAULTS) is request
+    named_lite = parse_job_request({**AUDIO_AVATAR, "options": {"model": "lite-avatar"}})
+    assert with_default_models(named_lite, GPU_DEFAULTS).options.model == "lite-avatar"
+
+
+def test_without_defaults_the_contracts_own_apply():
+    request = parse_job_request(TEXT_AVATAR)
+    assert with_default_models(request, {}) is request
+    assert request.options.model == "lite-avatar" and request.voice_step_options().model == "lite-voice"
+    only_voice = with_default_models(request, {"voice": "indextts2"})
+    assert only_voice.options.model == "lite-avatar" and only_voice.voice_step_options().model == "indextts2"
+
+
+def test_a_legacy_request_gets_the_default_avatar_model():
+    legacy = {
+        "input": {"reference_image_s3_url": "s3://seed-in/p.png", "audio_s3_url": "s3://seed-in/s.wav"},
+        "output": {"s3_bucket": "seed-out"},
+        "options": {"turbo_mode": True, "resolution": "720p"},
+    }
+    request = with_default_models(parse_job_request(legacy), GPU_DEFAULTS)
+    assert request.options.model == "multitalk" and request.options.turbo
+    assert request.options.resolution == "720p" and request.output.bucket == "seed-out"
+
+
+def test_configured_defaults_are_parsed_and_reported_per_task():
+    cfg = config(default_models="avatar=multitalk, voice=chatterbox")
+    assert cfg.default_models == {"avatar": "multitalk", "voice": "chatterbox"}
+    assert cfg.default_model("avatar") == "multitalk" and cfg.default_model("video") == "ltx-video"
+    assert config().default_model("avatar") == "lite-avatar"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("avatar=chatterbox", "chatterbox is a voice model, not avatar"),
+        ("avatar=nonesuch", "unknown model 'nonesuch'"),
+        ("speech=chatterbox", "default_models"),
+        ("multitalk", "model=value pairs"),
+    ],
+)
+def test_bad_defaults_fail_the_configuration_with_the_reason(value, message):
+    with pytest.raises(ValidationError, match=message):
+        config(default_models=value)
