@@ -25,6 +25,8 @@ from talkstack.workers.protocol import WorkerTask
 
 log = logging.getLogger(__name__)
 TOKEN_CACHE_SECONDS = 300
+MODAL_TOKEN_PLACEHOLDER = "replace-me"
+"""The token id the CDK stack's secret holds until the deployer stores a real token."""
 NO_TOKEN_HINT = (
     'store {"token_id": "ak-…", "token_secret": "as-…"} in AWS Secrets Manager and set '
     "TALKSTACK_MODAL_TOKEN_SECRET to its name or ARN (docs/gpu-workers.md)"
@@ -87,12 +89,20 @@ def read_modal_token(secret_id: str | None, secrets_client: Any) -> ModalToken:
         raise TalkstackError(ErrorCode.MODEL_UNAVAILABLE, f"no Modal token is configured: {NO_TOKEN_HINT}")
     try:
         value = secrets_provider(secrets_client).get(secret_id, max_age=TOKEN_CACHE_SECONDS, transform="json")
-        return ModalToken.model_validate(value)
+        token = ModalToken.model_validate(value)
     except (GetParameterError, TransformParameterError, ValidationError) as exc:
         raise TalkstackError(
             ErrorCode.MODEL_UNAVAILABLE,
             f"the Modal token secret {secret_id!r} could not be used ({type(exc).__name__}): {NO_TOKEN_HINT}",
         ) from exc
+    if token.token_id.get_secret_value() == MODAL_TOKEN_PLACEHOLDER:
+        # Said here rather than as Modal's refusal: the fix is in the deployer's hands, not Modal's.
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"the Modal token secret {secret_id!r} still holds the stack's placeholder: put your Modal "
+            'token in it as {"token_id": "ak-…", "token_secret": "as-…"} (docs/deploy.md)',
+        )
+    return token
 
 
 def _transient_modal(exc: BaseException) -> bool:

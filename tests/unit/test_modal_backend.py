@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.workers.backends import ModalBackend, ModalToken, read_modal_token
+from talkstack.workers.backends import MODAL_TOKEN_PLACEHOLDER, ModalBackend, ModalToken, read_modal_token
 from talkstack.workers.protocol import Markers, OutputUrl, WorkerTask
 from tests.support.fake_modal import FakeModal
 
@@ -128,6 +128,15 @@ def test_the_token_comes_from_secrets_manager() -> None:
             read_modal_token(secret_id, secrets)
         assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
         assert "TALKSTACK_MODAL_TOKEN_SECRET" in caught.value.message
+
+    # What the CDK stack's secret holds until the deployer stores a token (a generated secret beside
+    # the placeholder id): refused here, naming the fix, instead of reaching Modal.
+    placeholder = json.dumps({"token_id": MODAL_TOKEN_PLACEHOLDER, "token_secret": "Xq3v9generated"})
+    secrets.create_secret(Name="talkstack/modal-token", SecretString=placeholder)
+    with pytest.raises(TalkstackError) as caught:
+        read_modal_token("talkstack/modal-token", secrets)
+    assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert "still holds the stack's placeholder" in caught.value.message
 
 
 def test_cancel_stops_the_spawned_call(fake: FakeModal) -> None:

@@ -3,6 +3,8 @@ monitoring, wired with the `TALKSTACK_*` environment the handlers parse (Pipelin
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
@@ -10,6 +12,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from talkstack.workers.backends import MODAL_TOKEN_PLACEHOLDER
 from talkstack_cdk.functions import PipelineFunctions, encrypted_queue
 from talkstack_cdk.monitoring import Monitoring
 from talkstack_cdk.nag import suppress_stack_findings
@@ -39,10 +42,10 @@ class TalkstackStack(Stack):
             "ModalToken",
             secret_name=f"{settings.stack_name}/modal-token",
             description='Modal token for the GPU workers: {"token_id": "ak-…", "token_secret": "as-…"}',
-            # A placeholder the deployer overwrites (docs/deploy.md); until then Modal refuses it
-            # and jobs on the modal backend fail with that message.
+            # A placeholder the deployer overwrites (docs/deploy.md); until then jobs on the modal
+            # backend fail at dispatch with MODEL_UNAVAILABLE saying so (read_modal_token).
             generate_secret_string=secretsmanager.SecretStringGenerator(
-                secret_string_template='{"token_id": "replace-me"}',
+                secret_string_template=json.dumps({"token_id": MODAL_TOKEN_PLACEHOLDER}),
                 generate_string_key="token_secret",
                 exclude_punctuation=True,
             ),
