@@ -15,6 +15,8 @@ from talkstack.api.keys import Principal
 from talkstack.pipeline.aws import error_code
 
 USAGE_KEY_PREFIX = "talkstack-usage-"  # + 12-character key id: API Gateway wants >= 20 characters
+TIER_TAG = "talkstack:tier"
+"""Tag on the CDK stack's usage plans naming the tier each one meters."""
 
 
 def usage_key_value(key_id: str) -> str:
@@ -22,13 +24,20 @@ def usage_key_value(key_id: str) -> str:
 
 
 def register_usage_key(principal: Principal, usage_plan_id: str, apigateway: Any) -> str:
-    """Create the key's API Gateway twin and put it in the tier's usage plan; returns its id."""
+    """Create the key's API Gateway twin and put it in the tier's usage plan; returns its id. A plan
+    tagged for another tier is refused: the key would be throttled by the wrong limits."""
     try:
-        apigateway.get_usage_plan(usagePlanId=usage_plan_id)
+        plan = apigateway.get_usage_plan(usagePlanId=usage_plan_id)
     except Exception as exc:
         if error_code(exc) == "NotFoundException":
             raise ValueError(f"usage plan {usage_plan_id!r} does not exist") from exc
         raise
+    plan_tier = (plan.get("tags") or {}).get(TIER_TAG)
+    if plan_tier is not None and plan_tier != principal.tier:
+        raise ValueError(
+            f"usage plan {usage_plan_id!r} meters the {plan_tier} tier and this key is {principal.tier}: "
+            f"use the stack's UsagePlan{principal.tier.capitalize()} output"
+        )
     created = apigateway.create_api_key(
         name=f"talkstack-{principal.key_id}",
         description=f"usage key of talkstack key {principal.key_id} ({principal.tier}: {principal.name})",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from talkstack.api.usage import TIER_TAG
 from talkstack.workers.backends import MODAL_TOKEN_PLACEHOLDER
 from tests.support.cdk_synth import REPO, synth
 
@@ -406,6 +407,8 @@ def test_stage_logs_traces_and_throttles_and_each_tier_has_a_usage_plan(s):
         assert plans[f"talkstack-{tier}"]["Throttle"]["RateLimit"] == pytest.approx(
             limits.requests_per_minute / 60, abs=1e-3
         )
+        # The tag `keys create --usage-plan` checks against the key's tier.
+        assert {"Key": TIER_TAG, "Value": tier} in plans[f"talkstack-{tier}"]["Tags"]
     assert plans["talkstack-free"]["Quota"] == {"Limit": 5000, "Period": "MONTH"}
     assert "Quota" not in plans["talkstack-enterprise"]
 

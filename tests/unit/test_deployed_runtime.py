@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from talkstack.api.authorizer import UNAUTHORIZED, authorize
 from talkstack.api.keys import KeyStore
-from talkstack.api.usage import register_usage_key, usage_key_value
+from talkstack.api.usage import TIER_TAG, register_usage_key, usage_key_value
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
 from talkstack.local.resources import LocalResources
@@ -79,6 +79,17 @@ def test_usage_key_is_registered_in_the_tiers_plan(ddb):  # noqa: F811
     key = apigw.get_api_key(apiKey=key_id, includeValue=True)
     assert key["value"] == usage_key_value(new.principal.key_id) and len(key["value"]) >= 20
     assert [k["id"] for k in apigw.get_usage_plan_keys(usagePlanId=plan)["items"]] == [key_id]
+
+
+def test_a_plan_of_another_tier_is_refused(ddb):  # noqa: F811
+    apigw = boto3.client("apigateway", region_name="us-east-1")
+    plan = apigw.create_usage_plan(name="talkstack-free", tags={TIER_TAG: "free"})["id"]
+    new = KeyStore(TABLE, ddb).create("pro")
+    with pytest.raises(ValueError, match=r"meters the free tier and this key is pro: use .*UsagePlanPro"):
+        register_usage_key(new.principal, plan, apigw)
+    assert apigw.get_api_keys()["items"] == []
+    pro = apigw.create_usage_plan(name="talkstack-pro", tags={TIER_TAG: "pro"})["id"]
+    assert register_usage_key(new.principal, pro, apigw)
 
 
 def test_a_missing_plan_leaves_no_half_registered_key(ddb):  # noqa: F811

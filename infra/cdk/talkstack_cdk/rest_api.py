@@ -7,13 +7,14 @@ Public routes (/health, /openapi.json, /docs) skip the authorizer; everything el
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Tags
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from talkstack.api.keys import TIER_LIMITS
+from talkstack.api.usage import TIER_TAG
 from talkstack_cdk.functions import log_retention
 from talkstack_cdk.settings import DeploySettings
 
@@ -104,6 +105,8 @@ class RestApi(Construct):
                 quota=apigw.QuotaSettings(limit=quota, period=apigw.Period.MONTH) if quota else None,
                 api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
             )
+            # `talkstack keys create --usage-plan` checks it against the key's tier.
+            Tags.of(self.usage_plans[tier]).add(TIER_TAG, tier)
 
     @property
     def url(self) -> str:
