@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from talkstack.api.keys import Principal
+from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
 
 USAGE_KEY_PREFIX = "talkstack-usage-"  # + 12-character key id: API Gateway wants >= 20 characters
@@ -30,13 +31,16 @@ def register_usage_key(principal: Principal, usage_plan_id: str, apigateway: Any
         plan = apigateway.get_usage_plan(usagePlanId=usage_plan_id)
     except Exception as exc:
         if error_code(exc) == "NotFoundException":
-            raise ValueError(f"usage plan {usage_plan_id!r} does not exist") from exc
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST, f"usage plan {usage_plan_id!r} does not exist"
+            ) from exc
         raise
     plan_tier = (plan.get("tags") or {}).get(TIER_TAG)
     if plan_tier is not None and plan_tier != principal.tier:
-        raise ValueError(
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST,
             f"usage plan {usage_plan_id!r} meters the {plan_tier} tier and this key is {principal.tier}: "
-            f"use the stack's UsagePlan{principal.tier.capitalize()} output"
+            f"use the stack's UsagePlan{principal.tier.capitalize()} output",
         )
     created = apigateway.create_api_key(
         name=f"talkstack-{principal.key_id}",

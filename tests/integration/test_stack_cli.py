@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
+from talkstack.api.usage import TIER_TAG
 from talkstack.cli import app
 from talkstack.media.video import probe_video
 
@@ -120,3 +122,22 @@ def test_keys_create_prints_a_working_key(pipeline):
     assert answer.status_code == 200 and answer.json()["tier"] == "pro"
     bad = runner.invoke(app, ["keys", "create", "--tier", "gold", *stack_args(pipeline)])
     assert bad.exit_code == 2 and "INVALID_REQUEST" in bad.output
+
+
+def test_keys_create_refuses_a_usage_plan_of_another_tier(pipeline):
+    """--usage-plan against the local stack's moto API Gateway, with a plan tagged as the CDK stack
+    tags them: the wrong tier is refused and the key it had made is disabled, never handed out."""
+    apigw = pipeline.stack.client("apigateway")
+    free = apigw.create_usage_plan(name="t-free", tags={TIER_TAG: "free"})["id"]
+    name = f"wrong-plan-{uuid.uuid4().hex[:6]}"
+    args = ["keys", "create", "--tier", "pro", "--name", name, "--usage-plan", free, *stack_args(pipeline)]
+    wrong = runner.invoke(app, args)
+    assert wrong.exit_code == 2 and "INVALID_REQUEST" in wrong.output
+    assert "meters the free tier and this key is pro" in wrong.output and "tsk_" not in wrong.output
+    made = pipeline.stack.client("dynamodb").scan(
+        TableName=pipeline.r.jobs_table,
+        FilterExpression="#n = :n",
+        ExpressionAttributeNames={"#n": "name"},
+        ExpressionAttributeValues={":n": {"S": name}},
+    )["Items"]
+    assert [item["disabled"]["BOOL"] for item in made] == [True]

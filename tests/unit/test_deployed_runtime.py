@@ -19,6 +19,7 @@ from talkstack.api.keys import KeyStore
 from talkstack.api.usage import TIER_TAG, register_usage_key, usage_key_value
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
+from talkstack.errors import TalkstackError
 from talkstack.local.resources import LocalResources
 from talkstack.pipeline import aws
 from talkstack.pipeline.config import PipelineConfig
@@ -85,7 +86,7 @@ def test_a_plan_of_another_tier_is_refused(ddb):  # noqa: F811
     apigw = boto3.client("apigateway", region_name="us-east-1")
     plan = apigw.create_usage_plan(name="talkstack-free", tags={TIER_TAG: "free"})["id"]
     new = KeyStore(TABLE, ddb).create("pro")
-    with pytest.raises(ValueError, match=r"meters the free tier and this key is pro: use .*UsagePlanPro"):
+    with pytest.raises(TalkstackError, match=r"meters the free tier and this key is pro: use .*UsagePlanPro"):
         register_usage_key(new.principal, plan, apigw)
     assert apigw.get_api_keys()["items"] == []
     pro = apigw.create_usage_plan(name="talkstack-pro", tags={TIER_TAG: "pro"})["id"]
@@ -95,7 +96,7 @@ def test_a_plan_of_another_tier_is_refused(ddb):  # noqa: F811
 def test_a_missing_plan_leaves_no_half_registered_key(ddb):  # noqa: F811
     apigw = boto3.client("apigateway", region_name="us-east-1")
     new = KeyStore(TABLE, ddb).create("pro")
-    with pytest.raises(ValueError, match="usage plan 'nope' does not exist"):
+    with pytest.raises(TalkstackError, match="usage plan 'nope' does not exist"):
         register_usage_key(new.principal, "nope", apigw)
     assert apigw.get_api_keys()["items"] == []
 
