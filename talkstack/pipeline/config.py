@@ -122,6 +122,9 @@ class PipelineConfig(BaseSettings):
     min_step_timeout_seconds: int = Field(300, ge=1)
     """Floor of every engine step's timeout; longer inputs get proportionally more."""
     token_ttl_hours: int = Field(48, ge=1)
+    record_retention_days: int = Field(0, ge=0, le=3650)
+    """Job records, their events, webhook delivery logs and step results expire this many days after
+    their last write (DynamoDB TTL); 0 keeps them. `GET /v1/usage` and job lists only see what is kept."""
     progress_event_step: float = Field(0.1, gt=0, le=1)
     """Emit a job.progress event each time progress advances by this much."""
 

@@ -40,7 +40,7 @@ def services() -> Services:
     config = get_config()
     return Services(
         config=config,
-        store=JobStore(config.jobs_table),
+        store=JobStore(config.jobs_table, retention_days=config.record_retention_days),
         s3=client("s3"),
         sfn=client("stepfunctions"),
         sns=client("sns"),

@@ -62,9 +62,15 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 
 class JobStore:
-    def __init__(self, table: str, ddb: Any = None) -> None:
+    def __init__(self, table: str, ddb: Any = None, retention_days: int = 0) -> None:
         self.table = table
         self.ddb = ddb or client("dynamodb")
+        self.retention_s = retention_days * 86400
+        """Each job item expires this long after its last write (DynamoDB TTL on `expires_at`);
+        0 keeps them. Items with a shorter life of their own (step tokens) keep theirs."""
+
+    def _expiry(self) -> int | None:
+        return int(time.time()) + self.retention_s if self.retention_s else None
 
     # --- the record -----------------------------------------------------------------------------
 
@@ -131,6 +137,7 @@ class JobStore:
                 "version": version,
                 "owner": owner,
                 "created_at": iso_key(record.created_at) if owner else None,
+                "expires_at": self._expiry(),
             }
         )
 
@@ -247,7 +254,8 @@ class JobStore:
     # --- plumbing -----------------------------------------------------------------------------------
 
     def _put(self, job_id: str, sk: str, values: dict[str, Any]) -> None:
-        self.ddb.put_item(TableName=self.table, Item=_item({"pk": _pk(job_id), "sk": sk, **values}))
+        item = {"pk": _pk(job_id), "sk": sk, "expires_at": self._expiry(), **values}
+        self.ddb.put_item(TableName=self.table, Item=_item(item))
 
     def _get(self, job_id: str, sk: str) -> dict[str, Any] | None:
         found = self.ddb.get_item(

@@ -230,6 +230,7 @@ def test_every_function_gets_a_complete_pipeline_configuration(s, monkeypatch):
         assert env["TALKSTACK_WORKER_BACKEND"] == "modal"
         # Requests that name no model get GPU models: the lite ones do not run in AWS.
         assert env["TALKSTACK_DEFAULT_MODELS"] == "avatar=multitalk,voice=chatterbox,video=ltx-video"
+        assert env["TALKSTACK_RECORD_RETENTION_DAYS"] == "0"  # records are kept unless configured
         assert "TALKSTACK_WEBHOOK_SECRET" not in env  # the secret stays in Secrets Manager
         assert env["TALKSTACK_WEBHOOK_SECRET_ID"] == {"Ref": s.logical_id(s.stack.webhook_secret)}
         assert env["TALKSTACK_MODAL_TOKEN_SECRET"] == {"Ref": s.logical_id(s.stack.modal_token)}

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote_plus
@@ -364,3 +365,25 @@ def test_manifest_with_an_unusable_job_id_is_rejected_under_the_derived_id(pipel
     record = pipeline.wait_rejected(job_id)
     assert record.error.code == "INVALID_REQUEST" and record.error.message.startswith("job_id:")
     assert pipeline.executions("../evil") == []
+
+
+def test_record_retention_puts_a_ttl_on_every_item_of_a_job(pipeline, media):
+    """TALKSTACK_RECORD_RETENTION_DAYS reaches the handlers' store: a job's record, events and
+    delivery logs all carry `expires_at` (the table's TTL attribute) about that far ahead."""
+    before = int(time.time())
+    with pipeline.configured(record_retention_days="2"):
+        manifest = {**avatar_manifest(pipeline), "options": {"model": "no-such-model"}}
+        dropped = pipeline.drop(manifest, avatar_media(media), unique("retention"))
+        record = pipeline.wait(dropped.job_id)
+        pipeline.hooks.wait_for(dropped.job_id, "job.failed")
+        assert pipeline.wait_until(lambda: pipeline.store.deliveries(dropped.job_id))  # logged after the POST
+    assert record.status == "failed"
+    items = pipeline.store.ddb.query(
+        TableName=pipeline.r.jobs_table,
+        KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": f"JOB#{dropped.job_id}"}},
+    )["Items"]
+    kinds = {item["sk"]["S"].split("#")[0] for item in items}
+    assert {"RECORD", "EVENT", "DELIVERY"} <= kinds
+    for item in items:
+        assert before + 2 * 86400 <= int(item["expires_at"]["N"]) <= int(time.time()) + 2 * 86400, item["sk"]

@@ -133,6 +133,7 @@ class TalkstackStack(Stack):
             # A name, not a reference: notify's own environment names notify.
             "TALKSTACK_NOTIFY_FUNCTION": f"{s.stack_name}-notify",
             "TALKSTACK_WORKER_BACKEND": s.worker_backend,
+            "TALKSTACK_RECORD_RETENTION_DAYS": str(s.record_retention_days),
             "TALKSTACK_MODAL_TOKEN_SECRET": self.modal_token.secret_arn,
             "TALKSTACK_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
         }
