@@ -210,10 +210,11 @@ def with_default_models(
     own choice always wins. Validated again, so a default that does not suit the request fails
     exactly as the same model named in it would."""
     data = request.model_dump(mode="json", exclude_unset=True)
-    options = data.setdefault("options", {})
+    options = data["options"] = data.get("options") or {}
     slots = [(options, request.task)]
     if isinstance(request, AvatarRequest) and request.needs_voice_step:
-        slots.append((options.setdefault("voice", {}), "voice"))
+        voice = options["voice"] = options.get("voice") or {}  # an explicit null names no model either
+        slots.append((voice, "voice"))
     missing = [(slot, task) for slot, task in slots if "model" not in slot and task in defaults]
     if not missing:
         return request

@@ -48,6 +48,13 @@ def test_a_text_driven_avatar_gets_both_defaults_and_keeps_its_other_settings():
     )
 
 
+def test_explicit_nulls_name_no_model():
+    # What schemathesis sent: `"voice": null` on a text avatar (valid, and it names no voice model).
+    raw = {**TEXT_AVATAR, "options": {"voice": None, "prompt": None}}
+    request = with_default_models(parse_job_request(raw), GPU_DEFAULTS)
+    assert request.options.model == "multitalk" and request.voice_step_options().model == "chatterbox"
+
+
 def test_a_named_model_always_wins():
     raw = {**TEXT_AVATAR, "options": {"model": "lite-avatar", "voice": {"model": "lite-voice"}}}
     request = parse_job_request(raw)
