@@ -25,6 +25,16 @@ PORTRAIT = SAMPLES / "portrait.png"
 SPEECH = SAMPLES / "speech.wav"
 
 
+@pytest.fixture
+def no_pipeline_environment(monkeypatch):
+    """PipelineConfig also reads TALKSTACK_* from the process (a local stack started by an earlier
+    test sets them): with this fixture only what a test passes counts."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("TALKSTACK_")]:
+        monkeypatch.delenv(name)
+
+
 def transcode(src: Path, dst: Path, **output_args: object) -> Path:
     (
         ffmpeg.input(str(src))

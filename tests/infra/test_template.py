@@ -217,13 +217,8 @@ def test_reserved_concurrency_guards_the_gpu_budget(s):
     assert "ReservedConcurrentExecutions" not in unreserved["dispatch"][1]
 
 
-def test_every_function_gets_a_complete_pipeline_configuration(s, monkeypatch):
-    import os
-
+def test_every_function_gets_a_complete_pipeline_configuration(s, no_pipeline_environment):
     from talkstack.pipeline.config import PipelineConfig
-
-    for name in [n for n in os.environ if n.startswith("TALKSTACK_")]:
-        monkeypatch.delenv(name)  # only the template's environment counts
 
     for name, (_, props) in functions_by_name(s).items():
         env = props["Environment"]["Variables"]

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import ValidationError
 
 from talkstack.contract.parse import parse_job_request, with_default_models
-from talkstack.local.resources import LocalResources
 from talkstack.pipeline.config import PipelineConfig
+from tests.support.pipeline_env import local_config_fields
 
 GPU_DEFAULTS = {"avatar": "multitalk", "voice": "chatterbox", "video": "wan2.2-ti2v-5b"}
 AUDIO_AVATAR = {"task": "avatar", "inputs": {"image": "p.png", "audio": "s.wav"}}
 TEXT_AVATAR = {"task": "avatar", "inputs": {"image": "p.png", "text": "Hello there."}}
 
 
-@pytest.fixture(autouse=True)
-def no_pipeline_environment(monkeypatch):
-    """PipelineConfig also reads TALKSTACK_* from the process; only what a test passes counts."""
-    for name in [n for n in os.environ if n.startswith("TALKSTACK_")]:
-        monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_pipeline_environment")
 
 
 def config(**extra: str) -> PipelineConfig:
-    env = {k.removeprefix("TALKSTACK_").lower(): v for k, v in LocalResources().pipeline_env().items()}
-    return PipelineConfig.model_validate({**env, **extra})
+    return PipelineConfig.model_validate({**local_config_fields(), **extra})
 
 
 def test_a_request_without_a_model_gets_the_deployments_default():

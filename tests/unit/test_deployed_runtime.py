@@ -20,11 +20,11 @@ from talkstack.api.usage import TIER_TAG, register_usage_key, usage_key_value
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
 from talkstack.errors import TalkstackError
-from talkstack.local.resources import LocalResources
 from talkstack.pipeline import aws
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.metrics import record_event_metrics
 from talkstack.pipeline.notify import signing_secret
+from tests.support.pipeline_env import local_config_fields
 from tests.unit.test_api_access import TABLE, ddb  # noqa: F401 - the moto jobs table fixture
 
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/GET/v1/jobs"
@@ -101,18 +101,11 @@ def test_a_missing_plan_leaves_no_half_registered_key(ddb):  # noqa: F811
     assert apigw.get_api_keys()["items"] == []
 
 
-@pytest.fixture(autouse=True)
-def no_pipeline_environment(monkeypatch):
-    """PipelineConfig also reads TALKSTACK_* from the process (a local stack of an earlier test
-    sets them): only what a test passes counts."""
-    import os
-
-    for name in [n for n in os.environ if n.startswith("TALKSTACK_")]:
-        monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_pipeline_environment")
 
 
 def config(**extra: str) -> PipelineConfig:
-    env = {k.removeprefix("TALKSTACK_").lower(): v for k, v in LocalResources().pipeline_env().items()}
+    env = local_config_fields()
     env.pop("webhook_secret")
     return PipelineConfig.model_validate({**env, **extra})
 
