@@ -4,7 +4,7 @@
     modal deploy -m modal_workers.avatar                                 # GPU: TALKSTACK_AVATAR_GPU
 
 The dispatch Lambda spawns `MultiTalk(turbo=…).run(task)` (or InfiniteTalk) with a worker task:
-pre-signed URLs only, no AWS credentials (talkstack/workers/protocol.py). `turbo` is a Modal class
+pre-signed URLs only, no AWS credentials (talkstack/contract/worker.py). `turbo` is a Modal class
 parameter because the step-distillation LoRA is merged into the weights when the model loads: turbo
 and full-quality jobs are served by separate warm containers instead of reloading 80 GB per job.
 
@@ -119,7 +119,9 @@ class _AvatarWorker:
     @modal.method()
     def run(self, task: dict[str, Any]) -> bool:
         """Run one worker task; True when a result marker was written (errors end as markers)."""
-        return self.engine.handle(task, self.client)
+        from talkstack.workers.runner import run_task
+
+        return run_task(task, self.client, step=self.engine)
 
     @modal.exit()
     def close(self) -> None:
@@ -152,10 +154,9 @@ class Stitcher:
 
     @modal.method()
     def run(self, task: dict[str, Any]) -> bool:
-        from talkstack.workers.protocol import WorkerTask
         from talkstack.workers.runner import run_task
 
-        return run_task(WorkerTask.model_validate(task), self.client)
+        return run_task(task, self.client)
 
 
 CLASSES = {"multitalk": "MultiTalk", "infinitetalk": "InfiniteTalk", "stitch": "Stitcher"}

@@ -4,7 +4,7 @@
     modal run -m modal_workers.video        # check that the weights volume holds what the classes load
 
 The dispatch Lambda spawns `LTXVideo().run` or `Wan22TI2V().run` with a worker task: pre-signed
-URLs only, no AWS credentials (talkstack/workers/protocol.py). The worker downloads the optional
+URLs only, no AWS credentials (talkstack/contract/worker.py). The worker downloads the optional
 first-frame image, renders, uploads video.mp4 + thumbnail.jpg and writes a result or error marker;
 the return value is informational (Modal call results expire; the pipeline only reads markers).
 
@@ -76,7 +76,9 @@ class _VideoWorker:
     @modal.method()
     def run(self, task: dict[str, Any]) -> bool:
         """Run one worker task; True when a result marker was written (errors end as markers)."""
-        return self.engine.handle(task, self.client)
+        from talkstack.workers.runner import run_task
+
+        return run_task(task, self.client, step=self.engine)
 
     @modal.exit()
     def close(self) -> None:

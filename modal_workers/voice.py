@@ -4,7 +4,7 @@
     TALKSTACK_VOICE_GPU=L4 modal deploy -m modal_workers.voice           # another GPU type
     modal run -m modal_workers.voice --model chatterbox --text "Hello!"  # smoke test → speech.wav
 
-The pipeline's dispatch Lambda `.spawn()`s `run` with a worker task (talkstack/workers/protocol.py):
+The pipeline's dispatch Lambda `.spawn()`s `run` with a worker task (talkstack/contract/worker.py):
 the container fetches the text's reference voice from a pre-signed URL, speaks, and PUTs the audio
 and a result marker back. It holds no AWS credentials. The engine itself (preparing the reference,
 splitting the text, encoding) is talkstack.engines.gpu.voice, tested without Modal or a GPU.
@@ -150,7 +150,9 @@ class _VoiceWorker:
 
     @modal.method()
     def run(self, task: dict) -> bool:
-        return self.engine.handle(task, self.client)
+        from talkstack.workers.runner import run_task
+
+        return run_task(task, self.client, step=self.engine)
 
     @modal.method()
     def speak(self, text: str, options: dict | None = None, reference_voice: bytes | None = None) -> bytes:

@@ -4,9 +4,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.pipeline.aws import client
+from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.dispatch import dispatch_step
 from talkstack.pipeline.services import job_step, services
-from talkstack.workers.backends import Backends
 
 logger = Logger(service="talkstack")
 svc = services()

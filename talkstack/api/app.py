@@ -37,8 +37,8 @@ from talkstack.api.uploads import Uploads, parse_form
 from talkstack.contract.parse import invalid_request, load_request_json
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client
+from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.services import Services, services
-from talkstack.workers.backends import Backends
 
 log = logging.getLogger(__name__)
 

@@ -43,9 +43,9 @@ from talkstack.local.resources import (
 )
 from talkstack.local.workers import FaultPlan, LocalWorkerPool
 from talkstack.pipeline import aws
+from talkstack.pipeline.backends import register_local_sink
 from talkstack.pipeline.config import get_config
 from talkstack.pipeline.store import OWNER_INDEX
-from talkstack.workers.backends import register_local_sink
 
 log = logging.getLogger(__name__)
 WORK_EXPIRY_DAYS = 7

@@ -19,8 +19,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Literal
 
 from talkstack.contract.record import JobError
+from talkstack.contract.worker import WorkerTask
 from talkstack.errors import ErrorCode
-from talkstack.workers.protocol import WorkerTask
 
 Fault = Literal["transient", "silent"]
 log = logging.getLogger(__name__)

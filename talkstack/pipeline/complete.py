@@ -20,10 +20,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from talkstack.contract.record import JobRecord
+from talkstack.contract.worker import MARKER_MODELS, ErrorMarker, ProgressMarker, ResultMarker
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import progress_span
-from talkstack.workers.protocol import MARKER_MODELS, ErrorMarker, ProgressMarker, ResultMarker
 
 log = logging.getLogger(__name__)
 MARKER_KEY_RE = re.compile(

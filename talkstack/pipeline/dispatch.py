@@ -16,11 +16,11 @@ from typing import Any
 
 from talkstack.contract.record import JobRecord, utc_now
 from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
+from talkstack.contract.worker import InputUrl, Markers, OutputUrl, WorkerTask
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import plan_for, step_model
-from talkstack.workers.backends import Backends
-from talkstack.workers.protocol import InputUrl, Markers, OutputUrl, WorkerTask
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
 URL_GRACE_SECONDS = 300

@@ -22,10 +22,10 @@ from talkstack.engines.registry import get_model
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client as aws_client
 from talkstack.pipeline.aws import error_code
+from talkstack.pipeline.backends import read_modal_token
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target
 from talkstack.settings import MediaLimits, get_limits
-from talkstack.workers.backends import read_modal_token
 
 ENVELOPE_KEYS = frozenset({"request", "source"})
 

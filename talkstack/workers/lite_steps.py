@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from talkstack.contract.request import AvatarOptions, VoiceOptions
+from talkstack.contract.worker import WorkerTask
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import read_audio, write_wav
-from talkstack.workers.protocol import WorkerTask
 
 StepFn = Callable[[WorkerTask, dict[str, Path], Path, ProgressFn], tuple[dict[str, Path], RenderResult]]
 

@@ -19,17 +19,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from talkstack.contract.record import JobError, utc_now
-from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.workers.lite_steps import LITE_STEPS, StepFn
-from talkstack.workers.protocol import (
+from talkstack.contract.worker import (
     ErrorMarker,
     OutputObject,
     OutputUrl,
@@ -37,6 +36,8 @@ from talkstack.workers.protocol import (
     ResultMarker,
     WorkerTask,
 )
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.workers.lite_steps import LITE_STEPS, StepFn
 
 log = logging.getLogger(__name__)
 MAX_INPUT_BYTES = 512 * 1024 * 1024
@@ -221,8 +222,17 @@ def new_client() -> httpx.Client:
     return httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0))
 
 
+def parse_task(payload: WorkerTask | Mapping[str, Any] | str) -> WorkerTask:
+    """A task as it arrives: the model, its JSON dict (a Modal call's argument) or its JSON text."""
+    if isinstance(payload, WorkerTask):
+        return payload
+    if isinstance(payload, str):
+        return WorkerTask.model_validate_json(payload)
+    return WorkerTask.model_validate(payload)
+
+
 def run_task(
-    task: WorkerTask,
+    payload: WorkerTask | Mapping[str, Any] | str,
     client: httpx.Client | None = None,
     received_at: datetime | None = None,
     step: StepFn | None = None,
@@ -232,6 +242,7 @@ def run_task(
     should pass one `client` for all their tasks (connection reuse; no TLS setup per task). `step`
     is the engine to run (a GPU engine instance); by default the task's model picks one."""
     started_at = received_at or utc_now()
+    task = parse_task(payload)
     own = client is None
     client = client or new_client()
     transfers = Transfers(client)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from talkstack.api.usage import TIER_TAG
-from talkstack.workers.backends import MODAL_TOKEN_PLACEHOLDER
+from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER
 from tests.support.cdk_synth import REPO, synth
 
 ASYNC_FUNCTIONS = {"ingest", "complete", "notify"}

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from talkstack.cli.drop import Dropped, drop_job, follow
 from talkstack.contract.record import JobRecord
 from talkstack.local.receiver import WebhookReceiver
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET, LocalResources
 from talkstack.local.stack import LocalStack
-from talkstack.pipeline.drop import Dropped, drop_job, follow
 from talkstack.pipeline.store import JobStore
 
 TEST_SETTINGS = {

@@ -66,7 +66,7 @@ def test_a_video_job_runs_on_the_modal_backend(pipeline, fake_modal, tmp_path, m
     def container(task: dict) -> None:
         # What LTXVideo.run does in the Modal container, with the tiny engine instead of 47 GB.
         engine = load_engine(TINY_LTX, "ltx-video")
-        engine.handle(task)
+        runner.run_task(task, step=engine)
 
     fake_modal.deploy("talkstack-video", "LTXVideo", container=container)
     pipeline.stack.store_modal_token("ak-test", "as-test")

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from talkstack.contract.worker import ErrorMarker, Markers, ProgressMarker, ResultMarker, WorkerTask
 from talkstack.media.video import probe_video
 from talkstack.pipeline.dispatch import Presigner, attempt_id_for, marker_key, work_key
-from talkstack.workers.protocol import ErrorMarker, Markers, ProgressMarker, ResultMarker, WorkerTask
+from talkstack.workers.runner import run_task
 from tests.conftest import PORTRAIT
 from tests.support.tiny_video import TINY_SIZES, tiny_video_engine
 
@@ -69,7 +70,7 @@ def test_a_video_task_ends_with_outputs_and_a_result_marker_in_s3(s3, tmp_path):
     task = build_task(s3, "video-protocol-ok", "a dog runs on the beach at sunset", aspect="16:9")
     engine = tiny_video_engine(MODEL)
 
-    assert engine.handle(task.model_dump(mode="json")) is True
+    assert run_task(task.model_dump(mode="json"), step=engine) is True
 
     marker = ResultMarker.model_validate_json(read(s3, task.markers.result.key))
     assert marker.attempt_id == task.attempt_id
@@ -103,7 +104,7 @@ def test_a_task_without_a_prompt_ends_with_a_fatal_error_marker(s3):
     task = build_task(s3, "video-protocol-no-prompt", None)
     engine = tiny_video_engine(MODEL)
 
-    assert engine.handle(task.model_dump_json()) is False
+    assert run_task(task.model_dump_json(), step=engine) is False
 
     marker = ErrorMarker.model_validate_json(read(s3, task.markers.error.key))
     assert marker.attempt_id == task.attempt_id

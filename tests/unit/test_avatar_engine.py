@@ -20,11 +20,11 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from talkstack.contract.worker import Markers, OutputUrl, WorkerTask
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.avatar import AvatarEngine
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.video import probe_video
-from talkstack.workers.protocol import Markers, OutputUrl, WorkerTask
 from tests.conftest import PORTRAIT, SPEECH
 from tests.unit.test_avatar_prep import _cut
 

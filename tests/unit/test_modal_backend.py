@@ -10,9 +10,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from talkstack.contract.worker import Markers, OutputUrl, WorkerTask
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.workers.backends import MODAL_TOKEN_PLACEHOLDER, ModalBackend, ModalToken, read_modal_token
-from talkstack.workers.protocol import Markers, OutputUrl, WorkerTask
+from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER, ModalBackend, ModalToken, read_modal_token
 from tests.support.fake_modal import FakeModal
 
 
@@ -150,7 +150,7 @@ def test_cancel_stops_the_spawned_call(fake: FakeModal) -> None:
 def test_backends_cancel_routes_by_the_call_id_prefix(fake: FakeModal) -> None:
     from types import SimpleNamespace
 
-    from talkstack.workers.backends import Backends
+    from talkstack.pipeline.backends import Backends
 
     with mock_aws():
         secrets = boto3.client("secretsmanager", region_name="us-east-1")

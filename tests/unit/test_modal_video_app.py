@@ -87,20 +87,22 @@ def test_the_container_loads_its_own_model_from_the_weights_volume(app_module, c
     assert hooks["__instance__"].engine.model == model
 
 
-def test_run_hands_the_task_document_to_the_engine_with_the_containers_client(app_module):
+def test_run_hands_the_task_document_to_the_runner_with_the_engine_and_the_containers_client(
+    app_module, monkeypatch
+):
     hooks = _user_hooks(app_module, "LTXVideo", "CALLABLE_INTERFACE|EXIT")
-    received: list[tuple[Any, Any]] = []
+    received: list[tuple[Any, Any, Any]] = []
 
-    class RecordingEngine:
-        def handle(self, task: Any, client: Any) -> bool:
-            received.append((task, client))
-            return True
+    def recording_run_task(task: Any, client: Any = None, *, step: Any = None) -> bool:
+        received.append((task, client, step))
+        return True
 
+    monkeypatch.setattr("talkstack.workers.runner.run_task", recording_run_task)
     instance = hooks["__instance__"]
-    instance.engine, instance.client = RecordingEngine(), object()
+    instance.engine, instance.client = object(), object()
     task = {"job_id": "job-1", "step": "video"}
     assert hooks["run"](task) is True
-    assert received == [(task, instance.client)]
+    assert received == [(task, instance.client, instance.engine)]
     assert "close" in hooks  # the client is closed when the container stops
 
 

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from talkstack.contract.request import VideoOptions
+from talkstack.contract.worker import Markers, OutputUrl, WorkerTask
 from talkstack.engines.gpu import video as video_module
 from talkstack.engines.gpu.video import (
     LTX_VIDEO,
@@ -31,7 +32,6 @@ from talkstack.engines.gpu.video import (
 )
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.video import Mp4Writer, probe_video
-from talkstack.workers.protocol import Markers, OutputUrl, WorkerTask
 from tests.conftest import PORTRAIT
 from tests.support.tiny_video import TINY_SIZES, tiny_pipeline_factory, tiny_spec, tiny_video_engine
 

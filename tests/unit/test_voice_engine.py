@@ -26,6 +26,7 @@ import pytest
 import soundfile
 
 from talkstack.contract.request import VoiceOptions
+from talkstack.contract.worker import InputUrl, Markers, OutputUrl, WorkerTask
 from talkstack.engines.gpu.voice import (
     INDEXTTS2_EMOTIONS,
     PAUSE_S,
@@ -41,7 +42,7 @@ from talkstack.engines.gpu.voice import (
 )
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import read_audio, resample, write_wav
-from talkstack.workers.protocol import InputUrl, Markers, OutputUrl, WorkerTask
+from talkstack.workers.runner import run_task
 from tests.conftest import SPEECH, transcode
 
 TEXT = (
@@ -508,7 +509,8 @@ def protocol_task(model: str, **opts: Any) -> WorkerTask:
 def test_handle_runs_a_task_end_to_end_over_http(chatterbox, refs, tmp_path):
     store = Store({"/in/voice.mp3": refs["phone_mp3"].read_bytes()})
     with httpx.Client(transport=httpx.MockTransport(store)) as client:
-        ok = chatterbox.handle(protocol_task("chatterbox", format="mp3").model_dump(mode="json"), client)
+        payload = protocol_task("chatterbox", format="mp3").model_dump(mode="json")
+        ok = run_task(payload, client, step=chatterbox)
 
     assert ok and chatterbox.loads == 1
     result = json.loads(store.put["/result.json"])
@@ -522,7 +524,7 @@ def test_handle_runs_a_task_end_to_end_over_http(chatterbox, refs, tmp_path):
 def test_handle_reports_a_bad_reference_as_a_non_retryable_error_marker(chatterbox, refs):
     store = Store({"/in/voice.mp3": refs["3s"].read_bytes()})
     with httpx.Client(transport=httpx.MockTransport(store)) as client:
-        ok = chatterbox.handle(protocol_task("chatterbox").model_dump_json(), client)
+        ok = run_task(protocol_task("chatterbox").model_dump_json(), client, step=chatterbox)
 
     marker = json.loads(store.put["/error.json"])
     assert not ok and marker["retryable"] is False

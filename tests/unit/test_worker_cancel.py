@@ -14,8 +14,8 @@ from datetime import timedelta
 import httpx
 
 from talkstack.contract.record import utc_now
+from talkstack.contract.worker import InputUrl, Markers, OutputUrl, WorkerTask
 from talkstack.engines.base import RenderResult
-from talkstack.workers.protocol import InputUrl, Markers, OutputUrl, WorkerTask
 from talkstack.workers.runner import run_task
 
 

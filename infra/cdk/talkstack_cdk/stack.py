@@ -12,7 +12,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from talkstack.workers.backends import MODAL_TOKEN_PLACEHOLDER
+from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER
 from talkstack_cdk.functions import PipelineFunctions, encrypted_queue
 from talkstack_cdk.monitoring import Monitoring
 from talkstack_cdk.nag import suppress_stack_findings

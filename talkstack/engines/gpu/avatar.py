@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from talkstack.contract.request import AvatarOptions
+from talkstack.contract.worker import WorkerTask
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.base import Engine
@@ -32,7 +33,6 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import write_wav
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
-from talkstack.workers.protocol import WorkerTask
 
 CODE_DIRS = {"multitalk": "MULTITALK_CODE_DIR", "infinitetalk": "INFINITETALK_CODE_DIR"}
 DEFAULT_CODE_DIRS = {"multitalk": "/opt/MultiTalk", "infinitetalk": "/opt/InfiniteTalk"}

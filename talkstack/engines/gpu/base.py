@@ -2,7 +2,7 @@
 
     engine = SomeEngine("ltx-video", weights_dir=Path("/weights"))
     engine.load()              # heavy: imports torch, reads weights (Modal: in @modal.enter)
-    engine.handle(task_json)   # fetch inputs, render, upload outputs, write the result/error marker
+    run_task(task_json, step=engine)   # talkstack.workers.runner: fetch inputs, render, upload, mark
 
 `render` has the same signature as the lite steps (talkstack/workers/lite_steps.py), so the runner
 treats both alike. Subclasses import their libraries inside `_load`/`render`, never at module level.
@@ -14,13 +14,12 @@ import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from talkstack.contract.worker import WorkerTask
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.workers.protocol import WorkerTask
 
 
 class Engine(ABC):
@@ -73,19 +72,6 @@ class Engine(ABC):
             )
         self.load()
         return self.render(task, inputs, outdir, progress)
-
-    def handle(self, task: WorkerTask | Mapping[str, Any] | str, client: Any = None) -> bool:
-        """Run one task through the worker protocol; True when a result marker was written.
-        Job errors end as an error marker, never as an exception (the pipeline only hears markers)."""
-        from talkstack.workers.runner import run_task
-
-        if isinstance(task, str):
-            parsed = WorkerTask.model_validate_json(task)
-        elif isinstance(task, WorkerTask):
-            parsed = task
-        else:
-            parsed = WorkerTask.model_validate(task)
-        return run_task(parsed, client, step=self)
 
 
 def load_engine(spec: str, model: str) -> Engine:

@@ -2,7 +2,7 @@
 
     engine = VideoEngine("wan2.2-ti2v-5b", weights_dir=Path("/weights"))
     engine.load()          # builds the pipelines from /weights/Wan-AI/Wan2.2-TI2V-5B-Diffusers
-    engine.handle(task)    # prompt in task.text, VideoOptions in task.options, optional input "image"
+    run_task(task, step=engine)  # prompt in task.text, VideoOptions in task.options, optional input "image"
 
 A model renders at most `max_frames` frames in one pass. Longer clips are chained: the last frame
 of pass k is the first-frame condition of pass k+1, whose (near-)duplicate first frame is dropped,
@@ -29,12 +29,12 @@ from PIL import Image, ImageOps
 from pydantic import ValidationError
 
 from talkstack.contract.request import VideoOptions
+from talkstack.contract.worker import WorkerTask
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.engines.gpu.base import Engine
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
-from talkstack.workers.protocol import WorkerTask
 
 log = logging.getLogger(__name__)
 

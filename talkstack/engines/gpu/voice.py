@@ -2,7 +2,7 @@
 
     engine = VoiceEngine("chatterbox", weights_dir=Path("/weights"))
     engine.load()          # imports torch and the model's package, reads the weights
-    engine.handle(task)    # text (+ inputs.reference_voice) → speech.wav / speech.mp3
+    run_task(task, step=engine)  # text (+ inputs.reference_voice) → speech.wav / speech.mp3
 
 Everything around the model is done here, and tested on real audio without the model:
 - the reference voice must hold 5–60 s of speech once leading and trailing silence is trimmed; it is
@@ -45,6 +45,7 @@ import ffmpeg
 import numpy as np
 
 from talkstack.contract.request import VoiceOptions
+from talkstack.contract.worker import WorkerTask
 from talkstack.engines.base import ProgressFn, RenderResult, no_progress
 from talkstack.engines.gpu.base import Engine
 from talkstack.errors import ErrorCode, TalkstackError
@@ -58,7 +59,6 @@ from talkstack.media.audio import (
 )
 from talkstack.media.ffmpeg import ffmpeg_exe
 from talkstack.settings import MediaLimits, get_limits
-from talkstack.workers.protocol import WorkerTask
 
 REFERENCE_MIN_S = 5.0
 REFERENCE_MAX_S = 60.0

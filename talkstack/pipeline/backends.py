@@ -18,10 +18,10 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, SecretStr, ValidationError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from talkstack.contract.worker import WorkerTask
 from talkstack.engines.registry import modal_parameters, modal_target
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import secrets_provider
-from talkstack.workers.protocol import WorkerTask
 
 log = logging.getLogger(__name__)
 TOKEN_CACHE_SECONDS = 300

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 import typer
 from rich.table import Column, Table
 
-from talkstack.cli_common import (
+from talkstack.cli.common import (
     AudioOption,
     ImageOption,
     ManifestArg,
@@ -143,9 +143,9 @@ def submit_cmd(
     key: KeyOption = None,
 ) -> None:
     """Upload media, submit the job to the API, follow it and download its outputs into --output."""
-    from talkstack.cli_stack import _manifest_from_options
+    from talkstack.cli.drop import local_media
+    from talkstack.cli.stack import _manifest_from_options
     from talkstack.contract.parse import is_legacy_request, parse_job_request
-    from talkstack.pipeline.drop import local_media
 
     if manifest is not None:
         try:

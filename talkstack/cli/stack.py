@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from talkstack.cli_common import (
+from talkstack.cli.common import (
     AudioOption,
     ImageOption,
     ManifestArg,
@@ -165,7 +165,7 @@ def _print_outputs(record: JobRecord) -> None:
 
 
 def _wait(store: Any, job_id: str, timeout: float) -> JobRecord:
-    from talkstack.pipeline.drop import follow
+    from talkstack.cli.drop import follow
 
     with progress_bar(job_id) as progress:
         return follow(
@@ -188,7 +188,7 @@ def submit_cmd(
     stack: StackOption = DEFAULT_STACK,
 ) -> None:
     """Upload media + manifest to the input prefix, then follow the job and print its output keys."""
-    from talkstack.pipeline.drop import drop_job, local_media
+    from talkstack.cli.drop import drop_job, local_media
 
     r = _resources(stack, port)
     store = _connect(r)
@@ -367,7 +367,7 @@ def _demo_job(
     name: str,
     output: Path,
 ) -> JobRecord:
-    from talkstack.pipeline.drop import drop_job
+    from talkstack.cli.drop import drop_job
 
     r = stack.resources
     manifest = {**manifest, "notify": {"webhook_url": hooks.url}}

@@ -1,5 +1,5 @@
 """`talkstack` command line: render locally, list models, keep schemas in sync; the local stack's
-commands (up, submit, status, events, demo) live in cli_stack.py.
+commands (up, submit, status, events, demo) live in cli/stack.py.
 
 Expected failures print one line (`error [CODE]: message`) and exit 2; no tracebacks unless
 TALKSTACK_DEBUG=1.
@@ -18,8 +18,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from talkstack import cli_remote, cli_stack
-from talkstack.cli_common import err, friendly_errors, out, progress_bar
+from talkstack.cli import remote as cli_remote
+from talkstack.cli import stack as cli_stack
+from talkstack.cli.common import err, friendly_errors, out, progress_bar
 from talkstack.engines.base import RenderResult
 from talkstack.engines.registry import get_model, list_models
 from talkstack.errors import ErrorCode, TalkstackError

@@ -9,11 +9,20 @@ writing marker objects. No AWS credentials, no SDK: plain HTTP GET and PUT on pr
 A Modal container, a local CPU process or a user's own GPU box all speak it. The markers carry the
 attempt id, and the marker keys embed it too, so a late marker of an abandoned attempt is matched
 to its own (expired) task token and can never complete a newer attempt.
+
+The work bucket's layout lives here too, as the one place that builds and parses its keys (the
+pipeline, the local stack and the CDK stack's notifications, permissions and lifecycle rules):
+
+    work/<job>/<attempt>/<file>           a worker attempt's outputs (PUT by the worker)
+    work/<job>/segments/<file>            the speech slices of a parallel long avatar (segment step)
+    markers/<job>/<attempt>/<kind>.json   progress / result / error markers (→ the complete Lambda)
+    control/<job>/cancel.json             the cancel flag every worker of the job polls
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
@@ -22,7 +31,91 @@ from talkstack.contract.record import JobError, Progress, UtcDatetime
 
 PROTOCOL = "talkstack.worker/1"
 WorkerStep = Literal["voice", "avatar", "video", "stitch"]
+WORKER_STEPS: tuple[WorkerStep, ...] = get_args(WorkerStep)
 MarkerKind = Literal["progress", "result", "error"]
+MARKER_KINDS: tuple[MarkerKind, ...] = get_args(MarkerKind)
+
+# ---------------------------------------------------------------------------------------------
+# The work bucket's layout
+# ---------------------------------------------------------------------------------------------
+
+WORK_PREFIX = "work/"
+"""Worker outputs and segment slices: temporary, published by finalize, expired by a lifecycle rule."""
+MARKERS_PREFIX = "markers/"
+"""Worker markers: the work bucket notifies the complete Lambda of every object under it."""
+CONTROL_PREFIX = "control/"
+"""Flags the control plane raises for workers (cancel)."""
+WORK_BUCKET_PREFIXES = (WORK_PREFIX, MARKERS_PREFIX, CONTROL_PREFIX)
+_ID = r"[A-Za-z0-9_-]+"
+_MARKER_KEY = re.compile(rf"^{MARKERS_PREFIX}(?P<job>{_ID})/(?P<attempt>{_ID})/(?P<kind>\w+)\.json$")
+
+
+class StepAddress(StrictModel, frozen=True):
+    """One engine step of a job, or one chunk of it: a parallel long avatar renders `avatar` chunk 0,
+    1, … side by side. Its `label` is how the jobs table names the step's attempts and results."""
+
+    step: WorkerStep
+    chunk: NonNegativeInt | None = None
+
+    @property
+    def label(self) -> str:
+        """`avatar`, or `avatar#3` for chunk 3."""
+        return self.step if self.chunk is None else f"{self.step}#{self.chunk}"
+
+    @property
+    def attempt_stem(self) -> str:
+        """The start of its attempt ids (ids are key segments, so no `#`): `avatar`, `avatar-c3`."""
+        return self.step if self.chunk is None else f"{self.step}-c{self.chunk}"
+
+    @classmethod
+    def parse(cls, label: str) -> StepAddress:
+        step, sep, chunk = label.partition("#")
+        return cls.model_validate({"step": step, "chunk": int(chunk) if sep else None})
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class MarkerRef(StrictModel, frozen=True):
+    """What a marker key names: the job, the attempt and the kind of marker."""
+
+    job_id: str
+    attempt_id: str
+    kind: MarkerKind
+
+    @property
+    def key(self) -> str:
+        return marker_key(self.job_id, self.attempt_id, self.kind)
+
+
+def marker_key(job_id: str, attempt_id: str, kind: MarkerKind) -> str:
+    return f"{MARKERS_PREFIX}{job_id}/{attempt_id}/{kind}.json"
+
+
+def parse_marker_key(key: str) -> MarkerRef | None:
+    """The marker a work-bucket key names; None for any other key (the Lambda ignores those)."""
+    match = _MARKER_KEY.match(key)
+    if not match or match["kind"] not in MARKER_KINDS:
+        return None
+    return MarkerRef(job_id=match["job"], attempt_id=match["attempt"], kind=match["kind"])
+
+
+def work_key(job_id: str, attempt_id: str, filename: str) -> str:
+    return f"{WORK_PREFIX}{job_id}/{attempt_id}/{filename}"
+
+
+def segment_key(job_id: str, filename: str) -> str:
+    return f"{WORK_PREFIX}{job_id}/segments/{filename}"
+
+
+def cancel_flag_key(job_id: str) -> str:
+    """Written by the API's cancel; every worker of the job polls it (WorkerTask.cancel_url)."""
+    return f"{CONTROL_PREFIX}{job_id}/cancel.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# The task document and the markers
+# ---------------------------------------------------------------------------------------------
 
 
 class InputUrl(StrictModel):
