@@ -42,13 +42,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.local.receiver import WebhookReceiver
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET, LocalResources
 from talkstack.local.stack import LocalStack
@@ -166,10 +166,6 @@ def put_manifest(stack: LocalStack, hooks: WebhookReceiver, job_id: str) -> JobS
     return JobSample(job_id, landed_at)
 
 
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
 def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 1.0)
 
@@ -187,12 +183,13 @@ def await_job(stack: LocalStack, hooks: WebhookReceiver, sample: JobSample, dead
     except TimeoutError as exc:
         sample.problem = str(exc)
         return
-    step = JobStore(stack.resources.jobs_table).get_step_result(sample.job_id, "avatar")
+    avatar = StepAddress(step="avatar")
+    step = JobStore(stack.resources.jobs_table).get_step_result(sample.job_id, avatar, ResultMarker)
     if step is None:
         sample.problem = "no STEP#avatar result in the jobs table"
         return
-    sample.started_at = _epoch(step["started_at"])
-    sample.worker_done_at = _epoch(step["at"])
+    sample.started_at = step.started_at.timestamp()
+    sample.worker_done_at = step.at.timestamp()
     sample.engine_s = float(step["engine_s"])
 
 

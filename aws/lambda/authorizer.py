@@ -1,6 +1,6 @@
 """API Gateway REQUEST authorizer: a talkstack key in, an IAM policy and a usage key out."""
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import event_source
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
     APIGatewayAuthorizerRequestEvent,
@@ -13,10 +13,12 @@ from talkstack.pipeline.aws import client
 from talkstack.pipeline.config import get_config
 
 logger = Logger(service="talkstack")
+tracer = Tracer(service="talkstack")
 keys = KeyStore(get_config().jobs_table, client("dynamodb"))
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)  # the usage key it returns is a secret
 @event_source(data_class=APIGatewayAuthorizerRequestEvent)
 def handler(event: APIGatewayAuthorizerRequestEvent, context: LambdaContext) -> dict:
     try:

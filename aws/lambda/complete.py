@@ -2,7 +2,7 @@
 
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -10,11 +10,13 @@ from talkstack.pipeline.complete import Completer
 from talkstack.pipeline.services import services
 
 logger = Logger(service="talkstack")
+tracer = Tracer(service="talkstack")
 svc = services()
 completer = Completer(svc.config, svc.store, svc.s3, svc.sfn, svc.emit)
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 @event_source(data_class=S3Event)
 def handler(event: S3Event, context: LambdaContext) -> dict:
     results = []

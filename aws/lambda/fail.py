@@ -1,25 +1,24 @@
 """State `RecordFailure` (every Catch): record why the job failed; remove anything half-published."""
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.contract.state import FailureInput
 from talkstack.pipeline.failure import record_failure
 from talkstack.pipeline.services import services
 
 logger = Logger(service="talkstack")
+tracer = Tracer(service="talkstack")
 svc = services()
 
 
 @logger.inject_lambda_context
-def handler(event: dict, context: LambdaContext) -> dict:
+@tracer.capture_lambda_handler
+@event_parser(model=FailureInput)
+def handler(event: FailureInput, context: LambdaContext) -> dict:
     record = record_failure(
-        event["job_id"],
-        event.get("error") or {},
-        event.get("input"),
-        event.get("execution_arn"),
-        svc.config,
-        svc.store,
-        svc.s3,
+        event.job_id, event.error or {}, event.input, event.execution_arn, svc.config, svc.store, svc.s3
     )
     if record.status == "cancelled":
         # Cancelled through the API while a step was in flight: the cancel already said so.

@@ -1,19 +1,24 @@
 """State `Finalize`: publish outputs to their final keys, write result.json, mark completed."""
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.contract.state import JobInput
 from talkstack.pipeline.finalize import finalize_job
 from talkstack.pipeline.services import job_step, services
 
 logger = Logger(service="talkstack")
+tracer = Tracer(service="talkstack")
 svc = services()
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 @job_step("finalize")
-def handler(event: dict, context: LambdaContext) -> dict:
-    record = finalize_job(event["job_id"], svc.config, svc.store, svc.s3)
+@event_parser(model=JobInput)
+def handler(event: JobInput, context: LambdaContext) -> dict:
+    record = finalize_job(event.job_id, svc.config, svc.store, svc.s3)
     assert record.result is not None
     outputs = {output.kind: f"s3://{output.bucket}/{output.key}" for output in record.result.outputs}
     logger.info("finalized", extra={"job_id": record.job_id, "outputs": outputs})

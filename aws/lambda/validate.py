@@ -1,23 +1,26 @@
 """State `Validate`: check the request (any entry point) and create the queued job record."""
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.contract.state import ValidateInput, ValidateOutput
 from talkstack.pipeline.services import job_step, services
 from talkstack.pipeline.validate import open_job
 
 logger = Logger(service="talkstack")
+tracer = Tracer(service="talkstack")
 svc = services()
 
 
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler
 @job_step("validate")
-def handler(event: dict, context: LambdaContext) -> dict:
-    job_id = event["execution_name"]
-    record, created = open_job(
-        event["input"], job_id, event.get("execution_arn"), svc.config, svc.store, svc.s3
-    )
+@event_parser(model=ValidateInput)
+def handler(event: ValidateInput, context: LambdaContext) -> dict:
+    job_id = event.execution_name
+    record, created = open_job(event.input, job_id, event.execution_arn, svc.config, svc.store, svc.s3)
     if created:
         svc.emit(record, "job.queued")
     logger.info("validated", extra={"job_id": job_id, "created": created})
-    return {"job_id": job_id, "task": record.task}
+    return ValidateOutput(job_id=job_id, task=record.task).model_dump()

@@ -48,6 +48,7 @@ from talkstack.api.uploads import Uploads
 from talkstack.contract.fields import MAX_AVATAR_SECONDS
 from talkstack.contract.parse import is_legacy_request, parse_job_request, with_default_models
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
+from talkstack.contract.state import execution_input
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.cancel import cancel_job
@@ -167,10 +168,7 @@ class ApiService:
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
         self.admission.admit(principal, record)
-        payload = {
-            "request": json.loads(request.model_dump_json(exclude_none=True)),
-            "source": record.source.model_dump(mode="json", exclude_none=True),
-        }
+        payload = execution_input(json.loads(request.model_dump_json(exclude_none=True)), record.source)
         try:
             self.svc.sfn.start_execution(
                 stateMachineArn=self.config.state_machine_arn,

@@ -22,12 +22,15 @@ pipeline, the local stack and the CDK stack's notifications, permissions and lif
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, TypeAdapter
 
 from talkstack.contract.fields import StrictModel
 from talkstack.contract.record import JobError, Progress, UtcDatetime
+from talkstack.contract.request import AvatarOptions, VideoOptions, VoiceOptions
+from talkstack.errors import ErrorCode, TalkstackError
 
 PROTOCOL = "talkstack.worker/1"
 WorkerStep = Literal["voice", "avatar", "video", "stitch"]
@@ -140,21 +143,41 @@ class Markers(StrictModel):
     error: OutputUrl
 
 
-class WorkerTask(StrictModel):
+class ChunkPlan(StrictModel):
+    """One chunk of a parallel long avatar, as the segment step cut it (talkstack.media.segments.Chunk)."""
+
+    index: NonNegativeInt
+    start_s: NonNegativeFloat
+    """Where this chunk's share of the output begins (a cut, or 0)."""
+    end_s: NonNegativeFloat
+    render_start_s: NonNegativeFloat
+    """Audio the chunk is rendered from: its share plus half the overlap on each inner side."""
+    render_end_s: NonNegativeFloat
+    at_pause: bool
+    """False when no pause was found in the window and the cut fell in the quietest spot instead."""
+
+
+class StitchOptions(StrictModel):
+    """The stitch step's options: the chunks to join, in order, with their cut points."""
+
+    chunks: list[ChunkPlan] = Field(min_length=1)
+
+
+class WorkerTaskBase(StrictModel):
+    """What every task document carries; the subclasses add the step's typed options."""
+
     protocol: Literal["talkstack.worker/1"] = PROTOCOL
     job_id: str
     step: WorkerStep
     attempt_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     attempt: PositiveInt
     model: str
-    options: dict[str, Any] = Field(default_factory=dict)
-    """The step's options (the request's `options`, or the voice options of a text-driven avatar)."""
     text: str | None = None
-    """Text to speak (voice steps)."""
+    """Text to speak (voice steps), or a video step's prompt."""
     inputs: dict[str, InputUrl] = Field(default_factory=dict)
-    """By role: image, audio, second_audio, reference_voice."""
+    """By role: image, audio, second_audio, reference_voice; chunk_<k> + audio for stitch."""
     outputs: dict[str, OutputUrl]
-    """By role: video + thumbnail (avatar, video), audio (voice)."""
+    """By role: video + thumbnail (avatar, video, stitch), audio (voice)."""
     markers: Markers
     heartbeat_interval_s: Annotated[float, Field(gt=0)]
     deadline: UtcDatetime
@@ -162,6 +185,64 @@ class WorkerTask(StrictModel):
     cancel_url: str | None = None
     """Pre-signed GET of the job's cancel flag. While it answers 404 the job stands; once it answers
     200 the job was cancelled: stop, upload nothing, write no marker. Polled with each heartbeat."""
+
+
+class VoiceTask(WorkerTaskBase):
+    step: Literal["voice"] = "voice"
+    options: VoiceOptions = Field(default_factory=VoiceOptions)
+    """The voice request's options, or the voice options of a text-driven avatar."""
+
+
+class AvatarTask(WorkerTaskBase):
+    step: Literal["avatar"] = "avatar"
+    options: AvatarOptions = Field(default_factory=AvatarOptions)
+    """The avatar request's options (a chunk's: with no max_duration_s, the slice is cut already)."""
+
+
+class VideoTask(WorkerTaskBase):
+    step: Literal["video"] = "video"
+    options: VideoOptions = Field(default_factory=VideoOptions)
+
+
+class StitchTask(WorkerTaskBase):
+    step: Literal["stitch"] = "stitch"
+    options: StitchOptions
+
+
+WorkerTask = Annotated[VoiceTask | AvatarTask | VideoTask | StitchTask, Field(discriminator="step")]
+"""The task document: one model per step kind, told apart by `step` (the JSON shape is the same
+for every kind: the common fields plus that step's `options`)."""
+WORKER_TASK_ADAPTER: TypeAdapter[WorkerTask] = TypeAdapter(WorkerTask)
+TASK_TYPES: dict[WorkerStep, type[WorkerTaskBase]] = {
+    "voice": VoiceTask,
+    "avatar": AvatarTask,
+    "video": VideoTask,
+    "stitch": StitchTask,
+}
+
+
+OptionsT = TypeVar("OptionsT", bound=StrictModel)
+
+
+def task_options(task: WorkerTaskBase, kind: type[OptionsT]) -> OptionsT:
+    """The task's options as the engine expects them; a task of another kind is a routing mistake
+    (the model and the step disagree), reported as such rather than as a confusing missing field."""
+    options = getattr(task, "options", None)
+    if not isinstance(options, kind):
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST,
+            f"{task.model} takes {kind.__name__}; this {task.step} task carries {type(options).__name__}",
+        )
+    return options
+
+
+def parse_worker_task(payload: WorkerTaskBase | Mapping[str, Any] | str | bytes) -> WorkerTask:
+    """A task as it arrives: the model, its JSON dict (a Modal call's argument) or its JSON text."""
+    if isinstance(payload, WorkerTaskBase):
+        return payload  # type: ignore[return-value]
+    if isinstance(payload, str | bytes):
+        return WORKER_TASK_ADAPTER.validate_json(payload)
+    return WORKER_TASK_ADAPTER.validate_python(payload)
 
 
 class OutputObject(StrictModel):
@@ -205,7 +286,8 @@ class ErrorMarker(StrictModel):
     at: UtcDatetime
 
 
-MARKER_MODELS: dict[str, type[StrictModel]] = {
+Marker = ProgressMarker | ResultMarker | ErrorMarker
+MARKER_MODELS: dict[MarkerKind, type[Marker]] = {
     "progress": ProgressMarker,
     "result": ResultMarker,
     "error": ErrorMarker,

@@ -179,9 +179,9 @@ def modal_target(model_id: str) -> tuple[str, str]:
     return model.modal_app, model.modal_class
 
 
-def modal_parameters(model_id: str, options: dict[str, object]) -> dict[str, bool]:
+def modal_parameters(model_id: str, options: object) -> dict[str, bool]:
     """Class parameters of the model's Modal class for these options: avatar containers are loaded
     with or without the turbo LoRA (it is merged into the weights), so turbo picks the container."""
     if model_id in ("multitalk", "infinitetalk"):
-        return {"turbo": bool(options.get("turbo", False))}
+        return {"turbo": bool(getattr(options, "turbo", False))}
     return {}

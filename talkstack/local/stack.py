@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from talkstack.contract.worker import MARKERS_PREFIX
 from talkstack.local.gateway import LocalGateway
 from talkstack.local.moto_patches import (
     Handler,
@@ -307,7 +308,7 @@ class LocalStack:
         _notify_lambda(
             s3, r.input_bucket, r.function_arn("ingest"), config.input_prefix, config.manifest_name
         )
-        _notify_lambda(s3, r.work_bucket, r.function_arn("complete"), "markers/")
+        _notify_lambda(s3, r.work_bucket, r.function_arn("complete"), MARKERS_PREFIX)
         sfn.create_state_machine(
             name=r.state_machine_name,
             definition=load_definition(r.definition_substitutions()),

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Literal
 
 from talkstack.contract.record import JobError
-from talkstack.contract.worker import WorkerTask
+from talkstack.contract.worker import WorkerTask, parse_worker_task
 from talkstack.errors import ErrorCode
 
 Fault = Literal["transient", "silent"]
@@ -88,7 +88,7 @@ def run_in_worker(task_json: str, fault: Fault | None, engine_spec: str | None =
     from talkstack.workers.runner import Reporter, Transfers, run_task
 
     received_at = utc_now()
-    task = WorkerTask.model_validate_json(task_json)
+    task = parse_worker_task(task_json)
     if fault == "silent":
         return False
     if fault == "transient":

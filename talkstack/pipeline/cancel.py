@@ -17,11 +17,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from talkstack.contract.record import JobRecord, utc_now
+from talkstack.contract.worker import cancel_flag_key
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.dispatch import cancel_flag_key
-from talkstack.pipeline.failure import remove_published
+from talkstack.pipeline.outputs import remove_published
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,9 @@
     markers/<job>/<attempt>/error.json    → SendTaskFailure(Worker.Transient | Worker.Fatal)
     markers/<job>/<attempt>/progress.json → SendTaskHeartbeat + job progress (+ job.progress event)
 
-The error is also stored in the jobs table: Step Functions keeps `cause` but moto drops it, and
+Marker keys are parsed by the work-bucket layout (talkstack.contract.worker.parse_marker_key); the
+token item names the step the attempt serves as a StepAddress (`avatar`, or chunk 3 of a long
+avatar). The error is also stored in the jobs table: Step Functions keeps `cause` but moto drops it, and
 the failure handler must be able to say why in both worlds. A token that has already timed out
 or closed (TaskTimedOut, InvalidToken) means the attempt was abandoned: logged, not an error.
 """
@@ -13,38 +15,27 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from talkstack.contract.record import JobRecord
-from talkstack.contract.worker import MARKER_MODELS, ErrorMarker, ProgressMarker, ResultMarker
+from talkstack.contract.worker import (
+    MARKER_MODELS,
+    ErrorMarker,
+    MarkerRef,
+    ProgressMarker,
+    ResultMarker,
+    StepAddress,
+    parse_marker_key,
+)
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import progress_span
 
 log = logging.getLogger(__name__)
-MARKER_KEY_RE = re.compile(
-    r"^markers/(?P<job>[A-Za-z0-9_-]+)/(?P<attempt>[A-Za-z0-9_-]+)/(?P<kind>\w+)\.json$"
-)
 CLOSED_TOKEN_ERRORS = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 TRANSIENT_ERROR, FATAL_ERROR = "Worker.Transient", "Worker.Fatal"
-
-
-@dataclass(frozen=True)
-class MarkerRef:
-    job_id: str
-    attempt_id: str
-    kind: str
-
-
-def parse_marker_key(key: str) -> MarkerRef | None:
-    match = MARKER_KEY_RE.match(key)
-    if not match or match["kind"] not in MARKER_MODELS:
-        return None
-    return MarkerRef(match["job"], match["attempt"], match["kind"])
 
 
 class Completer:
@@ -56,14 +47,14 @@ class Completer:
         ref = parse_marker_key(key)
         if ref is None:
             return "ignored: not a marker key"
-        token_item = self.store.get_token(ref.job_id, ref.attempt_id)
-        if token_item is None:
+        attempt = self.store.get_token(ref.job_id, ref.attempt_id)
+        if attempt is None:
             return "ignored: unknown attempt"
-        if token_item.get("state") != "waiting":
-            return f"ignored: attempt already {token_item.get('state')}"
+        if attempt.state != "waiting":
+            return f"ignored: attempt already {attempt.state}"
         body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         marker = MARKER_MODELS[ref.kind].model_validate_json(body)
-        step, token = token_item["step"], token_item["token"]  # "avatar#3" for chunk 3 of a long avatar
+        step, token = attempt.step, attempt.token
         if isinstance(marker, ProgressMarker):
             return self._progress(ref, step, token, marker)
         if isinstance(marker, ResultMarker):
@@ -82,7 +73,7 @@ class Completer:
                 return False
             raise
 
-    def _progress(self, ref: MarkerRef, step: str, token: str, marker: ProgressMarker) -> str:
+    def _progress(self, ref: MarkerRef, step: StepAddress, token: str, marker: ProgressMarker) -> str:
         if not self._send(ref, "send_task_heartbeat", taskToken=token):
             return "heartbeat refused: attempt closed"
         crossed = False
@@ -92,7 +83,7 @@ class Completer:
             if record.is_terminal or record.request is None:
                 return
             # Chunks render side by side: the furthest one stands for the step (progress never goes back).
-            start, end = progress_span(record.request.worker_steps, step.split("#")[0])
+            start, end = progress_span(record.request.worker_steps, step.step)
             before = record.progress
             record.set_progress(start + (end - start) * marker.progress, marker.message)
             every = self.config.progress_event_step
@@ -103,34 +94,31 @@ class Completer:
             self.emit(record, "job.progress")
         return f"heartbeat {marker.progress:.2f}"
 
-    def _result(self, ref: MarkerRef, step: str, token: str, marker: ResultMarker) -> str:
+    def _result(self, ref: MarkerRef, step: StepAddress, token: str, marker: ResultMarker) -> str:
         missing = [o.key for o in marker.outputs.values() if not self._exists(o.key, o.bytes)]
         if missing:
             # The worker says it uploaded what is not there: retry the step rather than publish a gap.
             return self._fail(ref, token, TRANSIENT_ERROR, {"message": f"outputs missing: {missing}"})
-        self.store.put_step_result(
-            ref.job_id, step, {"attempt_id": ref.attempt_id, **marker.model_dump(mode="json")}
-        )
+        self.store.put_step_result(ref.job_id, step, marker)
         output = {"attempt_id": ref.attempt_id, "outputs": {k: v.key for k, v in marker.outputs.items()}}
         if not self._send(ref, "send_task_success", taskToken=token, output=json.dumps(output)):
             return "result refused: attempt closed"
         self.store.set_token_state(ref.job_id, ref.attempt_id, "succeeded")
         worked_s = round(max(0.0, (marker.at - marker.started_at).total_seconds()), 3)
-        chunk = "#" in step  # one chunk of many: the stitch step closes the avatar step
 
         def finish(record: JobRecord) -> None:
-            target = record.step(step.split("#")[0])  # type: ignore[arg-type]
+            target = record.step(step.step)
             if target is not None:  # the GPU time this attempt cost (keyed: redeliveries don't add)
                 target.worker_seconds[ref.attempt_id] = worked_s
                 target.accelerator = marker.accelerator or target.accelerator
-            if not chunk and not record.is_terminal:
-                record.finish_step(step)  # type: ignore[arg-type]
-                record.step(step).worker = marker.worker  # type: ignore[union-attr]
+            # One chunk of many does not finish the step: the stitch step closes the avatar step.
+            if step.chunk is None and not record.is_terminal:
+                record.finish_step(step.step).worker = marker.worker
 
         self.store.update(ref.job_id, finish)
         return "success"
 
-    def _error(self, ref: MarkerRef, step: str, token: str, marker: ErrorMarker) -> str:
+    def _error(self, ref: MarkerRef, step: StepAddress, token: str, marker: ErrorMarker) -> str:
         self.store.put_worker_error(ref.job_id, step, marker.error, marker.retryable)
         name = TRANSIENT_ERROR if marker.retryable else FATAL_ERROR
         return self._fail(ref, token, name, marker.error.model_dump(mode="json"))

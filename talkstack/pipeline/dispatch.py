@@ -15,37 +15,37 @@ from datetime import timedelta
 from typing import Any
 
 from talkstack.contract.record import JobRecord, utc_now
-from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
-from talkstack.contract.worker import InputUrl, Markers, OutputUrl, WorkerTask
+from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest, VoiceRequest
+from talkstack.contract.state import DispatchInput
+from talkstack.contract.worker import (
+    TASK_TYPES,
+    InputUrl,
+    Markers,
+    OutputUrl,
+    StepAddress,
+    StitchOptions,
+    WorkerTask,
+    cancel_flag_key,
+    marker_key,
+    work_key,
+)
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.plan import plan_for, step_model
+from talkstack.pipeline.plan import step_model
+from talkstack.pipeline.step_results import segment_plan, source_audio, step_result, stored_plan
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
 URL_GRACE_SECONDS = 300
 CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
 
 
-def attempt_id_for(step: str, retry_count: int, token: str) -> str:
-    return f"{step}-{retry_count + 1}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
+def attempt_id_for(address: StepAddress, retry_count: int, token: str) -> str:
+    return f"{address.attempt_stem}-{retry_count + 1}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
 
 
 def url_lifetime(timeout_s: int, heartbeat_s: int) -> int:
     return min(MAX_PRESIGN_SECONDS, timeout_s + heartbeat_s + URL_GRACE_SECONDS)
-
-
-def marker_key(job_id: str, attempt_id: str, kind: str) -> str:
-    return f"markers/{job_id}/{attempt_id}/{kind}.json"
-
-
-def cancel_flag_key(job_id: str) -> str:
-    """Written by the API's cancel; every worker of the job polls it (WorkerTask.cancel_url)."""
-    return f"control/{job_id}/cancel.json"
-
-
-def work_key(job_id: str, attempt_id: str, filename: str) -> str:
-    return f"work/{job_id}/{attempt_id}/{filename}"
 
 
 class Presigner:
@@ -68,151 +68,126 @@ class Presigner:
         return OutputUrl(url=url, key=key, content_type=content_type)
 
 
-def source_audio(request: AvatarRequest, job_id: str, config: PipelineConfig, store: Any) -> tuple[str, str]:
-    """(bucket, key) of the speech driving an avatar: the voice step's output, or inputs.audio."""
-    if request.needs_voice_step:
-        voice = store.get_step_result(job_id, "voice")
-        if voice is None:
-            raise RuntimeError(f"job {job_id}: the voice step left no result")
-        return config.work_bucket, voice["outputs"]["audio"]["key"]
-    ref = request.inputs.audio
-    assert ref is not None and ref.bucket is not None  # resolved by the validate step
-    return ref.bucket, ref.key
-
-
-def _segments(job_id: str, store: Any) -> dict[str, Any]:
-    segments = store.get_step_result(job_id, "segment")
-    if segments is None:
-        raise RuntimeError(f"job {job_id}: the segment step left no result")
-    return segments
+def _stitch_inputs(
+    request: AvatarRequest, job_id: str, config: PipelineConfig, store: Any, sign: Presigner
+) -> dict[str, InputUrl]:
+    inputs = {}
+    for chunk in segment_plan(store, job_id).chunks:
+        rendered = step_result(store, job_id, StepAddress(step="avatar", chunk=chunk.index))
+        name = f"chunk_{chunk.index}"
+        inputs[name] = sign.get(config.work_bucket, rendered.outputs["video"].key, f"{name}.mp4")
+    bucket, key = source_audio(request, job_id, config, store)
+    inputs["audio"] = sign.get(bucket, key, "audio" + posixpath.splitext(key)[1])
+    return inputs
 
 
 def _inputs(
     request: JobRequestBase,
-    step: str,
+    address: StepAddress,
     job_id: str,
     config: PipelineConfig,
     store: Any,
     sign: Presigner,
-    chunk: int | None,
 ) -> dict[str, InputUrl]:
-    inputs = {}
+    step = address.step
     if step == "stitch":
         assert isinstance(request, AvatarRequest)
-        count = len(_segments(job_id, store)["chunks"])
-        for k in range(count):
-            rendered = store.get_step_result(job_id, f"avatar#{k}")
-            if rendered is None:
-                raise RuntimeError(f"job {job_id}: chunk {k} left no result")
-            inputs[f"chunk_{k}"] = sign.get(
-                config.work_bucket, rendered["outputs"]["video"]["key"], f"chunk_{k}.mp4"
-            )
-        bucket, key = source_audio(request, job_id, config, store)
-        inputs["audio"] = sign.get(bucket, key, "audio" + posixpath.splitext(key)[1])
-        return inputs
+        return _stitch_inputs(request, job_id, config, store, sign)
+    inputs = {}
     for name, ref in request.media_inputs().items():
-        if step == "voice" and name != "reference_voice":
-            continue
-        if step != "voice" and name == "reference_voice":
+        # The reference voice feeds the voice step only; every other input feeds the main step.
+        if (step == "voice") != (name == "reference_voice"):
             continue
         assert ref.bucket is not None  # resolved by the validate step
         extension = posixpath.splitext(ref.key)[1].lower()
         inputs[name] = sign.get(ref.bucket, ref.key, f"{name}{extension}")
     if step == "avatar" and isinstance(request, AvatarRequest):
-        if chunk is not None:  # this chunk's slice of the speech, cut by the segment step
-            inputs["audio"] = sign.get(
-                config.work_bucket, _segments(job_id, store)["audio_keys"][chunk], "audio.wav"
-            )
+        if address.chunk is not None:  # this chunk's slice of the speech, cut by the segment step
+            key = segment_plan(store, job_id).audio_keys[address.chunk]
+            inputs["audio"] = sign.get(config.work_bucket, key, "audio.wav")
         elif request.needs_voice_step:
             bucket, key = source_audio(request, job_id, config, store)
             inputs["audio"] = sign.get(bucket, key, "audio" + posixpath.splitext(key)[1])
     return inputs
 
 
-def _step_options(
-    request: JobRequestBase, step: str, job_id: str, store: Any, chunk: int | None
-) -> tuple[dict[str, Any], str | None]:
-    """The step's options and its text: the words to speak, or a video step's prompt."""
-    if step == "stitch":
-        return {"chunks": _segments(job_id, store)["chunks"]}, None
-    if chunk is not None:  # the slice is already cut to length
-        return request.options.model_dump(mode="json") | {"max_duration_s": None}, None
-    if step == "voice" and isinstance(request, AvatarRequest):
-        return request.voice_step_options().model_dump(mode="json"), request.inputs.text
+def _options_and_text(
+    request: JobRequestBase, address: StepAddress, job_id: str, store: Any
+) -> tuple[Any, str | None]:
+    """The step's typed options and its text: the words to speak, or a video step's prompt."""
+    if address.step == "stitch":
+        return StitchOptions(chunks=segment_plan(store, job_id).chunks), None
+    if isinstance(request, AvatarRequest):
+        if address.step == "voice":
+            return request.voice_step_options(), request.inputs.text
+        if address.chunk is not None:  # the slice is already cut to length
+            return request.options.model_copy(update={"max_duration_s": None}), None
+        return request.options, None
     if isinstance(request, VideoRequest):
-        return request.options.model_dump(mode="json"), request.inputs.prompt
-    return request.options.model_dump(mode="json"), getattr(request.inputs, "text", None)
+        return request.options, request.inputs.prompt
+    assert isinstance(request, VoiceRequest)
+    return request.options, request.inputs.text
 
 
-def _output_names(step: str, options: dict[str, Any]) -> dict[str, str]:
+def _output_names(address: StepAddress, options: Any) -> dict[str, str]:
     # stitch makes the same outputs as a single avatar step.
-    if step == "voice":
-        return {"audio": f"speech.{options.get('format', 'wav')}"}
+    if address.step == "voice":
+        return {"audio": f"speech.{options.format}"}
     return {"video": "video.mp4", "thumbnail": "thumbnail.jpg"}
-
-
-def step_label(step: str, chunk: int | None) -> str:
-    """How the table names a step's attempt: `avatar`, or `avatar#3` for chunk 3 of a long avatar."""
-    return step if chunk is None else f"{step}#{chunk}"
 
 
 def build_task(
     record: JobRecord,
-    step: str,
+    address: StepAddress,
     token: str,
     retry_count: int,
     config: PipelineConfig,
     store: Any,
     s3: Any,
-    chunk: int | None = None,
 ) -> WorkerTask:
     request = record.request
     assert request is not None
     job_id = record.job_id
-    limits = plan_for(request, config)["timeouts"][step]
-    lifetime = url_lifetime(limits["timeout_s"], limits["heartbeat_s"])
+    limits = stored_plan(store, job_id).limits(address.step)
+    lifetime = url_lifetime(limits.timeout_s, limits.heartbeat_s)
     sign = Presigner(s3, lifetime)
-    attempt_id = attempt_id_for(step if chunk is None else f"{step}-c{chunk}", retry_count, token)
-    options, text = _step_options(request, step, job_id, store, chunk)
+    attempt_id = attempt_id_for(address, retry_count, token)
+    task_type = TASK_TYPES[address.step]
+    options, text = _options_and_text(request, address, job_id, store)
     outputs = {
         role: sign.put(config.work_bucket, work_key(job_id, attempt_id, filename))
-        for role, filename in _output_names(step, options).items()
+        for role, filename in _output_names(address, options).items()
     }
     markers = Markers(
-        **{
-            kind: sign.put(config.work_bucket, marker_key(job_id, attempt_id, kind))
-            for kind in ("progress", "result", "error")
-        }
+        progress=sign.put(config.work_bucket, marker_key(job_id, attempt_id, "progress")),
+        result=sign.put(config.work_bucket, marker_key(job_id, attempt_id, "result")),
+        error=sign.put(config.work_bucket, marker_key(job_id, attempt_id, "error")),
     )
-    return WorkerTask(
+    return task_type(  # type: ignore[return-value]
         job_id=job_id,
-        step=step,  # type: ignore[arg-type]
         attempt_id=attempt_id,
         attempt=retry_count + 1,
-        model=step_model(request, step),
+        model=step_model(request, address.step),
         options=options,
         text=text,
-        inputs=_inputs(request, step, job_id, config, store, sign, chunk),
+        inputs=_inputs(request, address, job_id, config, store, sign),
         outputs=outputs,
         markers=markers,
-        heartbeat_interval_s=max(0.5, limits["heartbeat_s"] / 3),
+        heartbeat_interval_s=max(0.5, limits.heartbeat_s / 3),
         deadline=utc_now() + timedelta(seconds=lifetime),
         cancel_url=sign.get(config.work_bucket, cancel_flag_key(job_id), "cancel.json").url,
     )
 
 
 def dispatch_step(
-    job_id: str,
-    step: str,
-    token: str,
-    retry_count: int,
+    event: DispatchInput,
     config: PipelineConfig,
     store: Any,
     s3: Any,
     backends: Backends,
-    chunk: int | None = None,
 ) -> tuple[WorkerTask, JobRecord, bool]:
     """Record the attempt and start the worker; (task, record, first step of the job started)."""
+    job_id, address, step = event.job_id, event.address, event.step
     record = store.get(job_id)
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
@@ -220,19 +195,19 @@ def dispatch_step(
         raise TalkstackError(
             ErrorCode.CONFLICT, f"job {job_id} is already {record.status}; no worker started"
         )
-    task = build_task(record, step, token, retry_count, config, store, s3, chunk)
+    task = build_task(record, address, event.task_token, event.retry_count, config, store, s3)
     backend = backends.for_model(task.model)
     ttl = config.token_ttl_hours * 3600
-    store.put_token(job_id, task.attempt_id, step_label(step, chunk), token, ttl)
+    store.put_token(job_id, task.attempt_id, address, event.task_token, ttl)
     was_queued = record.status == "queued"
 
     def start(current: JobRecord) -> None:
         if step == "stitch" and (avatar := current.step("avatar")) and avatar.status == "running":
             current.finish_step("avatar")  # every chunk is in: the avatar step is done
-        existing = current.step(step)  # type: ignore[arg-type]
-        if chunk is not None and existing is not None and existing.status == "running":
+        existing = current.step(step)
+        if address.chunk is not None and existing is not None and existing.status == "running":
             return  # one avatar step for all chunks; it counts attempts of chunk 0 only
-        current.start_step(step, backend=backend.name, model=task.model)  # type: ignore[arg-type]
+        current.start_step(step, backend=backend.name, model=task.model)
 
     record = store.update(job_id, start)
     call_id = backend.submit(task)
@@ -240,7 +215,9 @@ def dispatch_step(
     def remember(current: JobRecord) -> None:
         # The backend's call id (a Modal FunctionCall): what to look up in Modal's dashboard or cancel.
         # The worker's own id (host:pid) arrives with its result marker (complete.py).
-        current.step(step).call_id = call_id  # type: ignore[arg-type, union-attr]
+        running = current.step(step)
+        assert running is not None  # started above
+        running.call_id = call_id
 
     record = store.update(job_id, remember)
     return task, record, was_queued

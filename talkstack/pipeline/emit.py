@@ -7,11 +7,10 @@ slow webhook, and the event carries the job's state as it was, not as it is when
 
 from __future__ import annotations
 
-import json
-
 from talkstack.contract.events import JobEvent
 from talkstack.contract.fields import EventType
 from talkstack.contract.record import JobRecord
+from talkstack.contract.state import NotifyRequest
 from talkstack.pipeline.aws import client
 from talkstack.pipeline.config import PipelineConfig
 
@@ -20,7 +19,7 @@ def emit(config: PipelineConfig, event: JobEvent) -> None:
     client("lambda").invoke(
         FunctionName=config.notify_function,
         InvocationType="Event",
-        Payload=json.dumps({"event": event.model_dump(mode="json")}).encode(),
+        Payload=NotifyRequest.of(event).model_dump_json().encode(),
     )
 
 

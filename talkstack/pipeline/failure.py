@@ -10,16 +10,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import TypeAdapter, ValidationError
 
 from talkstack.contract.fields import CallbackId, Metadata, WebhookUrl
 from talkstack.contract.record import JobError, JobRecord, RejectedRequest, StepName
+from talkstack.contract.state import split_execution_input
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.finalize import JOB_ID_METADATA, final_key
-from talkstack.pipeline.validate import split_input
+from talkstack.pipeline.outputs import remove_published
 
 log = logging.getLogger(__name__)
 
@@ -116,28 +114,6 @@ def salvage(raw: Any) -> tuple[str | None, RejectedRequest]:
     return task, RejectedRequest(**fields)
 
 
-def remove_published(record: JobRecord, config: PipelineConfig, s3: Any) -> list[str]:
-    """Delete outputs this job already published (only objects tagged with its job id)."""
-    request = record.request
-    if request is None:
-        return []
-    bucket = request.output.bucket or config.output_bucket
-    keys = {final_key(request, record.job_id, "video"), request.sibling_key(record.job_id, "thumbnail")}
-    keys.add(request.sibling_key(record.job_id, "result"))
-    removed = []
-    for key in sorted(keys):
-        try:
-            head = s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                continue
-            raise
-        if head.get("Metadata", {}).get(JOB_ID_METADATA) == record.job_id:
-            s3.delete_object(Bucket=bucket, Key=key)
-            removed.append(key)
-    return removed
-
-
 def record_failure(
     job_id: str,
     states_error: Mapping[str, Any],
@@ -150,7 +126,7 @@ def record_failure(
     record = store.get(job_id)
     error = job_error_from_states(states_error, record, store)
     if record is None:
-        request_raw, source = split_input(
+        request_raw, source = split_execution_input(
             {k: v for k, v in raw_input.items() if k != "error"}
             if isinstance(raw_input, Mapping)
             else raw_input,

@@ -13,51 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 from talkstack.contract.record import JobRecord, JobResult, OutputFile, OutputKind, utc_now
-from talkstack.contract.request import JobRequestBase
+from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
+from talkstack.pipeline.outputs import final_key, publish, write_result_json
+from talkstack.pipeline.step_results import step_result
 
-JOB_ID_METADATA = "talkstack-job-id"
-MAX_SINGLE_COPY_BYTES = 5 * 1024**3  # CopyObject's limit
 ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
 
 
 class JobCancelled(Exception):
     """The job was cancelled while finalize ran."""
-
-
-def final_key(request: JobRequestBase, job_id: str, role: str) -> str:
-    if role == "thumbnail":
-        return request.sibling_key(job_id, "thumbnail")
-    return request.output_key(job_id)
-
-
-def publish(
-    s3: Any, src_bucket: str, src_key: str, bucket: str, key: str, content_type: str, job_id: str, size: int
-) -> None:
-    extra = {
-        "ContentType": content_type,
-        "Metadata": {JOB_ID_METADATA: job_id},
-        "MetadataDirective": "REPLACE",
-    }
-    source = {"Bucket": src_bucket, "Key": src_key}
-    if size < MAX_SINGLE_COPY_BYTES:
-        s3.copy_object(CopySource=source, Bucket=bucket, Key=key, **extra)  # one request
-    else:
-        s3.copy(source, bucket, key, ExtraArgs=extra)  # multipart copy, for objects over 5 GB
-
-
-def write_result_json(s3: Any, record: JobRecord, bucket: str) -> str:
-    assert record.request is not None
-    key = record.request.sibling_key(record.job_id, "result")
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=record.model_dump_json(indent=2).encode(),
-        ContentType="application/json",
-        Metadata={JOB_ID_METADATA: record.job_id},
-    )
-    return key
 
 
 def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> JobRecord:
@@ -71,31 +37,26 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         return record
     if record.status == "cancelled":
         return record  # cancelled before we got here: publish nothing
-    main_step = request.worker_steps[-1]
-    step_result = store.get_step_result(job_id, main_step)
-    if step_result is None:
-        raise RuntimeError(f"job {job_id}: the {main_step} step left no result")
+    main_step = StepAddress.parse(request.worker_steps[-1])
+    main = step_result(store, job_id, main_step)
 
     started = utc_now()
     published: list[OutputFile] = []
-    for role, obj in step_result["outputs"].items():
+    for role, obj in main.outputs.items():
         key = final_key(request, job_id, role)
-        publish(s3, config.work_bucket, obj["key"], bucket, key, obj["content_type"], job_id, obj["bytes"])
+        publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
         published.append(
             OutputFile(
-                kind=ROLE_KIND[role],
-                bucket=bucket,
-                key=key,
-                content_type=obj["content_type"],
-                bytes=obj["bytes"],
+                kind=ROLE_KIND[role], bucket=bucket, key=key, content_type=obj.content_type, bytes=obj.bytes
             )
         )
     published.sort(key=lambda o: ("video", "audio", "thumbnail").index(o.kind))
 
-    warnings = []  # every step's, in order (a voice step's warnings matter to an avatar job too)
+    warnings: list[str] = []  # every step's, in order (a voice step's warnings matter to an avatar job too)
     for step in request.worker_steps:
-        result = step_result if step == main_step else store.get_step_result(job_id, step) or {}
-        warnings.extend(w for w in result.get("warnings", []) if w not in warnings)
+        address = StepAddress.parse(step)
+        result = main if address == main_step else store.get_step_result(job_id, address, ResultMarker)
+        warnings.extend(w for w in (result.warnings if result else []) if w not in warnings)
 
     def complete(current: JobRecord) -> None:
         if current.status == "cancelled":
@@ -104,10 +65,10 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         current.finish_step("finalize")
         result = JobResult(
             outputs=published,
-            duration_s=step_result.get("duration_s"),
-            width=step_result.get("width"),
-            height=step_result.get("height"),
-            fps=step_result.get("fps"),
+            duration_s=main.duration_s,
+            width=main.width,
+            height=main.height,
+            fps=main.fps,
             warnings=warnings,
         )
         current.mark_completed(result)

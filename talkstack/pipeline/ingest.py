@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from talkstack.contract.fields import MAX_REQUEST_BYTES
 from talkstack.contract.parse import load_request_json
 from talkstack.contract.record import JobError, JobRecord, JobSource
+from talkstack.contract.state import execution_input
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
@@ -79,7 +80,7 @@ class Ingestor:
                 message = f"job_id: must be 1-80 characters of A-Z, a-z, 0-9, '_' or '-' (got {chosen!r:.90})"
                 return self._reject(job_id, source, message, size)
             job_id = chosen  # the client chose the id (it becomes the execution name)
-        payload = {"request": raw, "source": source.model_dump(mode="json", exclude_none=True)}
+        payload = execution_input(raw, source)
         return self._start(job_id, payload)
 
     def _start(self, job_id: str, payload: dict[str, Any]) -> IngestOutcome:

@@ -13,6 +13,7 @@ from typing import Any
 
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
+from talkstack.contract.state import NotifyRequest
 from talkstack.pipeline.aws import secrets_provider
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.metrics import record_event_metrics
@@ -21,20 +22,19 @@ from talkstack.pipeline.webhooks import SECRET_PREFIX, DeliveryReport, WebhookPo
 log = logging.getLogger(__name__)
 
 
-def event_from_payload(payload: dict[str, Any], store: Any) -> tuple[JobEvent | None, JobRecord | None]:
-    """{"event": {...}} (sent by a handler) or {"job_id", "type"} (from the state machine). No event
-    when the state machine announces anything but the cancel of a job that was cancelled: a step
-    still in flight at the cancel ended in the failure path, and the cancel has already said how
-    the job ended."""
-    if "event" in payload:
-        event = JobEvent.model_validate(payload["event"])
-        return event, store.get(event.job_id)
-    record = store.get(payload["job_id"])
+def event_for(request: NotifyRequest, store: Any) -> tuple[JobEvent | None, JobRecord | None]:
+    """The event to send: the one a handler raised at its moment, or (from the state machine) one
+    built from the record now. No event when the state machine announces anything but the cancel of
+    a job that was cancelled: a step still in flight at the cancel ended in the failure path, and the
+    cancel has already said how the job ended."""
+    record = store.get(request.job_id)
+    if request.event is not None:
+        return request.event, record
     if record is None:
-        raise KeyError(f"job {payload['job_id']} has no record")
-    if record.status == "cancelled" and payload["type"] != "job.cancelled":
+        raise KeyError(f"job {request.job_id} has no record")
+    if record.status == "cancelled" and request.type != "job.cancelled":
         return None, record
-    return JobEvent.from_record(record, payload["type"]), record
+    return JobEvent.from_record(record, request.type), record
 
 
 def signing_secret(config: PipelineConfig) -> str:
@@ -72,10 +72,10 @@ def publish_event(event: JobEvent, config: PipelineConfig, sns: Any) -> str:
     return response["MessageId"]
 
 
-def notify(payload: dict[str, Any], config: PipelineConfig, store: Any, sns: Any) -> dict[str, Any]:
-    event, record = event_from_payload(payload, store)
+def notify(request: NotifyRequest, config: PipelineConfig, store: Any, sns: Any) -> dict[str, Any]:
+    event, record = event_for(request, store)
     if event is None:
-        return {"skipped": f"{payload['type']}: job {payload['job_id']} was cancelled"}
+        return {"skipped": f"{request.type}: job {request.job_id} was cancelled"}
     message_id = publish_event(event, config, sns)
     store.add_event(event)
     report: DeliveryReport | None = None

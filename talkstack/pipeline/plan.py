@@ -2,7 +2,8 @@
 
 Time limits come from here (the state machine reads them through HeartbeatSecondsPath and
 TimeoutSecondsPath), so a ten-minute avatar gets more time than a five-second one, and local tests
-can use short heartbeats without a different state machine.
+can use short heartbeats without a different state machine. The plan is computed once: the state
+machine carries it in `$.plan`, and the jobs table keeps it (`STEP#plan`) for dispatch.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from typing import Any
 
 from talkstack.contract.record import JobRecord
 from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
+from talkstack.contract.state import Plan, StepLimits
+from talkstack.contract.worker import WORKER_STEPS, WorkerStep
 from talkstack.engines.registry import STITCH_MODEL
 from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.step_results import PLAN_RESULT
 from talkstack.settings import get_limits
 
 # Seconds of work per second of output, with margin (lite engines measured in docs/lite-engines.md).
@@ -47,7 +51,7 @@ def output_seconds_bound(request: JobRequestBase) -> float:
     return limits.max_audio_seconds
 
 
-def step_model(request: JobRequestBase, step: str) -> str:
+def step_model(request: JobRequestBase, step: WorkerStep) -> str:
     if step == "stitch":
         return STITCH_MODEL
     if step == "voice" and isinstance(request, AvatarRequest):
@@ -55,28 +59,28 @@ def step_model(request: JobRequestBase, step: str) -> str:
     return request.primary_model
 
 
-def plan_for(request: JobRequestBase, config: PipelineConfig) -> dict[str, Any]:
+def plan_for(request: JobRequestBase, config: PipelineConfig) -> Plan:
     seconds = output_seconds_bound(request)
     timeouts = {}
-    for step in ("voice", "avatar", "video", "stitch"):
+    for step in WORKER_STEPS:
         model = step_model(request, step) if step in request.worker_steps else ""
         factor = REALTIME_FACTOR.get(model, DEFAULT_REALTIME_FACTOR)
         timeout = max(config.min_step_timeout_seconds, int(60 + factor * seconds))
         on_modal = bool(model) and config.backend_for(model) == "modal"
         heartbeat = config.modal_heartbeat_seconds if on_modal else config.heartbeat_seconds
-        timeouts[step] = {
-            "heartbeat_s": heartbeat,
-            "timeout_s": max(timeout + (heartbeat if on_modal else 0), heartbeat + 1),
-        }
+        timeouts[step] = StepLimits(
+            heartbeat_s=heartbeat,
+            timeout_s=max(timeout + (heartbeat if on_modal else 0), heartbeat + 1),
+        )
     main = request.task if request.task in ("avatar", "video") else "none"
     parallel = isinstance(request, AvatarRequest) and request.options.long_audio == "parallel"
-    return {
-        "steps": list(request.worker_steps),
-        "voice": request.needs_voice_step,
-        "main": main,
-        "segment": parallel,
-        "timeouts": timeouts,
-    }
+    return Plan(
+        steps=list(request.worker_steps),
+        voice=request.needs_voice_step,
+        main=main,
+        segment=parallel,
+        timeouts=timeouts,
+    )
 
 
 def progress_span(steps: list[str] | tuple[str, ...], step: str) -> tuple[float, float]:
@@ -92,8 +96,10 @@ def progress_span(steps: list[str] | tuple[str, ...], step: str) -> tuple[float,
     raise ValueError(f"{step!r} is not one of the job's steps {list(steps)}")
 
 
-def plan_job(job_id: str, config: PipelineConfig, store: Any) -> dict[str, Any]:
+def plan_job(job_id: str, config: PipelineConfig, store: Any) -> Plan:
     record: JobRecord | None = store.get(job_id)
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
-    return plan_for(record.request, config)
+    plan = plan_for(record.request, config)
+    store.put_step_result(job_id, PLAN_RESULT, plan)
+    return plan

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from talkstack.contract.request import AvatarRequest
+from talkstack.contract.state import SegmentOutput, SegmentPlan
+from talkstack.contract.worker import ChunkPlan, segment_key
 from talkstack.media.audio import read_audio, write_wav
 from talkstack.media.segments import plan_chunks
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.dispatch import source_audio
-
-SEGMENT_STEP = "segment"
+from talkstack.pipeline.step_results import SEGMENT_RESULT, source_audio
 
 
-def segment_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> dict[str, Any]:
+def segment_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> SegmentOutput:
     record = store.get(job_id)
     if record is None or not isinstance(record.request, AvatarRequest):
         raise KeyError(f"job {job_id} has no avatar request")
@@ -50,12 +50,14 @@ def segment_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> dic
                     int(chunk.render_end_s * clip.sample_rate),
                 )
                 path = write_wav(Path(tmp) / f"chunk-{chunk.index:03d}.wav", samples[a:b], clip.sample_rate)
-                keys.append(f"work/{job_id}/segments/{path.name}")
+                keys.append(segment_key(job_id, path.name))
                 s3.upload_file(str(path), config.work_bucket, keys[-1])
-    store.put_step_result(
-        job_id,
-        SEGMENT_STEP,
-        {"chunks": [c.as_dict() for c in chunks], "audio_keys": keys, "source": [bucket, key]},
+    plan = SegmentPlan(
+        chunks=[ChunkPlan.model_validate(c.as_dict()) for c in chunks],
+        audio_keys=keys,
+        source_bucket=bucket,
+        source_key=key,
     )
+    store.put_step_result(job_id, SEGMENT_RESULT, plan)
     # The Map state iterates over this list; the details stay in the table (state payloads are small).
-    return {"count": len(chunks), "chunks": [{"index": c.index} for c in chunks]}
+    return SegmentOutput.of(plan)

@@ -22,18 +22,34 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from pydantic import BaseModel
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobError, JobRecord
+from talkstack.contract.worker import StepAddress
 from talkstack.pipeline.aws import client, error_code
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
+
+
+M = TypeVar("M", bound=BaseModel)
+TokenState = Literal["waiting", "succeeded", "failed", "closed"]
+
+
+@dataclass(frozen=True)
+class AttemptToken:
+    """A step attempt's task token (TOKEN#<attempt_id>): which step it serves and whether it is open."""
+
+    token: str
+    step: StepAddress
+    state: TokenState
 
 
 class RecordConflict(Exception):
@@ -203,17 +219,20 @@ class JobStore:
 
     # --- step attempts ----------------------------------------------------------------------------
 
-    def put_token(self, job_id: str, attempt_id: str, step: str, token: str, ttl_s: int) -> None:
+    def put_token(self, job_id: str, attempt_id: str, step: StepAddress, token: str, ttl_s: int) -> None:
         self._put(
             job_id,
             f"TOKEN#{attempt_id}",
-            {"token": token, "step": step, "state": "waiting", "expires_at": int(time.time()) + ttl_s},
+            {"token": token, "step": step.label, "state": "waiting", "expires_at": int(time.time()) + ttl_s},
         )
 
-    def get_token(self, job_id: str, attempt_id: str) -> dict[str, Any] | None:
-        return self._get(job_id, f"TOKEN#{attempt_id}")
+    def get_token(self, job_id: str, attempt_id: str) -> AttemptToken | None:
+        found = self._get(job_id, f"TOKEN#{attempt_id}")
+        if found is None:
+            return None
+        return AttemptToken(token=found["token"], step=StepAddress.parse(found["step"]), state=found["state"])
 
-    def set_token_state(self, job_id: str, attempt_id: str, state: str) -> None:
+    def set_token_state(self, job_id: str, attempt_id: str, state: TokenState) -> None:
         self.ddb.update_item(
             TableName=self.table,
             Key=_item({"pk": _pk(job_id), "sk": f"TOKEN#{attempt_id}"}),
@@ -222,14 +241,16 @@ class JobStore:
             ExpressionAttributeValues={":s": {"S": state}},
         )
 
-    def put_step_result(self, job_id: str, step: str, result: dict[str, Any]) -> None:
-        self._put(job_id, f"STEP#{step}", {"result": json.dumps(result)})
+    def put_step_result(self, job_id: str, name: StepAddress | str, result: BaseModel) -> None:
+        """What a step leaves for the steps after it (`name`: a worker step's address, or `plan`,
+        `segment`), stored as the model's JSON and read back as the same model."""
+        self._put(job_id, f"STEP#{name}", {"result": result.model_dump_json()})
 
-    def get_step_result(self, job_id: str, step: str) -> dict[str, Any] | None:
-        found = self._get(job_id, f"STEP#{step}")
-        return json.loads(found["result"]) if found else None
+    def get_step_result(self, job_id: str, name: StepAddress | str, model: type[M]) -> M | None:
+        found = self._get(job_id, f"STEP#{name}")
+        return model.model_validate_json(found["result"]) if found else None
 
-    def put_worker_error(self, job_id: str, step: str, error: JobError, retryable: bool) -> None:
+    def put_worker_error(self, job_id: str, step: StepAddress, error: JobError, retryable: bool) -> None:
         self._put(job_id, f"WERR#{step}", {"error": error.model_dump_json(), "retryable": retryable})
 
     def get_worker_error(self, job_id: str, step: str) -> JobError | None:

@@ -9,7 +9,6 @@ TalkstackError; the state machine's failure path turns it into a failed job reco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -18,6 +17,7 @@ from talkstack.contract.fields import MediaRef
 from talkstack.contract.parse import parse_job_request, with_default_models
 from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import AvatarRequest, JobRequestBase
+from talkstack.contract.state import split_execution_input
 from talkstack.engines.registry import get_model
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client as aws_client
@@ -26,17 +26,6 @@ from talkstack.pipeline.backends import read_modal_token
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target
 from talkstack.settings import MediaLimits, get_limits
-
-ENVELOPE_KEYS = frozenset({"request", "source"})
-
-
-def split_input(raw: Any, execution_arn: str | None = None) -> tuple[Any, JobSource]:
-    """The request and where it came from. Ingest wraps manifests as {"request", "source"}; a direct
-    StartExecution passes the bare request."""
-    if isinstance(raw, Mapping) and "request" in raw and set(raw) <= ENVELOPE_KEYS:
-        source = JobSource.model_validate(raw.get("source") or {"kind": "execution"})
-        return raw["request"], source.model_copy(update={"execution_arn": execution_arn})
-    return raw, JobSource(kind="execution", execution_arn=execution_arn)
 
 
 def resolve_media(request: JobRequestBase, bucket: str, manifest_key: str) -> JobRequestBase:
@@ -192,7 +181,7 @@ def open_job(
     existing = store.get(job_id)
     if existing is not None:
         return existing, False
-    request_raw, source = split_input(raw, execution_arn)
+    request_raw, source = split_execution_input(raw, execution_arn)
     request = validate_request(request_raw, source, job_id, config, s3)
     record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
     record.source = source

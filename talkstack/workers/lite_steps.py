@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from talkstack.contract.request import AvatarOptions, VoiceOptions
-from talkstack.contract.worker import WorkerTask
+from talkstack.contract.worker import StitchOptions, WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import read_audio, write_wav
@@ -29,7 +29,7 @@ def lite_voice(
 ) -> tuple[dict[str, Path], RenderResult]:
     from talkstack.engines.lite.voice import LiteVoiceOptions, synthesize
 
-    options = VoiceOptions.model_validate(task.options)
+    options = task_options(task, VoiceOptions)
     if task.text is None:
         raise TalkstackError(ErrorCode.INVALID_REQUEST, "voice step without text")
     output = outdir / f"speech.{options.format}"
@@ -51,7 +51,7 @@ def lite_avatar(
 ) -> tuple[dict[str, Path], RenderResult]:
     from talkstack.engines.lite.avatar import LiteAvatarOptions, render_avatar
 
-    options = AvatarOptions.model_validate(task.options)
+    options = task_options(task, AvatarOptions)
     audio = inputs["audio"]
     warnings = []
     if options.max_duration_s is not None:
@@ -86,7 +86,7 @@ def stitch(
     from talkstack.media.stitch import stitch_chunks
     from talkstack.media.video import probe_video
 
-    chunks = [Chunk(**c) for c in task.options["chunks"]]
+    chunks = [Chunk(**c.model_dump()) for c in task_options(task, StitchOptions).chunks]
     videos = [inputs[f"chunk_{c.index}"] for c in chunks]
     fps = round(probe_video(videos[0]).fps)
     clip = read_audio(inputs["audio"])

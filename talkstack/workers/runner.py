@@ -12,6 +12,7 @@ nothing is uploaded.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -25,16 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ValidationError
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from talkstack.contract.record import JobError, utc_now
 from talkstack.contract.worker import (
     ErrorMarker,
+    Markers,
     OutputObject,
     OutputUrl,
     ProgressMarker,
     ResultMarker,
     WorkerTask,
+    WorkerTaskBase,
+    parse_worker_task,
 )
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.workers.lite_steps import LITE_STEPS, StepFn
@@ -222,17 +227,8 @@ def new_client() -> httpx.Client:
     return httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0))
 
 
-def parse_task(payload: WorkerTask | Mapping[str, Any] | str) -> WorkerTask:
-    """A task as it arrives: the model, its JSON dict (a Modal call's argument) or its JSON text."""
-    if isinstance(payload, WorkerTask):
-        return payload
-    if isinstance(payload, str):
-        return WorkerTask.model_validate_json(payload)
-    return WorkerTask.model_validate(payload)
-
-
 def run_task(
-    payload: WorkerTask | Mapping[str, Any] | str,
+    payload: WorkerTaskBase | Mapping[str, Any] | str,
     client: httpx.Client | None = None,
     received_at: datetime | None = None,
     step: StepFn | None = None,
@@ -242,7 +238,16 @@ def run_task(
     should pass one `client` for all their tasks (connection reuse; no TLS setup per task). `step`
     is the engine to run (a GPU engine instance); by default the task's model picks one."""
     started_at = received_at or utc_now()
-    task = parse_task(payload)
+    try:
+        task = parse_worker_task(payload)
+    except ValidationError as exc:
+        # A document the contract refuses (bad options, say): answer through its error marker if it
+        # names one, so the step fails now with the reason instead of timing out on a silent worker.
+        with contextlib.ExitStack() as stack:
+            http = client or stack.enter_context(new_client())
+            if not _report_unreadable(payload, exc, Transfers(http)):
+                raise
+        return False
     own = client is None
     client = client or new_client()
     transfers = Transfers(client)
@@ -265,6 +270,35 @@ def run_task(
     finally:
         if own:
             client.close()
+
+
+class _Addressable(BaseModel):
+    """The part of a task document needed to answer it (read when the rest is refused)."""
+
+    attempt_id: str
+    markers: Markers
+
+
+def _report_unreadable(payload: object, exc: ValidationError, transfers: Transfers) -> bool:
+    """Write a fatal INVALID_REQUEST error marker for a task the contract refuses; False when the
+    document does not even say where to answer (then the caller raises)."""
+    try:
+        raw = json.loads(payload) if isinstance(payload, str | bytes) else payload
+        where = _Addressable.model_validate(raw, strict=False)
+    except (ValueError, ValidationError):
+        return False
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+    marker = ErrorMarker(
+        attempt_id=where.attempt_id,
+        error=JobError(code=ErrorCode.INVALID_REQUEST, message=f"task refused: {problems}"[:2000]),
+        retryable=False,
+        worker=worker_name(),
+        at=utc_now(),
+    )
+    transfers.upload(where.markers.error, marker.model_dump_json().encode())
+    return True
 
 
 def _execute(

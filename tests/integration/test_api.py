@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from talkstack.contract.worker import cancel_flag_key
 from talkstack.local.resources import repo_root
 from talkstack.media.video import probe_video
-from talkstack.pipeline.dispatch import cancel_flag_key
 
 SAMPLES = repo_root() / "talkstack" / "assets" / "samples"
 TERMINAL = {"completed", "failed", "cancelled"}

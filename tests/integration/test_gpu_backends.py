@@ -10,11 +10,12 @@ the worker backend chosen per model by configuration.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from talkstack.contract.state import SegmentPlan
+from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.engines.gpu.base import load_engine
 from talkstack.media.video import probe_video
 from talkstack.pipeline.cost import MODAL_GPU_USD_PER_S
@@ -124,14 +125,14 @@ def test_a_long_avatar_renders_its_chunks_in_parallel_and_stitches_them(pipeline
         )
         record = pipeline.wait(dropped.job_id, timeout_s=240)
     assert record.status == "completed", record.error
-    segments = pipeline.store.get_step_result(dropped.job_id, "segment")
-    chunks = segments["chunks"]
-    assert len(chunks) >= 3 and all(c["at_pause"] for c in chunks)
+    segments = pipeline.store.get_step_result(dropped.job_id, "segment", SegmentPlan)
+    chunks = segments.chunks
+    assert len(chunks) >= 3 and all(c.at_pause for c in chunks)
     worked = {}
-    for k in range(len(chunks)):  # every chunk was rendered by its own worker task
-        result = pipeline.store.get_step_result(dropped.job_id, f"avatar#{k}")
-        span = datetime.fromisoformat(result["at"]) - datetime.fromisoformat(result["started_at"])
-        worked[result["attempt_id"]] = round(span.total_seconds(), 3)
+    for chunk in chunks:  # every chunk was rendered by its own worker task
+        address = StepAddress(step="avatar", chunk=chunk.index)
+        result = pipeline.store.get_step_result(dropped.job_id, address, ResultMarker)
+        worked[result.attempt_id] = round((result.at - result.started_at).total_seconds(), 3)
     # The avatar step's worker time is every chunk's (what parallel GPUs bill), not its wall time.
     assert record.step("avatar").worker_seconds == worked
     assert record.step("avatar").accelerator is None  # the lite engine runs on the CPU
@@ -140,5 +141,5 @@ def test_a_long_avatar_renders_its_chunks_in_parallel_and_stitches_them(pipeline
     local = tmp_path / "video.mp4"
     pipeline.s3.download_file(pipeline.r.output_bucket, record.request.output_key(record.job_id), str(local))
     info = probe_video(local)
-    assert info.frames == round(chunks[-1]["end_s"] * 25)
-    assert info.audio is not None and abs(info.duration_s - chunks[-1]["end_s"]) < 0.15
+    assert info.frames == round(chunks[-1].end_s * 25)
+    assert info.audio is not None and abs(info.duration_s - chunks[-1].end_s) < 0.15

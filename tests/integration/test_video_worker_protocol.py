@@ -10,9 +10,19 @@ from typing import Any
 
 import pytest
 
-from talkstack.contract.worker import ErrorMarker, Markers, ProgressMarker, ResultMarker, WorkerTask
+from talkstack.contract.worker import (
+    ErrorMarker,
+    Markers,
+    ProgressMarker,
+    ResultMarker,
+    StepAddress,
+    VideoTask,
+    WorkerTask,
+    marker_key,
+    work_key,
+)
 from talkstack.media.video import probe_video
-from talkstack.pipeline.dispatch import Presigner, attempt_id_for, marker_key, work_key
+from talkstack.pipeline.dispatch import Presigner, attempt_id_for
 from talkstack.workers.runner import run_task
 from tests.conftest import PORTRAIT
 from tests.support.tiny_video import TINY_SIZES, tiny_video_engine
@@ -33,8 +43,8 @@ def s3(pipeline) -> Any:
 def build_task(s3: Any, job_id: str, text: str | None, **options: Any) -> WorkerTask:
     """What dispatch builds: pre-signed URLs only (no credentials reach the worker)."""
     sign = Presigner(s3, expires_in=600)
-    attempt_id = attempt_id_for("video", 0, f"token-of-{job_id}")
-    return WorkerTask(
+    attempt_id = attempt_id_for(StepAddress(step="video"), 0, f"token-of-{job_id}")
+    return VideoTask(
         job_id=job_id,
         step="video",
         attempt_id=attempt_id,

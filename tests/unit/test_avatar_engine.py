@@ -20,7 +20,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from talkstack.contract.worker import Markers, OutputUrl, WorkerTask
+from talkstack.contract.worker import AvatarTask, Markers, OutputUrl, WorkerTask
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.avatar import AvatarEngine
 from talkstack.errors import ErrorCode, TalkstackError
@@ -80,7 +80,7 @@ class FakeOfficialCode:
 
 def _task(model: str = "multitalk", **options: Any) -> WorkerTask:
     put = OutputUrl(url="http://127.0.0.1:9/none", key="k", content_type="application/json")
-    return WorkerTask(
+    return AvatarTask(
         job_id="job-1",
         step="avatar",
         attempt_id="avatar-1-abc",

@@ -15,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from modal_workers.common import WEIGHTS_DIR, WEIGHTS_VOLUME
+from talkstack.contract.request import AvatarOptions, VideoOptions
 from talkstack.engines.registry import modal_parameters, modal_target
 from tests.support.modal_introspect import declared, method_names
 
@@ -50,8 +51,8 @@ def test_gpu_classes_declare_gpu_host_memory_volume_and_time_limits(app_module, 
 def test_turbo_is_a_class_parameter_so_turbo_jobs_get_their_own_containers(app_module):
     user_cls = app_module.MultiTalk._get_user_cls()
     assert "turbo" in vars(user_cls) or "turbo" in vars(user_cls.__mro__[1])
-    assert modal_parameters("multitalk", {"turbo": True}) == {"turbo": True}
-    assert modal_parameters("ltx-video", {"turbo": True}) == {}
+    assert modal_parameters("multitalk", AvatarOptions(model="multitalk", turbo=True)) == {"turbo": True}
+    assert modal_parameters("ltx-video", VideoOptions()) == {}
 
 
 def test_the_stitcher_is_a_cpu_class(app_module):

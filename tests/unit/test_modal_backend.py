@@ -10,7 +10,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from talkstack.contract.worker import Markers, OutputUrl, WorkerTask
+from talkstack.contract.worker import (
+    AvatarTask,
+    Markers,
+    OutputUrl,
+    VideoTask,
+    VoiceTask,
+    WorkerTask,
+    parse_worker_task,
+)
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER, ModalBackend, ModalToken, read_modal_token
 from tests.support.fake_modal import FakeModal
@@ -18,13 +26,14 @@ from tests.support.fake_modal import FakeModal
 
 def _task(model: str = "multitalk") -> WorkerTask:
     put = OutputUrl(url="http://127.0.0.1:9/put", key="k", content_type="application/json")
-    return WorkerTask(
+    avatars = ("multitalk", "infinitetalk", "lite-avatar")
+    kind = AvatarTask if model in avatars else VideoTask if model == "ltx-video" else VoiceTask
+    return kind(
         job_id="job-1",
-        step="avatar",
-        attempt_id="avatar-1-abc",
+        attempt_id=f"{kind.model_fields['step'].default}-1-abc",
         attempt=1,
         model=model,
-        options={"model": model, "seed": 7},
+        options={"model": model, "seed": 7} if kind is not VoiceTask else {"model": model},
         outputs={"video": put},
         markers=Markers(progress=put, result=put, error=put),
         heartbeat_interval_s=10,
@@ -57,7 +66,7 @@ def test_spawn_sends_the_task_document_to_the_models_deployed_class(fake: FakeMo
     [spawned] = fake.spawned
     assert (spawned.app, spawned.cls, spawned.method) == ("talkstack-avatar", "MultiTalk", "run")
     assert spawned.payload == json.loads(task.model_dump_json())
-    assert WorkerTask.model_validate(spawned.payload).attempt_id == "avatar-1-abc"
+    assert parse_worker_task(spawned.payload).attempt_id == "avatar-1-abc"
     assert call_id == f"modal:{spawned.call_id}"
     assert spawned.parameters == {"turbo": False}
 
@@ -65,7 +74,7 @@ def test_spawn_sends_the_task_document_to_the_models_deployed_class(fake: FakeMo
 def test_turbo_avatars_go_to_the_turbo_containers(fake: FakeModal) -> None:
     fake.deploy("talkstack-avatar", "InfiniteTalk", parameters={"turbo": False})
     task = _task("infinitetalk")
-    turbo = task.model_copy(update={"options": {**task.options, "turbo": True}})
+    turbo = task.model_copy(update={"options": task.options.model_copy(update={"turbo": True})})
     ModalBackend(TOKEN).submit(turbo)
     ModalBackend(TOKEN).submit(task)
     assert [s.parameters for s in fake.spawned] == [{"turbo": True}, {"turbo": False}]

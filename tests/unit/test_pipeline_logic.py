@@ -11,6 +11,7 @@ from botocore.config import Config
 
 from talkstack.contract.parse import parse_job_request
 from talkstack.contract.record import JobError, JobRecord
+from talkstack.contract.worker import StepAddress
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.dispatch import MAX_PRESIGN_SECONDS, Presigner, attempt_id_for, url_lifetime
@@ -50,11 +51,11 @@ def test_manifest_name_must_sit_under_the_input_prefix():
 
 def test_plan_chains_voice_before_avatar_and_keeps_timeout_above_heartbeat():
     plan = plan_for(parse_job_request(TEXT_AVATAR), CONFIG)
-    assert plan["steps"] == ["voice", "avatar"] and plan["voice"] is True and plan["main"] == "avatar"
-    for limits in plan["timeouts"].values():
-        assert limits["timeout_s"] > limits["heartbeat_s"] == 30
+    assert plan.steps == ["voice", "avatar"] and plan.voice is True and plan.main == "avatar"
+    for limits in plan.timeouts.values():
+        assert limits.timeout_s > limits.heartbeat_s == 30
     voice_only = plan_for(parse_job_request({"task": "voice", "inputs": {"text": "hi"}}), CONFIG)
-    assert voice_only["main"] == "none" and voice_only["voice"] is True
+    assert voice_only.main == "none" and voice_only.voice is True
 
 
 def test_progress_spans_cover_the_work_in_order():
@@ -83,7 +84,8 @@ def test_presigned_urls_expire_with_the_step_not_later():
 
 
 def test_attempt_ids_differ_per_token_and_fit_the_protocol():
-    a, b = attempt_id_for("avatar", 0, "token-1"), attempt_id_for("avatar", 1, "token-2")
+    avatar = StepAddress(step="avatar")
+    a, b = attempt_id_for(avatar, 0, "token-1"), attempt_id_for(avatar, 1, "token-2")
     assert a.startswith("avatar-1-") and b.startswith("avatar-2-") and a != b
 
 

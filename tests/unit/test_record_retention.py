@@ -7,6 +7,8 @@ import time
 from talkstack.api.keys import Principal
 from talkstack.api.limits import Admission
 from talkstack.contract.record import JobError
+from talkstack.contract.state import Plan
+from talkstack.contract.worker import StepAddress
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.store import JobStore
 from tests.unit.test_api_access import TABLE, _record, ddb  # noqa: F401 - the moto jobs table fixture
@@ -29,9 +31,12 @@ def _write_a_job(store: JobStore, ddb, job_id: str) -> None:  # noqa: F811
     record = _record(job_id, "k1")
     Admission(TABLE, ddb, store).admit(Principal("k1", "pro", "k1"), record)  # the API's transaction
     store.update(job_id, lambda r: r.start_step("voice", backend="local", model="lite-voice"))
-    store.put_token(job_id, "voice-1-abc", "voice", "token", ttl_s=3600)
-    store.put_step_result(job_id, "voice", {"attempt_id": "voice-1-abc"})
-    store.put_worker_error(job_id, "voice", JobError(code=ErrorCode.GENERATION_FAILED, message="x"), True)
+    voice = StepAddress(step="voice")
+    store.put_token(job_id, "voice-1-abc", voice, "token", ttl_s=3600)
+    store.put_step_result(
+        job_id, "plan", Plan(steps=["voice"], voice=True, main="none", segment=False, timeouts={})
+    )
+    store.put_worker_error(job_id, voice, JobError(code=ErrorCode.GENERATION_FAILED, message="x"), True)
     store.add_delivery(job_id, "evt_1", {"attempts": 1})
 
 

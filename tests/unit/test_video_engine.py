@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 from talkstack.contract.request import VideoOptions
-from talkstack.contract.worker import Markers, OutputUrl, WorkerTask
+from talkstack.contract.worker import AvatarTask, ErrorMarker, Markers, OutputUrl, VideoTask, WorkerTask
 from talkstack.engines.gpu import video as video_module
 from talkstack.engines.gpu.video import (
     LTX_VIDEO,
@@ -32,6 +33,7 @@ from talkstack.engines.gpu.video import (
 )
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.video import Mp4Writer, probe_video
+from talkstack.workers.runner import run_task
 from tests.conftest import PORTRAIT
 from tests.support.tiny_video import TINY_SIZES, tiny_pipeline_factory, tiny_spec, tiny_video_engine
 
@@ -43,7 +45,7 @@ def make_task(
 ) -> WorkerTask:
     """A worker task as dispatch builds it (the URLs are never used by `engine(...)` itself)."""
     put = OutputUrl(url="http://127.0.0.1:9/unused", key="k", content_type="application/json")
-    return WorkerTask(
+    return VideoTask(
         job_id="job-1",
         step="video",
         attempt_id="video-1-abc",
@@ -298,10 +300,40 @@ def test_a_task_without_a_prompt_is_an_invalid_request(text, tmp_path, error_cod
     )
 
 
-def test_invalid_options_are_an_invalid_request(tmp_path, error_code):
+def test_invalid_options_are_an_invalid_request_answered_through_the_error_marker():
+    # A task document whose options the contract refuses (fps 10 < 24) never reaches the engine: the
+    # runner answers through the document's own error marker, fatally, naming the field.
     engine = tiny_video_engine("ltx-video")
-    task = make_task("ltx-video", fps=10)
-    assert error_code(render, engine, tmp_path, task) == ErrorCode.INVALID_REQUEST
+    document = make_task("ltx-video").model_dump(mode="json")
+    document["options"]["fps"] = 10
+    puts: dict[str, bytes] = {}
+
+    def s3(request: httpx.Request) -> httpx.Response:
+        puts[request.url.path] = request.content
+        return httpx.Response(200)
+
+    with httpx.Client(transport=httpx.MockTransport(s3)) as client:
+        assert run_task(document, client, step=engine) is False
+    assert list(puts) == ["/unused"]  # the error marker's URL (every URL of make_task is /unused)
+    marker = ErrorMarker.model_validate_json(puts["/unused"])
+    assert marker.retryable is False and marker.error.code == ErrorCode.INVALID_REQUEST
+    assert "options.fps" in marker.error.message and not engine.loaded
+
+
+def test_an_engine_refuses_a_task_of_another_kind(tmp_path, error_code):
+    engine = tiny_video_engine("ltx-video")
+    put = OutputUrl(url="http://127.0.0.1:9/unused", key="k", content_type="application/json")
+    avatar = AvatarTask(
+        job_id="job-1",
+        attempt_id="avatar-1-abc",
+        attempt=1,
+        model="ltx-video",
+        outputs={"video": put},
+        markers=Markers(progress=put, result=put, error=put),
+        heartbeat_interval_s=10,
+        deadline=datetime.now(UTC) + timedelta(hours=1),
+    )
+    assert error_code(render, engine, tmp_path, avatar) == ErrorCode.INVALID_REQUEST
 
 
 def test_an_engine_refuses_another_models_task_and_unknown_models(tmp_path, error_code):

@@ -26,7 +26,7 @@ import pytest
 import soundfile
 
 from talkstack.contract.request import VoiceOptions
-from talkstack.contract.worker import InputUrl, Markers, OutputUrl, WorkerTask
+from talkstack.contract.worker import InputUrl, Markers, OutputUrl, VoiceTask, WorkerTask
 from talkstack.engines.gpu.voice import (
     INDEXTTS2_EMOTIONS,
     PAUSE_S,
@@ -172,7 +172,7 @@ def options(model: str = "chatterbox", **kwargs: Any) -> VoiceOptions:
 
 def task(model: str = "chatterbox", *, text: str = TEXT, **opts: Any) -> WorkerTask:
     url = OutputUrl(url="http://store.test/marker", key="k", content_type="application/json")
-    return WorkerTask(
+    return VoiceTask(
         job_id="job-1",
         step="voice",
         attempt_id="voice-1-abc",
@@ -490,7 +490,7 @@ def protocol_task(model: str, **opts: Any) -> WorkerTask:
     def url(name: str, content_type: str = "application/json") -> OutputUrl:
         return OutputUrl(url=f"http://store.test/{name}", key=f"job-1/{name}", content_type=content_type)
 
-    return WorkerTask(
+    return VoiceTask(
         job_id="job-1",
         step="voice",
         attempt_id="voice-1-abc",

@@ -14,7 +14,7 @@ from datetime import timedelta
 import httpx
 
 from talkstack.contract.record import utc_now
-from talkstack.contract.worker import InputUrl, Markers, OutputUrl, WorkerTask
+from talkstack.contract.worker import InputUrl, Markers, OutputUrl, VoiceTask, WorkerTask
 from talkstack.engines.base import RenderResult
 from talkstack.workers.runner import run_task
 
@@ -46,7 +46,7 @@ def task(cancel: bool = True) -> WorkerTask:
     def put(name: str) -> OutputUrl:
         return OutputUrl(url=f"https://s3.test/work/{name}", key=name, content_type="application/json")
 
-    return WorkerTask(
+    return VoiceTask(
         job_id="job-1",
         step="voice",
         attempt_id="voice-1-abc",

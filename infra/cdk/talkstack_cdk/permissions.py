@@ -19,6 +19,9 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 
+from talkstack.contract.worker import CONTROL_PREFIX as CONTROL
+from talkstack.contract.worker import MARKERS_PREFIX as MARKERS
+from talkstack.contract.worker import WORK_PREFIX as WORK
 from talkstack.pipeline.store import OWNER_INDEX
 from talkstack_cdk.functions import PipelineFunctions
 from talkstack_cdk.settings import DeploySettings
@@ -116,9 +119,9 @@ def grant_pipeline(
         role["segment"],
         "ReadSpeech",
         READ,
-        [*objects("segment", readable), *objects("segment", [work], ["work/"])],
+        [*objects("segment", readable), *objects("segment", [work], [WORK])],
     )
-    allow(role["segment"], "WriteChunks", WRITE, objects("segment", [work], ["work/"]))
+    allow(role["segment"], "WriteChunks", WRITE, objects("segment", [work], [WORK]))
 
     # dispatch: pre-sign GETs of inputs and earlier outputs, PUTs of this attempt's outputs and
     # markers, and the GET of the cancel flag. The worker gets URLs, never these permissions.
@@ -126,12 +129,12 @@ def grant_pipeline(
         role["dispatch"],
         "PresignReads",
         READ,
-        [*objects("dispatch", readable), *objects("dispatch", [work], ["work/", "control/"])],
+        [*objects("dispatch", readable), *objects("dispatch", [work], [WORK, CONTROL])],
     )
-    allow(role["dispatch"], "PresignWrites", WRITE, objects("dispatch", [work], ["work/", "markers/"]))
+    allow(role["dispatch"], "PresignWrites", WRITE, objects("dispatch", [work], [WORK, MARKERS]))
 
     # complete: read markers, check the outputs they list, answer the waiting task.
-    allow(role["complete"], "ReadMarkers", READ, objects("complete", [work], ["markers/", "work/"]))
+    allow(role["complete"], "ReadMarkers", READ, objects("complete", [work], [MARKERS, WORK]))
     allow(role["complete"], "TellMissingOutputs", LIST, [work.bucket_arn])
     allow(
         role["complete"],
@@ -142,7 +145,7 @@ def grant_pipeline(
 
     # finalize: copy work outputs to the requested output bucket; remove them again if the job
     # was cancelled meanwhile.
-    allow(role["finalize"], "ReadWork", READ, objects("finalize", [work], ["work/"]))
+    allow(role["finalize"], "ReadWork", READ, objects("finalize", [work], [WORK]))
     allow(role["finalize"], "Publish", [*WRITE, *DELETE], objects("finalize", writable))
 
     # fail: no partial output stays published.
@@ -161,7 +164,7 @@ def grant_pipeline(
     allow(role["api"], "HeadInputs", READ, objects("api", readable))
     allow(role["api"], "TellMissingInputs", LIST, map(_bucket_arn, readable))
     allow(role["api"], "PresignResults", [*READ, *DELETE], objects("api", writable))
-    allow(role["api"], "CancelFlags", WRITE, objects("api", [work], ["control/"]))
+    allow(role["api"], "CancelFlags", WRITE, objects("api", [work], [CONTROL]))
     allow(role["api"], "StartJobs", ["states:StartExecution"], [targets.state_machine_arn])
     allow(
         role["api"],

@@ -12,6 +12,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from talkstack.contract.worker import MARKERS_PREFIX
 from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER
 from talkstack_cdk.functions import PipelineFunctions, encrypted_queue
 from talkstack_cdk.monitoring import Monitoring
@@ -93,7 +94,7 @@ class TalkstackStack(Stack):
         storage.work_bucket.add_event_notification(
             s3.EventType.OBJECT_CREATED,
             s3n.LambdaDestination(functions["complete"]),
-            s3.NotificationKeyFilter(prefix="markers/"),
+            s3.NotificationKeyFilter(prefix=MARKERS_PREFIX),
         )
 
         self.rest_api = RestApi(

@@ -15,12 +15,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from talkstack.contract.worker import WORK_BUCKET_PREFIXES
 from talkstack.pipeline.store import OWNER_INDEX
 from talkstack_cdk.settings import DeploySettings
 
 INPUT_PREFIX = "inputs/"
 UPLOAD_PREFIX = "uploads/"
-WORK_PREFIXES = ("work/", "markers/", "control/")
 MANIFEST_SUFFIX = "job.json"
 
 
@@ -88,7 +88,11 @@ class Storage(Construct):
         )
         self.work_bucket = bucket(
             "Work",
-            [rule for prefix in WORK_PREFIXES for rule in expire(prefix, settings.work_retention_days)],
+            [
+                rule
+                for prefix in WORK_BUCKET_PREFIXES
+                for rule in expire(prefix, settings.work_retention_days)
+            ],
         )
         self.output_bucket = bucket("Outputs", expire("", settings.output_retention_days))
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from talkstack.contract.request import AvatarOptions
-from talkstack.contract.worker import WorkerTask
+from talkstack.contract.worker import WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.base import Engine
@@ -151,7 +151,7 @@ class AvatarEngine(Engine):
     ) -> tuple[dict[str, Path], RenderResult]:
         import torch
 
-        options = AvatarOptions.model_validate(task.options)
+        options = task_options(task, AvatarOptions)
         if options.turbo != self.turbo:
             raise TalkstackError(
                 ErrorCode.MODEL_UNAVAILABLE,

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from pydantic import ValidationError
 
 from talkstack.contract.request import VideoOptions
-from talkstack.contract.worker import WorkerTask
+from talkstack.contract.worker import WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.engines.gpu.base import Engine
 from talkstack.errors import ErrorCode, TalkstackError
@@ -247,7 +247,7 @@ def _to_uint8(frames: Any) -> np.ndarray:
 
 def _options(task: WorkerTask) -> VideoOptions:
     try:
-        return VideoOptions.model_validate(task.options)
+        return task_options(task, VideoOptions)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "".join(f".{part}" for part in first["loc"])

@@ -45,7 +45,7 @@ import ffmpeg
 import numpy as np
 
 from talkstack.contract.request import VoiceOptions
-from talkstack.contract.worker import WorkerTask
+from talkstack.contract.worker import WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult, no_progress
 from talkstack.engines.gpu.base import Engine
 from talkstack.errors import ErrorCode, TalkstackError
@@ -520,7 +520,7 @@ class VoiceEngine(Engine):
     def render(
         self, task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
     ) -> tuple[dict[str, Path], RenderResult]:
-        options = VoiceOptions.model_validate(task.options)
+        options = task_options(task, VoiceOptions)
         result = self.speak(
             task.text, options, outdir, reference_voice=inputs.get("reference_voice"), progress=progress
         )
