@@ -7,7 +7,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from talkstack.contract.parse import parse_job_request
+from talkstack.contract.record import JobRecord
+from talkstack.contract.request import JobRequest
 from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.store import JobStore
 from tests.support.fakes import ACCOUNT, REGION, FakeS3
 
 INPUT, OUTPUT, WORK = "in-bucket", "out-bucket", "work-bucket"
@@ -39,4 +43,52 @@ def put_sample_media(s3: FakeS3, folder: str, bucket: str = INPUT) -> dict[str, 
     keys = {"image": f"{folder}/portrait.png", "audio": f"{folder}/speech.wav"}
     s3.put_object(Bucket=bucket, Key=keys["image"], Body=(SAMPLES / "portrait.png").read_bytes())
     s3.put_object(Bucket=bucket, Key=keys["audio"], Body=(SAMPLES / "speech.wav").read_bytes())
+    return keys
+
+
+def avatar_request(**changes: Any) -> JobRequest:
+    """A checked avatar request, its media already absolute (as validate leaves it)."""
+    raw: dict[str, Any] = {
+        "task": "avatar",
+        "inputs": {
+            "image": f"s3://{INPUT}/inputs/talk/portrait.png",
+            "audio": f"s3://{INPUT}/inputs/talk/speech.wav",
+        },
+        **changes,
+    }
+    return parse_job_request(raw)
+
+
+def running_job(
+    store: JobStore, job_id: str, call_id: str | None = "modal:fc-1", **changes: Any
+) -> JobRecord:
+    """A stored job whose avatar step is running on a worker call `call_id`."""
+    record = JobRecord.new(job_id, avatar_request(**changes))
+    step = record.start_step(
+        "avatar", backend="modal" if call_id and call_id.startswith("modal:") else "lite"
+    )
+    step.call_id = call_id
+    assert store.create(record)
+    return record
+
+
+def output_keys(record: JobRecord) -> dict[str, str]:
+    """Where finalize publishes this job's video, thumbnail and result.json (in the output bucket)."""
+    assert record.request is not None
+    return {
+        "video": record.request.output_key(record.job_id),
+        "thumbnail": record.request.sibling_key(record.job_id, "thumbnail"),
+        "result": record.request.sibling_key(record.job_id, "result"),
+    }
+
+
+def publish_outputs(
+    s3: FakeS3, record: JobRecord, owner: str | None = None, bucket: str = OUTPUT
+) -> dict[str, str]:
+    """The objects finalize would have published for `record`, tagged with `owner`'s job id
+    (talkstack-job-id; None: an object nobody's job wrote, e.g. the user's own file)."""
+    keys = output_keys(record)
+    metadata = {} if owner is None else {"talkstack-job-id": owner}
+    for key in keys.values():
+        s3.put_object(Bucket=bucket, Key=key, Body=b"published", Metadata=metadata)
     return keys
