@@ -137,7 +137,9 @@ def record_failure(
         if store.create(rejected_record):
             return rejected_record
         record = store.get(job_id)
-    removed = remove_published(record, config, s3)
+    # A completed job's result points at its published outputs: a failure after the record turned
+    # completed (finalize dying after its update) must not delete them.
+    removed = [] if record.status == "completed" else remove_published(record, config, s3)
     if removed:
         log.warning("job %s failed after publishing; removed %s", job_id, removed)
     return store.update(job_id, lambda r: r.is_terminal or r.mark_failed(error))

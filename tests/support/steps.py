@@ -1,0 +1,94 @@
+"""The names a step sees in unit tests (tests/unit/pipeline): buckets, state machine, dead-letter
+queue, and the PipelineConfig that points at them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from talkstack.contract.parse import parse_job_request
+from talkstack.contract.record import JobRecord
+from talkstack.contract.request import JobRequest
+from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.store import JobStore
+from tests.support.fakes import ACCOUNT, REGION, FakeS3
+
+INPUT, OUTPUT, WORK = "in-bucket", "out-bucket", "work-bucket"
+JOBS_TABLE = "jobs"
+STATE_MACHINE = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:jobs"
+DLQ = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/ingest-dlq"
+SAMPLES = Path(str(resources.files("talkstack") / "assets" / "samples"))
+
+
+def make_config(**overrides: Any) -> PipelineConfig:
+    """Every field given explicitly (use with the no_pipeline_environment fixture, so that no
+    TALKSTACK_* left in the process by another test changes an unlisted one)."""
+    fields: dict[str, Any] = {
+        "input_bucket": INPUT,
+        "output_bucket": OUTPUT,
+        "work_bucket": WORK,
+        "jobs_table": JOBS_TABLE,
+        "events_topic_arn": f"arn:aws:sns:{REGION}:{ACCOUNT}:events",
+        "ingest_dlq_url": DLQ,
+        "state_machine_arn": STATE_MACHINE,
+        "notify_function": "notify",
+        "webhook_secret": "whsec_dGVzdA==",
+    }
+    return PipelineConfig(**{**fields, **overrides})
+
+
+def put_sample_media(s3: FakeS3, folder: str, bucket: str = INPUT) -> dict[str, str]:
+    """The bundled portrait and speech under `folder` (real bytes, real sizes); their keys by name."""
+    keys = {"image": f"{folder}/portrait.png", "audio": f"{folder}/speech.wav"}
+    s3.put_object(Bucket=bucket, Key=keys["image"], Body=(SAMPLES / "portrait.png").read_bytes())
+    s3.put_object(Bucket=bucket, Key=keys["audio"], Body=(SAMPLES / "speech.wav").read_bytes())
+    return keys
+
+
+def avatar_request(**changes: Any) -> JobRequest:
+    """A checked avatar request, its media already absolute (as validate leaves it)."""
+    raw: dict[str, Any] = {
+        "task": "avatar",
+        "inputs": {
+            "image": f"s3://{INPUT}/inputs/talk/portrait.png",
+            "audio": f"s3://{INPUT}/inputs/talk/speech.wav",
+        },
+        **changes,
+    }
+    return parse_job_request(raw)
+
+
+def running_job(
+    store: JobStore, job_id: str, call_id: str | None = "modal:fc-1", **changes: Any
+) -> JobRecord:
+    """A stored job whose avatar step is running on a worker call `call_id`."""
+    record = JobRecord.new(job_id, avatar_request(**changes))
+    step = record.start_step(
+        "avatar", backend="modal" if call_id and call_id.startswith("modal:") else "lite"
+    )
+    step.call_id = call_id
+    assert store.create(record)
+    return record
+
+
+def output_keys(record: JobRecord) -> dict[str, str]:
+    """Where finalize publishes this job's video, thumbnail and result.json (in the output bucket)."""
+    assert record.request is not None
+    return {
+        "video": record.request.output_key(record.job_id),
+        "thumbnail": record.request.sibling_key(record.job_id, "thumbnail"),
+        "result": record.request.sibling_key(record.job_id, "result"),
+    }
+
+
+def publish_outputs(
+    s3: FakeS3, record: JobRecord, owner: str | None = None, bucket: str = OUTPUT
+) -> dict[str, str]:
+    """The objects finalize would have published for `record`, tagged with `owner`'s job id
+    (talkstack-job-id; None: an object nobody's job wrote, e.g. the user's own file)."""
+    keys = output_keys(record)
+    metadata = {} if owner is None else {"talkstack-job-id": owner}
+    for key in keys.values():
+        s3.put_object(Bucket=bucket, Key=key, Body=b"published", Metadata=metadata)
+    return keys
