@@ -32,16 +32,13 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobError, JobRecord
 from talkstack.pipeline.aws import client, error_code
+from talkstack.pipeline.jobs_table import OWNER_INDEX
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
 
 
 class RecordConflict(Exception):
     """Someone else updated the record between our read and our write."""
-
-
-OWNER_INDEX = "by-owner"
-"""GSI: partition `owner` (API key id), sort `created_at` (ISO-8601 UTC, so it sorts by time)."""
 
 
 def iso_key(moment: datetime) -> str:

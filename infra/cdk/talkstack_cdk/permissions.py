@@ -19,7 +19,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 
-from talkstack.pipeline.store import OWNER_INDEX
+from talkstack.pipeline.jobs_table import OWNER_INDEX
 from talkstack_cdk.functions import PipelineFunctions
 from talkstack_cdk.settings import DeploySettings
 from talkstack_cdk.storage import INPUT_PREFIX, UPLOAD_PREFIX, Storage
