@@ -380,10 +380,6 @@ class VideoOptions(StrictModel):
         check_size_pair(self.width, self.height, "aspect", self.aspect is not None)
         return self
 
-    @property
-    def effective_aspect(self) -> str | None:
-        return None if self.width is not None else (self.aspect or "16:9")
-
 
 class VideoRequest(JobRequestBase):
     """A short clip from a text prompt, optionally starting from an image."""

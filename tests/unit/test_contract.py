@@ -146,7 +146,7 @@ def test_native_video():
         }
     )
     assert isinstance(req, VideoRequest)
-    assert req.options.effective_aspect == "9:16" and req.options.duration_s == 8.0
+    assert req.options.aspect == "9:16" and req.options.duration_s == 8.0
     assert req.output_key("vid-1") == "vid-1/fox.mp4"
     assert parse_job_request({"task": "video", "inputs": {"prompt": "x"}}).options.model == "ltx-video"
 
