@@ -157,7 +157,3 @@ class Stitcher:
         from talkstack.workers.runner import run_task
 
         return run_task(task, self.client)
-
-
-CLASSES = {"multitalk": "MultiTalk", "infinitetalk": "InfiniteTalk", "stitch": "Stitcher"}
-"""Model id → class name in this app (what the Modal worker backend looks up)."""

@@ -111,18 +111,15 @@ class Wan22TI2V(_VideoWorker):
     model = "wan2.2-ti2v-5b"
 
 
-CLASSES = {"ltx-video": "LTXVideo", "wan2.2-ti2v-5b": "Wan22TI2V"}
-"""Model id → class name in this app (what the Modal worker backend looks up)."""
-
-
 @app.local_entrypoint()
 def check_weights() -> None:
     """Print, per class, the weights folder it loads and whether the volume has it."""
     from talkstack.engines.gpu.video import WEIGHTS_SUBDIR
+    from talkstack.engines.registry import modal_target
 
     print(f"app {APP_NAME}: GPU {GPU}, volume {WEIGHTS_VOLUME} mounted at {WEIGHTS_DIR}")
-    for model, cls_name in CLASSES.items():
-        subdir = WEIGHTS_SUBDIR[model]
+    for model, subdir in WEIGHTS_SUBDIR.items():
+        _, cls_name = modal_target(model)  # the class the Modal backend sends this model's tasks to
         try:
             names = {Path(entry.path).name for entry in weights_volume.listdir(subdir)}
         except Exception:  # a missing folder raises (NotFoundError / grpc error, by client version)

@@ -6,7 +6,7 @@
 #
 # The GPU apps (avatar, voice, video) never download at start-up: they read the `talkstack-weights`
 # Volume, one folder per repository (`/weights/<org>/<name>`). This app fills it on a CPU container
-# from the catalogue in talkstack/engines/gpu/weights.py (pinned commits, allow patterns, sizes,
+# from the catalogue in talkstack/engines/gpu/weights_catalog.py (pinned commits, allow patterns, sizes,
 # licences). Running it again is cheap: a folder whose manifest verifies is skipped, a half-finished
 # one is resumed, and the Volume is committed after every repository, so a timeout or a preemption
 # keeps what was already fetched. `--models all` is ~200 GB; the Wan2.1 base alone is ~82 GB.

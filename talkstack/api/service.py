@@ -46,7 +46,7 @@ from talkstack.api.models import (
 )
 from talkstack.api.uploads import Uploads
 from talkstack.contract.fields import MAX_AVATAR_SECONDS
-from talkstack.contract.parse import is_legacy_request, parse_job_request, with_default_models
+from talkstack.contract.parse import is_multitalk_v0_manifest, parse_job_request, with_default_models
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
 from talkstack.contract.state import execution_input
 from talkstack.engines.registry import list_models
@@ -198,8 +198,8 @@ class ApiService:
                 ErrorCode.INVALID_REQUEST,
                 "job_id: the API chooses job ids; send an Idempotency-Key header to make retries safe",
             )
-        if task == "avatar" and is_legacy_request(body):
-            return body  # the seed design's shape (always an avatar): the parser converts it
+        if task == "avatar" and is_multitalk_v0_manifest(body):
+            return body  # a MultiTalk API v0 manifest (always an avatar): the parser converts it
         if body.get("task", task) != task:
             raise TalkstackError(
                 ErrorCode.INVALID_REQUEST, f"task: this endpoint makes {task} jobs, not {body['task']!r}"

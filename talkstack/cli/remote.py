@@ -145,7 +145,7 @@ def submit_cmd(
     """Upload media, submit the job to the API, follow it and download its outputs into --output."""
     from talkstack.cli.drop import local_media
     from talkstack.cli.stack import _manifest_from_options
-    from talkstack.contract.parse import is_legacy_request, parse_job_request
+    from talkstack.contract.parse import is_multitalk_v0_manifest, parse_job_request
 
     if manifest is not None:
         try:
@@ -155,7 +155,7 @@ def submit_cmd(
         if not isinstance(document, dict):
             raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: expected a JSON object")
         media = local_media(document, manifest.parent)
-        if is_legacy_request(document):  # to the native shape here, so its media refs are under `inputs`
+        if is_multitalk_v0_manifest(document):  # to the native shape, so its media refs are under `inputs`
             native = parse_job_request(document)
             document = native.model_dump(mode="json", exclude_unset=True, exclude_none=True)
         if webhook:

@@ -13,8 +13,8 @@ from talkstack.contract.fields import (
     TaskKind,
 )
 from talkstack.contract.parse import (
-    LegacyJobRequest,
-    is_legacy_request,
+    MultiTalkV0Manifest,
+    is_multitalk_v0_manifest,
     parse_job_request,
 )
 from talkstack.contract.record import (
@@ -78,8 +78,8 @@ __all__ = [
     "JobResult",
     "JobSource",
     "JobStatus",
-    "LegacyJobRequest",
     "MediaRef",
+    "MultiTalkV0Manifest",
     "NotifySpec",
     "OutputFile",
     "OutputKind",
@@ -96,7 +96,7 @@ __all__ = [
     "VoiceInputs",
     "VoiceOptions",
     "VoiceRequest",
-    "is_legacy_request",
+    "is_multitalk_v0_manifest",
     "parse_job_request",
     "schema_documents",
     "stale_schemas",

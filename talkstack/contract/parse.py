@@ -1,5 +1,12 @@
-"""The single door in: `parse_job_request` accepts native and legacy (seed design) shapes and turns
-every failure into one TalkstackError(INVALID_REQUEST) with a one-line message naming the field.
+"""The single door in: `parse_job_request` accepts the native request and the MultiTalk API v0
+manifest, and turns every failure into one TalkstackError(INVALID_REQUEST) with a one-line message
+naming the field.
+
+The MultiTalk API v0 manifest is the S3 manifest shape of the original MultiTalk API:
+`{input: {audio_s3_url, reference_image_s3_url, prompt}, output: {s3_bucket, s3_prefix, filename},
+options: {resolution, video_length, turbo_mode, webhook_url}}`. It always means an avatar job and is
+converted to the native `AvatarRequest`; its error messages keep the tag "[legacy request shape]",
+the wording clients have already seen.
 """
 
 from __future__ import annotations
@@ -36,23 +43,23 @@ from talkstack.contract.request import (
 from talkstack.errors import ErrorCode, TalkstackError
 
 # ---------------------------------------------------------------------------------------------
-# Legacy (seed design) shape
+# MultiTalk API v0 manifest (the original API's shape)
 # ---------------------------------------------------------------------------------------------
 
 
-class _LegacyInput(StrictModel):
+class _V0Input(StrictModel):
     audio_s3_url: MediaRef
     reference_image_s3_url: MediaRef
     prompt: Prompt | None = None
 
 
-class _LegacyOutput(StrictModel):
+class _V0Output(StrictModel):
     s3_bucket: S3Bucket | None = None
     s3_prefix: KeyPrefix | None = None
     filename: Filename | None = None
 
 
-class _LegacyOptions(StrictModel):
+class _V0Options(StrictModel):
     resolution: Literal["480p", "720p"] | None = None
     video_length: Annotated[float, Field(gt=0, le=MAX_AVATAR_SECONDS)] | None = None
     """Seconds; becomes options.max_duration_s."""
@@ -60,12 +67,13 @@ class _LegacyOptions(StrictModel):
     webhook_url: WebhookUrl | None = None
 
 
-class LegacyJobRequest(StrictModel):
-    """The seed design's request (always an avatar job); `to_native` maps it onto `AvatarRequest`."""
+class MultiTalkV0Manifest(StrictModel):
+    """A manifest of the original MultiTalk API (always an avatar job); `to_native` maps it onto
+    `AvatarRequest`."""
 
-    input: _LegacyInput
-    output: _LegacyOutput
-    options: _LegacyOptions = Field(default_factory=_LegacyOptions)
+    input: _V0Input
+    output: _V0Output
+    options: _V0Options = Field(default_factory=_V0Options)
 
     def to_native(self) -> AvatarRequest:
         native: dict[str, Any] = {
@@ -89,8 +97,8 @@ class LegacyJobRequest(StrictModel):
         return AvatarRequest.model_validate(native)
 
 
-def is_legacy_request(data: Mapping[str, Any]) -> bool:
-    """The legacy shape has `input` (singular) and no `task`."""
+def is_multitalk_v0_manifest(data: Mapping[str, Any]) -> bool:
+    """A MultiTalk API v0 manifest has `input` (singular) and no `task`."""
     return "task" not in data and "input" in data
 
 
@@ -128,7 +136,7 @@ def _invalid(message: str, errors: list[dict[str, Any]]) -> TalkstackError:
     return TalkstackError(ErrorCode.INVALID_REQUEST, message, errors=errors)
 
 
-def _from_validation_error(exc: ValidationError, tag: str | None, legacy: bool) -> TalkstackError:
+def _from_validation_error(exc: ValidationError, tag: str | None, v0_manifest: bool) -> TalkstackError:
     errors: list[dict[str, Any]] = []
     for raw in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = tuple(raw["loc"])
@@ -146,8 +154,8 @@ def _from_validation_error(exc: ValidationError, tag: str | None, legacy: bool) 
     message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    if legacy:
-        message += " [legacy request shape]"
+    if v0_manifest:
+        message += " [legacy request shape]"  # unchanged wording: clients may match on it
     return _invalid(message, errors)
 
 
@@ -180,7 +188,7 @@ def load_request_json(data: str | bytes | bytearray) -> Any:
 def parse_job_request(
     data: Mapping[str, Any] | str | bytes | bytearray | AvatarRequest | VoiceRequest | VideoRequest,
 ) -> AvatarRequest | VoiceRequest | VideoRequest:
-    """Validate a native or legacy request (dict or JSON text).
+    """Validate a native request or a MultiTalk API v0 manifest (dict or JSON text).
 
     Raises TalkstackError(INVALID_REQUEST) with a one-line message naming the first bad field, and
     `details["errors"]`: a JSON-safe list of {field, loc, type, message}.
@@ -190,17 +198,17 @@ def parse_job_request(
     obj = load_request_json(data) if isinstance(data, str | bytes | bytearray) else data
     if not isinstance(obj, Mapping):
         raise _invalid(f"request: expected a JSON object, got {type(obj).__name__}", [])
-    legacy = is_legacy_request(obj)
+    v0_manifest = is_multitalk_v0_manifest(obj)
     tag = obj.get("task") if isinstance(obj.get("task"), str) else None
     try:
-        if legacy:
-            return LegacyJobRequest.model_validate(obj).to_native()
+        if v0_manifest:
+            return MultiTalkV0Manifest.model_validate(obj).to_native()
         if "task" not in obj:
             field_error = {"field": "task", "loc": ["task"], "type": "missing", "message": "field required"}
             raise _invalid(f"task: field required (one of {', '.join(map(repr, TASK_KINDS))})", [field_error])
         return JOB_REQUEST_ADAPTER.validate_python(obj)
     except ValidationError as exc:
-        raise _from_validation_error(exc, tag, legacy) from exc
+        raise _from_validation_error(exc, tag, v0_manifest) from exc
 
 
 def with_default_models(

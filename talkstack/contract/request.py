@@ -3,8 +3,9 @@
 Three task kinds share one envelope (`task`, `job_id`, `inputs`, `options`, `output`, `notify`,
 `callback_id`, `metadata`) and are told apart by `task`, so one JSON Schema describes every entry
 point (S3 manifest, REST API, direct Step Functions input). `parse_job_request` (in parse.py) is
-the single door in: it also accepts the seed design's legacy shape, and turns every failure into
-one `TalkstackError(INVALID_REQUEST)` whose one-line message names the offending field.
+the single door in: it also accepts the MultiTalk API v0 manifest (the original MultiTalk API's S3
+manifest shape), and turns every failure into one `TalkstackError(INVALID_REQUEST)` whose one-line
+message names the offending field.
 """
 
 from __future__ import annotations
@@ -378,10 +379,6 @@ class VideoOptions(StrictModel):
     def _check_size(self) -> VideoOptions:
         check_size_pair(self.width, self.height, "aspect", self.aspect is not None)
         return self
-
-    @property
-    def effective_aspect(self) -> str | None:
-        return None if self.width is not None else (self.aspect or "16:9")
 
 
 class VideoRequest(JobRequestBase):

@@ -21,7 +21,8 @@ _REQUEST_DESCRIPTION = (
     "A talkstack job request: one of three task kinds (avatar, voice, video), selected by `task`. "
     "Media inputs are s3://bucket/key URIs or keys relative to the folder holding the manifest. "
     "Unknown fields are rejected. The parser (talkstack.contract.parse_job_request) also accepts the "
-    "legacy seed-design shape {input: {audio_s3_url, reference_image_s3_url, prompt}, "
+    "MultiTalk API v0 manifest (the original MultiTalk API's legacy S3 manifest shape) "
+    "{input: {audio_s3_url, reference_image_s3_url, prompt}, "
     "output: {s3_bucket, s3_prefix, filename}, options: {resolution, video_length, turbo_mode, "
     "webhook_url}} and converts it to an avatar request; this schema describes the native shape only."
 )

@@ -46,7 +46,7 @@ from talkstack.local.workers import FaultPlan, LocalWorkerPool
 from talkstack.pipeline import aws
 from talkstack.pipeline.backends import register_local_sink
 from talkstack.pipeline.config import get_config
-from talkstack.pipeline.store import OWNER_INDEX
+from talkstack.pipeline.jobs_table import create_table_request, time_to_live_request
 
 log = logging.getLogger(__name__)
 WORK_EXPIRY_DAYS = 7
@@ -259,33 +259,8 @@ class LocalStack:
             },
         )
         ddb = aws.client("dynamodb")
-        ddb.create_table(
-            TableName=r.jobs_table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-                {"AttributeName": "owner", "AttributeType": "S"},
-                {"AttributeName": "created_at", "AttributeType": "S"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": OWNER_INDEX,
-                    "KeySchema": [
-                        {"AttributeName": "owner", "KeyType": "HASH"},
-                        {"AttributeName": "created_at", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        ddb.update_time_to_live(
-            TableName=r.jobs_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-        )
+        ddb.create_table(**create_table_request(r.jobs_table))
+        ddb.update_time_to_live(**time_to_live_request(r.jobs_table))
         aws.client("sns").create_topic(Name=r.topic_name)
         aws.client("sqs").create_queue(QueueName=r.dlq_name)
         aws.client("iam").create_role(

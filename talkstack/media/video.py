@@ -176,15 +176,3 @@ def write_poster(frame: np.ndarray, path: Path, max_side: int = 640, quality: in
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "JPEG", quality=quality, optimize=True, progressive=True)
     return path
-
-
-def poster_from_video(video: Path, path: Path, at_s: float = 0.0, max_side: int = 640) -> Path:
-    """Poster for a video made elsewhere (GPU engines): the first frame at or after `at_s`."""
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        if at_s > 0:
-            container.seek(int(at_s / stream.time_base), stream=stream, backward=True)
-        for frame in container.decode(stream):
-            if frame.time is None or frame.time >= at_s - 1e-6:
-                return write_poster(frame.to_ndarray(format="rgb24"), path, max_side)
-    raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{Path(video).name} has no frame at {at_s:.2f} s")

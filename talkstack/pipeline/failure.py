@@ -98,10 +98,10 @@ def salvage(raw: Any) -> tuple[str | None, RejectedRequest]:
         "metadata": (raw.get("metadata"), TypeAdapter(Metadata)),
     }
     notify = raw.get("notify")
-    legacy_options = raw.get("options")
+    v0_options = raw.get("options")  # a MultiTalk API v0 manifest keeps its webhook there
     url = notify.get("webhook_url") if isinstance(notify, Mapping) else None
-    if url is None and isinstance(legacy_options, Mapping) and "input" in raw:
-        url = legacy_options.get("webhook_url")
+    if url is None and isinstance(v0_options, Mapping) and "input" in raw:
+        url = v0_options.get("webhook_url")
     candidates["webhook_url"] = (url, TypeAdapter(WebhookUrl))
     for name, (value, adapter) in candidates.items():
         if value is None:

@@ -35,6 +35,7 @@ from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobError, JobRecord
 from talkstack.contract.worker import StepAddress
 from talkstack.pipeline.aws import client, error_code
+from talkstack.pipeline.jobs_table import OWNER_INDEX
 
 _ser, _de = TypeSerializer(), TypeDeserializer()
 
@@ -54,10 +55,6 @@ class AttemptToken:
 
 class RecordConflict(Exception):
     """Someone else updated the record between our read and our write."""
-
-
-OWNER_INDEX = "by-owner"
-"""GSI: partition `owner` (API key id), sort `created_at` (ISO-8601 UTC, so it sorts by time)."""
 
 
 def iso_key(moment: datetime) -> str:

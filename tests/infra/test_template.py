@@ -10,6 +10,7 @@ import pytest
 
 from talkstack.api.usage import TIER_TAG
 from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER
+from talkstack.pipeline.jobs_table import create_table_request, time_to_live_request
 from tests.support.cdk_synth import REPO, synth
 
 ASYNC_FUNCTIONS = {"ingest", "complete", "notify"}
@@ -118,6 +119,20 @@ def test_manifest_and_marker_notifications_reach_ingest_and_complete(s):
         ["s3:ObjectCreated:*"],
         {"prefix": "markers/"},
     )
+
+
+def test_jobs_table_has_the_shape_the_local_stack_creates(s):
+    """The deployed table and the emulated one are built from one definition (jobs_table.py)."""
+    (table,) = s.resources("AWS::DynamoDB::GlobalTable").values()
+    props = table["Properties"]
+    request = create_table_request("any")
+    assert props["KeySchema"] == request["KeySchema"]
+    assert sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == sorted(
+        request["AttributeDefinitions"], key=lambda a: a["AttributeName"]
+    )
+    assert props["GlobalSecondaryIndexes"] == request["GlobalSecondaryIndexes"]
+    assert props["BillingMode"] == request["BillingMode"]
+    assert props["TimeToLiveSpecification"] == time_to_live_request("any")["TimeToLiveSpecification"]
 
 
 def test_jobs_table_has_ttl_pitr_and_the_owner_index(s):

@@ -119,15 +119,15 @@ def test_multipart_request_carries_small_media_inline(pipeline, api):
     assert job["result"]["fps"] == 20
 
 
-def test_the_seed_designs_request_shape_is_accepted(pipeline, api):
+def test_a_multitalk_v0_manifest_is_accepted(pipeline, api):
     image = api.upload(SAMPLES / "portrait.png", "image/png")
     audio = api.upload(SAMPLES / "speech.wav", "audio/wav")
-    legacy = {
+    manifest = {
         "input": {"reference_image_s3_url": image, "audio_s3_url": audio},
         "output": {"filename": "legacy.mp4"},
         "options": {"resolution": "480p"},
     }
-    answer = api.post("/v1/avatar/generate", json=legacy)
+    answer = api.post("/v1/avatar/generate", json=manifest)
     assert answer.status_code == 202, answer.text
     job = api.wait(answer.json()["job_id"])
     assert job["status"] == "completed", job["error"]

@@ -19,7 +19,8 @@ from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import JOB_REQUEST_ADAPTER
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.local.gateway import http_response, proxy_event
-from talkstack.pipeline.store import OWNER_INDEX, JobStore
+from talkstack.pipeline.jobs_table import create_table_request
+from talkstack.pipeline.store import JobStore
 
 TABLE = "unit-jobs"
 
@@ -28,27 +29,7 @@ TABLE = "unit-jobs"
 def ddb():
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "owner", "created_at")
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": OWNER_INDEX,
-                    "KeySchema": [
-                        {"AttributeName": "owner", "KeyType": "HASH"},
-                        {"AttributeName": "created_at", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        client.create_table(**create_table_request(TABLE))
         yield client
 
 

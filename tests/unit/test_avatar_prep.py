@@ -69,12 +69,6 @@ def test_max_duration_cuts_the_speech() -> None:
     assert tracks.warnings
 
 
-@pytest.mark.parametrize(("frames", "window"), [(1, 1), (80, 81), (81, 81), (82, 85), (200, 201)])
-def test_windows_are_four_n_plus_one_frames(frames: int, window: int) -> None:
-    assert prep.four_n_plus_one(frames) == window
-    assert (window - 1) % 4 == 0
-
-
 def test_default_and_turbo_settings_follow_the_official_recommendations() -> None:
     default = prep.generation_settings("multitalk", AvatarOptions(model="multitalk"), 3.0)
     assert (default.sampling_steps, default.text_guide_scale, default.audio_guide_scale) == (40, 5.0, 4.0)

@@ -1,4 +1,5 @@
-"""The job contract: requests (native + legacy), media refs, records, events and their schemas."""
+"""The job contract: requests (native + MultiTalk API v0 manifest), media refs, records, events and their
+schemas."""
 
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def test_native_video():
         }
     )
     assert isinstance(req, VideoRequest)
-    assert req.options.effective_aspect == "9:16" and req.options.duration_s == 8.0
+    assert req.options.aspect == "9:16" and req.options.duration_s == 8.0
     assert req.output_key("vid-1") == "vid-1/fox.mp4"
     assert parse_job_request({"task": "video", "inputs": {"prompt": "x"}}).options.model == "ltx-video"
 
@@ -164,9 +165,9 @@ def test_accepts_json_text_and_bytes():
     assert parse_job_request(json.dumps(data)) == parse_job_request(json.dumps(data).encode())
 
 
-# --- legacy shape -----------------------------------------------------------------------------------
+# --- MultiTalk API v0 manifest (the original API's shape) ------------------------------------------
 
-LEGACY = {
+MULTITALK_V0 = {
     "input": {
         "audio_s3_url": "s3://seed-in/jobs/7/voice.wav",
         "reference_image_s3_url": "s3://seed-in/jobs/7/portrait.jpg",
@@ -182,8 +183,8 @@ LEGACY = {
 }
 
 
-def test_legacy_shape_converts_to_avatar():
-    req = parse_job_request(json.dumps(LEGACY))
+def test_multitalk_v0_manifest_converts_to_avatar():
+    req = parse_job_request(json.dumps(MULTITALK_V0))
     assert isinstance(req, AvatarRequest)
     assert req.inputs.audio == MediaRef("seed-in", "jobs/7/voice.wav")
     assert req.inputs.image == MediaRef("seed-in", "jobs/7/portrait.jpg")
@@ -201,16 +202,16 @@ def test_legacy_shape_converts_to_avatar():
     assert req.notify.webhook_url == "https://x.io/h"
 
 
-def test_legacy_minimal_and_errors():
-    req = parse_job_request({"input": LEGACY["input"], "output": {}})
+def test_multitalk_v0_manifest_minimal_and_errors():
+    req = parse_job_request({"input": MULTITALK_V0["input"], "output": {}})
     assert (
         req.options.turbo is False and req.options.max_duration_s is None and req.notify.webhook_url is None
     )
-    err = invalid({**LEGACY, "options": {"turbo": True}})
+    err = invalid({**MULTITALK_V0, "options": {"turbo": True}})
     assert err.message.startswith("options.turbo:") and "legacy" in err.message
     err = invalid({"input": {"audio_s3_url": "s3://b-1/a.wav"}, "output": {}})
     assert "input.reference_image_s3_url: field required" in err.message
-    assert "output.filename" in invalid({**LEGACY, "output": {"filename": "talk.wav"}}).message
+    assert "output.filename" in invalid({**MULTITALK_V0, "output": {"filename": "talk.wav"}}).message
 
 
 # --- request errors ------------------------------------------------------------------------------------
@@ -536,7 +537,7 @@ def test_request_schema_accepts_native_samples(sample):
         avatar(options={"width": 641, "height": 360}),
         {"task": "video", "inputs": {"prompt": "x"}, "options": {"model": "sora"}},
         {"task": "painting", "inputs": {}},
-        LEGACY,  # the schema describes the native shape only
+        MULTITALK_V0,  # the schema describes the native shape only
     ],
 )
 def test_request_schema_rejects_invalid(sample):
@@ -553,5 +554,5 @@ def test_record_and_event_dumps_match_their_schemas():
     assert not event_schema.is_valid({**event, "type": "job.failed", "status": "failed", "result": None})
 
 
-def test_request_schema_mentions_the_legacy_shape():
+def test_request_schema_mentions_the_multitalk_v0_manifest():
     assert "legacy" in schema_documents()["job-request.schema.json"]["description"]

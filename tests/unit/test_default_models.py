@@ -64,13 +64,13 @@ def test_without_defaults_the_contracts_own_apply():
     assert only_voice.options.model == "lite-avatar" and only_voice.voice_step_options().model == "indextts2"
 
 
-def test_a_legacy_request_gets_the_default_avatar_model():
-    legacy = {
+def test_a_multitalk_v0_manifest_gets_the_default_avatar_model():
+    manifest = {
         "input": {"reference_image_s3_url": "s3://seed-in/p.png", "audio_s3_url": "s3://seed-in/s.wav"},
         "output": {"s3_bucket": "seed-out"},
         "options": {"turbo_mode": True, "resolution": "720p"},
     }
-    request = with_default_models(parse_job_request(legacy), GPU_DEFAULTS)
+    request = with_default_models(parse_job_request(manifest), GPU_DEFAULTS)
     assert request.options.model == "multitalk" and request.options.turbo
     assert request.options.resolution == "720p" and request.output.bucket == "seed-out"
 

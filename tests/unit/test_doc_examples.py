@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from talkstack.contract import is_legacy_request, parse_job_request
+from talkstack.contract import is_multitalk_v0_manifest, parse_job_request
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "docs" / "examples").glob("*.json"))
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "job-request.schema.json").read_text())
@@ -23,5 +23,5 @@ def test_example_parses_and_native_ones_match_the_published_schema(path):
     data = json.loads(path.read_text())
     request = parse_job_request(data)
     assert request.task in {"avatar", "voice", "video"}
-    if not is_legacy_request(data):
+    if not is_multitalk_v0_manifest(data):
         jsonschema.Draft202012Validator(SCHEMA).validate(data)

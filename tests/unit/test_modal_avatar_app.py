@@ -45,7 +45,7 @@ def test_gpu_classes_declare_gpu_host_memory_volume_and_time_limits(app_module, 
     assert method_names(app_module.app, cls_name) == {"run"}
     model = GPU_CLASSES[cls_name]
     assert modal_target(model) == ("talkstack-avatar", cls_name)
-    assert app_module.CLASSES[model] == cls_name
+    assert getattr(app_module, cls_name)._get_user_cls().model == model
 
 
 def test_turbo_is_a_class_parameter_so_turbo_jobs_get_their_own_containers(app_module):

@@ -257,9 +257,13 @@ def test_local_dir_is_org_slash_name_as_the_video_engine_reads_it(tmp_path: Path
 
 
 def test_every_file_the_voice_engine_reads_is_in_the_catalogue() -> None:
-    from talkstack.engines.gpu.voice import WEIGHTS
+    from talkstack.engines.gpu import voice
 
-    for model, repos in WEIGHTS.items():
+    engine_reads = {
+        "chatterbox": {voice.CHATTERBOX_REPO: voice.CHATTERBOX_FILES + voice.CHATTERBOX_MULTILINGUAL_FILES},
+        "indextts2": {voice.INDEXTTS2_REPO: voice.INDEXTTS2_FILES},
+    }
+    for model, repos in engine_reads.items():
         for repo_id, files in repos.items():
             spec = spec_for_repo(repo_id)
             assert model in spec.model_ids

@@ -22,7 +22,7 @@ from aws_cdk import aws_sqs as sqs
 from talkstack.contract.worker import CONTROL_PREFIX as CONTROL
 from talkstack.contract.worker import MARKERS_PREFIX as MARKERS
 from talkstack.contract.worker import WORK_PREFIX as WORK
-from talkstack.pipeline.store import OWNER_INDEX
+from talkstack.pipeline.jobs_table import OWNER_INDEX
 from talkstack_cdk.functions import PipelineFunctions
 from talkstack_cdk.settings import DeploySettings
 from talkstack_cdk.storage import INPUT_PREFIX, UPLOAD_PREFIX, Storage

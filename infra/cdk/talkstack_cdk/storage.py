@@ -16,12 +16,20 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from talkstack.contract.worker import WORK_BUCKET_PREFIXES
-from talkstack.pipeline.store import OWNER_INDEX
+from talkstack.pipeline import jobs_table
 from talkstack_cdk.settings import DeploySettings
 
 INPUT_PREFIX = "inputs/"
 UPLOAD_PREFIX = "uploads/"
 MANIFEST_SUFFIX = "job.json"
+
+_BILLING = {"PAY_PER_REQUEST": dynamodb.Billing.on_demand()}
+"""jobs_table.BILLING_MODE in CDK terms (provisioned billing would need capacities it does not name)."""
+
+
+def _string_key(name: str) -> dynamodb.Attribute:
+    """A table or index key attribute: every key of the jobs table is a string."""
+    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
 
 
 class Storage(Construct):
@@ -100,10 +108,10 @@ class Storage(Construct):
             self,
             "Jobs",
             table_name=f"{settings.stack_name}-jobs",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing=dynamodb.Billing.on_demand(),
-            time_to_live_attribute="expires_at",  # rate windows, uploads, idempotency records, records
+            partition_key=_string_key(jobs_table.PARTITION_KEY),
+            sort_key=_string_key(jobs_table.SORT_KEY),
+            billing=_BILLING[jobs_table.BILLING_MODE],
+            time_to_live_attribute=jobs_table.TTL_ATTRIBUTE,  # rate windows, uploads, idempotency, records
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
@@ -111,9 +119,9 @@ class Storage(Construct):
             deletion_protection=settings.retain_data,
             global_secondary_indexes=[
                 dynamodb.GlobalSecondaryIndexPropsV2(
-                    index_name=OWNER_INDEX,
-                    partition_key=dynamodb.Attribute(name="owner", type=dynamodb.AttributeType.STRING),
-                    sort_key=dynamodb.Attribute(name="created_at", type=dynamodb.AttributeType.STRING),
+                    index_name=jobs_table.OWNER_INDEX,
+                    partition_key=_string_key(jobs_table.OWNER_INDEX_PARTITION_KEY),
+                    sort_key=_string_key(jobs_table.OWNER_INDEX_SORT_KEY),
                     projection_type=dynamodb.ProjectionType.ALL,
                 )
             ],

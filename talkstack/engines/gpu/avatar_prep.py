@@ -46,11 +46,6 @@ def embedding_frames(seconds: float) -> int:
     return int(seconds * FPS)
 
 
-def four_n_plus_one(frames: int) -> int:
-    """The smallest valid window length (4n+1) holding `frames` frames."""
-    return 4 * max(0, -(-(frames - 1) // 4)) + 1
-
-
 def min_samples_for_window(frame_num: int = CLIP_FRAMES, rate: int = SAMPLE_RATE) -> int:
     """Samples of audio whose embedding is longer than one window (the official assertion)."""
     return int(np.ceil((frame_num + 1) / FPS * rate)) + rate // FPS  # + one frame of margin

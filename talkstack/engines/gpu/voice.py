@@ -67,6 +67,11 @@ MIN_SENTENCE_CHARS = 24  # shorter fragments ("Yes.") ride with the next sentenc
 TRIM_BELOW_PEAK_DB = 40.0  # a 20 ms frame this far under the loudest one is silence (or room noise)
 MP3_BITRATE = "128k"
 
+# The engine reads these files from `weights_dir/<owner>/<name>/` (the weights catalogue downloads
+# them; tests/unit/test_weights.py checks the two agree). IndexTTS-2 also looks its four helper
+# models (w2v-bert-2.0, MaskGCT's codec, CAMPPlus, BigVGAN) up by name on first load; the catalogue
+# pins and downloads them, but pointing IndexTTS-2 at those folders instead of its Hugging Face cache
+# is not done yet (docs/gpu-workers.md).
 CHATTERBOX_REPO = "ResembleAI/chatterbox"
 CHATTERBOX_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
 CHATTERBOX_MULTILINGUAL_FILES = (
@@ -88,15 +93,6 @@ INDEXTTS2_FILES = (
     "feat2.pt",
     "qwen0.6bemo4-merge",  # a folder: the text → emotion model behind use_emo_text
 )
-WEIGHTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "chatterbox": {CHATTERBOX_REPO: CHATTERBOX_FILES + CHATTERBOX_MULTILINGUAL_FILES},
-    "indextts2": {INDEXTTS2_REPO: INDEXTTS2_FILES},
-}
-"""Weights by model → {Hugging Face repository: files} the engine reads from `weights_dir/<owner>/<name>/`
-(the weights catalogue downloads them; tests/unit/test_weights.py checks the two agree). IndexTTS-2
-also looks its four helper models (w2v-bert-2.0, MaskGCT's codec, CAMPPlus, BigVGAN) up by name on
-first load; the catalogue pins and downloads them, but pointing IndexTTS-2 at those folders instead of
-its Hugging Face cache is not done yet (docs/gpu-workers.md)."""
 
 # ChatterboxMultilingualTTS's SUPPORTED_LANGUAGES (chatterbox-tts 0.1.7); English uses the English model.
 _CHATTERBOX_CODES = "ar da de el en es fi fr he hi it ja ko ms nl no pl pt ru sv sw tr zh"

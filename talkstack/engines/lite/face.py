@@ -9,7 +9,6 @@ every face in a group photo.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ import numpy as np
 from talkstack.errors import ErrorCode, TalkstackError
 
 MODEL_FILE = "face_landmarker.task"
-MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
 
 # MediaPipe face-mesh indices (478-point topology).
 UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
@@ -38,10 +36,6 @@ CHIN, FOREHEAD, MOUTH_LEFT, MOUTH_RIGHT = 152, 10, 61, 291
 
 def model_path() -> Path:
     return Path(str(resources.files("talkstack") / "assets" / "models" / MODEL_FILE))
-
-
-def model_sha256() -> str:
-    return hashlib.sha256(model_path().read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
