@@ -122,9 +122,15 @@ def describe(group: Group) -> tuple[list[Row], str | None]:
         instance = group.load() if group.load is not None else group.model()
     except (ValidationError, ValueError) as exc:
         errors = exc.errors() if isinstance(exc, ValidationError) else [{"msg": str(exc), "loc": ()}]
-        problem = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in errors
-        )
+        missing = [".".join(str(p) for p in e["loc"]) for e in errors if e.get("type") == "missing"]
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in errors
+            if e.get("type") != "missing"
+        ]
+        if missing:
+            problems.insert(0, f"required settings unset ({', '.join(missing)})")
+        problem = "; ".join(problems)
     rows = []
     for name, info in group.model.model_fields.items():
         env = env_name(group, name, info)
