@@ -90,6 +90,7 @@ def groups() -> list[Group]:
                 context={by_key[key]: value for key, value in context.items() if key in by_key},
                 context_key=cdk.context_key,
                 context_source="cdk context (cdk.json)",
+                defined_in=f"{CDK_SETTINGS.as_posix()}: DeploySettings",
             )
         )
     return catalogue

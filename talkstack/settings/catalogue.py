@@ -38,6 +38,8 @@ class Group:
     context_key: Callable[[str], str] | None = None
     """A field's key in that context (shown in the docs)."""
     context_source: str = "cdk context"
+    defined_in: str | None = None
+    """Where the class is defined, for the docs (default: its module and name)."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,8 @@ def markdown(groups: list[Group], command: str) -> str:
         lines += [f"- [{group.name}](#{group.name}): {group.summary}"]
     for group in groups:
         cls = group.model
-        lines += ["", f"## {group.name}", "", f"{group.summary} (`{cls.__module__}.{cls.__qualname__}`)", ""]
+        where = group.defined_in or f"{cls.__module__}.{cls.__qualname__}"
+        lines += ["", f"## {group.name}", "", group.summary, "", f"Defined in `{where}`.", ""]
         lines += ["| variable | type | default | description |", "|---|---|---|---|"]
         for name, info in cls.model_fields.items():
             variable = f"`{env_name(group, name, info)}`"

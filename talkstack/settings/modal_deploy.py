@@ -25,17 +25,19 @@ class ModalDeploySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TALKSTACK_", frozen=True, use_attribute_docstrings=True)
 
     avatar_gpu: str = "H100"
-    """GPU of the avatar app (MultiTalk/InfiniteTalk); ~80 GB of VRAM is needed (e.g. `A100-80GB`)."""
+    """GPU of the avatar app (MultiTalk/InfiniteTalk): `A100-80GB` works (slower); 24–48 GB cards do
+    not hold the 14B model."""
     avatar_memory_mb: int = 96 * 1024
-    """Container RAM of the avatar app (the 14B model is staged in host memory while loading)."""
+    """Host RAM of the avatar app: the official loader materialises the model on the CPU first; 64 GB
+    hosts were OOM-killed while loading."""
     avatar_scaledown_s: int = 10 * 60
     """Seconds an idle avatar container stays warm."""
     avatar_min_containers: int = Field(0, ge=0)
-    """Avatar containers kept warm at all times (each is billed while it waits)."""
+    """Avatar containers kept warm at all times: 1 = no cold starts, billed around the clock."""
     video_gpu: str = "H100"
-    """GPU of the video app (LTX-Video, Wan2.1 T2V)."""
+    """GPU of the video app (LTX-Video, Wan2.2-TI2V-5B): both fit one 80 GB GPU in bf16."""
     voice_gpu: str = "A10G"
-    """GPU of the voice app (Chatterbox, F5-TTS)."""
+    """GPU of the voice app (Chatterbox, IndexTTS-2): both fit 24 GB (an estimate)."""
     voice_timeout_s: int = 30 * 60
     """Timeout of one voice task, in seconds."""
     voice_scaledown_s: int = 5 * 60
