@@ -52,7 +52,9 @@ def _secrets() -> list[modal.Secret]:
 def _hf_token() -> str | None:
     """HF_TOKEN, which the optional secret puts into the container's environment."""
     token = get_settings().hf_token
-    return token.get_secret_value() or None if token is not None else None
+    if token is None:
+        return None
+    return token.get_secret_value() or None  # an empty variable means no token, as before
 
 
 @app.function(

@@ -76,9 +76,7 @@ class AvatarEngine(Engine):
     def _build_pipeline(self) -> Any:
         """Construct the official pipeline (reads ~80 GB; minutes on a cold container)."""
         settings = get_settings()
-        code = {"multitalk": settings.multitalk_code_dir, "infinitetalk": settings.infinitetalk_code_dir}[
-            self.model
-        ]
+        code = settings.multitalk_code_dir if self.model == "multitalk" else settings.infinitetalk_code_dir
         if not (code / "wan").is_dir():
             raise TalkstackError(
                 ErrorCode.MODEL_UNAVAILABLE,
