@@ -4,8 +4,8 @@ Groups (docs/settings.md lists every setting; `talkstack settings` prints the va
 
 - **pipeline**: `talkstack.pipeline.config.PipelineConfig` (`get_config()`): the Lambdas' `TALKSTACK_*`
   configuration. It stays in the pipeline layer because one of its checks (default models exist)
-  needs the engine registry, and this package is the bottom layer: it imports nothing of talkstack
-  but the root package, so every layer may import it.
+  needs the engine registry, and this package is the bottom layer: it imports nothing else of
+  talkstack, so every layer may import it.
 - **limits**: `MediaLimits` (`get_limits()`), input limits shared by the CLI, the Lambdas and workers.
 - **engines**: `Settings` (`get_settings()`), tools, weights and code directories, debugging.
 - **local**: `LocalSettings` (`get_local_settings()`), the local stack and the AWS endpoint.

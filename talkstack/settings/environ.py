@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
+from talkstack.settings.engines import get_settings
+from talkstack.settings.limits import get_limits
+from talkstack.settings.local import get_local_settings
+
 
 def reset_settings() -> None:
     """Forget the cached settings of every group in this package (they re-parse on next use)."""
-    from talkstack.settings.engines import get_settings
-    from talkstack.settings.limits import get_limits
-    from talkstack.settings.local import get_local_settings
-
     for getter in (get_settings, get_limits, get_local_settings):
         getter.cache_clear()
 
