@@ -21,24 +21,26 @@ from typing import Any
 
 import modal
 
-from modal_workers.common import WEIGHTS_DIR, base_image, int_setting, setting, weights_volume, with_talkstack
+from modal_workers.common import WEIGHTS_DIR, base_image, weights_volume, with_talkstack
+from talkstack.settings import ModalDeploySettings
 
 APP_NAME = "talkstack-avatar"
 
-# Deploy-time settings (read where `modal deploy` runs).
-GPU = setting("AVATAR_GPU", "H100")
+# Deploy-time settings (read where `modal deploy` runs; docs/settings.md, group "modal").
+DEPLOY = ModalDeploySettings()
+GPU = DEPLOY.avatar_gpu
 """480p fits one 80 GB GPU with the whole 14B model resident (~48 GB peak, MultiTalk README on
 A100); 720p needs ~66 GB. A100-80GB works at about 1.5× the H100 time; 24–48 GB cards do not."""
-MEMORY_MB = int_setting("AVATAR_MEMORY_MB", 96 * 1024)
+MEMORY_MB = DEPLOY.avatar_memory_mb
 """Host RAM: the official loader materialises the DiT on the CPU first; 64 GB hosts were OOM-killed."""
 TIMEOUT_S = 3 * 3600
 """Above the pipeline's longest avatar step (a minute of 720p speech without turbo), so the state
 machine's heartbeat and timeout decide when a job has taken too long, not Modal."""
 STARTUP_TIMEOUT_S = 30 * 60
 """A cold container reads ~90 GB from the volume and builds the pipeline before its first input."""
-SCALEDOWN_S = int_setting("AVATAR_SCALEDOWN_S", 10 * 60)
+SCALEDOWN_S = DEPLOY.avatar_scaledown_s
 """Stay warm between jobs: a cold start costs minutes of GPU time."""
-MIN_CONTAINERS = int_setting("AVATAR_MIN_CONTAINERS", 0)
+MIN_CONTAINERS = DEPLOY.avatar_min_containers
 
 MULTITALK_REPO = ("https://github.com/MeiGen-AI/MultiTalk", "c1ad84009b99ed36c97ab18e4517ca5f98692438")
 INFINITETALK_REPO = ("https://github.com/MeiGen-AI/InfiniteTalk", "0107cd96421b3b1bef7728bde14447dbff7b2db2")

@@ -1,14 +1,13 @@
 """What the Modal apps share: the worker base image, the weights volume, deploy-time settings.
 
-Deploy-time settings are read from the environment of the machine running `modal deploy`
-(TALKSTACK_<FAMILY>_GPU, …), so switching an H100 for an A100-80GB is configuration, not an edit.
+Deploy-time settings (TALKSTACK_<FAMILY>_GPU, …) are `talkstack.settings.ModalDeploySettings`, read
+from the environment of the machine running `modal deploy`, so switching an H100 for an A100-80GB
+is configuration, not an edit.
 Nothing here talks to Modal at import time: `modal.Image`, `modal.Volume.from_name` and
 `modal.Secret.from_name` are lazy, so these files import without Modal credentials.
 """
 
 from __future__ import annotations
-
-import os
 
 import modal
 
@@ -41,15 +40,6 @@ WORKER_PACKAGES = [
 ]
 
 weights_volume = modal.Volume.from_name(WEIGHTS_VOLUME, create_if_missing=True)
-
-
-def setting(name: str, default: str) -> str:
-    """A deploy-time setting: TALKSTACK_<NAME> from the deploying shell, else `default`."""
-    return os.environ.get(f"TALKSTACK_{name}", default)
-
-
-def int_setting(name: str, default: int) -> int:
-    return int(setting(name, str(default)))
 
 
 def base_image(*apt: str) -> modal.Image:

@@ -25,15 +25,16 @@ from modal_workers.common import (
     WEIGHTS_DIR,
     WEIGHTS_VOLUME,
     base_image,
-    setting,
     weights_volume,
     with_talkstack,
 )
+from talkstack.settings import ModalDeploySettings
 
 APP_NAME = "talkstack-video"
 
-# Deploy-time settings (read where `modal deploy` runs).
-GPU = setting("VIDEO_GPU", "H100")
+# Deploy-time settings (read where `modal deploy` runs; docs/settings.md, group "modal").
+DEPLOY = ModalDeploySettings()
+GPU = DEPLOY.video_gpu
 """Both models fit one 80 GB GPU in bf16 (LTX-Video 13B distilled + T5-XXL ≈ 36 GB of weights)."""
 TIMEOUT_S = 90 * 60
 """Longer than the pipeline's own step limit for a 60 s clip, so the state machine (which hears

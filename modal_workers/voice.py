@@ -27,11 +27,10 @@ from modal_workers.common import (
     PYTHON_VERSION,
     WEIGHTS_DIR,
     WORKER_PACKAGES,
-    int_setting,
-    setting,
     weights_volume,
     with_talkstack,
 )
+from talkstack.settings import ModalDeploySettings
 
 app = modal.App("talkstack-voice")
 
@@ -93,13 +92,14 @@ indextts2_image = with_talkstack(
 # one token at a time for a single request, which is bound by kernel launches and memory latency, not
 # FLOPs, so an L40S or H100 buys little speed for roughly two to four times the hourly price.
 # TALKSTACK_VOICE_GPU picks another (e.g. L4 to save, L40S if measurements say otherwise).
-VOICE_GPU = setting("VOICE_GPU", "A10G")
+DEPLOY = ModalDeploySettings()  # docs/settings.md, group "modal"
+VOICE_GPU = DEPLOY.voice_gpu
 # 5,000 characters (talkstack's text limit) is ~6 minutes of speech; at a real-time factor near 1
 # plus per-sentence overhead that is well inside 30 minutes.
-TIMEOUT_S = int_setting("VOICE_TIMEOUT_S", 30 * 60)
+TIMEOUT_S = DEPLOY.voice_timeout_s
 # Voice jobs come in bursts (a text-driven avatar speaks first, then animates): stay warm 5 minutes
 # rather than pay a 1–2 minute cold start (image, then ~4–12 GB of weights) for each.
-SCALEDOWN_S = int_setting("VOICE_SCALEDOWN_S", 5 * 60)
+SCALEDOWN_S = DEPLOY.voice_scaledown_s
 # A first start on an empty volume downloads the weights (IndexTTS-2 and its helpers: ~10 GB).
 STARTUP_S = 20 * 60
 # The Python loop that launches each token's kernels needs a whole core; sentence splitting,

@@ -23,13 +23,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import modal
 
-from modal_workers.common import HF_SECRET, WEIGHTS_DIR, base_image, setting, weights_volume, with_talkstack
+from modal_workers.common import HF_SECRET, WEIGHTS_DIR, base_image, weights_volume, with_talkstack
 from talkstack.engines.gpu import weights
+from talkstack.settings import ModalDeploySettings, get_settings
 
 MINUTES = 60
 HOURS = 60 * MINUTES
@@ -44,9 +44,17 @@ image = with_talkstack(base_image().env({"HF_XET_HIGH_PERFORMANCE": "1", "HF_XET
 
 def _secrets() -> list[modal.Secret]:
     """The optional HF token secret, attached only when the deploying shell opts in."""
-    if setting("HF_SECRET", "0").strip().lower() in {"1", "true", "yes"}:
+    if ModalDeploySettings().hf_secret:
         return [modal.Secret.from_name(HF_SECRET)]
     return []
+
+
+def _hf_token() -> str | None:
+    """HF_TOKEN, which the optional secret puts into the container's environment."""
+    token = get_settings().hf_token
+    if token is None:
+        return None
+    return token.get_secret_value() or None  # an empty variable means no token, as before
 
 
 @app.function(
@@ -64,7 +72,7 @@ def download_models(model_ids: list[str], allow_unpinned: bool = False) -> list[
     reports = weights.prepare(
         model_ids,
         Path(WEIGHTS_DIR),
-        token=os.environ.get("HF_TOKEN") or None,
+        token=_hf_token(),
         allow_unpinned=allow_unpinned,
         after_each=lambda _report: weights_volume.commit(),
     )

@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from talkstack.cli import remote as cli_remote
+from talkstack.cli import settings as cli_settings
 from talkstack.cli import stack as cli_stack
 from talkstack.cli.common import err, friendly_errors, out, progress_bar
 from talkstack.engines.base import RenderResult
@@ -35,6 +36,7 @@ render_app = typer.Typer(help="Render locally with the CPU lite engines.", no_ar
 app.add_typer(render_app, name="render")
 cli_stack.register(app)
 cli_remote.register(app)
+cli_settings.register(app)
 
 
 def _short_side(resolution: str | None) -> int | None:

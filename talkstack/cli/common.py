@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from talkstack.engines.base import ProgressFn
 from talkstack.errors import TalkstackError
+from talkstack.settings import get_settings
 
 out = Console()
 err = Console(stderr=True)
@@ -33,7 +33,7 @@ def friendly_errors(fn: F) -> F:
             err.print("interrupted; no output was written")
             raise typer.Exit(130) from None
         except Exception as exc:
-            if os.environ.get("TALKSTACK_DEBUG"):
+            if get_settings().debug:
                 raise
             err.print(
                 f"[bold red]internal error[/]: {type(exc).__name__}: {exc} "

@@ -6,7 +6,6 @@ like any AWS client would.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -33,8 +32,9 @@ from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.local.resources import DEFAULT_PORT, DEFAULT_STACK, LOCAL_WEBHOOK_SECRET, LocalResources
+from talkstack.settings import environ
+from talkstack.settings.local import DEMO_PORT
 
-DEMO_PORT = 4568  # not DEFAULT_PORT, so `make demo` works while `talkstack up` runs
 SAMPLES = resources.files("talkstack") / "assets" / "samples"
 
 PortOption = Annotated[
@@ -61,7 +61,7 @@ def _connect(resources: LocalResources) -> Any:
             ErrorCode.MODEL_UNAVAILABLE,
             f"no local stack at {resources.endpoint}: start one with `talkstack up` (port {resources.port})",
         ) from None
-    os.environ.update(resources.client_env())
+    environ.export(resources.client_env())
     aws.reset_clients()
     return JobStore(resources.jobs_table)
 

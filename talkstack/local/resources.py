@@ -7,12 +7,12 @@ tests agree without any shared state. In AWS the CDK stack chooses the names and
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import talkstack
+from talkstack.settings.local import API_PORT_OFFSET, DEFAULT_PORT, DEFAULT_STACK, get_local_settings
 
 HANDLERS: tuple[str, ...] = (
     "api",
@@ -28,9 +28,6 @@ HANDLERS: tuple[str, ...] = (
 )
 """One Lambda per module in aws/lambda/, each exposing `handler(event, context)`."""
 
-DEFAULT_PORT = 4567
-API_PORT_OFFSET = 10  # the REST API of a stack on 4567 is on 4577
-DEFAULT_STACK = "talkstack-local"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 # Fixed, documented local secret: local webhooks are signed with it so receivers can verify.
@@ -43,13 +40,11 @@ def repo_root() -> Path:
 
 
 def lambda_root() -> Path:
-    return Path(os.environ.get("TALKSTACK_LAMBDA_ROOT") or repo_root() / "aws" / "lambda")
+    return get_local_settings().lambda_root or repo_root() / "aws" / "lambda"
 
 
 def definition_path() -> Path:
-    return Path(
-        os.environ.get("TALKSTACK_DEFINITION") or repo_root() / "aws" / "stepfunctions" / "job.asl.json"
-    )
+    return get_local_settings().definition or repo_root() / "aws" / "stepfunctions" / "job.asl.json"
 
 
 @dataclass(frozen=True)

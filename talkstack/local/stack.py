@@ -15,7 +15,6 @@ import importlib.util
 import io
 import json
 import logging
-import os
 import socket
 import sys
 import threading
@@ -47,6 +46,7 @@ from talkstack.pipeline import aws
 from talkstack.pipeline.backends import register_local_sink
 from talkstack.pipeline.config import get_config
 from talkstack.pipeline.jobs_table import create_table_request, time_to_live_request
+from talkstack.settings import environ
 
 log = logging.getLogger(__name__)
 WORK_EXPIRY_DAYS = 7
@@ -217,13 +217,18 @@ class LocalStack:
 
     def _set_environment(self) -> None:
         r = self.resources
-        os.environ.update(r.client_env())
-        os.environ.update(r.pipeline_env(**self.settings))
-        os.environ["MOTO_PORT"] = str(r.port)  # moto's state machine engine calls services here
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", self.log_level)
-        os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "talkstack")
-        # Job metrics are EMF log lines for CloudWatch (talkstack.pipeline.metrics): noise locally.
-        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+        # The handlers run in this process and read their configuration from the environment, as in AWS.
+        environ.export(r.client_env())
+        environ.export(r.pipeline_env(**self.settings))
+        environ.export({"MOTO_PORT": str(r.port)})  # moto's state machine engine calls services here
+        environ.export_defaults(
+            {
+                "POWERTOOLS_LOG_LEVEL": self.log_level,
+                "POWERTOOLS_SERVICE_NAME": "talkstack",
+                # Job metrics are EMF log lines for CloudWatch (talkstack.pipeline.metrics): noise locally.
+                "POWERTOOLS_METRICS_DISABLED": "true",
+            }
+        )
         # Clients and config are cached per process: rebuild them for this endpoint and settings.
         from talkstack.pipeline.services import services
 
@@ -267,7 +272,7 @@ class LocalStack:
             RoleName=f"{r.stack}-role",
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )
-        env = {k: v for k, v in os.environ.items() if k.startswith("TALKSTACK_")}
+        env = environ.variables("TALKSTACK_")
         for name in HANDLERS:
             lam.create_function(
                 FunctionName=r.function_name(name),
@@ -319,10 +324,9 @@ class LocalStack:
         """Make `settings` the stack's whole set of overrides (earlier ones are dropped)."""
         from talkstack.pipeline.services import services
 
-        for key in set(self.settings) - set(settings):
-            os.environ.pop(f"TALKSTACK_{key.upper()}", None)
+        environ.unset(f"TALKSTACK_{key.upper()}" for key in set(self.settings) - set(settings))
         self.settings = dict(settings)
-        os.environ.update(self.resources.pipeline_env(**self.settings))
+        environ.export(self.resources.pipeline_env(**self.settings))
         get_config.cache_clear()
         services.cache_clear()
         if self._loader is not None:

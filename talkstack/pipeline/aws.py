@@ -6,12 +6,13 @@ path-style addressing so pre-signed URLs work against an IP endpoint.
 
 from __future__ import annotations
 
-import os
 from functools import cache, lru_cache
 from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from talkstack.settings import get_local_settings
 
 
 @lru_cache(maxsize=1)
@@ -21,7 +22,7 @@ def _session() -> boto3.session.Session:
 
 @cache
 def client(service: str) -> Any:
-    s3_style = {"addressing_style": "path"} if os.environ.get("AWS_ENDPOINT_URL") else {}
+    s3_style = {"addressing_style": "path"} if get_local_settings().aws_endpoint_url else {}
     config = Config(
         retries={"mode": "standard", "max_attempts": 5},
         signature_version="s3v4" if service == "s3" else None,
@@ -43,6 +44,7 @@ def reset_clients() -> None:
     """Forget cached clients (after the endpoint changes, e.g. between local stacks in tests)."""
     client.cache_clear()
     _session.cache_clear()
+    get_local_settings.cache_clear()  # the endpoint is part of those settings
     secrets_provider.cache_clear()
 
 

@@ -3,6 +3,10 @@
 The same variables configure the Lambdas in AWS (set by the CDK stack) and in local mode (set by
 `talkstack.local` before the handlers are imported). A missing or malformed variable fails the
 first invocation with a message naming it, instead of failing later somewhere deep in a handler.
+
+This is the "pipeline" group of talkstack's settings (see `talkstack.settings`, docs/settings.md).
+It lives here rather than in talkstack/settings/ because a validator needs the engine registry, and
+the settings package is the bottom layer that imports nothing above it.
 """
 
 from __future__ import annotations
@@ -55,7 +59,11 @@ def check_default_models(defaults: Mapping[str, str], setting: str) -> None:
 
 
 class PipelineConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TALKSTACK_", frozen=True, extra="ignore")
+    """The Lambdas' configuration (the CDK stack sets it on every function; the local stack in-process)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TALKSTACK_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
     input_bucket: str
     """Where manifests and media are dropped (the ingest Lambda listens to it)."""
@@ -64,14 +72,20 @@ class PipelineConfig(BaseSettings):
     work_bucket: str
     """Temporary outputs and worker markers (`work/…`, `markers/…`); expired by a lifecycle rule."""
     jobs_table: str
+    """DynamoDB table of job records, events, webhook deliveries, step results and API keys."""
     events_topic_arn: str
+    """SNS topic every job event is published to."""
     ingest_dlq_url: str
+    """SQS queue where S3 drops that could not be turned into a job are reported."""
     state_machine_arn: str
+    """The job state machine (Step Functions) that ingest and the API start executions of."""
     notify_function: str
     """Name or ARN of the notify Lambda (invoked asynchronously for queued/started/progress events)."""
 
     input_prefix: str = "inputs/"
+    """Key prefix in the input bucket under which dropped manifests start a job."""
     manifest_name: str = "job.json"
+    """File name of a dropped manifest (`inputs/<name>/job.json`)."""
     readable_buckets: BucketList = Field(default_factory=list)
     """Buckets besides the input bucket that requests may read media from (comma-separated)."""
     writable_buckets: BucketList = Field(default_factory=list)
@@ -103,9 +117,13 @@ class PipelineConfig(BaseSettings):
     allow_loopback_webhooks: bool = False
     """Local mode only: allow webhooks to 127.0.0.1 / localhost."""
     webhook_max_attempts: int = Field(5, ge=1, le=10)
+    """Deliveries tried per webhook event before it is given up."""
     webhook_initial_backoff_s: float = Field(1.0, gt=0)
+    """Scale of the exponential backoff (full jitter) between delivery attempts."""
     webhook_max_backoff_s: float = Field(30.0, gt=0)
+    """Longest wait between two delivery attempts."""
     webhook_timeout_s: float = Field(10.0, gt=0)
+    """Timeout of one webhook POST."""
 
     parallel_chunk_seconds: float = Field(20.0, gt=0)
     """Avatars with `long_audio: "parallel"` are cut into chunks of at most this much speech."""
@@ -122,6 +140,7 @@ class PipelineConfig(BaseSettings):
     min_step_timeout_seconds: int = Field(300, ge=1)
     """Floor of every engine step's timeout; longer inputs get proportionally more."""
     token_ttl_hours: int = Field(48, ge=1)
+    """How long a dispatched step's task token is kept for its worker's markers."""
     record_retention_days: int = Field(0, ge=0, le=3650)
     """Job records, their events, webhook delivery logs and step results expire this many days after
     their last write (DynamoDB TTL); 0 keeps them. `GET /v1/usage` and job lists only see what is kept."""

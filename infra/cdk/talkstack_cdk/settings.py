@@ -1,6 +1,9 @@
 """Deployment settings: CDK context (`cdk.json`, `cdk deploy -c talkstack:key=value`), then the
 environment (`TALKSTACK_CDK_<KEY>`), then defaults. Parsed once, before any construct is built, so
-a typo fails `cdk synth` with the name of the setting instead of producing a broken stack."""
+a typo fails `cdk synth` with the name of the setting instead of producing a broken stack.
+
+The "cdk" group of talkstack's settings (docs/settings.md): one of the settings modules, so it may
+read the environment itself; `talkstack settings` loads this file from the checkout to list it."""
 
 from __future__ import annotations
 
@@ -35,7 +38,9 @@ def _blank_is_none(value: object) -> object:
 class DeploySettings(BaseModel):
     """Every knob of the stack. Context keys are the field names in camelCase after `talkstack:`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, use_attribute_docstrings=True
+    )
 
     stack_name: str = Field("talkstack", pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
     """CloudFormation stack name, and the prefix of every named resource."""
@@ -115,6 +120,11 @@ class DeploySettings(BaseModel):
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
+
+def context_key(name: str) -> str:
+    """The CDK context key of a field (`stack_name` → `talkstack:stackName`)."""
+    return CONTEXT_PREFIX + _camel(name)
 
 
 def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None) -> DeploySettings:

@@ -14,7 +14,6 @@ included (with a tiny random wav2vec2 built from a config).
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 from collections.abc import Callable
@@ -33,9 +32,10 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import write_wav
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
+from talkstack.settings import get_settings
 
 CODE_DIRS = {"multitalk": "MULTITALK_CODE_DIR", "infinitetalk": "INFINITETALK_CODE_DIR"}
-DEFAULT_CODE_DIRS = {"multitalk": "/opt/MultiTalk", "infinitetalk": "/opt/InfiniteTalk"}
+"""The variable naming each model's code checkout (read by talkstack.settings.engines)."""
 
 
 class AvatarEngine(Engine):
@@ -75,7 +75,8 @@ class AvatarEngine(Engine):
 
     def _build_pipeline(self) -> Any:
         """Construct the official pipeline (reads ~80 GB; minutes on a cold container)."""
-        code = Path(os.environ.get(CODE_DIRS[self.model], DEFAULT_CODE_DIRS[self.model]))
+        settings = get_settings()
+        code = settings.multitalk_code_dir if self.model == "multitalk" else settings.infinitetalk_code_dir
         if not (code / "wan").is_dir():
             raise TalkstackError(
                 ErrorCode.MODEL_UNAVAILABLE,

@@ -11,7 +11,6 @@ treats both alike. Subclasses import their libraries inside `_load`/`render`, ne
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import ClassVar
 from talkstack.contract.worker import WorkerTask
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.settings import get_settings
 
 
 class Engine(ABC):
@@ -35,8 +35,8 @@ class Engine(ABC):
                 f"{type(self).__name__} serves {', '.join(self.model_ids)}, not {model!r}",
             )
         self.model = model
-        # Modal mounts the weights volume here; a local GPU box points TALKSTACK_WEIGHTS_DIR at its copy.
-        self.weights_dir = weights_dir or Path(os.environ.get("TALKSTACK_WEIGHTS_DIR", "/weights"))
+        # Modal mounts the weights volume at the default; a local GPU box sets TALKSTACK_WEIGHTS_DIR.
+        self.weights_dir = weights_dir or get_settings().weights_dir
         self.device = device
         self._loaded = False
         self._load_lock = threading.Lock()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.settings import get_settings
 
 MODEL_FILE = "face_landmarker.task"
 
@@ -178,7 +179,7 @@ def _landmarker() -> Iterator:
 @contextlib.contextmanager
 def _stderr_silenced() -> Iterator[None]:
     # MediaPipe logs from C++ straight to file descriptor 2; Python-level redirection can't catch it.
-    if os.environ.get("TALKSTACK_DEBUG"):
+    if get_settings().debug:
         yield
         return
     saved = os.dup(2)

@@ -1,0 +1,46 @@
+"""The "modal" group: deploy-time settings of the Modal apps in modal_workers/.
+
+They are read from the environment of the machine running `modal deploy` (TALKSTACK_<FAMILY>_GPU, …),
+so switching an H100 for an A100-80GB is configuration, not an edit. Each app module parses them once
+when it is imported (which is once per `modal deploy`/`modal run`); there is deliberately no cached
+getter, so a fresh import of an app sees the environment of that moment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _yes(value: object) -> object:
+    # Opt-in switch: only these words turn it on; anything else (including a typo) leaves it off.
+    return value.strip().lower() in {"1", "true", "yes"} if isinstance(value, str) else value
+
+
+class ModalDeploySettings(BaseSettings):
+    """GPU types, memory, timeouts and warm pools of the GPU apps."""
+
+    model_config = SettingsConfigDict(env_prefix="TALKSTACK_", frozen=True, use_attribute_docstrings=True)
+
+    avatar_gpu: str = "H100"
+    """GPU of the avatar app (MultiTalk/InfiniteTalk): `A100-80GB` works (slower); 24–48 GB cards do
+    not hold the 14B model."""
+    avatar_memory_mb: int = 96 * 1024
+    """Host RAM of the avatar app: the official loader materialises the model on the CPU first; 64 GB
+    hosts were OOM-killed while loading."""
+    avatar_scaledown_s: int = 10 * 60
+    """Seconds an idle avatar container stays warm."""
+    avatar_min_containers: int = Field(0, ge=0)
+    """Avatar containers kept warm at all times: 1 = no cold starts, billed around the clock."""
+    video_gpu: str = "H100"
+    """GPU of the video app (LTX-Video, Wan2.2-TI2V-5B): both fit one 80 GB GPU in bf16."""
+    voice_gpu: str = "A10G"
+    """GPU of the voice app (Chatterbox, IndexTTS-2): both fit 24 GB (an estimate)."""
+    voice_timeout_s: int = 30 * 60
+    """Timeout of one voice task, in seconds."""
+    voice_scaledown_s: int = 5 * 60
+    """Seconds an idle voice container stays warm."""
+    hf_secret: Annotated[bool, BeforeValidator(_yes)] = False
+    """`1` attaches the Modal secret `talkstack-huggingface` (HF_TOKEN) to the weights app."""
