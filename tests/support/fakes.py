@@ -10,7 +10,7 @@ Each fake is small on purpose, and honest where a step's logic depends on it:
 
 The jobs table is not faked: the real `JobStore` runs on moto's in-process DynamoDB (its optimistic
 lock and conditional writes are real behaviour), with the table the local stack creates
-(`JOBS_TABLE_SHAPE`).
+(`talkstack.pipeline.jobs_table`).
 """
 
 from __future__ import annotations
@@ -32,38 +32,14 @@ from botocore.response import StreamingBody
 from botocore.validate import validate_parameters
 
 from talkstack.contract.record import JobRecord
-from talkstack.pipeline.store import OWNER_INDEX
+from talkstack.pipeline.jobs_table import create_table_request
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
-# The jobs table as talkstack/local/stack.py creates it (partition `pk`, sort `sk`, the by-owner
-# index). Written once here for the tests until the table shape has a single definition in the
-# package (issue 13, item 5); then import that instead.
-JOBS_TABLE_SHAPE: dict[str, Any] = {
-    "KeySchema": [
-        {"AttributeName": "pk", "KeyType": "HASH"},
-        {"AttributeName": "sk", "KeyType": "RANGE"},
-    ],
-    "AttributeDefinitions": [
-        {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "owner", "created_at")
-    ],
-    "GlobalSecondaryIndexes": [
-        {
-            "IndexName": OWNER_INDEX,
-            "KeySchema": [
-                {"AttributeName": "owner", "KeyType": "HASH"},
-                {"AttributeName": "created_at", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        }
-    ],
-    "BillingMode": "PAY_PER_REQUEST",
-}
-
-
 def create_jobs_table(ddb: Any, name: str) -> None:
-    ddb.create_table(TableName=name, **JOBS_TABLE_SHAPE)
+    """The jobs table, from the package's one definition of its shape (as the local stack makes it)."""
+    ddb.create_table(**create_table_request(name))
 
 
 def client_error(operation: str, code: str, message: str, status: int = 400) -> ClientError:
