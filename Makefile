@@ -30,6 +30,7 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check talkstack aws modal_workers infra tests bench
 	$(VENV)/bin/ruff format --check talkstack aws modal_workers infra tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 format: venv
 	$(VENV)/bin/ruff check --fix talkstack aws modal_workers infra tests bench
