@@ -64,6 +64,7 @@ synth: venv $(CDK_STAMP)
 
 schemas: venv $(SDK_TS_STAMP)
 	$(VENV)/bin/talkstack schemas --write schemas
+	$(VENV)/bin/talkstack settings --write docs/settings.md
 	cd $(SDK_TS) && npm run --silent generate
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.

@@ -14,6 +14,7 @@ from typing import Any
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
 from talkstack.contract.request import JOB_REQUEST_ADAPTER
+from talkstack.contract.worker import MARKER_ADAPTER, WORKER_TASK_ADAPTER
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -34,6 +35,17 @@ _EVENT_DESCRIPTION = (
     "job.started, job.progress, job.completed (with result), job.failed (with error), job.cancelled."
 )
 
+_TASK_DESCRIPTION = (
+    "A talkstack worker task (protocol talkstack.worker/1): everything a worker needs, as pre-signed "
+    "URLs (GET for inputs and the cancel flag, PUT for outputs and the three markers). One shape per "
+    "step kind, told apart by `step`; `options` are that step's. Any worker that speaks it — a Modal "
+    "container, a local process, your own GPU box — can serve talkstack's engine steps."
+)
+_MARKER_DESCRIPTION = (
+    "What a worker PUTs to a task's marker URLs: a progress marker (the heartbeat), then exactly one "
+    "result or error marker. The marker URL says which kind it is."
+)
+
 
 def _document(schema: dict[str, Any], title: str, description: str) -> dict[str, Any]:
     return {"$schema": DIALECT, **schema, "title": title, "description": description}
@@ -47,6 +59,12 @@ def schema_documents() -> dict[str, dict[str, Any]]:
         ),
         "job-record.schema.json": _document(JobRecord.model_json_schema(), "JobRecord", _RECORD_DESCRIPTION),
         "job-event.schema.json": _document(JobEvent.model_json_schema(), "JobEvent", _EVENT_DESCRIPTION),
+        "worker-task.schema.json": _document(
+            WORKER_TASK_ADAPTER.json_schema(), "WorkerTask", _TASK_DESCRIPTION
+        ),
+        "worker-marker.schema.json": _document(
+            MARKER_ADAPTER.json_schema(), "WorkerMarker", _MARKER_DESCRIPTION
+        ),
     }
 
 

@@ -287,6 +287,7 @@ class ErrorMarker(StrictModel):
 
 
 Marker = ProgressMarker | ResultMarker | ErrorMarker
+MARKER_ADAPTER: TypeAdapter[Marker] = TypeAdapter(Marker)
 MARKER_MODELS: dict[MarkerKind, type[Marker]] = {
     "progress": ProgressMarker,
     "result": ResultMarker,

@@ -37,6 +37,7 @@ from talkstack.pipeline.jobs_table import create_table_request
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
+
 def create_jobs_table(ddb: Any, name: str) -> None:
     """The jobs table, from the package's one definition of its shape (as the local stack makes it)."""
     ddb.create_table(**create_table_request(name))

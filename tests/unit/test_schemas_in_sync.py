@@ -24,6 +24,8 @@ def test_expected_documents():
         "job-request.schema.json",
         "job-record.schema.json",
         "job-event.schema.json",
+        "worker-task.schema.json",
+        "worker-marker.schema.json",
     }
 
 
