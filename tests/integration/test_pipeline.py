@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
+from talkstack.contract.worker import StepAddress, marker_key
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET
 from talkstack.media.video import probe_video
 from talkstack.pipeline.jobids import job_id_for_object
@@ -339,19 +340,20 @@ def test_marker_for_a_closed_or_unknown_attempt_is_tolerated(pipeline, media):
     dropped = pipeline.drop(avatar_manifest(pipeline), avatar_media(media), unique("late marker"))
     assert pipeline.wait(dropped.job_id).status == "completed"
     # A late heartbeat of an abandoned attempt: its token means nothing to Step Functions any more.
-    pipeline.store.put_token(dropped.job_id, "avatar-9-0000000000", "avatar", "not-a-live-token", ttl_s=60)
+    avatar = StepAddress(step="avatar")
+    pipeline.store.put_token(dropped.job_id, "avatar-9-0000000000", avatar, "not-a-live-token", ttl_s=60)
     marker = {"attempt_id": "avatar-9-0000000000", "progress": 0.5, "at": "2026-01-01T00:00:00Z"}
-    key = f"markers/{dropped.job_id}/avatar-9-0000000000/progress.json"
+    key = marker_key(dropped.job_id, "avatar-9-0000000000", "progress")
     pipeline.s3.put_object(Bucket=pipeline.r.work_bucket, Key=key, Body=json.dumps(marker).encode())
     token = pipeline.wait_until(
         lambda: (
-            pipeline.store.get_token(dropped.job_id, "avatar-9-0000000000")["state"] != "waiting"
+            pipeline.store.get_token(dropped.job_id, "avatar-9-0000000000").state != "waiting"
             and pipeline.store.get_token(dropped.job_id, "avatar-9-0000000000")
         )
     )
-    assert token["state"] == "closed"
+    assert token.state == "closed" and token.step == avatar
     # A marker of an attempt nobody dispatched is ignored; the finished job is untouched.
-    stray = f"markers/{dropped.job_id}/avatar-7-1111111111/result.json"
+    stray = marker_key(dropped.job_id, "avatar-7-1111111111", "result")
     pipeline.s3.put_object(Bucket=pipeline.r.work_bucket, Key=stray, Body=b"{}")
     record = pipeline.store.get(dropped.job_id)
     assert record.status == "completed" and record.progress == 1.0
