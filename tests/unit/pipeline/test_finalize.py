@@ -12,7 +12,8 @@ import pytest
 from talkstack.contract.parse import parse_job_request
 from talkstack.contract.record import JobRecord
 from talkstack.contract.request import JobRequest
-from talkstack.contract.worker import ResultMarker, StepAddress
+from talkstack.contract.state import SegmentPlan
+from talkstack.contract.worker import ChunkPlan, ResultMarker, StepAddress
 from talkstack.pipeline.finalize import finalize_job
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import FakeS3
@@ -36,6 +37,27 @@ def rendered(
     marker = worker_result(s3, "job-1", f"{main}-1-0123456789", roles=roles, **result)
     store.put_step_result("job-1", StepAddress(step=main), marker)  # type: ignore[arg-type]
     return marker
+
+
+def segmented(store: JobStore, chunks: int) -> None:
+    """The segment step's cut of a parallel avatar's speech into `chunks` chunks of 2 s."""
+    plan = SegmentPlan(
+        chunks=[
+            ChunkPlan(
+                index=k,
+                start_s=2 * k,
+                end_s=2 * k + 2,
+                render_start_s=2 * k,
+                render_end_s=2 * k + 2,
+                at_pause=True,
+            )
+            for k in range(chunks)
+        ],
+        audio_keys=[] if chunks == 1 else [f"work/job-1/segments/chunk-{k:03d}.wav" for k in range(chunks)],
+        source_bucket=INPUT,
+        source_key="inputs/talk/speech.wav",
+    )
+    store.put_step_result("job-1", "segment", plan)
 
 
 def published(s3: FakeS3, bucket: str, key: str) -> tuple[bytes, dict[str, str], str]:
@@ -131,6 +153,7 @@ def test_a_parallel_avatar_publishes_the_stitched_video(config, store, s3):
     # Given the chunks were rendered and stitched
     request = avatar_request(options={"long_audio": "parallel"})
     stitched = rendered(store, s3, request, main="stitch")
+    segmented(store, 2)
     for k in range(2):
         chunk = worker_result(s3, "job-1", f"avatar-c{k}-1-0123456789")
         store.put_step_result("job-1", StepAddress(step="avatar", chunk=k), chunk)
@@ -140,6 +163,20 @@ def test_a_parallel_avatar_publishes_the_stitched_video(config, store, s3):
     keys = output_keys(record)
     assert s3.objects[(OUTPUT, keys["video"])].body == s3.objects[(WORK, stitched.outputs["video"].key)].body
     assert record.status == "completed"
+
+
+def test_a_parallel_avatar_whose_speech_fit_one_chunk_publishes_the_avatar_steps_video(config, store, s3):
+    # Given a parallel avatar whose speech the segment step left in one chunk: the state machine took
+    # the single Avatar state (HasChunks → Avatar), so no stitch step ran
+    request = avatar_request(options={"long_audio": "parallel"})
+    marker = rendered(store, s3, request, main="avatar")
+    segmented(store, 1)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    keys = output_keys(record)
+    assert record.status == "completed"
+    assert s3.objects[(OUTPUT, keys["video"])].body == s3.objects[(WORK, marker.outputs["video"].key)].body
 
 
 def test_finalizing_a_completed_job_again_only_rewrites_result_json(config, store, s3):
