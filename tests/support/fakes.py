@@ -246,8 +246,9 @@ class FakeS3(_Recorder):
     def generate_presigned_url(
         self, ClientMethod: str, Params: Mapping[str, Any] | None = None, ExpiresIn: int = 3600
     ) -> str:
-        """A URL that names what it grants; nothing serves it (a test that needs a real signature
-        uses a real client, as test_pipeline_logic.py does)."""
+        """A URL that names what it grants (`presigned[url]`); nothing serves it (a test that needs a
+        real signature uses a real client, as test_pipeline_logic.py does). Refuses an unknown method
+        or parameter as a client does (test_fakes.py compares)."""
         params = dict(Params or {})
         name = "".join(part.title() for part in ClientMethod.split("_"))
         if name not in _service("s3").operation_names:
@@ -257,7 +258,7 @@ class FakeS3(_Recorder):
         self.calls.append(("generate_presigned_url", grant))
         url = (
             f"https://{params['Bucket']}.s3.{REGION}.amazonaws.com/{params['Key']}"
-            f"?X-Amz-Expires={ExpiresIn}&x-id={name}"  # x-id: the operation, as boto3 names it in URLs
+            f"?X-Amz-Expires={ExpiresIn}&x-id={name}"  # a GET and a PUT of one key: two URLs
         )
         self.presigned[url] = grant
         return url
