@@ -157,6 +157,21 @@ def test_each_step_advances_the_job_within_its_own_share(complete, store, s3, em
     assert store.get("job-1").progress == pytest.approx(0.95)
 
 
+def test_chunks_rendering_side_by_side_report_the_furthest_one(complete, store, s3, sfn):
+    # Given two chunks of a parallel avatar, each beating with its own token
+    running_job(store, "job-1")
+    ahead = waiting(store, "avatar-c0-1-0123456789", StepAddress(step="avatar", chunk=0), "token-0")
+    behind = waiting(store, "avatar-c1-1-0123456789", StepAddress(step="avatar", chunk=1), "token-1")
+
+    land(complete, s3, progress(0.8, ahead), "progress")
+    furthest = store.get("job-1").progress
+    land(complete, s3, progress(0.3, behind), "progress")
+
+    # Both workers are kept alive; the job shows the chunk that is furthest along
+    assert [c["taskToken"] for c in sfn.called("SendTaskHeartbeat")] == ["token-0", "token-1"]
+    assert store.get("job-1").progress == furthest > 0
+
+
 def test_progress_of_a_cancelled_job_changes_nothing_but_the_heartbeat(complete, store, s3, sfn, emit):
     running_job(store, "job-1")
     waiting(store)
