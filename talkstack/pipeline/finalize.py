@@ -13,17 +13,27 @@ from __future__ import annotations
 from typing import Any
 
 from talkstack.contract.record import JobRecord, JobResult, OutputFile, OutputKind, utc_now
+from talkstack.contract.request import JobRequestBase
 from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
 from talkstack.pipeline.outputs import final_key, publish, write_result_json
-from talkstack.pipeline.step_results import step_result
+from talkstack.pipeline.step_results import segment_plan, step_result
 
 ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
 
 
 class JobCancelled(Exception):
     """The job was cancelled while finalize ran."""
+
+
+def main_step_of(request: JobRequestBase, job_id: str, store: Any) -> StepAddress:
+    """The step whose outputs the job publishes: its last engine step. A parallel avatar whose speech
+    fit one chunk took the single Avatar state (HasChunks), so no stitch step ran for it."""
+    last = StepAddress.parse(request.worker_steps[-1])
+    if last.step == "stitch" and not segment_plan(store, job_id).parallel:
+        return StepAddress(step="avatar")
+    return last
 
 
 def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> JobRecord:
@@ -37,7 +47,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         return record
     if record.status == "cancelled":
         return record  # cancelled before we got here: publish nothing
-    main_step = StepAddress.parse(request.worker_steps[-1])
+    main_step = main_step_of(request, job_id, store)
     main = step_result(store, job_id, main_step)
 
     started = utc_now()

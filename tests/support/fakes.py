@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import botocore.session
-from botocore.exceptions import ClientError
-from botocore.model import OperationModel
+from botocore.exceptions import ClientError, UnknownClientMethodError
+from botocore.model import OperationModel, ServiceModel
 from botocore.response import StreamingBody
 from botocore.validate import validate_parameters
 
 from talkstack.contract.record import JobRecord
+from talkstack.contract.worker import WorkerTask, WorkerTaskBase, parse_worker_task
 from talkstack.pipeline.jobs_table import create_table_request
 
 REGION = "us-east-1"
@@ -52,8 +54,19 @@ def client_error(operation: str, code: str, message: str, status: int = 400) -> 
 
 
 @cache
+def _service(service: str) -> ServiceModel:
+    return botocore.session.get_session().get_service_model(service)
+
+
 def _operation(service: str, operation: str) -> OperationModel:
-    return botocore.session.get_session().get_service_model(service).operation_model(operation)
+    return _service(service).operation_model(operation)
+
+
+def _check_error(service: str, operation: str, code: str) -> None:
+    """A fake only raises errors the operation is documented to raise (botocore's model lists them)."""
+    shapes = _operation(service, operation).error_shapes
+    codes = {shape.metadata.get("error", {}).get("code", shape.name) for shape in shapes}
+    assert code in codes, f"{operation} does not raise {code}"
 
 
 class _Recorder:
@@ -110,6 +123,8 @@ class FakeS3(_Recorder):
         self.buckets = set(buckets)
         self.denied: set[tuple[str, str]] = set()
         """Objects the caller's role may not touch (AccessDenied / a bare 403 on HEAD)."""
+        self.presigned: dict[str, dict[str, Any]] = {}
+        """What each URL handed out grants: ClientMethod, Bucket, Key (ContentType), ExpiresIn."""
 
     def keys(self, bucket: str, prefix: str = "") -> set[str]:
         return {key for b, key in self.objects if b == bucket and key.startswith(prefix)}
@@ -231,15 +246,22 @@ class FakeS3(_Recorder):
     def generate_presigned_url(
         self, ClientMethod: str, Params: Mapping[str, Any] | None = None, ExpiresIn: int = 3600
     ) -> str:
-        """A URL that names what it grants; nothing serves it (a test that needs a real signature
-        uses a real client, as test_pipeline_logic.py does)."""
+        """A URL that names what it grants (`presigned[url]`); nothing serves it (a test that needs a
+        real signature uses a real client, as test_pipeline_logic.py does). Refuses an unknown method
+        or parameter as a client does (test_fakes.py compares)."""
         params = dict(Params or {})
-        operation = _operation("s3", "".join(part.title() for part in ClientMethod.split("_")))
-        validate_parameters(params, operation.input_shape)
-        self.calls.append(("generate_presigned_url", {"ClientMethod": ClientMethod, **params}))
-        return (
-            f"https://{params['Bucket']}.s3.{REGION}.amazonaws.com/{params['Key']}?X-Amz-Expires={ExpiresIn}"
+        name = "".join(part.title() for part in ClientMethod.split("_"))
+        if name not in _service("s3").operation_names:
+            raise UnknownClientMethodError(method_name=ClientMethod)  # as the client refuses it
+        validate_parameters(params, _operation("s3", name).input_shape)
+        grant = {"ClientMethod": ClientMethod, **params, "ExpiresIn": ExpiresIn}
+        self.calls.append(("generate_presigned_url", grant))
+        url = (
+            f"https://{params['Bucket']}.s3.{REGION}.amazonaws.com/{params['Key']}"
+            f"?X-Amz-Expires={ExpiresIn}&x-id={name}"  # a GET and a PUT of one key: two URLs
         )
+        self.presigned[url] = grant
+        return url
 
     def upload_file(
         self, Filename: str, Bucket: str, Key: str, ExtraArgs: Mapping[str, Any] | None = None, **_: Any
@@ -274,6 +296,10 @@ class FakeStepFunctions(_Recorder):
         super().__init__()
         self.state_machines = set(state_machine_arns)
         self.executions: dict[str, Execution] = {}
+        self.closed_tokens: dict[str, str] = {}
+        """Task tokens Step Functions no longer accepts, with the error it answers: TaskTimedOut (the
+        state timed out or its heartbeat lapsed), InvalidToken, TaskDoesNotExist. moto accepts any
+        token, so these codes are checked against botocore's model of each operation instead."""
 
     def execution_arn(self, state_machine_arn: str, name: str) -> str:
         return state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
@@ -324,17 +350,22 @@ class FakeStepFunctions(_Recorder):
         (execution,) = [e for e in self.executions.values() if e.name == name]
         execution.status = status
 
-    def send_task_success(self, **params: Any) -> dict[str, Any]:
-        self._call("SendTaskSuccess", params)
+    def _task(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        self._call(operation, params)
+        code = self.closed_tokens.get(params["taskToken"])
+        if code is not None:
+            _check_error("stepfunctions", operation, code)
+            raise client_error(operation, code, "Task Timed Out" if code == "TaskTimedOut" else code)
         return {}
+
+    def send_task_success(self, **params: Any) -> dict[str, Any]:
+        return self._task("SendTaskSuccess", params)
 
     def send_task_failure(self, **params: Any) -> dict[str, Any]:
-        self._call("SendTaskFailure", params)
-        return {}
+        return self._task("SendTaskFailure", params)
 
     def send_task_heartbeat(self, **params: Any) -> dict[str, Any]:
-        self._call("SendTaskHeartbeat", params)
-        return {}
+        return self._task("SendTaskHeartbeat", params)
 
 
 # --- SQS ---------------------------------------------------------------------------------------------
@@ -366,16 +397,66 @@ class FakeSQS(_Recorder):
         return [json.loads(m["MessageBody"]) for m in self.queues[url]]
 
 
+# --- SNS ---------------------------------------------------------------------------------------------
+
+
+class FakeSNS(_Recorder):
+    """Topics by ARN; `messages(arn)` is what a subscriber would receive: the message (decoded as JSON)
+    and its attributes as plain strings (what a subscription filter policy matches on)."""
+
+    service = "sns"
+
+    def __init__(self, topic_arns: Iterable[str]) -> None:
+        super().__init__()
+        self.topics: dict[str, list[dict[str, Any]]] = {arn: [] for arn in topic_arns}
+
+    def publish(self, **params: Any) -> dict[str, Any]:
+        self._call("Publish", params)
+        arn = params.get("TopicArn")
+        if arn not in self.topics:
+            _check_error("sns", "Publish", "NotFound")
+            raise client_error("Publish", "NotFound", "Topic does not exist", 404)
+        self.topics[arn].append(params)
+        return {"MessageId": str(uuid.uuid4())}
+
+    def messages(self, arn: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        return [
+            (
+                json.loads(m["Message"]),
+                {k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items()},
+            )
+            for m in self.topics[arn]
+        ]
+
+
 # --- not AWS, but the same kind of boundary ------------------------------------------------------
 
 
 class FakeBackends:
-    """The worker backends object (talkstack.pipeline.backends.Backends) as cancel uses it:
-    `cancel(call_id)` → whether a backend call was cancelled. `fail` makes every cancel raise it."""
+    """The worker backends object (talkstack.pipeline.backends.Backends) as dispatch and cancel use
+    it: `for_model(model)` → a backend with a `name` whose `submit(task)` starts a worker and returns
+    its call id (`<name>:…`); `cancel(call_id)` → whether a backend call was cancelled. `fail` makes
+    every cancel raise it. `name` is the backend every model runs on ("local" or "modal").
 
-    def __init__(self, fail: Exception | None = None) -> None:
+    A submitted task goes through its JSON form, as ModalBackend sends it and a worker parses it
+    (talkstack.contract.worker.parse_worker_task): a task that does not survive that fails here."""
+
+    def __init__(self, fail: Exception | None = None, name: str = "local") -> None:
         self.cancelled: list[str] = []
         self.fail = fail
+        self.name = name
+        self.models: list[str] = []
+        """The model of each for_model() lookup."""
+        self.submitted: list[WorkerTask] = []
+        """Each task as the worker received it."""
+
+    def for_model(self, model_id: str) -> FakeBackends:
+        self.models.append(model_id)
+        return self
+
+    def submit(self, task: WorkerTaskBase) -> str:
+        self.submitted.append(parse_worker_task(task.model_dump_json()))
+        return f"{self.name}:call-{len(self.submitted)}"
 
     def cancel(self, call_id: str) -> bool:
         self.cancelled.append(call_id)

@@ -3,13 +3,15 @@ queue, and the PipelineConfig that points at them."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from talkstack.contract.parse import parse_job_request
-from talkstack.contract.record import JobRecord
+from talkstack.contract.record import JobRecord, utc_now
 from talkstack.contract.request import JobRequest
+from talkstack.contract.worker import OutputObject, ResultMarker, work_key
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import ACCOUNT, REGION, FakeS3
@@ -92,3 +94,38 @@ def publish_outputs(
     for key in keys.values():
         s3.put_object(Bucket=bucket, Key=key, Body=b"published", Metadata=metadata)
     return keys
+
+
+ROLE_FILES = {"video": "video.mp4", "thumbnail": "thumbnail.jpg", "audio": "speech.wav"}
+FILE_TYPES = {"video.mp4": "video/mp4", "thumbnail.jpg": "image/jpeg", "speech.wav": "audio/wav"}
+
+
+def worker_result(
+    s3: FakeS3,
+    job_id: str,
+    attempt_id: str,
+    roles: tuple[str, ...] = ("video", "thumbnail"),
+    upload: bool = True,
+    **fields: Any,
+) -> ResultMarker:
+    """The result marker a worker writes for `attempt_id`, its outputs PUT in the work bucket first
+    (`upload=False`: the worker claims outputs it never uploaded)."""
+    outputs = {}
+    for role in roles:
+        body = f"{role} rendered by {attempt_id}".encode()
+        key, content_type = work_key(job_id, attempt_id, ROLE_FILES[role]), FILE_TYPES[ROLE_FILES[role]]
+        if upload:
+            s3.put_object(Bucket=WORK, Key=key, Body=body, ContentType=content_type)
+        outputs[role] = OutputObject(key=key, bytes=len(body), content_type=content_type)
+    now = utc_now()
+    marker: dict[str, Any] = {
+        "duration_s": 2.0,
+        "width": 480,
+        "height": 480,
+        "fps": 25.0,
+        "engine_s": 1.5,
+        "worker": "gpu-box:42",
+        "started_at": now - timedelta(seconds=3),
+        "at": now,
+    }
+    return ResultMarker(attempt_id=attempt_id, outputs=outputs, **{**marker, **fields})

@@ -1,5 +1,5 @@
 """One pipeline step at a time: its real code, the real JobStore on moto's in-process DynamoDB, and
-in-memory fakes for S3, Step Functions and SQS (tests/support/fakes.py)."""
+in-memory fakes for S3, Step Functions, SQS, SNS and the worker backends (tests/support/fakes.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from moto import mock_aws
 
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.store import JobStore
-from tests.support.fakes import REGION, EmittedEvents, FakeS3, FakeSQS, FakeStepFunctions, create_jobs_table
+from tests.support.fakes import (
+    REGION,
+    EmittedEvents,
+    FakeS3,
+    FakeSNS,
+    FakeSQS,
+    FakeStepFunctions,
+    create_jobs_table,
+)
 from tests.support.steps import DLQ, INPUT, JOBS_TABLE, OUTPUT, STATE_MACHINE, WORK, make_config
 
 
@@ -52,3 +60,8 @@ def sqs() -> FakeSQS:
 @pytest.fixture
 def emit() -> EmittedEvents:
     return EmittedEvents()
+
+
+@pytest.fixture
+def sns(config: PipelineConfig) -> FakeSNS:
+    return FakeSNS([config.events_topic_arn])

@@ -10,10 +10,12 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore.config import Config
+from botocore.exceptions import ClientError, ParamValidationError, UnknownClientMethodError
 from moto import mock_aws
+from pydantic import ValidationError
 
-from tests.support.fakes import ACCOUNT, REGION, FakeS3, FakeSQS, FakeStepFunctions
+from tests.support.fakes import ACCOUNT, REGION, FakeBackends, FakeS3, FakeSNS, FakeSQS, FakeStepFunctions
 
 BUCKET = "probe-bucket"
 
@@ -117,3 +119,49 @@ def test_fake_sqs_answers_as_sqs_does(moto: None) -> None:
             "AWS.SimpleQueueService.NonExistentQueue",
         )
         assert "MessageId" in sqs.send_message(QueueUrl=url, MessageBody='{"a": 1}')
+
+
+def sns_story(sns: Any, topic: str) -> list[Any]:
+    missing = topic.replace(":events", ":nope")
+    seen: list[Any] = [outcome(lambda: sns.publish(TopicArn=missing, Message="{}"))]
+    attributes = {"type": {"DataType": "String", "StringValue": "job.queued"}}
+    seen.append("MessageId" in sns.publish(TopicArn=topic, Message="{}", MessageAttributes=attributes))
+    return seen
+
+
+def test_fake_sns_answers_as_sns_does(moto: None) -> None:
+    real = boto3.client("sns", region_name=REGION)
+    topic = real.create_topic(Name="events")["TopicArn"]
+    assert sns_story(FakeSNS([topic]), topic) == sns_story(real, topic)
+
+
+def test_fake_presigned_urls_refuse_what_a_client_refuses(moto: None) -> None:
+    # A real client signs locally (no request is sent): the same refusals, whatever the URL looks like.
+    real = boto3.client("s3", region_name=REGION, config=Config(signature_version="s3v4"))  # as aws.client
+    for s3 in (FakeS3([BUCKET]), real):
+        with pytest.raises(UnknownClientMethodError):
+            s3.generate_presigned_url("get_objects", Params={"Bucket": BUCKET, "Key": "k"})
+        with pytest.raises(ParamValidationError):
+            s3.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": "k", "ContentTyp": "x"})
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "a/k"}, ExpiresIn=60)
+        assert "X-Amz-Expires=60" in url and "/a/k?" in url
+
+
+@pytest.mark.parametrize("operation", ["send_task_success", "send_task_failure", "send_task_heartbeat"])
+def test_a_closed_token_is_refused_with_a_documented_code(operation: str) -> None:
+    # moto accepts any token; the codes are the ones botocore's model documents for each operation.
+    sfn = FakeStepFunctions([])
+    sfn.closed_tokens["t"] = "TaskTimedOut"
+    extra = {"output": "{}"} if operation == "send_task_success" else {}
+    assert outcome(lambda: getattr(sfn, operation)(taskToken="t", **extra)) == ("error", "TaskTimedOut")
+    assert getattr(sfn, operation)(taskToken="open", **extra) == {}
+
+
+def test_fake_backends_hand_the_worker_the_task_it_would_parse() -> None:
+    # A task that cannot survive its JSON form (as Modal and a worker see it) is refused at submit.
+    class NotATask:
+        def model_dump_json(self) -> str:
+            return json.dumps({"step": "avatar"})
+
+    with pytest.raises(ValidationError):
+        FakeBackends().submit(NotATask())  # type: ignore[arg-type]

@@ -1,0 +1,243 @@
+"""Finalize: the main step's outputs are copied from the work bucket to their final keys (tagged with
+the job id), the job is completed with what the steps reported, and result.json is written beside
+the video. A completed job only gets its result.json again; a cancelled one publishes nothing, and
+a cancel that wins while finalize copies takes back what was copied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from talkstack.contract.parse import parse_job_request
+from talkstack.contract.record import JobRecord
+from talkstack.contract.request import JobRequest
+from talkstack.contract.state import SegmentPlan
+from talkstack.contract.worker import ChunkPlan, ResultMarker, StepAddress
+from talkstack.pipeline.finalize import finalize_job
+from talkstack.pipeline.store import JobStore
+from tests.support.fakes import FakeS3
+from tests.support.steps import INPUT, OUTPUT, WORK, avatar_request, output_keys, worker_result
+
+JOB_ID_METADATA = {"talkstack-job-id": "job-1"}
+
+
+def rendered(
+    store: JobStore, s3: FakeS3, request: JobRequest, main: str = "avatar", **result: Any
+) -> ResultMarker:
+    """A job whose engine steps are done: `main` step's result stored (its outputs in the work
+    bucket), its steps finished, as complete leaves them."""
+    record = JobRecord.new("job-1", request)
+    for step in request.worker_steps:
+        if step != "stitch" or main == "stitch":
+            record.start_step(step, model=request.primary_model)  # type: ignore[arg-type]
+            record.finish_step(step)  # type: ignore[arg-type]
+    assert store.create(record)
+    roles = ("audio",) if main == "voice" else ("video", "thumbnail")
+    marker = worker_result(s3, "job-1", f"{main}-1-0123456789", roles=roles, **result)
+    store.put_step_result("job-1", StepAddress(step=main), marker)  # type: ignore[arg-type]
+    return marker
+
+
+def segmented(store: JobStore, chunks: int) -> None:
+    """The segment step's cut of a parallel avatar's speech into `chunks` chunks of 2 s."""
+    plan = SegmentPlan(
+        chunks=[
+            ChunkPlan(
+                index=k,
+                start_s=2 * k,
+                end_s=2 * k + 2,
+                render_start_s=2 * k,
+                render_end_s=2 * k + 2,
+                at_pause=True,
+            )
+            for k in range(chunks)
+        ],
+        audio_keys=[] if chunks == 1 else [f"work/job-1/segments/chunk-{k:03d}.wav" for k in range(chunks)],
+        source_bucket=INPUT,
+        source_key="inputs/talk/speech.wav",
+    )
+    store.put_step_result("job-1", "segment", plan)
+
+
+def published(s3: FakeS3, bucket: str, key: str) -> tuple[bytes, dict[str, str], str]:
+    obj = s3.objects[(bucket, key)]
+    return obj.body, obj.metadata, obj.content_type
+
+
+def test_the_outputs_are_published_and_the_job_completed(config, store, s3):
+    # Given the avatar step delivered a 2 s 480×480 video and its thumbnail to the work bucket
+    request = avatar_request()
+    marker = rendered(store, s3, request, warnings=["face box guessed"])
+    video, thumbnail = marker.outputs["video"], marker.outputs["thumbnail"]
+
+    record = finalize_job("job-1", config, store, s3)
+
+    # Then both are at their final keys, server-side copies tagged with the job id
+    keys = output_keys(record)
+    work = {role: s3.objects[(WORK, o.key)].body for role, o in marker.outputs.items()}
+    assert published(s3, OUTPUT, keys["video"]) == (work["video"], JOB_ID_METADATA, "video/mp4")
+    assert published(s3, OUTPUT, keys["thumbnail"]) == (work["thumbnail"], JOB_ID_METADATA, "image/jpeg")
+    copies = s3.called("CopyObject")
+    assert {c["CopySource"] for c in copies} == {f"{WORK}/{video.key}", f"{WORK}/{thumbnail.key}"}
+    assert all(c["MetadataDirective"] == "REPLACE" for c in copies)
+    # the job is completed with what the worker measured, and a finalize step
+    stored = store.get("job-1")
+    assert stored == record and stored.status == "completed" and stored.progress == 1.0
+    result = stored.result
+    assert [(o.kind, o.bucket, o.key, o.bytes) for o in result.outputs] == [
+        ("video", OUTPUT, keys["video"], video.bytes),
+        ("thumbnail", OUTPUT, keys["thumbnail"], thumbnail.bytes),
+    ]
+    assert (result.duration_s, result.width, result.height, result.fps) == (2.0, 480, 480, 25.0)
+    assert result.bytes == video.bytes + thumbnail.bytes and result.warnings == ["face box guessed"]
+    assert result.estimated_cost_usd is not None
+    assert stored.step("finalize").status == "completed" and "finalize" in stored.timings
+    # and result.json beside the video is the completed record
+    body, metadata, content_type = published(s3, OUTPUT, keys["result"])
+    assert JobRecord.model_validate_json(body) == stored
+    assert (metadata, content_type) == (JOB_ID_METADATA, "application/json")
+    # the inputs are untouched
+    assert s3.keys(INPUT) == set()
+
+
+def test_warnings_of_every_step_are_kept_once(config, store, s3):
+    # Given a text avatar whose voice step and avatar step both reported warnings
+    request = parse_job_request(
+        {"task": "avatar", "inputs": {"image": f"s3://{INPUT}/inputs/talk/portrait.png", "text": "Hi."}}
+    )
+    rendered(store, s3, request, warnings=["text was normalised", "face box guessed"])
+    voice = worker_result(
+        s3, "job-1", "voice-1-0123456789", roles=("audio",), warnings=["text was normalised"]
+    )
+    store.put_step_result("job-1", StepAddress(step="voice"), voice)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    assert record.result.warnings == ["text was normalised", "face box guessed"]
+    # the voice step's speech is an intermediate: only the avatar's outputs are published
+    assert [o.kind for o in record.result.outputs] == ["video", "thumbnail"]
+
+
+def test_a_voice_job_publishes_its_audio(config, store, s3):
+    request = parse_job_request({"task": "voice", "inputs": {"text": "Hi."}})
+    marker = rendered(store, s3, request, main="voice", width=None, height=None, fps=None)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    (audio,) = record.result.outputs
+    assert (audio.kind, audio.key, audio.content_type) == ("audio", "job-1/speech.wav", "audio/wav")
+    assert published(s3, OUTPUT, audio.key)[:2] == (
+        s3.objects[(WORK, marker.outputs["audio"].key)].body,
+        JOB_ID_METADATA,
+    )
+
+
+def test_outputs_go_where_the_request_asked(config, store, s3):
+    # Given a request for its own bucket, a shared prefix and its own file name
+    s3.buckets.add("their-bucket")
+    request = avatar_request(output={"bucket": "their-bucket", "prefix": "shared", "filename": "mine.mp4"})
+    rendered(store, s3, request)
+
+    finalize_job("job-1", config, store, s3)
+
+    assert s3.keys("their-bucket") == {
+        "shared/mine.mp4",
+        "shared/mine.thumbnail.jpg",
+        "shared/mine.result.json",
+    }
+    assert s3.keys(OUTPUT) == set()
+
+
+def test_a_parallel_avatar_publishes_the_stitched_video(config, store, s3):
+    # Given the chunks were rendered and stitched
+    request = avatar_request(options={"long_audio": "parallel"})
+    stitched = rendered(store, s3, request, main="stitch")
+    segmented(store, 2)
+    for k in range(2):
+        chunk = worker_result(s3, "job-1", f"avatar-c{k}-1-0123456789")
+        store.put_step_result("job-1", StepAddress(step="avatar", chunk=k), chunk)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    keys = output_keys(record)
+    assert s3.objects[(OUTPUT, keys["video"])].body == s3.objects[(WORK, stitched.outputs["video"].key)].body
+    assert record.status == "completed"
+
+
+def test_a_parallel_avatar_whose_speech_fit_one_chunk_publishes_the_avatar_steps_video(config, store, s3):
+    # Given a parallel avatar whose speech the segment step left in one chunk: the state machine took
+    # the single Avatar state (HasChunks → Avatar), so no stitch step ran
+    request = avatar_request(options={"long_audio": "parallel"})
+    marker = rendered(store, s3, request, main="avatar")
+    segmented(store, 1)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    keys = output_keys(record)
+    assert record.status == "completed"
+    assert s3.objects[(OUTPUT, keys["video"])].body == s3.objects[(WORK, marker.outputs["video"].key)].body
+
+
+def test_finalizing_a_completed_job_again_only_rewrites_result_json(config, store, s3):
+    # Given finalize ran and completed the job (and its Lambda is retried)
+    rendered(store, s3, avatar_request())
+    first = finalize_job("job-1", config, store, s3)
+    copies, puts = len(s3.called("CopyObject")), len(s3.called("PutObject"))
+
+    again = finalize_job("job-1", config, store, s3)
+
+    # Then nothing is copied twice and the record is the same; result.json is written again
+    assert again == first == store.get("job-1")
+    assert len(s3.called("CopyObject")) == copies
+    (rewrite,) = s3.called("PutObject")[puts:]
+    assert rewrite["Key"] == output_keys(first)["result"]
+
+
+def test_a_job_cancelled_before_finalize_publishes_nothing(config, store, s3):
+    rendered(store, s3, avatar_request())
+    store.update("job-1", lambda r: r.mark_cancelled())
+    work_objects = dict(s3.objects)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    assert record.status == "cancelled" and store.get("job-1").status == "cancelled"
+    assert s3.keys(OUTPUT) == set() and s3.objects == work_objects
+
+
+class CancelWinsTheRace:
+    """The DynamoDB client, but just before finalize's conditional write of the completed record
+    lands, cancel takes the record (a real conditional write of its own, on the same table)."""
+
+    def __init__(self, ddb: Any, store: JobStore) -> None:
+        self.ddb, self.store, self.raced = ddb, store, False
+
+    def put_item(self, **params: Any) -> Any:
+        if not self.raced and params.get("ConditionExpression", "").startswith("version"):
+            self.raced = True
+            self.store.update("job-1", lambda r: r.mark_cancelled())
+        return self.ddb.put_item(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ddb, name)
+
+
+def test_a_cancel_that_wins_while_finalize_copies_takes_back_the_copies(config, store, ddb, s3):
+    # Given the outputs are copied, then cancel writes the record before finalize can
+    rendered(store, s3, avatar_request())
+    racing = JobStore(store.table, CancelWinsTheRace(ddb, store))
+
+    record = finalize_job("job-1", config, racing, s3)
+
+    # Then the cancel stands and this job leaves nothing in the output bucket (no result.json either)
+    assert record.status == "cancelled" and store.get("job-1").status == "cancelled"
+    assert len(s3.called("CopyObject")) == 2 and s3.keys(OUTPUT) == set()
+
+
+def test_a_job_whose_main_step_left_no_result_is_a_bug(config, store, s3):
+    assert store.create(JobRecord.new("job-1", avatar_request()))
+
+    with pytest.raises(RuntimeError, match="avatar step left no result"):
+        finalize_job("job-1", config, store, s3)
+
+    assert s3.keys(OUTPUT) == set() and store.get("job-1").status == "queued"

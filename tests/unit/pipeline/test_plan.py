@@ -1,0 +1,128 @@
+"""Plan: which engine steps a job runs (per request kind), their heartbeats and timeouts (a step on
+the modal backend waits longer for its first beat), kept in the jobs table for dispatch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from talkstack.contract.parse import parse_job_request
+from talkstack.contract.record import JobRecord
+from talkstack.contract.request import JobRequest
+from talkstack.contract.state import Plan
+from talkstack.contract.worker import WORKER_STEPS
+from talkstack.pipeline.plan import plan_job
+from talkstack.pipeline.step_results import stored_plan
+from talkstack.pipeline.store import JobStore
+from tests.support.steps import INPUT, avatar_request, make_config
+
+IMAGE = f"s3://{INPUT}/inputs/talk/portrait.png"
+
+
+def queued(store: JobStore, request: JobRequest, job_id: str = "job-1") -> str:
+    assert store.create(JobRecord.new(job_id, request))
+    return job_id
+
+
+def request_of(kind: str, **changes: Any) -> JobRequest:
+    """One request of each shape the state machine branches on."""
+    if kind == "audio avatar":
+        return avatar_request(**changes)
+    if kind == "text avatar":
+        return parse_job_request({"task": "avatar", "inputs": {"image": IMAGE, "text": "Hello."}, **changes})
+    if kind == "parallel avatar":
+        return avatar_request(options={"long_audio": "parallel"}, **changes)
+    if kind == "voice":
+        return parse_job_request({"task": "voice", "inputs": {"text": "Hello."}, **changes})
+    assert kind == "video"
+    return parse_job_request({"task": "video", "inputs": {"prompt": "a calm sea"}, **changes})
+
+
+@pytest.mark.parametrize(
+    ("kind", "steps", "voice", "main", "segment"),
+    [
+        ("audio avatar", ["avatar"], False, "avatar", False),
+        ("text avatar", ["voice", "avatar"], True, "avatar", False),
+        ("parallel avatar", ["avatar", "stitch"], False, "avatar", True),
+        ("voice", ["voice"], True, "none", False),
+        ("video", ["video"], False, "video", False),
+    ],
+)
+def test_the_plan_names_the_steps_each_kind_of_request_runs(config, store, kind, steps, voice, main, segment):
+    # Given a queued job of this kind
+    job_id = queued(store, request_of(kind))
+
+    # When the Plan state runs
+    plan = plan_job(job_id, config, store)
+
+    # Then the Choice states' inputs say which branch to take
+    assert (plan.steps, plan.voice, plan.main, plan.segment) == (steps, voice, main, segment)
+    # and every engine state finds its limits (the ASL reads $.plan.timeouts.<step> for each of them)
+    assert set(plan.timeouts) == set(WORKER_STEPS)
+
+
+@pytest.mark.parametrize("kind", ["audio avatar", "text avatar", "parallel avatar", "voice", "video"])
+def test_the_plan_is_kept_in_the_jobs_table_for_dispatch(config, store, kind):
+    job_id = queued(store, request_of(kind))
+
+    plan = plan_job(job_id, config, store)
+
+    # What dispatch reads back (talkstack.pipeline.step_results) is the plan the state machine carries.
+    assert stored_plan(store, job_id) == plan
+    assert store.get_step_result(job_id, "plan", Plan) == plan
+
+
+def test_every_step_may_run_longer_than_its_heartbeat_and_at_least_the_floor(no_pipeline_environment, store):
+    # Given a stack with short heartbeats (local tests) and a five-minute floor
+    config = make_config(heartbeat_seconds=20, min_step_timeout_seconds=300)
+    job_id = queued(store, request_of("text avatar"))
+
+    plan = plan_job(job_id, config, store)
+
+    for step in WORKER_STEPS:
+        limits = plan.limits(step)
+        # A beating worker is never cut off by its own heartbeat, and no step gets less than the floor.
+        assert limits.heartbeat_s == 20
+        assert limits.timeout_s > limits.heartbeat_s and limits.timeout_s >= 300
+
+
+def test_a_step_on_modal_gets_the_modal_heartbeat_and_room_beyond_it(no_pipeline_environment, store):
+    # Given the avatar model runs on Modal (a cold container loads its weights before it beats) and
+    # the voice model on the local pool
+    config = make_config(
+        model_backends={"lite-avatar": "modal"}, heartbeat_seconds=60, modal_heartbeat_seconds=1800
+    )
+    job_id = queued(store, request_of("text avatar"))
+
+    plan = plan_job(job_id, config, store)
+
+    avatar, voice = plan.limits("avatar"), plan.limits("voice")
+    assert avatar.heartbeat_s == 1800 and voice.heartbeat_s == 60
+    # A whole modal heartbeat can pass before the first beat: the work still gets its own time after it.
+    assert avatar.timeout_s >= 1800 + config.min_step_timeout_seconds
+
+
+def test_a_longer_output_gets_a_longer_timeout(no_pipeline_environment, store):
+    # Given a tiny floor, so that the length of the output decides
+    config = make_config(min_step_timeout_seconds=1)
+    short = queued(store, request_of("video", options={"duration_s": 2}), "short")
+    long = queued(store, request_of("video", options={"duration_s": 60}), "long")
+    capped = queued(store, request_of("audio avatar", options={"max_duration_s": 3}), "capped")
+    uncapped = queued(store, request_of("audio avatar"), "uncapped")
+
+    timeout = {
+        job: plan_job(job, config, store).limits(step).timeout_s
+        for job, step in [(short, "video"), (long, "video"), (capped, "avatar"), (uncapped, "avatar")]
+    }
+
+    assert timeout[long] > timeout[short]
+    # An avatar cut at max_duration_s needs no more time than its cut; one without a cap gets the
+    # time of the longest speech the limits allow (the Plan state reads no media).
+    assert timeout[uncapped] > timeout[capped]
+
+
+def test_a_job_without_a_record_has_no_plan(config, store):
+    with pytest.raises(KeyError, match="job-1"):
+        plan_job("job-1", config, store)
+    assert store.get_step_result("job-1", "plan", Plan) is None
