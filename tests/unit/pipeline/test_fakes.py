@@ -22,7 +22,10 @@ BUCKET = "probe-bucket"
 
 @pytest.fixture
 def moto() -> Iterator[None]:
-    with mock_aws():
+    # Executions stay RUNNING (moto's default) so the story can meet a running execution. Said
+    # explicitly: a local stack started earlier in the same process turns moto's global
+    # `execute_state_machine` on, and a Pass machine would then finish before the second start.
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": False}}):
         yield
 
 
