@@ -24,6 +24,15 @@ def handler(event: FailureInput, context: LambdaContext) -> dict:
         # Cancelled through the API while a step was in flight: the cancel already said so.
         logger.info("job was cancelled", extra={"job_id": record.job_id})
         return {"job_id": record.job_id, "code": "CANCELLED", "message": "the job was cancelled"}
+    if record.status == "completed":
+        # Finalize failed after the job turned completed: the outputs stay published, and
+        # NotifyFailed announces the completion the record holds (talkstack.pipeline.notify).
+        logger.warning("failure after completion", extra={"job_id": record.job_id, "error": event.error})
+        return {
+            "job_id": record.job_id,
+            "code": "COMPLETED",
+            "message": "the job completed before this failure",
+        }
     assert record.error is not None
     logger.warning(
         "job failed", extra={"job_id": record.job_id, "error": record.error.model_dump(mode="json")}

@@ -26,7 +26,8 @@ def event_for(request: NotifyRequest, store: Any) -> tuple[JobEvent | None, JobR
     """The event to send: the one a handler raised at its moment, or (from the state machine) one
     built from the record now. No event when the state machine announces anything but the cancel of
     a job that was cancelled: a step still in flight at the cancel ended in the failure path, and the
-    cancel has already said how the job ended."""
+    cancel has already said how the job ended. A job.failed for a job whose record completed is
+    announced as what it is: job.completed."""
     record = store.get(request.job_id)
     if request.event is not None:
         return request.event, record
@@ -34,6 +35,10 @@ def event_for(request: NotifyRequest, store: Any) -> tuple[JobEvent | None, JobR
         raise KeyError(f"job {request.job_id} has no record")
     if record.status == "cancelled" and request.type != "job.cancelled":
         return None, record
+    if record.status == "completed" and request.type == "job.failed":
+        # Finalize died after its record update (result.json unwritten, say): the failure path kept
+        # the published outputs, NotifyCompleted never ran, and the record says completed.
+        return JobEvent.from_record(record, "job.completed"), record
     return JobEvent.from_record(record, request.type), record
 
 

@@ -115,6 +115,20 @@ def test_a_cancelled_jobs_other_endings_are_not_announced(config, store, sns):
     assert [m["type"] for m, _ in sns.messages(config.events_topic_arn)] == ["job.cancelled"]
 
 
+def test_a_failure_after_completion_announces_the_completion(config, store, sns):
+    # Given finalize marked the job completed and then failed (its result.json write, say): the Catch
+    # ran the failure path, which kept the outputs, and NotifyCompleted never ran
+    job(store)
+    completed(store)
+
+    answer = notify(NotifyRequest(job_id="job-1", type="job.failed"), config, store, sns)
+
+    # Then the one announcement is the truth the record holds
+    assert answer["type"] == "job.completed"
+    assert [m["type"] for m, _ in sns.messages(config.events_topic_arn)] == ["job.completed"]
+    assert [e.type for e in store.events("job-1")] == ["job.completed"]
+
+
 def test_an_event_for_a_job_without_a_record_is_an_error(config, store, sns):
     with pytest.raises(KeyError, match="job-1"):
         notify(NotifyRequest(job_id="job-1", type="job.completed"), config, store, sns)
