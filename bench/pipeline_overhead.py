@@ -190,7 +190,7 @@ def await_job(stack: LocalStack, hooks: WebhookReceiver, sample: JobSample, dead
         return
     sample.started_at = step.started_at.timestamp()
     sample.worker_done_at = step.at.timestamp()
-    sample.engine_s = float(step["engine_s"])
+    sample.engine_s = step.engine_s
 
 
 def count_duplicates(stack: LocalStack, hooks: WebhookReceiver, samples: list[JobSample]) -> None:

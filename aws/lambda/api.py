@@ -5,9 +5,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.api.app import handle
+from talkstack.pipeline.aws import TRACED_MODULES
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

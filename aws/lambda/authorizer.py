@@ -9,11 +9,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.api.authorizer import authorize
 from talkstack.api.keys import KeyStore
-from talkstack.pipeline.aws import client
+from talkstack.pipeline.aws import TRACED_MODULES, client
 from talkstack.pipeline.config import get_config
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 keys = KeyStore(get_config().jobs_table, client("dynamodb"))
 
 

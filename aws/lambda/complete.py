@@ -6,11 +6,12 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.pipeline.aws import TRACED_MODULES
 from talkstack.pipeline.complete import Completer
 from talkstack.pipeline.services import services
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 svc = services()
 completer = Completer(svc.config, svc.store, svc.s3, svc.sfn, svc.emit)
 

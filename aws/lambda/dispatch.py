@@ -6,13 +6,13 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.contract.state import DispatchInput, DispatchOutput
-from talkstack.pipeline.aws import client
+from talkstack.pipeline.aws import TRACED_MODULES, client
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.dispatch import dispatch_step
 from talkstack.pipeline.services import job_step, services
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 svc = services()
 backends = Backends(svc.config, lambda: client("secretsmanager"))
 

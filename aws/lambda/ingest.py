@@ -7,11 +7,12 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.pipeline.aws import TRACED_MODULES
 from talkstack.pipeline.ingest import Ingestor
 from talkstack.pipeline.services import services
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 svc = services()
 ingestor = Ingestor(svc.config, svc.store, svc.s3, svc.sfn, svc.sqs, svc.emit)
 

@@ -7,12 +7,13 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.contract.state import NotifyRequest
+from talkstack.pipeline.aws import TRACED_MODULES
 from talkstack.pipeline.metrics import metrics
 from talkstack.pipeline.notify import notify
 from talkstack.pipeline.services import services
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 # Only terminal events and failed webhooks produce metrics; the other events have none to flush.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 svc = services()

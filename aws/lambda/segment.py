@@ -5,11 +5,12 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.contract.state import JobInput
+from talkstack.pipeline.aws import TRACED_MODULES
 from talkstack.pipeline.segment import segment_job
 from talkstack.pipeline.services import job_step, services
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 svc = services()
 
 

@@ -5,11 +5,12 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.contract.state import ValidateInput, ValidateOutput
+from talkstack.pipeline.aws import TRACED_MODULES
 from talkstack.pipeline.services import job_step, services
 from talkstack.pipeline.validate import open_job
 
 logger = Logger(service="talkstack")
-tracer = Tracer(service="talkstack")
+tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 svc = services()
 
 

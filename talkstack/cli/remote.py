@@ -30,13 +30,13 @@ from talkstack.cli.common import (
     progress_bar,
 )
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.local.resources import LocalResources
+from talkstack.settings.client import DEFAULT_API_URL
 
 if TYPE_CHECKING:  # the client (and httpx) are imported when a command runs
     from talkstack.api.models import JobView
     from talkstack.client import TalkstackClient
 
-DEFAULT_API_URL = LocalResources().api_url
+
 TASK_METHODS = {"avatar": "generate_avatar", "voice": "clone_voice", "video": "generate_video"}
 
 UrlOption = Annotated[

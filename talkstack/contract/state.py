@@ -74,9 +74,8 @@ class SegmentPlan(StrictModel):
     chunks: list[ChunkPlan] = Field(min_length=1)
     audio_keys: list[str]
     """Work-bucket keys of each chunk's speech slice (empty when there is one chunk)."""
-    source_bucket: str
-    source_key: str
-    """The speech that was cut: the voice step's output or the request's audio."""
+    source: tuple[str, str]
+    """(bucket, key) of the speech that was cut: the voice step's output or the request's audio."""
 
     @property
     def parallel(self) -> bool:
@@ -107,7 +106,9 @@ class StateInput(StrictModel):
 class ValidateInput(StateInput):
     """State `Validate`: the execution input (any entry point's request) and the execution's ids."""
 
-    input: dict[str, Any]
+    input: Any
+    """Any JSON: the request (or ingest's envelope); what is not a request is validate's to refuse,
+    with a job error, like any bad input."""
     execution_name: str
     execution_arn: str | None = None
 

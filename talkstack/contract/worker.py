@@ -86,10 +86,6 @@ class MarkerRef(StrictModel, frozen=True):
     attempt_id: str
     kind: MarkerKind
 
-    @property
-    def key(self) -> str:
-        return marker_key(self.job_id, self.attempt_id, self.kind)
-
 
 def marker_key(job_id: str, attempt_id: str, kind: MarkerKind) -> str:
     return f"{MARKERS_PREFIX}{job_id}/{attempt_id}/{kind}.json"

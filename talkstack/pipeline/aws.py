@@ -14,6 +14,11 @@ from botocore.config import Config
 
 from talkstack.settings import get_local_settings
 
+TRACED_MODULES = ("botocore",)
+"""What the handlers' X-Ray Tracer patches: AWS calls only. Patching everything it can would also
+patch httpx, putting an `X-Amzn-Trace-Id` header on every webhook POST to a customer's endpoint
+and recording each webhook URL (which may carry a token) in the traces."""
+
 
 @lru_cache(maxsize=1)
 def _session() -> boto3.session.Session:

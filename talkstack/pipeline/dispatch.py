@@ -10,6 +10,7 @@ attempt finds its own, already-closed one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import posixpath
 from datetime import timedelta
 from typing import Any
@@ -32,9 +33,10 @@ from talkstack.contract.worker import (
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.plan import step_model
+from talkstack.pipeline.plan import plan_for, step_model
 from talkstack.pipeline.step_results import segment_plan, source_audio, step_result, stored_plan
 
+log = logging.getLogger(__name__)
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
 URL_GRACE_SECONDS = 300
 CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
@@ -148,7 +150,11 @@ def build_task(
     request = record.request
     assert request is not None
     job_id = record.job_id
-    limits = stored_plan(store, job_id).limits(address.step)
+    plan = stored_plan(store, job_id)
+    if plan is None:  # planned before the plan was stored (a job in flight across a deploy)
+        log.warning("job %s has no stored plan; planning it again", job_id)
+        plan = plan_for(request, config)
+    limits = plan.limits(address.step)
     lifetime = url_lifetime(limits.timeout_s, limits.heartbeat_s)
     sign = Presigner(s3, lifetime)
     attempt_id = attempt_id_for(address, retry_count, token)

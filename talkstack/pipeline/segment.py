@@ -55,8 +55,7 @@ def segment_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Seg
     plan = SegmentPlan(
         chunks=[ChunkPlan.model_validate(c.as_dict()) for c in chunks],
         audio_keys=keys,
-        source_bucket=bucket,
-        source_key=key,
+        source=(bucket, key),
     )
     store.put_step_result(job_id, SEGMENT_RESULT, plan)
     # The Map state iterates over this list; the details stay in the table (state payloads are small).

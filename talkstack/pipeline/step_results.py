@@ -21,12 +21,10 @@ PLAN_RESULT = "plan"
 SEGMENT_RESULT = "segment"
 
 
-def stored_plan(store: Any, job_id: str) -> Plan:
-    """The plan the Plan state computed for this job."""
-    plan = store.get_step_result(job_id, PLAN_RESULT, Plan)
-    if plan is None:
-        raise RuntimeError(f"job {job_id} has no plan: the Plan state did not run for it")
-    return plan
+def stored_plan(store: Any, job_id: str) -> Plan | None:
+    """The plan the Plan state computed for this job (None for an execution planned by a version
+    that did not store it)."""
+    return store.get_step_result(job_id, PLAN_RESULT, Plan)
 
 
 def step_result(store: Any, job_id: str, address: StepAddress) -> ResultMarker:

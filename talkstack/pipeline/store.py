@@ -247,10 +247,12 @@ class JobStore:
         found = self._get(job_id, f"STEP#{name}")
         return model.model_validate_json(found["result"]) if found else None
 
-    def put_worker_error(self, job_id: str, step: StepAddress, error: JobError, retryable: bool) -> None:
+    def put_worker_error(
+        self, job_id: str, step: StepAddress | str, error: JobError, retryable: bool
+    ) -> None:
         self._put(job_id, f"WERR#{step}", {"error": error.model_dump_json(), "retryable": retryable})
 
-    def get_worker_error(self, job_id: str, step: str) -> JobError | None:
+    def get_worker_error(self, job_id: str, step: StepAddress | str) -> JobError | None:
         found = self._get(job_id, f"WERR#{step}")
         return JobError.model_validate_json(found["error"]) if found else None
 

@@ -26,7 +26,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import ValidationError
 
 from talkstack.contract.request import VideoOptions
 from talkstack.contract.worker import WorkerTask, task_options
@@ -246,12 +245,8 @@ def _to_uint8(frames: Any) -> np.ndarray:
 
 
 def _options(task: WorkerTask) -> VideoOptions:
-    try:
-        return task_options(task, VideoOptions)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f".{part}" for part in first["loc"])
-        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"options{where}: {first['msg']}") from exc
+    # Checked when the task document was parsed (the runner answers a refused one on its error marker).
+    return task_options(task, VideoOptions)
 
 
 # ---------------------------------------------------------------------------------------------

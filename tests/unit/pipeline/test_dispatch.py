@@ -28,7 +28,7 @@ from talkstack.contract.worker import (
 )
 from talkstack.errors import TalkstackError
 from talkstack.pipeline.dispatch import dispatch_step
-from talkstack.pipeline.plan import plan_job
+from talkstack.pipeline.plan import plan_for, plan_job
 from talkstack.pipeline.step_results import stored_plan
 from talkstack.pipeline.store import AttemptToken, JobStore
 from tests.support.fakes import FakeBackends, FakeS3
@@ -244,8 +244,7 @@ def cut_in_three(store: JobStore, job_id: str = "job-1") -> SegmentPlan:
             for i, (a, b) in enumerate(bounds)
         ],
         audio_keys=[segment_key(job_id, f"chunk-{i:03d}.wav") for i in range(3)],
-        source_bucket=INPUT,
-        source_key="inputs/talk/speech.wav",
+        source=(INPUT, "inputs/talk/speech.wav"),
     )
     store.put_step_result(job_id, "segment", plan)
     return plan
@@ -327,14 +326,18 @@ def test_a_cancelled_job_starts_no_worker(config, store, s3, backends, ddb):
     assert store.get("job-1").steps == []
 
 
-def test_a_job_without_its_plan_is_a_bug_not_a_worker(config, store, s3, backends, ddb):
-    # Given a job the Plan state never ran for (the state machine ran out of order)
-    assert store.create(JobRecord.new("job-1", avatar_request()))
+def test_a_job_planned_without_a_stored_plan_is_planned_again(config, store, s3, backends, ddb):
+    # Given a job whose Plan state ran under a version that did not store the plan (in flight across
+    # a deploy)
+    request = avatar_request()
+    assert store.create(JobRecord.new("job-1", request))
 
-    with pytest.raises(RuntimeError, match="no plan"):
-        dispatch(config, store, s3, backends)
+    task, _, _ = dispatch(config, store, s3, backends)
 
-    assert backends.submitted == [] and token_items(ddb, "job-1") == []
+    # Then its worker starts with the limits the request implies, as the Plan state computes them
+    limits = plan_for(request, config).limits("avatar")
+    assert task.heartbeat_interval_s == max(0.5, limits.heartbeat_s / 3)
+    assert len(backends.submitted) == 1 and len(token_items(ddb, "job-1")) == 1
 
 
 def test_an_avatar_before_its_voice_step_delivered_is_a_bug(config, store, s3, backends, ddb):

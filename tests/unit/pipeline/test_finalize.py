@@ -54,8 +54,7 @@ def segmented(store: JobStore, chunks: int) -> None:
             for k in range(chunks)
         ],
         audio_keys=[] if chunks == 1 else [f"work/job-1/segments/chunk-{k:03d}.wav" for k in range(chunks)],
-        source_bucket=INPUT,
-        source_key="inputs/talk/speech.wav",
+        source=(INPUT, "inputs/talk/speech.wav"),
     )
     store.put_step_result("job-1", "segment", plan)
 

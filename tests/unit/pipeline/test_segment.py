@@ -69,7 +69,7 @@ def test_speech_that_fits_one_chunk_is_not_cut(config, store, s3, tmp_path):
     assert not plan.parallel and plan.audio_keys == []
     (chunk,) = plan.chunks
     assert (chunk.start_s, chunk.end_s) == (0.0, pytest.approx(6.0))
-    assert (plan.source_bucket, plan.source_key) == (INPUT, SPEECH_KEY)
+    assert plan.source == (INPUT, SPEECH_KEY)
 
 
 def test_long_speech_is_cut_in_its_pauses_and_each_slice_uploaded(config, store, s3, tmp_path):
@@ -129,7 +129,7 @@ def test_a_text_avatar_cuts_the_voice_steps_speech(config, store, s3, tmp_path):
     output = segment_job("job-1", config, store, s3)
 
     plan = store.get_step_result("job-1", "segment", SegmentPlan)
-    assert (plan.source_bucket, plan.source_key) == (WORK, key) and output.count > 1
+    assert plan.source == (WORK, key) and output.count > 1
 
 
 def test_only_an_avatar_can_be_segmented(config, store, s3):
