@@ -421,3 +421,77 @@ def test_the_engine_loads_the_multilingual_model_from_the_view(
     revision = spec_for_repo("ResembleAI/chatterbox").revision
     assert (ckpt_dir / "models--ResembleAI--chatterbox" / "refs" / "main").read_text() == revision
     assert no_hub == []
+
+
+# --- The engine's Chatterbox calls against 0.1.7's signatures --------------------------------
+
+
+class FakeChatterbox:
+    """ChatterboxTTS (tts.py) and, with `multilingual`, ChatterboxMultilingualTTS (mtl_tts.py):
+    generate / prepare_conditionals with their 0.1.7 parameters, `.sr` = S3GEN_SR = 24 kHz
+    (models/s3gen/const.py:1), generate → a (1, T) tensor (tts.py / mtl_tts.py return lines)."""
+
+    def __init__(self) -> None:
+        self.sr, self.conds, self.calls = 24_000, "built-in", []
+
+    def prepare_conditionals(self, wav_fpath, exaggeration=0.5):  # tts.py:182, mtl_tts.py:222
+        self.conds = f"cloned:{wav_fpath}"
+
+    def generate(  # tts.py:208-217
+        self,
+        text,
+        repetition_penalty=1.2,
+        min_p=0.05,
+        top_p=1.0,
+        audio_prompt_path=None,
+        exaggeration=0.5,
+        cfg_weight=0.5,
+        temperature=0.8,
+    ):
+        import torch
+
+        self.calls.append({"text": text, "conds": self.conds, "exaggeration": exaggeration})
+        return torch.full((1, 2400), 0.25)
+
+
+class FakeChatterboxMultilingual(FakeChatterbox):
+    def generate(  # mtl_tts.py:249-259
+        self,
+        text,
+        language_id,
+        audio_prompt_path=None,
+        exaggeration=0.5,
+        cfg_weight=0.5,
+        temperature=0.8,
+        repetition_penalty=2.0,
+        min_p=0.05,
+        top_p=1.0,
+    ):
+        # mtl_tts.py:262: language_id must be one of SUPPORTED_LANGUAGES (lower-cased)
+        assert language_id.lower() in voice.CHATTERBOX_LANGUAGES
+        return super().generate(text, exaggeration=exaggeration, cfg_weight=cfg_weight)
+
+
+def test_the_engines_chatterbox_calls_fit_both_0_1_7_signatures(tmp_path: Path) -> None:
+    engine = VoiceEngine("chatterbox", weights_dir=tmp_path, device="cpu")
+    english, multilingual = FakeChatterbox(), FakeChatterboxMultilingual()
+    engine._models = {"en": english, "multilingual": multilingual}
+    engine._builtin_conds = {"en": "built-in", "multilingual": "built-in"}
+    engine._conditioned_on = {"en": None, "multilingual": None}
+    ref = tmp_path / "ref.wav"
+
+    for language, model in (("en", english), ("de", multilingual)):
+        samples, rate = engine._synthesize_chatterbox(
+            "Hallo.", ref, language=language, exaggeration=0.7, cfg_weight=0.3
+        )
+        engine._synthesize_chatterbox("Hallo.", None, language=language, exaggeration=0.5, cfg_weight=0.5)
+
+        assert rate == 24_000 and samples.shape == (2400,) and samples.dtype == np.float32
+        assert [c["conds"] for c in model.calls] == [f"cloned:{ref}", "built-in"]
+
+
+def test_the_engines_language_list_is_0_1_7s_supported_languages() -> None:
+    # mtl_tts.py:24-48 (SUPPORTED_LANGUAGES keys)
+    upstream = {"ar", "da", "de", "el", "en", "es", "fi", "fr", "he", "hi", "it", "ja"}
+    upstream |= {"ko", "ms", "nl", "no", "pl", "pt", "ru", "sv", "sw", "tr", "zh"}
+    assert frozenset(upstream) == voice.CHATTERBOX_LANGUAGES and len(upstream) == 23
