@@ -348,6 +348,7 @@ def test_loading_refuses_when_the_library_was_put_online_first(monkeypatch: pyte
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # hub_offline only defaults it; restored afterwards
 
     with pytest.raises(TalkstackError) as caught:
         voice.hub_offline()
