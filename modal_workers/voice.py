@@ -52,18 +52,30 @@ def worker_packages() -> list[str]:
 
 
 VOICE_ENV = {
-    "HF_HOME": f"{WEIGHTS_DIR}/hf",  # anything fetched outside weights_dir lands on the volume too
+    "HF_HOME": f"{WEIGHTS_DIR}/hf",
+    # Every weight comes from the pinned downloads on the volume (the engine hands the upstream
+    # loaders their paths): offline, anything that would still reach for the Hub's `main` fails at
+    # load instead of fetching unpinned bytes. Set here because huggingface_hub reads it at import.
+    "HF_HUB_OFFLINE": "1",
     "HF_HUB_ENABLE_HF_TRANSFER": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
 
 CHATTERBOX_VERSION = "0.1.7"  # = resemble-ai/chatterbox 59bc590b, the code the engine was written to
 
+# The multilingual tokenizer segments Chinese with spacy-pkuseg, whose model (spacy_ontonotes, a
+# GitHub release checked by sha256) is downloaded into PKUSEG_HOME on first use — and the tokenizer
+# is built for every language, so without this step each cold container would fetch it from GitHub
+# and fail to load the multilingual model when GitHub does not answer. Fetched once, at build.
+PKUSEG_HOME = "/opt/pkuseg"
+PKUSEG_PREFETCH = "python -c 'from spacy_pkuseg import pkuseg; pkuseg()'"
+
 chatterbox_image = with_talkstack(
     modal.Image.debian_slim(python_version=PYTHON_VERSION)
     .apt_install("ffmpeg", "git")
     .uv_pip_install(f"chatterbox-tts=={CHATTERBOX_VERSION}", *worker_packages())
-    .env(VOICE_ENV)
+    .env({**VOICE_ENV, "PKUSEG_HOME": PKUSEG_HOME})
+    .run_commands(PKUSEG_PREFETCH)
 )
 
 # IndexTTS-2 is not on PyPI: its repository, at a fixed commit, installed the way its README does
@@ -72,6 +84,15 @@ INDEXTTS_REPO = "https://github.com/index-tts/index-tts.git"
 INDEXTTS_COMMIT = "ee40fa7d6c6b8a2c7f06105f9f1e65775b74868c"  # 2026-08-18
 INDEXTTS_SRC = "/opt/index-tts"
 
+# Its text normaliser on Linux is WeTextProcessing (indextts/utils/front.py, TextNormalizer.load):
+# the English grammar ships compiled in the wheel, but the Chinese one is built with options of its
+# own (interjections and erhua kept) into indextts/utils/tagger_cache/ beside its source, on first
+# load. Built there at image build time, so containers read it instead of compiling it at every cold
+# start. The repository leaves WeTextProcessing unpinned; its uv.lock has this version.
+WETEXT_VERSION = "1.0.4.1"
+NORMALIZER_PREBUILD = "python -c 'from indextts.utils.front import TextNormalizer; TextNormalizer().load()'"
+NORMALIZER_CACHE = f"{INDEXTTS_SRC}/indextts/utils/tagger_cache"
+
 indextts2_image = with_talkstack(
     modal.Image.debian_slim(python_version=PYTHON_VERSION)  # the repo wants Python >=3.10,<3.12
     .apt_install("ffmpeg", "git")
@@ -79,10 +100,12 @@ indextts2_image = with_talkstack(
         f"git clone --filter=blob:none {INDEXTTS_REPO} {INDEXTTS_SRC}",
         f"git -C {INDEXTTS_SRC} checkout --quiet {INDEXTTS_COMMIT}",
     )
-    .uv_pip_install(*worker_packages(), extra_options=f"--editable {INDEXTTS_SRC}")
-    # It probes huggingface.co against modelscope.cn before fetching its helper models; Modal reaches
-    # Hugging Face directly, so skip the probe.
+    .uv_pip_install(
+        f"WeTextProcessing=={WETEXT_VERSION}", *worker_packages(), extra_options=f"--editable {INDEXTTS_SRC}"
+    )
+    # USE_MODELSCOPE=false: never probe modelscope.cn (it would only matter if something were fetched).
     .env({**VOICE_ENV, "USE_MODELSCOPE": "false"})
+    .run_commands(NORMALIZER_PREBUILD, f"test -s {NORMALIZER_CACHE}/zh_tn_tagger.fst")
 )
 
 # ## Deploy-time settings
@@ -100,7 +123,8 @@ TIMEOUT_S = DEPLOY.voice_timeout_s
 # Voice jobs come in bursts (a text-driven avatar speaks first, then animates): stay warm 5 minutes
 # rather than pay a 1–2 minute cold start (image, then ~4–12 GB of weights) for each.
 SCALEDOWN_S = DEPLOY.voice_scaledown_s
-# A first start on an empty volume downloads the weights (IndexTTS-2 and its helpers: ~10 GB).
+# Loading reads ~4–12 GB of weights from the volume (filled beforehand by modal_workers.weights:
+# these containers never download).
 STARTUP_S = 20 * 60
 # The Python loop that launches each token's kernels needs a whole core; sentence splitting,
 # resampling and ffmpeg use the rest.

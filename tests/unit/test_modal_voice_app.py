@@ -161,3 +161,43 @@ def test_the_app_file_imports_without_modal_credentials_in_a_clean_process(tmp_p
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+# --- Nothing fetched at cold start (issue 14, finding 8) ----------------------------------------
+
+
+def test_both_images_run_with_the_hub_offline_from_process_start(voice):
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import (constants.py), so it must be in the
+    # image's environment, not set later by the engine.
+    for name in CLASSES:
+        assert "ENV HF_HUB_OFFLINE=1" in dockerfile(declared(voice.app, name).image), name
+
+
+def test_the_indextts2_image_prebuilds_the_text_normaliser_where_indextts_reads_it(voice):
+    commands = dockerfile(declared(voice.app, "IndexTTS2").image)
+    install = next(i for i, c in enumerate(commands) if "--editable /opt/index-tts" in c)
+    prebuild = commands.index(f"RUN {voice.NORMALIZER_PREBUILD}")
+
+    assert install < prebuild  # built by the installed package, in the final filesystem
+    # What IndexTTS2.__init__ runs (infer_v2.py:184-185 at ee40fa7d): TextNormalizer(...).load(),
+    # which on Linux builds WeTextProcessing's Chinese FSTs into
+    # os.path.join(os.path.dirname(front.py), "tagger_cache") (utils/front.py:131) unless they exist;
+    # the checkout is installed editable, so front.py is read from the clone itself.
+    assert "TextNormalizer().load()" in voice.NORMALIZER_PREBUILD
+    assert f"{voice.INDEXTTS_SRC}/indextts/utils/tagger_cache" == voice.NORMALIZER_CACHE
+    assert commands[prebuild + 1] == f"RUN test -s {voice.NORMALIZER_CACHE}/zh_tn_tagger.fst"
+    # The builder is pinned to the version of upstream's uv.lock (the pyproject leaves it open).
+    assert "WeTextProcessing==1.0.4.1" in commands[install]
+
+
+def test_the_chatterbox_image_fetches_the_chinese_segmenter_model_at_build_time(voice):
+    commands = dockerfile(declared(voice.app, "Chatterbox").image)
+    install = next(i for i, c in enumerate(commands) if "chatterbox-tts==0.1.7" in c)
+    home = commands.index(f"ENV PKUSEG_HOME={voice.PKUSEG_HOME}")
+    prefetch = commands.index(f"RUN {voice.PKUSEG_PREFETCH}")
+
+    # chatterbox 0.1.7's MTLTokenizer builds ChineseCangjieConverter for every language, which calls
+    # spacy_pkuseg.pkuseg() (tokenizer.py:193-194): its default model is downloaded into
+    # PKUSEG_HOME (read at import, config.py) on first use. Fetched once, where the runtime looks.
+    assert install < home < prefetch
+    assert "pkuseg()" in voice.PKUSEG_PREFETCH

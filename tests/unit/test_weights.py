@@ -164,7 +164,7 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
                     "tokenizer.json": b'{"vocab": {}}',
                     "conds.pt": b"conds",
                     "ve.pt": b"vept" * 5,
-                    "t3_mtl23ls_v3.safetensors": b"mtl3" * 30,
+                    "t3_mtl23ls_v2.safetensors": b"mtl2" * 30,
                     "s3gen.pt": b"s3pt" * 25,
                     "grapheme_mtl_merged_expanded_v1.json": b'{"g": 1}',
                     "Cangjie5_TC.json": b'{"c": 1}',

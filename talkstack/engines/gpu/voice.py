@@ -24,14 +24,21 @@ PyPI): `ChatterboxTTS.from_local(dir, device)`, `.generate(text, audio_prompt_pa
 cfg_weight)` → (1, T) tensor at `.sr` = 24 kHz, the reference read at 24 kHz (first 10 s for the
 decoder, all of it for the speaker embedding), at most 1000 speech tokens = 40 s per call;
 `ChatterboxMultilingualTTS` adds `language_id` for 23 languages. index-tts/index-tts at ee40fa7d:
-`IndexTTS2(cfg_path, model_dir, use_fp16, device, use_cuda_kernel)`, `.infer(spk_audio_prompt, text,
-output_path=None, emo_vector | use_emo_text + emo_text, emo_alpha)` → (22050, int16 samples); the
-speaker prompt is cut to 15 s; Chinese and English only; no bundled default voice.
+`IndexTTS2(cfg_path, model_dir, use_fp16, device, use_cuda_kernel, use_deepspeed, ..., aux_paths)`,
+`.infer(spk_audio_prompt, text, output_path=None, emo_vector | use_emo_text + emo_text, emo_alpha)` →
+(22050, int16 samples); the speaker prompt is cut to 15 s; Chinese and English only; no bundled
+default voice.
+
+Nothing is fetched at load time: both packages fall back to the Hugging Face Hub's `main` for what
+they do not find locally (IndexTTS-2's four helper models, Chatterbox's Cangjie table), so the engine
+hands them the pinned downloads and loads them with huggingface_hub in offline mode (`hub_offline`),
+where anything still unpinned fails instead of silently fetching.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 import threading
@@ -48,6 +55,7 @@ from talkstack.contract.request import VoiceOptions
 from talkstack.contract.worker import WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult, no_progress
 from talkstack.engines.gpu.base import Engine
+from talkstack.engines.gpu.weights import CATALOGUE, paths_for
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import (
     SILENCE_DBFS,
@@ -68,12 +76,13 @@ TRIM_BELOW_PEAK_DB = 40.0  # a 20 ms frame this far under the loudest one is sil
 MP3_BITRATE = "128k"
 
 # The engine reads these files from `weights_dir/<owner>/<name>/` (the weights catalogue downloads
-# them; tests/unit/test_weights.py checks the two agree). IndexTTS-2 also looks its four helper
-# models (w2v-bert-2.0, MaskGCT's codec, CAMPPlus, BigVGAN) up by name on first load; the catalogue
-# pins and downloads them, but pointing IndexTTS-2 at those folders instead of its Hugging Face cache
-# is not done yet (docs/gpu-workers.md).
+# them; tests/unit/test_weights.py and test_voice_weights.py check the two agree).
 CHATTERBOX_REPO = "ResembleAI/chatterbox"
 CHATTERBOX_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
+# What chatterbox-tts 0.1.7's ChatterboxMultilingualTTS.from_local opens (mtl_tts.py: ve.pt,
+# t3_mtl23ls_v2.safetensors, s3gen.pt, grapheme_mtl_merged_expanded_v1.json; conds.pt if present,
+# and the engine needs it for the built-in voice) plus the Cangjie table its tokenizer fetches
+# through hf_hub_download (models/tokenizers/tokenizer.py) — from_pretrained's allow_patterns.
 CHATTERBOX_MULTILINGUAL_FILES = (
     "ve.pt",
     "t3_mtl23ls_v2.safetensors",
@@ -82,6 +91,7 @@ CHATTERBOX_MULTILINGUAL_FILES = (
     "Cangjie5_TC.json",
     "conds.pt",
 )
+CHATTERBOX_CANGJIE = "Cangjie5_TC.json"
 INDEXTTS2_REPO = "IndexTeam/IndexTTS-2"
 INDEXTTS2_FILES = (
     "config.yaml",
@@ -93,6 +103,17 @@ INDEXTTS2_FILES = (
     "feat2.pt",
     "qwen0.6bemo4-merge",  # a folder: the text → emotion model behind use_emo_text
 )
+# IndexTTS-2's helper models. Given no `aux_paths`, IndexTTS2.__init__ calls
+# indextts.utils.model_download.ensure_models_available(model_dir) (infer_v2.py:59-61 at ee40fa7d),
+# which fetches all four from the Hub's `main` into model_dir/hf_cache (snapshot_download for
+# w2v-bert-2.0, hf_hub_download for the rest). Each `aux_paths` key here names the weights-catalogue
+# role whose pinned download holds what infer_v2.py then opens:
+INDEXTTS2_AUX_ROLES: dict[str, str] = {
+    "w2v_bert": "w2v-bert",  # a folder: SeamlessM4TFeatureExtractor + Wav2Vec2BertModel (:129-131)
+    "semantic_codec": "semantic-codec",  # a file: safetensors.torch.load_model (:139-141)
+    "campplus": "campplus",  # a file: torch.load (:168-170)
+    "bigvgan": "bigvgan",  # a folder: BigVGAN.from_pretrained, config.json + bigvgan_generator.pt (:176-177)
+}
 
 # ChatterboxMultilingualTTS's SUPPORTED_LANGUAGES (chatterbox-tts 0.1.7); English uses the English model.
 _CHATTERBOX_CODES = "ar da de el en es fi fr he hi it ja ko ms nl no pl pt ru sv sw tr zh"
@@ -394,6 +415,84 @@ def indextts2_emotion(emotion: str | None) -> IndexEmotion:
 
 
 # ---------------------------------------------------------------------------------------------
+# Loading without the Hub: the pinned downloads, handed to the upstream loaders
+# ---------------------------------------------------------------------------------------------
+
+
+def hub_offline() -> None:
+    """Put huggingface_hub in offline mode before a model package imports it, or refuse to load.
+
+    Both upstream packages fetch from the Hub's `main` whatever they do not find where they look;
+    offline, such a fetch raises instead, so a file the catalogue does not pin shows up as a load
+    error rather than as unpinned bytes. huggingface_hub reads HF_HUB_OFFLINE once, at import (and
+    transformers asks it), so setting it only helps before that import: the Modal images set it in
+    their environment; here it is defaulted for other callers and then checked where it counts, in
+    the library itself."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            "the voice models must load with the Hugging Face Hub offline (they would fetch unpinned "
+            "files from it): set HF_HUB_OFFLINE=1 before anything imports huggingface_hub",
+        )
+
+
+def _pinned_paths(model: str, weights_dir: Path, roles: dict[str, str]) -> dict[str, Path]:
+    """key → the catalogue's path for `roles[key]`, each checked to hold what the spec requires."""
+    paths = paths_for(model, weights_dir)
+    specs = {spec.role: spec for spec in CATALOGUE if model in spec.model_ids}
+    out: dict[str, Path] = {}
+    missing: list[str] = []
+    for key, role in roles.items():
+        path, spec = paths[role], specs[role]
+        needed = [path] if spec.entry else [path / rel for rel in spec.required]
+        missing += [str(p) for p in needed if not p.exists()]
+        out[key] = path
+    if missing:
+        raise TalkstackError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"{model}: {', '.join(missing[:3])} missing; fill the weights volume with "
+            f"`modal run -m modal_workers.weights --models {model}`",
+        )
+    return out
+
+
+def indextts2_aux_paths(weights_dir: Path) -> dict[str, str]:
+    """IndexTTS2's `aux_paths`: its four helper models, at the catalogue's pinned downloads."""
+    return {k: str(v) for k, v in _pinned_paths("indextts2", weights_dir, INDEXTTS2_AUX_ROLES).items()}
+
+
+def chatterbox_multilingual_view(folder: Path, view: Path) -> Path:
+    """A folder ChatterboxMultilingualTTS.from_local(view) loads entirely from `folder`, the pinned
+    download. from_local opens its files by name, but its tokenizer gets the Cangjie table (how
+    Chinese is spelt for the model) with `hf_hub_download(REPO_ID, "Cangjie5_TC.json",
+    cache_dir=<that folder>)` (chatterbox-tts 0.1.7, models/tokenizers/tokenizer.py): a Hub-cache
+    lookup of `main`, which would fetch an unpinned copy and, offline, finds nothing (the tokenizer
+    logs a warning and Chinese turns to unknown tokens). So the view links the files and lays the
+    table out as Hub-cache entry of the pinned commit, with `refs/main` naming it: offline,
+    hf_hub_download resolves `main` from that ref and returns our file."""
+    (spec,) = [s for s in CATALOGUE if s.repo_id == CHATTERBOX_REPO]
+    assert spec.revision is not None  # the catalogue pins it
+    view.mkdir(parents=True, exist_ok=True)
+    for name in CHATTERBOX_MULTILINGUAL_FILES:
+        _link(view / name, folder / name)
+    cache = view / f"models--{CHATTERBOX_REPO.replace('/', '--')}"
+    (cache / "refs").mkdir(parents=True, exist_ok=True)
+    (cache / "refs" / "main").write_text(spec.revision)
+    _link(cache / "snapshots" / spec.revision / CHATTERBOX_CANGJIE, folder / CHATTERBOX_CANGJIE)
+    return view
+
+
+def _link(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target.resolve())
+
+
+# ---------------------------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------------------------
 
@@ -415,6 +514,7 @@ class VoiceEngine(Engine):
     # -- loading ------------------------------------------------------------------------------
 
     def _load(self) -> None:
+        hub_offline()  # first: before torch or the model packages pull huggingface_hub in
         import torch
 
         if self.device is None:
@@ -441,6 +541,7 @@ class VoiceEngine(Engine):
     def _chatterbox(self, language: str) -> Any:
         variant = "en" if language == "en" else "multilingual"
         if variant not in self._models:  # the multilingual model loads on its first request
+            hub_offline()
             if variant == "en":
                 from chatterbox.tts import ChatterboxTTS
 
@@ -451,7 +552,8 @@ class VoiceEngine(Engine):
                 from chatterbox.mtl_tts import ChatterboxMultilingualTTS
 
                 folder = self._weights(CHATTERBOX_REPO, CHATTERBOX_MULTILINGUAL_FILES)
-                model = ChatterboxMultilingualTTS.from_local(folder, self.device)
+                view = chatterbox_multilingual_view(folder, Path(tempfile.mkdtemp(prefix="chatterbox-mtl-")))
+                model = ChatterboxMultilingualTTS.from_local(view, self.device)
             self._builtin_conds[variant] = model.conds  # conds.pt: the built-in voice
             self._conditioned_on[variant] = None
             self._models[variant] = model
@@ -459,9 +561,11 @@ class VoiceEngine(Engine):
 
     def _indextts2(self) -> Any:
         if "indextts2" not in self._models:
+            hub_offline()
             from indextts.infer_v2 import IndexTTS2
 
             folder = self._weights(INDEXTTS2_REPO, INDEXTTS2_FILES)
+            assert self.weights_dir is not None  # the Engine base defaults it
             cuda = str(self.device).startswith("cuda")
             self._models["indextts2"] = IndexTTS2(
                 cfg_path=str(folder / "config.yaml"),
@@ -470,6 +574,8 @@ class VoiceEngine(Engine):
                 device="cuda:0" if self.device == "cuda" else self.device,
                 use_cuda_kernel=False,  # BigVGAN's fused kernel compiles with nvcc, absent from the image
                 use_deepspeed=False,
+                # The pinned helper models: without them it fetches all four from the Hub's `main`.
+                aux_paths=indextts2_aux_paths(self.weights_dir),
             )
         return self._models["indextts2"]
 

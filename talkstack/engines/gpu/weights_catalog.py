@@ -214,9 +214,11 @@ CATALOGUE: tuple[WeightSpec, ...] = (
         revision="5bb1f6ee58e50c3b8d408bc82a6d3740c2db6e18",
         pin_status="pinned",
         source="public code: HF cache snapshot paths + chatterbox model tables (English and multilingual)",
-        # What ChatterboxTTS.from_local (English) and ChatterboxMultilingualTTS.from_local read. Both
-        # multilingual T3 generations are allowed but not required: chatterbox-tts 0.1.x loads _v2,
-        # newer code _v3, and only _v3 is attested at this commit by the sources above.
+        # What chatterbox-tts 0.1.7 reads, all required: the English set (tts.py, from_pretrained's
+        # list) and the multilingual set (mtl_tts.py, from_pretrained's allow_patterns). 0.1.7 loads
+        # the multilingual T3 `_v2` by that exact name (newer chatterbox code can opt into `_v3`, which
+        # the engine never reads, so it is not fetched). _v2 at this commit: a public downloader of
+        # "Multilingual 0.1.7" fetches exactly this list at 5bb1f6ee.
         allow_patterns=(
             "ve.safetensors",
             "t3_cfg.safetensors",
@@ -224,12 +226,12 @@ CATALOGUE: tuple[WeightSpec, ...] = (
             "tokenizer.json",
             "conds.pt",
             "ve.pt",
-            "t3_mtl23ls_v*.safetensors",
+            "t3_mtl23ls_v2.safetensors",
             "s3gen.pt",
             "grapheme_mtl_merged_expanded_v1.json",
             "Cangjie5_TC.json",
         ),
-        size_gb=8.0,  # English set ~3.0 GB + multilingual set ~3.0 GB + a second T3 generation ~2 GB
+        size_gb=6.2,  # English set ~3.0 GB + multilingual set ~3.2 GB
         licence="MIT",
         model_ids=("chatterbox",),
         role="checkpoint",
@@ -240,6 +242,7 @@ CATALOGUE: tuple[WeightSpec, ...] = (
             "tokenizer.json",
             "conds.pt",
             "ve.pt",
+            "t3_mtl23ls_v2.safetensors",
             "s3gen.pt",
             "grapheme_mtl_merged_expanded_v1.json",
             "Cangjie5_TC.json",
@@ -257,11 +260,27 @@ CATALOGUE: tuple[WeightSpec, ...] = (
         licence="bilibili IndexTTS model licence (custom; see LICENSE in the repository)",
         model_ids=("indextts2",),
         role="checkpoints",
-        required=("config.yaml", "gpt.pth", "s2mel.pth", "bpe.model", "wav2vec2bert_stats.pt"),
+        # Everything IndexTTS2.__init__ opens (infer_v2.py at ee40fa7d; the same list as its CLI's
+        # REQUIRED_MODEL_FILES / REQUIRED_MODEL_DIRS, cli_v2.py:22-33): feat1/feat2 are the speaker
+        # and emotion matrices, qwen0.6bemo4-merge the QwenEmotion model it loads by default.
+        required=(
+            "config.yaml",
+            "gpt.pth",
+            "s2mel.pth",
+            "bpe.model",
+            "wav2vec2bert_stats.pt",
+            "feat1.pt",
+            "feat2.pt",
+            "qwen0.6bemo4-merge/config.json",
+            "qwen0.6bemo4-merge/model.safetensors",
+            "qwen0.6bemo4-merge/tokenizer.json",
+            "qwen0.6bemo4-merge/tokenizer_config.json",
+        ),
     ),
-    # IndexTTS-2 fetches these four by name at load time (hf_hub_download / from_pretrained); pinned
-    # here so a container never reaches the Hub and never gets different bytes. SHAs: the same
-    # public pinned downloader, each corroborated by several other public pin tables.
+    # Without `aux_paths`, IndexTTS2 fetches these four from the Hub's `main` at every cold start
+    # (indextts/utils/model_download.py, ensure_models_available); the voice engine passes these
+    # pinned folders instead (voice.INDEXTTS2_AUX_ROLES) and loads with the Hub offline. SHAs: the
+    # same public pinned downloader, each corroborated by several other public pin tables.
     WeightSpec(
         repo_id="facebook/w2v-bert-2.0",
         revision="da985ba0987f70aaeb84a80f2851cfac8c697a7b",
