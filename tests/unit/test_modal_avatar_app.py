@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,33 @@ def test_the_deploy_time_gpu_setting_is_honoured_and_nothing_heavy_is_imported()
         check=True,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"gpu": ["A100-80GB", "A100-80GB"], "heavy": []}
+
+
+def test_the_smoke_method_renders_an_avatar_task_with_the_containers_turbo_setting(app_module):
+    from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
+
+    from modal_workers.common import SmokeRender
+    from talkstack.contract.worker import AvatarTask
+    from talkstack.engines.base import RenderResult
+
+    seen: list[tuple[Any, dict[str, bytes]]] = []
+
+    class Engine:  # the loaded engine, replaced at the `engine(task, inputs, outdir, progress)` call
+        model = "infinitetalk"
+
+        def __call__(self, task: Any, inputs: dict[str, Path], outdir: Path, progress: Any) -> Any:
+            seen.append((task, {role: path.read_bytes() for role, path in inputs.items()}))
+            video = outdir / "video.mp4"
+            video.write_bytes(b"mp4")
+            return {"video": video}, RenderResult(output=video, bytes=3, duration_s=6.0, frames=150)
+
+    instance = app_module.InfiniteTalk._get_user_cls()()
+    instance.turbo, instance.engine, instance.load_s, instance.inputs_served = True, Engine(), 300.0, 0
+    smoke = _find_callables_for_obj(instance, _PartialFunctionFlags.CALLABLE_INTERFACE)["smoke"]
+    render = SmokeRender.model_validate(smoke(b"png", b"wav", {"max_duration_s": 6.0}))
+
+    task, files = seen[0]
+    assert isinstance(task, AvatarTask) and task.model == "infinitetalk"
+    assert task.options.turbo is True and task.options.max_duration_s == 6.0
+    assert files == {"image": b"png", "audio": b"wav"}
+    assert (render.frames, render.load_s, render.first_input, render.video) == (150, 300.0, True, b"mp4")
