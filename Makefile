@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv sysdeps lint format schemas synth bench clean
+.PHONY: demo test venv sysdeps lint format schemas synth bench gpu-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ test: venv sysdeps lint $(SDK_TS_STAMP) $(CDK_STAMP)
 bench: venv
 	$(PY) bench/lite_avatar.py
 	$(PY) bench/pipeline_overhead.py
+
+# Deploy every Modal GPU app and smoke-test each model on it (needs a Modal token and the weights
+# volume: docs/gpu-workers.md). Prints cold start / load / render / cost; videos in out/gpu-smoke/.
+gpu-smoke: venv
+	$(PY) scripts/gpu_smoke.py $(GPU_SMOKE_ARGS)
 
 clean:
 	rm -rf $(VENV) out cdk.out node_modules .pytest_cache .ruff_cache *.egg-info

@@ -3,6 +3,9 @@
     modal run -m modal_workers.weights --models multitalk,infinitetalk   # once: fill the volume
     modal deploy -m modal_workers.avatar                                 # GPU: TALKSTACK_AVATAR_GPU
 
+    modal run -m modal_workers.avatar --image photo.png --audio speech.wav [--model infinitetalk] [--turbo]
+                                                                         # smoke: 3 s + 6 s clips
+
 The dispatch Lambda spawns `MultiTalk(turbo=…).run(task)` (or InfiniteTalk) with a worker task:
 pre-signed URLs only, no AWS credentials (talkstack/contract/worker.py). `turbo` is a Modal class
 parameter because the step-distillation LoRA is merged into the weights when the model loads: turbo
@@ -14,14 +17,24 @@ loaded once per container in `@modal.enter` rather than per job by a subprocess.
 `Stitcher` (CPU) joins the chunks of long avatars rendered in parallel.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Modal reads a class parameter's type from the class's
+# annotations without evaluating them, and refuses the string "bool" (modal/_type_manager.py).
+import time
 from pathlib import Path
 from typing import Any
 
 import modal
 
-from modal_workers.common import WEIGHTS_DIR, base_image, weights_volume, with_talkstack
+from modal_workers.common import (
+    SMOKE_CLIPS_S,
+    WEIGHTS_DIR,
+    SmokeRender,
+    base_image,
+    render_locally,
+    weights_volume,
+    with_talkstack,
+    write_smoke_report,
+)
 from talkstack.settings import ModalDeploySettings
 
 APP_NAME = "talkstack-avatar"
@@ -31,8 +44,10 @@ DEPLOY = ModalDeploySettings()
 GPU = DEPLOY.avatar_gpu
 """480p fits one 80 GB GPU with the whole 14B model resident (~48 GB peak, MultiTalk README on
 A100); 720p needs ~66 GB. A100-80GB works at about 1.5× the H100 time; 24–48 GB cards do not."""
-MEMORY_MB = DEPLOY.avatar_memory_mb
-"""Host RAM: the official loader materialises the DiT on the CPU first; 64 GB hosts were OOM-killed."""
+MEMORY_MB = {"multitalk": DEPLOY.avatar_memory_mb, "infinitetalk": DEPLOY.infinitetalk_memory_mb}
+"""Host RAM per class, above the official loaders' peaks (the arithmetic is in
+talkstack/settings/modal_deploy.py; tests/unit/test_modal_avatar_app.py recomputes it): MultiTalk
+≈ 87 GB, InfiniteTalk ≈ 125 GB (it builds the DiT in fp32 and holds every fp32 shard at once)."""
 TIMEOUT_S = 3 * 3600
 """Above the pipeline's longest avatar step (a minute of 720p speech without turbo), so the state
 machine's heartbeat and timeout decide when a job has taken too long, not Modal."""
@@ -47,6 +62,8 @@ INFINITETALK_REPO = ("https://github.com/MeiGen-AI/InfiniteTalk", "0107cd96421b3
 
 # The official requirements (torch 2.4.1 + cu121, xformers 0.0.28, flash-attn 2.7.4.post1) with the
 # pins public deployments found to work: diffusers 0.33 (xfuser breaks on newer), transformers 4.49.
+# What the upstream `wan` package imports when the engine imports it is in upstream_imports.json
+# (scripts/upstream_imports.py); UPSTREAM_IMPORT_PROVIDERS below says which package provides each.
 TORCH_PACKAGES = ["torch==2.4.1", "torchvision==0.19.1", "torchaudio==2.4.1", "xformers==0.0.28"]
 MODEL_PACKAGES = [
     "diffusers==0.33.1",
@@ -65,8 +82,59 @@ MODEL_PACKAGES = [
     "loguru==0.7.3",
     "librosa==0.10.2.post1",
     "numpy==1.26.4",  # the official code needs numpy < 2
-    "misaki[en]==0.7.4",  # imported at the top of the generate scripts' modules
+    # InfiniteTalk's wan/utils/utils.py imports decord at import time (a py3-none manylinux wheel).
+    "decord==0.6.0",
+    # misaki (kokoro's phonemiser) is not here: only the generate scripts import kokoro, never `wan`.
 ]
+
+# flash-attn publishes only an sdist on PyPI; its setup.py picks the prebuilt wheel matching the
+# installed torch/CUDA/Python from its GitHub release and builds from source only if there is none.
+# With --no-build-isolation that setup.py runs in the image's own Python, so what it imports must be
+# there first: `packaging`, `wheel.bdist_wheel` (current `wheel` defers it to setuptools ≥ 70.1's own
+# bdist_wheel; python:3.11-slim ships setuptools 65), and psutil + ninja for a source build.
+FLASH_ATTN_BUILD_PACKAGES = [
+    "setuptools==80.9.0",
+    "wheel==0.48.0",
+    "packaging==26.4",
+    "ninja==1.13.2",
+    "psutil==7.2.2",
+]
+FLASH_ATTN = "flash-attn==2.7.4.post1"
+
+# xfuser 0.4.1 requires `opencv-python` (its METADATA: Requires-Dist: opencv-python), which links
+# libGL and glib; it shares the `cv2` folder with the headless build above, so whichever is unpacked
+# last is the `cv2` that imports. The libraries make either one load.
+APT_PACKAGES = ["build-essential", "ninja-build", "libgl1", "libglib2.0-0"]
+
+UPSTREAM_IMPORT_PROVIDERS: dict[str, str] = {
+    # import name → the package of this image (or common.WORKER_PACKAGES) that provides it; where it
+    # is a dependency rather than a pin, the pinned package that requires it.
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "xformers": "xformers",
+    "accelerate": "accelerate",
+    "diffusers": "diffusers",
+    "transformers": "transformers",
+    "xfuser": "xfuser",
+    "optimum": "optimum-quanto",
+    "einops": "einops",
+    "easydict": "easydict",
+    "ftfy": "ftfy",
+    "imageio": "imageio",
+    "skimage": "scikit-image",
+    "cv2": "opencv-python-headless",
+    "loguru": "loguru",
+    "librosa": "librosa",
+    "numpy": "numpy",
+    "decord": "decord",
+    "PIL": "pillow",
+    "scipy": "scipy",
+    "soundfile": "soundfile",
+    "safetensors": "transformers",
+    "regex": "transformers",
+    "tqdm": "transformers",
+    "flash_attn": "flash-attn",
+}
 
 
 def _checkout(repo: tuple[str, str], path: str) -> list[str]:
@@ -80,10 +148,11 @@ def _checkout(repo: tuple[str, str], path: str) -> list[str]:
 
 
 image = with_talkstack(
-    base_image("build-essential", "ninja-build")
+    base_image(*APT_PACKAGES)
     .uv_pip_install(*TORCH_PACKAGES, extra_index_url="https://download.pytorch.org/whl/cu121")
     .uv_pip_install(*MODEL_PACKAGES)
-    .uv_pip_install("flash-attn==2.7.4.post1", extra_options="--no-build-isolation")
+    .uv_pip_install(*FLASH_ATTN_BUILD_PACKAGES)
+    .uv_pip_install(FLASH_ATTN, extra_options="--no-build-isolation")
     .run_commands(
         *_checkout(MULTITALK_REPO, "/opt/MultiTalk"), *_checkout(INFINITETALK_REPO, "/opt/InfiniteTalk")
     )
@@ -92,30 +161,40 @@ image = with_talkstack(
 stitch_image = with_talkstack(base_image())
 app = modal.App(APP_NAME, image=image)
 
-GPU_CLASS_OPTIONS: dict[str, Any] = {
-    "gpu": GPU,
-    "memory": MEMORY_MB,
-    "volumes": {WEIGHTS_DIR: weights_volume},
-    "timeout": TIMEOUT_S,
-    "startup_timeout": STARTUP_TIMEOUT_S,
-    "scaledown_window": SCALEDOWN_S,
-    "min_containers": MIN_CONTAINERS,
-}
+
+def gpu_class_options(model: str) -> dict[str, Any]:
+    return {
+        "gpu": GPU,
+        "memory": MEMORY_MB[model],
+        "volumes": {WEIGHTS_DIR: weights_volume},
+        "timeout": TIMEOUT_S,
+        "startup_timeout": STARTUP_TIMEOUT_S,
+        "scaledown_window": SCALEDOWN_S,
+        "min_containers": MIN_CONTAINERS,
+    }
 
 
 class _AvatarWorker:
-    """Shared body of the GPU classes: one engine (turbo or not) and one HTTP client per container."""
+    """Shared body of the GPU classes: one engine (turbo or not) and one HTTP client per container.
+
+    Each decorated class declares `turbo` itself: Modal builds a class's constructor from the
+    `modal.parameter()`s in that class's own `__dict__` (modal/cls.py `_use_annotation_parameters`),
+    so one declared here, on the undecorated base, is not a parameter and `MultiTalk(turbo=True)`
+    fails in the container."""
 
     model: str
-    turbo: bool = modal.parameter(default=False)
+    turbo: bool
 
     @modal.enter()
     def load(self) -> None:
         from talkstack.engines.gpu.avatar import AvatarEngine
         from talkstack.workers.runner import new_client
 
+        started = time.perf_counter()
         self.engine = AvatarEngine(self.model, weights_dir=Path(WEIGHTS_DIR), turbo=self.turbo)
         self.engine.load()
+        self.load_s = time.perf_counter() - started
+        self.inputs_served = 0
         self.client = new_client()
 
     @modal.method()
@@ -125,23 +204,40 @@ class _AvatarWorker:
 
         return run_task(task, self.client, step=self.engine)
 
+    @modal.method()
+    def smoke(self, image: bytes, audio: bytes, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Render from bytes, outside the worker protocol (no S3): the smoke test of a deploy.
+        Returns common.SmokeRender as a dict (mp4 bytes, frames, timings)."""
+        self.inputs_served += 1
+        render = render_locally(
+            self.engine,
+            "avatar",
+            {"turbo": self.turbo, **(options or {})},
+            files={"image": ("image.png", image), "audio": ("audio.wav", audio)},
+            load_s=self.load_s,
+            first_input=self.inputs_served == 1,
+        )
+        return render.model_dump()
+
     @modal.exit()
     def close(self) -> None:
         self.client.close()
 
 
-@app.cls(**GPU_CLASS_OPTIONS)
+@app.cls(**gpu_class_options("multitalk"))
 class MultiTalk(_AvatarWorker):
     """multitalk: one or two speakers, up to 40 s per stream (the official cap)."""
 
     model = "multitalk"
+    turbo: bool = modal.parameter(default=False)
 
 
-@app.cls(**GPU_CLASS_OPTIONS)
+@app.cls(**gpu_class_options("infinitetalk"))
 class InfiniteTalk(_AvatarWorker):
     """infinitetalk: long-form single-speaker video (APG against colour drift past 15 s)."""
 
     model = "infinitetalk"
+    turbo: bool = modal.parameter(default=False)
 
 
 @app.cls(image=stitch_image, cpu=4, memory=8 * 1024, timeout=30 * 60, scaledown_window=60)
@@ -159,3 +255,32 @@ class Stitcher:
         from talkstack.workers.runner import run_task
 
         return run_task(task, self.client)
+
+
+@app.local_entrypoint()
+def smoke(
+    image: str,
+    audio: str,
+    model: str = "multitalk",
+    turbo: bool = False,
+    clips: str = ",".join(f"{s:g}" for s in SMOKE_CLIPS_S),
+    output: str = "out/gpu-smoke",
+    report: str = "",
+) -> None:
+    """Render each clip length (default 3 s, one window, and 6 s, streaming over several) from a
+    local photo and speech on the deployed image and GPU; write the mp4s and a JSON report."""
+    classes = {"multitalk": MultiTalk, "infinitetalk": InfiniteTalk}
+    if model not in classes:
+        raise SystemExit(f"--model must be one of {', '.join(classes)}")
+    worker = classes[model](turbo=turbo)
+    image_bytes, audio_bytes = Path(image).read_bytes(), Path(audio).read_bytes()
+    renders: list[SmokeRender] = []
+    for seconds in (float(s) for s in clips.split(",")):
+        started = time.perf_counter()
+        result = worker.smoke.remote(image_bytes, audio_bytes, {"max_duration_s": seconds})
+        render = SmokeRender.model_validate({**result, "call_s": time.perf_counter() - started})
+        renders.append(render)
+        name = f"{model}{'-turbo' if turbo else ''}-{seconds:g}s.mp4"
+        print(render.summary(f"{model}{' turbo' if turbo else ''} {seconds:g} s"))
+        render.save_video(Path(output) / name)
+    write_smoke_report(Path(report) if report else None, APP_NAME, GPU, renders)

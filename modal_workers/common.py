@@ -9,7 +9,17 @@ Nothing here talks to Modal at import time: `modal.Image`, `modal.Volume.from_na
 
 from __future__ import annotations
 
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import modal
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from talkstack.engines.gpu.base import Engine
 
 PYTHON_VERSION = "3.11"
 
@@ -62,3 +72,129 @@ def base_image(*apt: str) -> modal.Image:
 def with_talkstack(image: modal.Image) -> modal.Image:
     """The talkstack package (worker protocol + engines) and these app files, added at start-up."""
     return image.add_local_python_source("talkstack", "modal_workers")
+
+
+# ## Smoke renders
+#
+# Each GPU app has a `smoke` method (bytes in, mp4 bytes out, no S3) and a local entrypoint that
+# calls it, so `modal run -m modal_workers.<app> …` proves the image, the weights volume and the
+# engine on the real GPU; scripts/gpu_smoke.py runs them all and prints the table.
+
+SMOKE_CLIPS_S = (3.0, 6.0)
+"""3 s fits one 81-frame avatar window; 6 s streams over several (and chains video passes)."""
+
+
+class SmokeRender(BaseModel):
+    """One smoke render, as the container reports it (`call_s` is added by the caller)."""
+
+    model: str
+    options: dict[str, Any]
+    gpu: str | None
+    """The GPU the driver names (None on a CPU)."""
+    frames: int
+    duration_s: float
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    load_s: float
+    """The container's model load in @modal.enter (paid once per container)."""
+    render_s: float
+    first_input: bool
+    """True when this render was the container's first input: the call paid a cold start."""
+    call_s: float | None = None
+    """Wall-clock seconds of the remote call as the caller saw it (queue + cold start + render)."""
+    warnings: list[str] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    video: bytes = Field(default=b"", repr=False)
+
+    def summary(self, label: str) -> str:
+        load = f"load {self.load_s:.0f} s, " if self.first_input else ""
+        return (
+            f"{label}: {self.frames} frames ({self.duration_s:.2f} s) {self.width}×{self.height} on "
+            f"{self.gpu}: {load}render {self.render_s:.1f} s"
+        )
+
+    def save_video(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.video)
+        print(f"  wrote {path} ({len(self.video):,} bytes)")
+
+
+class SmokeReport(BaseModel):
+    """What a smoke entrypoint writes with --report (read back by scripts/gpu_smoke.py)."""
+
+    app: str
+    gpu: str
+    """The GPU the app requests (each render says what it ran on)."""
+    renders: list[SmokeRender]
+
+
+def write_smoke_report(path: Path | None, app: str, gpu: str, renders: list[SmokeRender]) -> None:
+    if path is None:
+        return
+    report = SmokeReport(app=app, gpu=gpu, renders=renders)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.model_dump_json(indent=2, exclude={"renders": {"__all__": {"video"}}}))
+    print(f"report: {path}")
+
+
+def render_locally(
+    engine: Engine,
+    step: str,
+    options: dict[str, Any],
+    files: dict[str, tuple[str, bytes]],
+    *,
+    text: str | None = None,
+    load_s: float,
+    first_input: bool,
+) -> SmokeRender:
+    """Run the engine's own render on local files, outside the worker protocol.
+
+    The task document is a real one (parsed by the worker contract, so the engine sees exactly what
+    a job would give it) whose URLs point nowhere: `render` reads its inputs from the paths given and
+    never transfers anything; only talkstack.workers.runner does."""
+    from talkstack.contract.worker import parse_worker_task
+    from talkstack.workers.runner import accelerator
+
+    nowhere = {"url": "http://smoke.invalid/", "key": "smoke", "content_type": "application/octet-stream"}
+    document = {
+        "job_id": "smoke",
+        "step": step,
+        "attempt_id": "smoke",
+        "attempt": 1,
+        "model": engine.model,
+        "text": text,
+        "options": {"model": engine.model, **options},
+        "inputs": {role: {"url": nowhere["url"], "filename": name} for role, (name, _) in files.items()},
+        "outputs": {"video": nowhere, "thumbnail": nowhere},
+        "markers": {"progress": nowhere, "result": nowhere, "error": nowhere},
+        "heartbeat_interval_s": 60.0,
+        "deadline": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+    }
+    task = parse_worker_task(document)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs: dict[str, Path] = {}
+        for role, (name, data) in files.items():
+            inputs[role] = Path(tmp) / name
+            inputs[role].write_bytes(data)
+        outdir = Path(tmp) / "out"
+        outdir.mkdir()
+        started = time.perf_counter()
+        outputs, result = engine(task, inputs, outdir, lambda _fraction, _message: None)
+        render_s = time.perf_counter() - started
+        return SmokeRender(
+            model=engine.model,
+            options=options,
+            gpu=accelerator(),
+            frames=result.frames or 0,
+            duration_s=result.duration_s,
+            width=result.width,
+            height=result.height,
+            fps=result.fps,
+            load_s=load_s,
+            render_s=render_s,
+            first_input=first_input,
+            warnings=result.warnings,
+            timings=result.timings,
+            video=outputs["video"].read_bytes(),
+        )

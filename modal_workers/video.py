@@ -2,6 +2,7 @@
 
     modal deploy -m modal_workers.video     # deploy the app (GPU from TALKSTACK_VIDEO_GPU, default H100)
     modal run -m modal_workers.video        # check that the weights volume holds what the classes load
+    modal run -m modal_workers.video --prompt "…" [--image first.png] [--model wan2.2-ti2v-5b]  # smoke
 
 The dispatch Lambda spawns `LTXVideo().run` or `Wan22TI2V().run` with a worker task: pre-signed
 URLs only, no AWS credentials (talkstack/contract/worker.py). The worker downloads the optional
@@ -16,17 +17,22 @@ without Modal credentials or a GPU.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import modal
 
 from modal_workers.common import (
+    SMOKE_CLIPS_S,
     WEIGHTS_DIR,
     WEIGHTS_VOLUME,
+    SmokeRender,
     base_image,
+    render_locally,
     weights_volume,
     with_talkstack,
+    write_smoke_report,
 )
 from talkstack.settings import ModalDeploySettings
 
@@ -70,8 +76,11 @@ class _VideoWorker:
         from talkstack.engines.gpu.video import VideoEngine
         from talkstack.workers.runner import new_client
 
+        started = time.perf_counter()
         self.engine = VideoEngine(self.model, weights_dir=Path(WEIGHTS_DIR))
         self.engine.load()
+        self.load_s = time.perf_counter() - started
+        self.inputs_served = 0
         self.client = new_client()  # reused across inputs: no TLS set-up per transfer
 
     @modal.method()
@@ -80,6 +89,25 @@ class _VideoWorker:
         from talkstack.workers.runner import run_task
 
         return run_task(task, self.client, step=self.engine)
+
+    @modal.method()
+    def smoke(
+        self, prompt: str, image: bytes | None = None, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Render from a prompt (and optional first-frame image bytes) outside the worker protocol
+        (no S3): the smoke test of a deploy. Returns common.SmokeRender as a dict."""
+        self.inputs_served += 1
+        files = {"image": ("image.png", image)} if image is not None else {}
+        render = render_locally(
+            self.engine,
+            "video",
+            options or {},
+            files,
+            text=prompt,
+            load_s=self.load_s,
+            first_input=self.inputs_served == 1,
+        )
+        return render.model_dump()
 
     @modal.exit()
     def close(self) -> None:
@@ -112,7 +140,6 @@ class Wan22TI2V(_VideoWorker):
     model = "wan2.2-ti2v-5b"
 
 
-@app.local_entrypoint()
 def check_weights() -> None:
     """Print, per class, the weights folder it loads and whether the volume has it."""
     from talkstack.engines.gpu.video import WEIGHTS_SUBDIR
@@ -127,3 +154,34 @@ def check_weights() -> None:
             names = set()
         state = "ready" if "model_index.json" in names else "MISSING (run the weights app first)"
         print(f"  {cls_name:<10} {model:<16} {WEIGHTS_DIR}/{subdir}: {state}")
+
+
+@app.local_entrypoint()
+def main(
+    prompt: str = "",
+    image: str = "",
+    model: str = "ltx-video",
+    clips: str = ",".join(f"{s:g}" for s in SMOKE_CLIPS_S),
+    output: str = "out/gpu-smoke",
+    report: str = "",
+) -> None:
+    """Without --prompt: check the weights volume. With it: the smoke test, rendering each clip length
+    (default 3 s, one pass, and 6 s, chained passes where the model's pass is shorter) on the app's
+    image and GPU, writing the mp4s and a JSON report."""
+    if not prompt:
+        check_weights()
+        return
+    classes = {"ltx-video": LTXVideo, "wan2.2-ti2v-5b": Wan22TI2V}
+    if model not in classes:
+        raise SystemExit(f"--model must be one of {', '.join(classes)}")
+    worker = classes[model]()
+    image_bytes = Path(image).read_bytes() if image else None
+    renders: list[SmokeRender] = []
+    for seconds in (float(s) for s in clips.split(",")):
+        started = time.perf_counter()
+        result = worker.smoke.remote(prompt, image_bytes, {"duration_s": seconds})
+        render = SmokeRender.model_validate({**result, "call_s": time.perf_counter() - started})
+        renders.append(render)
+        print(render.summary(f"{model} {seconds:g} s"))
+        render.save_video(Path(output) / f"{model}-{seconds:g}s.mp4")
+    write_smoke_report(Path(report) if report else None, APP_NAME, GPU, renders)

@@ -28,8 +28,14 @@ class ModalDeploySettings(BaseSettings):
     """GPU of the avatar app (MultiTalk/InfiniteTalk): `A100-80GB` works (slower); 24–48 GB cards do
     not hold the 14B model."""
     avatar_memory_mb: int = 96 * 1024
-    """Host RAM of the avatar app: the official loader materialises the model on the CPU first; 64 GB
-    hosts were OOM-killed while loading."""
+    """Host RAM of the MultiTalk class. Its loader peaks near 87 GB (81 GiB): the 18.9 B-parameter DiT
+    (16.4 B Wan2.1-I2V-14B + 2.5 B audio adapter) in fp32, as its checkpoint stores it (76 GB), with the
+    5.7 B-parameter umt5-xxl text encoder in bf16 (11 GB) on the CPU beside it; 64 GB hosts were
+    OOM-killed while loading."""
+    infinitetalk_memory_mb: int = 136 * 1024
+    """Host RAM of the InfiniteTalk class. Its loader peaks near 125 GB (116 GiB): it builds the DiT in
+    fp32 and casts it to bf16 (38 GB), then reads all seven fp32 base shards and the fp32 InfiniteTalk
+    weights into one state dict (76 GB) while the bf16 text encoder (11 GB) sits on the CPU."""
     avatar_scaledown_s: int = 10 * 60
     """Seconds an idle avatar container stays warm."""
     avatar_min_containers: int = Field(0, ge=0)

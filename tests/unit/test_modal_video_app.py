@@ -61,7 +61,7 @@ def test_each_class_declares_an_h100_the_weights_volume_and_its_time_limits(app_
     assert fn.timeout == 90 * 60 and fn.startup_timeout == 20 * 60
     assert fn.scaledown_window == 5 * 60
     assert fn.image is not None
-    assert method_names(app_module.app, cls_name) == {"run"}
+    assert method_names(app_module.app, cls_name) == {"run", "smoke"}
 
 
 @pytest.mark.parametrize("cls_name", CLASSES)
@@ -126,3 +126,42 @@ def test_the_deploy_time_gpu_setting_is_honoured_and_nothing_heavy_is_imported()
         check=True,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"gpu": ["A100-80GB", "A100-80GB"], "heavy": []}
+
+
+class _RecordingEngine:
+    """Stands in for a loaded engine at the one boundary `render_locally` calls: `engine(task, …)`."""
+
+    model = "ltx-video"
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def __call__(self, task: Any, inputs: dict[str, Path], outdir: Path, progress: Any) -> Any:
+        from talkstack.engines.base import RenderResult
+
+        self.seen.append((task, {role: path.read_bytes() for role, path in inputs.items()}))
+        progress(0.5, "half way")
+        video = outdir / "video.mp4"
+        video.write_bytes(b"mp4")
+        result = RenderResult(output=video, bytes=3, duration_s=3.0, width=64, height=32, fps=25, frames=75)
+        return {"video": video, "thumbnail": video}, result
+
+
+def test_the_smoke_method_renders_a_real_task_document_from_bytes_without_transfers(app_module):
+    from modal_workers.common import SmokeRender
+    from talkstack.contract.worker import VideoTask
+
+    hooks = _user_hooks(app_module, "LTXVideo", "CALLABLE_INTERFACE")
+    instance = hooks["__instance__"]
+    instance.engine, instance.load_s, instance.inputs_served = _RecordingEngine(), 42.0, 0
+
+    first = SmokeRender.model_validate(hooks["smoke"]("a red fox", b"png", {"duration_s": 3.0}))
+    second = SmokeRender.model_validate(hooks["smoke"]("a red fox", None, {"duration_s": 6.0}))
+
+    task, files = instance.engine.seen[0]
+    assert isinstance(task, VideoTask)  # parsed by the worker contract, as a job's task would be
+    assert task.text == "a red fox" and task.options.duration_s == 3.0 and task.options.model == "ltx-video"
+    assert files == {"image": b"png"}
+    assert instance.engine.seen[1][1] == {}  # no image: text to video
+    assert (first.video, first.frames, first.load_s, first.first_input) == (b"mp4", 75, 42.0, True)
+    assert second.first_input is False and first.render_s >= 0 and first.gpu is None
