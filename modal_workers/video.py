@@ -122,7 +122,8 @@ class _VideoWorker:
     scaledown_window=SCALEDOWN_S,
 )
 class LTXVideo(_VideoWorker):
-    """ltx-video: Lightricks LTX-Video 0.9.7 distilled (8 steps), up to 257 frames per pass."""
+    """ltx-video: Lightricks LTX-Video 0.9.7 distilled, up to 257 frames per pass: 8 steps at 2/3 size,
+    the 0.9.7 latent upsampler ×2 and 4 refine steps (one 8-step pass at the output size with turbo)."""
 
     model = "ltx-video"
 
@@ -142,17 +143,19 @@ class Wan22TI2V(_VideoWorker):
 
 def check_weights() -> None:
     """Print, per class, the weights folder it loads and whether the volume has it."""
-    from talkstack.engines.gpu.video import WEIGHTS_SUBDIR
+    from talkstack.engines.gpu.video import UPSAMPLER_SUBDIR, WEIGHTS_SUBDIR
     from talkstack.engines.registry import modal_target
 
     print(f"app {APP_NAME}: GPU {GPU}, volume {WEIGHTS_VOLUME} mounted at {WEIGHTS_DIR}")
-    for model, subdir in WEIGHTS_SUBDIR.items():
+    folders = [(m, s, "model_index.json") for m, s in WEIGHTS_SUBDIR.items()]
+    folders += [(m, f"{s}/latent_upsampler", "config.json") for m, s in UPSAMPLER_SUBDIR.items()]
+    for model, subdir, marker in folders:
         _, cls_name = modal_target(model)  # the class the Modal backend sends this model's tasks to
         try:
             names = {Path(entry.path).name for entry in weights_volume.listdir(subdir)}
         except Exception:  # a missing folder raises (NotFoundError / grpc error, by client version)
             names = set()
-        state = "ready" if "model_index.json" in names else "MISSING (run the weights app first)"
+        state = "ready" if marker in names else "MISSING (run the weights app first)"
         print(f"  {cls_name:<10} {model:<16} {WEIGHTS_DIR}/{subdir}: {state}")
 
 

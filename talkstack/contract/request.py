@@ -373,7 +373,11 @@ class VideoOptions(StrictModel):
     seed: Seed | None = None
     negative_prompt: Annotated[str, Field(max_length=2000)] | None = None
     steps: Annotated[int, Field(ge=1, le=100)] | None = None
-    """Sampling steps; default is the model's own."""
+    """Sampling steps; default is the model's own (LTX-Video: of the first stage; its refine stage keeps
+    its own 4 distilled steps)."""
+    turbo: bool = False
+    """Faster, softer output where the model has a two-stage recipe (LTX-Video: one pass at the output
+    size instead of Lightricks' generate at 2/3 size → upsample the latents 2× → refine); others ignore it."""
 
     @model_validator(mode="after")
     def _check_size(self) -> VideoOptions:

@@ -120,6 +120,23 @@ def tiny_ltx_pipeline() -> Any:
     return pipe
 
 
+def tiny_ltx_upsampler(pipe: Any) -> Any:
+    """LTXLatentUpsamplePipeline over the pipeline's VAE with a one-block latent upsampler (the real
+    class: 2× in height and width)."""
+    torch = _torch()
+    from diffusers import LTXLatentUpsamplePipeline
+    from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+    torch.manual_seed(0)
+    upsampler = LTXLatentUpsamplerModel(
+        in_channels=pipe.transformer.config.in_channels,
+        mid_channels=32,  # its GroupNorm has 32 groups
+        num_blocks_per_stage=1,
+        dims=3,
+    )
+    return LTXLatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=upsampler.eval())
+
+
 def tiny_wan_pipeline() -> Any:
     """WanPipeline configured like Wan2.2-TI2V-5B (48-channel VAE compressing 16× in space, 4× in
     time; `expand_timesteps`), with a 2-layer transformer."""
@@ -188,5 +205,6 @@ def tiny_video_engine(model_id: str = "ltx-video", **spec_changes: Any) -> Video
         model_id,
         device="cpu",
         pipeline_factory=tiny_pipeline_factory,
+        upsampler_factory=tiny_ltx_upsampler,
         spec=tiny_spec(model_id, **spec_changes),
     )

@@ -25,17 +25,25 @@ from talkstack.engines.gpu import video as video_module
 from talkstack.engines.gpu.video import (
     LTX_VIDEO,
     MODEL_SPECS,
+    UPSAMPLER_SUBDIR,
     WAN22_TI2V_5B,
     WEIGHTS_SUBDIR,
     VideoEngine,
     output_size,
     plan_passes,
+    plan_render,
 )
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.video import Mp4Writer, probe_video
 from talkstack.workers.runner import run_task
 from tests.conftest import PORTRAIT
-from tests.support.tiny_video import TINY_SIZES, tiny_pipeline_factory, tiny_spec, tiny_video_engine
+from tests.support.tiny_video import (
+    TINY_SIZES,
+    tiny_ltx_upsampler,
+    tiny_pipeline_factory,
+    tiny_spec,
+    tiny_video_engine,
+)
 
 MODELS = ["ltx-video", "wan2.2-ti2v-5b"]
 
@@ -61,26 +69,50 @@ def make_task(
 
 
 class Spy:
-    """Wraps a pipeline: records every call's keyword arguments and its frames (as uint8)."""
+    """Wraps a pipeline: records every call's keyword arguments and its output."""
 
-    def __init__(self, pipe: Any, calls: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+    def __init__(self, pipe: Any, calls: list[tuple[dict[str, Any], Any]]) -> None:
         self.pipe, self.calls = pipe, calls
 
     def __call__(self, **kwargs: Any) -> Any:
         output = self.pipe(**kwargs)
-        frames = np.clip(np.rint(np.asarray(output.frames[0]) * 255), 0, 255).astype(np.uint8)
-        self.calls.append((kwargs, frames))
+        self.calls.append((kwargs, output))
         return output
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pipe, name)
 
 
-def spied(engine: VideoEngine) -> list[tuple[dict[str, Any], np.ndarray]]:
+class Passes(list):
+    """One (keyword arguments of the pass's first pipeline call, the pass's uint8 frames) per pass;
+    `pipe_calls` / `upsampler_calls` hold every (kwargs, output) of the pipelines / upsampler."""
+
+    pipe_calls: list[tuple[dict[str, Any], Any]]
+    upsampler_calls: list[tuple[dict[str, Any], Any]]
+
+
+def spied(engine: VideoEngine) -> Passes:
     engine.load()
-    calls: list[tuple[dict[str, Any], np.ndarray]] = []
-    engine.pipelines = {kind: Spy(pipe, calls) for kind, pipe in engine.pipelines.items()}
-    return calls
+    passes = Passes()
+    passes.pipe_calls, passes.upsampler_calls = [], []
+    engine.pipelines = {kind: Spy(pipe, passes.pipe_calls) for kind, pipe in engine.pipelines.items()}
+    if engine.upsampler is not None:
+        engine.upsampler = Spy(engine.upsampler, passes.upsampler_calls)
+    generate = engine._generate
+
+    def recorded(*args: Any, **kwargs: Any) -> np.ndarray:
+        first = len(passes.pipe_calls)
+        frames = generate(*args, **kwargs)
+        passes.append((passes.pipe_calls[first][0], frames.copy()))
+        return frames
+
+    engine._generate = recorded  # type: ignore[method-assign]
+    return passes
+
+
+def steps_per_pass(engine: VideoEngine, steps: int = 2) -> int:
+    """Progress steps of one pass: the sampling steps, plus the refine steps of a two-stage model."""
+    return steps + (engine.spec.refine.steps if engine.spec.refine is not None else 0)
 
 
 def render(engine: VideoEngine, outdir: Path, task: WorkerTask, image: Path | None = None):
@@ -128,7 +160,10 @@ def test_text_to_video_makes_an_mp4_of_exactly_the_asked_frames(model, tmp_path)
     assert kwargs["num_frames"] == 49 and frames.shape == (49, height, width, 3)
     fractions = [f for f, _ in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert [m for _, m in progress if "step" in m] == ["pass 1/1, step 1/2", "pass 1/1, step 2/2"]
+    total = steps_per_pass(engine)  # one progress line per denoising step the pipelines really ran
+    assert [m for _, m in progress if "step" in m] == [
+        f"pass 1/1, step {i}/{total}" for i in range(1, total + 1)
+    ]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -146,6 +181,7 @@ def test_image_to_video_conditions_on_the_image_at_its_nearest_aspect(model, tmp
     (first_kwargs, first_frames), (_, second_frames) = calls
     condition = first_kwargs["image"]
     assert condition.size == (width, height)
+    assert all(kwargs["image"] is condition for kwargs, _ in calls.pipe_calls[: len(calls.pipe_calls) // 2])
     expected = Image.open(PORTRAIT).convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
     assert np.abs(np.asarray(condition, np.int16) - np.asarray(expected, np.int16)).mean() < 2
     if model == "wan2.2-ti2v-5b":
@@ -184,10 +220,11 @@ def test_long_clips_chain_passes_on_the_previous_last_frame(model, tmp_path, mon
     assert_valid_video(outputs, width, height, frames=48, fps=24)
     assert result.frames == 48
     messages = [m for _, m in progress]
-    assert "pass 1/3, step 1/2" in messages and "pass 3/3, step 2/2" in messages
+    total = steps_per_pass(engine)
+    assert f"pass 1/3, step 1/{total}" in messages and f"pass 3/3, step {total}/{total}" in messages
     fractions = [f for f, _ in progress]
     assert fractions == sorted(fractions)
-    assert [f for f, m in progress if m == "pass 2/3, step 2/2"] == [pytest.approx(0.95 * 2 / 3)]
+    assert [f for f, m in progress if m == f"pass 2/3, step {total}/{total}"] == [pytest.approx(0.95 * 2 / 3)]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -226,7 +263,10 @@ def test_ltx_uses_its_distilled_schedule_unless_steps_are_given(tmp_path):
         distilled["timesteps"] == list(LTX_VIDEO.default_timesteps) and "num_inference_steps" not in distilled
     )
     assert distilled["guidance_scale"] == 1.0 and "negative_prompt" not in distilled
-    assert progress[-2][1] == "encoding video" and "pass 1/1, step 8/8" in [m for _, m in progress]
+    total = steps_per_pass(engine, 8)
+    assert progress[-2][1] == "encoding video" and f"pass 1/1, step {total}/{total}" in [
+        m for _, m in progress
+    ]
     assert any("ignores negative_prompt" in w for w in result.warnings)
     assert explicit["num_inference_steps"] == 3 and "timesteps" not in explicit
     assert distilled["frame_rate"] == 24 and distilled["decode_timestep"] == 0.05
@@ -256,6 +296,7 @@ def test_first_block_cache_is_enabled_on_the_shared_transformer(model, tmp_path)
         model,
         device="cpu",
         pipeline_factory=tiny_pipeline_factory,
+        upsampler_factory=tiny_ltx_upsampler,
         spec=tiny_spec(model),
         first_block_cache=0.2,
     )
@@ -269,7 +310,10 @@ def test_first_block_cache_is_enabled_on_the_shared_transformer(model, tmp_path)
 def test_production_loading_builds_the_pipelines_from_a_weights_folder(model, tmp_path):
     """Save a tiny pipeline as a diffusers snapshot under <weights>/<org>/<name> and load it the way
     the Modal container does (no factory)."""
-    tiny_pipeline_factory(model).save_pretrained(tmp_path / "weights" / WEIGHTS_SUBDIR[model])
+    pipe = tiny_pipeline_factory(model)
+    pipe.save_pretrained(tmp_path / "weights" / WEIGHTS_SUBDIR[model])
+    if model in UPSAMPLER_SUBDIR:  # the upsampler repository is an LTXLatentUpsamplePipeline snapshot
+        tiny_ltx_upsampler(pipe).save_pretrained(tmp_path / "weights" / UPSAMPLER_SUBDIR[model])
     engine = VideoEngine(model, weights_dir=tmp_path / "weights", device="cpu", spec=tiny_spec(model))
 
     outputs, _, _ = render(engine, tmp_path / "out", make_task(model), image=PORTRAIT)
@@ -279,12 +323,128 @@ def test_production_loading_builds_the_pipelines_from_a_weights_folder(model, tm
     text, image = engine.pipelines["text"], engine.pipelines["image"]
     if model == "ltx-video":
         assert type(text).__name__ == "LTXConditionPipeline" and image is text
+        assert type(engine.upsampler).__name__ == "LTXLatentUpsamplePipeline"
+        assert engine.upsampler.vae is text.vae  # the generating pipeline's VAE, not the snapshot's copy
     else:
         assert (type(text).__name__, type(image).__name__) == ("WanPipeline", "WanImageToVideoPipeline")
         assert text.config.expand_timesteps and image.config.expand_timesteps
         assert text.vae.dtype == torch.float32
     assert text.vae.use_tiling
     assert_valid_video(outputs, *TINY_SIZES["1:1"], frames=48, fps=24)
+
+
+# ---------------------------------------------------------------------------------------------
+# LTX-Video's two-stage distilled recipe (generate small → latent upsampler ×2 → refine → resize)
+# ---------------------------------------------------------------------------------------------
+
+# Big enough that 2/3 of it is not clamped to the 32-px minimum: 96×64 → stage 1 64×32 → 128×64.
+TWO_STAGE_SIZES = {"16:9": (96, 64), "9:16": (64, 96), "1:1": (64, 64)}
+
+
+def test_ltx_renders_two_stages_with_diffusers_own_arithmetic(tmp_path):
+    engine = tiny_video_engine(
+        "ltx-video", sizes=TWO_STAGE_SIZES, default_timesteps=LTX_VIDEO.default_timesteps, default_steps=8
+    )
+    calls = spied(engine)
+
+    outputs, result, progress = render(
+        engine, tmp_path, make_task("ltx-video", aspect="16:9"), image=PORTRAIT
+    )
+
+    pipe = engine.pipelines["image"].pipe
+    spatial, temporal = pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio
+    (first, first_out), (second, second_out) = calls.pipe_calls
+    [(up_kwargs, up_out)] = calls.upsampler_calls
+    # Stage 1: 2/3 of 96×64, floored to the VAE's factor as diffusers' docs round it; latents out.
+    base = tuple(int(x * 2 / 3) - int(x * 2 / 3) % spatial for x in (96, 64))
+    assert (first["width"], first["height"]) == base == (64, 32)
+    assert first["output_type"] == "latent" and first["timesteps"] == list(LTX_VIDEO.default_timesteps)
+    latent_frames = (49 - 1) // temporal + 1
+    assert first_out.frames.shape == (1, 128 // 16, latent_frames, 32 // spatial, 64 // spatial)
+    # The upsampler gets stage 1's latents and doubles the latent height and width.
+    assert up_kwargs["latents"] is first_out.frames and up_kwargs["adain_factor"] == 1.0
+    assert up_out.frames.shape == (1, 8, latent_frames, 2 * 32 // spatial, 2 * 64 // spatial)
+    # Stage 2 at twice stage 1's size, from the upsampled latents (diffusers checks their shape against
+    # the size), with the refine schedule cut by denoise_strength; the same condition image.
+    assert (second["width"], second["height"]) == (128, 64) and second["latents"] is up_out.frames
+    assert second["timesteps"] == [1000, 909, 725, 421, 0] and second["denoise_strength"] == 0.999
+    assert second["image"] is first["image"] and second["image"].size == (96, 64)
+    assert second_out.frames[0].shape == (49, 3, 64, 128)
+    # Progress counts every denoising step the pipelines ran: 8 distilled + what get_timesteps kept.
+    refine_steps = [m for _, m in progress if "step" in m][8:]
+    assert len(refine_steps) == LTX_VIDEO.refine.steps == 4
+    assert refine_steps[-1] == "pass 1/1, step 12/12"
+    # Resized to the output size: the video is what the plan promised.
+    assert_valid_video(outputs, 96, 64, frames=48, fps=24)
+    assert (result.width, result.height) == (96, 64)
+
+
+def test_turbo_keeps_ltx_to_one_pass_at_the_output_size(tmp_path):
+    engine = tiny_video_engine("ltx-video", sizes=TWO_STAGE_SIZES)
+    calls = spied(engine)
+
+    outputs, result, progress = render(engine, tmp_path, make_task("ltx-video", aspect="16:9", turbo=True))
+
+    [(kwargs, output)] = calls.pipe_calls
+    assert (kwargs["width"], kwargs["height"], kwargs["output_type"]) == (96, 64, "np")
+    assert "latents" not in kwargs and "denoise_strength" not in kwargs
+    assert calls.upsampler_calls == [] and output.frames[0].shape == (49, 64, 96, 3)
+    assert [m for _, m in progress if "step" in m][-1] == "pass 1/1, step 2/2"
+    assert_valid_video(outputs, 96, 64, frames=48, fps=24)
+    assert result.warnings == []
+
+
+def test_wan_has_no_two_stage_recipe_and_says_turbo_changes_nothing(tmp_path):
+    engine = tiny_video_engine("wan2.2-ti2v-5b")
+    calls = spied(engine)
+
+    _, result, _ = render(engine, tmp_path, make_task("wan2.2-ti2v-5b", turbo=True))
+
+    assert engine.upsampler is None and len(calls.pipe_calls) == 1
+    assert any("turbo changes nothing" in w for w in result.warnings)
+
+
+def test_ltx_stage_sizes_of_every_preset_follow_the_recipe():
+    for aspect, (width, height) in LTX_VIDEO.sizes.items():
+        plan = plan_render(LTX_VIDEO, VideoOptions(aspect=aspect))
+        assert plan.refine is not None and (plan.width, plan.height) == (width, height), aspect
+        base = tuple(int(x * 2 / 3) - int(x * 2 / 3) % 32 for x in (width, height))  # docs' rounding
+        assert plan.refine.base == base and plan.refine.upsampled == (2 * base[0], 2 * base[1])
+        assert plan.steps_per_pass == len(LTX_VIDEO.default_timesteps) + 4
+    assert plan_render(LTX_VIDEO, VideoOptions(aspect="16:9")).refine.base == (672, 384)
+    assert plan_render(LTX_VIDEO, VideoOptions(turbo=True)).refine is None
+    assert plan_render(WAN22_TI2V_5B, VideoOptions(model="wan2.2-ti2v-5b")).refine is None
+
+
+def test_a_missing_upsampler_is_model_unavailable_and_names_its_folder(tmp_path):
+    tiny_pipeline_factory("ltx-video").save_pretrained(tmp_path / WEIGHTS_SUBDIR["ltx-video"])
+    engine = VideoEngine("ltx-video", weights_dir=tmp_path, device="cpu", spec=tiny_spec("ltx-video"))
+    with pytest.raises(TalkstackError) as info:
+        engine.load()
+    assert info.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert str(tmp_path / "Lightricks" / "ltxv-spatial-upscaler-0.9.7") in info.value.message
+
+
+def test_the_catalogue_fetches_every_folder_and_upsampler_file_the_engine_reads(tmp_path):
+    from talkstack.engines.gpu import weights
+
+    for model, subdir in {**WEIGHTS_SUBDIR}.items():
+        assert model in weights.spec_for_repo(subdir).model_ids
+    for model, subdir in UPSAMPLER_SUBDIR.items():
+        spec = weights.spec_for_repo(subdir)
+        assert model in spec.model_ids and spec.pinned
+        # Every file diffusers writes for the upsampler model is fetched (and nothing of the VAE copy).
+        pipe = tiny_pipeline_factory(model)
+        tiny_ltx_upsampler(pipe).save_pretrained(tmp_path / model)
+        saved = [
+            p.relative_to(tmp_path / model).as_posix() for p in (tmp_path / model).rglob("*") if p.is_file()
+        ]
+        wanted = [name for name in saved if name.startswith("latent_upsampler/")]
+        assert wanted and all(weights._matches(name, spec.allow_patterns) for name in wanted), wanted
+        assert not any(
+            weights._matches(name, spec.allow_patterns) for name in saved if name.startswith("vae/")
+        )
+        assert set(spec.required) <= set(saved)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -251,8 +251,8 @@ def test_local_dir_is_org_slash_name_as_the_video_engine_reads_it(tmp_path: Path
     from talkstack.engines.gpu.video import WEIGHTS_SUBDIR
 
     for model, subdir in WEIGHTS_SUBDIR.items():
-        (spec,) = specs_for([model])
-        assert local_dir(tmp_path, spec) == tmp_path / subdir
+        spec = spec_for_repo(subdir)
+        assert model in spec.model_ids and local_dir(tmp_path, spec) == tmp_path / subdir
     assert local_dir(tmp_path, WAN) == tmp_path / "Wan-AI" / "Wan2.1-I2V-14B-480P"
 
 

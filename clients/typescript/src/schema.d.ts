@@ -936,10 +936,18 @@ export interface components {
             seed?: number | null;
             /**
              * Steps
-             * @description Sampling steps; default is the model's own.
+             * @description Sampling steps; default is the model's own (LTX-Video: of the first stage; its refine stage keeps
+             *     its own 4 distilled steps).
              * @default null
              */
             steps?: number | null;
+            /**
+             * Turbo
+             * @description Faster, softer output where the model has a two-stage recipe (LTX-Video: one pass at the output
+             *     size instead of Lightricks' generate at 2/3 size → upsample the latents 2× → refine); others ignore it.
+             * @default false
+             */
+            turbo?: boolean;
             /**
              * Width
              * @default null

@@ -4,6 +4,11 @@
     engine.load()          # builds the pipelines from /weights/Wan-AI/Wan2.2-TI2V-5B-Diffusers
     run_task(task, step=engine)  # prompt in task.text, VideoOptions in task.options, optional input "image"
 
+LTX-Video renders each pass with Lightricks' two-stage distilled recipe unless the request asks for
+`turbo`: generate at ~2/3 of the output size, upsample the latents 2× with the spatial latent upsampler,
+denoise a few more steps at the upsampled size, and resize the frames to the output size (see
+`RefineSpec`). `turbo` renders one pass at the output size (faster, softer).
+
 A model renders at most `max_frames` frames in one pass. Longer clips are chained: the last frame
 of pass k is the first-frame condition of pass k+1, whose (near-)duplicate first frame is dropped,
 and the whole is trimmed to exactly round(duration_s × fps) frames. Frames stream into the MP4 as
@@ -39,9 +44,34 @@ log = logging.getLogger(__name__)
 
 PipelineFactory = Callable[[str], Any]
 """model id → a ready diffusers pipeline (tests inject tiny ones; production loads the weights)."""
+UpsamplerFactory = Callable[[Any], Any]
+"""main pipeline → an LTXLatentUpsamplePipeline sharing its VAE (tests inject tiny ones)."""
 
 ASPECTS = ("16:9", "9:16", "1:1")  # VideoOptions.aspect
 GENERATE_SHARE = 0.95  # of the engine's progress; encoding the last frames and the poster take the rest
+
+
+@dataclass(frozen=True)
+class RefineSpec:
+    """Lightricks' multi-scale recipe for the distilled LTX-Video checkpoints, as diffusers' LTX-Video
+    docs give it for 0.9.7-distilled (docs/source/en/api/pipelines/ltx_video.md): stage 1 at
+    `downscale` × the output size, floored to the VAE's spatial factor; the latent upsampler doubles
+    the latent height and width (LTXLatentUpsamplerModel's 2-D pixel shuffle) with AdaIN to the stage-1
+    latents; stage 2 denoises the upsampled latents from `timesteps` cut by `denoise_strength`; the
+    frames are then resized to the output size (LTX-Video's own LTXMultiScalePipeline does the same)."""
+
+    upsampler_repo_id: str
+    """Hugging Face repository of the diffusers-format latent upsampler (an LTXLatentUpsamplePipeline)."""
+    downscale: float = 2 / 3
+    timesteps: tuple[float, ...] = (1000, 909, 725, 421, 0)
+    denoise_strength: float = 0.999
+    adain_factor: float = 1.0
+
+    @property
+    def steps(self) -> int:
+        """Steps stage 2 runs: LTXConditionPipeline.get_timesteps keeps int(n × strength) of n."""
+        n = len(self.timesteps)
+        return min(int(n * self.denoise_strength), n)
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,8 @@ class VideoModelSpec:
     max_sequence_length: int
     """Prompt tokens the text encoder sees."""
     default_negative_prompt: str | None = None
+    refine: RefineSpec | None = None
+    """The two-stage recipe (LTX-Video); None: one pass at the output size, whatever `turbo` says."""
 
     def __post_init__(self) -> None:
         if (self.max_frames - 1) % self.frame_step:
@@ -96,6 +128,8 @@ class VideoModelSpec:
 
 
 LTX_REPO_ID = "Lightricks/LTX-Video-0.9.7-distilled"
+LTX_UPSAMPLER_REPO_ID = "Lightricks/ltxv-spatial-upscaler-0.9.7"
+"""The upsampler diffusers' docs pair with LTX-Video-0.9.7-distilled."""
 WAN_REPO_ID = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
 LTX_VIDEO = VideoModelSpec(
@@ -115,6 +149,7 @@ LTX_VIDEO = VideoModelSpec(
     default_timesteps=(1000, 993, 987, 981, 975, 909, 725, 0.03),
     guidance_scale=1.0,
     max_sequence_length=256,  # LTXConditionPipeline's default
+    refine=RefineSpec(upsampler_repo_id=LTX_UPSAMPLER_REPO_ID),
 )
 
 WAN22_TI2V_5B = VideoModelSpec(
@@ -142,11 +177,25 @@ WAN22_TI2V_5B = VideoModelSpec(
 MODEL_SPECS: dict[str, VideoModelSpec] = {s.model_id: s for s in (LTX_VIDEO, WAN22_TI2V_5B)}
 WEIGHTS_SUBDIR: dict[str, str] = {s.model_id: s.weights_subdir for s in MODEL_SPECS.values()}
 """model id → folder of its diffusers snapshot under the weights directory (= the repository id)."""
+UPSAMPLER_SUBDIR: dict[str, str] = {
+    s.model_id: s.refine.upsampler_repo_id for s in MODEL_SPECS.values() if s.refine is not None
+}
+"""model id → folder of its latent-upsampler snapshot under the weights directory (two-stage models)."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Planning: sizes and passes (pure functions, no torch)
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefinePlan:
+    """Sizes of a two-stage pass: stage 1 renders `base`, stage 2 `upsampled` (= 2 × base)."""
+
+    base: tuple[int, int]
+    upsampled: tuple[int, int]
+    steps: int
+    spec: RefineSpec
 
 
 @dataclass(frozen=True)
@@ -162,6 +211,13 @@ class RenderPlan:
     steps: int
     timesteps: tuple[float, ...] | None
     warnings: list[str] = field(default_factory=list)
+    refine: RefinePlan | None = None
+    """Two-stage passes (LTX-Video without turbo); None renders each pass at the output size."""
+
+    @property
+    def steps_per_pass(self) -> int:
+        first = len(self.timesteps) if self.timesteps is not None else self.steps
+        return first + (self.refine.steps if self.refine is not None else 0)
 
 
 def _round_to(value: float, multiple: int) -> int:
@@ -212,6 +268,19 @@ def plan_passes(spec: VideoModelSpec, frames: int) -> tuple[int, int]:
     return passes, spec.frames_for(math.ceil((frames - 1) / passes) + 1)
 
 
+def plan_refine(spec: VideoModelSpec, width: int, height: int) -> RefinePlan:
+    """Stage sizes for an output of width×height: stage 1 at `downscale` of it, floored to the model's
+    multiple as Lightricks' recipe rounds; the upsampler doubles it."""
+    if spec.refine is None:
+        raise ValueError(f"{spec.model_id} has no two-stage recipe")
+    refine = spec.refine
+    base = (
+        _floor_to(width * refine.downscale, spec.size_multiple),
+        _floor_to(height * refine.downscale, spec.size_multiple),
+    )
+    return RefinePlan(base, (2 * base[0], 2 * base[1]), refine.steps, refine)
+
+
 def plan_render(
     spec: VideoModelSpec, options: VideoOptions, image_size: tuple[int, int] | None = None
 ) -> RenderPlan:
@@ -227,7 +296,12 @@ def plan_render(
         warnings.append(f"{spec.model_id} is guidance-distilled and ignores negative_prompt")
     steps = options.steps or spec.default_steps
     timesteps = spec.default_timesteps if options.steps is None else None
-    return RenderPlan(width, height, options.fps, frames, pass_frames, passes, steps, timesteps, warnings)
+    refine = None if options.turbo or spec.refine is None else plan_refine(spec, width, height)
+    if options.turbo and spec.refine is None:
+        warnings.append(f"{spec.model_id} has no faster mode; turbo changes nothing")
+    return RenderPlan(
+        width, height, options.fps, frames, pass_frames, passes, steps, timesteps, warnings, refine
+    )
 
 
 def fit_image(image: np.ndarray, width: int, height: int) -> tuple[Image.Image, list[str]]:
@@ -242,6 +316,19 @@ def fit_image(image: np.ndarray, width: int, height: int) -> tuple[Image.Image, 
 def _to_uint8(frames: Any) -> np.ndarray:
     """Pipeline output (F×H×W×3 floats in 0..1) → uint8 frames."""
     return np.clip(np.rint(np.asarray(frames, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _resize_frames(video: Any, width: int, height: int) -> np.ndarray:
+    """F×3×H×W floats in 0..1 (a torch tensor) → F×height×width×3 uint8, resized with antialiasing
+    (stage 2 renders ~4/3 of the output size: a downscale, where plain bilinear would alias)."""
+    import torch
+
+    if tuple(video.shape[-2:]) != (height, width):
+        video = torch.nn.functional.interpolate(
+            video.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        )
+    frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return frames.cpu().numpy()
 
 
 def _options(task: WorkerTask) -> VideoOptions:
@@ -268,12 +355,15 @@ class VideoEngine(Engine):
         weights_dir: Path | None = None,
         device: str | None = None,
         pipeline_factory: PipelineFactory | None = None,
+        upsampler_factory: UpsamplerFactory | None = None,
         spec: VideoModelSpec | None = None,
         first_block_cache: float | None = None,
         vae_tiling: bool = True,
     ) -> None:
         """`weights_dir`: folder holding `<org>/<name>` diffusers snapshots (None: the Hugging Face
-        cache). `spec`: overrides the model's spec (tests use tiny sizes). `first_block_cache`: a
+        cache). `upsampler_factory`: builds the latent upsampler of a two-stage model from the loaded
+        pipeline (with `pipeline_factory`; production loads it from the weights). `spec`: overrides the
+        model's spec (tests use tiny sizes). `first_block_cache`: a
         FirstBlockCache threshold (e.g. 0.05–0.2) to skip transformer work on steps that barely
         change; None disables it. `vae_tiling`: decode in tiles (less GPU memory; loaded weights only)."""
         super().__init__(model, weights_dir=weights_dir, device=device)
@@ -281,15 +371,24 @@ class VideoEngine(Engine):
         if self.spec.model_id != model:
             raise ValueError(f"spec is for {self.spec.model_id}, engine for {model}")
         self.pipeline_factory = pipeline_factory
+        self.upsampler_factory = upsampler_factory
         self.first_block_cache = first_block_cache
         self.vae_tiling = vae_tiling
         self.pipelines: dict[Literal["text", "image"], Any] = {}
         """The diffusers pipelines by conditioning (text only / image first frame); set by load()."""
+        self.upsampler: Any = None
+        """LTXLatentUpsamplePipeline of a two-stage model (sharing the pipeline's VAE); set by load()."""
         self._render_lock = threading.Lock()  # one render at a time per loaded model
 
     @property
     def weights_path(self) -> Path | None:
         return None if self.weights_dir is None else self.weights_dir / self.spec.weights_subdir
+
+    @property
+    def upsampler_path(self) -> Path | None:
+        if self.weights_dir is None or self.spec.refine is None:
+            return None
+        return self.weights_dir / self.spec.refine.upsampler_repo_id
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -304,6 +403,14 @@ class VideoEngine(Engine):
             pipe = self._from_weights(torch)
         pipe.set_progress_bar_config(disable=True)
         self.pipelines = {"text": pipe, "image": self._image_pipeline(pipe)}
+        if self.spec.refine is not None:
+            if self.upsampler_factory is not None:
+                self.upsampler = self.upsampler_factory(pipe)
+            elif self.pipeline_factory is None:
+                self.upsampler = self._upsampler_from_weights(torch, pipe)
+            else:  # never fall back to one stage silently: that is the softer output finding 10 fixed
+                raise ValueError(f"{self.model}: a pipeline_factory needs an upsampler_factory too")
+            self.upsampler.set_progress_bar_config(disable=True)
         if self.first_block_cache is not None:
             from diffusers.hooks import FirstBlockCacheConfig
 
@@ -335,6 +442,26 @@ class VideoEngine(Engine):
         pipe.to(self.device)
         log.info("%s loaded from %s in %.1f s", self.model, source, time.perf_counter() - started)
         return pipe
+
+    def _upsampler_from_weights(self, torch: Any, pipe: Any) -> Any:
+        from diffusers import LTXLatentUpsamplePipeline
+        from diffusers.pipelines.ltx.modeling_latent_upsampler import LTXLatentUpsamplerModel
+
+        assert self.spec.refine is not None
+        root = self.upsampler_path
+        if root is not None and not (root / "latent_upsampler" / "config.json").is_file():
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{self.model}: no latent upsampler at {root} (download "
+                f"{self.spec.refine.upsampler_repo_id} there first)",
+            )
+        source = str(root) if root is not None else self.spec.refine.upsampler_repo_id
+        # Only the upsampler's own weights: the repository's pipeline would bring a second copy of the
+        # VAE, and the upsampler needs the generating pipeline's VAE statistics anyway.
+        upsampler = LTXLatentUpsamplerModel.from_pretrained(
+            source, subfolder="latent_upsampler", dtype=pipe.transformer.dtype
+        )
+        return LTXLatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=upsampler).to(self.device)
 
     def _image_pipeline(self, pipe: Any) -> Any:
         if self.spec.family == "ltx":
@@ -381,10 +508,14 @@ class VideoEngine(Engine):
             warnings.extend(crop_notes)
 
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32)
+        stages = "one stage"
+        if plan.refine is not None:
+            (w1, h1), (w2, h2) = plan.refine.base, plan.refine.upsampled
+            stages = f"two stages ({w1}×{h1} → {w2}×{h2})"
         log.info(
-            "%s: %d×%d, %d frames at %d fps in %d pass(es) of %d, %d steps, seed %d",
+            "%s: %d×%d, %d frames at %d fps in %d pass(es) of %d, %d steps per pass in %s, seed %d",
             self.model, plan.width, plan.height, plan.frames, plan.fps, plan.passes, plan.pass_frames,
-            plan.steps, seed,
+            plan.steps_per_pass, stages, seed,
         )  # fmt: skip
         # A CPU generator gives the same noise for a seed on any GPU (diffusers moves it over).
         generator = torch.Generator("cpu").manual_seed(seed)
@@ -431,14 +562,21 @@ class VideoEngine(Engine):
         index: int,
         progress: ProgressFn,
     ) -> np.ndarray:
-        """One pass: plan.pass_frames frames as uint8 F×H×W×3."""
+        """One pass: plan.pass_frames frames as uint8 F×H×W×3 at the output size."""
         import torch
 
-        def on_step(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            total = max(1, int(getattr(pipe, "num_timesteps", 0) or plan.steps))
-            done = (index + (step + 1) / total) / plan.passes
-            progress(GENERATE_SHARE * done, f"pass {index + 1}/{plan.passes}, step {step + 1}/{total}")
-            return tensors
+        total = plan.steps_per_pass
+
+        def on_step(done_before: int) -> Callable[..., dict[str, Any]]:
+            def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                done = done_before + step + 1
+                progress(
+                    GENERATE_SHARE * (index + done / total) / plan.passes,
+                    f"pass {index + 1}/{plan.passes}, step {done}/{total}",
+                )
+                return tensors
+
+            return callback
 
         spec = self.spec
         kwargs: dict[str, Any] = {
@@ -450,7 +588,7 @@ class VideoEngine(Engine):
             "generator": generator,
             "output_type": "np",
             "max_sequence_length": spec.max_sequence_length,
-            "callback_on_step_end": on_step,
+            "callback_on_step_end": on_step(0),
         }
         if spec.guidance_scale > 1.0:  # negative prompts only matter with classifier-free guidance
             kwargs["negative_prompt"] = options.negative_prompt or spec.default_negative_prompt
@@ -464,17 +602,21 @@ class VideoEngine(Engine):
             kwargs.update(frame_rate=plan.fps, decode_timestep=0.05, decode_noise_scale=0.025)
             kwargs["image_cond_noise_scale"] = 0.0
         if condition is not None:
-            kwargs["image"] = condition
+            kwargs["image"] = condition  # the pipeline resizes it to each stage's size
         pipe = self.pipelines["text" if condition is None else "image"]
+        size = (plan.width, plan.height)
         try:
-            output = pipe(**kwargs)
+            if plan.refine is None:
+                frames = _to_uint8(pipe(**kwargs).frames[0])
+            else:
+                refine_callback = on_step(total - plan.refine.steps)  # stage 2 counts on from stage 1
+                frames = self._two_stage(pipe, kwargs, plan.refine, generator, refine_callback, size)
         except torch.OutOfMemoryError as exc:
             raise TalkstackError(
                 ErrorCode.GENERATION_FAILED,
                 f"{self.model} ran out of GPU memory at {plan.width}×{plan.height} with "
-                f"{plan.pass_frames} frames per pass; ask for a smaller size",
+                f"{plan.pass_frames} frames per pass; ask for a smaller size or turbo",
             ) from exc
-        frames = _to_uint8(output.frames[0])
         if frames.shape != (plan.pass_frames, plan.height, plan.width, 3):
             raise TalkstackError(
                 ErrorCode.GENERATION_FAILED,
@@ -482,3 +624,35 @@ class VideoEngine(Engine):
                 f"{(plan.pass_frames, plan.height, plan.width, 3)}",
             )
         return frames
+
+    def _two_stage(
+        self,
+        pipe: Any,
+        kwargs: dict[str, Any],
+        refine: RefinePlan,
+        generator: Any,
+        refine_callback: Callable[..., dict[str, Any]],
+        size: tuple[int, int],
+    ) -> np.ndarray:
+        """Stage 1 at the base size → latent upsampler ×2 → stage 2 at the upsampled size → resize.
+        Both stages see the same prompt and condition image (LTX-Video's multi-scale pipeline does)."""
+        first = {**kwargs, "width": refine.base[0], "height": refine.base[1], "output_type": "latent"}
+        latents = pipe(**first).frames  # output_type="latent": normalised B×C×F×h×w latents
+        upsampled = self.upsampler(
+            latents=latents,
+            adain_factor=refine.spec.adain_factor,
+            generator=generator,
+            output_type="latent",
+        ).frames
+        second = {key: value for key, value in kwargs.items() if key != "num_inference_steps"}
+        second.update(
+            width=refine.upsampled[0],
+            height=refine.upsampled[1],
+            latents=upsampled,
+            timesteps=list(refine.spec.timesteps),
+            denoise_strength=refine.spec.denoise_strength,
+            output_type="pt",  # F×3×H×W on the device: resized there, not as floats in host memory
+            callback_on_step_end=refine_callback,
+        )
+        video = pipe(**second).frames[0]
+        return _resize_frames(video, *size)

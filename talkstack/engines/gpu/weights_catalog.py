@@ -360,6 +360,29 @@ CATALOGUE: tuple[WeightSpec, ...] = (
         required=_DIFFUSERS_REQUIRED,
     ),
     WeightSpec(
+        repo_id="Lightricks/ltxv-spatial-upscaler-0.9.7",
+        # SHA: HF cache snapshot path `models--Lightricks--ltxv-spatial-upscaler-0.9.7/snapshots/c96c168…`
+        # in a public LTX inference script (which pairs it with LTX-Video-0.9.7-dev), and the same SHA as
+        # an upsampler revision constant in two other public projects. The upsampler diffusers' LTX-Video
+        # docs pair with LTX-Video-0.9.7-distilled (two-stage recipe, talkstack/engines/gpu/video.py).
+        revision="c96c168c2bd8bbc82c9fe8259e5f89f8b2ea293f",
+        pin_status="pinned",
+        source="public code: an HF cache snapshot path + upsampler revision constants in two projects",
+        # The repository is a whole LTXLatentUpsamplePipeline (diffusers' convert_ltx_to_diffusers.py
+        # saves it with a copy of the VAE); the engine reads only the upsampler and reuses the
+        # generating pipeline's VAE, so the copy is not fetched.
+        allow_patterns=(
+            "model_index.json",
+            "latent_upsampler/config.json",
+            "latent_upsampler/diffusion_pytorch_model*",
+        ),
+        size_gb=0.5,  # the same weights as LTX-Video's single-file ltxv-spatial-upscaler-0.9.7 (505 MB)
+        licence="LTX-Video open-weights licence at the pinned revision (HF tag 'other'; read it first)",
+        model_ids=("ltx-video",),
+        role="upsampler",
+        required=("latent_upsampler/config.json",),
+    ),
+    WeightSpec(
         repo_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
         # SHA: HF cache snapshot path `models--Wan-AI--Wan2.2-TI2V-5B-Diffusers/snapshots/b8fff731…`
         # in several independent public repositories, and a public model table with these patterns.
