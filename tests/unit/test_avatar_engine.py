@@ -213,6 +213,23 @@ def test_a_turbo_task_on_a_non_turbo_worker_is_refused(engine, tmp_path: Path) -
     assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
 
 
+def test_load_refuses_weights_that_are_not_at_their_pin_or_lock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Checked by the weights module's own verify (manifests, pins, locks; test_weights.py) before
+    # anything is read: an empty volume, or MultiTalk's unpinned repository never fetched.
+    def build(_self: AvatarEngine) -> None:
+        raise AssertionError("the pipeline must not be built from unverified weights")
+
+    monkeypatch.setattr(AvatarEngine, "_build_pipeline", build)
+    engine = AvatarEngine("multitalk", weights_dir=tmp_path, audio_encoder=tiny_wav2vec2())
+    with pytest.raises(TalkstackError) as caught:
+        engine.load()
+    assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert "MeiGen-AI/MeiGen-MultiTalk" in caught.value.message
+    assert "modal_workers.weights --models multitalk" in caught.value.message
+
+
 def test_an_engine_serves_only_its_models() -> None:
     with pytest.raises(TalkstackError):
         AvatarEngine("ltx-video")

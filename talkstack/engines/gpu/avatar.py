@@ -28,7 +28,7 @@ from talkstack.contract.worker import WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.base import Engine
-from talkstack.engines.gpu.weights import paths_for
+from talkstack.engines.gpu.weights import paths_for, verify_model
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import write_wav
 from talkstack.media.image import read_image
@@ -65,6 +65,16 @@ class AvatarEngine(Engine):
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
         assert self.weights_dir is not None
+        if self.pipeline is None:
+            # Before reading ~80 GB: every repository at the catalogue's pin, or at the commit the
+            # weights app locked for an unpinned one, and MultiTalk's composed folder built from them.
+            problems = verify_model(self.model, self.weights_dir)
+            if problems:
+                raise TalkstackError(
+                    ErrorCode.MODEL_UNAVAILABLE,
+                    f"{self.model}: the weights on {self.weights_dir} are not ready ({'; '.join(problems)}); "
+                    f"run: modal run -m modal_workers.weights --models {self.model}",
+                )
         self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         wav2vec = paths_for(self.model, self.weights_dir)["wav2vec"]
         if self.audio_encoder is None:
