@@ -2,7 +2,7 @@
 #
 #     modal run -m modal_workers.weights --models all
 #     modal run -m modal_workers.weights --models multitalk,chatterbox
-#     modal run -m modal_workers.weights --models multitalk --allow-unpinned
+#     modal run -m modal_workers.weights --models all --pinned-only
 #
 # The GPU apps (avatar, voice, video) never download at start-up: they read the `talkstack-weights`
 # Volume, one folder per repository (`/weights/<org>/<name>`). This app fills it on a CPU container
@@ -11,8 +11,13 @@
 # one is resumed, and the Volume is committed after every repository, so a timeout or a preemption
 # keeps what was already fetched. `--models all` is ~200 GB; the Wan2.1 base alone is ~82 GB.
 #
-# A repository with no pinned commit (see the table `main` prints) is refused unless
-# `--allow-unpinned` is given; the others still download, and the run exits non-zero.
+# A repository with no pinned commit in the catalogue (today MeiGen-AI/MeiGen-MultiTalk) is fetched
+# when a model that needs it is asked for (by name or by `all`), with a loud note: its default
+# branch is resolved to a commit, that commit is recorded on the Volume (`.talkstack-revision.json`
+# beside the files) before anything is fetched, and the line that makes it the catalogue's pin is
+# printed. Later runs, and the engines' load checks, hold the Volume to that commit. Paste the line
+# into talkstack/engines/gpu/weights_catalog.py and commit it. `--pinned-only` refuses such
+# repositories instead (the others still download, and the run exits non-zero).
 #
 # Hugging Face token: every catalogued repository is public, so none is needed. A token only lifts
 # the anonymous rate limit. Modal resolves a named secret when the app starts, and a missing one
@@ -67,7 +72,7 @@ def _hf_token() -> str | None:
     # Safe to retry: downloads resume and finished repositories are skipped.
     retries=modal.Retries(max_retries=2, initial_delay=30.0, backoff_coefficient=2.0),
 )
-def download_models(model_ids: list[str], allow_unpinned: bool = False) -> list[dict]:
+def download_models(model_ids: list[str], allow_unpinned: bool = True) -> list[dict]:
     """Download, verify and set up everything `model_ids` need; one row per repository/step."""
     reports = weights.prepare(
         model_ids,
@@ -83,7 +88,7 @@ def download_models(model_ids: list[str], allow_unpinned: bool = False) -> list[
 
 
 @app.local_entrypoint()
-def main(models: str = "all", allow_unpinned: bool = False) -> None:
+def main(models: str = "all", pinned_only: bool = False) -> None:
     # Validate here, before a container starts: a typo should cost nothing.
     model_ids = weights.resolve_models(models)
     specs = weights.specs_for(model_ids)
@@ -91,10 +96,20 @@ def main(models: str = "all", allow_unpinned: bool = False) -> None:
     print(f"Weights for {', '.join(model_ids)}: {len(specs)} repositories, ~{total:.0f} GB from empty")
     for spec in specs:
         if not spec.pinned:
-            note = "downloading UNPINNED" if allow_unpinned else "will be refused (--allow-unpinned)"
-            print(f"  {spec.repo_id}: {note}: {spec.pin_status}")
-    rows = download_models.remote(model_ids, allow_unpinned)
+            note = (
+                "will be refused (--pinned-only)"
+                if pinned_only
+                else "NOT PINNED: fetched at the commit its default branch resolves to, which is "
+                f"then locked on the volume ({weights.LOCK})"
+            )
+            print(f"  {spec.repo_id}: {note}")
+    rows = download_models.remote(model_ids, not pinned_only)
     print(weights.format_table(rows))
+    pins = [row["message"] for row in rows if row["ok"] and not row["pinned"] and row["message"]]
+    if pins:
+        bar = "!" * 100
+        print(f"{bar}\nUnpinned repositories were fetched and locked; pin them in the catalogue:")
+        print("\n".join(pins), f"\n{bar}", sep="")
     failed = [row["name"] for row in rows if not row["ok"]]
     if failed:
         raise SystemExit(f"not ready: {', '.join(failed)}")

@@ -246,6 +246,14 @@ class AvatarOptions(StrictModel):
         return None if self.width is not None else (self.resolution or "480p")
 
 
+TWO_SPEAKER_INFINITETALK = "infinitetalk renders one speaker; use model 'multitalk' for two speakers"
+"""Why inputs.second_audio is refused with infinitetalk (here, and by the engine for a task built
+another way). InfiniteTalk's multi-person weights (multi/infinitetalk.safetensors) are a second
+14B DiT beside the single-speaker one, and an avatar container loads one pipeline: serving both
+would mean another warm GPU pool (or two 14B models in one 80 GB GPU) for what multitalk already
+renders."""
+
+
 class AvatarRequest(JobRequestBase):
     """Talking avatar from a photo plus speech audio, or plus text (voice step, then avatar step)."""
 
@@ -265,6 +273,8 @@ class AvatarRequest(JobRequestBase):
             raise ValueError("options.audio_type: needs inputs.second_audio")
         if not two_speakers and self.options.speaker_boxes is not None:
             raise ValueError("options.speaker_boxes: needs inputs.second_audio")
+        if two_speakers and self.options.model == "infinitetalk":
+            raise ValueError(f"inputs.second_audio: {TWO_SPEAKER_INFINITETALK}")
         if two_speakers and self.options.long_audio == "parallel":
             raise ValueError("options.long_audio: 'parallel' renders one speaker; use 'sequential' for two")
         return self

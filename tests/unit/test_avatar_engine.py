@@ -47,7 +47,9 @@ def tiny_wav2vec2() -> Wav2Vec2Model:
 
 class FakeOfficialCode:
     """Stands in for MultiTalkPipeline.generate: validates its input like the real one, then returns
-    frames (here: the reference photo, brightened by the audio embedding's energy per frame)."""
+    as many frames as the real loop would for this embedding and these arguments
+    (`prep.upstream_outcome`, checked against upstream's own loop in test_avatar_prep.py), here the
+    reference photo brightened by the audio embedding's energy per frame."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
@@ -58,11 +60,11 @@ class FakeOfficialCode:
         from PIL import Image
 
         embeddings = [torch.load(p) for p in document["cond_audio"].values()]
-        frames = prep.embedding_frames(samples / prep.SAMPLE_RATE)
+        rows = prep.frames_for_samples(samples)
         for embedding in embeddings:
             # the official assertion: the embedding must be longer than one window
             assert embedding.shape[0] > settings.frame_num, "length not satisfies frame nums"
-            assert embedding.shape[0] == frames
+            assert embedding.shape[0] == rows
         reference = np.asarray(
             Image.open(document.get("cond_image") or document["cond_video"]).convert("RGB")
         )
@@ -70,11 +72,22 @@ class FakeOfficialCode:
         small = np.asarray(Image.fromarray(reference).resize((width, height)))
         energy = embeddings[0].abs().mean(dim=(1, 2)).numpy()
         energy = (energy - energy.min()) / (np.ptp(energy) + 1e-9)
-        total = settings.windows(frames) * settings.sampling_steps * settings.passes_per_step()
+        kwargs = settings.generate_kwargs()
+        outcome = prep.upstream_outcome(
+            engine.model,
+            rows,
+            frame_num=kwargs["frame_num"],
+            motion_frame=kwargs["motion_frame"],
+            max_frames_num=kwargs["max_frames_num"],
+        )
+        total = outcome.windows * settings.sampling_steps * settings.passes_per_step()
         for i in range(total):
             progress((i + 1) / total)
+        energy = np.resize(energy, outcome.frames)  # upstream mirrors rows past the end; any will do
         video = np.stack([np.clip(small * (0.8 + 0.2 * e), 0, 255).astype(np.uint8) for e in energy])
-        self.calls.append({"document": document, "settings": settings, "embeddings": embeddings})
+        self.calls.append(
+            {"document": document, "settings": settings, "embeddings": embeddings, "outcome": outcome}
+        )
         return video
 
 
@@ -94,10 +107,12 @@ def _task(model: str = "multitalk", **options: Any) -> WorkerTask:
     )
 
 
-@pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[AvatarEngine, FakeOfficialCode]:
+@pytest.fixture(params=["multitalk"])
+def engine(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[AvatarEngine, FakeOfficialCode]:
     fake = FakeOfficialCode()
-    engine = AvatarEngine("multitalk", weights_dir=tmp_path / "weights", audio_encoder=tiny_wav2vec2())
+    engine = AvatarEngine(request.param, weights_dir=tmp_path / "weights", audio_encoder=tiny_wav2vec2())
     engine.pipeline = object()  # loaded: the official pipeline is never built on CPU
     monkeypatch.setattr(AvatarEngine, "_generate", lambda self, *args: fake(self, *args))
     engine.load()
@@ -115,6 +130,7 @@ def test_embedding_has_one_row_per_video_frame_and_every_layer() -> None:
     assert not torch.allclose(embedding[:50], silent[:50])
 
 
+@pytest.mark.parametrize("engine", ["multitalk", "infinitetalk"], indirect=True)
 def test_render_makes_an_mp4_as_long_as_the_speech(engine, tmp_path: Path) -> None:
     avatar, fake = engine
     out = tmp_path / "out"
@@ -136,6 +152,21 @@ def test_render_makes_an_mp4_as_long_as_the_speech(engine, tmp_path: Path) -> No
     assert call["document"]["prompt"] == "A woman explains a chart"
     assert call["settings"].seed == 5 and call["settings"].mode == "streaming"
     assert seen == sorted(seen) and seen[-1] >= 0.92
+    # upstream returned every frame the speech needs without a window more than the speech needs
+    # (MultiTalk with the embedding as long as the speech and its CLI's cap returned 3 fewer)
+    assert call["outcome"].frames == expected
+    assert call["outcome"].windows == call["settings"].windows(expected)
+
+
+@pytest.mark.parametrize("seconds", [5.0, 3.28, 5.48])
+def test_streams_return_every_frame_of_the_speech(engine, tmp_path: Path, seconds: float) -> None:
+    # 5 s: MultiTalk used to return 122 of 125 frames (finding 3); 3.28 s = 82 frames, one past a
+    # window; 5.48 s = 137 frames, exactly two windows' end (81 + 56).
+    avatar, fake = engine
+    _, result = avatar.render(
+        _task(), {"image": PORTRAIT, "audio": _cut(tmp_path, seconds)}, tmp_path, lambda f, m: None
+    )
+    assert result.frames == round(seconds * 25) == fake.calls[0]["outcome"].frames
 
 
 def test_short_speech_is_padded_for_the_model_and_trimmed_in_the_video(engine, tmp_path: Path) -> None:
@@ -165,11 +196,38 @@ def test_two_speakers_reach_the_model_with_converted_boxes(engine, tmp_path: Pat
     assert result.frames == 125  # 3 s then 2 s, in turn
 
 
+@pytest.mark.parametrize("engine", ["infinitetalk"], indirect=True)
+def test_two_speakers_are_refused_by_infinitetalk(engine, tmp_path: Path) -> None:
+    avatar, fake = engine
+    inputs = {"image": PORTRAIT, "audio": _cut(tmp_path, 3, "a.wav"), "second_audio": _cut(tmp_path, 2)}
+    with pytest.raises(TalkstackError) as caught:
+        avatar.render(_task("infinitetalk", audio_type="add"), inputs, tmp_path, lambda f, m: None)
+    assert caught.value.code == ErrorCode.INVALID_REQUEST and "multitalk" in caught.value.message
+    assert fake.calls == []
+
+
 def test_a_turbo_task_on_a_non_turbo_worker_is_refused(engine, tmp_path: Path) -> None:
     avatar, _ = engine
     with pytest.raises(TalkstackError) as caught:
         avatar.render(_task(turbo=True), {"image": PORTRAIT, "audio": SPEECH}, tmp_path, lambda f, m: None)
     assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+
+
+def test_load_refuses_weights_that_are_not_at_their_pin_or_lock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Checked by the weights module's own verify (manifests, pins, locks; test_weights.py) before
+    # anything is read: an empty volume, or MultiTalk's unpinned repository never fetched.
+    def build(_self: AvatarEngine) -> None:
+        raise AssertionError("the pipeline must not be built from unverified weights")
+
+    monkeypatch.setattr(AvatarEngine, "_build_pipeline", build)
+    engine = AvatarEngine("multitalk", weights_dir=tmp_path, audio_encoder=tiny_wav2vec2())
+    with pytest.raises(TalkstackError) as caught:
+        engine.load()
+    assert caught.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert "MeiGen-AI/MeiGen-MultiTalk" in caught.value.message
+    assert "modal_workers.weights --models multitalk" in caught.value.message
 
 
 def test_an_engine_serves_only_its_models() -> None:

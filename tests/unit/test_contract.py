@@ -120,6 +120,18 @@ def test_two_speaker_avatar():
     assert req.options.speaker_boxes == [(0, 0, 300, 400), (300, 0, 300, 400)]
 
 
+def test_two_speakers_are_refused_for_infinitetalk():
+    # InfiniteTalk's multi-person weights are a different DiT than the single-speaker one its
+    # workers load (contract/request.py TWO_SPEAKER_INFINITETALK); multitalk renders two speakers.
+    err = invalid(
+        avatar(
+            inputs={"image": "pair.png", "audio": "a.wav", "second_audio": "b.wav"},
+            options={"model": "infinitetalk", "audio_type": "add"},
+        )
+    )
+    assert "inputs.second_audio" in err.message and "multitalk" in err.message
+
+
 def test_native_voice():
     req = parse_job_request(
         {

@@ -55,9 +55,12 @@ def test_the_hugging_face_secret_is_attached_only_when_asked_for(
 def test_main_is_the_one_command_entrypoint(no_modal_credentials: None) -> None:
     module = _fresh_import()
 
-    # `modal run -m modal_workers.weights --models all [--allow-unpinned]`
+    # `modal run -m modal_workers.weights --models all [--pinned-only]`: unpinned repositories
+    # (MeiGen-MultiTalk) are fetched and locked unless refused, so `all` fills what the engines load.
     assert type(module.main).__name__ == "LocalEntrypoint"
     params = inspect.signature(module.main.info.raw_f).parameters
-    assert (params["models"].default, params["allow_unpinned"].default) == ("all", False)
+    assert (params["models"].default, params["pinned_only"].default) == ("all", False)
+    remote = inspect.signature(module.download_models._raw_f_).parameters  # the undecorated function
+    assert remote["allow_unpinned"].default is True
     with pytest.raises(ValueError, match="unknown model id"):
         module.weights.resolve_models("multitalk,sora")  # main validates before starting anything

@@ -1,7 +1,9 @@
 """The weights catalogue and its download / verify / set-up code, on real folders.
 
-The Hugging Face Hub is the network boundary here, and `huggingface_hub.snapshot_download` is the
-one call weights.py makes across it, so that function is the only fake (`FakeHub`): it writes the
+The Hugging Face Hub is the network boundary here. weights.py crosses it with
+`huggingface_hub.snapshot_download` and, for a repository the catalogue does not pin,
+`HfApi.model_info` (the default branch's commit); those two are the only fakes (`FakeHub`; the
+real `HfApi` object and its real `ModelInfo` result are used around the HTTP call). It writes the
 allowed files of a fake repository listing into `local_dir`, with the per-file download metadata
 (`.cache/huggingface/download/<path>.metadata`: commit, etag, timestamp) that the real function
 leaves there. Everything else (manifests, hashing, verification, links) runs for real on tmp_path.
@@ -127,6 +129,12 @@ class FakeHub:
             written += 1
         return str(local_dir)
 
+    def model_info(self, api: Any, repo_id: str, *, revision: str | None = None, **_: Any) -> Any:
+        from huggingface_hub.hf_api import ModelInfo
+
+        self.calls.append({"repo_id": repo_id, "revision": revision, "api": "model_info"})
+        return ModelInfo(id=repo_id, sha=self.repos[repo_id].commit)
+
     def count(self, repo_id: str) -> int:
         return sum(1 for call in self.calls if call["repo_id"] == repo_id)
 
@@ -176,6 +184,9 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake.snapshot_download)
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "model_info", lambda api, *a, **k: fake.model_info(api, *a, **k)
+    )
     return fake
 
 
@@ -447,11 +458,69 @@ def test_an_allowed_unpinned_download_warns_loudly_and_records_the_commit_it_got
     report = download(MULTITALK, tmp_path, allow_unpinned=True, log=quiet)
 
     assert "NOT PINNED" in capsys.readouterr().err
-    assert hub.calls[0]["revision"] is None
+    # the default branch is resolved once, then the snapshot is fetched at that commit
+    assert [c.get("api") for c in hub.calls] == ["model_info", None]
+    assert hub.calls[1]["revision"] == MAIN_COMMIT
     assert (report.status, report.pinned, report.revision) == ("downloaded", False, MAIN_COMMIT)
     manifest = json.loads((local_dir(tmp_path, MULTITALK) / MANIFEST).read_text())
     assert (manifest["pinned"], manifest["revision"]) == (False, MAIN_COMMIT)
     assert not (local_dir(tmp_path, MULTITALK) / "quant_models").exists()
+    # the lock on the volume, and the catalogue edit that makes it the pin
+    lock = json.loads((local_dir(tmp_path, MULTITALK) / weights.LOCK).read_text())
+    assert (lock["repo_id"], lock["revision"]) == (MULTITALK.repo_id, MAIN_COMMIT)
+    assert weights.read_lock(MULTITALK, tmp_path) == MAIN_COMMIT
+    assert f'revision="{MAIN_COMMIT}", pin_status="pinned"' in report.message
+    assert report.message == lock["pin"]
+
+
+def test_the_pin_line_declares_a_valid_pinned_spec() -> None:
+    # What the printed line says to paste must pass the catalogue's own checks.
+    line = weights.pin_line(MULTITALK, MAIN_COMMIT)
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', line))
+    spec = WeightSpec(**{**MULTITALK.__dict__, **fields})
+    assert spec.pinned and spec.revision == MAIN_COMMIT
+
+
+def test_a_locked_repository_stays_on_its_commit_when_the_branch_moves(hub: FakeHub, tmp_path: Path) -> None:
+    download(MULTITALK, tmp_path, allow_unpinned=True, log=quiet)
+    hub.repos[MULTITALK.repo_id] = FakeRepo("beef" * 10, multitalk_files())  # main moved on
+
+    again = download(MULTITALK, tmp_path, log=quiet)  # no flag needed: the lock is the pin now
+
+    assert (again.status, again.revision) == ("already present", MAIN_COMMIT)
+    assert MAIN_COMMIT in again.message
+    assert hub.count(MULTITALK.repo_id) == 2  # model_info + one snapshot, nothing since
+
+    (local_dir(tmp_path, MULTITALK) / "multitalk.safetensors").unlink()  # damaged: fetch again…
+    hub.repos[MULTITALK.repo_id] = FakeRepo(MAIN_COMMIT, multitalk_files())
+    repaired = download(MULTITALK, tmp_path, log=quiet)
+    assert (repaired.status, repaired.revision) == ("downloaded", MAIN_COMMIT)
+    assert hub.calls[-1] == {
+        "repo_id": MULTITALK.repo_id,
+        "revision": MAIN_COMMIT,
+        "allow_patterns": [*MULTITALK.allow_patterns],
+    }  # …at the locked commit, without asking the branch again
+
+
+def test_an_unpinned_folder_without_a_lock_does_not_verify(hub: FakeHub, tmp_path: Path) -> None:
+    download(MULTITALK, tmp_path, allow_unpinned=True, log=quiet)
+    (local_dir(tmp_path, MULTITALK) / weights.LOCK).unlink()
+
+    check = verify(MULTITALK, tmp_path)
+
+    assert not check.ok and any(weights.LOCK in p for p in check.problems)
+
+
+def test_verify_model_checks_pins_and_locks_before_an_engine_loads(hub: FakeHub, tmp_path: Path) -> None:
+    assert weights.verify_model("multitalk", tmp_path)  # nothing there
+
+    weights.prepare(["multitalk"], tmp_path, allow_unpinned=True, log=quiet)
+
+    assert weights.verify_model("multitalk", tmp_path) == []
+    lock = local_dir(tmp_path, MULTITALK) / weights.LOCK
+    lock.write_text(lock.read_text().replace(MAIN_COMMIT, "beef" * 10))  # not what is on disk
+    problems = weights.verify_model("multitalk", tmp_path)
+    assert any(p.startswith(f"{MULTITALK.repo_id}: manifest revision {MAIN_COMMIT}") for p in problems)
 
 
 # --- MultiTalk's set-up step ----------------------------------------------------------------

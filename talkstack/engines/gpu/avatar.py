@@ -3,9 +3,10 @@
 The official inference code (not a pip package) is checked out in the worker image at a pinned
 commit and put on sys.path (MULTITALK_CODE_DIR / INFINITETALK_CODE_DIR); the pipeline is built once
 in `_load` (Modal: `@modal.enter`), so memory snapshots and warm containers skip the 80 GB load.
-Per task: speech prepared and embedded with wav2vec2 (avatar_prep.py), the official `generate`
-called with the job's options mapped by `generation_settings`, the frames trimmed to the speech,
-encoded with the speech as H.264 + AAC.
+Per task: speech prepared and embedded with wav2vec2 (avatar_prep.py), padded with the silence
+`model_plan` asks for so the official `generate` returns every frame of the speech (MultiTalk's
+stream arithmetic otherwise drops 3), called with the job's options mapped by
+`generation_settings`, the frames trimmed to the speech, encoded with the speech as H.264 + AAC.
 
 `_generate` is the one call into the official code; tests replace it (its weights cannot be
 downloaded on a CPU machine). Everything else here runs in the test suite, the wav2vec2 embedding
@@ -22,12 +23,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from talkstack.contract.request import AvatarOptions
+from talkstack.contract.request import TWO_SPEAKER_INFINITETALK, AvatarOptions
 from talkstack.contract.worker import WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.base import Engine
-from talkstack.engines.gpu.weights import paths_for
+from talkstack.engines.gpu.weights import paths_for, verify_model
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import write_wav
 from talkstack.media.image import read_image
@@ -64,6 +65,16 @@ class AvatarEngine(Engine):
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
         assert self.weights_dir is not None
+        if self.pipeline is None:
+            # Before reading ~80 GB: every repository at the catalogue's pin, or at the commit the
+            # weights app locked for an unpinned one, and MultiTalk's composed folder built from them.
+            problems = verify_model(self.model, self.weights_dir)
+            if problems:
+                raise TalkstackError(
+                    ErrorCode.MODEL_UNAVAILABLE,
+                    f"{self.model}: the weights on {self.weights_dir} are not ready ({'; '.join(problems)}); "
+                    f"run: modal run -m modal_workers.weights --models {self.model}",
+                )
         self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         wav2vec = paths_for(self.model, self.weights_dir)["wav2vec"]
         if self.audio_encoder is None:
@@ -104,6 +115,8 @@ class AvatarEngine(Engine):
             # weights.py links multitalk.safetensors and its index into a copy of the base folder.
             common["checkpoint_dir"] = str(paths["ckpt"])
             return wan.MultiTalkPipeline(config=WAN_CONFIGS["multitalk-14B"], **common)
+        # The single-speaker weights: two speakers are refused for infinitetalk (their weights are
+        # multi/infinitetalk.safetensors, a different DiT; see TWO_SPEAKER_INFINITETALK).
         single = paths["infinitetalk"] / "single" / "infinitetalk.safetensors"
         return wan.InfiniteTalkPipeline(
             config=WAN_CONFIGS["infinitetalk-14B"], infinitetalk_dir=str(single), **common
@@ -119,7 +132,7 @@ class AvatarEngine(Engine):
         stock Wav2Vec2Model."""
         import torch
 
-        frames = prep.embedding_frames(len(speech) / prep.SAMPLE_RATE)
+        frames = prep.frames_for_samples(len(speech))
         if self.feature_extractor is not None:
             values = self.feature_extractor(speech, sampling_rate=prep.SAMPLE_RATE).input_values[0]
         else:  # zero mean, unit variance: what the feature extractor does for this model
@@ -158,9 +171,19 @@ class AvatarEngine(Engine):
                 ErrorCode.MODEL_UNAVAILABLE,
                 f"this worker was loaded with turbo={self.turbo}; the task asks for turbo={options.turbo}",
             )
+        if self.model == "infinitetalk" and inputs.get("second_audio") is not None:
+            # Request validation refuses this already (contract/request.py); a task built another
+            # way must not render two people with the single-speaker weights this worker holds.
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST, TWO_SPEAKER_INFINITETALK, field="inputs.second_audio"
+            )
         progress(0.01, "preparing speech")
         tracks = prep.prepare_tracks(
-            inputs["audio"], inputs.get("second_audio"), options.audio_type, options.max_duration_s
+            inputs["audio"],
+            inputs.get("second_audio"),
+            options.audio_type,
+            options.max_duration_s,
+            model=self.model,
         )
         pixels, info = read_image(inputs["image"])
         boxes = None
@@ -192,7 +215,7 @@ class AvatarEngine(Engine):
         video = self._generate(
             document, settings, len(tracks.mix), lambda f: progress(0.05 + 0.85 * f, "rendering")
         )
-        frames = video[: tracks.frames]
+        frames = video[: tracks.frames]  # the silence after the speech (model_plan) comes off here
         if len(frames) < tracks.frames:
             raise RuntimeError(f"{self.model} returned {len(video)} frames; {tracks.frames} were needed")
         progress(0.92, "encoding")
@@ -209,8 +232,14 @@ class AvatarEngine(Engine):
         comes from counting the transformer's forward passes (windows × steps × passes per step)."""
         import torch
 
-        frames_needed = prep.embedding_frames(samples / prep.SAMPLE_RATE)
-        expected = settings.windows(frames_needed) * settings.sampling_steps * settings.passes_per_step()
+        outcome = prep.upstream_outcome(
+            self.model,
+            prep.frames_for_samples(samples),
+            frame_num=settings.frame_num,
+            motion_frame=settings.motion_frame,
+            max_frames_num=settings.max_frames_num,
+        )
+        expected = outcome.windows * settings.sampling_steps * settings.passes_per_step()
         calls = [0]
 
         def count(*_: Any) -> None:
@@ -256,9 +285,10 @@ class AvatarEngine(Engine):
             for frame in frames:
                 out.write(frame[:even_h, :even_w])
         write_poster(frames[0], poster)
-        warnings = list(tracks.warnings)
-        if tracks.padded_s:
-            warnings.append(f"speech shorter than one {prep.CLIP_FRAMES}-frame window: padded, then trimmed")
+        warnings = [*tracks.warnings, *settings.warnings]
+        if tracks.frames < settings.frame_num:
+            window = settings.frame_num
+            warnings.append(f"speech shorter than one {window}-frame window: padded, then trimmed")
         if options.fps != prep.FPS:
             warnings.append(f"{self.model} renders at {prep.FPS} fps; options.fps={options.fps} was ignored")
         result = RenderResult(

@@ -7,6 +7,12 @@ on disk (the `talkstack-weights` Modal Volume, or any local folder) and checks t
     run_setup(MULTITALK_CKPT, Path("/weights"))          # MultiTalk's index swap, in its own folder
     paths_for("multitalk", Path("/weights"))             # role → path, for the engines
 
+A repository the catalogue does not pin is fetched at the commit its default branch resolves to
+then (allowed explicitly), and that commit is recorded in a lock file beside it
+(`.talkstack-revision.json`) which serves as its pin afterwards; the line to paste into the
+catalogue is printed. The engines check what is on disk against the pin or the lock
+(`verify_model`) before loading anything.
+
 Layout: `<root>/<org>/<name>` per repository (what `local_dir` returns), plus composed folders
 under `<root>/_talkstack/` for set-up steps. A repository folder counts as complete only when it
 holds `.talkstack-weights.json`, written last and atomically after a successful download: an
@@ -43,6 +49,10 @@ from talkstack.engines.gpu.weights_catalog import SetupStep as SetupStep
 from talkstack.engines.gpu.weights_catalog import WeightSpec as WeightSpec
 
 MANIFEST = ".talkstack-weights.json"
+LOCK = ".talkstack-revision.json"
+"""For a repository the catalogue does not pin: the commit its default branch resolved to the first
+time it was fetched. Written before the download starts (a resumed download stays on that commit)
+and read as the pin from then on, until the catalogue carries one (`pin_line` prints the edit)."""
 SETUP_MARKER = ".talkstack-setup.json"
 SETUP_ROOT = "_talkstack"
 """Composed folders live under `<root>/_talkstack/`: Hub org names cannot start with `_`, so this
@@ -272,11 +282,12 @@ def _shard_problems(folder: Path, index_rel: str, present: set[str] | None = Non
     return problems
 
 
-def _build_manifest(spec: WeightSpec, folder: Path) -> dict[str, Any]:
-    """List what the download put in `folder` for this spec, or raise IncompleteDownloadError."""
+def _build_manifest(spec: WeightSpec, folder: Path, revision: str | None = None) -> dict[str, Any]:
+    """List what the download put in `folder` for this spec (at `revision`, default the pin), or
+    raise IncompleteDownloadError."""
     candidates = [rel for rel in _walk(folder) if _matches(rel, spec.allow_patterns)]
     meta = {rel: _hub_metadata(folder, rel) for rel in candidates}
-    revision = spec.revision
+    revision = revision or spec.revision
     if revision is None:
         commits = [m[0] for m in meta.values() if m]
         revision = max(set(commits), key=commits.count) if commits else None
@@ -335,9 +346,45 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def verify(spec: WeightSpec, root: Path | str) -> VerifyReport:
+def read_lock(spec: WeightSpec, root: Path | str) -> str | None:
+    """The commit recorded for an unpinned `spec` on this volume (None: never fetched, or damaged)."""
+    lock = _read_json(local_dir(root, spec) / LOCK)
+    if lock is None or lock.get("repo_id") != spec.repo_id:
+        return None
+    revision = lock.get("revision")
+    return revision if isinstance(revision, str) and len(revision) == 40 else None
+
+
+def expected_revision(spec: WeightSpec, root: Path | str) -> str | None:
+    """The commit that must be on disk: the catalogue's pin, else this volume's lock."""
+    return spec.revision or read_lock(spec, root)
+
+
+def pin_line(spec: WeightSpec, revision: str) -> str:
+    """What to paste over the spec's `revision=None, pin_status=…` in weights_catalog.py."""
+    return (
+        f"PIN {spec.repo_id}: in talkstack/engines/gpu/weights_catalog.py set "
+        f'revision="{revision}", pin_status="pinned", '
+        f'source="resolved from the default branch by modal_workers.weights ({LOCK})"'
+    )
+
+
+def _write_lock(spec: WeightSpec, folder: Path, revision: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "repo_id": spec.repo_id,
+        "revision": revision,
+        "resolved_from": "default branch",
+        "resolved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "pin": pin_line(spec, revision),
+    }
+    _write_json_atomically(folder / LOCK, document)
+
+
+def verify(spec: WeightSpec, root: Path | str, *, hashes: bool = True) -> VerifyReport:
     """Is `spec` completely on disk? Every manifest file at its recorded size (small files also by
-    sha256), every required file present, every shard index satisfied, and the pinned revision."""
+    sha256 unless `hashes=False`), every required file present, every shard index satisfied, and
+    the revision the catalogue pins (or, unpinned, the one this volume's lock recorded)."""
     folder = local_dir(root, spec)
     if not folder.is_dir():
         return VerifyReport(False, str(folder), ("not downloaded",))
@@ -348,8 +395,12 @@ def verify(spec: WeightSpec, root: Path | str) -> VerifyReport:
     if manifest.get("repo_id") != spec.repo_id:
         problems.append(f"manifest is for {manifest.get('repo_id')!r}")
     revision = manifest.get("revision")
-    if spec.pinned and revision != spec.revision:
-        problems.append(f"manifest revision {revision} is not the pinned {spec.revision}")
+    expected = expected_revision(spec, root)
+    if expected is None:
+        problems.append(f"unpinned and no {LOCK}: the commit on disk was never recorded")
+    elif revision != expected:
+        which = "pinned" if spec.pinned else f"locked ({LOCK})"
+        problems.append(f"manifest revision {revision} is not the {which} {expected}")
     listed: set[str] = set()
     total = 0
     for entry in manifest.get("files") or []:
@@ -364,7 +415,7 @@ def verify(spec: WeightSpec, root: Path | str) -> VerifyReport:
         total += actual
         if actual != size:
             problems.append(f"{rel} is {actual} bytes, expected {size}")
-        elif entry.get("sha256") and _sha256(path) != entry["sha256"]:
+        elif hashes and entry.get("sha256") and _sha256(path) != entry["sha256"]:
             problems.append(f"{rel} does not match its sha256")
     problems += [f"{rel} is missing (required)" for rel in spec.required if rel not in listed]
     if spec.check_shard_indexes:
@@ -390,6 +441,16 @@ def _warn_unpinned(spec: WeightSpec, log: Log) -> None:
         log(message)
 
 
+def _resolve_default_branch(spec: WeightSpec, token: str | None) -> str:
+    """The commit the repository's default branch points at now (one Hub API call)."""
+    from huggingface_hub import HfApi  # the network boundary; imported only here
+
+    sha = HfApi(token=token).model_info(spec.repo_id).sha
+    if not isinstance(sha, str) or len(sha) != 40:
+        raise WeightsError(f"{spec.repo_id}: the Hub returned no commit for the default branch ({sha!r})")
+    return sha
+
+
 def download(
     spec: WeightSpec,
     root: Path | str,
@@ -404,12 +465,20 @@ def download(
     `huggingface_hub.snapshot_download` fetches (resuming partial files), the result is checked
     (required files, shard indexes) and only then is the manifest written. Raises UnpinnedError
     for an unpinned spec unless `allow_unpinned`, IncompleteDownloadError when files are missing
-    afterwards, and whatever huggingface_hub raises (network, revision not found)."""
+    afterwards, and whatever huggingface_hub raises (network, revision not found).
+
+    An unpinned spec, allowed: its default branch is resolved to a commit (`HfApi.model_info`),
+    recorded in `LOCK` before anything is fetched, downloaded at that commit, and the catalogue
+    edit that pins it is logged (`pin_line`) and returned as the report's message. A later run
+    uses the lock (no flag needed): the volume never drifts to a newer commit."""
     folder = local_dir(root, spec)
     present = verify(spec, root)
     if present.ok:
-        if not spec.pinned:
+        message = ""
+        if not spec.pinned and present.revision:
             _warn_unpinned(spec, log)
+            message = pin_line(spec, present.revision)
+            log(message)
         log(f"{spec.repo_id}: already present ({present.files} files, {human_size(present.bytes)})")
         return DownloadReport(
             name=spec.repo_id,
@@ -420,11 +489,19 @@ def download(
             files=present.files,
             bytes=present.bytes,
             licence=spec.licence,
+            message=message,
         )
-    if not spec.pinned:
+    revision = expected_revision(spec, root)
+    if revision is None:  # unpinned, never fetched here: resolve the default branch once, lock it
         if not allow_unpinned:
             raise UnpinnedError(f"refusing to download {spec.repo_id}: {spec.pin_status} (or allow unpinned)")
         _warn_unpinned(spec, log)
+        revision = _resolve_default_branch(spec, token)
+        _write_lock(spec, folder, revision)
+        log(f"{spec.repo_id}: resolved the default branch to {revision}; recorded in {folder / LOCK}")
+    elif not spec.pinned:
+        _warn_unpinned(spec, log)
+        log(f"{spec.repo_id}: resuming at the locked commit {revision} ({folder / LOCK})")
 
     from huggingface_hub import snapshot_download  # the network boundary; imported only here
 
@@ -432,15 +509,18 @@ def download(
     folder.mkdir(parents=True, exist_ok=True)
     # A stale manifest (other pin, damaged files) must not outlive a download that may stop halfway.
     (folder / MANIFEST).unlink(missing_ok=True)
-    log(f"{spec.repo_id}: downloading @ {spec.revision or 'main (UNPINNED)'} (~{spec.size_gb:g} GB)")
+    shown = revision if spec.pinned else f"{revision} (UNPINNED, locked)"
+    log(f"{spec.repo_id}: downloading @ {shown} (~{spec.size_gb:g} GB)")
+    # Always a commit, never a branch: the bytes are those of the recorded revision even if the
+    # branch moves while (or after) this runs.
     snapshot_download(
         repo_id=spec.repo_id,
-        revision=spec.revision,
+        revision=revision,
         allow_patterns=list(spec.allow_patterns),
         local_dir=str(folder),
         token=token,
     )
-    manifest = _build_manifest(spec, folder)
+    manifest = _build_manifest(spec, folder, revision)
     _write_json_atomically(folder / MANIFEST, manifest)
     check = verify(spec, root)
     if not check.ok:  # e.g. a file changed between listing and hashing
@@ -448,6 +528,11 @@ def download(
         raise WeightsError(f"{spec.repo_id}: does not verify after download: {'; '.join(check.problems)}")
     seconds = time.monotonic() - started
     log(f"{spec.repo_id}: downloaded {check.files} files, {human_size(check.bytes)} in {seconds:.0f} s")
+    message = ""
+    if not spec.pinned:
+        message = pin_line(spec, revision)
+        _warn_unpinned(spec, log)
+        log(message)
     return DownloadReport(
         name=spec.repo_id,
         status="downloaded",
@@ -458,6 +543,7 @@ def download(
         bytes=check.bytes,
         seconds=round(seconds, 1),
         licence=spec.licence,
+        message=message,
     )
 
 
@@ -575,6 +661,22 @@ def run_setup(step: SetupStep, root: Path | str, *, log: Log = _print) -> Downlo
 # ---------------------------------------------------------------------------------------------
 # Everything a set of models needs
 # ---------------------------------------------------------------------------------------------
+
+
+def verify_model(model_id: str, root: Path | str) -> list[str]:
+    """What keeps `model_id` from loading the catalogue's weights from `root`: every repository
+    complete at its pin (or, unpinned, at the commit its lock recorded) and every set-up folder
+    built from those. Sizes and revisions only — no hashing, so an engine can afford it on every
+    cold start. Empty when ready."""
+    (model,) = _validate_models([model_id])
+    problems = []
+    for spec in specs_for([model]):
+        check = verify(spec, root, hashes=False)
+        problems += [f"{spec.repo_id}: {problem}" for problem in check.problems]
+    for step in setups_for([model]):
+        check = verify_setup(step, root)
+        problems += [f"setup:{step.name}: {problem}" for problem in check.problems]
+    return problems
 
 
 def prepare(

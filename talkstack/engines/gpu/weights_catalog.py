@@ -159,8 +159,9 @@ CATALOGUE: tuple[WeightSpec, ...] = (
         revision=None,
         pin_status=(
             "unpinned: no public code pins MeiGen-AI/MeiGen-MultiTalk to a commit (searched HF cache "
-            "snapshot paths, resolve/<sha> URLs and revision= arguments); pin it from "
-            "`huggingface_hub.HfApi().model_info('MeiGen-AI/MeiGen-MultiTalk').sha` on a networked machine"
+            "snapshot paths, resolve/<sha> URLs and revision= arguments). `modal run -m "
+            "modal_workers.weights` fetches it at the commit its default branch resolves to, locks that "
+            "commit on the volume (.talkstack-revision.json) and prints the line that pins it here"
         ),
         source="none found",
         # Only the audio-condition weights and the index that wires them into the Wan DiT; the
