@@ -209,9 +209,9 @@ class AvatarOptions(StrictModel):
     seed: Seed | None = None
     turbo: bool = False
     """Faster, slightly lower-quality sampling where the model supports it (MultiTalk/InfiniteTalk: a
-    step-distillation LoRA, 8 steps, text guidance 1)."""
+    lightx2v step-distillation LoRA, 4 steps, text guidance 1)."""
     steps: Annotated[int, Field(ge=1, le=100)] | None = None
-    """Sampling steps; default the model's own (GPU avatars: 40, or 8 with turbo)."""
+    """Sampling steps; default the model's own (GPU avatars: 40, or 4 with turbo)."""
     text_guidance: Annotated[float, Field(ge=1, le=20)] | None = None
     """How strongly the prompt steers the video (GPU avatars: default 5, or 1 with turbo)."""
     audio_guidance: Annotated[float, Field(ge=1, le=20)] | None = None

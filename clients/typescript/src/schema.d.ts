@@ -356,7 +356,7 @@ export interface components {
             speed?: number;
             /**
              * Steps
-             * @description Sampling steps; default the model's own (GPU avatars: 40, or 8 with turbo).
+             * @description Sampling steps; default the model's own (GPU avatars: 40, or 4 with turbo).
              * @default null
              */
             steps?: number | null;
@@ -375,7 +375,7 @@ export interface components {
             /**
              * Turbo
              * @description Faster, slightly lower-quality sampling where the model supports it (MultiTalk/InfiniteTalk: a
-             *     step-distillation LoRA, 8 steps, text guidance 1).
+             *     lightx2v step-distillation LoRA, 4 steps, text guidance 1).
              * @default false
              */
             turbo?: boolean;

@@ -34,6 +34,9 @@ FPS = 25
 SAMPLE_RATE = 16_000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: one embedding row (one video frame) of speech
 MUX_SAMPLE_RATE = 48_000
+TURBO_STEPS = 4
+"""Steps with the lightx2v step-distillation LoRA the catalogue ships (MultiTalk README: lightx2v
+needs 4 steps; the 8 often quoted are FusionX's, a LoRA we do not ship)."""
 CLIP_FRAMES = 81
 MIN_BOX_SIDE = 32
 MOTION_FRAMES = {"multitalk": 25, "infinitetalk": 9}
@@ -352,7 +355,7 @@ def generation_settings(model: str, options: AvatarOptions, duration_s: float) -
             warnings.append("teacache needs text guidance above 1 (three passes a step): turned off")
     return GenerationSettings(
         size_bucket=f"{family}-{720 if high else 480}",
-        sampling_steps=options.steps or (8 if turbo else 40),
+        sampling_steps=options.steps or (TURBO_STEPS if turbo else 40),
         text_guide_scale=text_guide,
         audio_guide_scale=options.audio_guidance or (2.0 if turbo else 4.0),
         shift=2.0 if turbo else (11.0 if high else 7.0),
