@@ -81,8 +81,9 @@ LEGACY_LOCATIONS = {"": "us-east-1", "EU": "eu-west-1"}
 def bucket_region(s3: Any, bucket: str) -> str | None:
     """The bucket's region as S3 reports it, or None when it will not say.
 
-    HeadBucket's `x-amz-bucket-region` first: S3 sends that header with a 403 as well, so it needs
-    no `s3:ListBucket` (the dispatch role has none). Then GetBucketLocation."""
+    HeadBucket's `x-amz-bucket-region` first: S3 sends it "regardless of the permissions on the
+    bucket" (HeadBucket API reference), with a 403 too, so it needs no `s3:ListBucket` (the
+    dispatch role has none). Then GetBucketLocation."""
     try:
         region = s3.head_bucket(Bucket=bucket).get("BucketRegion")
     except ClientError as exc:
