@@ -16,9 +16,12 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from talkstack.local.resources import LocalResources
 from talkstack.pipeline import aws
 from talkstack.pipeline.aws import RegionalPresigner, bucket_region, s3_config
+from talkstack.pipeline.config import PipelineConfig, get_config
 from talkstack.pipeline.dispatch import Presigner
+from talkstack.pipeline.services import services
 from tests.support.pipeline_env import local_config_fields
 
 OPT_IN = "ap-east-1"  # Hong Kong: an opt-in region, not served by the global endpoint at all
@@ -170,14 +173,27 @@ def test_dispatch_urls_for_buckets_of_three_regions(aws_in):
     assert "content-type" in parse_qs(urlsplit(put.url).query)["X-Amz-SignedHeaders"][0]
 
 
-def test_the_configured_bucket_regions_reach_the_services_presigner(aws_in, no_pipeline_environment):
-    from talkstack.pipeline.config import PipelineConfig
+def forget_services() -> None:
+    """The handlers' cached configuration and services are rebuilt from the environment."""
+    get_config.cache_clear()
+    services.cache_clear()
 
+
+def test_the_handlers_presigner_uses_the_configured_regions(aws_in, no_pipeline_environment, monkeypatch):
+    """services().presign, as the dispatch and API Lambdas get it, from TALKSTACK_BUCKET_REGIONS."""
     aws_in("eu-west-1")
-    fields = local_config_fields()
-    config = PipelineConfig(**fields, bucket_regions="media-hk=ap-east-1, media-us=us-east-1")  # type: ignore[arg-type]
-    signer = aws.presigner(config.bucket_regions)
-    url = signer.generate_presigned_url("get_object", Params={"Bucket": "media-hk", "Key": "k"})
-    assert signed(url)[:2] == (f"media-hk.s3.{OPT_IN}.amazonaws.com", OPT_IN)
+    env = LocalResources().pipeline_env(bucket_regions="media-hk=ap-east-1, media-us=us-east-1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    forget_services()
+    try:
+        with Stubber(aws.client("s3")):  # no lookup stubbed: one would raise
+            signer = services().presign
+            hk = signer.generate_presigned_url("get_object", Params={"Bucket": "media-hk", "Key": "k"})
+            us = signer.generate_presigned_url("get_object", Params={"Bucket": "media-us", "Key": "k"})
+    finally:
+        forget_services()
+    assert signed(hk)[:2] == (f"media-hk.s3.{OPT_IN}.amazonaws.com", OPT_IN)
+    assert signed(us)[:2] == ("media-us.s3.us-east-1.amazonaws.com", "us-east-1")
     with pytest.raises(ValueError, match="bucket_regions"):
-        PipelineConfig(**fields, bucket_regions="media=Europe")  # type: ignore[arg-type]
+        PipelineConfig(**local_config_fields(), bucket_regions="media=Europe")  # type: ignore[arg-type]
