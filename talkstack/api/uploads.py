@@ -24,6 +24,7 @@ from talkstack.contract.fields import MediaRef
 from talkstack.contract.record import utc_now
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import UrlSigner
 from talkstack.settings import MediaLimits
 
 UPLOAD_PREFIX = "uploads/"
@@ -60,8 +61,18 @@ class Upload:
 
 
 class Uploads:
-    def __init__(self, table: str, ddb: Any, s3: Any, bucket: str, limits: MediaLimits) -> None:
+    def __init__(
+        self,
+        table: str,
+        ddb: Any,
+        s3: Any,
+        bucket: str,
+        limits: MediaLimits,
+        presign: UrlSigner | None = None,
+    ) -> None:
         self.table, self.ddb, self.s3, self.bucket, self.limits = table, ddb, s3, bucket, limits
+        # URLs are signed for the bucket's own region (aws.RegionalPresigner); `s3` stores bytes.
+        self.presign: UrlSigner = presign or s3
 
     def create(self, principal: Principal, request: UploadRequest) -> UploadTicket:
         content_type = request.content_type.split(";")[0].strip().lower()
@@ -82,7 +93,7 @@ class Uploads:
                 max_bytes=limit,
             )
         upload = self._record(principal, request.filename, content_type, request.bytes)
-        url = self.s3.generate_presigned_url(
+        url = self.presign.generate_presigned_url(
             "put_object",
             Params={
                 "Bucket": upload.bucket,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from talkstack.contract.fields import DEFAULT_MODELS, TaskKind
@@ -45,6 +45,8 @@ BackendName = Literal["local", "modal"]
 BackendMap = Annotated[dict[str, BackendName], NoDecode, BeforeValidator(split_pairs)]
 EngineMap = Annotated[dict[str, str], NoDecode, BeforeValidator(split_pairs)]
 DefaultModels = Annotated[dict[TaskKind, str], NoDecode, BeforeValidator(split_pairs)]
+AwsRegion = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")]
+RegionMap = Annotated[dict[str, AwsRegion], NoDecode, BeforeValidator(split_pairs)]
 
 
 def check_default_models(defaults: Mapping[str, str], setting: str) -> None:
@@ -90,6 +92,10 @@ class PipelineConfig(BaseSettings):
     """Buckets besides the input bucket that requests may read media from (comma-separated)."""
     writable_buckets: BucketList = Field(default_factory=list)
     """Buckets besides the output bucket that requests may publish to (comma-separated)."""
+    bucket_regions: RegionMap = Field(default_factory=dict)
+    """The region of a bucket, as `bucket=region` pairs (TALKSTACK_BUCKET_REGIONS), for buckets whose
+    region cannot be looked up (a bucket policy that denies even HeadBucket). Pre-signed URLs are
+    signed for each bucket's region on its regional endpoint; unlisted buckets are looked up once."""
 
     worker_backend: BackendName = "local"
     """Where engine steps run unless `model_backends` says otherwise: `local` = the worker pool of

@@ -2,7 +2,9 @@
 
 The task document carries pre-signed URLs only: GET for each input, PUT for each output and for the
 three markers. They expire shortly after the step's own timeout (never later than SigV4's 7 days),
-so a leaked task document is useless once the step is over. The token is stored under the attempt
+so a leaked task document is useless once the step is over. Each URL is signed for its bucket's own
+region, on that region's endpoint (aws.RegionalPresigner): the worker has no way to follow a
+redirect to another region with a signed URL. The token is stored under the attempt
 id, which the marker keys embed: complete finds the right token, and a late marker of an earlier
 attempt finds its own, already-closed one.
 """
@@ -31,6 +33,7 @@ from talkstack.contract.worker import (
     work_key,
 )
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aws import UrlSigner
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import plan_for, step_model
@@ -51,18 +54,20 @@ def url_lifetime(timeout_s: int, heartbeat_s: int) -> int:
 
 
 class Presigner:
-    def __init__(self, s3: Any, expires_in: int) -> None:
-        self.s3, self.expires_in = s3, expires_in
+    """The task's URLs, all expiring together."""
+
+    def __init__(self, signer: UrlSigner, expires_in: int) -> None:
+        self.signer, self.expires_in = signer, expires_in
 
     def get(self, bucket: str, key: str, filename: str) -> InputUrl:
-        url = self.s3.generate_presigned_url(
+        url = self.signer.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.expires_in
         )
         return InputUrl(url=url, filename=filename)
 
     def put(self, bucket: str, key: str) -> OutputUrl:
         content_type = CONTENT_TYPES.get(posixpath.splitext(key)[1], "application/json")
-        url = self.s3.generate_presigned_url(
+        url = self.signer.generate_presigned_url(
             "put_object",
             Params={"Bucket": bucket, "Key": key, "ContentType": content_type},
             ExpiresIn=self.expires_in,
@@ -145,7 +150,7 @@ def build_task(
     retry_count: int,
     config: PipelineConfig,
     store: Any,
-    s3: Any,
+    signer: UrlSigner,
 ) -> WorkerTask:
     request = record.request
     assert request is not None
@@ -156,7 +161,7 @@ def build_task(
         plan = plan_for(request, config)
     limits = plan.limits(address.step)
     lifetime = url_lifetime(limits.timeout_s, limits.heartbeat_s)
-    sign = Presigner(s3, lifetime)
+    sign = Presigner(signer, lifetime)
     attempt_id = attempt_id_for(address, retry_count, token)
     task_type = TASK_TYPES[address.step]
     options, text = _options_and_text(request, address, job_id, store)
@@ -189,10 +194,11 @@ def dispatch_step(
     event: DispatchInput,
     config: PipelineConfig,
     store: Any,
-    s3: Any,
+    signer: UrlSigner,
     backends: Backends,
 ) -> tuple[WorkerTask, JobRecord, bool]:
-    """Record the attempt and start the worker; (task, record, first step of the job started)."""
+    """Record the attempt and start the worker; (task, record, first step of the job started).
+    `signer` pre-signs the task's URLs (the services' `presign`: each bucket's own region)."""
     job_id, address, step = event.job_id, event.address, event.step
     record = store.get(job_id)
     if record is None or record.request is None:
@@ -201,7 +207,7 @@ def dispatch_step(
         raise TalkstackError(
             ErrorCode.CONFLICT, f"job {job_id} is already {record.status}; no worker started"
         )
-    task = build_task(record, address, event.task_token, event.retry_count, config, store, s3)
+    task = build_task(record, address, event.task_token, event.retry_count, config, store, signer)
     backend = backends.for_model(task.model)
     ttl = config.token_ttl_hours * 3600
     store.put_token(job_id, task.attempt_id, address, event.task_token, ttl)

@@ -13,7 +13,7 @@ from talkstack.contract.events import JobEvent
 from talkstack.contract.fields import EventType
 from talkstack.contract.record import JobError, JobRecord, StepName
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.pipeline.aws import client
+from talkstack.pipeline.aws import UrlSigner, client, presigner
 from talkstack.pipeline.config import PipelineConfig, get_config
 from talkstack.pipeline.emit import emit_for
 from talkstack.pipeline.failure import JobFailed
@@ -27,6 +27,8 @@ class Services:
     config: PipelineConfig
     store: JobStore
     s3: Any
+    presign: UrlSigner
+    """Pre-signs with a client of each bucket's region (aws.RegionalPresigner)."""
     sfn: Any
     sns: Any
     sqs: Any
@@ -42,6 +44,7 @@ def services() -> Services:
         config=config,
         store=JobStore(config.jobs_table, retention_days=config.record_retention_days),
         s3=client("s3"),
+        presign=presigner(config.bucket_regions),
         sfn=client("stepfunctions"),
         sns=client("sns"),
         sqs=client("sqs"),

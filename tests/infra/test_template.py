@@ -330,6 +330,17 @@ def test_extra_buckets_get_the_same_narrow_statements():
     assert env["TALKSTACK_WRITABLE_BUCKETS"] == "customer-out"
 
 
+def test_bucket_regions_reach_the_functions_that_pre_sign():
+    custom = synth(**{"talkstack:bucketRegions": "media-hk=ap-east-1,media-eu=eu-west-1"})
+    for handler in ("dispatch", "api"):
+        env = functions_by_name(custom)[handler][1]["Environment"]["Variables"]
+        assert env["TALKSTACK_BUCKET_REGIONS"] == "media-hk=ap-east-1,media-eu=eu-west-1"
+    from talkstack_cdk.settings import load_settings
+
+    with pytest.raises(ValueError, match="bucket_regions"):
+        load_settings({"talkstack:bucketRegions": "media-hk=Hong Kong"}, environ={})
+
+
 def test_only_the_handlers_that_announce_events_may_invoke_notify(s):
     fns = functions_by_name(s)
     notify = fns["notify"][0]

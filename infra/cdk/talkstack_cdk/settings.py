@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 from talkstack.contract.fields import TaskKind
-from talkstack.pipeline.config import check_default_models, split_csv, split_pairs
+from talkstack.pipeline.config import AwsRegion, check_default_models, split_csv, split_pairs
 
 CONTEXT_PREFIX = "talkstack:"
 ENV_PREFIX = "TALKSTACK_CDK_"
@@ -22,6 +22,7 @@ ENV_PREFIX = "TALKSTACK_CDK_"
 BucketList = Annotated[list[str], BeforeValidator(split_csv)]
 BackendMap = Annotated[dict[str, Literal["local", "modal"]], BeforeValidator(split_pairs)]
 DefaultModels = Annotated[dict[TaskKind, str], BeforeValidator(split_pairs)]
+RegionMap = Annotated[dict[str, AwsRegion], BeforeValidator(split_pairs)]
 # CloudWatch Logs retention periods (days) and their aws_logs.RetentionDays names.
 LOG_RETENTION = {
     1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
@@ -75,6 +76,9 @@ class DeploySettings(BaseModel):
     """Buckets besides the input bucket that requests may read media from (read-only access)."""
     writable_buckets: BucketList = Field(default_factory=list)
     """Buckets besides the output bucket that requests may publish to (the allowed output buckets)."""
+    bucket_regions: RegionMap = Field(default_factory=dict)
+    """`bucket=region` pairs for buckets whose region the Lambdas cannot look up, as
+    TALKSTACK_BUCKET_REGIONS (pre-signed URLs are signed for each bucket's own region)."""
 
     alarm_email: Annotated[
         Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,

@@ -144,6 +144,7 @@ class TalkstackStack(Stack):
             "TALKSTACK_MODAL_ENVIRONMENT": s.modal_environment or "",
             "TALKSTACK_READABLE_BUCKETS": ",".join(s.readable_buckets),
             "TALKSTACK_WRITABLE_BUCKETS": ",".join(s.writable_buckets),
+            "TALKSTACK_BUCKET_REGIONS": ",".join(f"{k}={v}" for k, v in s.bucket_regions.items()),
         }
         return {**env, **{k: v for k, v in optional.items() if v}}
 
