@@ -38,7 +38,6 @@ where anything still unpinned fails instead of silently fetching.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
 import threading
@@ -66,7 +65,7 @@ from talkstack.media.audio import (
     write_wav,
 )
 from talkstack.media.ffmpeg import ffmpeg_exe
-from talkstack.settings import MediaLimits, get_limits
+from talkstack.settings import MediaLimits, environ, get_limits
 
 REFERENCE_MIN_S = 5.0
 REFERENCE_MAX_S = 60.0
@@ -428,7 +427,7 @@ def hub_offline() -> None:
     transformers asks it), so setting it only helps before that import: the Modal images set it in
     their environment; here it is defaulted for other callers and then checked where it counts, in
     the library itself."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    environ.export_defaults({"HF_HUB_OFFLINE": "1"})
     from huggingface_hub import constants
 
     if not constants.HF_HUB_OFFLINE:
