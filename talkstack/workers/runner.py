@@ -340,9 +340,7 @@ def _execute(
             sample_rate=render.sample_rate,
             engine_s=engine_s,
             warnings=render.warnings,
-            # getattr: RenderResult gains `quality` with the avatar engines' measurement; engines
-            # that measure nothing (voice, video, stitch) leave it out.
-            quality=getattr(render, "quality", None),
+            quality=render.quality,
             worker=worker_name(),
             accelerator=accelerator(),
             started_at=started_at,

@@ -5,7 +5,6 @@ typed options, and the published JSON Schemas agreeing with the models."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from talkstack.contract.quality import QualityReport
 from talkstack.contract.request import AvatarOptions, VideoOptions, VoiceOptions
 from talkstack.contract.state import (
     DispatchInput,
@@ -201,13 +199,6 @@ def test_markers_validate_against_the_published_schema():
     assert ResultMarker.model_validate_json(result.model_dump_json(exclude={"quality"})).quality is None
 
 
-@dataclass(frozen=True)
-class MeasuredRender(RenderResult):
-    """What an avatar engine returns once it measures its video (the engines' RenderResult.quality)."""
-
-    quality: QualityReport | None = None
-
-
 def test_the_runner_sends_the_engines_quality_report_in_its_result_marker(tmp_path):
     report = quality_report(lipsync=0.42)
     written: dict[str, bytes] = {}
@@ -221,7 +212,7 @@ def test_the_runner_sends_the_engines_quality_report_in_its_result_marker(tmp_pa
     def engine(task, inputs, outdir, progress):
         video = outdir / "video.mp4"
         video.write_bytes(b"mp4")
-        return {"video": video}, MeasuredRender(output=video, bytes=3, duration_s=2.0, quality=report)
+        return {"video": video}, RenderResult(output=video, bytes=3, duration_s=2.0, quality=report)
 
     def put(name: str) -> OutputUrl:
         return OutputUrl(url=f"https://s3.test/{name}", key=name, content_type="application/json")
