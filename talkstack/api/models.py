@@ -12,6 +12,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from pydantic.json_schema import SkipJsonSchema
 
 from talkstack.contract.fields import CallbackId, JobId, StrictModel
+from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import (
     JobError,
     JobRecord,
@@ -123,6 +124,8 @@ class ResultView(StrictModel):
     bytes: NonNegativeInt | None = None
     estimated_cost_usd: NonNegativeFloat | None = None
     warnings: list[str] = Field(default_factory=list)
+    quality: QualityReport | None = None
+    """Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality)."""
 
 
 class StepView(StrictModel):

@@ -29,6 +29,7 @@ from talkstack.cli.common import (
     out,
     progress_bar,
 )
+from talkstack.cli.quality import print_quality
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.settings.client import DEFAULT_API_URL
 
@@ -209,6 +210,9 @@ def _print_job(job: JobView) -> None:
         for item in job.result.outputs:
             out.print(f"  {item.kind:9} {item.key}  ({item.bytes / 1e3:.0f} kB)", highlight=False)
         out.print(f"  download URLs: talkstack api status {job.job_id} --json", highlight=False)
+        for warning in job.result.warnings:
+            out.print(f"  [yellow]warning[/]: {warning}", highlight=False)
+        print_quality(job.result.quality)
 
 
 @api_app.command("status")

@@ -28,6 +28,7 @@ from talkstack.cli.common import (
     out,
     progress_bar,
 )
+from talkstack.cli.quality import print_quality
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
 from talkstack.errors import ErrorCode, TalkstackError
@@ -242,6 +243,10 @@ def status_cmd(
         out.print(f"  [red]{record.error.code}[/]: {record.error.message}", highlight=False)
     if record.status == "completed":
         _print_outputs(record)
+        assert record.result is not None  # a completed record has one
+        for warning in record.result.warnings:
+            out.print(f"  [yellow]warning[/]: {warning}", highlight=False)
+        print_quality(record.result.quality)
 
 
 def timeline(events: list[JobEvent], record: JobRecord | None) -> Table:

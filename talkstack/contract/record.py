@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from talkstack.contract.fields import CallbackId, JobId, Metadata, S3Bucket, StrictModel, TaskKind, WebhookUrl
+from talkstack.contract.quality import QualityReport
 from talkstack.contract.request import JobRequest, NotifySpec
 from talkstack.errors import ErrorCode, TalkstackError
 
@@ -84,6 +85,11 @@ class JobResult(StrictModel):
     """Total size of all outputs; filled from `outputs` when not given."""
     estimated_cost_usd: NonNegativeFloat | None = None
     warnings: list[str] = Field(default_factory=list)
+    quality: QualityReport | None = None
+    """Avatar jobs: the quality report of the published video (lip sync, identity and colour drift,
+    frame count, A/V alignment; docs/quality.md). A parallel long avatar gets the stitch step's
+    report, or else the chunks' combined: the worst value of each measure, passed only if every
+    chunk passed. None for voice and video jobs, and when the worker measured nothing."""
 
     @model_validator(mode="after")
     def _total_bytes(self) -> JobResult:

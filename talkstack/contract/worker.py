@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, TypeAdapter
 
 from talkstack.contract.fields import StrictModel
+from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import JobError, Progress, UtcDatetime
 from talkstack.contract.request import AvatarOptions, VideoOptions, VoiceOptions
 from talkstack.errors import ErrorCode, TalkstackError
@@ -268,6 +269,10 @@ class ResultMarker(StrictModel):
     worker: str
     accelerator: str | None = None
     """The GPU the engine ran on, as the driver names it ("NVIDIA H100 80GB HBM3"); None on CPU."""
+    quality: QualityReport | None = None
+    """The avatar quality report of what was rendered (talkstack.contract.quality); None for steps
+    that make no avatar video, and from workers that predate it. A failing report on a parallel
+    chunk makes the pipeline render that chunk once more (docs/pipeline.md)."""
     started_at: UtcDatetime
     """When the worker took the task (before downloading inputs)."""
     at: UtcDatetime

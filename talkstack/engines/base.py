@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from talkstack.contract.quality import QualityReport
+
 # progress(fraction 0..1, short message)
 ProgressFn = Callable[[float, str], None]
 
@@ -27,3 +29,5 @@ class RenderResult:
     sample_rate: int | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    quality: QualityReport | None = None
+    """The avatar quality report of the video (talkstack/engines/quality.py); None elsewhere."""

@@ -6,23 +6,28 @@ the parent runs the emulator's threads, and forking a threaded process is unsafe
 
 A FaultPlan lets tests and benchmarks make a worker misbehave at the one boundary that cannot be
 made to fail on demand otherwise: "transient" reports a retryable error without running the
-engine, "silent" takes the task and never answers (no heartbeat, no marker).
+engine, "silent" takes the task and never answers (no heartbeat, no marker), "poor_quality" renders
+as usual but reports a failing quality report (a parallel chunk is then rendered again).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import threading
 from collections import defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from talkstack.contract.record import JobError
 from talkstack.contract.worker import WorkerTask, parse_worker_task
 from talkstack.errors import ErrorCode
 
-Fault = Literal["transient", "silent"]
+if TYPE_CHECKING:  # the worker runtime is imported in the worker processes only
+    from talkstack.workers.lite_steps import StepFn
+
+Fault = Literal["transient", "silent", "poor_quality"]
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +90,7 @@ def run_in_worker(task_json: str, fault: Fault | None, engine_spec: str | None =
     """Entry point in the worker process (module-level so it pickles). `engine_spec` names the GPU
     engine for the task's model (PipelineConfig.local_engines); lite models need none."""
     from talkstack.contract.record import utc_now
-    from talkstack.workers.runner import Reporter, Transfers, run_task
+    from talkstack.workers.runner import Reporter, Transfers, engine_for, run_task
 
     received_at = utc_now()
     task = parse_worker_task(task_json)
@@ -100,7 +105,32 @@ def run_in_worker(task_json: str, fault: Fault | None, engine_spec: str | None =
         Reporter(task, Transfers(_worker_client())).error(error, retryable=True)
         return False
     step = _gpu_engine(task.model, engine_spec) if engine_spec else None
+    if fault == "poor_quality":
+        step = _poor_quality(step or engine_for(task))
     return run_task(task, _worker_client(), received_at=received_at, step=step)
+
+
+def _poor_quality(step: StepFn) -> StepFn:
+    """The engine as it is, its video judged out of sync (a lip-sync score under any pass mark)."""
+    from talkstack.contract.quality import QualityCheck, QualityReport
+
+    def render(task: Any, inputs: Any, outdir: Any, progress: Any) -> Any:
+        produced, result = step(task, inputs, outdir, progress)
+        check = QualityCheck(name="lipsync", value=-1.0, threshold=0.3, passed=False, detail="injected")
+        frames = result.frames or 0
+        report = QualityReport(
+            lipsync=-1.0,
+            frames=frames,
+            expected_frames=frames,
+            av_offset_s=0.0,
+            faces_found=1.0,
+            sampled_frames=0,
+            checks=[check],
+            passed=False,
+        )
+        return produced, dataclasses.replace(result, quality=report)
+
+    return render
 
 
 def _log_crash(future: Future[bool]) -> None:

@@ -1,6 +1,8 @@
 """Complete: a worker marker landed in S3 → tell Step Functions, using the attempt's stored token.
 
     markers/<job>/<attempt>/result.json   → check the outputs exist → SendTaskSuccess
+                                            (a parallel chunk whose quality report fails, the first
+                                            time: SendTaskFailure(Quality.Rerender), rendered again)
     markers/<job>/<attempt>/error.json    → SendTaskFailure(Worker.Transient | Worker.Fatal)
     markers/<job>/<attempt>/progress.json → SendTaskHeartbeat + job progress (+ job.progress event)
 
@@ -9,6 +11,12 @@ token item names the step the attempt serves as a StepAddress (`avatar`, or chun
 avatar). The error is also stored in the jobs table: Step Functions keeps `cause` but moto drops it, and
 the failure handler must be able to say why in both worlds. A token that has already timed out
 or closed (TaskTimedOut, InvalidToken) means the attempt was abandoned: logged, not an error.
+
+A chunk rendered twice for quality: the first render is kept aside (step_results.rejected_name)
+and its attempt's token ends `failed` once Step Functions took the Quality.Rerender failure; that
+is how the second render is known to be the second: it is used whatever its score, and its result
+carries a warning saying so (finalize gathers it onto the job). The ASL retries Quality.Rerender
+once at most, so even a confused Lambda cannot loop.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ from talkstack.contract.worker import (
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import progress_span
+from talkstack.pipeline.quality import RERENDER_ERROR, failed_checks, needs_rerender, rerender_warning
+from talkstack.pipeline.step_results import rejected_name, rejected_result
+from talkstack.settings.quality import QualityThresholds, get_quality_thresholds
 
 log = logging.getLogger(__name__)
 CLOSED_TOKEN_ERRORS = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
@@ -39,8 +50,18 @@ TRANSIENT_ERROR, FATAL_ERROR = "Worker.Transient", "Worker.Fatal"
 
 
 class Completer:
-    def __init__(self, config: PipelineConfig, store: Any, s3: Any, sfn: Any, emit: Any) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: Any,
+        s3: Any,
+        sfn: Any,
+        emit: Any,
+        quality: QualityThresholds | None = None,
+    ) -> None:
         self.config, self.store, self.s3, self.sfn, self.emit = config, store, s3, sfn, emit
+        self.quality = quality or get_quality_thresholds()
+        """Whether a failing chunk is rendered again (`rerender_chunks`); parsed once per process."""
 
     def handle(self, bucket: str, key: str) -> str:
         """Process one marker object; returns what happened (for logs and tests)."""
@@ -99,18 +120,21 @@ class Completer:
         if missing:
             # The worker says it uploaded what is not there: retry the step rather than publish a gap.
             return self._fail(ref, token, TRANSIENT_ERROR, {"message": f"outputs missing: {missing}"})
+        rejected = self._sent_back(ref, step)
+        if needs_rerender(step, marker, rejected is not None, self.quality):
+            return self._rerender(ref, step, token, marker)
+        if rejected is not None:
+            # The second render of a chunk: used whatever its score, and the job says so.
+            warning = rerender_warning(step, rejected, marker)
+            marker = marker.model_copy(update={"warnings": [*marker.warnings, warning]})
         self.store.put_step_result(ref.job_id, step, marker)
         output = {"attempt_id": ref.attempt_id, "outputs": {k: v.key for k, v in marker.outputs.items()}}
         if not self._send(ref, "send_task_success", taskToken=token, output=json.dumps(output)):
             return "result refused: attempt closed"
         self.store.set_token_state(ref.job_id, ref.attempt_id, "succeeded")
-        worked_s = round(max(0.0, (marker.at - marker.started_at).total_seconds()), 3)
 
         def finish(record: JobRecord) -> None:
-            target = record.step(step.step)
-            if target is not None:  # the GPU time this attempt cost (keyed: redeliveries don't add)
-                target.worker_seconds[ref.attempt_id] = worked_s
-                target.accelerator = marker.accelerator or target.accelerator
+            self._count_worker_time(record, ref, step, marker)
             # One chunk of many does not finish the step: the stitch step closes the avatar step.
             if step.chunk is None and not record.is_terminal:
                 record.finish_step(step.step).worker = marker.worker
@@ -118,18 +142,60 @@ class Completer:
         self.store.update(ref.job_id, finish)
         return "success"
 
+    def _sent_back(self, ref: MarkerRef, step: StepAddress) -> ResultMarker | None:
+        """The render of this chunk an earlier attempt delivered and Step Functions took back for
+        quality (its Quality.Rerender failure was accepted: token state `failed`), if any. A render
+        set aside whose failure was refused (the attempt had timed out) was never sent back."""
+        if step.chunk is None:
+            return None
+        rejected = rejected_result(self.store, ref.job_id, step)
+        if rejected is None or rejected.attempt_id == ref.attempt_id:
+            return None
+        token = self.store.get_token(ref.job_id, rejected.attempt_id)
+        return rejected if token is not None and token.state == "failed" else None
+
+    def _rerender(self, ref: MarkerRef, step: StepAddress, token: str, marker: ResultMarker) -> str:
+        """Turn a chunk's failing render down: keep it aside (first, so that a crash after the
+        failure is sent cannot lose it), and fail the task with the error the AvatarChunk state
+        retries once (a new attempt of the same chunk, dispatched as any retry is)."""
+        assert marker.quality is not None  # needs_rerender: a measured, failing report
+        self.store.put_step_result(ref.job_id, rejected_name(step), marker)
+        reason = f"{step}: quality checks failed ({failed_checks(marker.quality)}); rendering it again"
+        if not self._send_failure(ref, token, RERENDER_ERROR, {"message": reason}):
+            return "failure refused: attempt closed"
+        # The GPU time of the render turned down is billed too.
+        self.store.update(ref.job_id, lambda record: self._count_worker_time(record, ref, step, marker))
+        return f"failure {RERENDER_ERROR}"
+
+    @staticmethod
+    def _count_worker_time(
+        record: JobRecord, ref: MarkerRef, step: StepAddress, marker: ResultMarker
+    ) -> None:
+        """The worker time this attempt cost (keyed by attempt: a redelivered marker does not add)."""
+        target = record.step(step.step)
+        if target is not None:
+            target.worker_seconds[ref.attempt_id] = round(
+                max(0.0, (marker.at - marker.started_at).total_seconds()), 3
+            )
+            target.accelerator = marker.accelerator or target.accelerator
+
     def _error(self, ref: MarkerRef, step: StepAddress, token: str, marker: ErrorMarker) -> str:
         self.store.put_worker_error(ref.job_id, step, marker.error, marker.retryable)
         name = TRANSIENT_ERROR if marker.retryable else FATAL_ERROR
         return self._fail(ref, token, name, marker.error.model_dump(mode="json"))
 
     def _fail(self, ref: MarkerRef, token: str, name: str, cause: dict[str, Any]) -> str:
+        if not self._send_failure(ref, token, name, cause):
+            return "failure refused: attempt closed"
+        return f"failure {name}"
+
+    def _send_failure(self, ref: MarkerRef, token: str, name: str, cause: dict[str, Any]) -> bool:
         if not self._send(
             ref, "send_task_failure", taskToken=token, error=name, cause=json.dumps(cause)[:32768]
         ):
-            return "failure refused: attempt closed"
+            return False
         self.store.set_token_state(ref.job_id, ref.attempt_id, "failed")
-        return f"failure {name}"
+        return True
 
     def _exists(self, key: str, size: int) -> bool:
         try:

@@ -1,5 +1,7 @@
 """Finalize step: publish the main step's outputs from their temporary keys to the predictable final
-keys, then mark the job completed and write `result.json` (the job record) beside the video.
+keys, then mark the job completed and write `result.json` (the job record) beside the video. The
+job's result gathers every step's warnings (each chunk's, for a stitched avatar) and the quality
+report of what is published (talkstack.pipeline.quality.job_quality).
 
 Publishing is a server-side copy (nothing passes through the Lambda; the managed copy handles
 objects over 5 GB). Every published object carries `talkstack-job-id` metadata, which is how the
@@ -18,6 +20,7 @@ from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
 from talkstack.pipeline.outputs import final_key, publish, write_result_json
+from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
 
 ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
@@ -34,6 +37,16 @@ def main_step_of(request: JobRequestBase, job_id: str, store: Any) -> StepAddres
     if last.step == "stitch" and not segment_plan(store, job_id).parallel:
         return StepAddress(step="avatar")
     return last
+
+
+def _chunk_results(job_id: str, main_step: StepAddress, store: Any) -> dict[int, ResultMarker]:
+    """The chunk renders a stitch step joined, by chunk index (none unless the job was stitched)."""
+    if main_step.step != "stitch":
+        return {}
+    return {
+        chunk.index: step_result(store, job_id, StepAddress(step="avatar", chunk=chunk.index))
+        for chunk in segment_plan(store, job_id).chunks
+    }
 
 
 def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> JobRecord:
@@ -62,11 +75,19 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         )
     published.sort(key=lambda o: ("video", "audio", "thumbnail").index(o.kind))
 
+    chunks = _chunk_results(job_id, main_step, store)
     warnings: list[str] = []  # every step's, in order (a voice step's warnings matter to an avatar job too)
     for step in request.worker_steps:
         address = StepAddress.parse(step)
-        result = main if address == main_step else store.get_step_result(job_id, address, ResultMarker)
-        warnings.extend(w for w in (result.warnings if result else []) if w not in warnings)
+        if address.step == "avatar" and chunks:  # a stitched avatar: each chunk's, in order
+            results: list[ResultMarker | None] = list(chunks.values())
+        elif address == main_step:
+            results = [main]
+        else:
+            results = [store.get_step_result(job_id, address, ResultMarker)]
+        for result in results:
+            warnings.extend(w for w in (result.warnings if result else []) if w not in warnings)
+    quality = job_quality(main, chunks)
 
     def complete(current: JobRecord) -> None:
         if current.status == "cancelled":
@@ -80,6 +101,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
             height=main.height,
             fps=main.fps,
             warnings=warnings,
+            quality=quality,
         )
         current.mark_completed(result)
         result.estimated_cost_usd = estimate_cost(current)

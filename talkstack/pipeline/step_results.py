@@ -3,6 +3,8 @@
     STEP#plan         Plan           the Plan state's steps and time limits (dispatch reads the limits)
     STEP#segment      SegmentPlan    a parallel long avatar's cut (dispatch, stitch)
     STEP#<address>    ResultMarker   a worker step's result: `voice`, `avatar`, `avatar#3`, `video`, …
+    STEP#rejected:<address>  ResultMarker  a chunk's render turned down for its quality report (it was
+                      rendered again; complete.py), kept for the job's warning and the bill
 
 A step that finds what it needs missing raises: the state machine ran out of order, which is a bug,
 not bad input.
@@ -19,6 +21,16 @@ from talkstack.pipeline.config import PipelineConfig
 
 PLAN_RESULT = "plan"
 SEGMENT_RESULT = "segment"
+
+
+def rejected_name(address: StepAddress) -> str:
+    """Where a chunk's render turned down for quality is kept (`rejected:avatar#3`)."""
+    return f"rejected:{address.label}"
+
+
+def rejected_result(store: Any, job_id: str, address: StepAddress) -> ResultMarker | None:
+    """The render of this chunk that was turned down for quality (None: none was)."""
+    return store.get_step_result(job_id, rejected_name(address), ResultMarker)
 
 
 def stored_plan(store: Any, job_id: str) -> Plan | None:

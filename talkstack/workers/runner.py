@@ -340,6 +340,7 @@ def _execute(
             sample_rate=render.sample_rate,
             engine_s=engine_s,
             warnings=render.warnings,
+            quality=render.quality,
             worker=worker_name(),
             accelerator=accelerator(),
             started_at=started_at,

@@ -18,7 +18,8 @@ from standardwebhooks import Webhook
 
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
-from talkstack.contract.worker import StepAddress, marker_key
+from talkstack.contract.state import SegmentPlan
+from talkstack.contract.worker import ResultMarker, StepAddress, marker_key
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET
 from talkstack.media.video import probe_video
 from talkstack.pipeline.jobids import job_id_for_object
@@ -205,6 +206,37 @@ def test_transient_worker_failure_is_retried_then_completes(pipeline, media):
     assert record.status == "completed", record.error
     assert record.step("avatar").attempts == 2
     assert pipeline.store.get_worker_error(job_id, "avatar").message.startswith("injected transient")
+
+
+def test_a_parallel_chunk_that_fails_its_quality_checks_is_rendered_once_more(pipeline, media):
+    # Given the first chunk render a worker takes reports a failing quality report (a FaultPlan fault)
+    job_id = unique("requality")
+    pipeline.stack.faults.add(job_id, "avatar", "poor_quality")
+    manifest = avatar_manifest(pipeline, job_id=job_id, options={"long_audio": "parallel"})
+    media_files = {"portrait.png": media["portrait"], "speech.wav": media["speech"]}
+    with pipeline.configured(parallel_chunk_seconds="6", parallel_min_chunk_seconds="2"):
+        pipeline.drop(manifest, media_files, job_id)
+        record = pipeline.wait(job_id, timeout_s=240)
+
+    # Then the state machine retried that chunk once (Quality.Rerender), as a new attempt, and stitched
+    # (the engine's own reports may send other chunks back too: each at most once, the same way)
+    assert record.status == "completed", record.error
+    chunks = pipeline.store.get_step_result(job_id, "segment", SegmentPlan).chunks
+    assert len(chunks) > 1
+    sent_back = [
+        c.index
+        for c in chunks
+        if pipeline.store.get_step_result(job_id, f"rejected:avatar#{c.index}", ResultMarker) is not None
+    ]
+    assert sent_back
+    billed = record.step("avatar").worker_seconds
+    for k in sent_back:
+        first = pipeline.store.get_step_result(job_id, f"rejected:avatar#{k}", ResultMarker)
+        used = pipeline.store.get_step_result(job_id, StepAddress(step="avatar", chunk=k), ResultMarker)
+        assert first.attempt_id.startswith(f"avatar-c{k}-1-")
+        assert used.attempt_id.startswith(f"avatar-c{k}-2-")  # $$.State.RetryCount was 1
+        assert any(w.startswith(f"chunk {k} was rendered again") for w in record.result.warnings)
+        assert {first.attempt_id, used.attempt_id} <= set(billed)  # both renders are billed
 
 
 def test_silent_worker_times_out_is_retried_then_fails_clearly(pipeline, media):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from talkstack.contract.parse import parse_job_request
+from talkstack.contract.quality import QualityCheck, QualityReport
 from talkstack.contract.record import JobRecord, utc_now
 from talkstack.contract.request import JobRequest
 from talkstack.contract.worker import OutputObject, ResultMarker, work_key
@@ -129,3 +130,29 @@ def worker_result(
         "at": now,
     }
     return ResultMarker(attempt_id=attempt_id, outputs=outputs, **{**marker, **fields})
+
+
+def quality_report(lipsync: float = 0.6, colour_drift: float = 2.0, **fields: Any) -> QualityReport:
+    """A worker's quality report of a 2 s clip at 25 fps, judged by the default pass marks
+    (QualityThresholds): lip sync ≥ 0.3, colour drift ≤ 6 ΔE. Built here, not measured: the steps
+    carry the report; talkstack.media.quality measures it."""
+    checks = [
+        QualityCheck(name="lipsync", value=lipsync, threshold=0.3, passed=lipsync >= 0.3),
+        QualityCheck(name="colour", value=colour_drift, threshold=6.0, passed=colour_drift <= 6.0),
+        QualityCheck(name="frames", value=0.0, threshold=0.0, passed=True),
+    ]
+    report: dict[str, Any] = {
+        "lipsync": lipsync,
+        "lipsync_lag_s": 0.04,
+        "identity_drift": 0.05,
+        "colour_drift": colour_drift,
+        "frames": 50,
+        "expected_frames": 50,
+        "av_offset_s": 0.0,
+        "faces_found": 1.0,
+        "sampled_frames": 25,
+        "seconds": 0.4,
+        "checks": checks,
+        "passed": all(c.passed for c in checks),
+    }
+    return QualityReport(**{**report, **fields})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -15,12 +16,14 @@ from werkzeug.wrappers import Request
 
 from talkstack.api.keys import INVALID_KEY, KeyStore, Principal, hash_key, key_from_headers
 from talkstack.api.limits import Admission, RateLimiter
-from talkstack.contract.record import JobRecord, JobSource
+from talkstack.api.service import ApiService
+from talkstack.contract.record import JobRecord, JobResult, JobSource, OutputFile
 from talkstack.contract.request import JOB_REQUEST_ADAPTER
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.local.gateway import http_response, proxy_event
 from talkstack.pipeline.jobs_table import create_table_request
 from talkstack.pipeline.store import JobStore
+from tests.support.steps import avatar_request, make_config, quality_report
 
 TABLE = "unit-jobs"
 
@@ -176,3 +179,31 @@ def test_gateway_builds_rest_proxy_events():
         }
     )
     assert response.status_code == 429 and response.headers["Retry-After"] == "7"
+
+
+def test_the_job_view_shows_an_avatar_jobs_quality_report(ddb, no_pipeline_environment):
+    # Given a completed avatar job of this key whose report failed its lip-sync check
+    s3 = boto3.client("s3", region_name="us-east-1")
+    store = JobStore(TABLE, ddb)
+    services = SimpleNamespace(config=make_config(jobs_table=TABLE), store=store, s3=s3)
+    record = JobRecord.new("job-1", avatar_request())
+    record.source = JobSource(kind="api", api_key_id="k1")
+    video = OutputFile(
+        kind="video", bucket="out-bucket", key="job-1/video.mp4", content_type="video/mp4", bytes=9
+    )
+    report = quality_report(lipsync=0.1)
+    record.mark_completed(JobResult(outputs=[video], quality=report))
+    assert store.create(record)
+
+    view = ApiService(services, ddb, backends=None).get_job(Principal("k1", "pro", "k1"), "job-1")
+
+    # Then GET /v1/jobs/{id} carries it, as the published OpenAPI document describes it
+    assert view.result is not None and view.result.quality == report
+    body = json.loads(view.model_dump_json())
+    assert body["result"]["quality"]["checks"][0] == {
+        "name": "lipsync",
+        "value": 0.1,
+        "threshold": 0.3,
+        "passed": False,
+        "detail": None,
+    }

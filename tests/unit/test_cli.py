@@ -1,15 +1,25 @@
-"""The CLI as users run it: real subprocesses of the installed `talkstack` entry point."""
+"""The CLI as users run it: real subprocesses of the installed `talkstack` entry point; `status`
+in process, its stack (or API) played by a stand-in that holds one job record."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
+from talkstack.api.models import JobView, ResultView
+from talkstack.api.service import links
+from talkstack.cli import app, remote
+from talkstack.cli import stack as stack_cli
+from talkstack.contract.record import JobRecord, JobResult, OutputFile
 from talkstack.media.video import probe_video
+from tests.support.steps import avatar_request, quality_report
 
 TALKSTACK = str(Path(sys.executable).with_name("talkstack"))
 
@@ -78,3 +88,65 @@ def test_models_json_lists_every_engine_with_licence():
     assert expected <= set(models)
     assert models["lite-avatar"]["available"] is True and models["multitalk"]["available"] is False
     assert all(m["licence"] for m in models.values())
+
+
+# --- status: the quality report (in process: the job's record from a stand-in for the stack) --------
+
+
+def _completed_avatar(report) -> JobRecord:
+    record = JobRecord.new("job-1", avatar_request())
+    record.start_step("avatar")
+    record.finish_step("avatar")
+    video = OutputFile(kind="video", bucket="out", key="job-1/video.mp4", content_type="video/mp4", bytes=10)
+    warning = "chunk 1 was rendered again: … and was stitched anyway"
+    return record.mark_completed(JobResult(outputs=[video], warnings=[warning], quality=report))
+
+
+def _check_rows(output: str) -> dict[str, list[str]]:
+    """The rows of the checks table, by check name (the words of each line)."""
+    names = {"lipsync", "identity", "colour", "frames", "av_sync"}
+    return {words[0]: words for words in map(str.split, output.splitlines()) if words and words[0] in names}
+
+
+def test_status_shows_the_quality_report_as_a_table_of_checks(monkeypatch):
+
+    record = _completed_avatar(quality_report(lipsync=0.12, colour_drift=2.0))
+    monkeypatch.setattr(stack_cli, "_connect", lambda resources: SimpleNamespace(get=lambda job_id: record))
+
+    result = CliRunner().invoke(app, ["status", "job-1"], env={"COLUMNS": "120"})
+
+    assert result.exit_code == 0, result.output
+    assert "quality   failed" in result.output and "50/50 frames" in result.output
+    rows = _check_rows(result.output)
+    assert rows["lipsync"] == ["lipsync", "0.12", "≥", "0.3", "FAIL"]
+    assert rows["colour"] == ["colour", "2", "≤", "6", "pass"]
+    assert "warning: chunk 1 was rendered again" in result.output
+
+
+def test_api_status_shows_the_quality_report_too(monkeypatch):
+
+    record = _completed_avatar(quality_report(lipsync=0.7))
+    result_view = ResultView.model_validate({**record.result.model_dump(exclude={"outputs"}), "outputs": []})
+    job = JobView.of(record, result_view, links("job-1"))
+
+    @contextmanager
+    def client(url, key):
+        yield SimpleNamespace(get_job=lambda job_id: job)
+
+    monkeypatch.setattr(remote, "_client", client)
+    result = CliRunner().invoke(app, ["api", "status", "job-1", "--key", "k"], env={"COLUMNS": "120"})
+
+    assert result.exit_code == 0, result.output
+    assert "quality   passed" in result.output
+    assert _check_rows(result.output)["lipsync"] == ["lipsync", "0.7", "≥", "0.3", "pass"]
+
+
+def test_status_of_a_job_without_a_report_shows_none(monkeypatch):
+
+    record = _completed_avatar(None)
+    monkeypatch.setattr(stack_cli, "_connect", lambda resources: SimpleNamespace(get=lambda job_id: record))
+
+    result = CliRunner().invoke(app, ["status", "job-1"])
+
+    assert result.exit_code == 0, result.output
+    assert "quality" not in result.output

@@ -16,6 +16,7 @@ from talkstack.cli import app
 from talkstack.cli.settings import DOCS_COMMAND, groups
 from talkstack.settings import ModalDeploySettings, environ, get_settings
 from talkstack.settings.catalogue import MASK, describe, env_name, markdown
+from talkstack.settings.quality import get_quality_thresholds
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("talkstack", "aws", "modal_workers", "infra", "bench", "scripts")
@@ -94,7 +95,7 @@ def test_docs_settings_md_is_generated_from_the_classes():
 
 def test_every_group_and_setting_is_documented():
     names = [g.name for g in groups()]
-    assert names == ["pipeline", "limits", "engines", "local", "client", "modal", "cdk"]
+    assert names == ["pipeline", "limits", "engines", "local", "client", "modal", "quality", "cdk"]
     text = (REPO / "docs" / "settings.md").read_text()
     for group in groups():
         for name, info in group.model.model_fields.items():
@@ -187,6 +188,17 @@ def test_writing_the_environment_refreshes_cached_settings(monkeypatch):
     environ.unset(["TALKSTACK_ESPEAK"])
     assert get_settings().espeak == "espeak-ng"
     environ.reset_settings()
+
+
+def test_the_local_stack_can_turn_chunk_re_rendering_off(monkeypatch):
+    # The quality group is cached like the others: a stack configured with it must see the change
+    monkeypatch.delenv("TALKSTACK_QUALITY_RERENDER_CHUNKS", raising=False)
+    environ.reset_settings()
+    assert get_quality_thresholds().rerender_chunks is True
+    environ.export({"TALKSTACK_QUALITY_RERENDER_CHUNKS": "false"})
+    assert get_quality_thresholds().rerender_chunks is False
+    environ.unset(["TALKSTACK_QUALITY_RERENDER_CHUNKS"])
+    assert get_quality_thresholds().rerender_chunks is True
 
 
 def test_debug_means_any_non_empty_value(monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 
 from talkstack.local.resources import HANDLERS, LocalResources, definition_path
 from talkstack.local.stack import StackError, load_definition
+from talkstack.pipeline.quality import RERENDER_ERROR
 
 DEFINITION = json.loads(definition_path().read_text())
 STATES = DEFINITION["States"]
@@ -108,3 +109,14 @@ def test_parallel_long_avatars_map_over_chunks_then_stitch():
     assert chunks["Catch"][0]["Next"] == "RecordFailure" and chunks["Next"] == "Stitch"
     assert STATES["Stitch"]["Parameters"]["Payload"]["step"] == "stitch"
     assert STATES["Stitch"]["Next"] == "Finalize"
+
+
+def test_a_chunk_sent_back_for_quality_is_retried_once_and_only_a_chunk():
+    # complete.py fails a chunk's task with RERENDER_ERROR when its first render fails the quality
+    # checks; the chunk state retries it once (a new attempt: $$.State.RetryCount goes up), never twice
+    inner = STATES["AvatarChunks"]["ItemProcessor"]["States"]["AvatarChunk"]
+    (rerender,) = [r for r in inner["Retry"] if RERENDER_ERROR in r["ErrorEquals"]]
+    assert rerender["ErrorEquals"] == [RERENDER_ERROR] and rerender["MaxAttempts"] == 1
+    assert inner["Parameters"]["Payload"]["retry_count.$"] == "$$.State.RetryCount"
+    for name, state in STATES.items():
+        assert name == "AvatarChunks" or RERENDER_ERROR not in json.dumps(state.get("Retry", [])), name

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 from pydantic import ValidationError
@@ -36,6 +37,7 @@ from talkstack.contract.worker import (
     Markers,
     OutputUrl,
     ProgressMarker,
+    ResultMarker,
     StepAddress,
     StitchTask,
     VideoTask,
@@ -48,7 +50,10 @@ from talkstack.contract.worker import (
     task_options,
     work_key,
 )
+from talkstack.engines.base import RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.workers.runner import run_task
+from tests.support.steps import quality_report
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 PUT = OutputUrl(url="https://s3.test/put", key="k", content_type="application/json")
@@ -172,10 +177,56 @@ def test_markers_validate_against_the_published_schema():
         worker="host:1",
         at=now,
     )
-    for marker in (progress, error):
+    result = ResultMarker(
+        attempt_id="a",
+        outputs={"video": {"key": "work/job-1/a/video.mp4", "bytes": 10, "content_type": "video/mp4"}},
+        engine_s=1.0,
+        quality=quality_report(lipsync=0.1),
+        worker="host:1",
+        started_at=now,
+        at=now,
+    )
+    for marker in (progress, error, result):
         jsonschema.validate(json.loads(marker.model_dump_json()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"attempt_id": "a"}, schema)
+    # A result marker whose report is not a report is refused by the schema, as by the model
+    broken = json.loads(result.model_dump_json())
+    broken["quality"]["lipsync"] = "good"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+    # and a worker that predates the report still writes a valid result marker
+    assert ResultMarker.model_validate_json(result.model_dump_json(exclude={"quality"})).quality is None
+
+
+def test_the_runner_sends_the_engines_quality_report_in_its_result_marker(tmp_path):
+    report = quality_report(lipsync=0.42)
+    written: dict[str, bytes] = {}
+
+    def s3(request: httpx.Request) -> httpx.Response:  # the pre-signed URLs' side: S3 answering
+        if request.method == "PUT":
+            written[request.url.path] = request.read()
+            return httpx.Response(200)
+        return httpx.Response(404 if request.url.path.endswith("cancel.json") else 200, content=b"x")
+
+    def engine(task, inputs, outdir, progress):
+        video = outdir / "video.mp4"
+        video.write_bytes(b"mp4")
+        return {"video": video}, RenderResult(output=video, bytes=3, duration_s=2.0, quality=report)
+
+    def put(name: str) -> OutputUrl:
+        return OutputUrl(url=f"https://s3.test/{name}", key=name, content_type="application/json")
+
+    markers = Markers(progress=put("progress.json"), result=put("result.json"), error=put("error.json"))
+    task = AvatarTask(
+        **{**_common("avatar"), "outputs": {"video": put("video.mp4")}, "markers": markers},
+        model="multitalk",
+    )
+    with httpx.Client(transport=httpx.MockTransport(s3)) as client:
+        assert run_task(task, client, step=engine)
+
+    marker = ResultMarker.model_validate_json(written["/result.json"])
+    assert marker.quality == report
 
 
 STATE_INPUTS: dict[str, type[StateInput]] = {

@@ -697,6 +697,89 @@ export interface components {
             /** Url Expires At */
             url_expires_at: string;
         };
+        /**
+         * QualityCheck
+         * @description One measure against its pass mark (talkstack.settings.quality.QualityThresholds).
+         */
+        QualityCheck: {
+            /** Detail */
+            detail?: string | null;
+            /**
+             * Name
+             * @enum {string}
+             */
+            name: "lipsync" | "identity" | "colour" | "frames" | "av_sync";
+            /**
+             * Passed
+             * @description None when not measured: such a check never fails a job.
+             */
+            passed: boolean | null;
+            /** Threshold */
+            threshold: number;
+            /**
+             * Value
+             * @description None when it could not be measured (no face found, silent speech).
+             */
+            value: number | null;
+        };
+        /** QualityReport */
+        QualityReport: {
+            /**
+             * Av Offset S
+             * @description Video track duration minus audio track duration.
+             */
+            av_offset_s: number;
+            /** Checks */
+            checks?: components["schemas"]["QualityCheck"][];
+            /**
+             * Colour Drift
+             * @description Largest ΔE76 of the face region's mean colour between chunks (or across the video).
+             */
+            colour_drift?: number | null;
+            /** Expected Frames */
+            expected_frames: number;
+            /**
+             * Faces Found
+             * @description Share of the sampled frames in which a face was found.
+             */
+            faces_found: number;
+            /** Frames */
+            frames: number;
+            /**
+             * Identity Drift
+             * @description Face landmark geometry and colour vs the reference photo; 0 = identical.
+             */
+            identity_drift?: number | null;
+            /**
+             * Lipsync
+             * @description Correlation (-1…1) of the speech energy envelope and the mouth opening, at the best lag.
+             */
+            lipsync?: number | null;
+            /**
+             * Lipsync Lag S
+             * @description The lag of that best correlation (positive: the mouth follows the sound).
+             */
+            lipsync_lag_s?: number | null;
+            /**
+             * Passed
+             * @description Every measured check passed.
+             */
+            passed: boolean;
+            /** Sampled Frames */
+            sampled_frames: number;
+            /**
+             * Seconds
+             * @description Time spent measuring.
+             * @default 0
+             */
+            seconds?: number;
+            /**
+             * Version
+             * @default 1
+             * @constant
+             */
+            version?: "1";
+        };
         /** ResultView */
         ResultView: {
             /** Bytes */
@@ -711,6 +794,8 @@ export interface components {
             height?: number | null;
             /** Outputs */
             outputs: components["schemas"]["OutputView"][];
+            /** @description Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality). */
+            quality?: components["schemas"]["QualityReport"] | null;
             /** Warnings */
             warnings?: string[];
             /** Width */

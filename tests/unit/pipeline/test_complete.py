@@ -24,8 +24,9 @@ from talkstack.contract.worker import (
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.complete import Completer
 from talkstack.pipeline.store import JobStore
-from tests.support.fakes import FakeS3, client_error
-from tests.support.steps import INPUT, WORK, running_job, worker_result
+from talkstack.settings.quality import QualityThresholds
+from tests.support.fakes import FakeS3, FakeStepFunctions, client_error
+from tests.support.steps import INPUT, STATE_MACHINE, WORK, quality_report, running_job, worker_result
 
 AVATAR = StepAddress(step="avatar")
 ATTEMPT = "avatar-1-0123456789"
@@ -345,3 +346,172 @@ def test_an_unexpected_step_functions_error_is_not_swallowed(config, store, s3, 
         land(Completer(config, store, s3, Throttled(), emit), s3, progress(0.5), "progress")
     # The Lambda fails and S3 redelivers the event; the attempt stays open for it
     assert store.get_token("job-1", ATTEMPT).state == "waiting"
+
+
+# --- quality: a parallel chunk whose report fails is rendered once more ------------------------------
+
+CHUNK = StepAddress(step="avatar", chunk=1)
+FIRST, SECOND, THIRD = "avatar-c1-1-0123456789", "avatar-c1-2-abcdefabcd", "avatar-c1-3-1234512345"
+
+
+def judged(quality: QualityThresholds) -> Any:
+    """A Completer built with these pass marks (as the Lambda builds one from the environment)."""
+
+    def build(config, store, s3, sfn, emit) -> Completer:
+        return Completer(config, store, s3, sfn, emit, quality=quality)
+
+    return build
+
+
+@pytest.fixture
+def chunks(complete, store) -> Completer:
+    """A parallel avatar rendering chunk 1 (its first attempt waits), re-rendering on."""
+    running_job(store, "job-1", options={"long_audio": "parallel"})
+    waiting(store, FIRST, CHUNK, "token-c1")
+    assert complete.quality.rerender_chunks  # the default
+    return complete
+
+
+def chunk_result(s3: FakeS3, attempt_id: str, lipsync: float, seconds: float = 10.0) -> ResultMarker:
+    now = utc_now()
+    report = quality_report(lipsync=lipsync)
+    return worker_result(
+        s3, "job-1", attempt_id, quality=report, started_at=now - timedelta(seconds=seconds), at=now
+    )
+
+
+def test_a_chunk_that_passes_is_not_rendered_again(chunks, store, s3, sfn):
+    result = chunk_result(s3, FIRST, lipsync=0.7)
+
+    assert land(chunks, s3, result, "result") == "success"
+
+    (sent,) = sfn.called("SendTaskSuccess")
+    assert sent["taskToken"] == "token-c1" and sfn.called("SendTaskFailure") == []
+    kept = store.get_step_result("job-1", CHUNK, ResultMarker)
+    assert kept == result and kept.quality.passed and kept.warnings == []
+
+
+def test_a_chunk_that_fails_is_rendered_once_more_and_the_second_render_is_used(chunks, store, s3, sfn):
+    # When the chunk's first render fails its quality checks (lip sync 0.1 under 0.3)
+    first = chunk_result(s3, FIRST, lipsync=0.1, seconds=10)
+    outcome = land(chunks, s3, first, "result")
+
+    # Then the task fails with the error the AvatarChunk state retries once, naming the failed check
+    assert outcome == "failure Quality.Rerender" and sfn.called("SendTaskSuccess") == []
+    (sent,) = sfn.called("SendTaskFailure")
+    assert (sent["taskToken"], sent["error"]) == ("token-c1", "Quality.Rerender")
+    assert "avatar#1" in json.loads(sent["cause"])["message"]
+    assert "lipsync 0.1 (pass mark 0.3)" in json.loads(sent["cause"])["message"]
+    # nothing is left for the stitch step yet; the render is kept aside, and its GPU time billed
+    assert store.get_step_result("job-1", CHUNK, ResultMarker) is None
+    assert store.get_step_result("job-1", "rejected:avatar#1", ResultMarker) == first
+    assert store.get_token("job-1", FIRST).state == "failed"
+    assert store.get("job-1").step("avatar").worker_seconds == {FIRST: 10.0}
+
+    # When the retry (a new attempt, dispatched as any retry) delivers a render that passes
+    waiting(store, SECOND, CHUNK, "token-c1-retry")
+    second = chunk_result(s3, SECOND, lipsync=0.6, seconds=12)
+    assert land(chunks, s3, second, "result") == "success"
+
+    # Then it is the chunk's result, and the job will say the chunk was rendered twice
+    assert [c["taskToken"] for c in sfn.called("SendTaskSuccess")] == ["token-c1-retry"]
+    assert len(sfn.called("SendTaskFailure")) == 1  # exactly one re-render
+    kept = store.get_step_result("job-1", CHUNK, ResultMarker)
+    assert kept.attempt_id == SECOND and kept.quality == second.quality
+    assert kept.warnings == [
+        "chunk 1 was rendered again: its first render failed the quality checks "
+        "(lipsync 0.1 (pass mark 0.3)); the second render passed and was used"
+    ]
+    assert store.get("job-1").step("avatar").worker_seconds == {FIRST: 10.0, SECOND: 12.0}
+
+
+def test_a_chunk_that_fails_twice_is_stitched_anyway_with_a_warning(chunks, store, s3, sfn):
+    assert land(chunks, s3, chunk_result(s3, FIRST, lipsync=0.1), "result") == "failure Quality.Rerender"
+    waiting(store, SECOND, CHUNK, "token-c1-retry")
+
+    second = chunk_result(s3, SECOND, lipsync=0.2)
+    outcome = land(chunks, s3, second, "result")
+
+    # The second render is used whatever its score: no third render, ever
+    assert outcome == "success" and len(sfn.called("SendTaskFailure")) == 1
+    kept = store.get_step_result("job-1", CHUNK, ResultMarker)
+    assert kept.attempt_id == SECOND and not kept.quality.passed
+    (warning,) = kept.warnings
+    assert warning.endswith("the second failed too (lipsync 0.2 (pass mark 0.3)) and was stitched anyway")
+
+
+def test_a_chunk_is_sent_back_once_whatever_attempts_come_between(chunks, store, s3, sfn):
+    # Given the re-render's worker was lost (a transient retry followed), and the third attempt fails
+    land(chunks, s3, chunk_result(s3, FIRST, lipsync=0.1), "result")
+    waiting(store, SECOND, CHUNK, "token-2")
+    land(chunks, s3, failure(True, SECOND), "error")
+    waiting(store, THIRD, CHUNK, "token-3")
+
+    outcome = land(chunks, s3, chunk_result(s3, THIRD, lipsync=0.1), "result")
+
+    assert outcome == "success"
+    assert [c["error"] for c in sfn.called("SendTaskFailure")] == ["Quality.Rerender", "Worker.Transient"]
+    assert store.get_step_result("job-1", CHUNK, ResultMarker).attempt_id == THIRD
+
+
+def test_with_re_rendering_off_a_failing_chunk_is_used_as_it_is(config, store, s3, sfn, emit):
+    complete = judged(QualityThresholds(rerender_chunks=False))(config, store, s3, sfn, emit)
+    running_job(store, "job-1", options={"long_audio": "parallel"})
+    waiting(store, FIRST, CHUNK, "token-c1")
+    result = chunk_result(s3, FIRST, lipsync=0.1)
+
+    assert land(complete, s3, result, "result") == "success"
+
+    assert sfn.called("SendTaskFailure") == []
+    assert store.get_step_result("job-1", CHUNK, ResultMarker) == result  # no warning: nothing re-rendered
+
+
+def test_only_parallel_chunks_are_rendered_again(complete, store, s3, sfn):
+    # A single avatar step's failing report is the job's to show, not a reason to render it again
+    running_job(store, "job-1")
+    waiting(store)
+    result = worker_result(s3, "job-1", ATTEMPT, quality=quality_report(lipsync=0.1))
+
+    assert land(complete, s3, result, "result") == "success"
+    assert store.get_step_result("job-1", AVATAR, ResultMarker).quality == result.quality
+
+
+def test_an_unmeasured_chunk_is_not_rendered_again(chunks, store, s3, sfn):
+    # A worker that measured nothing (an engine without the report, an older worker) is no failure
+    result = worker_result(s3, "job-1", FIRST)
+    assert result.quality is None
+
+    assert land(chunks, s3, result, "result") == "success"
+
+
+def test_a_first_render_redelivered_after_a_crash_is_still_sent_back(config, store, s3, emit):
+    # Given the Lambda set the render aside, then failed to reach Step Functions (throttled)
+    class ThrottledOnce(FakeStepFunctions):
+        def send_task_failure(self, **params: Any) -> dict[str, Any]:
+            if not self.called("SendTaskFailure"):
+                self._call("SendTaskFailure", params)
+                raise client_error("SendTaskFailure", "ThrottlingException", "Rate exceeded")
+            return super().send_task_failure(**params)
+
+    sfn = ThrottledOnce([STATE_MACHINE])
+    complete = Completer(config, store, s3, sfn, emit)
+    running_job(store, "job-1", options={"long_audio": "parallel"})
+    waiting(store, FIRST, CHUNK, "token-c1")
+    first = chunk_result(s3, FIRST, lipsync=0.1)
+    with pytest.raises(Exception, match="ThrottlingException"):
+        land(complete, s3, first, "result")
+
+    # When S3 delivers the same marker again, it is still the chunk's first render: sent back again
+    assert land(complete, s3, first, "result") == "failure Quality.Rerender"
+    assert store.get_token("job-1", FIRST).state == "failed"
+
+
+def test_a_render_set_aside_whose_attempt_had_timed_out_was_not_sent_back(chunks, store, s3, sfn):
+    # Given Step Functions had already given up on the first attempt when its failing render came in
+    sfn.closed_tokens["token-c1"] = "TaskTimedOut"
+    outcome = land(chunks, s3, chunk_result(s3, FIRST, lipsync=0.1), "result")
+    assert outcome == "failure refused: attempt closed"
+
+    # When the heartbeat-timeout retry also renders a failing chunk, that is its first quality verdict
+    waiting(store, SECOND, CHUNK, "token-2")
+    assert land(chunks, s3, chunk_result(s3, SECOND, lipsync=0.1), "result") == "failure Quality.Rerender"

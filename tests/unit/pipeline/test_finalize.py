@@ -5,11 +5,14 @@ a cancel that wins while finalize copies takes back what was copied."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from talkstack.contract.events import JobEvent
 from talkstack.contract.parse import parse_job_request
+from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import JobRecord
 from talkstack.contract.request import JobRequest
 from talkstack.contract.state import SegmentPlan
@@ -17,7 +20,15 @@ from talkstack.contract.worker import ChunkPlan, ResultMarker, StepAddress
 from talkstack.pipeline.finalize import finalize_job
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import FakeS3
-from tests.support.steps import INPUT, OUTPUT, WORK, avatar_request, output_keys, worker_result
+from tests.support.steps import (
+    INPUT,
+    OUTPUT,
+    WORK,
+    avatar_request,
+    output_keys,
+    quality_report,
+    worker_result,
+)
 
 JOB_ID_METADATA = {"talkstack-job-id": "job-1"}
 
@@ -240,3 +251,69 @@ def test_a_job_whose_main_step_left_no_result_is_a_bug(config, store, s3):
         finalize_job("job-1", config, store, s3)
 
     assert s3.keys(OUTPUT) == set() and store.get("job-1").status == "queued"
+
+
+# --- the quality report ----------------------------------------------------------------------------
+
+
+def test_the_avatar_steps_quality_report_is_the_jobs(config, store, s3):
+    report = quality_report(lipsync=0.1)
+    rendered(store, s3, avatar_request(), quality=report)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    # On the record, in result.json beside the video, and in the job.completed event built from it
+    assert record.result.quality == report and not record.result.quality.passed
+    body = s3.objects[(OUTPUT, output_keys(record)["result"])].body
+    assert JobRecord.model_validate_json(body).result.quality == report
+    event = JobEvent.from_record(record, "job.completed")
+    assert event.result.quality == report
+    assert json.loads(event.model_dump_json())["result"]["quality"]["checks"][0]["name"] == "lipsync"
+
+
+def test_a_job_without_a_report_has_none(config, store, s3):
+    rendered(store, s3, avatar_request())
+
+    assert finalize_job("job-1", config, store, s3).result.quality is None
+
+
+def parallel_job(store: JobStore, s3: FakeS3, stitched: QualityReport | None, *chunks: ResultMarker) -> None:
+    request = avatar_request(options={"long_audio": "parallel"})
+    rendered(store, s3, request, main="stitch", quality=stitched)
+    segmented(store, len(chunks))
+    for k, chunk in enumerate(chunks):
+        store.put_step_result("job-1", StepAddress(step="avatar", chunk=k), chunk)
+
+
+def test_a_stitched_avatar_takes_the_stitch_steps_report_when_it_has_one(config, store, s3):
+    stitched = quality_report(lipsync=0.5, colour_drift=1.0)
+    chunks = [
+        worker_result(s3, "job-1", f"avatar-c{k}-1-0123456789", quality=quality_report()) for k in (0, 1)
+    ]
+    parallel_job(store, s3, stitched, *chunks)
+
+    assert finalize_job("job-1", config, store, s3).result.quality == stitched
+
+
+def test_a_stitched_avatar_without_one_combines_its_chunks_reports(config, store, s3):
+    # Given chunk 1 was rendered twice and failed twice (lip sync), chunk 0 drifted in colour but passed
+    good = quality_report(lipsync=0.7, colour_drift=4.0)
+    poor = quality_report(lipsync=0.2, colour_drift=1.0, av_offset_s=-0.04)
+    warning = "chunk 1 was rendered again: … and was stitched anyway"
+    chunks = [
+        worker_result(s3, "job-1", "avatar-c0-1-0123456789", quality=good, warnings=["face box guessed"]),
+        worker_result(s3, "job-1", "avatar-c1-2-0123456789", quality=poor, warnings=[warning]),
+    ]
+    parallel_job(store, s3, None, *chunks)
+
+    result = finalize_job("job-1", config, store, s3).result
+
+    # Then the job shows the worst of each measure, and fails as the failing chunk did
+    quality = result.quality
+    assert (quality.lipsync, quality.colour_drift, quality.av_offset_s) == (0.2, 4.0, -0.04)
+    assert quality.frames == 100 and quality.passed is False
+    checks = {c.name: c for c in quality.checks}
+    assert checks["lipsync"].passed is False and checks["lipsync"].detail == "chunk 1"
+    assert checks["colour"].value == 4.0 and checks["colour"].detail == "chunk 0"
+    # and every chunk's warnings, the re-render's among them, are the job's
+    assert result.warnings == ["face box guessed", warning]

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import jsonschema
 import pytest
 from standardwebhooks import Webhook
 
 from talkstack.contract.events import JobEvent
+from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import JobRecord, JobResult, OutputFile
 from talkstack.contract.state import NotifyRequest
 from talkstack.local.receiver import WebhookReceiver
@@ -20,7 +23,11 @@ from talkstack.pipeline.metrics import metrics
 from talkstack.pipeline.notify import notify
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import FakeSNS
-from tests.support.steps import OUTPUT, avatar_request, make_config
+from tests.support.steps import OUTPUT, avatar_request, make_config, quality_report
+
+EVENT_SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[3] / "schemas" / "job-event.schema.json").read_text()
+)
 
 SECRET = "whsec_dGVzdA=="  # make_config's webhook secret
 
@@ -57,9 +64,10 @@ def job(store: JobStore, **request: object) -> JobRecord:
     return record
 
 
-def completed(store: JobStore) -> JobRecord:
+def completed(store: JobStore, quality: QualityReport | None = None) -> JobRecord:
     video = OutputFile(kind="video", bucket=OUTPUT, key="job-1/video.mp4", content_type="video/mp4", bytes=9)
-    return store.update("job-1", lambda r: r.mark_completed(JobResult(outputs=[video], duration_s=2.0)))
+    result = JobResult(outputs=[video], duration_s=2.0, quality=quality)
+    return store.update("job-1", lambda r: r.mark_completed(result))
 
 
 def test_an_event_a_handler_raised_is_published_as_it_was(config, store, sns):
@@ -198,3 +206,25 @@ def test_a_loopback_webhook_is_refused_on_a_cloud_stack(config, store, sns, rece
     (report,) = store.deliveries("job-1")
     assert "loopback" in report["refused"] and report["attempts"] == []
     assert json.loads(sns.called("Publish")[0]["Message"])["type"] == "job.completed"
+
+
+def test_job_completed_carries_the_quality_report_to_sns_and_the_webhook(
+    no_pipeline_environment, store, receiver
+):
+    # Given an avatar job completed with a report whose lip-sync check failed
+    config = loopback_config()
+    sns = FakeSNS([config.events_topic_arn])
+    job(store, notify={"webhook_url": receiver.url})
+    report = quality_report(lipsync=0.1)
+    completed(store, report)
+
+    notify(NotifyRequest(job_id="job-1", type="job.completed"), config, store, sns)
+
+    # Then the SNS message and the signed webhook body both carry it, as the published schema says
+    ((message, _),) = sns.messages(config.events_topic_arn)
+    (delivery,) = receiver.received()
+    posted = Webhook(SECRET).verify(delivery.body, delivery.headers)
+    for body in (message, posted):
+        jsonschema.validate(body, EVENT_SCHEMA)
+        assert QualityReport.model_validate(body["result"]["quality"]) == report
+        assert body["result"]["quality"]["passed"] is False
