@@ -760,14 +760,16 @@ class RandomWeights:
 
     # -- the DiT -------------------------------------------------------------------------------
     def dit_for(self, cls: Any, config: dict[str, Any], dtype: torch.dtype) -> Any:
+        config = {k: v for k, v in config.items() if not k.startswith("_") and k != "weight_init"}
         if self.dit is None:
+            # upstream's init (weight_init=True): InfiniteTalk asks for none, its shards would overwrite
             with torch.device(self.device), default_dtype(dtype):
-                self.dit = cls(**{k: v for k, v in config.items() if not k.startswith("_")})
+                self.dit = cls(weight_init=True, **config)
             return self.dit
         if type(self.dit) is cls:
             return self.dit
         with torch.device("meta"):
-            other = cls(weight_init=False, **{k: v for k, v in config.items() if not k.startswith("_")})
+            other = cls(weight_init=False, **config)
         other.load_state_dict(self.dit.state_dict(), assign=True)
         other.init_freqs()  # computed on the meta device above; a plain attribute, not a buffer
         self.dit = other
@@ -1172,8 +1174,6 @@ def engine_rows(
     skipped = teacache.forwards - teacache.blocks_run
     teacache.note += f"; TeaCache skipped {skipped}/{teacache.forwards} passes"
     rows.append(teacache)
-    if model == args.speed_engine and args.speed and call is not None:
-        report["speed"] += speed_rows(model, engine.pipeline, call, device, wan, original, args)
     engine.pipeline = None
     del engine
     gc.collect()
@@ -1203,6 +1203,10 @@ def engine_rows(
     turbo.load_s = turbo_load_s
     project(turbo, model, True, price)
     rows.append(turbo)
+    if model == args.speed_engine and args.speed and call is not None:
+        # last: FP8 rewrites the blocks, and with --weights random the DiT is shared by every pipeline
+        pipeline = turbo_engine.pipeline
+        report["speed"] += speed_rows(model, pipeline, call, device, wan, original, args)
     turbo_engine.pipeline = None
     del turbo_engine
     gc.collect()
@@ -1428,7 +1432,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=list(SPEED_VARIANTS),
         help=f"speed rows, comma list of {','.join(SPEED_VARIANTS)} ('' for none)",
     )
-    p.add_argument("--speed-engine", default="multitalk", help="the engine whose DiT the speed rows time")
+    p.add_argument(
+        "--speed-engine", help="the engine whose DiT the speed rows time (default: the last one run)"
+    )
     p.add_argument("--iters", type=int, default=2, help="timed forwards per speed row (after one warm-up)")
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--compile-on-cpu", action="store_true")
@@ -1442,6 +1448,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.speed) - set(SPEED_VARIANTS)
     if unknown:
         p.error(f"unknown speed variants: {sorted(unknown)}")
+    if args.speed_engine is None:
+        given = {"multitalk": args.multitalk_code, "infinitetalk": args.infinitetalk_code}
+        args.speed_engine = [e for e in args.engines if given.get(e)][-1:] or [None]
+        args.speed_engine = args.speed_engine[0]
     if not (args.multitalk_code or args.infinitetalk_code):
         p.error("give --multitalk-code and/or --infinitetalk-code (upstream checkouts at the pinned commits)")
     return args
@@ -1450,6 +1460,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # upstream's torch.cuda.amp.autocast
+    warnings.filterwarnings("ignore", message="CUDA is not available")  # the same, on a CPU
+    warnings.filterwarnings("ignore", message="Conversion from CIE-LAB")  # colour correction of noise
     if args.count_params:
         checkouts = {"multitalk": args.multitalk_code, "infinitetalk": args.infinitetalk_code}
         counts = {m: count_params(m, Path(c)) for m, c in checkouts.items() if c}
