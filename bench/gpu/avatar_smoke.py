@@ -380,8 +380,6 @@ def _to_cpu(value: Any) -> Any:
         return torch.device("cpu")
     if isinstance(value, str) and (value == "cuda" or value.startswith("cuda:")):
         return "cpu"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
     return value
 
 
@@ -732,10 +730,9 @@ class RandomWeights:
 
     # -- checkpoints read with torch.load ----------------------------------------------------------
     def _meta_module(self, kind: str) -> Any:
-        if kind == "t5":
-            return sys.modules["wan.modules.t5"].umt5_xxl(
-                encoder_only=True, return_tokenizer=False, device="meta"
-            )
+        if kind == "t5":  # bf16, as the checkpoint (models_t5_umt5-xxl-enc-bf16.pth): half the GPU scratch
+            t5 = sys.modules["wan.modules.t5"]
+            return t5.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16, device="meta")
         if kind == "clip":
             return sys.modules["wan.modules.clip"].clip_xlm_roberta_vit_h_14(device="meta")
         with torch.device("meta"):
@@ -1219,8 +1216,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cpu" and not args.tiny:
         raise SystemExit("the full-size kit needs a CUDA GPU; use --tiny on a CPU")
     weights_mode = args.weights or ("files" if args.tiny else "random")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach the Hub: a device box has no internet
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     torch.manual_seed(0)
     checkouts = {"multitalk": args.multitalk_code, "infinitetalk": args.infinitetalk_code}
     engines = [e for e in args.engines if checkouts.get(e)]
@@ -1458,6 +1453,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # nothing may reach the Hub (a device box has no internet): set before transformers is imported
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # upstream's torch.cuda.amp.autocast
     warnings.filterwarnings("ignore", message="CUDA is not available")  # the same, on a CPU
