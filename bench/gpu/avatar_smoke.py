@@ -8,7 +8,7 @@ talkstack/engines/gpu/weights.py `paths_for` says, embeds the speech with wav2ve
 
     python bench/gpu/avatar_smoke.py --multitalk-code /opt/MultiTalk --infinitetalk-code /opt/InfiniteTalk \
         --json out/avatar_smoke.json                       # full size, one CUDA GPU (H100 80 GB)
-    python bench/gpu/avatar_smoke.py --tiny --multitalk-code ... --infinitetalk-code ...   # CPU, seconds
+    python bench/gpu/avatar_smoke.py --tiny --multitalk-code ... --infinitetalk-code ...   # CPU, ~1 min
 
 Rows per engine: `stream` (a 6 s clip: more than one 81-frame window, the streaming path),
 `teacache` (TeaCache on, one window), `turbo` (the lightx2v LoRA merged at load: 2 passes a step).
@@ -677,16 +677,10 @@ def write_checkpoints(wan: Any, root: Path, sizes: Sizes, *, files: bool) -> lis
         torch.save(vae.state_dict(), base / "Wan2.1_VAE.pth")
     spec = load_config("multitalk-lora-lightx2v.json")
     paths["lora"].parent.mkdir(parents=True, exist_ok=True)
-    with torch.device("cpu"):
-        shapes = dit if files else _materialise_shapes(dit)
-        save_file(lora_tensors(shapes, sizes.lora_rank, dtype, spec), str(paths["lora"]))
+    with torch.device("cpu"):  # the DiT may be on the meta device: only its shapes are read
+        save_file(lora_tensors(dit, sizes.lora_rank, dtype, spec), str(paths["lora"]))
     compose_multitalk(paths)
     return notes
-
-
-def _materialise_shapes(meta_model: Any) -> Any:
-    """A stand-in exposing `blocks` and `named_parameters()` with real shapes (for lora_tensors)."""
-    return types.SimpleNamespace(blocks=meta_model.blocks, named_parameters=meta_model.named_parameters)
 
 
 # =================================================================================================
@@ -1430,7 +1424,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--speed-engine", help="the engine whose DiT the speed rows time (default: the last one run)"
     )
-    p.add_argument("--iters", type=int, default=2, help="timed forwards per speed row (after one warm-up)")
+    p.add_argument("--iters", type=int, default=1, help="timed forwards per speed row (after one warm-up)")
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--compile-on-cpu", action="store_true")
     p.add_argument("--price-gpu", default="H100", help="the price column (see wan_step.PRICES_PER_SECOND)")
