@@ -74,8 +74,15 @@ MOTION = {"multitalk": 25, "infinitetalk": 9}
 """Motion frames per streaming window: generate_multitalk.py / generate_infinitetalk.py defaults,
 the same numbers as talkstack/engines/gpu/avatar_prep.py MOTION_FRAMES."""
 MINUTE_FRAMES = 60 * FPS
-PRODUCTION = {"default": (40, 3), "turbo": (8, 2)}
-"""(steps, passes per step) the engine uses without and with turbo (avatar_prep.generation_settings)."""
+
+
+def production(model: str, *, turbo: bool) -> tuple[int, int]:
+    """(sampling steps, passes per step) the engine uses by default, without or with turbo."""
+    from talkstack.contract.request import AvatarOptions
+    from talkstack.engines.gpu import avatar_prep as prep
+
+    settings = prep.generation_settings(model, AvatarOptions(model=model, turbo=turbo), 10.0)
+    return settings.sampling_steps, settings.passes_per_step()
 
 
 def load_config(name: str) -> dict[str, Any]:
@@ -949,7 +956,7 @@ def project(row: Row, model: str, turbo: bool, price: float) -> None:
     CLIP, masks)."""
     if row.s_per_forward is None or not row.windows or row.generate_s is None:
         return
-    steps, passes = PRODUCTION["turbo" if turbo else "default"]
+    steps, passes = production(model, turbo=turbo)
     rest = max(0.0, (row.generate_s - sum([row.s_per_forward] * row.forwards)) / row.windows)
     per_window = steps * passes * row.s_per_forward + rest
     row.projected_s_per_min = windows_for(MINUTE_FRAMES, WINDOW, MOTION[model]) * per_window
