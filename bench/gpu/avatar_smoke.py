@@ -615,16 +615,35 @@ def write_wav2vec2(folder: Path, sizes: Sizes) -> None:
     Wav2Vec2FeatureExtractor(**sizes.preprocessor).save_pretrained(folder)
 
 
-def compose_multitalk(paths: dict[str, Path]) -> None:
-    """The `ckpt` folder weights.py composes (MULTITALK_CKPT): every entry of the base folder linked,
-    MultiTalk's index and multitalk.safetensors linked over the base's."""
-    folder, base, overlay = paths["ckpt"], paths["base"], paths["multitalk"]
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = {p.name: p for p in base.iterdir()}
-    for name in ("diffusion_pytorch_model.safetensors.index.json", "multitalk.safetensors"):
-        entries[name] = overlay / name
-    for name, target in entries.items():
-        (folder / name).symlink_to(target)
+PLACEHOLDER = b"avatar-smoke: random weights are made where this is read (--weights random)\n"
+"""What stands in a big checkpoint file with --weights random, so the folder verifies as a download."""
+FAKE_LOCK = "0" * 40
+"""The commit recorded for an unpinned repository (weights.py locks what it fetched)."""
+
+
+def is_placeholder(path: Any) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(PLACEHOLDER) + 1) == PLACEHOLDER
+    except (OSError, TypeError):
+        return False
+
+
+def register_downloads(root: Path, log: Callable[[str], None]) -> None:
+    """What `modal run -m modal_workers.weights` leaves besides the files, made by weights.py's own
+    code: a manifest per repository (at its pin, or a lock for an unpinned one) and MultiTalk's
+    composed folder (`run_setup`). The engine checks them before loading (`verify_model`)."""
+    from talkstack.engines.gpu import weights
+
+    models = list(ENGINES)
+    for spec in weights.specs_for(models):
+        folder = weights.local_dir(root, spec)
+        if spec.revision is None:
+            weights._write_lock(spec, folder, FAKE_LOCK)
+        manifest = weights._build_manifest(spec, folder, spec.revision or FAKE_LOCK)
+        weights._write_json_atomically(folder / weights.MANIFEST, manifest)
+    for step in weights.setups_for(models):
+        weights.run_setup(step, root, log=log)
 
 
 def write_checkpoints(wan: Any, root: Path, sizes: Sizes, *, files: bool) -> list[str]:
@@ -682,11 +701,21 @@ def write_checkpoints(wan: Any, root: Path, sizes: Sizes, *, files: bool) -> lis
             **{**load_config("wan2.1-vae.json")["config"], **sizes.vae}
         )
         torch.save(vae.state_dict(), base / "Wan2.1_VAE.pth")
+    else:  # big files as placeholders: the folders verify as downloads, RandomWeights reads them
+        for path in [
+            *(base / shard for shard in SHARDS),
+            *(base / name for name in RandomWeights.PTH),
+            paths["multitalk"] / "multitalk.safetensors",
+            *(paths["infinitetalk"] / f / "infinitetalk.safetensors" for f in ("single", "multi")),
+        ]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(PLACEHOLDER)
     spec = load_config("multitalk-lora-lightx2v.json")
     paths["lora"].parent.mkdir(parents=True, exist_ok=True)
     with torch.device("cpu"):  # the DiT may be on the meta device: only its shapes are read
         save_file(lora_tensors(dit, sizes.lora_rank, dtype, spec), str(paths["lora"]))
-    compose_multitalk(paths)
+    register_downloads(root, log=lambda line: None)
+    notes.append("manifests and MultiTalk's composed folder written by weights.py (verify_model passes)")
     return notes
 
 
@@ -743,7 +772,7 @@ class RandomWeights:
 
     def load(self, path: Any, *args: Any, **kwargs: Any) -> Any:
         kind = self.PTH.get(Path(str(path)).name) if isinstance(path, (str, os.PathLike)) else None
-        if kind is None or Path(str(path)).exists():
+        if kind is None or not is_placeholder(path):
             return self.real_load(path, *args, **kwargs)
         state = {}
         generator = torch.Generator(device=self.device).manual_seed(0)
@@ -797,7 +826,7 @@ class RandomWeights:
                 return kit.dit_for(real_cls, config, config_for.param_dtype)
 
             def load_file(path: str, *args: Any, **kwargs: Any) -> Any:
-                if Path(path).exists():
+                if not is_placeholder(path):
                     return real_load_file(path, *args, **kwargs)
                 # the shards are not on disk: hand back the built model's own tensors for the first
                 # one, so upstream's strict load_state_dict checks every key without a second copy
