@@ -48,6 +48,11 @@ STABLE_POINTS = [
 # Facing pairs of the inner lips (upper, lower): the middle and a third of the way to each corner.
 INNER_LIP_PAIRS = [(13, 14), (82, 87), (312, 317)]
 
+MIN_MOUTH_SPREAD = 0.008
+"""Mouth opening that varies less than this (standard deviation, face widths) is a still mouth: the
+landmarker's own jitter on a still face is ~0.003, a talking mouth's spread ~0.03-0.04 (the lite
+render of the bundled sample). Correlating jitter with speech can score by chance (a still mouth
+in a frame brightening with the speech scored 0.35), so a still mouth scores 0: it follows nothing."""
 FRAMES_TOLERANCE = 1
 """Frames the video may differ from round(speech × fps): engines round or floor the duration."""
 COLOUR_WEIGHT = 1 / 100
@@ -213,8 +218,11 @@ def assess_avatar(
                 for w in windows
             ]
             best = measures.best_lagged_correlation(mouths, spoken, max_lag=round(0.2 * fps))
+            moving = [m[np.isfinite(m)] - np.nanmean(m) for m in mouths if np.isfinite(m).sum() >= 3]
             if best is None:
                 lipsync_detail = "too few frames with a face"
+            elif float(np.std(np.concatenate(moving))) < MIN_MOUTH_SPREAD:
+                lipsync, lag_s, lipsync_detail = 0.0, 0.0, "the mouth does not move"
             else:
                 lipsync, lag_s = best.r, best.lag / fps
 
