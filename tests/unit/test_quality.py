@@ -146,11 +146,11 @@ def remux(video: Path, audio: Path, out: Path, seconds: float) -> Path:
 
 
 def rewrite(video: Path, out: Path, audio: Path, change, keep: int | None = None) -> Path:
-    frames = list(iter_frames(video))[:keep]
+    frames = [change(i, frame) for i, frame in enumerate(list(iter_frames(video))[:keep])]
     h, w = frames[0].shape[:2]
     with Mp4Writer(out, w, h, FPS, audio=audio) as writer:
-        for i, frame in enumerate(frames):
-            writer.write(change(i, frame))
+        for frame in frames:
+            writer.write(frame)
     return out
 
 
@@ -319,3 +319,18 @@ def test_the_gpu_avatar_engine_reports_the_same_measures(monkeypatch, tmp_path):
     assert (report.lipsync, lipsync.detail, lipsync.passed) == (0.0, "the mouth does not move", False)
     assert not report.passed
     assert "measuring quality" in seen
+
+
+@pytest.mark.slow
+def test_a_face_in_a_wide_frame_is_found_in_every_sampled_frame(rendered, media, portrait_rgb, tmp_path):
+    # The render scaled to 480 px and padded into 832×480 (a 480p landscape bucket): MediaPipe's
+    # whole-frame detector finds this face only now and then; the report looks where it last was.
+    def landscape(_i: int, frame: np.ndarray) -> np.ndarray:
+        wide = np.zeros((480, 832, 3), np.uint8)
+        wide[:, 176:656] = cv2.resize(frame, (480, 480), interpolation=cv2.INTER_AREA)
+        return wide
+
+    video = rewrite(rendered.output, tmp_path / "wide.mp4", media["speech_5s"], landscape)
+    report = assess_avatar(video, portrait_rgb, sampling=NO_LIPSYNC)
+    assert report.faces_found == 1.0 and report.sampled_frames >= 5
+    assert report.identity_drift < THRESHOLDS.max_identity_drift
