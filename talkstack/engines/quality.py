@@ -176,7 +176,9 @@ def _spread(frames: int, fps: float, boundaries_s: Sequence[float], sampling: Qu
     for cut in boundaries_s:
         for side in (-1, 1):
             # Past the crossfade (a few frames around the cut) up to boundary_s away.
-            times = cut + side * np.linspace(0.2, sampling.boundary_s, sampling.boundary_samples)
+            times = cut + side * np.linspace(
+                measures.SEAM_GAP_S, sampling.boundary_s, sampling.boundary_samples, endpoint=False
+            )
             picked.update(int(t * fps) for t in times if 0 <= t * fps < frames)
     return picked
 

@@ -139,13 +139,23 @@ def procrustes_distance(points: np.ndarray, reference: np.ndarray) -> float:
     return float(np.sqrt(((a @ rotation - b) ** 2).sum(axis=1).mean()))
 
 
+SEAM_GAP_S = 0.2
+"""Samples this close to a cut are left out of the seam's colour jump: the stitcher crossfades over
+the chunks' overlap there (0.32 s by default, half on each side), so they are half of each."""
+
+
 def colour_drift(
-    times_s: np.ndarray, lab: np.ndarray, boundaries_s: Sequence[float] = (), window_s: float = 1.0
+    times_s: np.ndarray,
+    lab: np.ndarray,
+    boundaries_s: Sequence[float] = (),
+    window_s: float = 1.0,
+    gap_s: float = SEAM_GAP_S,
 ) -> float | None:
     """Largest ΔE76 of the mean face colour (`lab`, one row per sample at `times_s`):
 
-    - with chunk boundaries: at each cut, the mean over the `window_s` before it vs the one after
-      (what a viewer sees jump at the seam); cuts without samples on both sides are skipped;
+    - with chunk boundaries: at each cut, the mean over the `window_s` before it vs the one after,
+      leaving out `gap_s` either side of the cut (what a viewer sees jump at the seam); cuts
+      without samples on both sides are skipped;
     - without: each `window_s`-long window's mean vs the first window's (slow drift from the
       opening, where every avatar model starts from the reference photo).
 
@@ -156,8 +166,8 @@ def colour_drift(
     if boundaries_s:
         jumps = []
         for cut in boundaries_s:
-            before = lab[(times_s >= cut - window_s) & (times_s < cut)]
-            after = lab[(times_s >= cut) & (times_s < cut + window_s)]
+            before = lab[(times_s >= cut - window_s) & (times_s < cut - gap_s)]
+            after = lab[(times_s >= cut + gap_s) & (times_s < cut + window_s)]
             if len(before) and len(after):
                 jumps.append(delta_e76(before.mean(axis=0), after.mean(axis=0)))
         return max(jumps) if jumps else None

@@ -107,6 +107,9 @@ def test_colour_drift_at_seams_and_from_the_opening() -> None:
     lab[times >= 3.0] += [0.0, 3.0, 4.0]  # a 5 ΔE jump at 3 s
     assert measures.colour_drift(times, lab, boundaries_s=[3.0]) == pytest.approx(5.0)
     assert measures.colour_drift(times, lab, boundaries_s=[1.5]) == pytest.approx(0.0)
+    faded = lab.copy()
+    faded[np.abs(times - 3.0) < 0.2] = 0  # the crossfade around the cut: not the seam's colour
+    assert measures.colour_drift(times, faded, boundaries_s=[3.0]) == pytest.approx(5.0)
     assert measures.colour_drift(times, lab, window_s=2.0) == pytest.approx(5.0)
     assert measures.colour_drift(times[:2], lab[:2], window_s=2.0) is None
 
