@@ -50,6 +50,15 @@ class _Cursor:
         return self._frame
 
 
+def opening_frame(video: Path) -> np.ndarray:
+    """The first frame of a video (a chunk's render starts from the reference photo)."""
+    frames = iter_frames(video)
+    try:
+        return next(frames)
+    finally:
+        frames.close()
+
+
 def chunk_colour_transfer(
     video: Path, reference: np.ndarray, samples: int = COLOUR_SAMPLES
 ) -> ColourTransfer:
