@@ -212,6 +212,65 @@ def reference_face(photo: np.ndarray) -> FaceSample | None:
     return face_sample(photo, max(faces, key=lambda f: f.area), 0.0)
 
 
+def _sample_faces(video: Path, wanted: set[int], fps: float) -> tuple[dict[int, FaceSample | None], int]:
+    """One decoding pass: the face of each wanted frame (None where none was found), and how many
+    frames the video has."""
+    samples: dict[int, FaceSample | None] = {}
+    decoded = 0
+    with face_tracker() as tracker, av.open(str(video)) as container:
+        track = FaceFinder(tracker)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            decoded += 1
+            if index in wanted:
+                rgb = frame.to_ndarray(format="rgb24")
+                face = track(rgb)
+                samples[index] = None if face is None else face_sample(rgb, face, index / fps)
+    return samples, decoded
+
+
+def _lipsync(
+    video: Path, windows: list[range], found: dict[int, FaceSample], fps: float, frames: int
+) -> tuple[float | None, float | None, str | None]:
+    """(score, lag in seconds, why not measured): mouth opening vs speech energy in each window, at
+    the best lag within ±0.2 s."""
+    audio = measures.container_audio(video)
+    if audio is None:
+        return None, None, "no audio track"
+    if not windows:
+        return None, None, "not sampled"
+    envelope = measures.speech_envelope(audio[0], audio[1], fps, frames)
+    spoken = [envelope[w.start : w.stop] for w in windows]
+    if float(np.std(np.concatenate(spoken))) < measures.MIN_ENVELOPE_SPREAD_DB:
+        return None, None, "no speech rhythm in the sampled windows"
+    mouths = [
+        measures.smooth(np.array([found[i].mouth if i in found else np.nan for i in w])) for w in windows
+    ]
+    best = measures.best_lagged_correlation(mouths, spoken, max_lag=round(0.2 * fps))
+    if best is None:
+        return None, None, "too few frames with a face"
+    moving = [m[np.isfinite(m)] - np.nanmean(m) for m in mouths if np.isfinite(m).sum() >= 3]
+    if float(np.std(np.concatenate(moving))) < MIN_MOUTH_SPREAD:
+        return 0.0, 0.0, "the mouth does not move"
+    return best.r, best.lag / fps, None
+
+
+def _identity(found: dict[int, FaceSample], reference: np.ndarray) -> tuple[float | None, str | None]:
+    """(drift, why not measured): P90 over the frames of shape distance + ΔE76/100 to the photo."""
+    ref = reference_face(reference)
+    if ref is None:
+        return None, "no face in the reference photo"
+    if not found:
+        return None, "no face in the sampled frames"
+    per_frame = [
+        measures.procrustes_distance(s.shape, ref.shape)
+        + COLOUR_WEIGHT * float(np.linalg.norm(s.lab - ref.lab))
+        for s in found.values()
+    ]
+    return float(np.percentile(per_frame, 90)), None
+
+
 def assess_avatar(
     video: Path,
     reference: np.ndarray,
@@ -236,63 +295,10 @@ def assess_avatar(
     in_window = {i for window in windows for i in window}
     wanted = in_window | _spread(frames_hint, fps, boundaries_s, sampling)
 
-    samples: dict[int, FaceSample | None] = {}
-    decoded = 0
-    with face_tracker() as tracker, av.open(str(video)) as container:
-        track = FaceFinder(tracker)
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            decoded += 1
-            if index in wanted:
-                rgb = frame.to_ndarray(format="rgb24")
-                face = track(rgb)
-                samples[index] = None if face is None else face_sample(rgb, face, index / fps)
-
+    samples, decoded = _sample_faces(video, wanted, fps)
     found = {i: s for i, s in samples.items() if s is not None}
-    audio = measures.container_audio(video)
-
-    # Lip sync: mouth opening vs speech energy, in each window, at the best lag within ±0.2 s.
-    lipsync = lag_s = None
-    lipsync_detail = None
-    if audio is None:
-        lipsync_detail = "no audio track"
-    else:
-        envelope = measures.speech_envelope(audio[0], audio[1], fps, decoded)
-        spoken = [envelope[w.start : w.stop] for w in windows]
-        if not windows:
-            lipsync_detail = "not sampled"
-        elif float(np.std(np.concatenate(spoken))) < measures.MIN_ENVELOPE_SPREAD_DB:
-            lipsync_detail = "no speech rhythm in the sampled windows"
-        else:
-            mouths = [
-                measures.smooth(np.array([found[i].mouth if i in found else np.nan for i in w]))
-                for w in windows
-            ]
-            best = measures.best_lagged_correlation(mouths, spoken, max_lag=round(0.2 * fps))
-            moving = [m[np.isfinite(m)] - np.nanmean(m) for m in mouths if np.isfinite(m).sum() >= 3]
-            if best is None:
-                lipsync_detail = "too few frames with a face"
-            elif float(np.std(np.concatenate(moving))) < MIN_MOUTH_SPREAD:
-                lipsync, lag_s, lipsync_detail = 0.0, 0.0, "the mouth does not move"
-            else:
-                lipsync, lag_s = best.r, best.lag / fps
-
-    # Identity: shape and colour of the face against the photo's.
-    identity = None
-    identity_detail = None
-    ref = reference_face(reference)
-    if ref is None:
-        identity_detail = "no face in the reference photo"
-    elif not found:
-        identity_detail = "no face in the sampled frames"
-    else:
-        per_frame = [
-            measures.procrustes_distance(s.shape, ref.shape)
-            + COLOUR_WEIGHT * float(np.linalg.norm(s.lab - ref.lab))
-            for s in found.values()
-        ]
-        identity = float(np.percentile(per_frame, 90))
+    lipsync, lag_s, lipsync_detail = _lipsync(video, windows, found, fps, decoded)
+    identity, identity_detail = _identity(found, reference)
 
     # Colour: the face's mean colour across the video (seams, or drift from the opening).
     ordered = sorted(found.values(), key=lambda s: s.time_s)
