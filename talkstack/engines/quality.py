@@ -179,7 +179,9 @@ def _spread(frames: int, fps: float, boundaries_s: Sequence[float], sampling: Qu
             times = cut + side * np.linspace(
                 measures.SEAM_GAP_S, sampling.boundary_s, sampling.boundary_samples, endpoint=False
             )
-            picked.update(int(t * fps) for t in times if 0 <= t * fps < frames)
+            # Rounded away from the cut, so no sample falls inside the gap.
+            nearest = np.floor(times * fps + 1e-6) if side < 0 else np.ceil(times * fps - 1e-6)
+            picked.update(int(i) for i in nearest if 0 <= i < frames)
     return picked
 
 

@@ -166,8 +166,9 @@ def colour_drift(
     if boundaries_s:
         jumps = []
         for cut in boundaries_s:
-            before = lab[(times_s >= cut - window_s) & (times_s < cut - gap_s)]
-            after = lab[(times_s >= cut + gap_s) & (times_s < cut + window_s)]
+            away = np.abs(times_s - cut) >= gap_s - 1e-6  # a frame exactly gap_s away counts
+            before = lab[(times_s >= cut - window_s) & (times_s < cut) & away]
+            after = lab[(times_s >= cut) & (times_s < cut + window_s) & away]
             if len(before) and len(after):
                 jumps.append(delta_e76(before.mean(axis=0), after.mean(axis=0)))
         return max(jumps) if jumps else None

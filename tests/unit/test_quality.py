@@ -114,6 +114,20 @@ def test_colour_drift_at_seams_and_from_the_opening() -> None:
     assert measures.colour_drift(times[:2], lab[:2], window_s=2.0) is None
 
 
+def test_sampling_stays_flat_as_videos_grow() -> None:
+    from talkstack.engines.quality import _lipsync_windows, _spread
+
+    sampling = QualitySampling()
+    assert _lipsync_windows(125, FPS, sampling) == [range(125)]  # a short clip: every frame
+    windows = _lipsync_windows(FPS * 600, FPS, sampling)  # ten minutes
+    assert len(windows) == 3 and sum(len(w) for w in windows) == 225
+    assert windows[0].start > 0 and windows[-1].stop < FPS * 600  # spread over the video
+    assert len(_spread(FPS * 600, FPS, (), sampling)) == sampling.max_spread
+    cut = _spread(FPS * 20, FPS, [10.0], sampling) - _spread(FPS * 20, FPS, (), sampling)
+    assert len(cut) == 2 * sampling.boundary_samples
+    assert all(abs(i / FPS - 10.0) >= measures.SEAM_GAP_S - 1e-6 for i in cut)  # not in the crossfade
+
+
 # --- the report on the bundled sample ---------------------------------------------------------------
 # These render and re-encode real video: `slow`, like tests/integration/test_lite_avatar.py.
 
