@@ -82,8 +82,10 @@ def stitch(
     task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
 ) -> tuple[dict[str, Path], RenderResult]:
     """Join the chunk videos of a parallel long avatar (CPU; any backend runs it)."""
+    from talkstack.engines.quality import with_quality
+    from talkstack.media.image import read_image
     from talkstack.media.segments import Chunk
-    from talkstack.media.stitch import stitch_chunks
+    from talkstack.media.stitch import opening_frame, stitch_chunks
     from talkstack.media.video import probe_video
 
     chunks = [Chunk(**c.model_dump()) for c in task_options(task, StitchOptions).chunks]
@@ -95,7 +97,11 @@ def stitch(
     )
     video, poster = outdir / "video.mp4", outdir / "thumbnail.jpg"
     progress(0.1, f"stitching {len(chunks)} chunks")
-    frames = stitch_chunks(chunks, videos, speech, video, fps=fps, poster=poster)
+    # Each chunk is colour-matched before the crossfade (docs/quality.md): to the avatar's photo when
+    # the task carries it, else to the first chunk's opening frame (the model's render of the photo).
+    photo = read_image(inputs["image"])[0] if "image" in inputs else None
+    reference = photo if photo is not None else opening_frame(videos[0])
+    frames = stitch_chunks(chunks, videos, speech, video, fps=fps, poster=poster, reference=reference)
     info = probe_video(video)
     warnings = [f"cut {c.index} is not in a pause" for c in chunks[1:] if not c.at_pause]
     result = RenderResult(
@@ -109,6 +115,9 @@ def stitch(
         frames=frames,
         warnings=warnings,
     )
+    if photo is not None:  # the joined video's report, seams included (identity needs the photo)
+        cuts = [c.start_s for c in chunks[1:]]
+        result = with_quality(result, photo, speech_s=chunks[-1].end_s, boundaries_s=cuts)
     return {"video": video, "thumbnail": poster}, result
 
 

@@ -118,7 +118,9 @@ def test_a_long_avatar_renders_its_chunks_in_parallel_and_stitches_them(pipeline
         "options": {"long_audio": "parallel"},
         "notify": {"webhook_url": pipeline.hooks.url},
     }
-    settings = {"parallel_chunk_seconds": "6", "parallel_min_chunk_seconds": "2"}
+    # A chunk waiting for a free process in the local pool sends no heartbeat; each lite render
+    # (with its quality report) takes a few seconds, so 4 s heartbeats would time the queued ones out.
+    settings = {"parallel_chunk_seconds": "6", "parallel_min_chunk_seconds": "2", "heartbeat_seconds": "20"}
     with pipeline.configured(**settings):
         dropped = pipeline.drop(
             manifest, {"portrait.png": media["portrait"], "speech.wav": media["speech"]}, _name("long")

@@ -214,7 +214,9 @@ def test_a_parallel_chunk_that_fails_its_quality_checks_is_rendered_once_more(pi
     pipeline.stack.faults.add(job_id, "avatar", "poor_quality")
     manifest = avatar_manifest(pipeline, job_id=job_id, options={"long_audio": "parallel"})
     media_files = {"portrait.png": media["portrait"], "speech.wav": media["speech"]}
-    with pipeline.configured(parallel_chunk_seconds="6", parallel_min_chunk_seconds="2"):
+    # Heartbeats long enough for a chunk queued behind others in the local pool (it sends none).
+    settings = {"parallel_chunk_seconds": "6", "parallel_min_chunk_seconds": "2", "heartbeat_seconds": "20"}
+    with pipeline.configured(**settings):
         pipeline.drop(manifest, media_files, job_id)
         record = pipeline.wait(job_id, timeout_s=240)
 

@@ -29,6 +29,7 @@ from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.base import Engine
 from talkstack.engines.gpu.weights import paths_for, verify_model
+from talkstack.engines.quality import with_quality
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import write_wav
 from talkstack.media.image import read_image
@@ -219,7 +220,9 @@ class AvatarEngine(Engine):
         if len(frames) < tracks.frames:
             raise RuntimeError(f"{self.model} returned {len(video)} frames; {tracks.frames} were needed")
         progress(0.92, "encoding")
-        return self._encode(frames, tracks, outdir, settings, options)
+        outputs, result = self._encode(frames, tracks, outdir, settings, options)
+        progress(0.96, "measuring quality")
+        return outputs, with_quality(result, pixels, speech_s=tracks.duration_s)
 
     def _generate(
         self,

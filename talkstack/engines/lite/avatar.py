@@ -16,6 +16,7 @@ from talkstack.engines.base import ProgressFn, RenderResult, no_progress
 from talkstack.engines.lite.face import find_face, require_face_width
 from talkstack.engines.lite.motion import motion_curves
 from talkstack.engines.lite.rig import AvatarRig
+from talkstack.engines.quality import with_quality
 from talkstack.media.audio import ENGINE_SAMPLE_RATE, read_audio, resample
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
@@ -114,7 +115,7 @@ def render_avatar(
         write_poster(first_frame, Path(poster))
     timings["render_s"] = time.perf_counter() - t1
     timings["total_s"] = time.perf_counter() - t0
-    return RenderResult(
+    result = RenderResult(
         output=Path(output),
         bytes=Path(output).stat().st_size,
         duration_s=n / options.fps,
@@ -126,3 +127,5 @@ def render_avatar(
         warnings=warnings,
         timings=timings,
     )
+    # The same report as the GPU engines' (docs/quality.md), against the photo as the user sent it.
+    return with_quality(result, photo, speech_s=len(speech) / ENGINE_SAMPLE_RATE)
