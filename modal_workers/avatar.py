@@ -32,6 +32,7 @@ from modal_workers.common import (
     base_image,
     render_locally,
     weights_volume,
+    with_quality_tools,
     with_talkstack,
     write_smoke_report,
 )
@@ -148,7 +149,7 @@ def _checkout(repo: tuple[str, str], path: str) -> list[str]:
 
 
 image = with_talkstack(
-    base_image(*APT_PACKAGES)
+    with_quality_tools(base_image(*APT_PACKAGES))
     .uv_pip_install(*TORCH_PACKAGES, extra_index_url="https://download.pytorch.org/whl/cu121")
     .uv_pip_install(*MODEL_PACKAGES)
     .uv_pip_install(*FLASH_ATTN_BUILD_PACKAGES)
@@ -158,7 +159,10 @@ image = with_talkstack(
     )
     .env({"MULTITALK_CODE_DIR": "/opt/MultiTalk", "INFINITETALK_CODE_DIR": "/opt/InfiniteTalk"})
 )
-stitch_image = with_talkstack(base_image())
+STITCH_PACKAGES = ["opencv-python-headless==5.1.0.95", "librosa==0.11.0"]
+"""The stitcher colour-matches chunks (cv2's Lab conversion) and measures the joined video's quality
+report (librosa's speech envelope): the test suite's versions, on the worker image's numpy 2."""
+stitch_image = with_talkstack(with_quality_tools(base_image().uv_pip_install(*STITCH_PACKAGES)))
 app = modal.App(APP_NAME, image=image)
 
 

@@ -69,9 +69,34 @@ def base_image(*apt: str) -> modal.Image:
     )
 
 
+QUALITY_PACKAGES = [
+    "absl-py==2.5.1",
+    "flatbuffers==25.12.19",
+    "matplotlib==3.11.2",
+    "certifi==2026.10.19.post1",
+]
+"""What MediaPipe's Face Landmarker needs at run time: the quality report of every avatar render
+(talkstack/engines/quality.py) measures the mouth and face with it, on the GPU workers and the
+stitcher alike. The same pins as the test suite's environment."""
+MEDIAPIPE = "mediapipe==1.2.2"
+"""Installed with --no-deps, as `make venv` does: its metadata pulls opencv-contrib-python (the GUI
+build, which replaces the headless cv2 and needs libGL) and sounddevice, which the landmarker never
+imports."""
+
+SOURCE_IGNORE = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache"]
+"""What of the talkstack package stays behind. Modal's default (`NON_PYTHON_FILES`) would also leave
+talkstack/assets behind: the face landmarker's model file and the bundled samples."""
+
+
+def with_quality_tools(image: modal.Image) -> modal.Image:
+    """MediaPipe (no deps) and its runtime needs, for the avatar quality report."""
+    return image.uv_pip_install(*QUALITY_PACKAGES).uv_pip_install(MEDIAPIPE, extra_options="--no-deps")
+
+
 def with_talkstack(image: modal.Image) -> modal.Image:
-    """The talkstack package (worker protocol + engines) and these app files, added at start-up."""
-    return image.add_local_python_source("talkstack", "modal_workers")
+    """The talkstack package (worker protocol + engines + assets) and these app files, added at
+    start-up."""
+    return image.add_local_python_source("talkstack", "modal_workers", ignore=SOURCE_IGNORE)
 
 
 # ## Smoke renders
