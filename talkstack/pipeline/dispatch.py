@@ -85,6 +85,11 @@ def _stitch_inputs(
         inputs[name] = sign.get(config.work_bucket, rendered.outputs["video"].key, f"{name}.mp4")
     bucket, key = source_audio(request, job_id, config, store)
     inputs["audio"] = sign.get(bucket, key, "audio" + posixpath.splitext(key)[1])
+    # The photo: every chunk is colour-matched to it before the crossfade, and the joined video's
+    # quality report measures identity against it (talkstack/workers/lite_steps.py `stitch`).
+    photo = request.inputs.image
+    assert photo.bucket is not None  # resolved by the validate step
+    inputs["image"] = sign.get(photo.bucket, photo.key, "image" + posixpath.splitext(photo.key)[1].lower())
     return inputs
 
 

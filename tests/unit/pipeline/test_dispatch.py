@@ -299,13 +299,15 @@ def test_stitch_joins_every_chunks_video_under_the_original_speech(config, store
     # When the Stitch state dispatches
     task, record, _ = dispatch(config, store, s3, backends, step="stitch", task_token="token-s")
 
-    # Then the stitcher gets the cut points, each chunk's video and the speech they were cut from
+    # Then the stitcher gets the cut points, each chunk's video, the speech they were cut from and
+    # the photo (the chunks' colour reference and the quality report's identity reference)
     assert isinstance(task, StitchTask) and task.options.chunks == segments.chunks
     assert {n: (grant(s3, i.url)[1:3], i.filename) for n, i in task.inputs.items()} == {
         "chunk_0": ((WORK, chunk_videos[0]), "chunk_0.mp4"),
         "chunk_1": ((WORK, chunk_videos[1]), "chunk_1.mp4"),
         "chunk_2": ((WORK, chunk_videos[2]), "chunk_2.mp4"),
         "audio": ((INPUT, "inputs/talk/speech.wav"), "audio.wav"),
+        "image": ((INPUT, "inputs/talk/portrait.png"), "image.png"),
     }
     assert set(task.outputs) == {"video", "thumbnail"} and task.model == "stitch"
     # and every chunk being in, the avatar step is done and the stitch step runs
