@@ -172,7 +172,8 @@ class WorkerTaskBase(StrictModel):
     text: str | None = None
     """Text to speak (voice steps), or a video step's prompt."""
     inputs: dict[str, InputUrl] = Field(default_factory=dict)
-    """By role: image, audio, second_audio, reference_voice; chunk_<k> + audio for stitch."""
+    """By role: image, audio, second_audio, reference_voice; for stitch chunk_<k>, audio and image
+    (the photo: the chunks' colour reference)."""
     outputs: dict[str, OutputUrl]
     """By role: video + thumbnail (avatar, video, stitch), audio (voice)."""
     markers: Markers
