@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import modal
 from pydantic import BaseModel, Field
 
+from talkstack.settings import environ
+
 if TYPE_CHECKING:
     from talkstack.engines.gpu.base import Engine
 
@@ -95,7 +97,12 @@ def with_quality_tools(image: modal.Image) -> modal.Image:
 
 def with_talkstack(image: modal.Image) -> modal.Image:
     """The talkstack package (worker protocol + engines + assets) and these app files, added at
-    start-up."""
+    start-up; and the quality report's pass marks set where `modal deploy` runs
+    (TALKSTACK_QUALITY_*: the workers measure and judge, the complete Lambda only decides to
+    re-render). A layer after the heavy ones, so changing a pass mark rebuilds nothing big."""
+    pass_marks = environ.variables("TALKSTACK_QUALITY_")
+    if pass_marks:
+        image = image.env(pass_marks)
     return image.add_local_python_source("talkstack", "modal_workers", ignore=SOURCE_IGNORE)
 
 

@@ -341,6 +341,18 @@ def test_bucket_regions_reach_the_functions_that_pre_sign():
         load_settings({"talkstack:bucketRegions": "media-hk=Hong Kong"}, environ={})
 
 
+def test_the_chunk_rerender_setting_reaches_the_complete_lambda():
+    from talkstack.settings.quality import QualityThresholds
+
+    for context, expected in (({}, True), ({"talkstack:qualityRerenderChunks": "false"}, False)):
+        env = functions_by_name(synth(**context))["complete"][1]["Environment"]["Variables"]
+        # parsed the way the complete Lambda parses it
+        assert (
+            QualityThresholds(rerender_chunks=env["TALKSTACK_QUALITY_RERENDER_CHUNKS"]).rerender_chunks
+            is expected
+        )
+
+
 def test_only_the_handlers_that_announce_events_may_invoke_notify(s):
     fns = functions_by_name(s)
     notify = fns["notify"][0]

@@ -79,6 +79,10 @@ class DeploySettings(BaseModel):
     bucket_regions: RegionMap = Field(default_factory=dict)
     """`bucket=region` pairs for buckets whose region the Lambdas cannot look up, as
     TALKSTACK_BUCKET_REGIONS (pre-signed URLs are signed for each bucket's own region)."""
+    quality_rerender_chunks: bool = True
+    """Render a parallel avatar chunk once more when its quality report fails, as
+    TALKSTACK_QUALITY_RERENDER_CHUNKS (the pass marks themselves are the workers': set
+    TALKSTACK_QUALITY_* where `modal deploy` runs; docs/quality.md)."""
 
     alarm_email: Annotated[
         Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,

@@ -145,6 +145,7 @@ class TalkstackStack(Stack):
             "TALKSTACK_READABLE_BUCKETS": ",".join(s.readable_buckets),
             "TALKSTACK_WRITABLE_BUCKETS": ",".join(s.writable_buckets),
             "TALKSTACK_BUCKET_REGIONS": ",".join(f"{k}={v}" for k, v in s.bucket_regions.items()),
+            "TALKSTACK_QUALITY_RERENDER_CHUNKS": str(s.quality_rerender_chunks).lower(),
         }
         return {**env, **{k: v for k, v in optional.items() if v}}
 
