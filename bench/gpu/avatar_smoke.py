@@ -64,6 +64,8 @@ for _path in (str(REPO), str(HERE)):
 
 from wan_step import fmt, parse_prices, table, windows_for  # noqa: E402
 
+from talkstack.settings import environ  # noqa: E402
+
 CONFIGS = HERE / "configs"
 ENGINES = ("multitalk", "infinitetalk")
 CODE_ENV = {"multitalk": "MULTITALK_CODE_DIR", "infinitetalk": "INFINITETALK_CODE_DIR"}
@@ -453,17 +455,19 @@ def forget_upstream() -> None:
     for name in list(sys.modules):
         if name in ("wan", "src") or name.startswith(("wan.", "src.")):
             del sys.modules[name]
-    for code in os.environ.get("_KIT_CODE_PATHS", "").split(os.pathsep):
-        while code and code in sys.path:
+    for code in _CODE_PATHS:
+        while code in sys.path:
             sys.path.remove(code)
+
+
+_CODE_PATHS: set[str] = set()
+"""Upstream checkouts this process put on sys.path."""
 
 
 def import_upstream(model: str, code: Path) -> Any:
     forget_upstream()
-    os.environ[CODE_ENV[model]] = str(code)
-    os.environ["_KIT_CODE_PATHS"] = os.pathsep.join(
-        p for p in {*os.environ.get("_KIT_CODE_PATHS", "").split(os.pathsep), str(code)} if p
-    )
+    environ.export({CODE_ENV[model]: str(code)})  # read by talkstack.settings (caches reset)
+    _CODE_PATHS.add(str(code))
     sys.path.insert(0, str(code))
     return importlib.import_module("wan")
 
@@ -1281,7 +1285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for model in engines:
         codes[model], fixes = prepare_code(model, Path(checkouts[model]).resolve(), workdir)
         report["config"]["fixes"] += [f"{model}: {f}" for f in fixes]
-        os.environ[CODE_ENV[model]] = str(codes[model])  # read by talkstack.settings, parsed once
+        environ.export({CODE_ENV[model]: str(codes[model])})  # read by talkstack.settings
     from talkstack.settings import get_settings
 
     get_settings.cache_clear()
@@ -1484,8 +1488,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     # nothing may reach the Hub (a device box has no internet): set before transformers is imported
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    environ.export_defaults({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # upstream's torch.cuda.amp.autocast
     warnings.filterwarnings("ignore", message="CUDA is not available")  # the same, on a CPU

@@ -10,6 +10,7 @@ worker's own code uses them (talkstack.workers.runner: its exact GET and PUT, he
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import httpx
 import pytest
-from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from talkstack.api.keys import Principal
 from talkstack.api.models import UploadRequest
@@ -65,6 +66,34 @@ def buckets(real_s3: RealS3) -> RealS3:
     for bucket in (INPUT, WORK):
         real_s3.create_bucket(bucket)
     return real_s3
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """The job store's DynamoDB on a moto server of this module's own. Not `mock_aws()`: entering
+    and leaving it resets moto's backends for the whole process, which would wipe the tables and
+    buckets of the local stack that later integration tests share."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def jobs_table(endpoint: str) -> Any:
+    """A DynamoDB client on that server with a jobs table of its own (other tests' tables stay)."""
+    ddb = boto3.client(
+        "dynamodb",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    )
+    if JOBS_TABLE not in ddb.list_tables()["TableNames"]:
+        create_jobs_table(ddb, JOBS_TABLE)
+    return ddb
 
 
 @pytest.fixture
@@ -163,23 +192,20 @@ def echo_engine(task: WorkerTask, inputs: dict[str, Path], outdir: Path, progres
 
 
 @pytest.fixture
-def dispatched(buckets, no_pipeline_environment) -> Iterator[tuple[AvatarTask, Any]]:
+def dispatched(buckets, moto_endpoint, no_pipeline_environment) -> Iterator[tuple[AvatarTask, Any]]:
     """An avatar step dispatched by the real dispatch code (job store on moto's DynamoDB), its URLs
     signed by the product's pre-signer for the real server."""
     s3 = buckets.client()
     for name in ("portrait.png", "speech.wav"):
         s3.put_object(Bucket=INPUT, Key=f"inputs/talk/{name}", Body=(SAMPLES / name).read_bytes())
     config = make_config()
-    with mock_aws():  # DynamoDB only: requests to the real server's endpoint pass through
-        ddb = boto3.client("dynamodb", region_name=REGION)
-        create_jobs_table(ddb, JOBS_TABLE)
-        store = JobStore(JOBS_TABLE, ddb)
-        job_id = f"real-s3-{time.monotonic_ns()}"
-        assert store.create(JobRecord.new(job_id, avatar_request()))
-        plan_job(job_id, config, store)
-        event = DispatchInput.model_validate({"task_token": "t-1", "job_id": job_id, "step": "avatar"})
-        backends = FakeBackends()
-        dispatch_step(event, config, store, buckets.presigner(), backends)
+    store = JobStore(JOBS_TABLE, jobs_table(moto_endpoint))
+    job_id = f"real-s3-{time.monotonic_ns()}"
+    assert store.create(JobRecord.new(job_id, avatar_request()))
+    plan_job(job_id, config, store)
+    event = DispatchInput.model_validate({"task_token": "t-1", "job_id": job_id, "step": "avatar"})
+    backends = FakeBackends()
+    dispatch_step(event, config, store, buckets.presigner(), backends)
     (task,) = backends.submitted  # as the worker receives it: through its JSON form
     assert isinstance(task, AvatarTask)
     yield task, s3
@@ -237,11 +263,9 @@ def _forged(target: Any) -> Any:
 
 
 @pytest.fixture
-def uploads(buckets) -> Iterator[Uploads]:
-    with mock_aws():
-        ddb = boto3.client("dynamodb", region_name=REGION)
-        create_jobs_table(ddb, JOBS_TABLE)
-        yield Uploads(JOBS_TABLE, ddb, buckets.client(), INPUT, MediaLimits(), presign=buckets.presigner())
+def uploads(buckets, moto_endpoint) -> Iterator[Uploads]:
+    ddb = jobs_table(moto_endpoint)
+    yield Uploads(JOBS_TABLE, ddb, buckets.client(), INPUT, MediaLimits(), presign=buckets.presigner())
 
 
 def test_an_upload_ticket_takes_exactly_the_declared_file(uploads, buckets, http):

@@ -185,7 +185,7 @@ def test_the_job_view_shows_an_avatar_jobs_quality_report(ddb, no_pipeline_envir
     # Given a completed avatar job of this key whose report failed its lip-sync check
     s3 = boto3.client("s3", region_name="us-east-1")
     store = JobStore(TABLE, ddb)
-    services = SimpleNamespace(config=make_config(jobs_table=TABLE), store=store, s3=s3)
+    services = SimpleNamespace(config=make_config(jobs_table=TABLE), store=store, s3=s3, presign=s3)
     record = JobRecord.new("job-1", avatar_request())
     record.source = JobSource(kind="api", api_key_id="k1")
     video = OutputFile(

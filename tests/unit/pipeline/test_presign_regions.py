@@ -34,6 +34,14 @@ def signed(url: str) -> tuple[str, str, str]:
     return parts.netloc, credential.split("/")[2], parts.path
 
 
+@pytest.fixture(autouse=True)
+def no_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore reads AWS_ENDPOINT_URL for any client built without an endpoint: a local stack
+    started earlier in the process (it sets it) would point every client here at moto."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def aws_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The process as a Lambda in a region sees it: AWS_REGION set, no emulator endpoint."""
