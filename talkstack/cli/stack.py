@@ -402,6 +402,7 @@ def _demo_job(
         f"{record.result.width}×{record.result.height})",
         highlight=False,
     )
+    print_quality(record.result.quality)
     return record
 
 

@@ -109,6 +109,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path, free_port):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "signature verified with standardwebhooks" in done.stdout
     assert "job.completed" in done.stdout and "steps: avatar" in done.stdout
+    # the quality report of the bundled sample, measured by the worker: it passes, lip sync included
+    assert done.stdout.count("quality   passed") == 2
+    lipsync = re.search(r"lipsync\s+([0-9.]+)", done.stdout)
+    assert lipsync is not None and float(lipsync.group(1)) >= 0.6
     info = probe_video(output)
     assert info.video is not None and abs(info.duration_s - 13.56) < 0.2
     assert output.with_suffix(".jpg").stat().st_size > 0
