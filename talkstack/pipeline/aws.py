@@ -126,12 +126,15 @@ class RegionalPresigner:
         found = bucket_region(self._lookup, bucket)
         if found is None:
             # Nothing better to go on; a wrong guess fails the worker's transfer with a 403/400.
-            found = str(self._lookup.meta.region_name).replace("aws-global", "us-east-1")
+            # Not cached: the lookup may have failed for a passing reason (a 5xx, SlowDown), and a
+            # cached guess would sign this bucket wrongly until the Lambda's next cold start.
+            guess = str(self._lookup.meta.region_name).replace("aws-global", "us-east-1")
             log.warning(
                 "signing URLs of bucket %s for %s; set TALKSTACK_BUCKET_REGIONS if it lives elsewhere",
                 bucket,
-                found,
+                guess,
             )
+            return guess
         with self._lock:
             return self._regions.setdefault(bucket, found)
 

@@ -143,16 +143,18 @@ class Completer:
         return "success"
 
     def _sent_back(self, ref: MarkerRef, step: StepAddress) -> ResultMarker | None:
-        """The render of this chunk an earlier attempt delivered and Step Functions took back for
-        quality (its Quality.Rerender failure was accepted: token state `failed`), if any. A render
-        set aside whose failure was refused (the attempt had timed out) was never sent back."""
+        """The render of this chunk an earlier attempt set aside for quality, if any: this render is
+        then used whatever its score. Whether Step Functions took that Quality.Rerender cannot
+        always be known here (the Lambda may have crashed between sending the failure and recording
+        it; the attempt may have timed out first), and the AvatarChunk retrier allows one such retry
+        only: a second Quality.Rerender would fail the whole job after every chunk rendered. Counting
+        any earlier set-aside render as sent back can skip one re-render, never fail a job."""
         if step.chunk is None:
             return None
         rejected = rejected_result(self.store, ref.job_id, step)
         if rejected is None or rejected.attempt_id == ref.attempt_id:
             return None
-        token = self.store.get_token(ref.job_id, rejected.attempt_id)
-        return rejected if token is not None and token.state == "failed" else None
+        return rejected
 
     def _rerender(self, ref: MarkerRef, step: StepAddress, token: str, marker: ResultMarker) -> str:
         """Turn a chunk's failing render down: keep it aside (first, so that a crash after the

@@ -37,7 +37,13 @@ from talkstack.pipeline.aws import UrlSigner
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import plan_for, step_model
-from talkstack.pipeline.step_results import segment_plan, source_audio, step_result, stored_plan
+from talkstack.pipeline.step_results import (
+    rejected_result,
+    segment_plan,
+    source_audio,
+    step_result,
+    stored_plan,
+)
 
 log = logging.getLogger(__name__)
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
@@ -133,7 +139,13 @@ def _options_and_text(
         if address.step == "voice":
             return request.voice_step_options(), request.inputs.text
         if address.chunk is not None:  # the slice is already cut to length
-            return request.options.model_copy(update={"max_duration_s": None}), None
+            options = request.options.model_copy(update={"max_duration_s": None})
+            if rejected_result(store, job_id, address) is not None:
+                # Rendering again for quality: the engines seed every generator (the GPU models run
+                # deterministic cuDNN), so the same seed would draw the same failing video again.
+                seed = options.seed if options.seed is not None else 0  # engines default to 42 / 0
+                options = options.model_copy(update={"seed": (seed + 1) % 2**32})
+            return options, None
         return request.options, None
     if isinstance(request, VideoRequest):
         return request.options, request.inputs.prompt

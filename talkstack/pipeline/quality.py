@@ -21,6 +21,12 @@ RERENDER_ERROR = "Quality.Rerender"
 (aws/stepfunctions/job.asl.json) retries it once, as a new attempt of the same chunk."""
 
 
+RERENDER_CHECKS: frozenset[QualityCheckName] = frozenset({"lipsync", "identity"})
+"""The checks a second render (with another seed) can change. Frames and A/V sync follow from the
+audio slice and the encoder, and the stitch step colour-matches every chunk to the photo: failing
+only those, a chunk would be rendered again for nothing."""
+
+
 def failed_checks(report: QualityReport) -> str:
     """`lipsync 0.12 (pass mark 0.3), colour 9.1 (pass mark 6)`: the checks that failed, for warnings."""
     failed = [c for c in report.checks if c.passed is False]
@@ -42,7 +48,7 @@ def needs_rerender(
         and thresholds.rerender_chunks
         and not sent_back
         and marker.quality is not None
-        and not marker.quality.passed
+        and any(c.passed is False and c.name in RERENDER_CHECKS for c in marker.quality.checks)
     )
 
 

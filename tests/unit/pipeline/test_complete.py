@@ -506,12 +506,55 @@ def test_a_first_render_redelivered_after_a_crash_is_still_sent_back(config, sto
     assert store.get_token("job-1", FIRST).state == "failed"
 
 
-def test_a_render_set_aside_whose_attempt_had_timed_out_was_not_sent_back(chunks, store, s3, sfn):
+def test_a_render_set_aside_whose_attempt_had_timed_out_still_counts_as_sent_back(chunks, store, s3, sfn):
     # Given Step Functions had already given up on the first attempt when its failing render came in
     sfn.closed_tokens["token-c1"] = "TaskTimedOut"
     outcome = land(chunks, s3, chunk_result(s3, FIRST, lipsync=0.1), "result")
     assert outcome == "failure refused: attempt closed"
 
-    # When the heartbeat-timeout retry also renders a failing chunk, that is its first quality verdict
+    # When the heartbeat-timeout retry also renders a failing chunk, it is used: complete cannot
+    # always tell whether a Quality.Rerender was taken, and a second one would fail the whole job
     waiting(store, SECOND, CHUNK, "token-2")
-    assert land(chunks, s3, chunk_result(s3, SECOND, lipsync=0.1), "result") == "failure Quality.Rerender"
+    assert land(chunks, s3, chunk_result(s3, SECOND, lipsync=0.1), "result") == "success"
+
+
+def test_a_crash_after_the_rerender_was_sent_never_fails_the_job(config, store, s3, emit):
+    # Given the Lambda sent Quality.Rerender (Step Functions took it and retries the chunk) but
+    # crashed before recording it, and the redelivered marker then found the token closed
+    class RecordingFails(JobStore):
+        fail_next = True
+
+        def set_token_state(self, *args: Any, **kwargs: Any) -> Any:
+            if self.fail_next:
+                self.fail_next = False
+                raise client_error("UpdateItem", "ProvisionedThroughputExceededException", "slow down")
+            return super().set_token_state(*args, **kwargs)
+
+    sfn = FakeStepFunctions([STATE_MACHINE])
+    flaky = RecordingFails(store.table, store.ddb)
+    complete = Completer(config, flaky, s3, sfn, emit)
+    running_job(store, "job-1", options={"long_audio": "parallel"})
+    waiting(store, FIRST, CHUNK, "token-c1")
+    first = chunk_result(s3, FIRST, lipsync=0.1)
+    with pytest.raises(Exception, match="ProvisionedThroughputExceeded"):
+        land(complete, s3, first, "result")
+    assert sfn.called("SendTaskFailure")[0]["error"] == "Quality.Rerender"
+    sfn.closed_tokens["token-c1"] = "TaskTimedOut"  # Step Functions has moved on to the retry
+    land(complete, s3, first, "result")
+
+    # When the retry's render fails too, it is used (a second Quality.Rerender would exhaust the
+    # AvatarChunk retrier and fail the job after every chunk had rendered)
+    waiting(store, SECOND, CHUNK, "token-2")
+    failures_before = len(sfn.called("SendTaskFailure"))
+    assert land(complete, s3, chunk_result(s3, SECOND, lipsync=0.1), "result") == "success"
+    assert len(sfn.called("SendTaskFailure")) == failures_before
+
+
+def test_a_chunk_failing_only_checks_a_new_render_cannot_change_is_not_rendered_again(chunks, s3, sfn):
+    # Colour drift is what the stitch step corrects (every chunk matched to the photo); frames and
+    # A/V sync follow from the audio slice: a second render would cost a GPU render for nothing
+    report = quality_report(lipsync=0.7, colour_drift=9.0)
+    assert not report.passed
+    result = worker_result(s3, "job-1", FIRST, quality=report)
+    assert land(chunks, s3, result, "result") == "success"
+    assert sfn.called("SendTaskFailure") == []

@@ -29,7 +29,7 @@ from talkstack.contract.worker import (
 from talkstack.errors import TalkstackError
 from talkstack.pipeline.dispatch import dispatch_step
 from talkstack.pipeline.plan import plan_for, plan_job
-from talkstack.pipeline.step_results import stored_plan
+from talkstack.pipeline.step_results import rejected_name, stored_plan
 from talkstack.pipeline.store import AttemptToken, JobStore
 from tests.support.fakes import FakeBackends, FakeS3
 from tests.support.steps import INPUT, JOBS_TABLE, WORK, avatar_request, worker_result
@@ -270,6 +270,27 @@ def test_a_chunk_renders_its_slice_of_the_speech_uncut(config, store, s3, backen
     assert task.attempt_id.startswith("avatar-c1-1-")
     assert store.get_token("job-1", task.attempt_id).step == StepAddress(step="avatar", chunk=1)
     assert record.step("avatar").status == "running"
+
+
+@pytest.mark.parametrize("seed, again", [(None, 1), (7, 8), (2**32 - 1, 0)])
+def test_a_chunk_rendered_again_for_quality_gets_another_seed(config, store, s3, backends, seed, again):
+    # Given chunk 1's first render was set aside for quality (complete keeps it as rejected:avatar#1)
+    options = {"long_audio": "parallel"} | ({} if seed is None else {"seed": seed})
+    planned(config, store, avatar_request(options=options))
+    cut_in_three(store)
+    first, _, _ = dispatch(config, store, s3, backends, chunk=1, task_token="token-1")
+    rejected = worker_result(s3, "job-1", first.attempt_id)
+    store.put_step_result("job-1", rejected_name(StepAddress(step="avatar", chunk=1)), rejected)
+
+    # When the AvatarChunk retrier dispatches chunk 1 again
+    retry, _, _ = dispatch(config, store, s3, backends, chunk=1, task_token="token-2", retry_count=1)
+
+    # Then the new render draws with another seed (the engines are seeded and deterministic: the same
+    # seed would render the same failing video), and chunk 0 keeps the job's own
+    assert isinstance(first, AvatarTask) and isinstance(retry, AvatarTask)
+    assert first.options.seed == seed and retry.options.seed == again
+    other, _, _ = dispatch(config, store, s3, backends, chunk=0, task_token="token-0")
+    assert isinstance(other, AvatarTask) and other.options.seed == seed
 
 
 def test_chunks_side_by_side_are_one_avatar_step(config, store, s3, backends):

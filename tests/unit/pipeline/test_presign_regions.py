@@ -153,12 +153,21 @@ def test_a_configured_region_needs_no_lookup_and_a_denied_lookup_falls_back_to_o
     signer = RegionalPresigner(lookup, offline_client, {"media-hk": OPT_IN})
     stub.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
     stub.add_client_error("get_bucket_location", service_error_code="AccessDenied", http_status_code=403)
+    # the next lookup of the same bucket gets an answer (the failure was passing: a 5xx, SlowDown)
+    stub.add_response("head_bucket", {"BucketRegion": "ap-southeast-2"}, {"Bucket": "secretive"})
     with stub:  # no call is stubbed for media-hk: a lookup of it would raise
         hk = signer.generate_presigned_url("get_object", Params={"Bucket": "media-hk", "Key": "k"})
-        secret = signer.generate_presigned_url("get_object", Params={"Bucket": "secretive", "Key": "k"})
-        again = signer.generate_presigned_url("get_object", Params={"Bucket": "secretive", "Key": "k"})
+        guessed = signer.generate_presigned_url("get_object", Params={"Bucket": "secretive", "Key": "k"})
+        answered = signer.generate_presigned_url("get_object", Params={"Bucket": "secretive", "Key": "k"})
+        cached = signer.generate_presigned_url("get_object", Params={"Bucket": "secretive", "Key": "k"})
     assert signed(hk)[:2] == (f"media-hk.s3.{OPT_IN}.amazonaws.com", OPT_IN)
-    assert signed(secret)[:2] == signed(again)[:2] == ("secretive.s3.eu-west-1.amazonaws.com", "eu-west-1")
+    # a guess (our own region) is used once and never cached; a region S3 reported is
+    assert signed(guessed)[:2] == ("secretive.s3.eu-west-1.amazonaws.com", "eu-west-1")
+    assert (
+        signed(answered)[:2]
+        == signed(cached)[:2]
+        == ("secretive.s3.ap-southeast-2.amazonaws.com", "ap-southeast-2")
+    )
 
 
 # --- the product's callers ------------------------------------------------------------------------
