@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,25 +184,11 @@ def render_locally(
     The task document is a real one (parsed by the worker contract, so the engine sees exactly what
     a job would give it) whose URLs point nowhere: `render` reads its inputs from the paths given and
     never transfers anything; only talkstack.workers.runner does."""
-    from talkstack.contract.worker import parse_worker_task
+    from talkstack.contract.worker import offline_task
     from talkstack.workers.runner import accelerator
 
-    nowhere = {"url": "http://smoke.invalid/", "key": "smoke", "content_type": "application/octet-stream"}
-    document = {
-        "job_id": "smoke",
-        "step": step,
-        "attempt_id": "smoke",
-        "attempt": 1,
-        "model": engine.model,
-        "text": text,
-        "options": {"model": engine.model, **options},
-        "inputs": {role: {"url": nowhere["url"], "filename": name} for role, (name, _) in files.items()},
-        "outputs": {"video": nowhere, "thumbnail": nowhere},
-        "markers": {"progress": nowhere, "result": nowhere, "error": nowhere},
-        "heartbeat_interval_s": 60.0,
-        "deadline": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
-    }
-    task = parse_worker_task(document)
+    roles = {role: name for role, (name, _) in files.items()}
+    task = offline_task(step, engine.model, options, roles, text=text, job_id="smoke")  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         inputs: dict[str, Path] = {}
         for role, (name, data) in files.items():

@@ -49,7 +49,7 @@ import warnings
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -889,21 +889,10 @@ def write_inputs(folder: Path, sizes: Sizes) -> dict[str, Path]:
 
 
 def make_task(model: str, **options: Any) -> Any:
-    from talkstack.contract.worker import AvatarTask, Markers, OutputUrl
+    from talkstack.contract.worker import offline_task
 
-    put = OutputUrl(url="http://127.0.0.1:9/none", key="k", content_type="application/json")
-    return AvatarTask(
-        job_id="avatar-smoke",
-        step="avatar",
-        attempt_id="avatar-smoke-1",
-        attempt=1,
-        model=model,
-        options={"model": model, **options},
-        outputs={"video": put, "thumbnail": put},
-        markers=Markers(progress=put, result=put, error=put),
-        heartbeat_interval_s=10,
-        deadline=datetime.now(UTC) + timedelta(hours=1),
-    )
+    inputs = {"image": "photo.png", "audio": "speech.wav"}
+    return offline_task("avatar", model, options, inputs, job_id="avatar-smoke")
 
 
 @dataclass

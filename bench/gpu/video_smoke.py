@@ -40,7 +40,6 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ import torch  # noqa: E402
 from wan_step import PRICES_PER_SECOND, backend_unavailable, default_dtype, fmt, table  # noqa: E402
 
 from talkstack.contract.request import VideoOptions  # noqa: E402
-from talkstack.contract.worker import Markers, OutputUrl, VideoTask  # noqa: E402
+from talkstack.contract.worker import VideoTask, offline_task  # noqa: E402
 from talkstack.engines.gpu.video import MODEL_SPECS, VideoEngine, plan_passes, plan_render  # noqa: E402
 
 CONFIGS = HERE / "configs"
@@ -204,19 +203,10 @@ def free(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------------------
 def make_task(model: str, steps: int, duration_s: float) -> VideoTask:
     """A worker task as dispatch builds it; the URLs are never used (the engine is called directly)."""
-    put = OutputUrl(url="http://127.0.0.1:9/unused", key="k", content_type="application/json")
-    return VideoTask(
-        job_id="smoke",
-        attempt_id="video-1-smoke",
-        attempt=1,
-        model=model,
-        options={"model": model, "steps": steps, "duration_s": duration_s, "seed": 0},
-        text=PROMPT,
-        outputs={"video": put, "thumbnail": put},
-        markers=Markers(progress=put, result=put, error=put),
-        heartbeat_interval_s=10,
-        deadline=datetime.now(UTC) + timedelta(hours=1),
-    )
+    options = {"steps": steps, "duration_s": duration_s, "seed": 0}
+    task = offline_task("video", model, options, text=PROMPT, job_id="smoke")
+    assert isinstance(task, VideoTask)
+    return task
 
 
 def mean_gap(times: list[float]) -> float | None:

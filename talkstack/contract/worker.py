@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, TypeAdapter
@@ -232,6 +233,42 @@ def task_options(task: WorkerTaskBase, kind: type[OptionsT]) -> OptionsT:
             f"{task.model} takes {kind.__name__}; this {task.step} task carries {type(options).__name__}",
         )
     return options
+
+
+NOWHERE = "http://render.invalid/"
+"""The URL of every transfer in an offline task (`.invalid` never resolves, RFC 6761)."""
+
+
+def offline_task(
+    step: WorkerStep,
+    model: str,
+    options: Mapping[str, Any],
+    inputs: Mapping[str, str] | None = None,
+    *,
+    text: str | None = None,
+    job_id: str = "offline",
+) -> WorkerTask:
+    """A task document whose URLs point nowhere, parsed like any other: for calling an engine's
+    `render` on local files outside the worker protocol (the Modal smoke jobs, the GPU smoke kit).
+    `render` reads its inputs from the paths it is given and transfers nothing (only the runner
+    does), so the engine sees exactly what a job would give it. `inputs`: role → file name."""
+    url = {"url": NOWHERE, "key": job_id, "content_type": "application/octet-stream"}
+    return parse_worker_task(
+        {
+            "job_id": job_id,
+            "step": step,
+            "attempt_id": job_id,
+            "attempt": 1,
+            "model": model,
+            "text": text,
+            "options": {"model": model, **options},
+            "inputs": {role: {"url": NOWHERE, "filename": name} for role, name in (inputs or {}).items()},
+            "outputs": {"video": url, "thumbnail": url} if step != "voice" else {"audio": url},
+            "markers": {"progress": url, "result": url, "error": url},
+            "heartbeat_interval_s": 60.0,
+            "deadline": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        }
+    )
 
 
 def parse_worker_task(payload: WorkerTaskBase | Mapping[str, Any] | str | bytes) -> WorkerTask:

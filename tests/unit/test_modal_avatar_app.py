@@ -100,22 +100,6 @@ def test_turbo_is_a_modal_class_parameter_that_reaches_the_container(app_module,
 #     DiT is built in fp32 (outside the unused init_empty_weights context) and cast to bf16, then all
 #     seven fp32 base shards and single/infinitetalk.safetensors are merged into one state dict
 #     before load_state_dict, held until __init__ returns.
-WAN_I2V_14B = {  # Wan2.1-I2V-14B-480P config.json; wan/configs/wan_multitalk_14B.py
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 40,
-    "attention_head_dim": 128,
-    "in_channels": 36,
-    "out_channels": 16,
-    "text_dim": 4096,
-    "freq_dim": 256,
-    "ffn_dim": 13824,
-    "num_layers": 40,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-    "image_dim": 1280,
-    "added_kv_proj_dim": 5120,
-}
 UMT5_XXL = {  # wan/modules/t5.py umt5_xxl(): vocab 256384, dim 4096, ffn 10240, 64 heads, 24 layers
     "vocab_size": 256384,
     "d_model": 4096,
@@ -142,6 +126,9 @@ def _loader_peaks_bytes() -> dict[str, int]:
     import torch
     from diffusers import WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "gpu"))
+    from wan_step import WAN_I2V_14B  # Wan2.1-I2V-14B-480P in diffusers' form (the GPU benchmark's)
 
     with torch.device("meta"):
         dit = sum(p.numel() for p in WanTransformer3DModel(**WAN_I2V_14B).parameters())

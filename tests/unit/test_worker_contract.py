@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import jsonschema
@@ -44,6 +45,7 @@ from talkstack.contract.worker import (
     VoiceTask,
     cancel_flag_key,
     marker_key,
+    offline_task,
     parse_marker_key,
     parse_worker_task,
     segment_key,
@@ -306,3 +308,31 @@ def test_the_plan_and_the_segment_output_keep_the_asl_shapes():
         source=("b", "k"),
     )
     assert SegmentOutput.of(cut).model_dump() == {"count": 2, "chunks": [{"index": 0}, {"index": 1}]}
+
+
+@pytest.mark.parametrize(
+    "step, model, options, inputs, kind, outputs",
+    [
+        (
+            "avatar",
+            "multitalk",
+            {"turbo": True},
+            {"image": "p.png", "audio": "s.wav"},
+            AvatarTask,
+            {"video", "thumbnail"},
+        ),
+        ("video", "ltx-video", {"steps": 2}, {}, VideoTask, {"video", "thumbnail"}),
+        ("voice", "chatterbox", {}, {}, VoiceTask, {"audio"}),
+    ],
+)
+def test_an_offline_task_is_a_real_task_whose_transfers_go_nowhere(
+    step, model, options, inputs, kind, outputs
+):
+    # what the Modal smoke jobs and the GPU smoke kit hand an engine's render
+    task = offline_task(step, model, options, inputs, text="hi")
+    assert isinstance(task, kind) and task.model == model and set(task.outputs) == outputs
+    assert {role: i.filename for role, i in task.inputs.items()} == inputs
+    assert task.options.model_dump(exclude_unset=True) == {"model": model, **options}  # typed, as parsed
+    urls = [str(u.url) for u in [*task.inputs.values(), *task.outputs.values()]]
+    urls += [str(task.markers.progress.url), str(task.markers.result.url), str(task.markers.error.url)]
+    assert {urlsplit(u).hostname for u in urls} == {"render.invalid"}  # RFC 6761: never resolves
