@@ -3,7 +3,8 @@
 `handle(event, context)` is the Lambda entry point (aws/lambda/api.py). Before routing it does what
 must come first for every protected path: authenticate the key (401), count the request against
 the key's per-minute budget (429 + Retry-After), and turn a multipart generation request into its
-JSON form (files become uploads). Routing, query/path validation and responses are powertools'.
+JSON form (its files named as uploads, stored only once the request passed its checks). Routing,
+query/path validation and responses are powertools'.
 Every error leaves as `{"error": {"code", "message", "details"}}` with the job contract's codes.
 """
 
@@ -33,7 +34,7 @@ from talkstack.api.models import (
     Usage,
 )
 from talkstack.api.service import ApiService
-from talkstack.api.uploads import Uploads, parse_form
+from talkstack.api.uploads import PendingFile, Uploads, parse_form
 from talkstack.contract.parse import invalid_request, load_request_json
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client
@@ -61,6 +62,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409,
     ErrorCode.INPUT_TOO_LARGE: 413,
     ErrorCode.IMAGE_TOO_LARGE: 413,
+    ErrorCode.STORAGE_QUOTA_EXCEEDED: 413,  # with Retry-After: when the oldest uploads stop counting
     ErrorCode.UNSUPPORTED_MEDIA: 415,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.GENERATION_FAILED: 500,
@@ -188,7 +190,8 @@ def _responses(ok: int, model: type, description: str) -> dict[int, dict[str, An
 def _generate(task: str, idempotency_key: str | None) -> Response:
     event = app.current_event
     body = load_request_json(event.decoded_body or "")
-    accepted, replayed = api().service.submit(principal(), task, body, idempotency_key)
+    files = app.context.get("pending_files") or []
+    accepted, replayed = api().service.submit(principal(), task, body, idempotency_key, files)
     headers = {"Location": accepted.links.self}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -347,8 +350,11 @@ def _header(event: dict[str, Any], name: str) -> str:
     return ""
 
 
-def _form_to_json(event: dict[str, Any], caller: Principal) -> dict[str, Any]:
-    """A multipart generation request → the same request as JSON, its files stored as uploads."""
+def _form_to_json(event: dict[str, Any], caller: Principal) -> tuple[dict[str, Any], list[PendingFile]]:
+    """A multipart generation request → the same request as JSON, its files named by upload ids, and
+    the files themselves, checked but not stored: ApiService.submit stores them only once the request
+    passed its checks and is not an idempotent replay (which names the same ids, so its body is the
+    original's). No I/O here."""
     body = event.get("body") or ""
     raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("latin-1")
     request_json, files = parse_form(raw, _header(event, "content-type"))
@@ -357,17 +363,24 @@ def _form_to_json(event: dict[str, Any], caller: Principal) -> dict[str, Any]:
     document = load_request_json(request_json)
     if not isinstance(document, dict):
         raise TalkstackError(ErrorCode.INVALID_REQUEST, "request: expected a JSON object")
-    inputs = dict(document.get("inputs") or {})
+    inputs = document.get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, "inputs: expected a JSON object", field="inputs")
+    inputs = dict(inputs)
+    idempotency_key = _header(event, "idempotency-key") or None
+    pending = []
     for field, (filename, content_type, data) in files.items():
         if field in inputs:
             raise TalkstackError(
                 ErrorCode.INVALID_REQUEST, f"inputs.{field}: given both as a file and in `request`"
             )
-        inputs[field] = api().uploads.store_bytes(caller, filename, content_type, data).upload_id
+        file = api().uploads.pending(caller, field, filename, content_type, data, idempotency_key)
+        inputs[field] = file.upload_id
+        pending.append(file)
     document["inputs"] = inputs
     headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
     headers["Content-Type"] = "application/json"
-    return {**event, "body": json.dumps(document), "isBase64Encoded": False, "headers": headers}
+    return {**event, "body": json.dumps(document), "isBase64Encoded": False, "headers": headers}, pending
 
 
 def _proxy_error(exc: TalkstackError) -> dict[str, Any]:
@@ -394,9 +407,10 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 parts.service.idempotency.register_lambda_context(context)
             caller = parts.keys.authenticate(event.get("headers") or {})
             parts.rate.hit(caller)
+            pending: list[PendingFile] = []
             if path in GENERATE_PATHS and _header(event, "content-type").lower().startswith("multipart/"):
-                event = _form_to_json(event, caller)
+                event, pending = _form_to_json(event, caller)
         except TalkstackError as exc:
             return _proxy_error(exc)
-        app.append_context(principal=caller)
+        app.append_context(principal=caller, pending_files=pending)
     return app.resolve(event, context)

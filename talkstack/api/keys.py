@@ -31,12 +31,17 @@ INVALID_KEY = "invalid API key"
 class TierLimits:
     requests_per_minute: int
     concurrent_jobs: int
+    gpu_tasks: int
+    """Engine tasks (GPU containers) running at once, counted across all the key's jobs and chunks.
+    A single-step job holds one; a parallel long avatar holds what is left (talkstack.api.limits).
+    At least `concurrent_jobs`, so ordinary jobs meet the job limit first; free = 1 so one free
+    key is one GPU at most."""
 
 
 TIER_LIMITS: dict[str, TierLimits] = {
-    "free": TierLimits(requests_per_minute=10, concurrent_jobs=1),
-    "pro": TierLimits(requests_per_minute=60, concurrent_jobs=5),
-    "enterprise": TierLimits(requests_per_minute=600, concurrent_jobs=25),
+    "free": TierLimits(requests_per_minute=10, concurrent_jobs=1, gpu_tasks=1),
+    "pro": TierLimits(requests_per_minute=60, concurrent_jobs=5, gpu_tasks=8),
+    "enterprise": TierLimits(requests_per_minute=600, concurrent_jobs=25, gpu_tasks=32),
 }
 
 

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -44,10 +44,11 @@ from talkstack.api.models import (
     Usage,
     UsageBucket,
 )
-from talkstack.api.uploads import Uploads
+from talkstack.api.uploads import PendingFile, Uploads
 from talkstack.contract.fields import MAX_AVATAR_SECONDS
 from talkstack.contract.parse import is_multitalk_v0_manifest, parse_job_request, with_default_models
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
+from talkstack.contract.request import AvatarRequest
 from talkstack.contract.state import execution_input
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
@@ -97,7 +98,13 @@ class ApiService:
         self.limits = limits or get_limits()
         table = self.config.jobs_table
         self.uploads = Uploads(
-            table, ddb, services.s3, self.config.input_bucket, self.limits, presign=services.presign
+            table,
+            ddb,
+            services.s3,
+            self.config.input_bucket,
+            self.limits,
+            presign=services.presign,
+            quota_bytes=self.config.upload_quota_bytes,
         )
         self.admission = Admission(table, ddb, services.store)
         persistence = DynamoDBPersistenceLayer(
@@ -123,9 +130,16 @@ class ApiService:
     # --- submit --------------------------------------------------------------------------------------
 
     def submit(
-        self, principal: Principal, task: str, body: Any, idempotency_key: str | None
+        self,
+        principal: Principal,
+        task: str,
+        body: Any,
+        idempotency_key: str | None,
+        files: Sequence[PendingFile] = (),
     ) -> tuple[JobAccepted, bool]:
-        """(accepted job, whether it is a replay of an earlier request with the same Idempotency-Key)."""
+        """(accepted job, whether it is a replay of an earlier request with the same Idempotency-Key).
+        `files`: a multipart request's media, named in `body` by upload id, stored only if the
+        request passes its checks and is not a replay."""
         # Only [owner, key] name the request and only [task, body] must match on a replay; the tier
         # and name ride along so the idempotent function gets plain data only.
         ticket = {
@@ -137,13 +151,13 @@ class ApiService:
             "name": principal.name,
         }
         if idempotency_key is None:
-            return JobAccepted.model_validate(self._submit_ticket(ticket=ticket)), False
+            return JobAccepted.model_validate(self._submit_ticket(ticket=ticket, files=files)), False
         if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
             raise TalkstackError(
                 ErrorCode.INVALID_REQUEST, "Idempotency-Key: 1-255 printable characters (a UUID is typical)"
             )
         try:
-            answer = dict(self._submit_idempotent(ticket=ticket))
+            answer = dict(self._submit_idempotent(ticket=ticket, files=files))
         except IdempotencyValidationError as exc:
             raise TalkstackError(
                 ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -158,18 +172,23 @@ class ApiService:
         replayed = bool(answer.pop(REPLAYED, False))
         return JobAccepted.model_validate(answer), replayed
 
-    def _submit_ticket(self, ticket: dict[str, Any]) -> dict[str, Any]:
+    def _submit_ticket(self, ticket: dict[str, Any], files: Sequence[PendingFile] = ()) -> dict[str, Any]:
         principal = Principal(ticket["owner"], ticket["tier"], ticket["name"])
         task, body = ticket["task"], ticket["body"]
         raw = self._request_body(task, body)
         request = with_default_models(parse_job_request(raw), self.config.default_models)
         check_request(request, self.config, self.limits)  # models, text, output, webhook: no I/O
+        for file in files:  # a bad request stored nothing; a replay never gets here
+            self.uploads.store(principal, file)
         request = self.uploads.resolve(principal, request)
         check_media(request, self.config, self.svc.s3, self.limits)
         job_id = f"{task}-{secrets.token_hex(8)}"
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
-        self.admission.admit(principal, record)
+        # A parallel long avatar may render several chunks at once: it gets the GPU task slots its
+        # key's tier has left (its chunk Map's concurrency); any other job holds one.
+        parallel = isinstance(request, AvatarRequest) and request.options.long_audio == "parallel"
+        self.admission.admit(principal, record, parallel=parallel, most=self.config.parallel_max_concurrency)
         payload = execution_input(json.loads(request.model_dump_json(exclude_none=True)), record.source)
         try:
             self.svc.sfn.start_execution(
@@ -377,6 +396,8 @@ class ApiService:
             limits={
                 "requests_per_minute": limits.requests_per_minute,
                 "concurrent_jobs": limits.concurrent_jobs,
+                "gpu_tasks": limits.gpu_tasks,
+                "upload_bytes": self.config.upload_quota_bytes(principal.tier),
             },
             totals=totals,
             buckets=[buckets[k] for k in sorted(buckets)],

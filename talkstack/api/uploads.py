@@ -5,13 +5,23 @@ under `uploads/<key id>/<upload id>/<filename>` in the input bucket. The URL is 
 declared Content-Type and Content-Length, so S3 itself refuses a different type or size; the
 validate step checks the object again (it exists, it is not empty, it is within its limit) when a
 job uses it. Only the key that created an upload can use it.
+
+Every upload counts against its key's storage quota (talkstack.api.limits.UploadQuota) from the
+moment its URL is issued or its bytes stored, in the same transaction that writes its record.
+Files inside a multipart request are checked and named first (`PendingFile`, no I/O) and stored
+only once the request itself passed its checks; with an Idempotency-Key their upload ids derive
+from the key, the field and the bytes, so a replay names the same uploads and stores nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
 import io
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,6 +29,7 @@ from typing import Any
 import multipart
 
 from talkstack.api.keys import Principal
+from talkstack.api.limits import UploadQuota
 from talkstack.api.models import UploadRequest, UploadTicket
 from talkstack.contract.fields import MediaRef
 from talkstack.contract.record import utc_now
@@ -47,8 +58,31 @@ def new_upload_id() -> str:
     return "upl_" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(24))
 
 
+def derived_upload_id(
+    owner: str, idempotency_key: str, field: str, filename: str, content_type: str, data: bytes
+) -> str:
+    """The upload id of a file in a multipart request with an Idempotency-Key: the same key, field and
+    file always give the same id (so a replay's JSON body is the original's, byte for byte), and
+    another key's request can never name it (the owner is hashed in)."""
+    digest = hashlib.sha256()
+    for part in (owner, idempotency_key, field, filename, content_type):
+        digest.update(part.encode() + b"\0")
+    digest.update(data)
+    return "upl_" + base64.b32encode(digest.digest()).decode().lower()[:24]
+
+
 def size_limit(content_type: str, limits: MediaLimits) -> int:
     return limits.max_image_bytes if content_type in IMAGE_TYPES else limits.max_audio_bytes
+
+
+@dataclass(frozen=True)
+class PendingFile:
+    """A file of a multipart request, checked and named but not stored yet."""
+
+    upload_id: str
+    filename: str
+    content_type: str
+    data: bytes = dataclasses.field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -69,10 +103,14 @@ class Uploads:
         bucket: str,
         limits: MediaLimits,
         presign: UrlSigner | None = None,
+        quota_bytes: Callable[[str], int] | None = None,
     ) -> None:
         self.table, self.ddb, self.s3, self.bucket, self.limits = table, ddb, s3, bucket, limits
         # URLs are signed for the bucket's own region (aws.RegionalPresigner); `s3` stores bytes.
         self.presign: UrlSigner = presign or s3
+        self.quota = UploadQuota(table, ddb)
+        self.quota_bytes = quota_bytes or (lambda tier: 2**63 - 1)
+        """Bytes of live uploads a key of a tier may hold (PipelineConfig.upload_quota_bytes)."""
 
     def create(self, principal: Principal, request: UploadRequest) -> UploadTicket:
         content_type = request.content_type.split(";")[0].strip().lower()
@@ -92,7 +130,7 @@ class Uploads:
                 field="bytes",
                 max_bytes=limit,
             )
-        upload = self._record(principal, request.filename, content_type, request.bytes)
+        upload, _ = self._record(principal, new_upload_id(), request.filename, content_type, request.bytes)
         url = self.presign.generate_presigned_url(
             "put_object",
             Params={
@@ -111,19 +149,57 @@ class Uploads:
             max_bytes=limit,
         )
 
-    def store_bytes(self, principal: Principal, filename: str, content_type: str, data: bytes) -> Upload:
-        """A small file that came inside a multipart request: stored now, used like an upload."""
+    def pending(
+        self,
+        principal: Principal,
+        field: str,
+        filename: str,
+        content_type: str,
+        data: bytes,
+        idempotency_key: str | None = None,
+    ) -> PendingFile:
+        """A file that came inside a multipart request, checked (type, size) and given its upload id;
+        nothing is stored yet (`store`, once the request is known to be good)."""
         content_type = content_type.split(";")[0].strip().lower()
         if content_type not in MEDIA_TYPES:
             raise TalkstackError(
-                ErrorCode.UNSUPPORTED_MEDIA, f"{filename}: {content_type!r} is not a supported media type"
+                ErrorCode.UNSUPPORTED_MEDIA,
+                f"{filename}: {content_type!r} is not a supported media type",
+                field=f"inputs.{field}",
             )
-        upload = self._record(principal, filename, content_type, len(data))
-        self.s3.put_object(Bucket=upload.bucket, Key=upload.key, Body=data, ContentType=content_type)
+        limit = size_limit(content_type, self.limits)
+        if len(data) > limit:
+            code = ErrorCode.IMAGE_TOO_LARGE if content_type in IMAGE_TYPES else ErrorCode.INPUT_TOO_LARGE
+            raise TalkstackError(
+                code,
+                f"{filename}: {len(data) / 1e6:.1f} MB; the limit for {content_type} is {limit / 1e6:.0f} MB",
+                field=f"inputs.{field}",
+                max_bytes=limit,
+            )
+        upload_id = (
+            derived_upload_id(principal.key_id, idempotency_key, field, filename, content_type, data)
+            if idempotency_key is not None
+            else new_upload_id()
+        )
+        return PendingFile(upload_id, filename, content_type, data)
+
+    def store(self, principal: Principal, file: PendingFile) -> Upload:
+        """Store a multipart request's file as an upload (within the key's quota). The same upload id
+        twice (a retry after a failed attempt) counts and writes the bytes once."""
+        upload, _ = self._record(principal, file.upload_id, file.filename, file.content_type, len(file.data))
+        self.s3.put_object(
+            Bucket=upload.bucket, Key=upload.key, Body=file.data, ContentType=file.content_type
+        )
         return upload
 
-    def _record(self, principal: Principal, filename: str, content_type: str, size: int) -> Upload:
-        upload_id = new_upload_id()
+    def _record(
+        self, principal: Principal, upload_id: str, filename: str, content_type: str, size: int
+    ) -> tuple[Upload, bool]:
+        """The upload's record, written and counted against the quota; (upload, whether it is new).
+        An existing record of this key with this id is returned as it is, counted once."""
+        existing = self.get(principal, upload_id)
+        if existing is not None:
+            return existing, False
         safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[-100:] or "file"
         upload = Upload(
             upload_id,
@@ -132,20 +208,24 @@ class Uploads:
             f"{UPLOAD_PREFIX}{principal.key_id}/{upload_id}/{safe_name}",
             content_type,
         )
-        self.ddb.put_item(
-            TableName=self.table,
-            Item={
-                "pk": {"S": f"UPLOAD#{upload_id}"},
-                "sk": {"S": "UPLOAD"},
-                "owner": {"S": principal.key_id},
-                "bucket": {"S": upload.bucket},
-                "key": {"S": upload.key},
-                "content_type": {"S": content_type},
-                "bytes": {"N": str(size)},
-                "expires_at": {"N": str(int(utc_now().timestamp()) + UPLOAD_TTL_S)},
-            },
-        )
-        return upload
+        expires_at = int(utc_now().timestamp()) + UPLOAD_TTL_S
+        item = {
+            "pk": {"S": f"UPLOAD#{upload_id}"},
+            "sk": {"S": "UPLOAD"},
+            "owner": {"S": principal.key_id},
+            "bucket": {"S": upload.bucket},
+            "key": {"S": upload.key},
+            "content_type": {"S": content_type},
+            "bytes": {"N": str(size)},
+            "expires_at": {"N": str(expires_at)},
+        }
+        created = self.quota.reserve(principal, size, self.quota_bytes(principal.tier), expires_at, item)
+        if not created:  # written meanwhile by a concurrent retry of the same request
+            again = self.get(principal, upload_id)
+            if again is None:
+                raise TalkstackError(ErrorCode.CONFLICT, f"upload id {upload_id!r} is taken; retry")
+            return again, False
+        return upload, True
 
     def get(self, principal: Principal, upload_id: str) -> Upload | None:
         item = self.ddb.get_item(

@@ -171,6 +171,10 @@ class JobSource(StrictModel):
     execution_arn: str | None = None
     api_key_id: Annotated[str, Field(pattern=r"^[a-z0-9]{1,32}$")] | None = None
     """For API jobs: the id (never the secret) of the key that submitted it; only that key sees it."""
+    gpu_slots: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """For API jobs: the GPU tasks the job may run at once (the chunk Map's concurrency), given at
+    admission from the key's tier; None (S3 drops, direct starts): the `parallel_max_concurrency`
+    setting."""
 
 
 class RejectedRequest(StrictModel):

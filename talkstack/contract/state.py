@@ -63,6 +63,9 @@ class Plan(StrictModel):
     segment: bool
     """The avatar asked for `long_audio: "parallel"`: the Segment state may cut it into chunks."""
     timeouts: dict[WorkerStep, StepLimits]
+    max_concurrency: PositiveInt = 1
+    """GPU tasks the job runs at once: the chunk Map's MaxConcurrencyPath (never 0, which would
+    mean no limit). The job's admitted share of its key's tier, or the setting for S3 drops."""
 
     def limits(self, step: WorkerStep) -> StepLimits:
         return self.timeouts[step]

@@ -137,6 +137,18 @@ class PipelineConfig(BaseSettings):
     """No chunk shorter than this (a tiny tail chunk would cost a whole GPU window)."""
     parallel_overlap_seconds: float = Field(0.32, ge=0)
     """Speech rendered twice around each cut, for the crossfade (8 frames at 25 fps)."""
+    parallel_max_concurrency: int = Field(16, ge=1, le=1000)
+    """Most chunks of one parallel avatar rendered at once (GPU tasks): the chunk Map's concurrency
+    for jobs dropped in S3 or started directly. An API job gets its key's share instead (its tier's
+    `gpu_tasks` not held by the key's other jobs, docs/api.md), never more than this."""
+
+    upload_quota_free_bytes: int = Field(1_000_000_000, ge=0)
+    """Bytes of live uploads (`POST /v1/uploads` and multipart files, until they expire) a free key
+    may hold; over it, `STORAGE_QUOTA_EXCEEDED`."""
+    upload_quota_pro_bytes: int = Field(20_000_000_000, ge=0)
+    """The same for a pro key."""
+    upload_quota_enterprise_bytes: int = Field(200_000_000_000, ge=0)
+    """The same for an enterprise key."""
 
     heartbeat_seconds: int = Field(120, ge=1)
     """A worker that stays silent this long is presumed dead (the step is retried)."""
@@ -167,6 +179,10 @@ class PipelineConfig(BaseSettings):
     def default_model(self, task: TaskKind) -> str:
         """What a request for `task` that names no model runs on."""
         return self.default_models.get(task, DEFAULT_MODELS[task])
+
+    def upload_quota_bytes(self, tier: str) -> int:
+        """The upload quota of an API key tier (free, pro, enterprise)."""
+        return int(getattr(self, f"upload_quota_{tier}_bytes"))
 
     def backend_for(self, model_id: str) -> BackendName:
         return self.model_backends.get(model_id, self.worker_backend)

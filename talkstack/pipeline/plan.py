@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from talkstack.contract.record import JobRecord
+from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
 from talkstack.contract.state import Plan, StepLimits
 from talkstack.contract.worker import WORKER_STEPS, WorkerStep
@@ -96,10 +96,19 @@ def progress_span(steps: list[str] | tuple[str, ...], step: str) -> tuple[float,
     raise ValueError(f"{step!r} is not one of the job's steps {list(steps)}")
 
 
+def max_concurrency(source: JobSource | None, config: PipelineConfig) -> int:
+    """GPU tasks a job runs at once: what admission gave an API job out of its key's tier (so a free
+    key's parallel avatar renders one chunk at a time), else the operator's setting."""
+    if source is not None and source.gpu_slots is not None:
+        return min(source.gpu_slots, config.parallel_max_concurrency)
+    return config.parallel_max_concurrency
+
+
 def plan_job(job_id: str, config: PipelineConfig, store: Any) -> Plan:
     record: JobRecord | None = store.get(job_id)
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
     plan = plan_for(record.request, config)
+    plan.max_concurrency = max_concurrency(record.source, config)
     store.put_step_result(job_id, PLAN_RESULT, plan)
     return plan

@@ -118,7 +118,7 @@ def test_admission_holds_the_concurrent_job_limit_and_frees_finished_slots(ddb):
 
     store.update("job-2", lambda r: r.mark_cancelled())
     admission.admit(pro, _record("job-5", "k1"))
-    assert admission.active(pro)[0] == ["job-0", "job-1", "job-3", "job-4", "job-5"]
+    assert list(admission.active(pro)[0]) == ["job-0", "job-1", "job-3", "job-4", "job-5"]
     with pytest.raises(TalkstackError) as caught:
         admission.admit(Principal("k1", "enterprise", "k1"), _record("job-0", "k1"))
     assert caught.value.code == ErrorCode.CONFLICT  # the id exists: the transaction wrote nothing

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
+from talkstack.contract.state import Plan
 from talkstack.local.resources import HANDLERS, LocalResources, definition_path
 from talkstack.local.stack import StackError, load_definition
 from talkstack.pipeline.quality import RERENDER_ERROR
@@ -120,3 +122,15 @@ def test_a_chunk_sent_back_for_quality_is_retried_once_and_only_a_chunk():
     assert inner["Parameters"]["Payload"]["retry_count.$"] == "$$.State.RetryCount"
     for name, state in STATES.items():
         assert name == "AvatarChunks" or RERENDER_ERROR not in json.dumps(state.get("Retry", [])), name
+
+
+def test_the_chunk_map_renders_as_many_chunks_at_once_as_the_plan_allows():
+    # The key's tier decides (talkstack.api.limits.Admission → Plan.max_concurrency); a fixed
+    # MaxConcurrency would let a free key's one job run 16 GPU tasks.
+    chunks = STATES["AvatarChunks"]
+    assert "MaxConcurrency" not in chunks
+    assert chunks["MaxConcurrencyPath"] == "$.plan.max_concurrency"
+    assert STATES["Plan"]["ResultSelector"]["max_concurrency.$"] == "$.Payload.max_concurrency"
+    # 0 would mean "no limit" to Step Functions: the plan can never carry it
+    with pytest.raises(ValidationError):
+        Plan(steps=["avatar"], voice=False, main="avatar", segment=True, timeouts={}, max_concurrency=0)
