@@ -49,14 +49,17 @@ MEMORY_MB = {"multitalk": DEPLOY.avatar_memory_mb, "infinitetalk": DEPLOY.infini
 """Host RAM per class, above the official loaders' peaks (the arithmetic is in
 talkstack/settings/modal_deploy.py; tests/unit/test_modal_avatar_app.py recomputes it): MultiTalk
 ≈ 87 GB, InfiniteTalk ≈ 125 GB (it builds the DiT in fp32 and holds every fp32 shard at once)."""
-TIMEOUT_S = 3 * 3600
-"""Above the pipeline's longest avatar step (a minute of 720p speech without turbo), so the state
-machine's heartbeat and timeout decide when a job has taken too long, not Modal."""
+TIMEOUT_S = DEPLOY.avatar_timeout_s
+"""3 h by default. The pipeline reads the same setting: it plans every avatar step on Modal within
+it (its timeout and pre-signed URLs never outlive it) and refuses a declared length that cannot fit
+(talkstack/pipeline/plan.py)."""
 STARTUP_TIMEOUT_S = 30 * 60
 """A cold container reads ~90 GB from the volume and builds the pipeline before its first input."""
 SCALEDOWN_S = DEPLOY.avatar_scaledown_s
 """Stay warm between jobs: a cold start costs minutes of GPU time."""
 MIN_CONTAINERS = DEPLOY.avatar_min_containers
+MAX_CONTAINERS = DEPLOY.avatar_max_containers
+"""Per class: a burst (many jobs, or one long parallel avatar's chunks) queues in Modal beyond it."""
 
 MULTITALK_REPO = ("https://github.com/MeiGen-AI/MultiTalk", "c1ad84009b99ed36c97ab18e4517ca5f98692438")
 INFINITETALK_REPO = ("https://github.com/MeiGen-AI/InfiniteTalk", "0107cd96421b3b1bef7728bde14447dbff7b2db2")
@@ -175,6 +178,7 @@ def gpu_class_options(model: str) -> dict[str, Any]:
         "startup_timeout": STARTUP_TIMEOUT_S,
         "scaledown_window": SCALEDOWN_S,
         "min_containers": MIN_CONTAINERS,
+        "max_containers": MAX_CONTAINERS,
     }
 
 
@@ -244,7 +248,14 @@ class InfiniteTalk(_AvatarWorker):
     turbo: bool = modal.parameter(default=False)
 
 
-@app.cls(image=stitch_image, cpu=4, memory=8 * 1024, timeout=30 * 60, scaledown_window=60)
+@app.cls(
+    image=stitch_image,
+    cpu=4,
+    memory=8 * 1024,
+    timeout=DEPLOY.stitch_timeout_s,
+    scaledown_window=60,
+    max_containers=DEPLOY.stitch_max_containers,
+)
 class Stitcher:
     """Joins the chunks of a parallel long avatar with crossfades in the pauses (CPU only)."""
 

@@ -42,9 +42,10 @@ APP_NAME = "talkstack-video"
 DEPLOY = ModalDeploySettings()
 GPU = DEPLOY.video_gpu
 """Both models fit one 80 GB GPU in bf16 (LTX-Video 13B distilled + T5-XXL ≈ 36 GB of weights)."""
-TIMEOUT_S = 90 * 60
-"""Longer than the pipeline's own step limit for a 60 s clip, so the state machine (which hears
-heartbeats and markers) decides when a job has taken too long, not Modal."""
+TIMEOUT_S = DEPLOY.video_timeout_s
+"""90 min by default; the pipeline plans video steps on Modal within the same setting."""
+MAX_CONTAINERS = DEPLOY.video_max_containers
+"""Per class: a burst of jobs queues in Modal beyond it instead of starting unbounded GPUs."""
 SCALEDOWN_S = 5 * 60
 """Stay warm between jobs: loading tens of GB from the volume costs a minute or more."""
 STARTUP_TIMEOUT_S = 20 * 60
@@ -120,6 +121,7 @@ class _VideoWorker:
     timeout=TIMEOUT_S,
     startup_timeout=STARTUP_TIMEOUT_S,
     scaledown_window=SCALEDOWN_S,
+    max_containers=MAX_CONTAINERS,
 )
 class LTXVideo(_VideoWorker):
     """ltx-video: Lightricks LTX-Video 0.9.7 distilled, up to 257 frames per pass: 8 steps at 2/3 size,
@@ -134,6 +136,7 @@ class LTXVideo(_VideoWorker):
     timeout=TIMEOUT_S,
     startup_timeout=STARTUP_TIMEOUT_S,
     scaledown_window=SCALEDOWN_S,
+    max_containers=MAX_CONTAINERS,
 )
 class Wan22TI2V(_VideoWorker):
     """wan2.2-ti2v-5b: Wan2.2-TI2V-5B (50 steps, 1280×704), up to 121 frames per pass."""

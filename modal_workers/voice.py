@@ -123,6 +123,8 @@ TIMEOUT_S = DEPLOY.voice_timeout_s
 # Voice jobs come in bursts (a text-driven avatar speaks first, then animates): stay warm 5 minutes
 # rather than pay a 1–2 minute cold start (image, then ~4–12 GB of weights) for each.
 SCALEDOWN_S = DEPLOY.voice_scaledown_s
+# Per class: a burst of voice steps queues in Modal beyond it instead of starting unbounded GPUs.
+MAX_CONTAINERS = DEPLOY.voice_max_containers
 # Loading reads ~4–12 GB of weights from the volume (filled beforehand by modal_workers.weights:
 # these containers never download).
 STARTUP_S = 20 * 60
@@ -196,6 +198,7 @@ def _resources(image: modal.Image) -> dict:
         "timeout": TIMEOUT_S,
         "startup_timeout": STARTUP_S,
         "scaledown_window": SCALEDOWN_S,
+        "max_containers": MAX_CONTAINERS,
     }
 
 

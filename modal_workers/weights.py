@@ -69,6 +69,9 @@ def _hf_token() -> str | None:
     cpu=4.0,  # parallel transfers and hashing; no GPU
     memory=8192,
     timeout=6 * HOURS,  # ~200 GB; generous, and a retry resumes where a run stopped
+    # One download at a time: two runs would write the same volume files. An operator's tool, so a
+    # fixed 1, not a setting.
+    max_containers=1,
     # Safe to retry: downloads resume and finished repositories are skipped.
     retries=modal.Retries(max_retries=2, initial_delay=30.0, backoff_coefficient=2.0),
 )

@@ -35,7 +35,7 @@ from talkstack.api.models import (
 )
 from talkstack.api.service import ApiService
 from talkstack.api.uploads import PendingFile, Uploads, parse_form
-from talkstack.contract.parse import invalid_request, load_request_json
+from talkstack.contract.parse import invalid_request, load_request_json, request_text
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client
 from talkstack.pipeline.backends import Backends
@@ -350,13 +350,17 @@ def _header(event: dict[str, Any], name: str) -> str:
     return ""
 
 
+def _raw_body(event: dict[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("latin-1")
+
+
 def _form_to_json(event: dict[str, Any], caller: Principal) -> tuple[dict[str, Any], list[PendingFile]]:
     """A multipart generation request → the same request as JSON, its files named by upload ids, and
     the files themselves, checked but not stored: ApiService.submit stores them only once the request
     passed its checks and is not an idempotent replay (which names the same ids, so its body is the
     original's). No I/O here."""
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("latin-1")
+    raw = _raw_body(event)
     request_json, files = parse_form(raw, _header(event, "content-type"))
     if request_json is None:
         raise TalkstackError(ErrorCode.INVALID_REQUEST, "multipart request without a `request` field (JSON)")
@@ -410,6 +414,10 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             pending: list[PendingFile] = []
             if path in GENERATE_PATHS and _header(event, "content-type").lower().startswith("multipart/"):
                 event, pending = _form_to_json(event, caller)
+            elif body := event.get("body"):
+                # Every JSON body, before any route (or powertools' body validation) parses it: size
+                # and nesting depth, so no parser can recurse into a RecursionError (a 500).
+                request_text(_raw_body(event) if event.get("isBase64Encoded") else body)
         except TalkstackError as exc:
             return _proxy_error(exc)
         app.append_context(principal=caller, pending_files=pending)

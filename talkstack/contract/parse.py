@@ -168,19 +168,76 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_request_json(data: str | bytes | bytearray) -> Any:
-    """JSON text → object; INVALID_REQUEST naming the line and column of a syntax error."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects a request document may have. A real request is a handful of
+levels deep; Python's parser and encoders recurse once per level (a RecursionError near 1000), so
+depth is checked before parsing, by a scan that does not recurse."""
+
+# One token at a time, left to right: a string (to its closing quote, or to the end if it has none:
+# never a retry from inside it, so the scan stays linear on hostile text) or a bracket.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
+def _too_deep() -> TalkstackError:
+    return _invalid(f"request: nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects", [])
+
+
+def check_json_depth(text: str) -> None:
+    """INVALID_REQUEST if JSON text nests deeper than MAX_JSON_DEPTH (or brackets never balance out
+    that far); linear, no recursion, no parsing."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        first = token.group()[0]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise _too_deep()
+        elif first in "]}":
+            depth -= 1
+
+
+def check_object_depth(obj: Any) -> None:
+    """The same limit for a document that arrived already parsed (a Step Functions execution input)."""
+    stack = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        if depth + 1 > MAX_JSON_DEPTH:
+            raise _too_deep()
+        stack.extend((child, depth + 1) for child in children)
+
+
+def request_text(data: str | bytes | bytearray) -> str:
+    """A request document's text, checked before any parser sees it: at most MAX_REQUEST_BYTES, in
+    UTF-8 (or the UTF-16/32 that json.loads also detects), nested at most MAX_JSON_DEPTH levels."""
     size = len(data.encode() if isinstance(data, str) else data)
     if size > MAX_REQUEST_BYTES:
         raise _invalid(f"request: larger than {MAX_REQUEST_BYTES // 1024} KiB", [])
+    if isinstance(data, bytes | bytearray):
+        try:
+            data = bytes(data).decode(json.detect_encoding(data), "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise _invalid(f"request: not UTF-8 text ({exc.reason} at byte {exc.start})", []) from exc
+    check_json_depth(data)
+    return data
+
+
+def load_request_json(data: str | bytes | bytearray) -> Any:
+    """JSON text → object; INVALID_REQUEST naming the line and column of a syntax error."""
+    text = request_text(data)
     try:
-        return json.loads(data, parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise _invalid(f"request: not UTF-8 text ({exc.reason} at byte {exc.start})", []) from exc
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise _invalid(
             f"request: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", []
         ) from exc
+    except RecursionError as exc:  # unreachable past check_json_depth; never a 500 if it is not
+        raise _too_deep() from exc
     except ValueError as exc:
         raise _invalid(f"request: invalid JSON ({exc})", []) from exc
 
@@ -195,7 +252,11 @@ def parse_job_request(
     """
     if isinstance(data, JobRequestBase):
         return data  # type: ignore[return-value]
-    obj = load_request_json(data) if isinstance(data, str | bytes | bytearray) else data
+    if isinstance(data, str | bytes | bytearray):
+        obj = load_request_json(data)
+    else:
+        check_object_depth(data)
+        obj = data
     if not isinstance(obj, Mapping):
         raise _invalid(f"request: expected a JSON object, got {type(obj).__name__}", [])
     v0_manifest = is_multitalk_v0_manifest(obj)

@@ -6,6 +6,7 @@ Decoding goes through PyAV (libav in the wheel), so WAV, MP3, M4A/AAC, FLAC and 
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,16 @@ FORMAT_LABELS = {"mov,mp4,m4a,3gp,3g2,mj2": "m4a"}
 SILENCE_DBFS = -55.0  # a 20 ms window quieter than this is silence
 ENGINE_SAMPLE_RATE = 16_000  # what the avatar engines (wav2vec2, lite) expect
 TARGET_LUFS = -23.0  # EBU R128
+DECODE_MAX_RATE = 48_000
+"""Audio is decoded at its own rate up to this one (resampled above it): the engines want 16 kHz,
+and a header claiming a huge rate must not size the decode buffer."""
 
 
 @dataclass(frozen=True)
 class AudioInfo:
     format: str
     codec: str
-    sample_rate: int
+    sample_rate: int  # the file's own (the decoded samples may be at a lower one: AudioClip)
     channels: int
     duration_s: float
     bytes: int
@@ -52,7 +56,7 @@ def read_audio(path: Path, limits: MediaLimits | None = None) -> AudioClip:
     """Decode and validate a speech file; raise TalkstackError with a specific code if unusable."""
     limits = limits or get_limits()
     size = check_input_file(path, what="audio", max_bytes=limits.max_audio_bytes)
-    samples, rate, fmt, codec, channels = _decode_mono(path, limits.max_audio_seconds)
+    samples, rate, fmt, codec, channels, file_rate = _decode_mono(path, limits.max_audio_seconds)
     duration = len(samples) / rate
     if duration < limits.min_audio_seconds:
         raise TalkstackError(
@@ -73,7 +77,7 @@ def read_audio(path: Path, limits: MediaLimits | None = None) -> AudioClip:
             f"{SILENCE_DBFS:.0f} dBFS)",
             peak_dbfs=round(peak_dbfs, 1),
         )
-    info = AudioInfo(fmt, codec, rate, channels, duration, size, peak_dbfs, voiced_s)
+    info = AudioInfo(fmt, codec, file_rate, channels, duration, size, peak_dbfs, voiced_s)
     return AudioClip(samples, rate, info)
 
 
@@ -85,7 +89,8 @@ def _too_long(duration: float, limit: float) -> TalkstackError:
     )
 
 
-def _decode_mono(path: Path, max_seconds: float) -> tuple[np.ndarray, int, str, str, int]:
+def _decode_mono(path: Path, max_seconds: float) -> tuple[np.ndarray, int, str, str, int, int]:
+    """(samples, their rate, format, codec, channels, the file's own rate)."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, EOFError, OSError) as exc:
@@ -104,21 +109,45 @@ def _decode_mono(path: Path, max_seconds: float) -> tuple[np.ndarray, int, str, 
         declared = float(container.duration or 0) / av.time_base
         if declared > max_seconds + 1:
             raise _too_long(declared, max_seconds)
-        # Down-mix and convert to packed float32 in libswresample, at the source rate.
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks: list[np.ndarray] = []
+        if not rate or rate <= 0:
+            raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{path.name} is damaged: no sample rate")
+        # The header may lie (FLAC's "total samples unknown", a streaming WAV's 0xFFFFFFFF sizes, an
+        # MP3 timed from its first frame), so decoding itself stops at the limit: into one buffer of
+        # exactly max_seconds, at most DECODE_MAX_RATE (a header can claim any rate). Pages of the
+        # buffer that are never written are never resident, so a short clip costs what it holds.
+        out_rate = min(rate, DECODE_MAX_RATE)
+        buffer = np.empty(math.ceil(max_seconds * out_rate), np.float32)
+        filled = 0
+        # Down-mix and convert to packed float32 in libswresample (and cap the rate).
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=out_rate)
         try:
             for frame in container.decode(stream):
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+                filled = _append(buffer, filled, resampler.resample(frame), max_seconds)
+            filled = _append(buffer, filled, resampler.resample(None), max_seconds)
         except (av.error.FFmpegError, EOFError) as exc:
             raise TalkstackError(
                 ErrorCode.CORRUPT_MEDIA, f"{path.name} is damaged: decoding stopped ({exc})"
             ) from exc
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    del chunks
+    samples = buffer[:filled]
     np.clip(samples, -1.0, 1.0, out=samples)
-    return samples, rate, FORMAT_LABELS.get(fmt, fmt), codec, channels
+    return samples, out_rate, FORMAT_LABELS.get(fmt, fmt), codec, channels, rate
+
+
+def _append(buffer: np.ndarray, filled: int, frames: list[av.AudioFrame], max_seconds: float) -> int:
+    """Copy decoded frames into `buffer` after `filled`; AUDIO_TOO_LONG as soon as they overflow it."""
+    for frame in frames:
+        data = frame.to_ndarray().reshape(-1)
+        end = filled + len(data)
+        if end > len(buffer):
+            raise TalkstackError(
+                ErrorCode.AUDIO_TOO_LONG,
+                f"audio is longer than the {max_seconds:g} s limit (its header did not say so; "
+                "decoding stopped at the limit)",
+                limit_s=max_seconds,
+            )
+        buffer[filled:end] = data
+        filled = end
+    return filled
 
 
 def _unreadable(path: Path, exc: Exception) -> TalkstackError:

@@ -55,8 +55,11 @@ def attempt_id_for(address: StepAddress, retry_count: int, token: str) -> str:
     return f"{address.attempt_stem}-{retry_count + 1}-{hashlib.sha256(token.encode()).hexdigest()[:10]}"
 
 
-def url_lifetime(timeout_s: int, heartbeat_s: int) -> int:
-    return min(MAX_PRESIGN_SECONDS, timeout_s + heartbeat_s + URL_GRACE_SECONDS)
+def url_lifetime(timeout_s: int) -> int:
+    """The step's own timeout plus a little: once the state machine has timed the step out, the
+    attempt is over (a retry gets new URLs), and the plan keeps a Modal step's timeout within what
+    its Modal class may run, so no URL outlives the worker that could use it."""
+    return min(MAX_PRESIGN_SECONDS, timeout_s + URL_GRACE_SECONDS)
 
 
 class Presigner:
@@ -177,7 +180,7 @@ def build_task(
         log.warning("job %s has no stored plan; planning it again", job_id)
         plan = plan_for(request, config)
     limits = plan.limits(address.step)
-    lifetime = url_lifetime(limits.timeout_s, limits.heartbeat_s)
+    lifetime = url_lifetime(limits.timeout_s)
     sign = Presigner(signer, lifetime)
     attempt_id = attempt_id_for(address, retry_count, token)
     task_type = TASK_TYPES[address.step]

@@ -14,10 +14,11 @@ from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest
 from talkstack.contract.state import Plan, StepLimits
 from talkstack.contract.worker import WORKER_STEPS, WorkerStep
-from talkstack.engines.registry import STITCH_MODEL
+from talkstack.engines.registry import STITCH_MODEL, get_model
+from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.step_results import PLAN_RESULT
-from talkstack.settings import get_limits
+from talkstack.settings import get_limits, get_modal_deploy
 
 # Seconds of work per second of output, with margin (lite engines measured in docs/lite-engines.md).
 REALTIME_FACTOR: dict[str, float] = {
@@ -33,6 +34,10 @@ REALTIME_FACTOR: dict[str, float] = {
     STITCH_MODEL: 1.0,  # decode the chunks, encode one video, on a CPU
 }
 DEFAULT_REALTIME_FACTOR = 60.0  # GPU models: ~23 min per 3.2 s window at 40 steps on an A100 (README)
+
+GPU_AVATAR_STEPS = {"default": 40, "turbo": 4}
+"""Sampling steps the GPU avatars run unless options.steps says (engines/gpu/avatar_prep.py): their
+time scales with it, so the factors above (for 40 steps) are scaled by steps / 40."""
 
 SPEECH_CHARS_PER_SECOND = 12.0
 FINALIZE_SHARE = 0.05
@@ -59,13 +64,67 @@ def step_model(request: JobRequestBase, step: WorkerStep) -> str:
     return request.primary_model
 
 
+def worker_run_limit(model: str, config: PipelineConfig) -> int | None:
+    """Seconds the worker of `model` may run one task before its backend stops it: its Modal class's
+    timeout (the settings `modal deploy` gives the apps); None on the local pool, which stops a task
+    only at the step's own timeout."""
+    if not model or config.backend_for(model) != "modal":
+        return None
+    family = "stitch" if model == STITCH_MODEL else get_model(model).task
+    return get_modal_deploy().timeout_s(family)
+
+
+def _step_seconds(request: JobRequestBase, step: WorkerStep, config: PipelineConfig) -> tuple[float, bool]:
+    """(seconds of media the step renders at most, whether the request fixes that length itself)."""
+    if step == "avatar" and isinstance(request, AvatarRequest) and request.options.long_audio == "parallel":
+        return config.parallel_chunk_seconds + config.parallel_overlap_seconds, True  # one chunk
+    declared = isinstance(request, VideoRequest) or (
+        isinstance(request, AvatarRequest) and request.options.max_duration_s is not None
+    )
+    return output_seconds_bound(request), declared
+
+
+def _work_factor(request: JobRequestBase, model: str) -> float:
+    factor = REALTIME_FACTOR.get(model, DEFAULT_REALTIME_FACTOR)
+    if model in ("multitalk", "infinitetalk") and isinstance(request, AvatarRequest):
+        options = request.options
+        steps = options.steps or GPU_AVATAR_STEPS["turbo" if options.turbo else "default"]
+        factor *= steps / GPU_AVATAR_STEPS["default"]
+    return factor
+
+
+def _cannot_fit(request: JobRequestBase, model: str, seconds: float, work: int, limit: int) -> TalkstackError:
+    if isinstance(request, VideoRequest):
+        code, field, hint = ErrorCode.INVALID_REQUEST, "options.duration_s", "; ask for a shorter clip"
+    else:
+        code, field = ErrorCode.AUDIO_TOO_LONG, "options.max_duration_s"
+        hint = '; use options.long_audio "parallel", options.turbo, or a shorter cut'
+    return TalkstackError(
+        code,
+        f"{field}: {seconds:g} s of {model} takes about {work / 3600:.1f} h to render; its worker stops "
+        f"after {limit / 3600:g} h{hint}",
+        field=field,
+        estimated_s=work,
+        worker_limit_s=limit,
+    )
+
+
 def plan_for(request: JobRequestBase, config: PipelineConfig) -> Plan:
-    seconds = output_seconds_bound(request)
+    """The job's steps and limits. A step on Modal never gets more time than its Modal class may
+    run (plus the heartbeat it may wait for a cold container), so neither do its pre-signed URLs;
+    a length the request fixes itself that cannot render within that is refused here, not left to
+    fail hours later."""
     timeouts = {}
     for step in WORKER_STEPS:
         model = step_model(request, step) if step in request.worker_steps else ""
-        factor = REALTIME_FACTOR.get(model, DEFAULT_REALTIME_FACTOR)
-        timeout = max(config.min_step_timeout_seconds, int(60 + factor * seconds))
+        seconds, declared = _step_seconds(request, step, config)
+        work = int(60 + _work_factor(request, model) * seconds)
+        limit = worker_run_limit(model, config)
+        if limit is not None and work > limit and declared:
+            raise _cannot_fit(request, model, seconds, work, limit)
+        timeout = max(config.min_step_timeout_seconds, work)
+        if limit is not None:
+            timeout = min(timeout, limit)
         on_modal = bool(model) and config.backend_for(model) == "modal"
         heartbeat = config.modal_heartbeat_seconds if on_modal else config.heartbeat_seconds
         timeouts[step] = StepLimits(

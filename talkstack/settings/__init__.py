@@ -25,7 +25,7 @@ from talkstack.settings.client import ClientSettings
 from talkstack.settings.engines import Settings, get_settings
 from talkstack.settings.limits import MediaLimits, get_limits
 from talkstack.settings.local import LocalSettings, get_local_settings
-from talkstack.settings.modal_deploy import ModalDeploySettings
+from talkstack.settings.modal_deploy import ModalDeploySettings, WorkerFamily, get_modal_deploy
 
 __all__ = [
     "ClientSettings",
@@ -33,7 +33,9 @@ __all__ = [
     "MediaLimits",
     "ModalDeploySettings",
     "Settings",
+    "WorkerFamily",
     "get_limits",
     "get_local_settings",
+    "get_modal_deploy",
     "get_settings",
 ]

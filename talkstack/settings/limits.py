@@ -16,7 +16,9 @@ class MediaLimits(BaseSettings):
     min_audio_seconds: float = Field(0.5, gt=0)
     """Shortest speech (seconds) an avatar or voice request may bring."""
     max_audio_seconds: float = Field(600.0, gt=0)
-    """Longest speech (seconds) an avatar or voice request may bring."""
+    """Longest speech (seconds) an avatar or voice request may bring. Decoding stops here whatever the
+    file's header says (at most 48 kHz mono float32: 115 MB at the default), so a file that hides its
+    length cannot make a decoder hold more."""
     max_audio_bytes: int = Field(50 * 1024 * 1024, gt=0)
     """Largest audio file accepted, in bytes."""
     max_image_bytes: int = Field(50 * 1024 * 1024, gt=0)

@@ -2,21 +2,29 @@
 
 They are read from the environment of the machine running `modal deploy` (TALKSTACK_<FAMILY>_GPU, …),
 so switching an H100 for an A100-80GB is configuration, not an edit. Each app module parses them once
-when it is imported (which is once per `modal deploy`/`modal run`); there is deliberately no cached
-getter, so a fresh import of an app sees the environment of that moment.
+when it is imported (which is once per `modal deploy`/`modal run`), so a fresh import of an app sees
+the environment of that moment.
+
+The pipeline reads the timeouts too (`get_modal_deploy()`, cached): a step on Modal is planned, and
+its pre-signed URLs expire, within the time its Modal class may run. Give the stack's Lambdas the
+same `TALKSTACK_<FAMILY>_TIMEOUT_S` values as `modal deploy` if you change them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from functools import lru_cache
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _yes(value: object) -> object:
     # Opt-in switch: only these words turn it on; anything else (including a typo) leaves it off.
     return value.strip().lower() in {"1", "true", "yes"} if isinstance(value, str) else value
+
+
+WorkerFamily = Literal["avatar", "video", "voice", "stitch"]
 
 
 class ModalDeploySettings(BaseSettings):
@@ -40,13 +48,49 @@ class ModalDeploySettings(BaseSettings):
     """Seconds an idle avatar container stays warm."""
     avatar_min_containers: int = Field(0, ge=0)
     """Avatar containers kept warm at all times: 1 = no cold starts, billed around the clock."""
+    avatar_max_containers: int = Field(4, ge=1)
+    """Most GPU containers each avatar class (MultiTalk, InfiniteTalk) may run at once: a burst of
+    jobs or parallel chunks queues in Modal beyond it instead of starting unbounded GPUs."""
+    avatar_timeout_s: int = Field(3 * 3600, gt=0)
+    """Modal timeout of one avatar task, in seconds (the pipeline plans avatar steps within it)."""
+    stitch_max_containers: int = Field(8, ge=1)
+    """Most CPU containers of the avatar app's Stitcher (joins parallel chunks) at once."""
+    stitch_timeout_s: int = Field(30 * 60, gt=0)
+    """Modal timeout of one stitch task, in seconds."""
     video_gpu: str = "H100"
     """GPU of the video app (LTX-Video, Wan2.2-TI2V-5B): both fit one 80 GB GPU in bf16."""
+    video_max_containers: int = Field(2, ge=1)
+    """Most GPU containers each video class may run at once."""
+    video_timeout_s: int = Field(90 * 60, gt=0)
+    """Modal timeout of one video task, in seconds."""
     voice_gpu: str = "A10G"
     """GPU of the voice app (Chatterbox, IndexTTS-2): both fit 24 GB (an estimate)."""
-    voice_timeout_s: int = 30 * 60
-    """Timeout of one voice task, in seconds."""
+    voice_timeout_s: int = Field(30 * 60, gt=0)
+    """Modal timeout of one voice task, in seconds."""
+    voice_max_containers: int = Field(4, ge=1)
+    """Most GPU containers each voice class (Chatterbox, IndexTTS-2) may run at once."""
     voice_scaledown_s: int = 5 * 60
     """Seconds an idle voice container stays warm."""
     hf_secret: Annotated[bool, BeforeValidator(_yes)] = False
     """`1` attaches the Modal secret `talkstack-huggingface` (HF_TOKEN) to the weights app."""
+
+    @model_validator(mode="after")
+    def _warm_pool_fits_the_cap(self) -> ModalDeploySettings:
+        if self.avatar_min_containers > self.avatar_max_containers:
+            raise ValueError("TALKSTACK_AVATAR_MIN_CONTAINERS is above TALKSTACK_AVATAR_MAX_CONTAINERS")
+        return self
+
+    def timeout_s(self, family: WorkerFamily) -> int:
+        """How long the family's Modal class may run one task before Modal stops it."""
+        return {
+            "avatar": self.avatar_timeout_s,
+            "video": self.video_timeout_s,
+            "voice": self.voice_timeout_s,
+            "stitch": self.stitch_timeout_s,
+        }[family]
+
+
+@lru_cache(maxsize=1)
+def get_modal_deploy() -> ModalDeploySettings:
+    """The pipeline's copy, parsed once per process (the Modal apps parse their own at import)."""
+    return ModalDeploySettings()

@@ -26,6 +26,7 @@ from talkstack.contract import (
     schema_documents,
 )
 from talkstack.contract.fields import MEDIA_REF_PATTERN
+from talkstack.contract.parse import MAX_JSON_DEPTH, load_request_json
 from talkstack.errors import ErrorCode, TalkstackError
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -568,3 +569,41 @@ def test_record_and_event_dumps_match_their_schemas():
 
 def test_request_schema_mentions_the_multitalk_v0_manifest():
     assert "legacy" in schema_documents()["job-request.schema.json"]["description"]
+
+
+# --- nesting depth (issue 15, finding 8) --------------------------------------------------------
+
+
+TOO_DEEP = ["[" * 100_000, '{"a":' * 40_000, "[" * 33 + "]" * 33, "[{" * 17 + "}]" * 17]
+
+
+@pytest.mark.parametrize("text", TOO_DEEP)
+def test_json_nested_past_the_limit_is_invalid_request_before_any_parser_recurses(text):
+    with pytest.raises(TalkstackError) as info:
+        load_request_json(text)
+    assert info.value.code == ErrorCode.INVALID_REQUEST
+    assert info.value.message == "request: nested deeper than 32 levels of arrays and objects"
+
+
+def test_json_at_the_limit_and_brackets_inside_strings_are_fine():
+    assert load_request_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+    # Brackets inside strings (escaped quotes included) are text, not nesting.
+    text = json.dumps({"task": "voice", "inputs": {"text": '[[[ "quoted" \\ ' + "{" * 100}})
+    assert load_request_json(text)["inputs"]["text"].endswith("{" * 100)
+    assert load_request_json(text.encode("utf-16")) == load_request_json(text)
+
+
+def test_the_depth_scan_is_linear_on_unterminated_strings():
+    # A regex that retried from every quote inside an unterminated string would take minutes here.
+    with pytest.raises(TalkstackError, match="Unterminated string"):
+        load_request_json('"' + '\\"' * 120_000)
+
+
+def test_an_already_parsed_document_is_held_to_the_same_depth():
+    # A direct StartExecution input reaches the validate step as a dict.
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["a"] = node = {}
+    with pytest.raises(TalkstackError, match="nested deeper than 32"):
+        parse_job_request({"task": "voice", "inputs": {"text": "hi"}, "extra": deep})

@@ -214,3 +214,20 @@ def test_the_smoke_method_renders_an_avatar_task_with_the_containers_turbo_setti
     assert task.options.turbo is True and task.options.max_duration_s == 6.0
     assert files == {"image": b"png", "audio": b"wav"}
     assert (render.frames, render.load_s, render.first_input, render.video) == (150, 300.0, True, b"mp4")
+
+
+def test_every_class_caps_its_containers_from_the_settings(app_module, monkeypatch):
+    # Defaults: a burst of avatar jobs (or one long avatar's parallel chunks) cannot start more than
+    # four GPU containers per class; Modal queues the rest.
+    for cls_name in (*GPU_CLASSES, "Stitcher"):
+        assert declared(app_module.app, cls_name).max_containers == (8 if cls_name == "Stitcher" else 4)
+    # The operator's numbers are what Modal registers (read back from the declaration, not the module).
+    monkeypatch.setenv("TALKSTACK_AVATAR_MAX_CONTAINERS", "2")
+    monkeypatch.setenv("TALKSTACK_STITCH_MAX_CONTAINERS", "3")
+    monkeypatch.setenv("TALKSTACK_AVATAR_TIMEOUT_S", "7200")
+    sys.modules.pop("modal_workers.avatar", None)
+    module = importlib.import_module("modal_workers.avatar")
+    for cls_name in GPU_CLASSES:
+        fn = declared(module.app, cls_name)
+        assert (fn.max_containers, fn.timeout) == (2, 7200)
+    assert declared(module.app, "Stitcher").max_containers == 3

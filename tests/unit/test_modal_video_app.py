@@ -165,3 +165,12 @@ def test_the_smoke_method_renders_a_real_task_document_from_bytes_without_transf
     assert instance.engine.seen[1][1] == {}  # no image: text to video
     assert (first.video, first.frames, first.load_s, first.first_input) == (b"mp4", 75, 42.0, True)
     assert second.first_input is False and first.render_s >= 0 and first.gpu is None
+
+
+def test_every_class_caps_its_containers_from_the_settings(app_module, monkeypatch):
+    for cls_name in CLASSES:
+        assert declared(app_module.app, cls_name).max_containers == 2
+    monkeypatch.setenv("TALKSTACK_VIDEO_MAX_CONTAINERS", "5")
+    module = _fresh_import()
+    for cls_name in CLASSES:
+        assert declared(module.app, cls_name).max_containers == 5

@@ -201,3 +201,13 @@ def test_the_chatterbox_image_fetches_the_chinese_segmenter_model_at_build_time(
     # PKUSEG_HOME (read at import, config.py) on first use. Fetched once, where the runtime looks.
     assert install < home < prefetch
     assert "pkuseg()" in voice.PKUSEG_PREFETCH
+
+
+def test_every_class_caps_its_containers_from_the_settings(voice, monkeypatch):
+    for name in CLASSES:
+        assert declared(voice.app, name).max_containers == 4
+    monkeypatch.setenv("TALKSTACK_VOICE_MAX_CONTAINERS", "1")
+    sys.modules.pop("modal_workers.voice", None)
+    module = importlib.import_module("modal_workers.voice")
+    for name in CLASSES:
+        assert declared(module.app, name).max_containers == 1

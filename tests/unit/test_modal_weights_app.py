@@ -64,3 +64,8 @@ def test_main_is_the_one_command_entrypoint(no_modal_credentials: None) -> None:
     assert remote["allow_unpinned"].default is True
     with pytest.raises(ValueError, match="unknown model id"):
         module.weights.resolve_models("multitalk,sora")  # main validates before starting anything
+
+
+def test_one_download_runs_at_a_time(no_modal_credentials: None) -> None:
+    # Two runs would write the same files of the weights volume.
+    assert declared(_fresh_import().app, "download_models").max_containers == 1

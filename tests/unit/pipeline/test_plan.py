@@ -12,9 +12,12 @@ from talkstack.contract.record import JobRecord
 from talkstack.contract.request import JobRequest
 from talkstack.contract.state import Plan
 from talkstack.contract.worker import WORKER_STEPS
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.dispatch import url_lifetime
 from talkstack.pipeline.plan import plan_job
 from talkstack.pipeline.step_results import stored_plan
 from talkstack.pipeline.store import JobStore
+from talkstack.settings import get_modal_deploy
 from tests.support.steps import INPUT, avatar_request, make_config
 
 IMAGE = f"s3://{INPUT}/inputs/talk/portrait.png"
@@ -126,3 +129,76 @@ def test_a_job_without_a_record_has_no_plan(config, store):
     with pytest.raises(KeyError, match="job-1"):
         plan_job("job-1", config, store)
     assert store.get_step_result("job-1", "plan", Plan) is None
+
+
+# --- bounded by the worker's real limit (issue 15, finding 13) ----------------------------------
+
+HOUR = 3600
+MODAL = {"multitalk": "modal", "infinitetalk": "modal", "chatterbox": "modal", "ltx-video": "modal"}
+
+
+def url_lifetime_of(config, store, request, step: str, job_id: str) -> int:
+    """What dispatch signs the step's URLs for: the real plan, then the real lifetime rule."""
+    queued(store, request, job_id)
+    return url_lifetime(plan_job(job_id, config, store).limits(step).timeout_s)
+
+
+def test_a_600_s_multitalk_avatar_gets_urls_within_the_modal_timeout_not_67_hours(
+    no_pipeline_environment, store
+):
+    # Given MultiTalk on Modal (its class stops a task after 3 h; a cold start may take the heartbeat)
+    config = make_config(model_backends=MODAL, modal_heartbeat_seconds=1800)
+    assert get_modal_deploy().timeout_s("avatar") == 3 * HOUR
+    request = request_of("audio avatar", options={"model": "multitalk"})  # audio up to 600 s
+
+    lifetime = url_lifetime_of(config, store, request, "avatar", "mt-600")
+
+    # Then neither the step nor its URLs outlive the worker: 3 h of work + 30 min for a cold
+    # container + 5 min (it was 67.8 h: 400 s of work a second of video, plus two heartbeats).
+    assert lifetime == 3 * HOUR + 1800 + 300
+    # The same bound in parallel mode holds per chunk, which gets the time of one 20 s chunk.
+    parallel = avatar_request(options={"model": "multitalk", "long_audio": "parallel"})
+    chunk = plan_job(queued(store, parallel, "mt-parallel"), config, store).limits("avatar").timeout_s
+    assert chunk == int(60 + 400 * (20 + 0.32)) + 1800 < 3 * HOUR + 1800
+
+
+def test_the_bound_follows_the_modal_timeout_setting(no_pipeline_environment, store, monkeypatch):
+    monkeypatch.setenv("TALKSTACK_AVATAR_TIMEOUT_S", str(2 * HOUR))
+    get_modal_deploy.cache_clear()
+    try:
+        config = make_config(model_backends=MODAL, modal_heartbeat_seconds=600)
+        lifetime = url_lifetime_of(
+            config, store, request_of("audio avatar", options={"model": "infinitetalk"}), "avatar", "it"
+        )
+    finally:
+        get_modal_deploy.cache_clear()
+    assert lifetime == 2 * HOUR + 600 + 300
+
+
+def test_a_declared_length_that_cannot_render_before_modal_stops_the_worker_is_refused(
+    no_pipeline_environment, store
+):
+    config = make_config(model_backends=MODAL)
+    too_long = request_of("audio avatar", options={"model": "multitalk", "max_duration_s": 600})
+
+    with pytest.raises(TalkstackError) as refused:
+        plan_job(queued(store, too_long, "too-long"), config, store)
+
+    assert refused.value.code == ErrorCode.AUDIO_TOO_LONG
+    assert refused.value.message.startswith("options.max_duration_s: 600 s of multitalk takes about 66.7 h")
+    assert 'long_audio "parallel"' in refused.value.message
+    assert refused.value.details["worker_limit_s"] == 3 * HOUR
+    # Turbo (4 steps, not 40) renders a minute well within it, and is planned.
+    turbo = request_of("audio avatar", options={"model": "multitalk", "max_duration_s": 60, "turbo": True})
+    assert (
+        plan_job(queued(store, turbo, "turbo"), config, store).limits("avatar").timeout_s <= 3 * HOUR + 1800
+    )
+
+
+def test_the_local_pool_keeps_the_planned_time(no_pipeline_environment, store):
+    # The local pool stops a task only at the step's own timeout: nothing to bound it by, nothing refused.
+    config = make_config(local_engines={"multitalk": "tests.support.fake:engine"}, min_step_timeout_seconds=1)
+    request = request_of("audio avatar", options={"model": "multitalk", "max_duration_s": 600})
+    assert (
+        plan_job(queued(store, request, "local"), config, store).limits("avatar").timeout_s == 60 + 400 * 600
+    )
