@@ -16,6 +16,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from talkstack.client import ApiError, TalkstackClient
 from talkstack.contract.state import NotifyRequest
 from talkstack.local.receiver import Delivery, WebhookReceiver
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET
@@ -202,3 +203,20 @@ def test_per_request_webhooks_are_signed_with_the_keys_own_secret(pipeline, tena
         assert rotated["secret"] != secret_a["secret"] and rotated["previous_secret_expires_at"]
         both = queued(hooks, a.queued_job(webhook_url=hooks.url, events=["job.queued"]), pipeline)
         assert verifies(secret_a["secret"], both) and verifies(rotated["secret"], both)
+
+
+def test_the_python_client_manages_endpoints_and_the_keys_secret(pipeline):
+    key = pipeline.api_key("pro", "client")
+    with TalkstackClient(pipeline.api_url, key) as client:
+        created = client.create_webhook(pipeline.hooks.url, events=["job.failed"], description="ops")
+        assert created.secret.startswith("whsec_") and created.events == ["job.failed"]
+        assert [w.id for w in client.list_webhooks().webhooks] == [created.id]
+        assert client.get_webhook(created.id).description == "ops"
+        rotated = client.rotate_webhook(created.id)
+        assert rotated.secret != created.secret and rotated.previous_secret_expires_at is not None
+        secret = client.webhook_secret()
+        assert client.rotate_webhook_secret().secret != secret.secret
+        client.delete_webhook(created.id)
+        with pytest.raises(ApiError) as missing:
+            client.get_webhook(created.id)
+        assert missing.value.status == 404 and missing.value.code == "NOT_FOUND"
