@@ -63,6 +63,10 @@ from talkstack.api.models import (
     Usage,
     VideoGenerate,
     VoiceGenerate,
+    WebhookCreated,
+    WebhookList,
+    WebhookSecret,
+    WebhookView,
 )
 from talkstack.errors import ErrorCode, TalkstackError
 
@@ -521,6 +525,47 @@ class TalkstackClient:
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)
+
+    # --- webhooks -----------------------------------------------------------------------------------
+
+    def create_webhook(
+        self, url: str, events: Iterable[str] | None = None, description: str | None = None
+    ) -> WebhookCreated:
+        """Register an endpoint for this key's events; the answer holds its secret, shown only now.
+        Not retried: a retry after a lost answer would register a second endpoint."""
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = list(events)
+        if description is not None:
+            body["description"] = description
+        return self._api("POST", "/v1/webhooks", WebhookCreated, json=body, retry=False)
+
+    def list_webhooks(self) -> WebhookList:
+        """This key's endpoints (without their secrets)."""
+        return self._api("GET", "/v1/webhooks", WebhookList)
+
+    def get_webhook(self, webhook_id: str) -> WebhookView:
+        return self._api("GET", f"/v1/webhooks/{_segment(webhook_id)}", WebhookView)
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        def send() -> None:
+            response = self._http.request("DELETE", f"/v1/webhooks/{_segment(webhook_id)}")
+            if not response.is_success:
+                raise ApiError.from_response(response)
+
+        self._call(send)
+
+    def rotate_webhook(self, webhook_id: str) -> WebhookCreated:
+        """A new secret for the endpoint (shown only now); the old one signs too until
+        `previous_secret_expires_at`. Not retried (a retry would rotate twice)."""
+        return self._api("POST", f"/v1/webhooks/{_segment(webhook_id)}/rotate", WebhookCreated, retry=False)
+
+    def webhook_secret(self) -> WebhookSecret:
+        """This key's secret for per-request webhooks (`notify.webhook_url`)."""
+        return self._api("GET", "/v1/webhooks/secret", WebhookSecret)
+
+    def rotate_webhook_secret(self) -> WebhookSecret:
+        return self._api("POST", "/v1/webhooks/secret/rotate", WebhookSecret, retry=False)
 
     # --- models, usage, health -----------------------------------------------------------------------
 

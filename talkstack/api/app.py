@@ -32,9 +32,15 @@ from talkstack.api.models import (
     UploadRequest,
     UploadTicket,
     Usage,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookList,
+    WebhookSecret,
+    WebhookView,
 )
 from talkstack.api.service import ApiService
 from talkstack.api.uploads import PendingFile, Uploads, parse_form
+from talkstack.api.webhooks import WebhookService
 from talkstack.contract.parse import invalid_request, load_request_json, request_text
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client
@@ -92,6 +98,7 @@ class Api:
         self.rate = RateLimiter(svc.config.jobs_table, ddb)
         self.service = ApiService(svc, ddb, Backends(svc.config, lambda: client("secretsmanager")))
         self.uploads: Uploads = self.service.uploads
+        self.webhooks = WebhookService(svc.config, ddb)
 
 
 _built: list[Api] = []
@@ -319,6 +326,92 @@ def get_usage(
     end: Annotated[AwareDatetime | None, Query(description="Default: now.")] = None,
 ) -> Usage:
     return api().service.usage(principal(), period, start, end)
+
+
+# --- webhooks: registered endpoints and the key's signing secret ---------------------------------------
+
+WEBHOOK_ID = Annotated[str, Path(description="An endpoint id from `POST /v1/webhooks` (`wh_…`).")]
+# No pattern on the id: a malformed id gets the same 404 as another key's or a missing one.
+
+
+@app.post(
+    "/v1/webhooks",
+    summary="Register an endpoint for this key's job events",
+    description="Every event of this key's jobs that matches `events` is POSTed to `url`, signed per "
+    "Standard Webhooks with the endpoint's own secret, shown in this answer only.",
+    tags=["webhooks"],
+    operation_id="createWebhook",
+    responses=_responses(201, WebhookCreated, "Endpoint registered"),
+)
+def create_webhook():  # -> Response (declared above)
+    raw = load_request_json(app.current_event.decoded_body or "")
+    try:
+        request = WebhookCreate.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid_request(exc) from exc
+    return json_response(201, api().webhooks.create(principal(), request))
+
+
+@app.get(
+    "/v1/webhooks",
+    summary="This key's endpoints (secrets not shown)",
+    tags=["webhooks"],
+    operation_id="listWebhooks",
+)
+def list_webhooks() -> WebhookList:
+    return api().webhooks.list_endpoints(principal())
+
+
+@app.get(
+    "/v1/webhooks/secret",
+    summary="This key's signing secret for per-request webhooks",
+    description="The `notify.webhook_url` of this key's jobs is signed with this secret (created on "
+    "first use). Events carry `api_key_id`, so one receiver can serve several keys.",
+    tags=["webhooks"],
+    operation_id="getWebhookSecret",
+)
+def get_webhook_secret() -> WebhookSecret:
+    return api().webhooks.key_secret(principal())
+
+
+@app.post(
+    "/v1/webhooks/secret/rotate",
+    summary="Replace this key's signing secret",
+    description="Deliveries carry both signatures until `previous_secret_expires_at`.",
+    tags=["webhooks"],
+    operation_id="rotateWebhookSecret",
+)
+def rotate_webhook_secret() -> WebhookSecret:
+    return api().webhooks.rotate_key_secret(principal())
+
+
+@app.get("/v1/webhooks/<webhook_id>", summary="One endpoint", tags=["webhooks"], operation_id="getWebhook")
+def get_webhook(webhook_id: WEBHOOK_ID) -> WebhookView:
+    return api().webhooks.get(principal(), webhook_id)
+
+
+@app.delete(
+    "/v1/webhooks/<webhook_id>",
+    summary="Remove an endpoint",
+    tags=["webhooks"],
+    operation_id="deleteWebhook",
+    responses={204: {"description": "Endpoint removed"}},
+)
+def delete_webhook(webhook_id: WEBHOOK_ID):  # -> Response (declared above)
+    api().webhooks.delete(principal(), webhook_id)
+    return Response(status_code=204, body="")
+
+
+@app.post(
+    "/v1/webhooks/<webhook_id>/rotate",
+    summary="Replace an endpoint's signing secret",
+    description="Answers the new secret (shown once). Deliveries carry both signatures until "
+    "`previous_secret_expires_at`.",
+    tags=["webhooks"],
+    operation_id="rotateWebhook",
+)
+def rotate_webhook(webhook_id: WEBHOOK_ID) -> WebhookCreated:
+    return api().webhooks.rotate(principal(), webhook_id)
 
 
 @app.get("/health", summary="Liveness", tags=["meta"], operation_id="health")

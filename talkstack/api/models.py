@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from pydantic.json_schema import SkipJsonSchema
 
-from talkstack.contract.fields import CallbackId, JobId, StrictModel
+from talkstack.contract.fields import CallbackId, EventType, JobId, StrictModel
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import (
     JobError,
@@ -190,6 +190,56 @@ class JobList(StrictModel):
     jobs: list[JobSummary]
     next_cursor: str | None = None
     """Pass as `cursor` for the next (older) page; absent on the last page."""
+
+
+# --- webhooks -------------------------------------------------------------------------------------------
+
+WEBHOOK_ID_PATTERN = r"^wh_[a-z0-9]{24}$"
+WebhookId = Annotated[str, Field(pattern=WEBHOOK_ID_PATTERN, examples=["wh_0123456789abcdefghijklmn"])]
+
+
+class WebhookCreate(StrictModel):
+    """`POST /v1/webhooks`: an endpoint that receives this key's job events."""
+
+    url: Annotated[
+        str, Field(min_length=1, max_length=2048, examples=["https://example.com/hooks/talkstack"])
+    ]
+    """An https URL on a public address (checked now, and again before every delivery)."""
+    events: Annotated[list[EventType], Field(min_length=1)] | None = None
+    """Only these event types; absent: every event."""
+    description: Annotated[str, Field(max_length=200)] | None = None
+
+
+class WebhookView(StrictModel):
+    """A registered endpoint. Its secret is shown only when it is created or rotated."""
+
+    id: WebhookId
+    url: str
+    events: list[EventType] | None = None
+    """None: every event type."""
+    description: str | None = None
+    created_at: UtcDatetime
+    previous_secret_expires_at: UtcDatetime | None = None
+    """After a rotation: until then every delivery is signed with the old secret too."""
+
+
+class WebhookCreated(WebhookView):
+    secret: str
+    """The endpoint's Standard Webhooks signing secret (`whsec_…`): shown now and never again
+    (rotate to get a new one). Verify every delivery with it."""
+
+
+class WebhookList(StrictModel):
+    webhooks: list[WebhookView]
+
+
+class WebhookSecret(StrictModel):
+    """The key's own signing secret: per-request webhooks (`notify.webhook_url`) of this key's jobs
+    are signed with it."""
+
+    secret: str
+    previous_secret_expires_at: UtcDatetime | None = None
+    """After a rotation: until then every delivery is signed with the old secret too."""
 
 
 # --- models, usage, health -----------------------------------------------------------------------------

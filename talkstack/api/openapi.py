@@ -23,7 +23,7 @@ from pydantic.json_schema import models_json_schema
 
 from talkstack import __version__
 from talkstack.api.app import GENERATE_PATHS, PUBLIC_PATHS, app
-from talkstack.api.models import GENERATE_BODIES, ErrorBody, UploadRequest
+from talkstack.api.models import GENERATE_BODIES, ErrorBody, UploadRequest, WebhookCreate
 from talkstack.api.uploads import MAX_FORM_BYTES
 
 TITLE = "talkstack API"
@@ -70,6 +70,10 @@ def _operation_errors(path: str, method: str) -> list[int]:
         codes += [403, 404, 409, 413, 415, 422]
     if path == "/v1/uploads":
         codes += [413, 415, 422]
+    if "{webhook_id}" in path:
+        codes.append(404)
+    if path.startswith("/v1/webhooks") and method == "post":
+        codes.append(409)  # the per-key endpoint limit; a rotation racing another
     return sorted(set(codes))
 
 
@@ -96,6 +100,7 @@ def openapi_document() -> dict[str, Any]:
             Tag(name="jobs", description="Follow, list and cancel jobs"),
             Tag(name="models", description="What this stack can run"),
             Tag(name="usage", description="What this key used"),
+            Tag(name="webhooks", description="Where this key's job events go, and how they are signed"),
             Tag(name="meta", description="Service health"),
         ],
         security_schemes={
@@ -106,7 +111,7 @@ def openapi_document() -> dict[str, Any]:
     )
     doc = json.loads(schema)
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    bodies = [(model, "validation") for model in (*GENERATE_BODIES.values(), UploadRequest)]
+    bodies = [(model, "validation") for model in (*GENERATE_BODIES.values(), UploadRequest, WebhookCreate)]
     refs, definitions = models_json_schema(bodies, ref_template=REF)
     _merge_components(components, definitions.get("$defs", {}))
     error_ref, error_defs = models_json_schema([(ErrorBody, "serialization")], ref_template=REF)
@@ -121,9 +126,9 @@ def openapi_document() -> dict[str, Any]:
                 operation["security"] = []
                 continue
             model = GENERATE_BODIES.get(GENERATE_PATHS.get(path, "")) or (
-                UploadRequest if path == "/v1/uploads" else None
+                UploadRequest if path == "/v1/uploads" else WebhookCreate if path == "/v1/webhooks" else None
             )
-            if model is not None:
+            if model is not None and method == "post":
                 operation["requestBody"] = _request_body(path, refs[(model, "validation")])
             for code in _operation_errors(path, method):
                 responses[str(code)] = {

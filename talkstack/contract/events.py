@@ -2,8 +2,8 @@
 
 A single stable shape (rather than one per type) lets consumers parse every event the same way;
 `type` says what happened, `result` is present exactly on `job.completed` and `error` exactly on
-`job.failed`. Event ids are derived from the job and the event, so a re-sent event keeps its id and
-consumers can drop duplicates.
+`job.failed`; `api_key_id` names the tenant of an API job. Event ids are derived from the job and
+the event, so a re-sent event keeps its id and consumers can drop duplicates.
 """
 
 from __future__ import annotations
@@ -85,6 +85,10 @@ class JobEvent(BaseModel):
     type: EventType
     occurred_at: UtcDatetime
     job_id: JobId
+    api_key_id: Annotated[str, Field(pattern=r"^[a-z0-9]{1,32}$")] | None = None
+    """The API key (tenant) the job belongs to: its id, never its secret. A receiver picks the
+    secret to verify with by it. None for jobs started by an S3 drop or a direct execution, which
+    are signed with the stack's secret."""
     task: TaskKind | None
     """None only for a job.failed event of a request rejected before its task was known."""
     model: str | None
@@ -123,6 +127,7 @@ class JobEvent(BaseModel):
             type=type,
             occurred_at=occurred_at or utc_now(),
             job_id=record.job_id,
+            api_key_id=record.source.api_key_id if record.source else None,
             task=record.task,
             model=record.model,
             status=record.status,

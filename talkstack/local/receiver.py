@@ -1,6 +1,11 @@
 """A webhook receiver for local runs: listens on 127.0.0.1, verifies every POST with the
 `standardwebhooks` library (as a user's endpoint would), and keeps what it received.
 
+Events of jobs without an API key are signed with the stack's secret; an API job's events name
+their key (`api_key_id`) and are signed with that key's secrets (its own for the job's webhook, an
+endpoint's for a registered endpoint): `tenant_secrets` maps a key id to the secrets to accept, as
+a receiver serving several tenants would pick the right one.
+
 Used by `make demo` to show a verified delivery, and by the tests and the benchmark. `fail_next`
 makes it answer with error statuses first, to exercise the sender's retries.
 """
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,9 +36,21 @@ class Delivery:
     event: dict[str, Any] = field(default_factory=dict)
 
 
+TenantSecrets = Callable[[str], Sequence[str]]
+"""An API key id → the secrets its events may be signed with."""
+
+
 class WebhookReceiver:
-    def __init__(self, secret: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tenant_secrets: TenantSecrets | None = None,
+    ) -> None:
         self.webhook = Webhook(secret)
+        self.tenant_secrets = tenant_secrets
+        """Set (or replace) at any time; None: every event is verified with `secret`."""
         self.deliveries: list[Delivery] = []
         self._statuses: list[int] = []
         self._lock = threading.Condition()
@@ -59,9 +76,28 @@ class WebhookReceiver:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/hooks/talkstack"
 
+    def _verifiers(self, body: str) -> list[Webhook]:
+        """The stack's secret, or the secrets of the key the (unverified) body names: the id only
+        picks the secret; a body that lies about it fails verification."""
+        try:
+            key_id = json.loads(body).get("api_key_id")
+        except (ValueError, AttributeError):
+            key_id = None
+        if key_id and self.tenant_secrets is not None:
+            return [Webhook(s) for s in self.tenant_secrets(key_id)]
+        return [self.webhook]
+
+    def _verify(self, body: str, headers: dict[str, str]) -> Any:
+        for webhook in self._verifiers(body):
+            try:
+                return webhook.verify(body, headers)
+            except WebhookVerificationError:
+                continue
+        raise WebhookVerificationError("no secret of this sender verifies the request")
+
     def _record(self, handler: BaseHTTPRequestHandler, headers: dict[str, str], body: str) -> None:
         try:
-            event = self.webhook.verify(body, headers)
+            event = self._verify(body, headers)
             verified = True
         except WebhookVerificationError:
             event, verified = json.loads(body) if body.startswith("{") else {}, False

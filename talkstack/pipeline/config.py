@@ -60,6 +60,12 @@ def check_default_models(defaults: Mapping[str, str], setting: str) -> None:
             raise ValueError(f"{setting}: {model_id} is a {model.task} model, not {task}")
 
 
+MAX_DELIVERY_DEADLINE_S = 240.0
+"""The longest webhook delivery deadline allowed: the notify Lambda's timeout (300 s,
+infra/cdk/talkstack_cdk/functions.py, checked by tests/infra) less a minute for SNS, the table and
+loading the key's endpoints."""
+
+
 class PipelineConfig(BaseSettings):
     """The Lambdas' configuration (the CDK stack sets it on every function; the local stack in-process)."""
 
@@ -129,7 +135,17 @@ class PipelineConfig(BaseSettings):
     webhook_max_backoff_s: float = Field(30.0, gt=0)
     """Longest wait between two delivery attempts."""
     webhook_timeout_s: float = Field(10.0, gt=0)
-    """Timeout of one webhook POST."""
+    """Total deadline of one webhook POST (connect, send, status and headers together): a receiver
+    that answers slowly, even one byte at a time, is cut off when it passes."""
+    webhook_delivery_deadline_s: float = Field(120.0, gt=0, le=MAX_DELIVERY_DEADLINE_S)
+    """Total deadline of one event's delivery to one target: every attempt and every wait between
+    them (an attempt that could not end in time is not started). A job's webhook and its key's
+    endpoints are served at once, so notify ends within this, well inside its Lambda timeout."""
+    webhook_rotation_overlap_s: int = Field(86400, ge=0, le=30 * 86400)
+    """After a signing secret is rotated, deliveries are signed with the old secret too for this
+    long (both signatures in `webhook-signature`), so receivers can switch without losing events."""
+    webhook_max_endpoints: int = Field(10, ge=0, le=100)
+    """Registered webhook endpoints (`POST /v1/webhooks`) one API key may have."""
 
     parallel_chunk_seconds: float = Field(20.0, gt=0)
     """Avatars with `long_audio: "parallel"` are cut into chunks of at most this much speech."""
@@ -169,6 +185,15 @@ class PipelineConfig(BaseSettings):
     def _one_webhook_secret(self) -> PipelineConfig:
         if (self.webhook_secret is None) == (self.webhook_secret_id is None):
             raise ValueError("set exactly one of TALKSTACK_WEBHOOK_SECRET and TALKSTACK_WEBHOOK_SECRET_ID")
+        return self
+
+    @model_validator(mode="after")
+    def _one_webhook_attempt_fits(self) -> PipelineConfig:
+        if self.webhook_delivery_deadline_s < self.webhook_timeout_s:
+            raise ValueError(
+                "TALKSTACK_WEBHOOK_DELIVERY_DEADLINE_S must be at least TALKSTACK_WEBHOOK_TIMEOUT_S "
+                "(one attempt must fit in a delivery)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -6,7 +6,9 @@ Items of one job, all under its partition so `talkstack events JOB` is a single 
   STEP#<step>                the last successful result of a step (temporary output keys, metrics)
   WERR#<step>                the last worker error of a step (Step Functions may drop the cause)
   EVENT#<occurred_at>#<id>   every event sent (the timeline)
-  DELIVERY#<event_id>        the webhook delivery report of an event (attempts, status codes)
+  NOTIFIED#<event_id>        notify's claim on an event: once done, a re-sent event is not published again
+  DELIVERY#<event_id>#<to>   the webhook delivery report of an event to one target (`request`: the
+                             job's webhook, or an endpoint id), first written as a claim
 
 API jobs' RECORD items also carry `owner` (the API key id) and `created_at`, the keys of the
 `by-owner` index that lists a key's jobs newest first. The REST API keeps its own items in the same
@@ -60,6 +62,11 @@ class RecordConflict(Exception):
 def iso_key(moment: datetime) -> str:
     """A UTC time as a sortable index key (fixed width: always with microseconds)."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def delivery_key(event_id: str, target: str = "request") -> str:
+    """The sort key of an event's delivery to one target (`request` or an endpoint id)."""
+    return f"DELIVERY#{event_id}#{target}"
 
 
 def _pk(job_id: str) -> str:
@@ -265,11 +272,44 @@ class JobStore:
     def events(self, job_id: str) -> list[JobEvent]:
         return [JobEvent.model_validate_json(item["event"]) for item in self._query(job_id, "EVENT#")]
 
-    def add_delivery(self, job_id: str, event_id: str, report: dict[str, Any]) -> None:
-        self._put(job_id, f"DELIVERY#{event_id}", {"report": json.dumps(report)})
+    def claim(self, job_id: str, sk: str, lease_s: int) -> bool:
+        """Take the item `sk` for this invocation: False if it is done, or held by another invocation
+        whose lease has not run out (a concurrent duplicate). A lease outlives the work it guards,
+        so an invocation that died mid-way is taken over by the next retry, never by a twin."""
+        now = int(time.time())
+        try:
+            self.ddb.put_item(
+                TableName=self.table,
+                Item=_item(
+                    {
+                        "pk": _pk(job_id),
+                        "sk": sk,
+                        "claimed_until": now + lease_s,
+                        "expires_at": self._expiry(),
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(pk) OR "
+                "(attribute_not_exists(done) AND claimed_until < :now)",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def settle(self, job_id: str, sk: str, values: dict[str, Any] | None = None) -> None:
+        """Mark a claimed item done (for good), with what it produced."""
+        self._put(job_id, sk, {"done": True, **(values or {})})
+
+    def add_delivery(
+        self, job_id: str, event_id: str, report: dict[str, Any], target: str = "request"
+    ) -> None:
+        self.settle(job_id, delivery_key(event_id, target), {"report": json.dumps(report)})
 
     def deliveries(self, job_id: str) -> list[dict[str, Any]]:
-        return [json.loads(item["report"]) for item in self._query(job_id, "DELIVERY#")]
+        """Saved delivery reports (claims still in progress have none yet)."""
+        return [json.loads(item["report"]) for item in self._query(job_id, "DELIVERY#") if "report" in item]
 
     # --- plumbing -----------------------------------------------------------------------------------
 

@@ -8,11 +8,22 @@ Design:
 - **Stable id, fresh signature.** `webhook-id` is the event id and stays the same on every retry, so
   receivers can drop duplicates. The timestamp and signature are recomputed for each attempt:
   receivers reject timestamps older than a few minutes, and a late retry must still verify.
+- **Several secrets.** During a rotation's overlap a request is signed with the new and the old
+  secret: `webhook-signature` carries one `v1,<sig>` per secret, space-separated, and a verifier
+  (the library's `Webhook.verify` included) accepts it if any one matches its secret.
+- **Bounded in time.** Each attempt has a total deadline (`timeout_s`: connect, send, status line
+  and headers together), enforced by an anyio cancel scope around httpx's async client, which
+  closes the connection when it passes; httpx's own timeout only bounds each socket read, which a
+  receiver dripping one byte a second never trips. Each delivery (every attempt and backoff) has a
+  total deadline too (`delivery_deadline_s`): an attempt that could not end before it is not
+  started. One event's deliveries to several targets run concurrently (`deliver_webhooks`).
 - **Retries** (tenacity, exponential backoff with full jitter, capped by `WebhookPolicy`): transport
   errors (connect, timeout, read/write, connection dropped mid-response), HTTP 5xx, 408 and 429.
   Any other 4xx means the receiver rejected the event, so it is recorded and not retried. 3xx counts
   as a failure too: redirects are never followed, because the target of a redirect has not been
   through the SSRF check. `Retry-After` is not honoured; the backoff cap bounds every wait.
+- **No tokens kept.** A report holds the URL with its query string redacted, and error lines
+  never repeat the full URL: receivers put tokens in query strings.
 - **Never fails a job.** `deliver_webhook` returns a `DeliveryReport` listing every attempt (status
   code or error, duration) instead of raising: a broken receiver must not turn a finished job into
   a failed one.
@@ -31,20 +42,29 @@ ranges or the metadata endpoint) remain the real backstop.
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
+import anyio
+import anyio.to_thread
 import httpx
-from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveFloat
+from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveFloat, model_validator
 from standardwebhooks import Webhook
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from talkstack.contract.fields import StrictModel
 from talkstack.contract.record import UtcDatetime, utc_now
@@ -55,9 +75,13 @@ __all__ = [
     "DeliveryReport",
     "WebhookPolicy",
     "WebhookRefused",
+    "WebhookTarget",
     "check_webhook_target",
+    "deliver_async",
     "deliver_webhook",
+    "deliver_webhooks",
     "generate_secret",
+    "redact_url",
     "sign_headers",
 ]
 
@@ -194,7 +218,20 @@ def check_webhook_target(
 # ---------------------------------------------------------------------------------------------
 
 
-def _signed_headers(webhook: Webhook, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
+def _signers(secrets: str | Sequence[str]) -> list[Webhook]:
+    """One `Webhook` per secret; an invalid secret is a configuration bug (ValueError)."""
+    names = [secrets] if isinstance(secrets, str) else list(secrets)
+    if not names:
+        raise ValueError("invalid webhook secret (none given)")
+    try:
+        return [Webhook(secret) for secret in names]
+    except Exception as exc:
+        raise ValueError(f"invalid webhook secret ({type(exc).__name__})") from None
+
+
+def _signed_headers(
+    webhooks: Sequence[Webhook], msg_id: str, timestamp: datetime, body: str
+) -> dict[str, str]:
     if timestamp.tzinfo is None:
         raise ValueError("the webhook timestamp must be timezone-aware")
     # The library *replaces* tzinfo with UTC rather than converting, so convert first or a non-UTC
@@ -203,18 +240,35 @@ def _signed_headers(webhook: Webhook, msg_id: str, timestamp: datetime, body: st
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(timestamp.timestamp())),
-        "webhook-signature": webhook.sign(msg_id=msg_id, timestamp=timestamp, data=body),
+        # Several secrets (a rotation's overlap): one `v1,<sig>` each, space-separated, as the spec
+        # allows; a verifier accepts the request if any of them matches its secret.
+        "webhook-signature": " ".join(
+            webhook.sign(msg_id=msg_id, timestamp=timestamp, data=body) for webhook in webhooks
+        ),
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }
 
 
-def sign_headers(secret: str, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
+def sign_headers(secret: str | Sequence[str], msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
     """The Standard Webhooks headers for one request (plus content-type and user-agent).
 
-    `timestamp` must be timezone-aware; `body` must be exactly the string that is sent.
+    `secret` may be several secrets (during a rotation's overlap): the request then carries one
+    signature per secret. `timestamp` must be timezone-aware; `body` must be exactly what is sent.
     """
-    return _signed_headers(Webhook(secret), msg_id, timestamp, body)
+    return _signed_headers(_signers(secret), msg_id, timestamp, body)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query string and fragment, for reports and log lines: receivers put
+    tokens there (`?token=…`), and a token must not outlive the request in a record or a log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if not parts.query and not parts.fragment:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "redacted" if parts.query else "", ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +277,7 @@ def sign_headers(secret: str, msg_id: str, timestamp: datetime, body: str) -> di
 
 
 class WebhookPolicy(StrictModel):
-    """How hard to try. Frozen, so one default instance can be shared safely."""
+    """How hard to try, and for how long at most. Frozen, so one default instance can be shared."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -234,9 +288,22 @@ class WebhookPolicy(StrictModel):
     max_backoff_s: NonNegativeFloat = 30.0
     """Cap on the bound of any single wait."""
     timeout_s: PositiveFloat = 10.0
-    """Per-attempt HTTP timeout (connect, write, and waiting for the response headers)."""
+    """Total deadline of one attempt: connect, send, and the response's status line and headers,
+    all together. A receiver that answers one byte at a time is cut off when it passes."""
+    delivery_deadline_s: PositiveFloat = 120.0
+    """Total deadline of one delivery: every attempt and every wait between them. No attempt starts
+    that could not end before it, so a delivery never outlives it."""
     allow_loopback: bool = False
     """Local mode: allow loopback receivers (and plain http to them). Never on in the cloud."""
+
+    @model_validator(mode="after")
+    def _one_attempt_fits(self) -> WebhookPolicy:
+        if self.delivery_deadline_s < self.timeout_s:
+            raise ValueError(
+                f"delivery_deadline_s ({self.delivery_deadline_s}) must be at least timeout_s "
+                f"({self.timeout_s}): one attempt must fit in a delivery"
+            )
+        return self
 
 
 DEFAULT_WEBHOOK_POLICY = WebhookPolicy()
@@ -255,6 +322,7 @@ class DeliveryAttempt(StrictModel):
 
 class DeliveryReport(StrictModel):
     url: str
+    """The target, its query string redacted (`?redacted`): tokens are not kept in records."""
     event_id: str
     """The `webhook-id` sent, identical on every attempt."""
     event_type: str | None
@@ -262,6 +330,14 @@ class DeliveryReport(StrictModel):
     refused: str | None
     """Why the SSRF guard refused the URL; then nothing was sent and `attempts` is empty."""
     attempts: list[DeliveryAttempt]
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where one event goes, and the secrets its requests are signed with (two during a rotation)."""
+
+    url: str
+    secrets: tuple[str, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,15 +351,19 @@ class _Outcome:
     retryable: bool
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+Sleep = Callable[[float], Awaitable[None] | None]
+"""`anyio.sleep`, or a stand-in (tests record the waits instead of waiting); sync or async."""
+
+
+def _one_line(exc: BaseException, url: str) -> str:
+    text = " ".join(str(exc).split()).replace(url, redact_url(url))
     line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 1] + "…"
 
 
-def _post_once(
-    client: httpx.Client,
-    webhook: Webhook,
+async def _post_once(
+    client: httpx.AsyncClient,
+    webhooks: Sequence[Webhook],
     url: str,
     body: str,
     msg_id: str,
@@ -292,28 +372,34 @@ def _post_once(
     now: Callable[[], datetime],
 ) -> _Outcome:
     started_at = now()
-    headers = _signed_headers(webhook, msg_id, started_at, body)
+    headers = _signed_headers(webhooks, msg_id, started_at, body)
     t0 = time.monotonic()
     status: int | None = None
     error: str | None = None
     retryable = False
     try:
-        # Stream and never read the body: only the status matters, and a hostile receiver could
-        # otherwise make us buffer an arbitrarily large response. Redirects and the timeout are set
-        # per request so that an injected client cannot loosen them.
-        with client.stream(
-            "POST",
-            url,
-            content=body.encode("utf-8"),
-            headers=headers,
-            timeout=policy.timeout_s,
-            follow_redirects=False,
-        ) as response:
-            status = response.status_code
+        # httpx's timeout bounds each socket operation, so a receiver that sends one byte at a time
+        # would keep the attempt alive for ever; the cancel scope bounds the attempt as a whole and
+        # closes the connection when it expires.
+        with anyio.fail_after(policy.timeout_s):
+            # Stream and never read the body: only the status matters, and a hostile receiver could
+            # otherwise make us buffer an arbitrarily large response. Redirects and the timeout are
+            # set per request so that an injected client cannot loosen them.
+            async with client.stream(
+                "POST",
+                url,
+                content=body.encode("utf-8"),
+                headers=headers,
+                timeout=policy.timeout_s,
+                follow_redirects=False,
+            ) as response:
+                status = response.status_code
+    except TimeoutError:
+        error, retryable = f"DeadlineExceeded: no complete answer within {policy.timeout_s:g} s", True
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        error, retryable = _one_line(exc), True
+        error, retryable = _one_line(exc, url), True
     except Exception as exc:  # anything else (bad URL for httpx, TLS setup, …) will not get better
-        error = _one_line(exc)
+        error = _one_line(exc, url)
     duration_ms = (time.monotonic() - t0) * 1000
 
     if status is not None and not 200 <= status < 300:
@@ -330,64 +416,161 @@ def _post_once(
     return _Outcome(attempt, retryable)
 
 
+async def deliver_async(
+    url: str,
+    body: str,
+    *,
+    msg_id: str,
+    secret: str | Sequence[str],
+    policy: WebhookPolicy = DEFAULT_WEBHOOK_POLICY,
+    event_type: str | None = None,
+    client: httpx.AsyncClient | None = None,
+    sleep: Sleep = anyio.sleep,
+    resolve: Resolver = socket.getaddrinfo,
+    now: Callable[[], datetime] = utc_now,
+) -> DeliveryReport:
+    """`deliver_webhook` inside a running event loop (several deliveries can share one loop)."""
+    webhooks = _signers(secret)
+    started = time.monotonic()
+    attempts: list[DeliveryAttempt] = []
+
+    def report(refused: str | None = None) -> DeliveryReport:
+        return DeliveryReport(
+            url=redact_url(url),
+            event_id=msg_id,
+            event_type=event_type,
+            delivered=bool(attempts) and attempts[-1].ok,
+            refused=refused,
+            attempts=attempts,
+        )
+
+    def no_time_for_another(state: RetryCallState) -> bool:
+        # The next attempt would start after the wait and could last a whole timeout_s: if that
+        # ends past the delivery deadline, stop now rather than be cut off mid-attempt.
+        upcoming = state.upcoming_sleep or 0.0
+        return time.monotonic() - started + upcoming + policy.timeout_s > policy.delivery_deadline_s
+
+    async def wait(seconds: float) -> None:
+        waited = sleep(seconds)
+        if waited is not None:
+            await waited
+
+    http = (
+        client if client is not None else httpx.AsyncClient(timeout=policy.timeout_s, follow_redirects=False)
+    )
+    try:
+        # A backstop: the stop rule below already keeps every attempt inside the deadline, but the
+        # address lookup (a thread we stop waiting for) and anything unforeseen are bounded too.
+        resolved = False
+        with anyio.move_on_after(policy.delivery_deadline_s) as scope:
+            try:
+                await anyio.to_thread.run_sync(
+                    functools.partial(
+                        check_webhook_target, url, allow_loopback=policy.allow_loopback, resolve=resolve
+                    ),
+                    abandon_on_cancel=True,
+                )
+            except WebhookRefused as exc:
+                return report(exc.reason)
+            resolved = True
+
+            async def attempt_once() -> _Outcome:
+                outcome = await _post_once(http, webhooks, url, body, msg_id, len(attempts) + 1, policy, now)
+                attempts.append(outcome.attempt)
+                return outcome
+
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(policy.max_attempts) | no_time_for_another,
+                wait=wait_random_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s),
+                retry=retry_if_result(lambda outcome: outcome.retryable),
+                sleep=wait,
+                # Out of attempts or of time: hand back the last outcome instead of raising RetryError.
+                retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            )
+            await retrying(attempt_once)
+        if scope.cancelled_caught and not resolved:
+            return report(
+                f"webhook host not resolved within the delivery deadline ({policy.delivery_deadline_s:g} s)"
+            )
+    finally:
+        if client is None:  # a caller's client is the caller's to close
+            await http.aclose()
+    return report()
+
+
 def deliver_webhook(
     url: str,
     body: str,
     *,
     msg_id: str,
-    secret: str,
+    secret: str | Sequence[str],
     policy: WebhookPolicy = DEFAULT_WEBHOOK_POLICY,
     event_type: str | None = None,
-    client: httpx.Client | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    client: httpx.AsyncClient | None = None,
+    sleep: Sleep = anyio.sleep,
     resolve: Resolver = socket.getaddrinfo,
     now: Callable[[], datetime] = utc_now,
 ) -> DeliveryReport:
-    """POST `body` (a JSON string) to `url`, signed with `secret`, retrying per `policy`.
+    """POST `body` (a JSON string) to `url`, signed with `secret` (or with each of several secrets),
+    retrying per `policy`; the whole delivery ends within `policy.delivery_deadline_s`.
 
     Never raises for a refused URL or a failed delivery: the report says what happened. An invalid
     `secret` is a configuration bug, not a delivery failure, and raises ValueError before anything
     is sent. `sleep`, `resolve` and `now` are injectable so tests neither wait nor need DNS.
     """
-    try:
-        webhook = Webhook(secret)
-    except Exception as exc:
-        raise ValueError(f"invalid webhook secret ({type(exc).__name__})") from None
-
-    def report(delivered: bool, refused: str | None, attempts: list[DeliveryAttempt]) -> DeliveryReport:
-        return DeliveryReport(
-            url=url,
-            event_id=msg_id,
+    _signers(secret)  # raise for a bad secret before any event loop or lookup
+    return anyio.run(
+        functools.partial(
+            deliver_async,
+            url,
+            body,
+            msg_id=msg_id,
+            secret=secret,
+            policy=policy,
             event_type=event_type,
-            delivered=delivered,
-            refused=refused,
-            attempts=attempts,
+            client=client,
+            sleep=sleep,
+            resolve=resolve,
+            now=now,
         )
-
-    try:
-        check_webhook_target(url, allow_loopback=policy.allow_loopback, resolve=resolve)
-    except WebhookRefused as exc:
-        return report(False, exc.reason, [])
-
-    attempts: list[DeliveryAttempt] = []
-    http = client if client is not None else httpx.Client(timeout=policy.timeout_s, follow_redirects=False)
-
-    def attempt_once() -> _Outcome:
-        outcome = _post_once(http, webhook, url, body, msg_id, len(attempts) + 1, policy, now)
-        attempts.append(outcome.attempt)
-        return outcome
-
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.max_attempts),
-        wait=wait_random_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s),
-        retry=retry_if_result(lambda outcome: outcome.retryable),
-        sleep=sleep,
-        # Out of attempts: hand back the last outcome instead of raising RetryError.
-        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
     )
-    try:
-        retrying(attempt_once)
-    finally:
-        if client is None:  # a caller's client is the caller's to close
-            http.close()
-    return report(bool(attempts) and attempts[-1].ok, None, attempts)
+
+
+def deliver_webhooks(
+    targets: Sequence[WebhookTarget],
+    body: str,
+    *,
+    msg_id: str,
+    policy: WebhookPolicy = DEFAULT_WEBHOOK_POLICY,
+    event_type: str | None = None,
+    resolve: Resolver = socket.getaddrinfo,
+) -> list[DeliveryReport]:
+    """One event to several targets at once (a job's webhook and its key's endpoints), each with its
+    own secrets: they run concurrently, so all of them together end within one delivery deadline.
+    Reports come back in the order of `targets`."""
+    for target in targets:
+        _signers(target.secrets)
+    reports: list[DeliveryReport | None] = [None] * len(targets)
+
+    async def run_all() -> None:
+        async with httpx.AsyncClient(timeout=policy.timeout_s, follow_redirects=False) as http:
+
+            async def one(index: int, target: WebhookTarget) -> None:
+                reports[index] = await deliver_async(
+                    target.url,
+                    body,
+                    msg_id=msg_id,
+                    secret=target.secrets,
+                    policy=policy,
+                    event_type=event_type,
+                    client=http,
+                    resolve=resolve,
+                )
+
+            async with anyio.create_task_group() as group:
+                for index, target in enumerate(targets):
+                    group.start_soon(one, index, target)
+
+    if targets:
+        anyio.run(run_all)
+    return [r for r in reports if r is not None]

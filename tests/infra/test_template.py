@@ -219,6 +219,7 @@ def test_async_functions_have_dead_letter_queues_and_bounded_retries(s):
             target = props["DeadLetterConfig"]["TargetArn"]["Fn::GetAtt"][0]
             assert target in queues
             assert configs[lid]["MaximumRetryAttempts"] == 2
+            assert configs[lid]["MaximumEventAgeInSeconds"] == (3600 if name == "notify" else 6 * 3600)
         else:
             assert "DeadLetterConfig" not in props, name
 
@@ -227,9 +228,21 @@ def test_reserved_concurrency_guards_the_gpu_budget(s):
     fns = functions_by_name(s)
     assert fns["dispatch"][1]["ReservedConcurrentExecutions"] == 20
     assert fns["ingest"][1]["ReservedConcurrentExecutions"] == 10
-    assert "ReservedConcurrentExecutions" not in fns["notify"][1]
     unreserved = functions_by_name(synth(**{"talkstack:dispatchConcurrency": "0"}))
     assert "ReservedConcurrentExecutions" not in unreserved["dispatch"][1]
+
+
+def test_notify_is_bounded_in_concurrency_retries_and_time(s):
+    from talkstack.pipeline.config import MAX_DELIVERY_DEADLINE_S
+
+    fns = functions_by_name(s)
+    _, notify = fns["notify"]
+    assert notify["ReservedConcurrentExecutions"] == 20
+    # Every delivery ends within its deadline, and the longest deadline allowed leaves notify a
+    # minute for SNS and the table before its timeout.
+    assert notify["Timeout"] >= MAX_DELIVERY_DEADLINE_S + 60
+    unreserved = functions_by_name(synth(**{"talkstack:notifyConcurrency": "0"}))
+    assert "ReservedConcurrentExecutions" not in unreserved["notify"][1]
 
 
 def test_every_function_gets_a_complete_pipeline_configuration(s, no_pipeline_environment):

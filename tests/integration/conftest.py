@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from talkstack.local.receiver import WebhookReceiver
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET, LocalResources
 from talkstack.local.stack import LocalStack
 from talkstack.pipeline.store import JobStore
+from talkstack.pipeline.webhook_endpoints import WebhookEndpoints
 
 TEST_SETTINGS = {
     "heartbeat_seconds": "4",  # 2 s proved tight on a loaded 2-core runner (ffmpeg + torch in the pool)
@@ -143,6 +144,20 @@ def free_port_fixture():
     return free_port
 
 
+def tenant_secrets(stack: LocalStack) -> Callable[[str], list[str]]:
+    """What the shared receiver accepts for an API key's events: the key's own secret (per-request
+    webhooks) and its endpoints' secrets, as they are stored now (a rotation's overlap included)."""
+    endpoints = WebhookEndpoints(stack.resources.jobs_table, stack.client("dynamodb"))
+
+    def secrets(key_id: str) -> list[str]:
+        found = list(endpoints.key_secrets(key_id).active())
+        for endpoint in endpoints.list_endpoints(key_id):
+            found.extend(endpoint.secrets.active())
+        return found
+
+    return secrets
+
+
 @pytest.fixture(scope="session")
 def pipeline() -> Iterator[Pipeline]:
     resources = LocalResources(stack="talkstack-test", port=free_port())
@@ -150,4 +165,5 @@ def pipeline() -> Iterator[Pipeline]:
         WebhookReceiver(LOCAL_WEBHOOK_SECRET) as hooks,
         LocalStack(resources, workers=2, settings=TEST_SETTINGS) as stack,
     ):
+        hooks.tenant_secrets = tenant_secrets(stack)
         yield Pipeline(stack, hooks, SnsTap(stack))

@@ -65,6 +65,13 @@ def test_openapi_document_is_complete():
         ("POST", "/v1/jobs/{job_id}/cancel"),
         ("GET", "/v1/models"),
         ("GET", "/v1/usage"),
+        ("POST", "/v1/webhooks"),
+        ("GET", "/v1/webhooks"),
+        ("GET", "/v1/webhooks/secret"),
+        ("POST", "/v1/webhooks/secret/rotate"),
+        ("GET", "/v1/webhooks/{webhook_id}"),
+        ("DELETE", "/v1/webhooks/{webhook_id}"),
+        ("POST", "/v1/webhooks/{webhook_id}/rotate"),
         ("GET", "/health"),
     }
     text = json.dumps(doc)

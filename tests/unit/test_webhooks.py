@@ -8,15 +8,18 @@ need no network.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import anyio
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -27,9 +30,12 @@ from talkstack.pipeline.webhooks import (
     DeliveryReport,
     WebhookPolicy,
     WebhookRefused,
+    WebhookTarget,
     check_webhook_target,
     deliver_webhook,
+    deliver_webhooks,
     generate_secret,
+    redact_url,
     sign_headers,
 )
 
@@ -278,7 +284,8 @@ def test_timeouts_are_retried(receiver, secret):
     receiver.delay_s = 1.0
     report, sleeps = deliver(receiver.url, secret, local_policy(max_attempts=2, timeout_s=0.2))
     assert not report.delivered and len(report.attempts) == 2 and len(sleeps) == 1
-    assert all(a.error is not None and a.error.startswith("ReadTimeout") for a in report.attempts)
+    # The attempt's deadline and httpx's read timeout are the same 0.2 s: either may fire first.
+    assert all((a.error or "").startswith(("ReadTimeout", "DeadlineExceeded")) for a in report.attempts)
     assert len(receiver.requests) == 2
 
 
@@ -304,9 +311,10 @@ def test_retryable_statuses_are_retried(receiver, secret, status):
 def test_redirects_are_not_followed(receiver, secret, follow_in_client):
     receiver.statuses = [302]
     receiver.location = receiver.url.replace("/hook", "/elsewhere")
-    with httpx.Client(follow_redirects=follow_in_client) as client:
-        report, sleeps = deliver(receiver.url, secret, local_policy(), client=client)
-        assert not client.is_closed  # the caller's client is left for the caller to close
+    client = httpx.AsyncClient(follow_redirects=follow_in_client)
+    report, sleeps = deliver(receiver.url, secret, local_policy(), client=client)
+    assert not client.is_closed  # the caller's client is left for the caller to close
+    anyio.run(client.aclose)
     assert not report.delivered and sleeps == []
     [attempt] = report.attempts
     assert attempt.status_code == 302 and "redirect not followed" in (attempt.error or "")
@@ -328,9 +336,20 @@ def test_invalid_secret_is_a_configuration_error_raised_before_sending(receiver)
 
 def test_policy_validation():
     assert WebhookPolicy() == WebhookPolicy(
-        max_attempts=5, initial_backoff_s=1.0, max_backoff_s=30.0, timeout_s=10.0, allow_loopback=False
+        max_attempts=5,
+        initial_backoff_s=1.0,
+        max_backoff_s=30.0,
+        timeout_s=10.0,
+        delivery_deadline_s=120.0,
+        allow_loopback=False,
     )
-    for bad in ({"max_attempts": 0}, {"timeout_s": 0}, {"initial_backoff_s": -1}, {"retries": 3}):
+    for bad in (
+        {"max_attempts": 0},
+        {"timeout_s": 0},
+        {"initial_backoff_s": -1},
+        {"retries": 3},
+        {"timeout_s": 10, "delivery_deadline_s": 5},  # not even one attempt would fit
+    ):
         with pytest.raises(ValidationError):
             WebhookPolicy.model_validate(bad)
     with pytest.raises(ValidationError):
@@ -459,3 +478,121 @@ def test_refused_delivery_sends_nothing(receiver, secret):
     report, _ = deliver(receiver.url, secret, local_policy(allow_loopback=False))
     assert not report.delivered and report.attempts == [] and report.refused
     assert receiver.requests == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded delivery
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dripping_server(byte_every_s: float = 1.0, max_bytes: int = 12) -> Iterator[tuple[str, list[float]]]:
+    """A raw socket server that reads the request, then answers one byte a second: every socket read
+    of the client gets data well within a 2 s read timeout, so only a total deadline ends it. It
+    stops after `max_bytes` (so code without a total deadline fails the test in seconds, not hangs)
+    and records when each connection ended."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    closed: list[float] = []
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[:max_bytes]:
+                    if stop.wait(byte_every_s):
+                        break
+                    conn.sendall(bytes([byte]))
+            closed.append(time.monotonic())
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook", closed
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_a_receiver_dripping_one_byte_a_second_is_cut_off_at_the_attempt_deadline(secret):
+    with dripping_server() as (url, _):
+        t0 = time.monotonic()
+        report, _ = deliver(url, secret, local_policy(timeout_s=2, max_attempts=1))
+        elapsed = time.monotonic() - t0
+
+    assert abs(elapsed - 2.0) <= 1.0, f"the attempt lasted {elapsed:.1f} s"
+    [attempt] = report.attempts
+    assert not report.delivered and attempt.status_code is None
+    assert (attempt.error or "").startswith("DeadlineExceeded")
+    assert abs(attempt.duration_ms / 1000 - 2.0) <= 1.0
+
+
+def test_the_delivery_deadline_bounds_every_attempt_and_wait_together(secret):
+    # Five attempts of 1 s each would take 5 s; the delivery has 2.5 s: two attempts fit, a third
+    # could not end in time and is not started.
+    policy = local_policy(timeout_s=1, max_attempts=5, initial_backoff_s=0.01, delivery_deadline_s=2.5)
+    with dripping_server(byte_every_s=0.6) as (url, _):
+        t0 = time.monotonic()
+        report = deliver_webhook(url, BODY, msg_id=MSG_ID, secret=secret, policy=policy)
+        elapsed = time.monotonic() - t0
+
+    assert len(report.attempts) == 2 and not report.delivered
+    assert elapsed <= 2.5 + 0.5, f"the delivery lasted {elapsed:.1f} s"
+
+
+def test_several_secrets_sign_one_request_and_each_verifies(receiver):
+    new, old, other = generate_secret(), generate_secret(), generate_secret()
+    report, _ = deliver(receiver.url, [new, old], local_policy())
+
+    assert report.delivered
+    [req] = receiver.requests
+    assert len(req.headers["webhook-signature"].split(" ")) == 2
+    # The library's verifier accepts a request whose signature list holds one for its secret.
+    assert Webhook(new).verify(req.body, req.headers) == json.loads(BODY)
+    assert Webhook(old).verify(req.body, req.headers) == json.loads(BODY)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(req.body, req.headers)
+
+
+def test_deliveries_to_several_targets_run_at_once_each_with_its_own_secret(receiver):
+    a, b = generate_secret(), generate_secret()
+    targets = [
+        WebhookTarget(url=receiver.url + "?token=one", secrets=(a,)),
+        WebhookTarget(url=receiver.url + "?token=two", secrets=(b,)),
+    ]
+    receiver.delay_s = 0.5
+    t0 = time.monotonic()
+    reports = deliver_webhooks(targets, BODY, msg_id=MSG_ID, policy=local_policy())
+    elapsed = time.monotonic() - t0
+
+    assert [r.delivered for r in reports] == [True, True]
+    assert elapsed < 1.0  # concurrent: two 0.5 s answers did not take 1 s in a row
+    by_token = {r.path.split("token=")[1]: r for r in receiver.requests}
+    Webhook(a).verify(by_token["one"].body, by_token["one"].headers)
+    Webhook(b).verify(by_token["two"].body, by_token["two"].headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(b).verify(by_token["one"].body, by_token["one"].headers)
+
+
+def test_reports_and_errors_never_keep_the_query_string(secret):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    url = f"http://127.0.0.1:{port}/hook?token=s3cr3t#frag"
+
+    report, _ = deliver(url, secret, local_policy(max_attempts=1))
+
+    assert report.url == f"http://127.0.0.1:{port}/hook?redacted"
+    assert "s3cr3t" not in report.model_dump_json()
+    assert redact_url("https://h.example.com/x") == "https://h.example.com/x"

@@ -30,6 +30,9 @@ class FunctionSpec:
     """Invoked asynchronously (S3 notifications, `InvocationType=Event`): retried by Lambda, then
     parked in a dead-letter queue instead of lost."""
     ephemeral_mb: int = 512
+    max_event_age_h: int = 6
+    """Asynchronous functions: an event still not handled (throttled, failing) this long after it
+    was sent goes to the dead-letter queue."""
 
 
 # Timeouts sit below the state machine's TimeoutSeconds for the same step (aws/stepfunctions).
@@ -53,7 +56,17 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("complete", "Worker marker -> SendTaskSuccess/Failure/Heartbeat", "base", asynchronous=True),
     FunctionSpec("finalize", "Finalize step: publish outputs", "base", memory_mb=1024, timeout_s=890),
     FunctionSpec("fail", "Failure path: record why the job failed", "base", timeout_s=110),
-    FunctionSpec("notify", "SNS events and signed webhooks", "base", timeout_s=300, asynchronous=True),
+    # notify's run is bounded by the webhook delivery deadline (at most MAX_DELIVERY_DEADLINE_S,
+    # talkstack/pipeline/config.py: this timeout less a minute); a webhook event older than an hour is
+    # not worth a late delivery, so it goes to the dead-letter queue instead.
+    FunctionSpec(
+        "notify",
+        "SNS events and signed webhooks",
+        "base",
+        timeout_s=300,
+        asynchronous=True,
+        max_event_age_h=1,
+    ),
 )
 
 
@@ -77,7 +90,11 @@ class PipelineFunctions(Construct):
         self.functions: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
         self.dead_letter_queues: dict[str, sqs.Queue] = {}
-        reserved = {"dispatch": settings.dispatch_concurrency, "ingest": settings.ingest_concurrency}
+        reserved = {
+            "dispatch": settings.dispatch_concurrency,
+            "ingest": settings.ingest_concurrency,
+            "notify": settings.notify_concurrency,
+        }
         for spec in FUNCTIONS:
             title = spec.name.capitalize()
             role = iam.Role(
@@ -114,7 +131,7 @@ class PipelineFunctions(Construct):
                 environment={**environment, "POWERTOOLS_SERVICE_NAME": "talkstack"},
                 dead_letter_queue=dlq,
                 retry_attempts=2 if spec.asynchronous else None,
-                max_event_age=Duration.hours(6) if spec.asynchronous else None,
+                max_event_age=Duration.hours(spec.max_event_age_h) if spec.asynchronous else None,
                 reserved_concurrent_executions=reserved.get(spec.name) or None,
             )
             self.functions[spec.name] = function

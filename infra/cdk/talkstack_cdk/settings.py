@@ -95,6 +95,11 @@ class DeploySettings(BaseModel):
     ingest_concurrency: int = Field(10, ge=0)
     """Reserved concurrency of the ingest Lambda (S3 drops): a bulk upload queues in Lambda's async
     queue instead of starting hundreds of executions at once. 0 = unreserved."""
+    notify_concurrency: int = Field(20, ge=0)
+    """Reserved concurrency of the notify Lambda (SNS + webhooks): a flood of events, or receivers
+    that answer slowly, hold at most this many notify runs (each bounded by the webhook delivery
+    deadline); the rest wait in Lambda's async queue (at most an hour, then its dead-letter queue).
+    0 = unreserved."""
     api_throttle_rps: float = Field(50, gt=0)
     """Stage-wide API Gateway throttle (steady requests/second); tiers are limited further."""
     api_throttle_burst: int = Field(100, ge=1)
