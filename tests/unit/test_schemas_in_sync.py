@@ -65,6 +65,7 @@ def test_openapi_document_is_complete():
         ("POST", "/v1/jobs/{job_id}/cancel"),
         ("GET", "/v1/models"),
         ("GET", "/v1/usage"),
+        ("GET", "/v1/audit"),
         ("GET", "/health"),
     }
     text = json.dumps(doc)

@@ -54,6 +54,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("finalize", "Finalize step: publish outputs", "base", memory_mb=1024, timeout_s=890),
     FunctionSpec("fail", "Failure path: record why the job failed", "base", timeout_s=110),
     FunctionSpec("notify", "SNS events and signed webhooks", "base", timeout_s=300, asynchronous=True),
+    FunctionSpec(
+        "audit_export", "Daily audit export to S3 (JSON Lines)", "base", timeout_s=300, asynchronous=True
+    ),
 )
 
 
