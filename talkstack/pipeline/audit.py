@@ -59,6 +59,8 @@ CLI_SOURCE = "cli"
 """`source_ip` of actions done on the operator's command line (`talkstack keys …`)."""
 PIPELINE_SOURCE = "pipeline"
 """`source_ip` of actions done by the pipeline's own handlers (S3-drop jobs)."""
+DROP_ACTOR = "drop:"
+"""`key_id` prefix of S3-drop jobs: `drop:<folder under inputs/>` (API key ids have no colon)."""
 DEFAULT_AUDIT_RETENTION_DAYS = 365
 """The default of PipelineConfig.audit_retention_days, also used where no configuration is loaded
 (the CLI writing `key.created`)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 from typer.testing import CliRunner
 
@@ -125,3 +126,18 @@ def test_the_daily_export_writes_the_days_entries_to_s3(pipeline):
         assert exported[entry["entry_id"]] == entry  # the same entries, as stored
     assert [line["time"] for line in lines] == sorted(line["time"] for line in lines)
     assert any(line["object"]["id"] == upload for line in lines)
+
+
+def test_an_s3_drop_job_is_logged_under_its_folder(pipeline):
+    name = f"audit-drop-{uuid.uuid4().hex[:8]}"
+    dropped = pipeline.drop({"task": "voice", "inputs": {"text": "Logged."}}, {}, name)
+    pipeline.wait(dropped.job_id)
+    stack = ["--port", str(pipeline.r.port), "--stack", pipeline.r.stack]
+    shown = runner.invoke(app, ["audit", f"drop:{name}", "--json", *stack])
+    assert shown.exit_code == 0, shown.output
+    (entry,) = [json.loads(line) for line in shown.output.splitlines()]
+    assert (entry["action"], entry["object"], entry["source_ip"]) == (
+        "job.submitted",
+        {"type": "job", "id": dropped.job_id},
+        "pipeline",
+    )
