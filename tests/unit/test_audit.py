@@ -172,7 +172,7 @@ def test_each_keys_idempotency_records_have_their_own_partition_and_replays_work
     service = ApiService(services, ddb, backends=None)
     calls: list[str] = []
 
-    def submit_ticket(ticket):  # the real submit needs a state machine; the records are what matter
+    def submit_ticket(ticket, files=()):  # the real submit needs a state machine; the records are what matter
         calls.append(ticket["owner"])
         return {
             "job_id": f"voice-{len(calls)}",
@@ -200,3 +200,35 @@ def test_each_keys_idempotency_records_have_their_own_partition_and_replays_work
     with pytest.raises(TalkstackError) as caught:
         service.submit(a, "voice", {"inputs": {"text": "changed"}}, "order-1")
     assert caught.value.code == ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+def test_a_submission_whose_entry_cannot_be_written_starts_nothing(ddb, no_pipeline_environment):  # noqa: F811
+    s3 = boto3.client("s3", region_name="us-east-1")
+    store = JobStore(TABLE, ddb)
+    started: list[dict] = []
+    sfn = SimpleNamespace(start_execution=lambda **kw: started.append(kw))
+    services = SimpleNamespace(
+        config=make_config(jobs_table=TABLE), store=store, s3=s3, presign=s3, sfn=sfn, emit=lambda *a: None
+    )
+    service = ApiService(services, ddb, backends=None)
+    service.audit = AuditLog("no-such-table", ddb)  # the audit write fails
+    caller = Principal("keyaaaaaaaaa", "pro", "a", "203.0.113.7", "req-9")
+
+    with pytest.raises(TalkstackError) as caught:
+        service.submit(caller, "voice", {"inputs": {"text": "Never said."}}, None)
+
+    assert caught.value.code == ErrorCode.GENERATION_FAILED and "audit trail" in caught.value.message
+    assert started == []  # no execution without its entry
+    (record,), _ = store.list_owned(caller.key_id)
+    assert record.status == "failed" and record.error is not None and "audit" in record.error.message
+
+    service.audit = AuditLog(TABLE, ddb)  # with the trail back, the same request goes through
+    accepted, _ = service.submit(caller, "voice", {"inputs": {"text": "Said."}}, None)
+    assert [call["name"] for call in started] == [accepted.job_id]
+    (entry,), _ = service.audit.trail(caller.key_id)
+    assert (entry.action, entry.object.id, entry.source_ip, entry.request_id) == (
+        "job.submitted",
+        accepted.job_id,
+        "203.0.113.7",
+        "req-9",
+    )
