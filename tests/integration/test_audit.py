@@ -141,3 +141,34 @@ def test_an_s3_drop_job_is_logged_under_its_folder(pipeline):
         {"type": "job", "id": dropped.job_id},
         "pipeline",
     )
+
+
+def test_files_sent_inline_are_logged_as_uploads_of_the_job(pipeline):
+    key = pipeline.api_key("pro", "audit-multipart")
+    api = Api(pipeline.api_url, key)
+    files = {
+        "image": ("portrait.png", (SAMPLES / "portrait.png").read_bytes(), "image/png"),
+        "audio": ("speech.wav", (SAMPLES / "speech.wav").read_bytes(), "audio/wav"),
+    }
+    answer = api.post("/v1/avatar/generate", data={"request": "{}"}, files=files)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    api.post(f"/v1/jobs/{job_id}/cancel")  # not needed here: spare the workers
+    entries = api.get("/v1/audit", params={"order": "oldest"}).json()["entries"]
+    assert [e["action"] for e in entries] == [
+        "key.created",
+        "upload.created",
+        "upload.created",
+        "job.submitted",
+        "job.cancelled",
+    ]
+    assert {e["object"]["id"] for e in entries[1:3]} == {v for v in _job_inputs(pipeline, job_id)}
+    assert len({e["request_id"] for e in entries[1:4]}) == 1  # one request did all three
+
+
+def _job_inputs(pipeline, job_id: str) -> set[str]:
+    """The upload ids behind a job's media (each object's key has the id as one of its folders)."""
+    record = pipeline.store.get(job_id)
+    assert record is not None and record.request is not None
+    refs = record.request.media_inputs().values()
+    return {next(part for part in ref.key.split("/") if part.startswith("upl_")) for ref in refs}
