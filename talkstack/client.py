@@ -52,6 +52,7 @@ from tenacity.wait import wait_base
 
 from talkstack import __version__
 from talkstack.api.models import (
+    AuditTrail,
     AvatarGenerate,
     Health,
     JobAccepted,
@@ -581,6 +582,27 @@ class TalkstackClient:
             if value is not None:
                 params[name] = value.isoformat()
         return self._api("GET", "/v1/usage", Usage, params=params)
+
+    def audit(
+        self,
+        action: str | Iterable[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        order: str = "newest",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> AuditTrail:
+        """One page of this key's own audit trail (`newest` or `oldest` first), optionally only
+        some actions (e.g. `job.submitted`) within [start, end)."""
+        params: dict[str, Any] = {"order": order, "limit": limit}
+        if action:
+            params["action"] = action if isinstance(action, str) else ",".join(action)
+        for name, value in (("start", start), ("end", end)):
+            if value is not None:
+                params[name] = value.isoformat()
+        if cursor:
+            params["cursor"] = cursor
+        return self._api("GET", "/v1/audit", AuditTrail, params=params)
 
     def health(self) -> Health:
         """Liveness and version (needs no key)."""

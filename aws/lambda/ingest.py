@@ -7,6 +7,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from talkstack.pipeline.audit import AuditLog
 from talkstack.pipeline.aws import TRACED_MODULES
 from talkstack.pipeline.ingest import Ingestor
 from talkstack.pipeline.services import services
@@ -14,7 +15,8 @@ from talkstack.pipeline.services import services
 logger = Logger(service="talkstack")
 tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 svc = services()
-ingestor = Ingestor(svc.config, svc.store, svc.s3, svc.sfn, svc.sqs, svc.emit)
+audit = AuditLog(svc.config.jobs_table, svc.store.ddb, svc.config.audit_retention_days)
+ingestor = Ingestor(svc.config, svc.store, svc.s3, svc.sfn, svc.sqs, svc.emit, audit)
 
 
 @logger.inject_lambda_context

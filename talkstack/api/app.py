@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
@@ -23,6 +24,7 @@ from pydantic import AwareDatetime, ValidationError
 from talkstack.api.keys import KeyStore, Principal
 from talkstack.api.limits import RateLimiter
 from talkstack.api.models import (
+    AuditTrail,
     ErrorBody,
     Health,
     JobAccepted,
@@ -99,6 +101,7 @@ class Api:
         self.service = ApiService(svc, ddb, Backends(svc.config, lambda: client("secretsmanager")))
         self.uploads: Uploads = self.service.uploads
         self.webhooks = WebhookService(svc.config, ddb)
+        self.audit = self.service.audit
 
 
 _built: list[Api] = []
@@ -257,7 +260,13 @@ def create_upload():  # -> Response (declared above)
         request = UploadRequest.model_validate(raw)
     except ValidationError as exc:
         raise invalid_request(exc) from exc
-    return json_response(201, api().uploads.create(principal(), request))
+    caller = principal()
+    ticket = api().uploads.create(caller, request)
+    # Logged before the URL is handed out (fail closed: an unlogged upload URL is never returned).
+    api().audit.record(
+        caller.actor, "upload.created", "upload", ticket.upload_id, content_type=request.content_type
+    )
+    return json_response(201, ticket)
 
 
 @app.get(
@@ -414,6 +423,34 @@ def rotate_webhook(webhook_id: WEBHOOK_ID) -> WebhookCreated:
     return api().webhooks.rotate(principal(), webhook_id)
 
 
+# --- audit trail ----------------------------------------------------------------------------------
+
+
+@app.get(
+    "/v1/audit",
+    summary="This key's audit trail: who did what, when, from where",
+    description="Append-only entries for this key only: key created/revoked, jobs submitted and "
+    "cancelled, uploads created, download URLs issued, webhook endpoints changed. Each names the "
+    "source IP and API Gateway request id. Entries are kept `audit_retention_days` (default 365).",
+    tags=["audit"],
+    operation_id="getAuditTrail",
+)
+def get_audit(
+    action: Annotated[
+        str | None,
+        Query(max_length=512, description="Only these actions (comma-separated, e.g. job.submitted)."),
+    ] = None,
+    start: Annotated[AwareDatetime | None, Query(description="From this time (inclusive).")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="Before this time (exclusive).")] = None,
+    order: Annotated[Literal["newest", "oldest"], Query(description="Which end to start from.")] = "newest",
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="`next_cursor` of the last page.")
+    ] = None,
+) -> AuditTrail:
+    return api().service.audit_trail(principal(), action, start, end, order, limit, cursor)
+
+
 @app.get("/health", summary="Liveness", tags=["meta"], operation_id="health")
 def health() -> Health:
     return api().service.health()
@@ -480,6 +517,14 @@ def _form_to_json(event: dict[str, Any], caller: Principal) -> tuple[dict[str, A
     return {**event, "body": json.dumps(document), "isBase64Encoded": False, "headers": headers}, pending
 
 
+def with_origin(caller: Principal, event: dict[str, Any]) -> Principal:
+    """The caller plus where the request came from, for the audit trail: API Gateway's source IP
+    (the TCP peer it saw, not a client-supplied X-Forwarded-For) and its request id."""
+    context = event.get("requestContext") or {}
+    source_ip = (context.get("identity") or {}).get("sourceIp") or "unknown"
+    return replace(caller, source_ip=str(source_ip), request_id=context.get("requestId"))
+
+
 def _proxy_error(exc: TalkstackError) -> dict[str, Any]:
     return {
         "statusCode": status_for(exc.code),
@@ -502,7 +547,7 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             parts = api()
             if context is not None:
                 parts.service.idempotency.register_lambda_context(context)
-            caller = parts.keys.authenticate(event.get("headers") or {})
+            caller = with_origin(parts.keys.authenticate(event.get("headers") or {}), event)
             parts.rate.hit(caller)
             pending: list[PendingFile] = []
             if path in GENERATE_PATHS and _header(event, "content-type").lower().startswith("multipart/"):

@@ -16,8 +16,12 @@ import string
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from botocore.exceptions import ClientError
+
 from talkstack.contract.record import utc_now
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.audit import CLI_SOURCE, Actor, AuditLog, audit_unavailable
+from talkstack.pipeline.aws import error_code
 
 Tier = Literal["free", "pro", "enterprise"]
 TIERS: tuple[str, ...] = get_args(Tier)
@@ -47,15 +51,22 @@ TIER_LIMITS: dict[str, TierLimits] = {
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id, its tier and that tier's limits."""
+    """Who is calling: the key's id, its tier and that tier's limits (and, for the audit trail,
+    where the request came from: API Gateway's source IP and request id)."""
 
     key_id: str
     tier: str
     name: str
+    source_ip: str = "unknown"
+    request_id: str | None = None
 
     @property
     def limits(self) -> TierLimits:
         return TIER_LIMITS[self.tier]
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.key_id, self.source_ip, self.request_id)
 
 
 @dataclass(frozen=True)
@@ -82,19 +93,32 @@ def key_from_headers(headers: dict[str, str]) -> str:
 
 
 class KeyStore:
-    """Keys as items `pk=APIKEY#<id>, sk=KEY` of the jobs table."""
+    """Keys as items `pk=APIKEY#<id>, sk=KEY` of the jobs table. Creating and revoking a key writes
+    its audit entry in the same transaction: no key comes or goes unlogged."""
 
-    def __init__(self, table: str, ddb: Any) -> None:
+    def __init__(self, table: str, ddb: Any, audit: AuditLog | None = None) -> None:
         self.table, self.ddb = table, ddb
+        self.audit = audit or AuditLog(table, ddb)
 
-    def create(self, tier: str = "free", name: str = "") -> NewKey:
+    def _transact(self, change: dict[str, Any], actor: Actor, action: Any, **details: Any) -> None:
+        entry = self.audit.entry(actor, action, "key", actor.key_id, **details)
+        try:
+            self.ddb.transact_write_items(TransactItems=[change, *self.audit.puts(entry)])
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    raise KeyError(actor.key_id) from exc  # the key item's own condition
+            raise audit_unavailable(exc) from exc
+
+    def create(self, tier: str = "free", name: str = "", source: str = CLI_SOURCE) -> NewKey:
         if tier not in TIER_LIMITS:
             raise TalkstackError(ErrorCode.INVALID_REQUEST, f"tier must be one of {', '.join(TIERS)}")
         key_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(12))
         key = f"tsk_{key_id}_{''.join(secrets.choice(_ALPHABET) for _ in range(32))}"
-        self.ddb.put_item(
-            TableName=self.table,
-            Item={
+        put = {
+            "TableName": self.table,
+            "Item": {
                 "pk": {"S": f"APIKEY#{key_id}"},
                 "sk": {"S": "KEY"},
                 "hash": {"S": hash_key(key)},
@@ -103,18 +127,24 @@ class KeyStore:
                 "created_at": {"S": utc_now().isoformat()},
                 "disabled": {"BOOL": False},
             },
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        self._transact({"Put": put}, Actor(key_id, source), "key.created", tier=tier, name=name or key_id)
         return NewKey(key, Principal(key_id, tier, name or key_id))
 
-    def disable(self, key_id: str) -> None:
-        self.ddb.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": f"APIKEY#{key_id}"}, "sk": {"S": "KEY"}},
-            UpdateExpression="SET disabled = :t",
-            ExpressionAttributeValues={":t": {"BOOL": True}},
-            ConditionExpression="attribute_exists(pk)",
-        )
+    def disable(self, key_id: str, source: str = CLI_SOURCE) -> None:
+        """Revoke a key (it authenticates no more); NOT_FOUND if there is no such key."""
+        update = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": f"APIKEY#{key_id}"}, "sk": {"S": "KEY"}},
+            "UpdateExpression": "SET disabled = :t",
+            "ExpressionAttributeValues": {":t": {"BOOL": True}},
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        try:
+            self._transact({"Update": update}, Actor(key_id, source), "key.revoked")
+        except KeyError:
+            raise TalkstackError(ErrorCode.NOT_FOUND, f"no API key {key_id!r}") from None
 
     def authenticate(self, headers: dict[str, str]) -> Principal:
         """The caller of a request, or UNAUTHORIZED. Every wrong key gets the same answer."""

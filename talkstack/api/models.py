@@ -25,6 +25,7 @@ from talkstack.contract.record import (
 )
 from talkstack.contract.request import AvatarRequest, VideoRequest, VoiceRequest
 from talkstack.errors import ErrorCode
+from talkstack.pipeline.audit import AuditEntry
 
 UPLOAD_ID_PATTERN = r"^upl_[a-z0-9]{24}$"
 UploadId = Annotated[str, Field(pattern=UPLOAD_ID_PATTERN, examples=["upl_0123456789abcdefghijklmn"])]
@@ -302,6 +303,17 @@ class Health(StrictModel):
     status: Literal["ok"]
     version: str
     time: datetime
+
+
+# --- audit trail ----------------------------------------------------------------------------------------
+
+
+class AuditTrail(StrictModel):
+    """`GET /v1/audit`: one page of the calling key's own audit entries."""
+
+    entries: list[AuditEntry]
+    next_cursor: str | None = None
+    """Pass as `cursor` for the next page (same order); absent on the last page."""
 
 
 # --- errors -------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from talkstack import __version__
 from talkstack.api.keys import Principal
 from talkstack.api.limits import Admission
 from talkstack.api.models import (
+    AuditTrail,
     Health,
     JobAccepted,
     JobLinks,
@@ -52,6 +53,12 @@ from talkstack.contract.request import AvatarRequest
 from talkstack.contract.state import execution_input
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.audit import (
+    AUDIT_ACTIONS,
+    AuditLog,
+    decode_audit_cursor,
+    encode_audit_cursor,
+)
 from talkstack.pipeline.cancel import cancel_job
 from talkstack.pipeline.cost import gpu_seconds
 from talkstack.pipeline.store import iso_key
@@ -61,7 +68,8 @@ from talkstack.settings import MediaLimits, get_limits
 IDEMPOTENCY_TTL_S = 24 * 3600
 DOWNLOAD_URL_S = 3600
 MAX_PAGE = 100
-IDEMPOTENCY_PK = "IDEMPOTENCY"
+IDEMPOTENCY_PK = "IDEMPOTENCY#"
+"""Each API key's idempotency records live in a partition of their own: `IDEMPOTENCY#<key id>`."""
 REPLAYED = "__idempotent_replay__"
 
 
@@ -107,15 +115,8 @@ class ApiService:
             quota_bytes=self.config.upload_quota_bytes,
         )
         self.admission = Admission(table, ddb, services.store)
-        persistence = DynamoDBPersistenceLayer(
-            table_name=table,
-            key_attr="pk",
-            sort_key_attr="sk",
-            static_pk_value=IDEMPOTENCY_PK,
-            expiry_attr="expires_at",  # the table's TTL attribute: replays vanish after 24 h
-            boto3_client=ddb,
-        )
-        self.idempotency = config = IdempotencyConfig(
+        self.audit = AuditLog(table, ddb, self.config.audit_retention_days)
+        self.idempotency = IdempotencyConfig(
             event_key_jmespath="[owner, key]",
             payload_validation_jmespath="[task, body]",
             raise_on_no_idempotency_key=True,
@@ -123,8 +124,22 @@ class ApiService:
             hash_function="sha256",
             response_hook=_mark_replay,
         )
-        self._submit_idempotent = idempotent_function(
-            data_keyword_argument="ticket", persistence_store=persistence, config=config
+
+    def _idempotent_submit(self, key_id: str) -> Any:
+        """`_submit_ticket` made idempotent in the key's own partition. powertools writes every record
+        of one persistence layer under its `static_pk_value`, so each key gets a layer of its own
+        (cheap: no I/O until a call): one tenant's records never share a partition (its throughput,
+        its item collection) with another's."""
+        persistence = DynamoDBPersistenceLayer(
+            table_name=self.config.jobs_table,
+            key_attr="pk",
+            sort_key_attr="sk",
+            static_pk_value=f"{IDEMPOTENCY_PK}{key_id}",
+            expiry_attr="expires_at",  # the table's TTL attribute: replays vanish after 24 h
+            boto3_client=self.ddb,
+        )
+        return idempotent_function(
+            data_keyword_argument="ticket", persistence_store=persistence, config=self.idempotency
         )(self._submit_ticket)
 
     # --- submit --------------------------------------------------------------------------------------
@@ -149,6 +164,8 @@ class ApiService:
             "body": body,
             "tier": principal.tier,
             "name": principal.name,
+            "source_ip": principal.source_ip,
+            "request_id": principal.request_id,
         }
         if idempotency_key is None:
             return JobAccepted.model_validate(self._submit_ticket(ticket=ticket, files=files)), False
@@ -157,7 +174,7 @@ class ApiService:
                 ErrorCode.INVALID_REQUEST, "Idempotency-Key: 1-255 printable characters (a UUID is typical)"
             )
         try:
-            answer = dict(self._submit_idempotent(ticket=ticket, files=files))
+            answer = dict(self._idempotent_submit(principal.key_id)(ticket=ticket, files=files))
         except IdempotencyValidationError as exc:
             raise TalkstackError(
                 ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -173,12 +190,18 @@ class ApiService:
         return JobAccepted.model_validate(answer), replayed
 
     def _submit_ticket(self, ticket: dict[str, Any], files: Sequence[PendingFile] = ()) -> dict[str, Any]:
-        principal = Principal(ticket["owner"], ticket["tier"], ticket["name"])
+        principal = Principal(
+            ticket["owner"], ticket["tier"], ticket["name"], ticket["source_ip"], ticket["request_id"]
+        )
         task, body = ticket["task"], ticket["body"]
         raw = self._request_body(task, body)
         request = with_default_models(parse_job_request(raw), self.config.default_models)
         check_request(request, self.config, self.limits)  # models, text, output, webhook: no I/O
         for file in files:  # a bad request stored nothing; a replay never gets here
+            # Logged before the bytes are stored (fail closed), as POST /v1/uploads is.
+            self.audit.record(
+                principal.actor, "upload.created", "upload", file.upload_id, content_type=file.content_type
+            )
             self.uploads.store(principal, file)
         request = self.uploads.resolve(principal, request)
         check_media(request, self.config, self.svc.s3, self.limits)
@@ -190,6 +213,13 @@ class ApiService:
         parallel = isinstance(request, AvatarRequest) and request.options.long_audio == "parallel"
         self.admission.admit(principal, record, parallel=parallel, most=self.config.parallel_max_concurrency)
         payload = execution_input(json.loads(request.model_dump_json(exclude_none=True)), record.source)
+        try:
+            # Logged before the execution starts (fail closed): no job runs without its entry.
+            self.audit.record(principal.actor, "job.submitted", "job", job_id, task=task, model=record.model)
+        except TalkstackError as exc:
+            unlogged = exc  # (the `as` name is gone once the block ends; the update runs inside it)
+            self.svc.store.update(job_id, lambda r: r.is_terminal or r.mark_failed(unlogged, step="validate"))
+            raise
         try:
             self.svc.sfn.start_execution(
                 stateMachineArn=self.config.state_machine_arn,
@@ -260,7 +290,18 @@ class ApiService:
         return JobView.of(record, result, links(record.job_id))
 
     def get_job(self, principal: Principal, job_id: str) -> JobView:
-        return self.view(self.owned(principal, job_id))
+        view = self.view(self.owned(principal, job_id))
+        if view.result is not None and view.result.outputs:
+            # Logged before the URLs leave (fail closed): every hand-out of download links is on record.
+            self.audit.record(
+                principal.actor,
+                "output.url_issued",
+                "job",
+                job_id,
+                outputs=[o.kind for o in view.result.outputs],
+                expires_at=view.result.outputs[0].url_expires_at,
+            )
+        return view
 
     def list_jobs(self, principal: Principal, status: str | None, limit: int, cursor: str | None) -> JobList:
         statuses = frozenset(s.strip() for s in status.split(",") if s.strip()) if status else None
@@ -294,7 +335,7 @@ class ApiService:
     # --- cancel --------------------------------------------------------------------------------------
 
     def cancel(self, principal: Principal, job_id: str) -> JobView:
-        record, _ = cancel_job(
+        record, cancelled_now = cancel_job(
             job_id,
             self.config,
             self.svc.store,
@@ -304,7 +345,45 @@ class ApiService:
             self.svc.emit,
             current=self.owned(principal, job_id),
         )
+        if cancelled_now:
+            # After the fact: an entry must not claim a cancel that was refused (409). If this write
+            # fails the caller gets a 500 and the job stays cancelled (the entry is in the error log).
+            self.audit.record(principal.actor, "job.cancelled", "job", job_id)
         return self.view(record)
+
+    # --- audit trail ---------------------------------------------------------------------------------
+
+    def audit_trail(
+        self,
+        principal: Principal,
+        action: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        order: Literal["newest", "oldest"],
+        limit: int,
+        cursor: str | None,
+    ) -> AuditTrail:
+        """The caller's own entries only: the query's partition is the caller's key id, and a cursor
+        from another key's trail is refused."""
+        actions = frozenset(a.strip() for a in action.split(",") if a.strip()) if action else None
+        unknown = (actions or frozenset()) - set(AUDIT_ACTIONS)
+        if unknown:
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST,
+                f"action: unknown {', '.join(sorted(unknown))} (one or more of {', '.join(AUDIT_ACTIONS)})",
+            )
+        if start is not None and end is not None and start >= end:
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, "start: must be before end")
+        entries, next_key = self.audit.trail(
+            principal.key_id,
+            actions=actions,
+            start=start,
+            end=end,
+            limit=max(1, min(limit, MAX_PAGE)),
+            newest_first=order == "newest",
+            cursor=decode_audit_cursor(cursor, principal.key_id),
+        )
+        return AuditTrail(entries=entries, next_cursor=encode_audit_cursor(next_key))
 
     # --- models, usage -------------------------------------------------------------------------------
 

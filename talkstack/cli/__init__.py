@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from talkstack.cli import audit as cli_audit
 from talkstack.cli import remote as cli_remote
 from talkstack.cli import settings as cli_settings
 from talkstack.cli import stack as cli_stack
@@ -36,6 +37,7 @@ render_app = typer.Typer(help="Render locally with the CPU lite engines.", no_ar
 app.add_typer(render_app, name="render")
 cli_stack.register(app)
 cli_remote.register(app)
+cli_audit.register(app)
 cli_settings.register(app)
 
 

@@ -360,6 +360,29 @@ def keys_create_cmd(
 keys_app.command("create")(friendly_errors(keys_create_cmd))
 
 
+def keys_revoke_cmd(
+    key_id: Annotated[str, typer.Argument(help="The key's id (the part after tsk_).")],
+    table: Annotated[
+        str | None,
+        typer.Option(help="Jobs table of a deployed stack (uses your AWS credentials); default: local."),
+    ] = None,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Revoke an API key: it authenticates no more (logged as key.revoked in its audit trail)."""
+    from talkstack.api.keys import KeyStore
+    from talkstack.pipeline import aws
+
+    r = _resources(stack, port)
+    if table is None:
+        _connect(r)
+    KeyStore(table or r.jobs_table, aws.client("dynamodb")).disable(key_id)
+    out.print(f"key {key_id} revoked", highlight=False)
+
+
+keys_app.command("revoke")(friendly_errors(keys_revoke_cmd))
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 

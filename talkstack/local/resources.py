@@ -25,6 +25,7 @@ HANDLERS: tuple[str, ...] = (
     "finalize",
     "fail",
     "notify",
+    "audit_export",
 )
 """One Lambda per module in aws/lambda/, each exposing `handler(event, context)`."""
 

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from talkstack.contract.fields import DEFAULT_MODELS, TaskKind
 from talkstack.engines.registry import get_model
 from talkstack.errors import TalkstackError
+from talkstack.pipeline.audit import DEFAULT_AUDIT_RETENTION_DAYS
 
 
 def split_csv(value: object) -> object:
@@ -175,11 +176,21 @@ class PipelineConfig(BaseSettings):
     """Floor of every engine step's timeout; longer inputs get proportionally more."""
     token_ttl_hours: int = Field(48, ge=1)
     """How long a dispatched step's task token is kept for its worker's markers."""
-    record_retention_days: int = Field(0, ge=0, le=3650)
-    """Job records, their events, webhook delivery logs and step results expire this many days after
-    their last write (DynamoDB TTL); 0 keeps them. `GET /v1/usage` and job lists only see what is kept."""
+    record_retention_days: int = Field(30, ge=0, le=3650)
+    """Job records (request texts and webhook URLs among them), their events, webhook delivery logs
+    and step results expire this many days after their last write (DynamoDB TTL); 0 keeps them.
+    `GET /v1/usage` and job lists only see what is kept."""
     progress_event_step: float = Field(0.1, gt=0, le=1)
     """Emit a job.progress event each time progress advances by this much."""
+
+    # --- the audit trail (talkstack/pipeline/audit.py) ---
+    audit_retention_days: int = Field(DEFAULT_AUDIT_RETENTION_DAYS, ge=0, le=3650)
+    """Audit entries (who did what: keys, jobs, uploads, download URLs, webhooks) expire from the
+    table this many days after they are written; 0 keeps them. Longer than job records: a security
+    review looks back further than a job's life, and entries hold ids and IPs, not content."""
+    audit_bucket: str | None = None
+    """Bucket of the daily JSON Lines export (`audit/<yyyy>/<mm>/<dd>.jsonl`); default: the output
+    bucket (the CDK stack makes a bucket of its own that no job can write to)."""
 
     @model_validator(mode="after")
     def _one_webhook_secret(self) -> PipelineConfig:
@@ -219,6 +230,10 @@ class PipelineConfig(BaseSettings):
     @property
     def allowed_write_buckets(self) -> frozenset[str]:
         return frozenset([self.output_bucket, *self.writable_buckets])
+
+    @property
+    def audit_export_bucket(self) -> str:
+        return self.audit_bucket or self.output_bucket
 
 
 @lru_cache(maxsize=1)

@@ -26,6 +26,7 @@ from talkstack.contract.parse import load_request_json
 from talkstack.contract.record import JobError, JobRecord, JobSource
 from talkstack.contract.state import execution_input
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.audit import DROP_ACTOR, PIPELINE_SOURCE, Actor, AuditLog
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.jobids import job_id_for_object, manifest_job_name
@@ -43,8 +44,19 @@ class IngestOutcome:
 
 
 class Ingestor:
-    def __init__(self, config: PipelineConfig, store: Any, s3: Any, sfn: Any, sqs: Any, emit: Any) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: Any,
+        s3: Any,
+        sfn: Any,
+        sqs: Any,
+        emit: Any,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.config, self.store, self.s3, self.sfn, self.sqs, self.emit = config, store, s3, sfn, sqs, emit
+        self.audit = audit
+        """Where a started drop job is logged (`job.submitted` by `drop:<folder>`), if anywhere."""
 
     def handle(self, bucket: str, key: str) -> IngestOutcome:
         """One S3 object (key already URL-decoded)."""
@@ -81,13 +93,18 @@ class Ingestor:
                 return self._reject(job_id, source, message, size)
             job_id = chosen  # the client chose the id (it becomes the execution name)
         payload = execution_input(raw, source)
-        return self._start(job_id, payload)
+        return self._start(job_id, payload, name)
 
-    def _start(self, job_id: str, payload: dict[str, Any]) -> IngestOutcome:
+    def _start(self, job_id: str, payload: dict[str, Any], folder: str = "") -> IngestOutcome:
         # A redelivery finds the execution already there. (StartExecution alone would not say so:
         # with the same name and input it returns the running execution as if it had started it.)
         if self._execution_exists(job_id):
             return IngestOutcome(job_id, "duplicate", "an execution with this name already exists")
+        if self.audit is not None:
+            # Before the start (fail closed): if the entry cannot be written, the handler fails and
+            # Lambda retries the drop, then parks it in the dead-letter queue.
+            drop = Actor(f"{DROP_ACTOR}{folder}", PIPELINE_SOURCE)
+            self.audit.record(drop, "job.submitted", "job", job_id)
         try:
             self.sfn.start_execution(
                 stateMachineArn=self.config.state_machine_arn,

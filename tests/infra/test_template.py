@@ -13,7 +13,7 @@ from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER
 from talkstack.pipeline.jobs_table import create_table_request, time_to_live_request
 from tests.support.cdk_synth import REPO, synth
 
-ASYNC_FUNCTIONS = {"ingest", "complete", "notify"}
+ASYNC_FUNCTIONS = {"ingest", "complete", "notify", "audit_export"}
 HANDLER_MODULES = {p.stem for p in (REPO / "aws" / "lambda").glob("*.py")}
 
 
@@ -53,7 +53,7 @@ def text(value) -> str:
 
 def test_every_bucket_blocks_public_access_is_encrypted_and_tls_only(s):
     buckets = s.resources("AWS::S3::Bucket")
-    assert len(buckets) == 4  # inputs, work, outputs, access logs
+    assert len(buckets) == 5  # inputs, work, outputs, audit exports, access logs
     policies = {p["Properties"]["Bucket"]["Ref"]: p for p in s.resources("AWS::S3::BucketPolicy").values()}
     for lid, bucket in buckets.items():
         props = bucket["Properties"]
@@ -81,6 +81,7 @@ def test_data_buckets_log_access_and_expire_per_settings(s):
         "inputs": storage.input_bucket,
         "work": storage.work_bucket,
         "outputs": storage.output_bucket,
+        "audit": storage.audit_bucket,
     }.items():
         props = s.template["Resources"][s.logical_id(bucket)]["Properties"]
         assert props["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": logs_bucket}
@@ -90,6 +91,7 @@ def test_data_buckets_log_access_and_expire_per_settings(s):
     assert rules["work"] == {"": None, "work/": 3, "markers/": 3, "control/": 3}  # "" = abort multipart
     assert rules["inputs"] == {"": None, "inputs/": 30, "uploads/": 7}
     assert rules["outputs"] == {"": 90}
+    assert rules["audit"] == {"": None, "audit/": 365}  # the daily exports live a year by default
 
     custom = synth(**{"talkstack:outputRetentionDays": "0", "talkstack:inputRetentionDays": "2"})
     out = custom.template["Resources"][custom.logical_id(custom.stack.storage.output_bucket)]["Properties"]
@@ -172,7 +174,7 @@ def test_topics_are_kms_encrypted_and_tls_only_and_the_key_rotates(s):
 
 def test_queues_are_encrypted_tls_only_and_alarmed(s):
     queues = s.resources("AWS::SQS::Queue")
-    assert len(queues) == 4  # ingest refusals + DLQs of the three async functions
+    assert len(queues) == 5  # ingest refusals + DLQs of the four async functions
     for queue in queues.values():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
         assert queue["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
@@ -253,7 +255,9 @@ def test_every_function_gets_a_complete_pipeline_configuration(s, no_pipeline_en
         assert env["TALKSTACK_WORKER_BACKEND"] == "modal"
         # Requests that name no model get GPU models: the lite ones do not run in AWS.
         assert env["TALKSTACK_DEFAULT_MODELS"] == "avatar=multitalk,voice=chatterbox,video=ltx-video"
-        assert env["TALKSTACK_RECORD_RETENTION_DAYS"] == "0"  # records are kept unless configured
+        assert env["TALKSTACK_RECORD_RETENTION_DAYS"] == "30"  # records expire unless configured
+        assert env["TALKSTACK_AUDIT_RETENTION_DAYS"] == "365"
+        assert env["TALKSTACK_AUDIT_BUCKET"] == {"Ref": s.logical_id(s.stack.storage.audit_bucket)}
         assert "TALKSTACK_WEBHOOK_SECRET" not in env  # the secret stays in Secrets Manager
         assert env["TALKSTACK_WEBHOOK_SECRET_ID"] == {"Ref": s.logical_id(s.stack.webhook_secret)}
         assert env["TALKSTACK_MODAL_TOKEN_SECRET"] == {"Ref": s.logical_id(s.stack.modal_token)}
@@ -293,6 +297,7 @@ def test_function_roles_touch_only_the_buckets_and_prefixes_they_need(s):
             (storage.input_bucket, "inputs"),
             (storage.work_bucket, "work"),
             (storage.output_bucket, "outputs"),
+            (storage.audit_bucket, "audit"),
         ]
     }
 
@@ -327,6 +332,17 @@ def test_function_roles_touch_only_the_buckets_and_prefixes_they_need(s):
         ("s3:PutObject", "inputs", "/uploads/*"),
         ("s3:PutObject", "work", "/control/*"),
     }
+    # the audit export writes its files and nothing else; nothing else writes the audit bucket
+    assert s3_grants("audit_export") == {("s3:PutObject", "audit", "/audit/*")}
+    assert not any(b == "audit" for name in fns if name != "audit_export" for _, b, _ in s3_grants(name))
+    export_role = fns["audit_export"][1]["Role"]["Fn::GetAtt"][0]
+    table_actions = {
+        a
+        for st in role_statements(s, export_role)
+        for a in as_list(st["Action"])
+        if a.startswith("dynamodb:")
+    }
+    assert table_actions == {"dynamodb:Query"}  # reads the day's partition; writes no item
     finalize = s3_grants("finalize")
     assert ("s3:PutObject", "outputs", "/*") in finalize and ("s3:GetObject", "work", "/work/*") in finalize
     assert not any(b == "inputs" for _, b, _ in finalize)
@@ -495,10 +511,29 @@ def test_secrets_are_generated_never_in_the_template(s):
     assert generated["GenerateStringKey"] == "token_secret"
 
 
+def test_the_audit_export_runs_daily_with_retries_and_a_dead_letter_queue(s):
+    fns = functions_by_name(s)
+    rules = s.resources("AWS::Events::Rule")
+    assert len(rules) == 1
+    rule = next(iter(rules.values()))["Properties"]
+    assert rule["ScheduleExpression"] == "cron(15 0 * * ? *)" and rule["State"] == "ENABLED"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [fns["audit_export"][0], "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    assert target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0] in s.resources("AWS::SQS::Queue")
+    permissions = [
+        p["Properties"]
+        for p in s.resources("AWS::Lambda::Permission").values()
+        if p["Properties"]["Principal"] == "events.amazonaws.com"
+    ]
+    assert [p["FunctionName"] for p in permissions] == [{"Fn::GetAtt": [fns["audit_export"][0], "Arn"]}]
+
+
 def test_outputs_name_what_the_deploy_guide_uses(s):
     outputs = set(s.template["Outputs"])
     assert {
-        "InputBucket", "OutputBucket", "JobsTable", "ApiUrl", "ModalTokenSecretArn", "WebhookSecretArn",
+        "InputBucket", "OutputBucket", "AuditBucket", "JobsTable", "ApiUrl", "ModalTokenSecretArn",
+        "WebhookSecretArn",
         "EventsTopicArn", "StateMachineArn", "UsagePlanFree", "UsagePlanPro", "UsagePlanEnterprise",
     } <= outputs  # fmt: skip
     guide = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")

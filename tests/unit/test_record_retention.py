@@ -52,7 +52,16 @@ def test_with_a_retention_every_job_item_expires_and_tokens_keep_their_own_ttl(d
             assert before + 30 * DAY <= expires_at <= before + 30 * DAY + 60, sk
 
 
-def test_without_a_retention_job_items_are_kept(ddb):  # noqa: F811
-    _write_a_job(JobStore(TABLE, ddb), ddb, "job-kept-forever")
+def test_with_retention_0_job_items_are_kept(ddb):  # noqa: F811
+    _write_a_job(JobStore(TABLE, ddb, retention_days=0), ddb, "job-kept-forever")
     expiries = _expiries(ddb, "job-kept-forever")
     assert {sk for sk, at in expiries.items() if at is not None} == {"TOKEN"}
+
+
+def test_by_default_records_expire_after_30_days_and_audit_entries_after_a_year(no_pipeline_environment):
+    from tests.support.steps import make_config
+
+    config = make_config()
+    assert config.record_retention_days == 30  # finding 11: nothing is kept forever by default
+    assert config.audit_retention_days == 365
+    assert config.audit_export_bucket == config.output_bucket  # unless an audit bucket is set

@@ -72,6 +72,7 @@ def test_openapi_document_is_complete():
         ("GET", "/v1/webhooks/{webhook_id}"),
         ("DELETE", "/v1/webhooks/{webhook_id}"),
         ("POST", "/v1/webhooks/{webhook_id}/rotate"),
+        ("GET", "/v1/audit"),
         ("GET", "/health"),
     }
     text = json.dumps(doc)

@@ -67,6 +67,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         asynchronous=True,
         max_event_age_h=1,
     ),
+    FunctionSpec(
+        "audit_export", "Daily audit export to S3 (JSON Lines)", "base", timeout_s=300, asynchronous=True
+    ),
 )
 
 

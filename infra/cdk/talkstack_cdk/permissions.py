@@ -22,6 +22,7 @@ from aws_cdk import aws_sqs as sqs
 from talkstack.contract.worker import CONTROL_PREFIX as CONTROL
 from talkstack.contract.worker import MARKERS_PREFIX as MARKERS
 from talkstack.contract.worker import WORK_PREFIX as WORK
+from talkstack.pipeline.audit import EXPORT_PREFIX as AUDIT_PREFIX
 from talkstack.pipeline.jobs_table import OWNER_INDEX
 from talkstack_cdk.functions import PipelineFunctions
 from talkstack_cdk.settings import DeploySettings
@@ -95,6 +96,9 @@ def grant_pipeline(
         if name == "authorizer":
             allow(role[name], "ReadKeys", ["dynamodb:GetItem"], [table])
             continue
+        if name == "audit_export":
+            allow(role[name], "ReadAuditDays", ["dynamodb:Query"], [table])
+            continue
         allow(role[name], "JobRecords", [*TABLE_READ, *TABLE_WRITE], [table])
         allow(role[name], "JobsByOwner", ["dynamodb:Query"], [f"{table}/index/{OWNER_INDEX}"])
     # Handlers that announce job events hand them to notify asynchronously (unqualified name).
@@ -158,6 +162,14 @@ def grant_pipeline(
     allow(role["notify"], "PublishEvents", ["sns:Publish"], [targets.topic.topic_arn])
     allow(role["notify"], "EncryptEvents", ["kms:GenerateDataKey", "kms:Decrypt"], [targets.key.key_arn])
     targets.webhook_secret.grant_read(functions["notify"])
+
+    # audit_export: write the day's JSON Lines file, and nothing else anywhere.
+    allow(
+        role["audit_export"],
+        "WriteAuditExports",
+        WRITE,
+        objects("audit_export", [storage.audit_bucket], [AUDIT_PREFIX]),
+    )
 
     # api: uploads, HEADs of inputs, results' pre-signed GETs, jobs started, stopped and cancelled.
     allow(role["api"], "Uploads", WRITE, objects("api", [inputs], [UPLOAD_PREFIX]))

@@ -55,9 +55,13 @@ class DeploySettings(BaseModel):
     Voice samples are biometric data: keep this short unless you need them."""
     output_retention_days: int = Field(90, ge=0, le=3650)
     """Published videos and voice clones in the output bucket (0 = keep forever)."""
-    record_retention_days: int = Field(0, ge=0, le=3650)
-    """Job records, events, webhook delivery logs and step results in the table expire this many
-    days after their last write (0 = keep). `GET /v1/usage` and job lists only see what is kept."""
+    record_retention_days: int = Field(30, ge=0, le=3650)
+    """Job records (request texts and webhook URLs among them), events, webhook delivery logs and
+    step results in the table expire this many days after their last write (0 = keep).
+    `GET /v1/usage` and job lists only see what is kept."""
+    audit_retention_days: int = Field(365, ge=0, le=3650)
+    """Audit entries in the table, and the daily exports in the audit bucket, expire after this many
+    days (0 = keep). Longer than records: investigations look back further than a job lives."""
     log_retention_days: int = 30
     """CloudWatch Logs retention of every log group the stack creates (a CloudWatch period)."""
 

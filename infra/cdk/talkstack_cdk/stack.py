@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -97,6 +99,23 @@ class TalkstackStack(Stack):
             s3.NotificationKeyFilter(prefix=MARKERS_PREFIX),
         )
 
+        # Yesterday's audit entries → s3://<audit bucket>/audit/<yyyy>/<mm>/<dd>.jsonl, daily after
+        # midnight UTC (a late entry of the day before is in; a rerun rewrites the same file).
+        self.audit_export_schedule = events.Rule(
+            self,
+            "AuditExportSchedule",
+            description="talkstack: export yesterday's audit trail to S3",
+            schedule=events.Schedule.cron(minute="15", hour="0"),
+            targets=[
+                events_targets.LambdaFunction(
+                    functions["audit_export"],
+                    retry_attempts=2,
+                    max_event_age=Duration.hours(6),
+                    dead_letter_queue=functions.dead_letter_queues["audit_export"],
+                )
+            ],
+        )
+
         self.rest_api = RestApi(
             self,
             "Api",
@@ -135,6 +154,8 @@ class TalkstackStack(Stack):
             "TALKSTACK_NOTIFY_FUNCTION": f"{s.stack_name}-notify",
             "TALKSTACK_WORKER_BACKEND": s.worker_backend,
             "TALKSTACK_RECORD_RETENTION_DAYS": str(s.record_retention_days),
+            "TALKSTACK_AUDIT_RETENTION_DAYS": str(s.audit_retention_days),
+            "TALKSTACK_AUDIT_BUCKET": storage.audit_bucket.bucket_name,
             "TALKSTACK_MODAL_TOKEN_SECRET": self.modal_token.secret_arn,
             "TALKSTACK_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
         }
@@ -154,6 +175,7 @@ class TalkstackStack(Stack):
             "InputBucket": self.storage.input_bucket.bucket_name,
             "OutputBucket": self.storage.output_bucket.bucket_name,
             "WorkBucket": self.storage.work_bucket.bucket_name,
+            "AuditBucket": self.storage.audit_bucket.bucket_name,
             "JobsTable": self.storage.table.table_name,
             "EventsTopicArn": self.events_topic.topic_arn,
             "StateMachineArn": self.workflow.state_machine.state_machine_arn,

@@ -3,7 +3,7 @@ table, and the KMS key that encrypts the event topic and the queues' neighbours.
 
 Every bucket blocks public access, refuses plain HTTP, is encrypted at rest and logs access. The
 lifecycle rules carry the retention settings: work artifacts go after days, uploads after a week,
-inputs (voice samples among them) and outputs when the deployer says so.
+inputs (voice samples among them) and outputs when the deployer says so, audit exports after a year.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from constructs import Construct
 
 from talkstack.contract.worker import WORK_BUCKET_PREFIXES
 from talkstack.pipeline import jobs_table
+from talkstack.pipeline.audit import EXPORT_PREFIX as AUDIT_PREFIX
 from talkstack_cdk.settings import DeploySettings
 
 INPUT_PREFIX = "inputs/"
@@ -103,6 +104,8 @@ class Storage(Construct):
             ],
         )
         self.output_bucket = bucket("Outputs", expire("", settings.output_retention_days))
+        # The daily audit exports: a bucket of their own, so no job's output settings can reach them.
+        self.audit_bucket = bucket("Audit", expire(AUDIT_PREFIX, settings.audit_retention_days))
 
         self.table = dynamodb.TableV2(
             self,
