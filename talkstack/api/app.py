@@ -100,8 +100,8 @@ class Api:
         self.rate = RateLimiter(svc.config.jobs_table, ddb)
         self.service = ApiService(svc, ddb, Backends(svc.config, lambda: client("secretsmanager")))
         self.uploads: Uploads = self.service.uploads
-        self.webhooks = WebhookService(svc.config, ddb)
         self.audit = self.service.audit
+        self.webhooks = WebhookService(svc.config, ddb, self.audit)
 
 
 _built: list[Api] = []

@@ -6,7 +6,9 @@ is simply not there, so it gets the same NOT_FOUND as an id that never existed, 
 name another key's secret at all.
 
 Creating, rotating and deleting an endpoint, and rotating the key's secret, each happen in one
-method here (`create`, `rotate`, `delete`, `rotate_key_secret`): the audit trail hooks in there.
+method here (`create`, `rotate`, `delete`, `rotate_key_secret`), and each is written to the key's
+audit trail after the change and before the answer (talkstack.pipeline.audit: a secret is never
+handed out unlogged; the URL is logged without its query string, which may hold a token).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from talkstack.api.keys import Principal
 from talkstack.api.models import WebhookCreate, WebhookCreated, WebhookList, WebhookSecret, WebhookView
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.audit import AuditLog
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.webhook_endpoints import (
     ENDPOINT_ID_PATTERN,
@@ -26,9 +29,11 @@ from talkstack.pipeline.webhook_endpoints import (
     WebhookEndpoint,
     WebhookEndpoints,
 )
-from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target
+from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target, redact_url
 
 _ENDPOINT_ID = re.compile(ENDPOINT_ID_PATTERN)
+KEY_SECRET_OBJECT = "key-secret"
+"""The audit trail's object id for the key's own signing secret (per-request webhooks)."""
 
 
 def _view(endpoint: WebhookEndpoint) -> WebhookView:
@@ -64,9 +69,10 @@ def _busy() -> TalkstackError:
 
 
 class WebhookService:
-    def __init__(self, config: PipelineConfig, ddb: Any) -> None:
+    def __init__(self, config: PipelineConfig, ddb: Any, audit: AuditLog | None = None) -> None:
         self.config = config
         self.endpoints = WebhookEndpoints(config.jobs_table, ddb)
+        self.audit = audit or AuditLog(config.jobs_table, ddb, config.audit_retention_days)
 
     def _check_url(self, url: str) -> None:
         try:
@@ -96,6 +102,14 @@ class WebhookService:
                 f"this API key already has {limit} webhook endpoints, the most allowed; delete one first",
                 max_endpoints=limit,
             ) from exc
+        self.audit.record(
+            principal.actor,
+            "webhook.created",
+            "webhook",
+            endpoint.id,
+            url=redact_url(endpoint.url),
+            events=events,
+        )
         return _created(endpoint)
 
     def list_endpoints(self, principal: Principal) -> WebhookList:
@@ -108,6 +122,7 @@ class WebhookService:
         self._owned(principal, endpoint_id)
         if not self.endpoints.delete(principal.key_id, endpoint_id):
             raise _not_found(endpoint_id)  # deleted by a concurrent request
+        self.audit.record(principal.actor, "webhook.deleted", "webhook", endpoint_id)
 
     def rotate(self, principal: Principal, endpoint_id: str) -> WebhookCreated:
         self._owned(principal, endpoint_id)
@@ -119,6 +134,7 @@ class WebhookService:
             raise _busy() from exc
         if endpoint is None:
             raise _not_found(endpoint_id)
+        self.audit.record(principal.actor, "webhook.rotated", "webhook", endpoint_id)
         return _created(endpoint)
 
     # --- the key's own secret ---------------------------------------------------------------------
@@ -133,4 +149,5 @@ class WebhookService:
             )
         except RotationConflict as exc:
             raise _busy() from exc
+        self.audit.record(principal.actor, "webhook.rotated", "webhook", KEY_SECRET_OBJECT)
         return _secret(values)

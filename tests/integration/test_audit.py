@@ -172,3 +172,27 @@ def _job_inputs(pipeline, job_id: str) -> set[str]:
     assert record is not None and record.request is not None
     refs = record.request.media_inputs().values()
     return {next(part for part in ref.key.split("/") if part.startswith("upl_")) for ref in refs}
+
+
+def test_webhook_endpoint_changes_are_in_the_trail_without_secrets_or_url_tokens(pipeline):
+    key = pipeline.api_key("pro", "audit-webhooks")
+    a = Api(pipeline.api_url, key)
+    url = f"{pipeline.hooks.url}?token=s3cr3t-token"
+    created = a.post("/v1/webhooks", json={"url": url, "events": ["job.completed"]})
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    assert a.post(f"/v1/webhooks/{endpoint['id']}/rotate").status_code == 200
+    assert a.post("/v1/webhooks/secret/rotate").status_code == 200
+    assert a.http.delete(f"/v1/webhooks/{endpoint['id']}", headers=a.headers).status_code == 204
+
+    actions = "webhook.created,webhook.rotated,webhook.deleted"
+    entries = a.get("/v1/audit", params={"order": "oldest", "action": actions}).json()["entries"]
+    assert [(e["action"], e["object"]["id"]) for e in entries] == [
+        ("webhook.created", endpoint["id"]),
+        ("webhook.rotated", endpoint["id"]),
+        ("webhook.rotated", "key-secret"),
+        ("webhook.deleted", endpoint["id"]),
+    ]
+    text = json.dumps(entries)
+    assert "s3cr3t-token" not in text and "whsec_" not in text
+    assert entries[0]["details"]["url"] == f"{pipeline.hooks.url}?redacted"
