@@ -43,11 +43,12 @@ ERROR_DESCRIPTIONS = {
     400: "The request is malformed (INVALID_REQUEST)",
     401: "No key, or a key that is not valid (UNAUTHORIZED)",
     403: "An input the stack may not read (INPUT_FORBIDDEN)",
-    404: "No such job for this key, or no such route (NOT_FOUND)",
+    404: "No such job for this key, or no such route (NOT_FOUND); an input that does not exist or "
+    "that this key may not read (INPUT_NOT_FOUND)",
     409: "The job already finished, or the same Idempotency-Key is still in flight (CONFLICT)",
     413: "An input over its size limit",
     415: "A media type the engines do not read (UNSUPPORTED_MEDIA)",
-    422: "A well-formed request that cannot run: a missing or unusable input, a model this stack "
+    422: "A well-formed request that cannot run: an unusable input, a model this stack "
     "cannot run, or an Idempotency-Key reused with another body",
     429: "Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After",
     500: "An unexpected error on our side (GENERATION_FAILED); it was logged",

@@ -55,6 +55,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.cancel import cancel_job
 from talkstack.pipeline.cost import gpu_seconds
 from talkstack.pipeline.store import iso_key
+from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.validate import _check_model, check_media, check_request
 from talkstack.settings import MediaLimits, get_limits
 
@@ -177,12 +178,17 @@ class ApiService:
         task, body = ticket["task"], ticket["body"]
         raw = self._request_body(task, body)
         request = with_default_models(parse_job_request(raw), self.config.default_models)
-        check_request(request, self.config, self.limits)  # models, text, output, webhook: no I/O
+        check_request(request, self.config, self.limits)  # models, text, webhook: no I/O
+        # The key's namespace decides what the job may read and where it publishes (no I/O either):
+        # the outputs go under the key's folder, and anything it may not read is "not found"
+        # before any HeadObject.
+        namespace = Namespace.for_key(principal.key_id, self.config)
+        job_id = f"{task}-{secrets.token_hex(8)}"
+        request = namespace.place_output(request, job_id)
         for file in files:  # a bad request stored nothing; a replay never gets here
             self.uploads.store(principal, file)
         request = self.uploads.resolve(principal, request)
-        check_media(request, self.config, self.svc.s3, self.limits)
-        job_id = f"{task}-{secrets.token_hex(8)}"
+        check_media(request, namespace, self.svc.s3, self.limits)
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
         # A parallel long avatar may render several chunks at once: it gets the GPU task slots its
