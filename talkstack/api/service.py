@@ -187,8 +187,9 @@ class ApiService:
         request = namespace.place_output(request, job_id)
         for file in files:  # a bad request stored nothing; a replay never gets here
             self.uploads.store(principal, file)
+        sent = {name: str(ref) for name, ref in request.media_inputs().items()}
         request = self.uploads.resolve(principal, request)
-        check_media(request, namespace, self.svc.s3, self.limits)
+        check_media(request, namespace, self.svc.s3, self.limits, sent)
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
         # A parallel long avatar may render several chunks at once: it gets the GPU task slots its

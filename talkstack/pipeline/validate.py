@@ -10,6 +10,7 @@ TalkstackError; the state machine's failure path turns it into a failed job reco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -46,31 +47,40 @@ def _media_limit(name: str, limits: MediaLimits) -> tuple[int, ErrorCode]:
     return limits.max_audio_bytes, ErrorCode.INPUT_TOO_LARGE
 
 
-def check_media(request: JobRequestBase, namespace: Namespace, s3: Any, limits: MediaLimits) -> None:
+def check_media(
+    request: JobRequestBase,
+    namespace: Namespace,
+    s3: Any,
+    limits: MediaLimits,
+    sent: Mapping[str, str] | None = None,
+) -> None:
     """Each media input is the namespace's to read (before any S3 call: no existence oracle), exists,
-    is not empty and is within its limit (HeadObject: nothing is downloaded)."""
+    is not empty and is within its limit (HeadObject: nothing is downloaded). Messages name each
+    input as `sent` (by field name) says the caller wrote it: an upload id stays an upload id, so no
+    answer names a bucket the caller did not."""
     namespace.check_reads(request)
     for name, ref in request.media_inputs().items():
         field = f"inputs.{name}"
+        shown = (sent or {}).get(name, str(ref))
         try:
             head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
         except ClientError as exc:
             code = error_code(exc)
             if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-                raise namespace.not_found(field, ref) from exc
+                raise namespace.not_found(field, shown) from exc
             if code in ("403", "AccessDenied", "Forbidden"):
                 raise TalkstackError(
-                    ErrorCode.INPUT_FORBIDDEN, f"{field}: access to {ref} was denied", field=field
+                    ErrorCode.INPUT_FORBIDDEN, f"{field}: access to {shown} was denied", field=field
                 ) from exc
             raise
         size = int(head.get("ContentLength", 0))
         if size == 0:
-            raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{field}: {ref} is empty (0 bytes)", field=field)
+            raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{field}: {shown} is empty (0 bytes)", field=field)
         limit, code = _media_limit(name, limits)
         if size > limit:
             raise TalkstackError(
                 code,
-                f"{field}: {ref} is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB",
+                f"{field}: {shown} is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB",
                 field=field,
                 bytes=size,
                 max_bytes=limit,

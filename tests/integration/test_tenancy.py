@@ -101,8 +101,10 @@ def test_another_keys_media_is_not_found_by_any_name_and_never_read(pipeline, te
         "B's object": f"s3://{r.input_bucket}/{theirs_key}",
         "a drop folder's object": f"s3://{r.input_bucket}/{guessed_key}",
     }
+    unsent = a.post("/v1/uploads", json={"filename": "x.wav", "content_type": "audio/wav", "bytes": 9})
     missing = {  # what A gets for things that do not exist
         "no such upload": "upl_" + "0" * 24,
+        "A's upload whose bytes never came": unsent.json()["upload_id"],  # a HEAD, then 404
         "no such object of A's": f"s3://{r.input_bucket}/uploads/{a.id}/upl_{'0' * 24}/speech.wav",
     }
     answers = {
