@@ -153,8 +153,8 @@ class PipelineConfig(BaseSettings):
     (docs/api.md#inputs-and-outputs). The stack's role must be able to read a granted bucket."""
     write_grants: Grants = Field(default_factory=list)
     """Buckets besides the output bucket that an API key may publish to (`output.bucket`), same
-    syntax (`drop:` grantees have no meaning here). A key's own grant publishes under its prefix, a
-    `*` grant under `<prefix>tenants/<key id>/`."""
+    syntax but for API keys only (`<key id>` or `*`). A key's own grant publishes under its prefix,
+    a `*` grant under `<prefix>tenants/<key id>/`."""
     bucket_regions: RegionMap = Field(default_factory=dict)
     """The region of a bucket, as `bucket=region` pairs (TALKSTACK_BUCKET_REGIONS), for buckets whose
     region cannot be looked up (a bucket policy that denies even HeadBucket). Pre-signed URLs are
@@ -250,6 +250,16 @@ class PipelineConfig(BaseSettings):
             raise ValueError(
                 "TALKSTACK_WEBHOOK_DELIVERY_DEADLINE_S must be at least TALKSTACK_WEBHOOK_TIMEOUT_S "
                 "(one attempt must fit in a delivery)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _write_grants_name_api_keys(self) -> PipelineConfig:
+        drops = [g.grantee for g in self.write_grants if g.grantee.startswith("drop:")]
+        if drops:
+            raise ValueError(
+                f"TALKSTACK_WRITE_GRANTS: {drops[0]!r}: write grants are for API keys (a drop folder "
+                "publishes to the output bucket or TALKSTACK_WRITABLE_BUCKETS)"
             )
         return self
 

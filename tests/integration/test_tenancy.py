@@ -188,6 +188,12 @@ def test_no_output_choice_of_a_lands_on_bs_objects(pipeline, tenants):
         assert answer.status_code == 400 and error_of(answer)["code"] == "INVALID_REQUEST", answer.text
     assert buckets_named(pipeline, refused[0].text) <= {r.work_bucket}
     assert buckets_named(pipeline, refused[1].text) == set()
+    # A may read its own outputs back (and B's stay B's)
+    own = f"s3://{r.output_bucket}/{placed[0]['key']}"
+    reuse = a.finished(a.voice(inputs={"text": "Again.", "reference_voice": own}))
+    assert reuse["status"] == "completed", reuse["error"]
+    stolen = a.voice(inputs={"text": "Again.", "reference_voice": f"s3://{r.output_bucket}/{audio['key']}"})
+    assert stolen.status_code == 404 and error_of(stolen)["code"] == "INPUT_NOT_FOUND"
     # and B re-downloads the same bytes, and B's result.json is B's
     again = b.get(f"/v1/jobs/{theirs['job_id']}").json()["result"]["outputs"][0]
     assert sha256(httpx.get(again["url"]).content) == before["audio"]

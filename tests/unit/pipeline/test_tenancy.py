@@ -64,6 +64,11 @@ def test_a_malformed_grant_fails_at_start_up(no_pipeline_environment, value, men
     assert mention in str(caught.value)
 
 
+def test_write_grants_are_for_api_keys(no_pipeline_environment):
+    with pytest.raises(ValidationError, match="write grants are for API keys"):
+        make_config(write_grants="drop:*=s3://out-extra/")
+
+
 # --- what an API key reads ----------------------------------------------------------------------------
 
 
