@@ -7,9 +7,9 @@ Every entry point asks `Namespace.for_source(job source, config)` before any S3 
   locations TALKSTACK_READ_GRANTS grants to K or to `*`; it publishes under `tenants/K/` in the
   output bucket (or under a write grant), whatever `output.prefix` says.
 - an **S3 drop** `inputs/<name>/job.json` belongs to its folder: it reads that folder (and its
-  subfolders) plus the grants to `drop:<name>` / `drop:*`. Outputs keep the manifest's layout:
-  whoever may drop manifests is trusted with the output bucket, and publishing never overwrites
-  another job's object anyway (outputs.publish).
+  subfolders) plus the grants to `drop:<name>` / `drop:*`. Outputs keep the manifest's layout
+  (whoever may drop manifests is trusted with the output bucket, and publishing never overwrites
+  another job's object anyway: outputs.publish), except the API keys' `tenants/` folder.
 - a **direct StartExecution** is an operator's (the IAM principals allowed to start the state
   machine): today's rules, the readable and writable buckets.
 
@@ -183,6 +183,13 @@ class Namespace:
                 ErrorCode.INVALID_REQUEST,
                 f"output.bucket: this stack may not publish to {spec.bucket!r}; omit output.bucket to "
                 "use the stack's output bucket, or an operator adds it to TALKSTACK_WRITABLE_BUCKETS",
+            )
+        in_output_bucket = spec.bucket in (None, self.config.output_bucket)
+        if self.kind == "drop" and in_output_bucket and f"{spec.prefix or ''}/".startswith(TENANTS_PREFIX):
+            # API keys read their folder back as their own outputs: a drop must not plant files there.
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST,
+                f"output.prefix: {TENANTS_PREFIX} holds the API keys' outputs; choose another prefix",
             )
 
     def _output_root(self, bucket: str | None) -> tuple[str, str]:

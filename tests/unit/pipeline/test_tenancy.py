@@ -217,3 +217,11 @@ def test_drop_and_operator_jobs_keep_their_output_layout(config):
         with pytest.raises(TalkstackError, match=r"output\.bucket:") as caught:
             namespace.check_output(voice(bucket="not-ours"))
         assert OUTPUT not in caught.value.message
+
+
+def test_a_drop_may_not_plant_files_in_the_api_keys_folders(config):
+    folder = Namespace.for_drop(INPUT, "inputs/talk/job.json", config)
+    for prefix in ("tenants", f"tenants/{KEY}/x"):
+        with pytest.raises(TalkstackError, match="holds the API keys' outputs"):
+            folder.check_output(voice(prefix=prefix))
+    folder.check_output(voice(prefix="tenantsx"))  # only the folder itself
