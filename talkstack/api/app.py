@@ -67,6 +67,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.INPUT_FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.INPUT_NOT_FOUND: 404,  # missing, or not this key's to read: one answer
     ErrorCode.CONFLICT: 409,
     ErrorCode.INPUT_TOO_LARGE: 413,
     ErrorCode.IMAGE_TOO_LARGE: 413,

@@ -47,11 +47,15 @@ ERROR_DESCRIPTIONS = {
     409: "The job already finished, or the same Idempotency-Key is still in flight (CONFLICT)",
     413: "An input over its size limit",
     415: "A media type the engines do not read (UNSUPPORTED_MEDIA)",
-    422: "A well-formed request that cannot run: a missing or unusable input, a model this stack "
+    422: "A well-formed request that cannot run: an unusable input, a model this stack "
     "cannot run, or an Idempotency-Key reused with another body",
     429: "Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After",
     500: "An unexpected error on our side (GENERATION_FAILED); it was logged",
 }
+INPUT_NOT_FOUND_404 = (
+    "An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND)"
+)
+"""A generation request's 404 (talkstack/pipeline/tenancy.py)."""
 RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying.",
@@ -132,7 +136,9 @@ def openapi_document() -> dict[str, Any]:
                 operation["requestBody"] = _request_body(path, refs[(model, "validation")])
             for code in _operation_errors(path, method):
                 responses[str(code)] = {
-                    "description": ERROR_DESCRIPTIONS[code],
+                    "description": INPUT_NOT_FOUND_404
+                    if code == 404 and path in GENERATE_PATHS
+                    else ERROR_DESCRIPTIONS[code],
                     "content": {"application/json": {"schema": error_schema}},
                     **({"headers": RETRY_AFTER} if code in (409, 429) else {}),
                 }

@@ -62,6 +62,7 @@ from talkstack.pipeline.audit import (
 from talkstack.pipeline.cancel import cancel_job
 from talkstack.pipeline.cost import gpu_seconds
 from talkstack.pipeline.store import iso_key
+from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.validate import _check_model, check_media, check_request
 from talkstack.settings import MediaLimits, get_limits
 
@@ -196,16 +197,22 @@ class ApiService:
         task, body = ticket["task"], ticket["body"]
         raw = self._request_body(task, body)
         request = with_default_models(parse_job_request(raw), self.config.default_models)
-        check_request(request, self.config, self.limits)  # models, text, output, webhook: no I/O
+        check_request(request, self.config, self.limits)  # models, text, webhook: no I/O
+        # The key's namespace decides what the job may read and where it publishes (no I/O either):
+        # the outputs go under the key's folder, and anything it may not read is "not found"
+        # before any HeadObject.
+        namespace = Namespace.for_key(principal.key_id, self.config)
+        job_id = f"{task}-{secrets.token_hex(8)}"
+        request = namespace.place_output(request, job_id)
         for file in files:  # a bad request stored nothing; a replay never gets here
             # Logged before the bytes are stored (fail closed), as POST /v1/uploads is.
             self.audit.record(
                 principal.actor, "upload.created", "upload", file.upload_id, content_type=file.content_type
             )
             self.uploads.store(principal, file)
+        sent = {name: str(ref) for name, ref in request.media_inputs().items()}
         request = self.uploads.resolve(principal, request)
-        check_media(request, self.config, self.svc.s3, self.limits)
-        job_id = f"{task}-{secrets.token_hex(8)}"
+        check_media(request, namespace, self.svc.s3, self.limits, sent)
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
         # A parallel long avatar may render several chunks at once: it gets the GPU task slots its

@@ -36,6 +36,7 @@ from talkstack.contract.record import utc_now
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import UrlSigner
+from talkstack.pipeline.tenancy import input_not_found
 from talkstack.settings import MediaLimits
 
 UPLOAD_PREFIX = "uploads/"
@@ -241,7 +242,8 @@ class Uploads:
 
     def resolve(self, principal: Principal, request: JobRequestBase) -> JobRequestBase:
         """Upload ids → `s3://` refs. A relative key that is not an upload id means nothing in an API
-        request (there is no manifest folder to resolve it against)."""
+        request (there is no manifest folder to resolve it against). `s3://` refs are left to the
+        key's namespace (talkstack.pipeline.tenancy), which the caller checks next."""
         resolved: dict[str, MediaRef] = {}
         for name, ref in request.media_inputs().items():
             if not ref.is_relative:
@@ -254,10 +256,8 @@ class Uploads:
                     field=field,
                 )
             upload = self.get(principal, ref.key)
-            if upload is None:
-                raise TalkstackError(
-                    ErrorCode.INPUT_NOT_FOUND, f"{field}: no upload {ref.key!r} for this key", field=field
-                )
+            if upload is None:  # missing, expired or another key's: one answer
+                raise input_not_found(field, ref, "api")
             resolved[name] = MediaRef(upload.bucket, upload.key)
         if not resolved:
             return request

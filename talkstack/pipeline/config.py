@@ -11,14 +11,16 @@ the settings package is the bottom layer that imports nothing above it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from talkstack.contract.fields import DEFAULT_MODELS, TaskKind
+from talkstack.contract.fields import DEFAULT_MODELS, MediaRef, TaskKind
 from talkstack.engines.registry import get_model
 from talkstack.errors import TalkstackError
 from talkstack.pipeline.audit import DEFAULT_AUDIT_RETENTION_DAYS
@@ -40,6 +42,50 @@ def split_pairs(value: object) -> object:
     return value
 
 
+GRANTEE_RE = re.compile(r"^(?:\*|[a-z0-9]{1,32}|drop:\*|drop:[^,=*]+)$")
+"""An API key id, `*` (every API key), `drop:<folder under the input prefix>` or `drop:*` (every
+drop folder)."""
+
+
+@dataclass(frozen=True)
+class S3Grant:
+    """An operator's grant: `grantee` may read (or publish) under `s3://bucket/prefix`."""
+
+    grantee: str
+    bucket: str
+    prefix: str
+    """"" (the whole bucket) or a folder ending in '/': `s3://b/team` grants `team/…`, never `teamwork/…`."""
+
+    def holds(self, bucket: str, key: str) -> bool:
+        return bucket == self.bucket and key.startswith(self.prefix)
+
+
+def parse_grants(value: object) -> object:
+    """`grantee=s3://bucket/prefix/,…` → S3Grants (a grantee may appear several times)."""
+    if not isinstance(value, str):
+        return value
+    grants = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        grantee, sep, location = (s.strip() for s in item.partition("="))
+        if not sep or not GRANTEE_RE.match(grantee):
+            raise ValueError(
+                f"{item!r}: expected grantee=s3://bucket/prefix/, the grantee being an API key id, *, "
+                "drop:<folder> or drop:*"
+            )
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
+        if not location.startswith("s3://"):
+            raise ValueError(f"{item!r}: the location must be s3://bucket/ or s3://bucket/prefix/")
+        prefix = prefix.strip("/")
+        try:  # the media reference rules: a valid bucket name, no '.'/'..' or empty segments
+            MediaRef.parse(f"s3://{bucket}/{prefix or 'x'}")
+        except ValueError as exc:
+            raise ValueError(f"{item!r}: {exc}") from None
+        grants.append(S3Grant(grantee, bucket, f"{prefix}/" if prefix else ""))
+    return grants
+
+
 # Environment variables hold "a,b,c" / "a=x,b=y" (NoDecode stops pydantic-settings expecting JSON).
 BucketList = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
 BackendName = Literal["local", "modal"]
@@ -48,6 +94,7 @@ EngineMap = Annotated[dict[str, str], NoDecode, BeforeValidator(split_pairs)]
 DefaultModels = Annotated[dict[TaskKind, str], NoDecode, BeforeValidator(split_pairs)]
 AwsRegion = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")]
 RegionMap = Annotated[dict[str, AwsRegion], NoDecode, BeforeValidator(split_pairs)]
+Grants = Annotated[list[S3Grant], NoDecode, BeforeValidator(parse_grants)]
 
 
 def check_default_models(defaults: Mapping[str, str], setting: str) -> None:
@@ -99,6 +146,16 @@ class PipelineConfig(BaseSettings):
     """Buckets besides the input bucket that requests may read media from (comma-separated)."""
     writable_buckets: BucketList = Field(default_factory=list)
     """Buckets besides the output bucket that requests may publish to (comma-separated)."""
+    read_grants: Grants = Field(default_factory=list)
+    """Extra S3 locations a tenant may read media from, as `grantee=s3://bucket/prefix/` pairs
+    (comma-separated; a grantee may repeat): the grantee is an API key id, `*` (every API key),
+    `drop:<folder>` (the manifests in `inputs/<folder>/`) or `drop:*` (every drop folder). Without
+    a grant an API key reads only its uploads and its own outputs, a drop folder only itself
+    (docs/api.md#inputs-and-outputs). The stack's role must be able to read a granted bucket."""
+    write_grants: Grants = Field(default_factory=list)
+    """Buckets besides the output bucket that an API key may publish to (`output.bucket`), same
+    syntax but for API keys only (`<key id>` or `*`). A key's own grant publishes under its prefix,
+    a `*` grant under `<prefix>tenants/<key id>/`."""
     bucket_regions: RegionMap = Field(default_factory=dict)
     """The region of a bucket, as `bucket=region` pairs (TALKSTACK_BUCKET_REGIONS), for buckets whose
     region cannot be looked up (a bucket policy that denies even HeadBucket). Pre-signed URLs are
@@ -204,6 +261,16 @@ class PipelineConfig(BaseSettings):
             raise ValueError(
                 "TALKSTACK_WEBHOOK_DELIVERY_DEADLINE_S must be at least TALKSTACK_WEBHOOK_TIMEOUT_S "
                 "(one attempt must fit in a delivery)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _write_grants_name_api_keys(self) -> PipelineConfig:
+        drops = [g.grantee for g in self.write_grants if g.grantee.startswith("drop:")]
+        if drops:
+            raise ValueError(
+                f"TALKSTACK_WRITE_GRANTS: {drops[0]!r}: write grants are for API keys (a drop folder "
+                "publishes to the output bucket or TALKSTACK_WRITABLE_BUCKETS)"
             )
         return self
 

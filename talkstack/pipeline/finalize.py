@@ -19,7 +19,7 @@ from talkstack.contract.request import JobRequestBase
 from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
-from talkstack.pipeline.outputs import final_key, publish, write_result_json
+from talkstack.pipeline.outputs import check_targets, final_key, publish, write_result_json
 from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
 
@@ -64,6 +64,9 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     main = step_result(store, job_id, main_step)
 
     started = utc_now()
+    # Every target (result.json too) must be free or this job's before anything is copied.
+    targets = [final_key(request, job_id, role) for role in main.outputs]
+    check_targets(s3, bucket, [*targets, request.sibling_key(job_id, "result")], job_id)
     published: list[OutputFile] = []
     for role, obj in main.outputs.items():
         key = final_key(request, job_id, role)

@@ -3,6 +3,12 @@
 Every object finalize publishes (video or audio, thumbnail, result.json) carries `talkstack-job-id`
 metadata: the failure and cancel paths remove an object only when it carries this job's id, so
 they never touch inputs, another job's outputs, or objects a user put there.
+
+Publishing never overwrites an object that is not this job's (another job's output, or anything
+without the metadata): the job fails with OUTPUT_EXISTS instead. The target is read first (HEAD:
+absent, this job's, or another's) and the write is conditional on what was read (`If-None-Match: *`
+when absent, `If-Match: <ETag>` when it is this job's), so S3 itself refuses an object that
+appeared in between. A re-run of the same job may overwrite its own outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from talkstack.contract.record import JobRecord
 from talkstack.contract.request import JobRequestBase
+from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 
@@ -26,6 +33,57 @@ def final_key(request: JobRequestBase, job_id: str, role: str) -> str:
     return request.output_key(job_id)
 
 
+CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+"""What S3 answers a conditional write whose condition no longer holds (409: a concurrent one won)."""
+
+
+def output_exists(key: str) -> TalkstackError:
+    return TalkstackError(
+        ErrorCode.OUTPUT_EXISTS,
+        f"output key {key} already holds another job's output; choose another output.prefix or set "
+        "output.unique_suffix",
+        key=key,
+    )
+
+
+def claim(s3: Any, bucket: str, key: str, job_id: str) -> dict[str, str]:
+    """The write condition under which `job_id` may publish `key`: `IfNoneMatch: *` when nothing is
+    there, `IfMatch: <ETag>` when the object is this job's; OUTPUT_EXISTS when it is not."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return {"IfNoneMatch": "*"}
+        raise
+    if head.get("Metadata", {}).get(JOB_ID_METADATA) != job_id:
+        raise output_exists(key)
+    return {"IfMatch": head["ETag"]}
+
+
+def check_targets(s3: Any, bucket: str, keys: list[str], job_id: str) -> None:
+    """Every target is free or this job's, before the first byte is written: a job whose outputs
+    would land on another's publishes nothing."""
+    for key in keys:
+        claim(s3, bucket, key, job_id)
+
+
+def _conditional(write: Any, s3: Any, bucket: str, key: str, job_id: str) -> None:
+    """`write(condition)` under claim's condition. When the object changed since the HEAD, look once
+    more (a retried run of this same job may have written it) before giving up with OUTPUT_EXISTS."""
+    try:
+        write(claim(s3, bucket, key, job_id))
+        return
+    except ClientError as exc:
+        if error_code(exc) not in CONDITION_FAILED:
+            raise
+    try:
+        write(claim(s3, bucket, key, job_id))
+    except ClientError as exc:
+        if error_code(exc) in CONDITION_FAILED:
+            raise output_exists(key) from exc
+        raise
+
+
 def publish(
     s3: Any, src_bucket: str, src_key: str, bucket: str, key: str, content_type: str, job_id: str, size: int
 ) -> None:
@@ -35,22 +93,34 @@ def publish(
         "MetadataDirective": "REPLACE",
     }
     source = {"Bucket": src_bucket, "Key": src_key}
-    if size < MAX_SINGLE_COPY_BYTES:
-        s3.copy_object(CopySource=source, Bucket=bucket, Key=key, **extra)  # one request
-    else:
-        s3.copy(source, bucket, key, ExtraArgs=extra)  # multipart copy, for objects over 5 GB
+    if size >= MAX_SINGLE_COPY_BYTES:
+        # The managed multipart copy takes no write condition: the owner check alone guards it
+        # (an object created between the HEAD and the copy's completion would be overwritten).
+        claim(s3, bucket, key, job_id)
+        s3.copy(source, bucket, key, ExtraArgs=extra)
+        return
+
+    def copy(condition: dict[str, str]) -> None:
+        s3.copy_object(CopySource=source, Bucket=bucket, Key=key, **extra, **condition)  # one request
+
+    _conditional(copy, s3, bucket, key, job_id)
 
 
 def write_result_json(s3: Any, record: JobRecord, bucket: str) -> str:
     assert record.request is not None
     key = record.request.sibling_key(record.job_id, "result")
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=record.model_dump_json(indent=2).encode(),
-        ContentType="application/json",
-        Metadata={JOB_ID_METADATA: record.job_id},
-    )
+
+    def put(condition: dict[str, str]) -> None:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=record.model_dump_json(indent=2).encode(),
+            ContentType="application/json",
+            Metadata={JOB_ID_METADATA: record.job_id},
+            **condition,
+        )
+
+    _conditional(put, s3, bucket, key, record.job_id)
     return key
 
 

@@ -1,7 +1,8 @@
 """Validate step: the execution input → a checked request with absolute media refs, and a job record.
 
 Every way in (S3 manifest, direct StartExecution, API) passes here, so every check lives here:
-the request's shape (parse_job_request), where its media may come from, that each input exists and
+the request's shape (parse_job_request), where its media may come from and where it may publish
+(the job's tenant namespace, talkstack.pipeline.tenancy), that each input exists and
 is within its size limit (HeadObject: nothing is downloaded), that the models run on this stack's
 worker backend, and that the webhook target is not a private address. A failure raises
 TalkstackError; the state machine's failure path turns it into a failed job record and event.
@@ -9,6 +10,7 @@ TalkstackError; the state machine's failure path turns it into a failed job reco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -24,6 +26,7 @@ from talkstack.pipeline.aws import client as aws_client
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.backends import read_modal_token
 from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target
 from talkstack.settings import MediaLimits, get_limits
 
@@ -44,39 +47,40 @@ def _media_limit(name: str, limits: MediaLimits) -> tuple[int, ErrorCode]:
     return limits.max_audio_bytes, ErrorCode.INPUT_TOO_LARGE
 
 
-def check_media(request: JobRequestBase, config: PipelineConfig, s3: Any, limits: MediaLimits) -> None:
+def check_media(
+    request: JobRequestBase,
+    namespace: Namespace,
+    s3: Any,
+    limits: MediaLimits,
+    sent: Mapping[str, str] | None = None,
+) -> None:
+    """Each media input is the namespace's to read (before any S3 call: no existence oracle), exists,
+    is not empty and is within its limit (HeadObject: nothing is downloaded). Messages name each
+    input as `sent` (by field name) says the caller wrote it: an upload id stays an upload id, so no
+    answer names a bucket the caller did not."""
+    namespace.check_reads(request)
     for name, ref in request.media_inputs().items():
         field = f"inputs.{name}"
-        assert ref.bucket is not None, "resolve_media first"
-        if ref.bucket not in config.allowed_read_buckets:
-            raise TalkstackError(
-                ErrorCode.INPUT_FORBIDDEN,
-                f"{field}: this stack may not read bucket {ref.bucket!r} "
-                f"(readable: {', '.join(sorted(config.allowed_read_buckets))})",
-                field=field,
-                bucket=ref.bucket,
-            )
+        shown = (sent or {}).get(name, str(ref))
         try:
             head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
         except ClientError as exc:
             code = error_code(exc)
             if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-                raise TalkstackError(
-                    ErrorCode.INPUT_NOT_FOUND, f"{field}: {ref} does not exist", field=field, ref=str(ref)
-                ) from exc
+                raise namespace.not_found(field, shown) from exc
             if code in ("403", "AccessDenied", "Forbidden"):
                 raise TalkstackError(
-                    ErrorCode.INPUT_FORBIDDEN, f"{field}: access to {ref} was denied", field=field
+                    ErrorCode.INPUT_FORBIDDEN, f"{field}: access to {shown} was denied", field=field
                 ) from exc
             raise
         size = int(head.get("ContentLength", 0))
         if size == 0:
-            raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{field}: {ref} is empty (0 bytes)", field=field)
+            raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{field}: {shown} is empty (0 bytes)", field=field)
         limit, code = _media_limit(name, limits)
         if size > limit:
             raise TalkstackError(
                 code,
-                f"{field}: {ref} is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB",
+                f"{field}: {shown} is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB",
                 field=field,
                 bytes=size,
                 max_bytes=limit,
@@ -119,7 +123,8 @@ def _check_model(model_id: str, task: str, config: PipelineConfig, field: str) -
 
 
 def check_request(request: JobRequestBase, config: PipelineConfig, limits: MediaLimits) -> None:
-    """Everything but the media objects: models, text length, output bucket, webhook target."""
+    """Everything but the media objects and where the job publishes: models, text length, webhook
+    target (the output is its namespace's: Namespace.check_output / place_output)."""
     _check_model(request.primary_model, request.task, config, "options.model")
     if isinstance(request, AvatarRequest) and request.needs_voice_step:
         _check_model(request.voice_step_options().model, "voice", config, "options.voice.model")
@@ -129,13 +134,6 @@ def check_request(request: JobRequestBase, config: PipelineConfig, limits: Media
             ErrorCode.TEXT_TOO_LONG,
             f"inputs.text: {len(text)} characters; the limit is {limits.max_text_chars}",
             chars=len(text),
-        )
-    bucket = request.output.bucket
-    if bucket is not None and bucket not in config.allowed_write_buckets:
-        raise TalkstackError(
-            ErrorCode.INVALID_REQUEST,
-            f"output.bucket: this stack may not write to {bucket!r} "
-            f"(writable: {', '.join(sorted(config.allowed_write_buckets))})",
         )
     url = request.notify.webhook_url
     if url is not None:
@@ -163,8 +161,10 @@ def validate_request(
         )
     base_bucket = source.bucket or config.input_bucket
     request = resolve_media(request, base_bucket, source.key or "")
+    namespace = Namespace.for_source(source, config)
     check_request(request, config, limits)
-    check_media(request, config, s3, limits)
+    namespace.check_output(request)
+    check_media(request, namespace, s3, limits)
     return request
 
 

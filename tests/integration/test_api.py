@@ -161,7 +161,7 @@ def test_keys_are_required_and_tenants_are_isolated(pipeline, api):
     # uploads are per key too
     upload = api.upload(SAMPLES / "portrait.png", "image/png")
     borrowed = other.post("/v1/avatar/generate", json={"inputs": {"image": upload, "text": "Hi"}})
-    assert borrowed.status_code == 422 and error_of(borrowed)["code"] == "INPUT_NOT_FOUND"
+    assert borrowed.status_code == 404 and error_of(borrowed)["code"] == "INPUT_NOT_FOUND"
     assert api.wait(job_id)["status"] == "completed"
 
 
@@ -289,11 +289,11 @@ def test_cancelling_a_finished_job_is_a_conflict(pipeline, api):
         ({"job_id": "mine", "inputs": {"image": "upl_x"}}, 400, "INVALID_REQUEST", "job_id"),
         (
             {"inputs": {"image": "upl_aaaaaaaaaaaaaaaaaaaaaaaa", "text": "hi"}},
-            422,
+            404,
             "INPUT_NOT_FOUND",
             "inputs.image",
         ),
-        ({"inputs": {"image": "s3://not-ours/x.png", "text": "hi"}}, 403, "INPUT_FORBIDDEN", "inputs.image"),
+        ({"inputs": {"image": "s3://not-ours/x.png", "text": "hi"}}, 404, "INPUT_NOT_FOUND", "inputs.image"),
         (
             {"inputs": {"image": "upl_x", "text": "hi"}, "options": {"model": "multitalk"}},
             422,

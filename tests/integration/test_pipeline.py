@@ -284,8 +284,8 @@ BAD_MANIFESTS = {
     ),
     "other bucket": (
         {"inputs": {"image": "s3://someone-elses-bucket/portrait.png", "audio": "speech.wav"}},
-        "INPUT_FORBIDDEN",
-        "someone-elses-bucket",
+        "INPUT_NOT_FOUND",
+        "s3://someone-elses-bucket/portrait.png does not exist or this drop folder may not read it",
     ),
     "path traversal": (
         {"inputs": {"image": "../secret/portrait.png", "audio": "speech.wav"}},

@@ -96,8 +96,8 @@ def test_a_direct_start_with_absolute_refs_is_an_execution_source(config, store,
         ({"inputs": {"image": "portrait.png", "audio": "nowhere.wav"}}, "INPUT_NOT_FOUND", "nowhere.wav"),
         (
             {"inputs": {"image": "s3://someone-elses-bucket/portrait.png", "audio": "speech.wav"}},
-            "INPUT_FORBIDDEN",
-            "someone-elses-bucket",
+            "INPUT_NOT_FOUND",
+            "s3://someone-elses-bucket/portrait.png does not exist or this drop folder may not read it",
         ),
         ({"inputs": {"image": "../secret/portrait.png", "audio": "speech.wav"}}, "INVALID_REQUEST", ".."),
         ({"colour": "blue"}, "INVALID_REQUEST", "colour"),
@@ -157,17 +157,62 @@ def test_an_input_the_stack_may_not_read_is_forbidden(config, store, s3, media):
     assert error.code == "INPUT_FORBIDDEN" and "inputs.audio" in error.message
 
 
-def test_a_readable_bucket_may_be_named(no_pipeline_environment, store, s3):
+def test_a_readable_bucket_may_be_named_by_an_operator(no_pipeline_environment, store, s3):
     config = make_config(readable_buckets="shared-media")
     s3.buckets.add("shared-media")
     keys = put_sample_media(s3, "lib", bucket="shared-media")
-    raw = envelope(
-        inputs={"image": f"s3://shared-media/{keys['image']}", "audio": f"s3://shared-media/{keys['audio']}"}
-    )
+    raw = {
+        "task": "avatar",
+        "inputs": {
+            "image": f"s3://shared-media/{keys['image']}",
+            "audio": f"s3://shared-media/{keys['audio']}",
+        },
+    }  # a direct StartExecution: an operator's
 
     record, created = open_job(raw, "job-1", None, config, store, s3)
 
     assert created and str(record.request.inputs.image) == f"s3://shared-media/{keys['image']}"
+
+
+def test_a_drop_folder_reads_another_bucket_only_when_granted(no_pipeline_environment, store, s3, media):
+    s3.buckets.add("shared-media")
+    keys = put_sample_media(s3, "lib", bucket="shared-media")
+    raw = envelope(inputs={"image": f"s3://shared-media/{keys['image']}", "audio": "speech.wav"})
+
+    # readable_buckets is the operator's list, not the drop folders'
+    refused = rejected(raw, make_config(readable_buckets="shared-media"), store, s3)
+    assert refused.code == "INPUT_NOT_FOUND" and INPUT not in refused.message
+    assert all(c["Bucket"] == INPUT for c in s3.called("HeadObject"))
+
+    granted = make_config(read_grants="drop:talk=s3://shared-media/lib/")
+    record, created = open_job(raw, "job-1", None, granted, store, s3)
+    assert created and str(record.request.inputs.image) == f"s3://shared-media/{keys['image']}"
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "s3://in-bucket/inputs/other/speech.wav",  # another drop folder
+        "s3://in-bucket/uploads/somekey/upl_x/speech.wav",  # an API key's upload
+        "s3://in-bucket/inputs/talkative/speech.wav",  # a folder whose name merely starts alike
+    ],
+)
+def test_a_drop_folder_never_reads_another_folder_or_an_upload(config, store, s3, media, ref):
+    bucket, _, key = ref.removeprefix("s3://").partition("/")
+    s3.put_object(Bucket=bucket, Key=key, Body=b"RIFF....WAVE")  # it exists
+
+    error = rejected(envelope(inputs={"image": "portrait.png", "audio": ref}), config, store, s3)
+
+    assert error.code == "INPUT_NOT_FOUND"
+    assert error.message == f"inputs.audio: {ref} does not exist or this drop folder may not read it"
+    assert key not in [c["Key"] for c in s3.called("HeadObject")]  # refused before any S3 call
+
+
+def test_an_output_bucket_refusal_lists_no_bucket(config, store, s3, media):
+    error = rejected(envelope(output={"bucket": "not-ours"}), config, store, s3)
+
+    assert error.code == "INVALID_REQUEST" and "'not-ours'" in error.message
+    assert "out-bucket" not in error.message and "in-bucket" not in error.message
 
 
 def test_loopback_webhooks_are_allowed_only_where_configured(no_pipeline_environment, store, s3, media):

@@ -1,0 +1,227 @@
+"""Tenant namespaces (talkstack.pipeline.tenancy): the grants settings, what each kind of job may read,
+and where an API job publishes. Pure rules: no S3 call is involved in any of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from talkstack.api.uploads import UPLOAD_PREFIX
+from talkstack.contract.fields import MediaRef
+from talkstack.contract.parse import parse_job_request
+from talkstack.contract.record import JobSource
+from talkstack.errors import TalkstackError
+from talkstack.pipeline.config import S3Grant
+from talkstack.pipeline.tenancy import UPLOADS_PREFIX, Namespace
+from tests.support.steps import INPUT, OUTPUT, make_config
+
+KEY, OTHER = "keya", "keyb"
+
+
+def ref(url: str) -> MediaRef:
+    return MediaRef.parse(url)
+
+
+def voice(**output: Any) -> Any:
+    return parse_job_request({"task": "voice", "inputs": {"text": "hi"}, "output": output})
+
+
+# --- the grants settings ------------------------------------------------------------------------------
+
+
+def test_grants_parse_into_locations(no_pipeline_environment):
+    config = make_config(
+        read_grants=" keya=s3://shared/team , *=s3://assets,drop:team/a b=s3://media/p/,drop:*=s3://lib/x/y/",
+        write_grants="keya=s3://acme-out/",
+    )
+
+    assert config.read_grants == [
+        S3Grant("keya", "shared", "team/"),  # a folder: never `teamwork/…`
+        S3Grant("*", "assets", ""),
+        S3Grant("drop:team/a b", "media", "p/"),
+        S3Grant("drop:*", "lib", "x/y/"),
+    ]
+    assert config.write_grants == [S3Grant("keya", "acme-out", "")]
+    assert make_config().read_grants == [] and make_config().write_grants == []
+
+
+@pytest.mark.parametrize(
+    ("value", "mention"),
+    [
+        ("keya", "expected grantee=s3://bucket/prefix/"),
+        ("KeyA=s3://bucket/", "the grantee being an API key id"),
+        ("keya=https://bucket/x", "must be s3://bucket/"),
+        ("keya=s3://bucket/../x", "'..' segments"),
+        ("keya=s3://Bucket/", "invalid S3 bucket name"),
+        ("drop:=s3://bucket/", "the grantee being"),
+    ],
+)
+def test_a_malformed_grant_fails_at_start_up(no_pipeline_environment, value, mention):
+    with pytest.raises(ValidationError, match="read_grants") as caught:
+        make_config(read_grants=value)
+    assert mention in str(caught.value)
+
+
+def test_write_grants_are_for_api_keys(no_pipeline_environment):
+    with pytest.raises(ValidationError, match="write grants are for API keys"):
+        make_config(write_grants="drop:*=s3://out-extra/")
+
+
+# --- what an API key reads ----------------------------------------------------------------------------
+
+
+def test_an_api_key_reads_its_uploads_and_outputs_and_what_is_granted(no_pipeline_environment):
+    config = make_config(read_grants=f"{KEY}=s3://shared/team/,*=s3://assets/common/")
+    mine = Namespace.for_source(JobSource(kind="api", api_key_id=KEY), config)
+
+    readable = [
+        f"s3://{INPUT}/uploads/{KEY}/upl_1/speech.wav",
+        f"s3://{OUTPUT}/tenants/{KEY}/voice-1/speech.wav",
+        "s3://shared/team/a.wav",
+        "s3://assets/common/a.wav",
+    ]
+    unreadable = [
+        f"s3://{INPUT}/uploads/{OTHER}/upl_1/speech.wav",  # another key's upload
+        f"s3://{INPUT}/uploads/{KEY}x/upl_1/speech.wav",  # a key id that merely starts alike
+        f"s3://{INPUT}/inputs/talk/speech.wav",  # a drop folder
+        f"s3://{OUTPUT}/tenants/{OTHER}/voice-1/speech.wav",  # another key's output
+        f"s3://{OUTPUT}/voice-1/speech.wav",  # a drop job's output
+        "s3://shared/teamwork/a.wav",
+        "s3://assets/other/a.wav",
+        "s3://elsewhere/a.wav",
+    ]
+    assert [mine.may_read(ref(u)) for u in readable] == [True] * len(readable)
+    assert [mine.may_read(ref(u)) for u in unreadable] == [False] * len(unreadable)
+    theirs = Namespace.for_key(OTHER, config)
+    assert not theirs.may_read(ref("s3://shared/team/a.wav"))  # KEY's grant is KEY's alone
+    assert theirs.may_read(ref("s3://assets/common/a.wav"))
+
+
+def test_the_uploads_folder_is_the_one_the_api_stores_uploads_in():
+    assert UPLOADS_PREFIX == UPLOAD_PREFIX
+
+
+def test_a_refused_read_is_the_missing_input_answer(config):
+    namespace = Namespace.for_key(KEY, config)
+    theirs = f"s3://{INPUT}/uploads/{OTHER}/upl_1/speech.wav"
+    request = parse_job_request({"task": "voice", "inputs": {"text": "hi", "reference_voice": theirs}})
+
+    with pytest.raises(TalkstackError) as caught:
+        namespace.check_reads(request)
+
+    assert caught.value.to_dict() == namespace.not_found("inputs.reference_voice", theirs).to_dict()
+    assert caught.value.message == (
+        f"inputs.reference_voice: {theirs} does not exist or this API key may not read it"
+    )
+
+
+# --- what a drop folder reads -------------------------------------------------------------------------
+
+
+def test_a_drop_folder_reads_itself_and_its_grants(no_pipeline_environment):
+    config = make_config(read_grants="drop:team/a=s3://media/a/,drop:*=s3://media/all/,*=s3://media/api/")
+    folder = Namespace.for_source(JobSource(kind="s3", bucket=INPUT, key="inputs/team/a/job.json"), config)
+
+    assert folder.owner == "inputs/team/a/"
+    for url in ("inputs/team/a/x.wav", "inputs/team/a/sub/x.wav"):
+        assert folder.may_read(ref(f"s3://{INPUT}/{url}"))
+    for url in ("s3://media/a/x.wav", "s3://media/all/x.wav"):
+        assert folder.may_read(ref(url))
+    for url in (
+        f"s3://{INPUT}/inputs/team/b/x.wav",
+        f"s3://{INPUT}/inputs/team/ab/x.wav",
+        f"s3://{INPUT}/uploads/{KEY}/upl_1/x.wav",
+        f"s3://{OUTPUT}/x.wav",
+        "s3://media/api/x.wav",  # `*` is every API key, not every drop folder
+    ):
+        assert not folder.may_read(ref(url)), url
+
+
+def test_a_manifest_at_the_input_prefix_reads_only_the_files_beside_it(config):
+    root = Namespace.for_drop(INPUT, "inputs/job.json", config)
+
+    assert root.may_read(ref(f"s3://{INPUT}/inputs/speech.wav"))
+    assert not root.may_read(ref(f"s3://{INPUT}/inputs/other/speech.wav"))
+
+
+def test_an_operator_keeps_the_readable_buckets(no_pipeline_environment):
+    config = make_config(readable_buckets="shared-media")
+    operator = Namespace.for_source(JobSource(kind="execution"), config)
+
+    assert operator.may_read(ref(f"s3://{INPUT}/uploads/{KEY}/upl_1/x.wav"))
+    assert operator.may_read(ref("s3://shared-media/x.wav"))
+    request = parse_job_request(
+        {"task": "voice", "inputs": {"text": "hi", "reference_voice": "s3://nope/x.wav"}}
+    )
+    with pytest.raises(TalkstackError) as caught:
+        operator.check_reads(request)
+    assert caught.value.code == "INPUT_FORBIDDEN" and "shared-media" not in caught.value.message
+
+
+# --- where an API job publishes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "key"),
+    [
+        ({}, f"tenants/{KEY}/voice-1/speech.wav"),
+        ({"prefix": ""}, f"tenants/{KEY}/speech.wav"),
+        ({"prefix": "renders/2026/"}, f"tenants/{KEY}/renders/2026/speech.wav"),
+        ({"prefix": "voice-9", "filename": "hi.mp3"}, f"tenants/{KEY}/voice-9/hi.mp3"),
+        ({"prefix": "r", "unique_suffix": True}, f"tenants/{KEY}/r/voice-1/speech.wav"),
+        ({"prefix": "", "unique_suffix": True}, f"tenants/{KEY}/voice-1/speech.wav"),
+        ({"bucket": OUTPUT, "prefix": f"tenants/{OTHER}"}, f"tenants/{KEY}/tenants/{OTHER}/speech.wav"),
+    ],
+)
+def test_an_api_job_always_publishes_under_its_keys_folder(config, output, key):
+    placed = Namespace.for_key(KEY, config).place_output(voice(**output), "voice-1")
+
+    assert placed.output.bucket == OUTPUT and placed.output_key("voice-1") == key
+    Namespace.for_key(KEY, config).check_output(placed)  # and the validate step agrees
+
+
+def test_an_api_key_publishes_to_another_bucket_only_under_a_write_grant(no_pipeline_environment):
+    config = make_config(write_grants=f"{KEY}=s3://acme-out/videos/,*=s3://shared-out/")
+
+    mine = Namespace.for_key(KEY, config).place_output(voice(bucket="acme-out", prefix="p"), "voice-1")
+    assert (mine.output.bucket, mine.output_key("voice-1")) == ("acme-out", "videos/p/speech.wav")
+    shared = Namespace.for_key(OTHER, config).place_output(voice(bucket="shared-out"), "voice-2")
+    assert shared.output_key("voice-2") == f"tenants/{OTHER}/voice-2/speech.wav"
+    assert Namespace.for_key(OTHER, config).may_read(ref(f"s3://shared-out/tenants/{OTHER}/voice-2/a.wav"))
+    with pytest.raises(TalkstackError) as caught:
+        Namespace.for_key(OTHER, config).place_output(voice(bucket="acme-out"), "voice-3")
+    error = caught.value
+    assert error.code == "INVALID_REQUEST" and error.message.startswith("output.bucket:")
+    for bucket in ("acme-out", "shared-out", OUTPUT):
+        assert bucket not in error.message
+
+
+def test_an_api_source_whose_output_is_outside_its_folder_is_refused(config):
+    namespace = Namespace.for_key(KEY, config)
+    outside = (voice(), voice(bucket=OUTPUT, prefix=f"tenants/{OTHER}/x"), voice(bucket=OUTPUT, prefix=""))
+    for request in outside:
+        with pytest.raises(TalkstackError, match="its key's output folder"):
+            namespace.check_output(request)
+
+
+def test_drop_and_operator_jobs_keep_their_output_layout(config):
+    for namespace in (
+        Namespace.for_drop(INPUT, "inputs/talk/job.json", config),
+        Namespace.for_source(JobSource(kind="execution"), config),
+    ):
+        request = voice(prefix="renders")
+        assert namespace.place_output(request, "v-1") is request
+        namespace.check_output(request)
+        with pytest.raises(TalkstackError, match=r"output\.bucket:") as caught:
+            namespace.check_output(voice(bucket="not-ours"))
+        assert OUTPUT not in caught.value.message
+
+
+def test_a_drop_may_not_plant_files_in_the_api_keys_folders(config):
+    folder = Namespace.for_drop(INPUT, "inputs/talk/job.json", config)
+    for prefix in ("tenants", f"tenants/{KEY}/x"):
+        with pytest.raises(TalkstackError, match="holds the API keys' outputs"):
+            folder.check_output(voice(prefix=prefix))
+    folder.check_output(voice(prefix="tenantsx"))  # only the folder itself
