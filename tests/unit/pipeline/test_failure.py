@@ -10,6 +10,7 @@ from typing import Any
 from talkstack.contract.record import JobError, JobResult, OutputFile
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.failure import JobFailed, record_failure
+from talkstack.pipeline.outputs import remove_published
 from talkstack.pipeline.store import JobStore
 from tests.support.steps import INPUT, OUTPUT, make_config, publish_outputs, running_job
 
@@ -240,4 +241,14 @@ def test_a_failure_racing_a_finalize_that_completes_the_job_removes_nothing(conf
 
     # Then the completed job keeps every output its result points at
     assert store.get("job-1").status == "completed"
+    assert all((OUTPUT, key) in s3.objects for key in keys.values())
+
+
+def test_the_one_place_that_deletes_outputs_never_deletes_a_completed_jobs(config, store, s3):
+    # remove_published is the only delete_object in the pipeline (failure, cancel and finalize call it)
+    record = running_job(store, "job-1")
+    keys = publish_outputs(s3, record, owner="job-1")
+    completed = store.update("job-1", lambda r: r.mark_completed(JobResult(outputs=[])))
+
+    assert remove_published(completed, config, s3) == []
     assert all((OUTPUT, key) in s3.objects for key in keys.values())
