@@ -14,7 +14,8 @@ state machine retries Finalize on its own failures: re-running it for a job stil
 the same objects again; for a completed job it only rewrites result.json. A job that ended another
 way before or during finalize (cancelled through the API, or failed by a timeout) keeps nothing:
 the record decides, under its optimistic lock, and only a job whose record did not complete has
-what finalize published taken back.
+what finalize published taken back (finalize may delete in the output bucket, not read it: it
+deletes the keys it wrote itself).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from talkstack.contract.request import JobRequestBase
 from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
-from talkstack.pipeline.outputs import final_key, publish, remove_published, write_result_json
+from talkstack.pipeline.outputs import final_key, publish, write_result_json
 from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
 
@@ -122,10 +123,11 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     try:
         return store.update(job_id, complete)
     except JobEnded:
-        # Cancelled (or failed) while we copied: that record stands, not completed, so what we
-        # published goes (result.json too, if a lost race had written it); only objects tagged
-        # with this job's id.
+        # Cancelled (or failed) while we copied: that record stands, ended and not completed (a
+        # terminal record never changes again), so what this run published goes, and result.json
+        # too, if a lost race had written it. (Deleting a key that is not there is no error.)
         ended = store.get(job_id)
         assert ended is not None and ended.status != "completed"
-        remove_published(ended, config, s3)
+        for key in sorted({o.key for o in published} | {request.sibling_key(job_id, "result")}):
+            s3.delete_object(Bucket=bucket, Key=key)
         return ended

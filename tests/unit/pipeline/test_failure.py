@@ -245,7 +245,8 @@ def test_a_failure_racing_a_finalize_that_completes_the_job_removes_nothing(conf
 
 
 def test_the_one_place_that_deletes_outputs_never_deletes_a_completed_jobs(config, store, s3):
-    # remove_published is the only delete_object in the pipeline (failure, cancel and finalize call it)
+    # remove_published: how the failure path and cancel delete outputs (finalize deletes only the keys
+    # it wrote, and only for a record that ended without completing)
     record = running_job(store, "job-1")
     keys = publish_outputs(s3, record, owner="job-1")
     completed = store.update("job-1", lambda r: r.mark_completed(JobResult(outputs=[])))
