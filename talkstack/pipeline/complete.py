@@ -12,6 +12,11 @@ avatar). The error is also stored in the jobs table: Step Functions keeps `cause
 the failure handler must be able to say why in both worlds. A token that has already timed out
 or closed (TaskTimedOut, InvalidToken) means the attempt was abandoned: logged, not an error.
 
+Only the step's current attempt (the one dispatched last, store.put_current_attempt) can change
+what the step leaves: its result (or set-aside render) and its error are written in one
+transaction with the check that it is still current. A late marker of an attempt a retry replaced
+is ignored and its token closed; it never reaches Step Functions or the step result.
+
 A chunk rendered twice for quality: the first render is kept aside (step_results.rejected_name)
 and its attempt's token ends `failed` once Step Functions took the Quality.Rerender failure; that
 is how the second render is known to be the second: it is used whatever its score, and its result
@@ -127,7 +132,11 @@ class Completer:
             # The second render of a chunk: used whatever its score, and the job says so.
             warning = rerender_warning(step, rejected, marker)
             marker = marker.model_copy(update={"warnings": [*marker.warnings, warning]})
-        self.store.put_step_result(ref.job_id, step, marker)
+        # Stored before SendTaskSuccess (the next state reads it), so only while this attempt is the
+        # step's current one: a late result of an abandoned attempt, whose success Step Functions
+        # would refuse only after the write, can never replace the result a later attempt left.
+        if not self.store.put_attempt_result(ref.job_id, step, ref.attempt_id, step, marker):
+            return self._superseded(ref, step, "result")
         output = {"attempt_id": ref.attempt_id, "outputs": {k: v.key for k, v in marker.outputs.items()}}
         if not self._send(ref, "send_task_success", taskToken=token, output=json.dumps(output)):
             return "result refused: attempt closed"
@@ -161,7 +170,8 @@ class Completer:
         failure is sent cannot lose it), and fail the task with the error the AvatarChunk state
         retries once (a new attempt of the same chunk, dispatched as any retry is)."""
         assert marker.quality is not None  # needs_rerender: a measured, failing report
-        self.store.put_step_result(ref.job_id, rejected_name(step), marker)
+        if not self.store.put_attempt_result(ref.job_id, step, ref.attempt_id, rejected_name(step), marker):
+            return self._superseded(ref, step, "result")
         reason = f"{step}: quality checks failed ({failed_checks(marker.quality)}); rendering it again"
         if not self._send_failure(ref, token, RERENDER_ERROR, {"message": reason}):
             return "failure refused: attempt closed"
@@ -181,8 +191,16 @@ class Completer:
             )
             target.accelerator = marker.accelerator or target.accelerator
 
+    def _superseded(self, ref: MarkerRef, step: StepAddress, kind: str) -> str:
+        """A marker of an attempt that is no longer its step's current one: a later attempt was
+        dispatched, so Step Functions has given up on this one. It changes nothing."""
+        log.info("late %s of attempt %s (%s) of job %s ignored", kind, ref.attempt_id, step, ref.job_id)
+        self.store.set_token_state(ref.job_id, ref.attempt_id, "closed")
+        return f"ignored: attempt superseded ({kind})"
+
     def _error(self, ref: MarkerRef, step: StepAddress, token: str, marker: ErrorMarker) -> str:
-        self.store.put_worker_error(ref.job_id, step, marker.error, marker.retryable)
+        if not self.store.put_attempt_error(ref.job_id, step, ref.attempt_id, marker.error, marker.retryable):
+            return self._superseded(ref, step, "error")
         name = TRANSIENT_ERROR if marker.retryable else FATAL_ERROR
         return self._fail(ref, token, name, marker.error.model_dump(mode="json"))
 

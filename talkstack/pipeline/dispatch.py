@@ -6,7 +6,8 @@ so a leaked task document is useless once the step is over. Each URL is signed f
 region, on that region's endpoint (aws.RegionalPresigner): the worker has no way to follow a
 redirect to another region with a signed URL. The token is stored under the attempt
 id, which the marker keys embed: complete finds the right token, and a late marker of an earlier
-attempt finds its own, already-closed one.
+attempt finds its own, already-closed one. The attempt is also recorded as its step's current one
+(CURRENT#<step>): a result marker of any other attempt cannot change the step's result.
 """
 
 from __future__ import annotations
@@ -231,6 +232,15 @@ def dispatch_step(
     backend = backends.for_model(task.model)
     ttl = config.token_ttl_hours * 3600
     store.put_token(job_id, task.attempt_id, address, event.task_token, ttl)
+    # From here on only this attempt's markers may change the step's result (complete.py): a late
+    # marker of the attempt it replaces is ignored. Before the worker starts, so no marker of this
+    # attempt can land first.
+    if not store.put_current_attempt(job_id, address, task.attempt_id, event.retry_count + 1):
+        # A dispatch that ran so late that the state machine already gave up on its task and
+        # dispatched a later attempt: its token is dead, and no worker should start for it.
+        raise TalkstackError(
+            ErrorCode.CONFLICT, f"job {job_id}: a later attempt of {address} is already dispatched"
+        )
     was_queued = record.status == "queued"
 
     def start(current: JobRecord) -> None:

@@ -1,6 +1,7 @@
 """The failure path: every state's Catch lands here. Turn the Step Functions error into a JobError
 with a specific code, record it (creating a record for a request that never validated), and remove
 any output this job had already published, so a failed job never leaves a partial result behind.
+A job whose record completed keeps everything: it is not failed, and nothing of it is removed.
 """
 
 from __future__ import annotations
@@ -137,9 +138,15 @@ def record_failure(
         if store.create(rejected_record):
             return rejected_record
         record = store.get(job_id)
-    # A completed job's result points at its published outputs: a failure after the record turned
-    # completed (finalize dying after its update) must not delete them.
-    removed = [] if record.status == "completed" else remove_published(record, config, s3)
+    # The record first, the outputs after: once the record is failed (or was cancelled), finalize
+    # can no longer complete it (its conditional write finds the job ended), so what is removed
+    # below can never be an output of a completed job. Read-then-delete would race a finalize still
+    # running (a Lambda the state machine timed out) that completes the job in between.
+    ended = store.update(job_id, lambda r: r.is_terminal or r.mark_failed(error))
+    if ended.status == "completed":
+        # Finalize completed the job before this failure: its result points at the outputs.
+        return ended
+    removed = remove_published(ended, config, s3)
     if removed:
         log.warning("job %s failed after publishing; removed %s", job_id, removed)
-    return store.update(job_id, lambda r: r.is_terminal or r.mark_failed(error))
+    return ended

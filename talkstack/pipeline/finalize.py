@@ -1,13 +1,21 @@
 """Finalize step: publish the main step's outputs from their temporary keys to the predictable final
-keys, then mark the job completed and write `result.json` (the job record) beside the video. The
-job's result gathers every step's warnings (each chunk's, for a stitched avatar) and the quality
+keys, then write `result.json` (the completed record) beside the video and mark the job completed.
+The job's result gathers every step's warnings (each chunk's, for a stitched avatar) and the quality
 report of what is published (talkstack.pipeline.quality.job_quality).
 
 Publishing is a server-side copy (nothing passes through the Lambda; the managed copy handles
 objects over 5 GB). Every published object carries `talkstack-job-id` metadata, which is how the
-failure handler knows an object is this job's to remove. Re-running finalize for a completed job
-only rewrites result.json, so a retried Lambda publishes nothing twice. A job cancelled before or
-during finalize keeps nothing: the record decides, under its optimistic lock (cancel.py).
+failure handler knows an object is this job's to remove.
+
+A completed job never loses a result (docs/pipeline.md, "The failure path"): result.json is written
+of exactly the record about to be stored, *before* the conditional write that completes it, so
+nothing is left to fail once the record says completed. Every step here is repeatable, and the
+state machine retries Finalize on its own failures: re-running it for a job still running copies
+the same objects again; for a completed job it only rewrites result.json. A job that ended another
+way before or during finalize (cancelled through the API, or failed by a timeout) keeps nothing:
+the record decides, under its optimistic lock, and only a job whose record did not complete has
+what finalize published taken back (finalize may delete in the output bucket, not read it: it
+deletes the keys it wrote itself).
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from talkstack.pipeline.step_results import segment_plan, step_result
 ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
 
 
-class JobCancelled(Exception):
-    """The job was cancelled while finalize ran."""
+class JobEnded(Exception):
+    """The job ended another way (cancelled, or failed) while finalize ran."""
 
 
 def main_step_of(request: JobRequestBase, job_id: str, store: Any) -> StepAddress:
@@ -56,10 +64,10 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     request = record.request
     bucket = request.output.bucket or config.output_bucket
     if record.status == "completed":
-        write_result_json(s3, record, bucket)
+        write_result_json(s3, record, bucket)  # a retried finalize: the record has it already
         return record
-    if record.status == "cancelled":
-        return record  # cancelled before we got here: publish nothing
+    if record.is_terminal:
+        return record  # cancelled (or failed) before we got here: publish nothing
     main_step = main_step_of(request, job_id, store)
     main = step_result(store, job_id, main_step)
 
@@ -93,8 +101,10 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     quality = job_quality(main, chunks)
 
     def complete(current: JobRecord) -> None:
-        if current.status == "cancelled":
-            raise JobCancelled(job_id)
+        if current.status == "completed":
+            return  # an earlier run of this step completed it (its result.json is written)
+        if current.is_terminal:
+            raise JobEnded(job_id)
         current.start_step("finalize", now=started)
         current.finish_step("finalize")
         result = JobResult(
@@ -108,13 +118,19 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         )
         current.mark_completed(result)
         result.estimated_cost_usd = estimate_cost(current)
+        # Before the record is stored, not after: once it says completed, nothing is left to fail
+        # (a failure here leaves the job running, and the retried step writes it again). A lost race
+        # for the record runs this again and rewrites it with the record that is then stored.
+        write_result_json(s3, current, bucket)
 
     try:
-        record = store.update(job_id, complete)
-    except JobCancelled:
-        # Cancelled while we copied: the cancel won the record, so what we published goes.
-        for output in published:
-            s3.delete_object(Bucket=output.bucket, Key=output.key)
-        return store.get(job_id)
-    write_result_json(s3, record, bucket)
-    return record
+        return store.update(job_id, complete)
+    except JobEnded:
+        # Cancelled (or failed) while we copied: that record stands, ended and not completed (a
+        # terminal record never changes again), so what this run published goes, and result.json
+        # too, if a lost race had written it. (Deleting a key that is not there is no error.)
+        ended = store.get(job_id)
+        assert ended is not None and ended.status != "completed"
+        for key in sorted({o.key for o in published} | {request.sibling_key(job_id, "result")}):
+            s3.delete_object(Bucket=bucket, Key=key)
+        return ended

@@ -125,9 +125,11 @@ def write_result_json(s3: Any, record: JobRecord, bucket: str) -> str:
 
 
 def remove_published(record: JobRecord, config: PipelineConfig, s3: Any) -> list[str]:
-    """Delete outputs this job already published (only objects tagged with its job id)."""
+    """Delete outputs this job already published (only objects tagged with its job id). Callers
+    pass the record they have just ended (failed or cancelled in the table: a terminal record never
+    changes again); a completed record's outputs are never deleted, whoever asks."""
     request = record.request
-    if request is None:
+    if request is None or record.status == "completed":
         return []
     bucket = request.output.bucket or config.output_bucket
     keys = {final_key(request, record.job_id, "video"), request.sibling_key(record.job_id, "thumbnail")}

@@ -3,6 +3,7 @@
     STEP#plan         Plan           the Plan state's steps and time limits (dispatch reads the limits)
     STEP#segment      SegmentPlan    a parallel long avatar's cut (dispatch, stitch)
     STEP#<address>    ResultMarker   a worker step's result: `voice`, `avatar`, `avatar#3`, `video`, …
+                      (written only by the step's current attempt: store.put_attempt_result)
     STEP#rejected:<address>  ResultMarker  a chunk's render turned down for its quality report (it was
                       rendered again; complete.py), kept for the job's warning and the bill
 

@@ -3,7 +3,10 @@
 Items of one job, all under its partition so `talkstack events JOB` is a single Query:
   RECORD                     the JobRecord (JSON) + status / version for conditional writes
   TOKEN#<attempt_id>         a step attempt's task token (TTL), written by dispatch, read by complete
-  STEP#<step>                the last successful result of a step (temporary output keys, metrics)
+  CURRENT#<step>             the attempt of a step (`avatar`, `avatar#3`) dispatched last: only its
+                             markers may change the step's result or error (a late marker of an
+                             abandoned attempt is ignored)
+  STEP#<step>                the result of a step's current attempt (temporary output keys, metrics)
   WERR#<step>                the last worker error of a step (Step Functions may drop the cause)
   EVENT#<occurred_at>#<id>   every event sent (the timeline)
   NOTIFIED#<event_id>        notify's claim on an event: once done, a re-sent event is not published again
@@ -244,6 +247,76 @@ class JobStore:
             ExpressionAttributeNames={"#s": "state"},
             ExpressionAttributeValues={":s": {"S": state}},
         )
+
+    def put_current_attempt(self, job_id: str, address: StepAddress, attempt_id: str, number: int) -> bool:
+        """Make `attempt_id` (attempt `number` of `address`) the one whose markers count; False (and
+        nothing written) if a later attempt is current already (a dispatch that ran late)."""
+        try:
+            self.ddb.put_item(
+                TableName=self.table,
+                Item=_item(
+                    {
+                        "pk": _pk(job_id),
+                        "sk": f"CURRENT#{address.label}",
+                        "attempt": attempt_id,
+                        "number": number,
+                        "expires_at": self._expiry(),
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(pk) OR #n <= :n",
+                ExpressionAttributeNames={"#n": "number"},
+                ExpressionAttributeValues={":n": {"N": str(number)}},
+            )
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def current_attempt(self, job_id: str, address: StepAddress) -> str | None:
+        found = self._get(job_id, f"CURRENT#{address.label}")
+        return found["attempt"] if found else None
+
+    def put_attempt_result(
+        self, job_id: str, address: StepAddress, attempt_id: str, name: StepAddress | str, result: BaseModel
+    ) -> bool:
+        """put_step_result, only while `attempt_id` is the current attempt of `address` (one
+        transaction: the check and the write cannot be split by a new dispatch). False, and nothing
+        written, for a superseded attempt."""
+        return self._put_if_current(
+            job_id, address, attempt_id, f"STEP#{name}", {"result": result.model_dump_json()}
+        )
+
+    def put_attempt_error(
+        self, job_id: str, address: StepAddress, attempt_id: str, error: JobError, retryable: bool
+    ) -> bool:
+        """put_worker_error, only while `attempt_id` is the current attempt of `address`."""
+        values = {"error": error.model_dump_json(), "retryable": retryable}
+        return self._put_if_current(job_id, address, attempt_id, f"WERR#{address.label}", values)
+
+    def _put_if_current(
+        self, job_id: str, address: StepAddress, attempt_id: str, sk: str, values: dict[str, Any]
+    ) -> bool:
+        item = {"pk": _pk(job_id), "sk": sk, "expires_at": self._expiry(), **values}
+        check = {
+            "TableName": self.table,
+            "Key": _item({"pk": _pk(job_id), "sk": f"CURRENT#{address.label}"}),
+            # No CURRENT item: an attempt dispatched by a version that did not record one (a job in
+            # flight across the deploy) is taken as current, as it was then.
+            "ConditionExpression": "attribute_not_exists(pk) OR attempt = :a",
+            "ExpressionAttributeValues": {":a": {"S": attempt_id}},
+        }
+        put = {"TableName": self.table, "Item": _item(item)}
+        try:
+            self.ddb.transact_write_items(TransactItems=[{"ConditionCheck": check}, {"Put": put}])
+            return True
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if error_code(exc) == "TransactionCanceledException" and any(
+                reason.get("Code") == "ConditionalCheckFailed" for reason in reasons
+            ):
+                return False
+            raise  # a conflicting transaction, throttling: the caller's retry runs it again
 
     def put_step_result(self, job_id: str, name: StepAddress | str, result: BaseModel) -> None:
         """What a step leaves for the steps after it (`name`: a worker step's address, or `plan`,

@@ -10,6 +10,8 @@ from typing import Any
 from talkstack.contract.record import JobError, JobResult, OutputFile
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.failure import JobFailed, record_failure
+from talkstack.pipeline.outputs import remove_published
+from talkstack.pipeline.store import JobStore
 from tests.support.steps import INPUT, OUTPUT, make_config, publish_outputs, running_job
 
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:jobs:job-1"
@@ -207,3 +209,47 @@ def test_a_rejected_request_recorded_twice_is_created_once(config, store, s3):
     again = fail("job-1", error, raw, config, store, s3)
 
     assert again.error == first.error and again.status == "failed" and again.request is None
+
+
+class FinalizeCompletesRightAfterTheRead(JobStore):
+    """The jobs table, but right after the failure path first reads the running record, a finalize
+    still running (a Lambda the state machine had already timed out) completes the job."""
+
+    def __init__(self, store: JobStore, complete: Any) -> None:
+        super().__init__(store.table, store.ddb)
+        self.complete, self.raced = complete, False
+
+    def get(self, job_id: str) -> Any:
+        record = super().get(job_id)
+        if not self.raced:
+            self.raced = True
+            self.complete()
+        return record
+
+
+def test_a_failure_racing_a_finalize_that_completes_the_job_removes_nothing(config, store, s3):
+    # Given finalize published the outputs and is about to complete the record
+    record = running_job(store, "job-1")
+    keys = publish_outputs(s3, record, owner="job-1")
+    video = OutputFile(kind="video", bucket=OUTPUT, key=keys["video"], content_type="video/mp4", bytes=9)
+    racing = FinalizeCompletesRightAfterTheRead(
+        store, lambda: store.update("job-1", lambda r: r.mark_completed(JobResult(outputs=[video])))
+    )
+
+    # When the failure path (the Catch of the timed-out Finalize) runs meanwhile
+    fail("job-1", {"Error": "States.Timeout", "Cause": ""}, None, config, racing, s3)
+
+    # Then the completed job keeps every output its result points at
+    assert store.get("job-1").status == "completed"
+    assert all((OUTPUT, key) in s3.objects for key in keys.values())
+
+
+def test_the_one_place_that_deletes_outputs_never_deletes_a_completed_jobs(config, store, s3):
+    # remove_published: how the failure path and cancel delete outputs (finalize deletes only the keys
+    # it wrote, and only for a record that ended without completing)
+    record = running_job(store, "job-1")
+    keys = publish_outputs(s3, record, owner="job-1")
+    completed = store.update("job-1", lambda r: r.mark_completed(JobResult(outputs=[])))
+
+    assert remove_published(completed, config, s3) == []
+    assert all((OUTPUT, key) in s3.objects for key in keys.values())

@@ -19,7 +19,7 @@ from talkstack.contract.state import SegmentPlan
 from talkstack.contract.worker import ChunkPlan, ResultMarker, StepAddress
 from talkstack.pipeline.finalize import finalize_job
 from talkstack.pipeline.store import JobStore
-from tests.support.fakes import FakeS3
+from tests.support.fakes import FakeS3, client_error
 from tests.support.steps import (
     INPUT,
     OUTPUT,
@@ -317,3 +317,90 @@ def test_a_stitched_avatar_without_one_combines_its_chunks_reports(config, store
     assert checks["colour"].value == 4.0 and checks["colour"].detail == "chunk 0"
     # and every chunk's warnings, the re-render's among them, are the job's
     assert result.warnings == ["face box guessed", warning]
+
+
+# --- a completed job never loses its result (issue 15, finding 7) -----------------------------------
+
+
+class WatchesTheCompletingWrite:
+    """The DynamoDB client, noting what the output bucket holds at the moment the conditional write
+    that turns the record completed is sent."""
+
+    def __init__(self, ddb: Any, s3: FakeS3) -> None:
+        self.ddb, self.s3 = ddb, s3
+        self.seen: dict[str, bytes] | None = None
+
+    def put_item(self, **params: Any) -> Any:
+        record = json.loads(params["Item"].get("record", {}).get("S", "{}"))
+        if record.get("status") == "completed" and self.seen is None:
+            self.seen = {key: obj.body for (bucket, key), obj in self.s3.objects.items() if bucket == OUTPUT}
+        return self.ddb.put_item(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ddb, name)
+
+
+def test_result_json_is_in_place_before_the_record_says_completed(config, store, ddb, s3):
+    # Given a job whose avatar step is done
+    rendered(store, s3, avatar_request())
+    watching = WatchesTheCompletingWrite(ddb, s3)
+
+    record = finalize_job("job-1", config, JobStore(store.table, watching), s3)
+
+    # Then when the record turned completed, every output and result.json (that very record) were there
+    keys = output_keys(record)
+    assert watching.seen is not None and set(watching.seen) == set(keys.values())
+    assert JobRecord.model_validate_json(watching.seen[keys["result"]]) == record == store.get("job-1")
+
+
+class ResultJsonFailsOnce(FakeS3):
+    """S3, but the first PUT of a result.json fails (a throttled or dropped request)."""
+
+    def __init__(self, s3: FakeS3) -> None:
+        self.__dict__.update(s3.__dict__)
+        self.failed = False
+
+    def put_object(self, **params: Any) -> dict[str, Any]:
+        if params["Key"].endswith("result.json") and not self.failed:
+            self.failed = True
+            raise client_error("PutObject", "SlowDown", "Please reduce your request rate.")
+        return super().put_object(**params)
+
+
+def test_a_failure_writing_result_json_leaves_the_job_running_and_the_retry_completes_it(config, store, s3):
+    rendered(store, s3, avatar_request())
+    flaky = ResultJsonFailsOnce(s3)
+
+    # When writing result.json fails, finalize fails (the state machine retries it: job.asl.json)
+    with pytest.raises(Exception, match="SlowDown"):
+        finalize_job("job-1", config, store, flaky)
+    # Then the record is not completed without its result.json
+    assert store.get("job-1").status == "running"
+
+    # and the retried finalize completes the job, result.json being the completed record
+    record = finalize_job("job-1", config, store, flaky)
+    assert record.status == "completed" and store.get("job-1") == record
+    body, metadata, _ = published(flaky, OUTPUT, output_keys(record)["result"])
+    assert JobRecord.model_validate_json(body) == record and metadata == JOB_ID_METADATA
+
+
+class FailureWinsTheRace(CancelWinsTheRace):
+    """Just before finalize's conditional write lands, the failure path records a failure (a step
+    timeout while this Lambda still ran)."""
+
+    def put_item(self, **params: Any) -> Any:
+        if not self.raced and params.get("ConditionExpression", "").startswith("version"):
+            self.raced = True
+            self.store.update("job-1", lambda r: r.mark_failed(RuntimeError("timed out"), step="finalize"))
+        return self.ddb.put_item(**params)
+
+
+def test_a_job_failed_while_finalize_copies_keeps_nothing_and_stays_failed(config, store, ddb, s3):
+    rendered(store, s3, avatar_request())
+    racing = JobStore(store.table, FailureWinsTheRace(ddb, store))
+
+    record = finalize_job("job-1", config, racing, s3)
+
+    # Then the failure stands, and nothing of this job is left in the output bucket (result.json neither)
+    assert record.status == "failed" and store.get("job-1").status == "failed"
+    assert s3.keys(OUTPUT) == set()
