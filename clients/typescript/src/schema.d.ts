@@ -21,6 +21,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * This key's audit trail: who did what, when, from where
+         * @description Append-only entries for this key only: key created/revoked, jobs submitted and cancelled, uploads created, download URLs issued, webhook endpoints changed. Each names the source IP and API Gateway request id. Entries are kept `audit_retention_days` (default 365).
+         */
+        get: operations["getAuditTrail"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/avatar/generate": {
         parameters: {
             query?: never;
@@ -192,10 +212,171 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** This key's endpoints (secrets not shown) */
+        get: operations["listWebhooks"];
+        put?: never;
+        /**
+         * Register an endpoint for this key's job events
+         * @description Every event of this key's jobs that matches `events` is POSTed to `url`, signed per Standard Webhooks with the endpoint's own secret, shown in this answer only.
+         */
+        post: operations["createWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * This key's signing secret for per-request webhooks
+         * @description The `notify.webhook_url` of this key's jobs is signed with this secret (created on first use). Events carry `api_key_id`, so one receiver can serve several keys.
+         */
+        get: operations["getWebhookSecret"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/secret/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replace this key's signing secret
+         * @description Deliveries carry both signatures until `previous_secret_expires_at`.
+         */
+        post: operations["rotateWebhookSecret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One endpoint */
+        get: operations["getWebhook"];
+        put?: never;
+        post?: never;
+        /** Remove an endpoint */
+        delete: operations["deleteWebhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webhooks/{webhook_id}/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replace an endpoint's signing secret
+         * @description Answers the new secret (shown once). Deliveries carry both signatures until `previous_secret_expires_at`.
+         */
+        post: operations["rotateWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AuditEntry
+         * @description One thing that happened: who (key id, source IP, request id), what (action, object), when.
+         */
+        AuditEntry: {
+            /**
+             * Action
+             * @enum {string}
+             */
+            action: "key.created" | "key.revoked" | "job.submitted" | "job.cancelled" | "upload.created" | "output.url_issued" | "webhook.created" | "webhook.rotated" | "webhook.deleted";
+            /**
+             * Details
+             * @description What else identifies the action (never secrets, media or texts).
+             */
+            details?: {
+                [key: string]: unknown;
+            };
+            /** Entry Id */
+            entry_id: string;
+            /**
+             * Key Id
+             * @description The API key that did it (or, for key.created / key.revoked, the key it was done to);
+             *     `drop:<folder>` for S3-drop jobs.
+             */
+            key_id: string;
+            object: components["schemas"]["AuditObject"];
+            /**
+             * Request Id
+             * @description API Gateway's request id (for the access logs), when the action came over HTTP.
+             */
+            request_id?: string | null;
+            /**
+             * Source Ip
+             * @description The caller's IP as API Gateway saw it, or `cli` / `pipeline` for actors outside HTTP.
+             */
+            source_ip: string;
+            /** Time */
+            time: string;
+        };
+        /** AuditObject */
+        AuditObject: {
+            /** Id */
+            id: string;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "key" | "job" | "upload" | "webhook";
+        };
+        /**
+         * AuditTrail
+         * @description `GET /v1/audit`: one page of the calling key's own audit entries.
+         */
+        AuditTrail: {
+            /** Entries */
+            entries: components["schemas"]["AuditEntry"][];
+            /**
+             * Next Cursor
+             * @description Pass as `cursor` for the next page (same order); absent on the last page.
+             */
+            next_cursor?: string | null;
+        };
         /**
          * AvatarGenerate
          * @description `POST /v1/avatar/generate`: an avatar job request. Media are `s3://bucket/key` references the
@@ -429,7 +610,7 @@ export interface components {
          * ErrorCode
          * @enum {string}
          */
-        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG";
+        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG";
         /** ErrorDetail */
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
@@ -1123,6 +1304,105 @@ export interface components {
              */
             speed?: number;
         };
+        /**
+         * WebhookCreate
+         * @description `POST /v1/webhooks`: an endpoint that receives this key's job events.
+         */
+        WebhookCreate: {
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /**
+             * Events
+             * @description Only these event types; absent: every event.
+             * @default null
+             */
+            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.cancelled")[] | null;
+            /**
+             * Url
+             * @description An https URL on a public address (checked now, and again before every delivery).
+             * @example https://example.com/hooks/talkstack
+             */
+            url: string;
+        };
+        /** WebhookCreated */
+        WebhookCreated: {
+            /** Created At */
+            created_at: string;
+            /** Description */
+            description?: string | null;
+            /**
+             * Events
+             * @description None: every event type.
+             */
+            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.cancelled")[] | null;
+            /**
+             * Id
+             * @example wh_0123456789abcdefghijklmn
+             */
+            id: string;
+            /**
+             * Previous Secret Expires At
+             * @description After a rotation: until then every delivery is signed with the old secret too.
+             */
+            previous_secret_expires_at?: string | null;
+            /**
+             * Secret
+             * @description The endpoint's Standard Webhooks signing secret (`whsec_…`): shown now and never again
+             *     (rotate to get a new one). Verify every delivery with it.
+             */
+            secret: string;
+            /** Url */
+            url: string;
+        };
+        /** WebhookList */
+        WebhookList: {
+            /** Webhooks */
+            webhooks: components["schemas"]["WebhookView"][];
+        };
+        /**
+         * WebhookSecret
+         * @description The key's own signing secret: per-request webhooks (`notify.webhook_url`) of this key's jobs
+         *     are signed with it.
+         */
+        WebhookSecret: {
+            /**
+             * Previous Secret Expires At
+             * @description After a rotation: until then every delivery is signed with the old secret too.
+             */
+            previous_secret_expires_at?: string | null;
+            /** Secret */
+            secret: string;
+        };
+        /**
+         * WebhookView
+         * @description A registered endpoint. Its secret is shown only when it is created or rotated.
+         */
+        WebhookView: {
+            /** Created At */
+            created_at: string;
+            /** Description */
+            description?: string | null;
+            /**
+             * Events
+             * @description None: every event type.
+             */
+            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.cancelled")[] | null;
+            /**
+             * Id
+             * @example wh_0123456789abcdefghijklmn
+             */
+            id: string;
+            /**
+             * Previous Secret Expires At
+             * @description After a rotation: until then every delivery is signed with the old secret too.
+             */
+            previous_secret_expires_at?: string | null;
+            /** Url */
+            url: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -1148,6 +1428,77 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+        };
+    };
+    getAuditTrail: {
+        parameters: {
+            query?: {
+                /** @description Only these actions (comma-separated, e.g. job.submitted). */
+                action?: string | null;
+                /** @description From this time (inclusive). */
+                start?: string | null;
+                /** @description Before this time (exclusive). */
+                end?: string | null;
+                /** @description Which end to start from. */
+                order?: "newest" | "oldest";
+                /** @description Page size. */
+                limit?: number;
+                /** @description `next_cursor` of the last page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditTrail"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -1216,7 +1567,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No such job for this key, or no such route (NOT_FOUND) */
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1254,7 +1605,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A well-formed request that cannot run: a missing or unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
+            /** @description A well-formed request that cannot run: an unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1617,7 +1968,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A well-formed request that cannot run: a missing or unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
+            /** @description A well-formed request that cannot run: an unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1777,7 +2128,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No such job for this key, or no such route (NOT_FOUND) */
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1815,7 +2166,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A well-formed request that cannot run: a missing or unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
+            /** @description A well-formed request that cannot run: an unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1910,7 +2261,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No such job for this key, or no such route (NOT_FOUND) */
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1948,9 +2299,488 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A well-formed request that cannot run: a missing or unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
+            /** @description A well-formed request that cannot run: an unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listWebhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    createWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookCreate"];
+            };
+        };
+        responses: {
+            /** @description Endpoint registered */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The job already finished, or the same Idempotency-Key is still in flight (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotateWebhookSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookSecret"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The job already finished, or the same Idempotency-Key is still in flight (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An endpoint id from `POST /v1/webhooks` (`wh_…`). */
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookView"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such job for this key, or no such route (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deleteWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An endpoint id from `POST /v1/webhooks` (`wh_…`). */
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Endpoint removed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such job for this key, or no such route (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotateWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An endpoint id from `POST /v1/webhooks` (`wh_…`). */
+                webhook_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such job for this key, or no such route (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The job already finished, or the same Idempotency-Key is still in flight (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
