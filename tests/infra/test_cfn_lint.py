@@ -27,6 +27,8 @@ def test_variant_with_every_optional_setting_is_clean_too(tmp_path):
         "talkstack:alarmEmail": "ops@example.com", "talkstack:writableBuckets": "customer-out",
         "talkstack:modelBackends": "multitalk=modal", "talkstack:modalEnvironment": "prod",
         "talkstack:retainData": "false", "talkstack:dispatchConcurrency": "0",
+        "talkstack:readGrants": "*=s3://shared-assets/,drop:team=s3://media-library/team/",
+        "talkstack:writeGrants": "k1=s3://customer-out/k1/", "talkstack:avatarTimeoutS": "7200",
     })  # fmt: skip
     done = lint(s.template, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

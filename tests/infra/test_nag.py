@@ -42,6 +42,18 @@ def test_stack_with_extra_buckets_and_an_alarm_email_passes_too():
     assert findings(AwsSolutionsChecks(s.app).validate_scope(s.app)) == []
 
 
+def test_stack_with_read_and_write_grants_passes_too():
+    """Each granted prefix is acknowledged on exactly the roles permissions.py granted it to."""
+    s = synth(
+        **{
+            "talkstack:readGrants": "k1=s3://media-library/k1/,*=s3://shared-assets/,drop:team=s3://media-library/team/",
+            "talkstack:writeGrants": "k1=s3://customer-out/k1/,*=s3://shared-out/renders/",
+            "talkstack:writableBuckets": "customer-out",
+        }
+    )
+    assert findings(AwsSolutionsChecks(s.app).validate_scope(s.app)) == []
+
+
 def test_the_checks_do_catch_an_insecure_resource():
     """Proof the pack is live: an unencrypted, logless, plain-HTTP bucket is reported."""
 

@@ -348,6 +348,72 @@ def test_function_roles_touch_only_the_buckets_and_prefixes_they_need(s):
     assert not any(b == "inputs" for _, b, _ in finalize)
 
 
+# boto3 DynamoDB calls → the IAM actions AWS checks (TransactWriteItems: one per item kind in it).
+DDB_ACTIONS = {
+    "get_item": {"dynamodb:GetItem"},
+    "batch_get_item": {"dynamodb:BatchGetItem"},
+    "put_item": {"dynamodb:PutItem"},
+    "update_item": {"dynamodb:UpdateItem"},
+    "delete_item": {"dynamodb:DeleteItem"},
+    "query": {"dynamodb:Query"},
+}
+TRANSACT_ITEMS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+# Powertools' idempotency layer (the API's Idempotency-Key): its documented IAM actions.
+IDEMPOTENCY_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+
+
+def table_calls_in_the_code() -> set[str]:
+    """The IAM actions of every jobs-table call the Lambdas' code makes (talkstack/, but not the
+    CLI or the local stack, which run with the operator's credentials)."""
+    needed: set[str] = set()
+    for path in (REPO / "talkstack").rglob("*.py"):
+        if path.relative_to(REPO / "talkstack").parts[0] in ("cli", "local"):
+            continue
+        source = path.read_text(encoding="utf-8")
+        calls = set(re.findall(r"\bddb\.(\w+)\(", source))
+        calls |= set(re.findall(r"\bddb\.get_paginator\(\"(\w+)\"\)", source))
+        calls.discard("get_paginator")
+        if "transact_write_items" in calls:
+            calls.discard("transact_write_items")
+            kinds = set(re.findall(r"\{\s*\"(Put|Update|Delete|ConditionCheck)\"\s*:", source))
+            if "self.audit.puts(" in source or "self.puts(" in source:
+                kinds.add("Put")
+            assert kinds, f"{path}: a TransactWriteItems whose item kinds this test cannot see"
+            needed |= {TRANSACT_ITEMS[k] for k in kinds}
+        unknown = calls - set(DDB_ACTIONS)
+        assert not unknown, f"{path}: map {sorted(unknown)} to IAM actions in DDB_ACTIONS"
+        for call in calls:
+            needed |= DDB_ACTIONS[call]
+    return needed
+
+
+def test_pipeline_roles_may_make_every_table_call_the_code_makes(s):
+    """Webhook endpoints, audit entries, quota counters, CURRENT# attempts, delivery claims and
+    per-key idempotency partitions all live in the jobs table; every call the code makes on it
+    (TransactWriteItems with ConditionCheck included) must be allowed to the roles that run it."""
+    needed = table_calls_in_the_code()
+    assert {"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:PutItem"} <= needed
+    table = {"Fn::GetAtt": [next(iter(s.resources("AWS::DynamoDB::GlobalTable"))), "Arn"]}
+    for name, statements in statements_by_role(s).items():
+        on_table = {
+            action
+            for st in statements
+            if table in as_list(st["Resource"])
+            for action in as_list(st["Action"])
+        }
+        if name == "authorizer":
+            assert on_table == {"dynamodb:GetItem"}  # looks a key up, nothing else
+        elif name == "audit_export":
+            assert on_table == {"dynamodb:Query"}  # reads a day's partition
+        else:
+            assert needed | IDEMPOTENCY_ACTIONS <= on_table, (name, needed - on_table)
+
+
 def test_extra_buckets_get_the_same_narrow_statements():
     custom = synth(
         **{"talkstack:readableBuckets": "media-library", "talkstack:writableBuckets": "customer-out"}
@@ -357,6 +423,151 @@ def test_extra_buckets_get_the_same_narrow_statements():
     env = functions_by_name(custom)["validate"][1]["Environment"]["Variables"]
     assert env["TALKSTACK_READABLE_BUCKETS"] == "media-library"
     assert env["TALKSTACK_WRITABLE_BUCKETS"] == "customer-out"
+
+
+def statements_by_role(s) -> dict[str, list[dict]]:
+    return {
+        name: role_statements(s, props["Role"]["Fn::GetAtt"][0])
+        for name, (_, props) in functions_by_name(s).items()
+    }
+
+
+def grants_of(statements: list[dict], action: str) -> list:
+    """Every resource a role's statements allow `action` on (conditions must be absent)."""
+    found = []
+    for st in statements:
+        if action in as_list(st["Action"]):
+            assert "Condition" not in st, st  # S3 decides 404 vs 403 by ListBucket on the bucket
+            found += as_list(st["Resource"])
+    return found
+
+
+def test_every_head_that_must_tell_missing_from_forbidden_has_list_bucket(s):
+    """A HEAD of a missing key is a 403 without s3:ListBucket on the bucket (HeadObject API
+    reference). finalize reads a 404 as "free" (outputs.claim), a cancel or failure as "nothing to
+    take back" (remove_published), validate and the API as INPUT_NOT_FOUND (check_media): each
+    would fail, or answer INPUT_FORBIDDEN, on a 403."""
+    storage = s.stack.storage
+    outputs = {"Fn::GetAtt": [s.logical_id(storage.output_bucket), "Arn"]}
+    inputs = {"Fn::GetAtt": [s.logical_id(storage.input_bucket), "Arn"]}
+    roles = statements_by_role(s)
+    for name in ("finalize", "fail", "api", "validate"):
+        assert outputs in grants_of(roles[name], "s3:ListBucket"), name
+    for name in ("api", "validate"):
+        assert inputs in grants_of(roles[name], "s3:ListBucket"), name
+    # finalize HEADs its targets before it writes (it was granted only writes before: every
+    # HeadObject in the output bucket was a 403 in AWS)
+    output_objects = {"Fn::Join": ["", [outputs, "/*"]]}
+    assert output_objects in grants_of(roles["finalize"], "s3:GetObject")
+    # and nothing that never HEADs the output bucket can list it
+    for name in ("plan", "notify", "ingest", "complete", "segment", "dispatch", "authorizer", "audit_export"):
+        assert outputs not in grants_of(roles[name], "s3:ListBucket"), name
+
+
+def test_a_keys_own_outputs_are_readable_by_the_roles_that_read_inputs(s):
+    """An API key may name its own outputs (`tenants/<key id>/…`) as inputs (tenancy.py): the API
+    and validate HEAD them, segment downloads speech, dispatch pre-signs GETs."""
+    tenants = {
+        "Fn::Join": ["", [{"Fn::GetAtt": [s.logical_id(s.stack.storage.output_bucket), "Arn"]}, "/tenants/*"]]
+    }
+    roles = statements_by_role(s)
+    readers = {name for name, sts in roles.items() if tenants in grants_of(sts, "s3:GetObject")}
+    assert readers == {"api", "validate", "segment", "dispatch"}
+
+
+GRANTS = {
+    "talkstack:readGrants": "k1=s3://media-library/k1/,*=s3://shared-assets/,drop:team=s3://media-library/team/",
+    "talkstack:writeGrants": "k1=s3://customer-out/k1/,*=s3://shared-out/renders/",
+}
+
+
+def test_read_and_write_grants_reach_the_functions_and_their_roles_exactly():
+    custom = synth(**GRANTS)
+    for name, (_, props) in functions_by_name(custom).items():
+        env = props["Environment"]["Variables"]
+        assert env["TALKSTACK_READ_GRANTS"] == (
+            "k1=s3://media-library/k1/,*=s3://shared-assets/,drop:team=s3://media-library/team/"
+        ), name
+        assert env["TALKSTACK_WRITE_GRANTS"] == "k1=s3://customer-out/k1/,*=s3://shared-out/renders/"
+    roles = statements_by_role(custom)
+
+    def arns(name: str, action: str) -> set[str]:
+        return {
+            "".join(p if isinstance(p, str) else "" for p in r["Fn::Join"][1])
+            for r in grants_of(roles[name], action)
+            if isinstance(r, dict) and "Fn::Join" in r and "s3:::" in text(r)
+        }
+
+    read = {"arn::s3:::media-library/k1/*", "arn::s3:::shared-assets/*", "arn::s3:::media-library/team/*"}
+    written = {"arn::s3:::customer-out/k1/*", "arn::s3:::shared-out/renders/*"}
+    for name in ("api", "validate", "segment", "dispatch"):  # a key reads back what it published
+        assert arns(name, "s3:GetObject") == read | written, name
+    for name in ("api", "validate"):  # HEADs there: a missing object must be a 404
+        assert arns(name, "s3:ListBucket") >= {
+            "arn::s3:::media-library",
+            "arn::s3:::shared-assets",
+            "arn::s3:::customer-out",
+            "arn::s3:::shared-out",
+        }
+    for name in ("finalize", "fail"):
+        assert arns(name, "s3:GetObject") == written and arns(name, "s3:DeleteObject") == written, name
+        assert arns(name, "s3:ListBucket") == {"arn::s3:::customer-out", "arn::s3:::shared-out"}, name
+    assert arns("finalize", "s3:PutObject") == written
+    assert arns("api", "s3:DeleteObject") == written  # a cancel takes back what finalize published
+    # nobody else touches a granted location, and nobody writes where only reads were granted
+    for name in ("plan", "notify", "ingest", "complete", "authorizer", "audit_export"):
+        assert not any(arns(name, a) for a in ("s3:GetObject", "s3:PutObject", "s3:ListBucket")), name
+    for name in roles:
+        assert not (arns(name, "s3:PutObject") | arns(name, "s3:DeleteObject")) & read, name
+
+
+def test_grants_too_long_for_lambdas_environment_fail_synth():
+    """Lambda refuses an environment over 4 KB at deploy time; synth says which settings to shorten."""
+    many = ",".join(f"key{i:09d}=s3://media-library-{i:04d}/tenant-{i:04d}/" for i in range(80))
+    with pytest.raises(ValueError, match="over Lambda's 4096; shorten talkstack:readGrants"):
+        synth(**{"talkstack:readGrants": many})
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"talkstack:writeGrants": "drop:team=s3://customer-out/"}, "write grants are for API keys"),
+        ({"talkstack:readGrants": "k1=customer-out/x/"}, "s3://bucket/"),
+        ({"talkstack:readGrants": "Bad Key=s3://customer-out/"}, "grantee"),
+    ],
+)
+def test_bad_grants_fail_synth_with_the_setting_named(context, message):
+    from talkstack_cdk.settings import load_settings
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_settings(context, environ={})
+
+
+def test_the_lambdas_plan_within_the_timeouts_the_modal_apps_were_deployed_with(monkeypatch):
+    """Plan bounds step timeouts and URL lifetimes by the Modal classes' timeouts, which it reads
+    from TALKSTACK_<FAMILY>_TIMEOUT_S (get_modal_deploy): the stack passes what `modal deploy` got."""
+    from talkstack_cdk.settings import load_settings
+
+    from talkstack.settings import ModalDeploySettings
+
+    defaults = ModalDeploySettings()
+    env = functions_by_name(synth())["plan"][1]["Environment"]["Variables"]
+    for family in ("avatar", "stitch", "video", "voice"):
+        assert env[f"TALKSTACK_{family.upper()}_TIMEOUT_S"] == str(defaults.timeout_s(family))
+
+    custom = functions_by_name(synth(**{"talkstack:avatarTimeoutS": "7200"}))
+    for name in ("plan", "dispatch"):
+        env = custom[name][1]["Environment"]["Variables"]
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value if isinstance(value, str) else text(value))
+        assert ModalDeploySettings().timeout_s("avatar") == 7200  # parsed as the Lambda parses it
+    # One shell for both deploys: `modal deploy`'s own variable is the stack's default ...
+    assert load_settings({}, environ={"TALKSTACK_VIDEO_TIMEOUT_S": "3600"}).video_timeout_s == 3600
+    # ... and a stack setting that disagrees with it fails synth instead of outliving the workers.
+    with pytest.raises(ValueError, match="talkstack:voiceTimeoutS is 600 but TALKSTACK_VOICE_TIMEOUT_S"):
+        load_settings({"talkstack:voiceTimeoutS": "600"}, environ={"TALKSTACK_VOICE_TIMEOUT_S": "1800"})
+    with pytest.raises(ValueError, match="avatar_timeout_s"):
+        load_settings({}, environ={"TALKSTACK_AVATAR_TIMEOUT_S": "0"})
 
 
 def test_bucket_regions_reach_the_functions_that_pre_sign():

@@ -2,8 +2,21 @@
 
 S3 access is written out action by action (no `s3:*`, no `s3:Get*`) and limited to the prefixes a
 function works on. `s3:ListBucket` is granted where a handler must tell a missing object (404) from
-a forbidden one (S3 answers 403 to a HEAD of a missing key without it). Buckets named in the
-settings (readable/writable) get exactly the same statements as the stack's own.
+a forbidden one (S3 answers 403 to a HEAD of a missing key without it), on the bucket and without
+an `s3:prefix` condition: S3 documents the 404 for "s3:ListBucket permission on the bucket", not for
+a prefix-conditioned one. Buckets named in the settings (readable/writable) get exactly the same
+statements as the stack's own.
+
+The tenant namespaces (talkstack/pipeline/tenancy.py) decide in code what each job may touch; IAM
+has to allow the union of them:
+
+- reads (api, validate, segment, dispatch): the readable buckets (operators' direct starts, and a
+  drop's own folder in the input bucket), every key's own outputs (`tenants/` in the output
+  bucket), and the read and write grants (TALKSTACK_READ_GRANTS / TALKSTACK_WRITE_GRANTS: a key
+  reads back what it published there);
+- publishing (finalize; fail and api's cancel take back): the writable buckets and the write
+  grants. Publishing HEADs each target first (free, or this job's: outputs.claim), so these roles
+  also read there, with ListBucket so that a free key is a 404, not a 403.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from talkstack.contract.worker import MARKERS_PREFIX as MARKERS
 from talkstack.contract.worker import WORK_PREFIX as WORK
 from talkstack.pipeline.audit import EXPORT_PREFIX as AUDIT_PREFIX
 from talkstack.pipeline.jobs_table import OWNER_INDEX
+from talkstack.pipeline.tenancy import TENANTS_PREFIX
 from talkstack_cdk.functions import PipelineFunctions
 from talkstack_cdk.settings import DeploySettings
 from talkstack_cdk.storage import INPUT_PREFIX, UPLOAD_PREFIX, Storage
@@ -61,6 +75,11 @@ ObjectScopes = dict[str, set[tuple[Bucket, str]]]
 """Per role: the (bucket, key prefix) pairs it was granted object actions on."""
 
 
+def _unique(pairs: Iterable[tuple[Bucket, str]]) -> list[tuple[Bucket, str]]:
+    """Each (bucket, prefix) once, in order (a grant may repeat a location, or name a stack bucket)."""
+    return list(dict.fromkeys(pairs))
+
+
 def _bucket_arn(bucket: Bucket) -> str:
     return f"arn:{Aws.PARTITION}:s3:::{bucket}" if isinstance(bucket, str) else bucket.bucket_arn
 
@@ -81,14 +100,30 @@ def grant_pipeline(
     inputs, work, outputs = storage.data_buckets
     readable: list[Bucket] = [inputs, *settings.readable_buckets]
     writable: list[Bucket] = [outputs, *settings.writable_buckets]
+    # Where a tenant (an API key, a drop folder) may read beyond the readable buckets, and where an
+    # API key may publish beyond the writable ones, as (bucket, prefix) pairs.
+    write_grants = _unique((g.bucket, g.prefix) for g in settings.write_grants)
+    tenant_reads = _unique(
+        [(outputs, TENANTS_PREFIX), *((g.bucket, g.prefix) for g in settings.read_grants), *write_grants]
+    )
+    publish_to = _unique([*((b, "") for b in writable), *write_grants])
     role = functions.roles
     scopes: ObjectScopes = {name: set() for name in functions.roles}
 
     def objects(name: str, buckets: Iterable[Bucket], prefixes: Iterable[str] = ("",)) -> list[str]:
         """Object ARNs `bucket/prefix*`, remembered per role for nag.py's acknowledgments."""
-        pairs = [(bucket, prefix) for bucket in buckets for prefix in prefixes]
+        return scoped(name, [(bucket, prefix) for bucket in buckets for prefix in prefixes])
+
+    def scoped(name: str, pairs: Iterable[tuple[Bucket, str]]) -> list[str]:
+        pairs = list(pairs)
         scopes[name].update(pairs)
         return [object_arn(bucket, prefix) for bucket, prefix in pairs]
+
+    def buckets(pairs: Iterable[tuple[Bucket, str]]) -> list[str]:
+        """The bucket ARNs (for s3:ListBucket) of (bucket, prefix) pairs, each once."""
+        return list(dict.fromkeys(_bucket_arn(bucket) for bucket, _ in pairs))
+
+    reads = [*((b, "") for b in readable), *tenant_reads]
 
     # Every pipeline function keeps job records; the authorizer only reads keys.
     table = storage.table.table_arn
@@ -114,16 +149,17 @@ def grant_pipeline(
     allow(role["ingest"], "FindJobs", ["states:DescribeExecution"], [targets.executions_arn])
     targets.ingest_refusals.grant_send_messages(functions["ingest"])
 
-    # validate: HEAD every input wherever requests may read from.
-    allow(role["validate"], "HeadInputs", READ, objects("validate", readable))
-    allow(role["validate"], "TellMissingInputs", LIST, map(_bucket_arn, readable))
+    # validate: HEAD every input wherever requests may read from (a missing one must be a 404:
+    # INPUT_NOT_FOUND, the same answer as for what the namespace may not read).
+    allow(role["validate"], "HeadInputs", READ, scoped("validate", reads))
+    allow(role["validate"], "TellMissingInputs", LIST, buckets(reads))
 
     # segment: read the speech (an input, or the voice step's output), write the chunks.
     allow(
         role["segment"],
         "ReadSpeech",
         READ,
-        [*objects("segment", readable), *objects("segment", [work], [WORK])],
+        [*scoped("segment", reads), *objects("segment", [work], [WORK])],
     )
     allow(role["segment"], "WriteChunks", WRITE, objects("segment", [work], [WORK]))
 
@@ -133,7 +169,7 @@ def grant_pipeline(
         role["dispatch"],
         "PresignReads",
         READ,
-        [*objects("dispatch", readable), *objects("dispatch", [work], [WORK, CONTROL])],
+        [*scoped("dispatch", reads), *objects("dispatch", [work], [WORK, CONTROL])],
     )
     allow(role["dispatch"], "PresignWrites", WRITE, objects("dispatch", [work], [WORK, MARKERS]))
 
@@ -147,15 +183,17 @@ def grant_pipeline(
         [targets.state_machine_arn],
     )
 
-    # finalize: copy work outputs to the requested output bucket; remove them again if the job
-    # was cancelled meanwhile.
+    # finalize: HEAD each target (free: a 404, or this job's), copy work outputs there under a
+    # write condition, and remove them again if the job was cancelled meanwhile.
     allow(role["finalize"], "ReadWork", READ, objects("finalize", [work], [WORK]))
-    allow(role["finalize"], "Publish", [*WRITE, *DELETE], objects("finalize", writable))
+    allow(role["finalize"], "CheckTargets", READ, scoped("finalize", publish_to))
+    allow(role["finalize"], "TellFreeTargets", LIST, buckets(publish_to))
+    allow(role["finalize"], "Publish", [*WRITE, *DELETE], scoped("finalize", publish_to))
 
     # fail: no partial output stays published.
-    allow(role["fail"], "FindPartialOutputs", READ, objects("fail", writable))
-    allow(role["fail"], "TellMissingOutputs", LIST, map(_bucket_arn, writable))
-    allow(role["fail"], "RemovePartialOutputs", DELETE, objects("fail", writable))
+    allow(role["fail"], "FindPartialOutputs", READ, scoped("fail", publish_to))
+    allow(role["fail"], "TellMissingOutputs", LIST, buckets(publish_to))
+    allow(role["fail"], "RemovePartialOutputs", DELETE, scoped("fail", publish_to))
 
     # notify: the topic (and its KMS key: SNS encrypts each message with a data key), and the
     # webhook signing secret.
@@ -171,11 +209,13 @@ def grant_pipeline(
         objects("audit_export", [storage.audit_bucket], [AUDIT_PREFIX]),
     )
 
-    # api: uploads, HEADs of inputs, results' pre-signed GETs, jobs started, stopped and cancelled.
+    # api: uploads, HEADs of inputs, results' pre-signed GETs, jobs started, stopped and cancelled
+    # (a cancel takes back what finalize published: a HEAD of each key, most of them missing).
     allow(role["api"], "Uploads", WRITE, objects("api", [inputs], [UPLOAD_PREFIX]))
-    allow(role["api"], "HeadInputs", READ, objects("api", readable))
-    allow(role["api"], "TellMissingInputs", LIST, map(_bucket_arn, readable))
-    allow(role["api"], "PresignResults", [*READ, *DELETE], objects("api", writable))
+    allow(role["api"], "HeadInputs", READ, scoped("api", reads))
+    allow(role["api"], "TellMissingInputs", LIST, buckets(reads))
+    allow(role["api"], "PresignResults", [*READ, *DELETE], scoped("api", publish_to))
+    allow(role["api"], "TellMissingOutputs", LIST, buckets(publish_to))
     allow(role["api"], "CancelFlags", WRITE, objects("api", [work], [CONTROL]))
     allow(role["api"], "StartJobs", ["states:StartExecution"], [targets.state_machine_arn])
     allow(

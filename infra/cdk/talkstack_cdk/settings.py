@@ -14,7 +14,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 from talkstack.contract.fields import TaskKind
-from talkstack.pipeline.config import AwsRegion, check_default_models, split_csv, split_pairs
+from talkstack.pipeline.config import (
+    AwsRegion,
+    S3Grant,
+    check_default_models,
+    parse_grants,
+    split_csv,
+    split_pairs,
+)
+from talkstack.settings.modal_deploy import ModalDeploySettings, WorkerFamily
 
 CONTEXT_PREFIX = "talkstack:"
 ENV_PREFIX = "TALKSTACK_CDK_"
@@ -23,6 +31,20 @@ BucketList = Annotated[list[str], BeforeValidator(split_csv)]
 BackendMap = Annotated[dict[str, Literal["local", "modal"]], BeforeValidator(split_pairs)]
 DefaultModels = Annotated[dict[TaskKind, str], BeforeValidator(split_pairs)]
 RegionMap = Annotated[dict[str, AwsRegion], BeforeValidator(split_pairs)]
+GrantList = Annotated[list[S3Grant], BeforeValidator(parse_grants)]
+MODAL_TIMEOUTS: dict[WorkerFamily, str] = {
+    family: f"{family}_timeout_s" for family in ("avatar", "stitch", "video", "voice")
+}
+"""The Modal classes' timeouts the pipeline plans steps within: DeploySettings fields, named as the
+ModalDeploySettings fields that `modal deploy` reads (TALKSTACK_<FAMILY>_TIMEOUT_S)."""
+
+
+def _modal_timeout_default(family: WorkerFamily) -> int:
+    default = ModalDeploySettings.model_fields[MODAL_TIMEOUTS[family]].default
+    assert isinstance(default, int)
+    return default
+
+
 # CloudWatch Logs retention periods (days) and their aws_logs.RetentionDays names.
 LOG_RETENTION = {
     1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
@@ -77,9 +99,19 @@ class DeploySettings(BaseModel):
     modal_environment: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
     """Modal environment the worker apps were deployed to (default: the workspace's default)."""
     readable_buckets: BucketList = Field(default_factory=list)
-    """Buckets besides the input bucket that requests may read media from (read-only access)."""
+    """Buckets besides the input bucket that directly started executions (an operator's
+    StartExecution) may read media from (read-only access). API keys and drop folders read only
+    their own namespace and read_grants."""
     writable_buckets: BucketList = Field(default_factory=list)
-    """Buckets besides the output bucket that requests may publish to (the allowed output buckets)."""
+    """Buckets besides the output bucket that S3 drops and direct starts may publish to. An API key
+    publishes only under its own folder of the output bucket, or under a write grant."""
+    read_grants: GrantList = Field(default_factory=list)
+    """`grantee=s3://bucket/prefix/` pairs, as TALKSTACK_READ_GRANTS: what an API key (`<key id>`,
+    `*` = every key) or a drop folder (`drop:<folder>`, `drop:*`) may read besides its own uploads,
+    outputs or folder. The read roles (api, validate, segment, dispatch) get read access there."""
+    write_grants: GrantList = Field(default_factory=list)
+    """The same for publishing (`output.bucket`), as TALKSTACK_WRITE_GRANTS: API keys only. finalize
+    and fail get write and delete access there, the read roles read access (a key reads its outputs)."""
     bucket_regions: RegionMap = Field(default_factory=dict)
     """`bucket=region` pairs for buckets whose region the Lambdas cannot look up, as
     TALKSTACK_BUCKET_REGIONS (pre-signed URLs are signed for each bucket's own region)."""
@@ -87,6 +119,17 @@ class DeploySettings(BaseModel):
     """Render a parallel avatar chunk once more when its quality report fails, as
     TALKSTACK_QUALITY_RERENDER_CHUNKS (the pass marks themselves are the workers': set
     TALKSTACK_QUALITY_* where `modal deploy` runs; docs/quality.md)."""
+
+    avatar_timeout_s: int = Field(_modal_timeout_default("avatar"), gt=0)
+    """The avatar Modal class's timeout, as TALKSTACK_AVATAR_TIMEOUT_S for the Lambdas (Plan bounds
+    step timeouts and URL lifetimes by it): must be what `modal deploy` used. Unset, it is that
+    variable's value in this environment (or the apps' default)."""
+    stitch_timeout_s: int = Field(_modal_timeout_default("stitch"), gt=0)
+    """The same for the Stitcher (TALKSTACK_STITCH_TIMEOUT_S)."""
+    video_timeout_s: int = Field(_modal_timeout_default("video"), gt=0)
+    """The same for the video classes (TALKSTACK_VIDEO_TIMEOUT_S)."""
+    voice_timeout_s: int = Field(_modal_timeout_default("voice"), gt=0)
+    """The same for the voice classes (TALKSTACK_VOICE_TIMEOUT_S)."""
 
     alarm_email: Annotated[
         Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,
@@ -133,6 +176,19 @@ class DeploySettings(BaseModel):
             raise ValueError(f"not S3 bucket names: {bad}")
         return value
 
+    @field_validator("write_grants")
+    @classmethod
+    def _write_grants_name_api_keys(cls, value: list[S3Grant]) -> list[S3Grant]:
+        drops = [g.grantee for g in value if g.grantee.startswith("drop:")]
+        if drops:
+            raise ValueError(f"{drops[0]!r}: write grants are for API keys (`<key id>` or `*`)")
+        return value
+
+
+def grants_value(grants: list[S3Grant]) -> str:
+    """Grants back in TALKSTACK_READ_GRANTS / TALKSTACK_WRITE_GRANTS syntax."""
+    return ",".join(f"{g.grantee}=s3://{g.bucket}/{g.prefix}" for g in grants)
+
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -145,7 +201,11 @@ def context_key(name: str) -> str:
 
 
 def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None) -> DeploySettings:
-    """Context wins over the environment; unknown `talkstack:` context keys are refused."""
+    """Context wins over the environment; unknown `talkstack:` context keys are refused.
+
+    The Modal timeouts also come from the variables `modal deploy` reads (TALKSTACK_AVATAR_TIMEOUT_S,
+    …) when neither context nor TALKSTACK_CDK_* sets them, so one shell deploys both alike; where
+    both are set and differ, synth fails instead of planning steps the workers cannot finish."""
     environ = dict(os.environ if environ is None else environ)
     fields = {_camel(name): name for name in DeploySettings.model_fields}
     values: dict[str, Any] = {}
@@ -160,4 +220,18 @@ def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None
         if short not in fields:
             raise ValueError(f"unknown setting {key!r}; known: {sorted(CONTEXT_PREFIX + k for k in fields)}")
         values[fields[short]] = value
+    chosen = DeploySettings.model_validate(values)
+    for name in MODAL_TIMEOUTS.values():
+        variable = f"TALKSTACK_{name.upper()}"
+        modal = environ.get(variable)
+        if modal is None:
+            continue
+        if name not in values:
+            values[name] = modal  # validated below, under the setting's name
+            continue
+        if modal.strip() != str(getattr(chosen, name)):
+            raise ValueError(
+                f"{context_key(name)} is {getattr(chosen, name)} but {variable} (what `modal deploy` "
+                f"reads) is {modal!r}; give both the timeout the Modal apps were deployed with"
+            )
     return DeploySettings.model_validate(values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_s3 as s3
@@ -21,9 +21,29 @@ from talkstack_cdk.monitoring import Monitoring
 from talkstack_cdk.nag import suppress_stack_findings
 from talkstack_cdk.permissions import Targets, grant_pipeline
 from talkstack_cdk.rest_api import RestApi
-from talkstack_cdk.settings import DeploySettings
+from talkstack_cdk.settings import MODAL_TIMEOUTS, DeploySettings, grants_value
 from talkstack_cdk.storage import INPUT_PREFIX, MANIFEST_SUFFIX, Storage
 from talkstack_cdk.workflow import JobWorkflow, executions_arn, state_machine_arn
+
+LAMBDA_ENVIRONMENT_BYTES = 4096
+"""Lambda's limit on a function's environment variables, names and values together."""
+RESOLVED_TOKEN_BYTES = 128
+"""At most what one deploy-time value (an ARN, a queue URL, a bucket name) resolves to."""
+
+
+def check_environment_size(environment: dict[str, str]) -> None:
+    """Fail synth, naming the settings that grow, rather than the deploy: the grants and bucket
+    lists are the only environment values without a fixed size."""
+    size = sum(
+        len(name) + (RESOLVED_TOKEN_BYTES if Token.is_unresolved(value) else len(value.encode()))
+        for name, value in environment.items()
+    ) + len("POWERTOOLS_SERVICE_NAME=talkstack")
+    if size > LAMBDA_ENVIRONMENT_BYTES:
+        raise ValueError(
+            f"the Lambdas' environment would take up to {size} bytes, over Lambda's "
+            f"{LAMBDA_ENVIRONMENT_BYTES}; shorten talkstack:readGrants / writeGrants (a grant to `*` "
+            "or a shared prefix covers many keys) or the readable/writable bucket lists"
+        )
 
 
 class TalkstackStack(Stack):
@@ -158,6 +178,9 @@ class TalkstackStack(Stack):
             "TALKSTACK_AUDIT_BUCKET": storage.audit_bucket.bucket_name,
             "TALKSTACK_MODAL_TOKEN_SECRET": self.modal_token.secret_arn,
             "TALKSTACK_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
+            # What the Modal classes may run (modal deploy's settings): Plan bounds each step's
+            # timeout and its URLs' lifetime by it (talkstack/settings/modal_deploy.py).
+            **{f"TALKSTACK_{name.upper()}": str(getattr(s, name)) for name in MODAL_TIMEOUTS.values()},
         }
         optional = {
             "TALKSTACK_MODEL_BACKENDS": ",".join(f"{k}={v}" for k, v in s.model_backends.items()),
@@ -165,10 +188,14 @@ class TalkstackStack(Stack):
             "TALKSTACK_MODAL_ENVIRONMENT": s.modal_environment or "",
             "TALKSTACK_READABLE_BUCKETS": ",".join(s.readable_buckets),
             "TALKSTACK_WRITABLE_BUCKETS": ",".join(s.writable_buckets),
+            "TALKSTACK_READ_GRANTS": grants_value(s.read_grants),
+            "TALKSTACK_WRITE_GRANTS": grants_value(s.write_grants),
             "TALKSTACK_BUCKET_REGIONS": ",".join(f"{k}={v}" for k, v in s.bucket_regions.items()),
             "TALKSTACK_QUALITY_RERENDER_CHUNKS": str(s.quality_rerender_chunks).lower(),
         }
-        return {**env, **{k: v for k, v in optional.items() if v}}
+        environment = {**env, **{k: v for k, v in optional.items() if v}}
+        check_environment_size(environment)
+        return environment
 
     def outputs(self) -> None:
         values = {
