@@ -36,10 +36,10 @@ from talkstack.contract.record import utc_now
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import UrlSigner
-from talkstack.pipeline.tenancy import input_not_found
+from talkstack.pipeline.tenancy import UPLOADS_PREFIX, input_not_found
 from talkstack.settings import MediaLimits
 
-UPLOAD_PREFIX = "uploads/"
+UPLOAD_PREFIX = UPLOADS_PREFIX
 URL_EXPIRY_S = 3600
 UPLOAD_TTL_S = 7 * 24 * 3600
 MAX_FORM_BYTES = 4 * 1024 * 1024

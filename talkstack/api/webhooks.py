@@ -140,7 +140,11 @@ class WebhookService:
     # --- the key's own secret ---------------------------------------------------------------------
 
     def key_secret(self, principal: Principal) -> WebhookSecret:
-        return _secret(self.endpoints.key_secrets(principal.key_id))
+        """The key's secret, created on first need; every read is in the audit trail (a secret read
+        is how a leaked API key would be turned into forged webhooks)."""
+        values = self.endpoints.key_secrets(principal.key_id)
+        self.audit.record(principal.actor, "webhook.secret_read", "webhook", KEY_SECRET_OBJECT)
+        return _secret(values)
 
     def rotate_key_secret(self, principal: Principal) -> WebhookSecret:
         try:

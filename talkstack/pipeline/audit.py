@@ -2,7 +2,8 @@
 
 Each entry is written twice, in one DynamoDB transaction, and never updated:
   AUDIT#<key id>       / <time>#<entry id>   a key's own trail: `GET /v1/audit` is one Query in time order
-  AUDITDAY#<yyyy-mm-dd> / <time>#<entry id>  the day's entries: the daily export is one Query, not a Scan
+  AUDITDAY#<yyyy-mm-dd>#<shard> / <time>#<entry id>  the day's entries, in 16 shards: the daily
+                                             export is 16 Queries merged, not a Scan
 Both puts are conditional (`attribute_not_exists`), so an entry can never overwrite another. Neither
 item carries `owner`, so audit entries never show up in the `by-owner` index (job lists, usage).
 Entries expire `audit_retention_days` after they are written (DynamoDB TTL on `expires_at`).
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import heapq
 import json
 import logging
 import secrets
@@ -51,6 +54,7 @@ AuditAction = Literal[
     "webhook.created",
     "webhook.rotated",
     "webhook.deleted",
+    "webhook.secret_read",
 ]
 AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
 ObjectType = Literal["key", "job", "upload", "webhook"]
@@ -68,6 +72,16 @@ EXPORT_PREFIX = "audit/"
 
 KEY_PARTITION = "AUDIT#"
 DAY_PARTITION = "AUDITDAY#"
+DAY_SHARDS = 16
+"""The day's entries are spread over `AUDITDAY#<day>#<0..15>` (by entry id): one partition for every
+tenant's actions of a day would throttle near 250 audited actions a second stack-wide, and audit
+writes fail closed, so a hot day partition would turn into errors for every tenant."""
+
+
+def day_shard(day: str, entry: AuditEntry) -> str:
+    """`<yyyy-mm-dd>#<shard>`: the day partition suffix an entry is written under."""
+    number = int(hashlib.sha256(entry.entry_id.encode()).hexdigest(), 16) % DAY_SHARDS
+    return f"{day}#{number}"
 
 
 class AuditObject(StrictModel):
@@ -166,7 +180,7 @@ class AuditLog:
                     "ConditionExpression": "attribute_not_exists(pk)",  # append-only
                 }
             }
-            for partition, suffix in ((KEY_PARTITION, entry.key_id), (DAY_PARTITION, day))
+            for partition, suffix in ((KEY_PARTITION, entry.key_id), (DAY_PARTITION, day_shard(day, entry)))
         ]
 
     def record(
@@ -237,16 +251,21 @@ class AuditLog:
                 return entries, next_key
 
     def day(self, day: date) -> Iterator[AuditEntry]:
-        """Every entry written on `day` (UTC), oldest first."""
+        """Every entry written on `day` (UTC), oldest first: the day's shards, merged by sort key."""
         paginator = self.ddb.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self.table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": f"{DAY_PARTITION}{day.isoformat()}"}},
-            ConsistentRead=True,
-        ):
-            for item in page["Items"]:
-                yield AuditEntry.model_validate_json(item["entry"]["S"])
+
+        def shard(number: int) -> Iterator[tuple[str, str]]:
+            for page in paginator.paginate(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": f"{DAY_PARTITION}{day.isoformat()}#{number}"}},
+                ConsistentRead=True,
+            ):
+                for item in page["Items"]:
+                    yield item["sk"]["S"], item["entry"]["S"]
+
+        for _, document in heapq.merge(*(shard(n) for n in range(DAY_SHARDS))):
+            yield AuditEntry.model_validate_json(document)
 
     # --- the daily export ------------------------------------------------------------------------
 

@@ -60,6 +60,17 @@ class S3Grant:
         return bucket == self.bucket and key.startswith(self.prefix)
 
 
+UPLOADS_AREA = "uploads/"
+"""The API's uploads in the input bucket (`uploads/<key id>/…`; the API's own layout, api/uploads.py)."""
+TENANTS_AREA = "tenants/"
+"""The API keys' outputs in the output bucket (`tenants/<key id>/…`, pipeline/tenancy.py)."""
+
+
+def _overlaps(prefix: str, area: str) -> bool:
+    """Whether the objects under `prefix` and under `area` can meet ("" is the whole bucket)."""
+    return prefix.startswith(area) or area.startswith(prefix)
+
+
 def parse_grants(value: object) -> object:
     """`grantee=s3://bucket/prefix/,…` → S3Grants (a grantee may appear several times)."""
     if not isinstance(value, str):
@@ -262,6 +273,38 @@ class PipelineConfig(BaseSettings):
                 "TALKSTACK_WEBHOOK_DELIVERY_DEADLINE_S must be at least TALKSTACK_WEBHOOK_TIMEOUT_S "
                 "(one attempt must fit in a delivery)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _grants_keep_out_of_the_tenants_areas(self) -> PipelineConfig:
+        """No grant (and no drop prefix) may reach into what the stack keeps per API key — the
+        uploads (`uploads/<key id>/` of the input bucket) and the outputs (`tenants/<key id>/` of the
+        output bucket) — nor may a write grant reach the drop folders: a whole-bucket grant to `*`
+        would otherwise let every key read every other key's uploads."""
+        reserved = [
+            (self.input_bucket, UPLOADS_AREA, "the API keys' uploads"),
+            (self.output_bucket, TENANTS_AREA, "the API keys' outputs"),
+        ]
+        if _overlaps(self.input_prefix, UPLOADS_AREA):
+            raise ValueError(
+                f"TALKSTACK_INPUT_PREFIX: {self.input_prefix!r} overlaps {UPLOADS_AREA!r}, where the API "
+                "keeps each key's uploads; drop folders must live elsewhere (e.g. inputs/)"
+            )
+        for setting, grants, extra in (
+            ("TALKSTACK_READ_GRANTS", self.read_grants, []),
+            (
+                "TALKSTACK_WRITE_GRANTS",
+                self.write_grants,
+                [(self.input_bucket, self.input_prefix, "drop folders")],
+            ),
+        ):
+            for grant in grants:
+                for bucket, area, what in [*reserved, *extra]:
+                    if grant.bucket == bucket and _overlaps(grant.prefix, area):
+                        raise ValueError(
+                            f"{setting}: {grant.grantee}=s3://{bucket}/{grant.prefix} overlaps "
+                            f"s3://{bucket}/{area} ({what}); grant a folder outside it"
+                        )
         return self
 
     @model_validator(mode="after")

@@ -27,7 +27,13 @@ from talkstack.contract.request import JobRequestBase
 from talkstack.contract.worker import ResultMarker, StepAddress
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
-from talkstack.pipeline.outputs import check_targets, final_key, publish, write_result_json
+from talkstack.pipeline.outputs import (
+    check_targets,
+    final_key,
+    publish,
+    remove_published,
+    write_result_json,
+)
 from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
 
@@ -100,9 +106,13 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
             warnings.extend(w for w in (result.warnings if result else []) if w not in warnings)
     quality = job_quality(main, chunks)
 
+    completed_elsewhere = False
+
     def complete(current: JobRecord) -> None:
-        if current.status == "completed":
-            return  # an earlier run of this step completed it (its result.json is written)
+        nonlocal completed_elsewhere
+        completed_elsewhere = current.status == "completed"
+        if completed_elsewhere:
+            return  # another run of this step completed it first (rewritten below)
         if current.is_terminal:
             raise JobEnded(job_id)
         current.start_step("finalize", now=started)
@@ -124,13 +134,18 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         write_result_json(s3, current, bucket)
 
     try:
-        return store.update(job_id, complete)
+        record = store.update(job_id, complete)
     except JobEnded:
         # Cancelled (or failed) while we copied: that record stands, ended and not completed (a
         # terminal record never changes again), so what this run published goes, and result.json
-        # too, if a lost race had written it. (Deleting a key that is not there is no error.)
+        # too, if a lost race had written it: only objects tagged with this job's id, never another
+        # job's object at a shared key (a voice and an avatar job may share `<prefix>/result.json`).
         ended = store.get(job_id)
         assert ended is not None and ended.status != "completed"
-        for key in sorted({o.key for o in published} | {request.sibling_key(job_id, "result")}):
-            s3.delete_object(Bucket=bucket, Key=key)
+        remove_published(ended, config, s3)
         return ended
+    if completed_elsewhere:
+        # Two runs raced: this one's callback may have written result.json last, of a record that
+        # was never stored. Write the stored one again (the same bytes when no race happened).
+        write_result_json(s3, record, bucket)
+    return record

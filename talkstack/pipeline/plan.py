@@ -155,12 +155,18 @@ def progress_span(steps: list[str] | tuple[str, ...], step: str) -> tuple[float,
     raise ValueError(f"{step!r} is not one of the job's steps {list(steps)}")
 
 
-def max_concurrency(source: JobSource | None, config: PipelineConfig) -> int:
+def max_concurrency(source: JobSource | None, request: JobRequestBase, config: PipelineConfig) -> int:
     """GPU tasks a job runs at once: what admission gave an API job out of its key's tier (so a free
-    key's parallel avatar renders one chunk at a time), else the operator's setting."""
+    key's parallel avatar renders one chunk at a time), else the operator's setting — and never more
+    than the avatar's Modal class may run containers (`TALKSTACK_AVATAR_MAX_CONTAINERS`): a chunk
+    started beyond that would wait in Modal's queue without a heartbeat, and its attempt (and its
+    URLs) would run out before it began."""
+    slots = config.parallel_max_concurrency
     if source is not None and source.gpu_slots is not None:
-        return min(source.gpu_slots, config.parallel_max_concurrency)
-    return config.parallel_max_concurrency
+        slots = min(source.gpu_slots, slots)
+    if config.backend_for(request.primary_model) == "modal":
+        slots = min(slots, get_modal_deploy().max_containers("avatar"))
+    return slots
 
 
 def plan_job(job_id: str, config: PipelineConfig, store: Any) -> Plan:
@@ -168,6 +174,6 @@ def plan_job(job_id: str, config: PipelineConfig, store: Any) -> Plan:
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
     plan = plan_for(record.request, config)
-    plan.max_concurrency = max_concurrency(record.source, config)
+    plan.max_concurrency = max_concurrency(record.source, record.request, config)
     store.put_step_result(job_id, PLAN_RESULT, plan)
     return plan

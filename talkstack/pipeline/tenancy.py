@@ -29,11 +29,11 @@ from talkstack.contract.fields import MediaRef
 from talkstack.contract.record import JobSource
 from talkstack.contract.request import JobRequestBase, OutputSpec
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.pipeline.config import PipelineConfig, S3Grant
+from talkstack.pipeline.config import TENANTS_AREA, UPLOADS_AREA, PipelineConfig, S3Grant
 
-UPLOADS_PREFIX = "uploads/"
+UPLOADS_PREFIX = UPLOADS_AREA
 """Where the API stores a key's uploads in the input bucket: `uploads/<key id>/<upload id>/<file>`."""
-TENANTS_PREFIX = "tenants/"
+TENANTS_PREFIX = TENANTS_AREA
 """Where the API publishes a key's outputs in the output bucket: `tenants/<key id>/…`."""
 
 OwnerKind = Literal["api", "drop", "operator"]
@@ -184,12 +184,23 @@ class Namespace:
                 f"output.bucket: this stack may not publish to {spec.bucket!r}; omit output.bucket to "
                 "use the stack's output bucket, or an operator adds it to TALKSTACK_WRITABLE_BUCKETS",
             )
-        in_output_bucket = spec.bucket in (None, self.config.output_bucket)
-        if self.kind == "drop" and in_output_bucket and f"{spec.prefix or ''}/".startswith(TENANTS_PREFIX):
-            # API keys read their folder back as their own outputs: a drop must not plant files there.
+        if self.kind != "drop":
+            return
+        # API keys read their folders back as their own outputs (the output bucket's tenants/, and
+        # their write grants): a drop must not plant files there.
+        bucket = spec.bucket or self.config.output_bucket
+        # "" for the bucket root and for the default job-id folder (a job id has no '/'), which meet
+        # a key's area only when that area is the whole bucket.
+        folder = f"{spec.prefix}/" if spec.prefix else ""
+        areas = [(self.config.output_bucket, TENANTS_PREFIX)]
+        areas += [
+            (g.bucket, f"{g.prefix}{TENANTS_PREFIX}" if g.grantee == "*" else g.prefix)
+            for g in self.config.write_grants
+        ]
+        if any(bucket == b and (folder.startswith(area) if folder else area == "") for b, area in areas):
             raise TalkstackError(
                 ErrorCode.INVALID_REQUEST,
-                f"output.prefix: {TENANTS_PREFIX} holds the API keys' outputs; choose another prefix",
+                "output.prefix: that folder holds the API keys' outputs; choose another prefix",
             )
 
     def _output_root(self, bucket: str | None) -> tuple[str, str]:

@@ -80,6 +80,15 @@ class ModalDeploySettings(BaseSettings):
             raise ValueError("TALKSTACK_AVATAR_MIN_CONTAINERS is above TALKSTACK_AVATAR_MAX_CONTAINERS")
         return self
 
+    def max_containers(self, family: WorkerFamily) -> int:
+        """How many containers of the family's Modal class may run at once (for every tenant)."""
+        return {
+            "avatar": self.avatar_max_containers,
+            "video": self.video_max_containers,
+            "voice": self.voice_max_containers,
+            "stitch": self.stitch_max_containers,
+        }[family]
+
     def timeout_s(self, family: WorkerFamily) -> int:
         """How long the family's Modal class may run one task before Modal stops it."""
         return {

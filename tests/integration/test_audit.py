@@ -183,14 +183,16 @@ def test_webhook_endpoint_changes_are_in_the_trail_without_secrets_or_url_tokens
     endpoint = created.json()
     assert a.post(f"/v1/webhooks/{endpoint['id']}/rotate").status_code == 200
     assert a.post("/v1/webhooks/secret/rotate").status_code == 200
+    assert a.get("/v1/webhooks/secret").status_code == 200
     assert a.http.delete(f"/v1/webhooks/{endpoint['id']}", headers=a.headers).status_code == 204
 
-    actions = "webhook.created,webhook.rotated,webhook.deleted"
+    actions = "webhook.created,webhook.rotated,webhook.secret_read,webhook.deleted"
     entries = a.get("/v1/audit", params={"order": "oldest", "action": actions}).json()["entries"]
     assert [(e["action"], e["object"]["id"]) for e in entries] == [
         ("webhook.created", endpoint["id"]),
         ("webhook.rotated", endpoint["id"]),
         ("webhook.rotated", "key-secret"),
+        ("webhook.secret_read", "key-secret"),
         ("webhook.deleted", endpoint["id"]),
     ]
     text = json.dumps(entries)

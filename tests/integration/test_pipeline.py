@@ -214,8 +214,15 @@ def test_a_parallel_chunk_that_fails_its_quality_checks_is_rendered_once_more(pi
     pipeline.stack.faults.add(job_id, "avatar", "poor_quality")
     manifest = avatar_manifest(pipeline, job_id=job_id, options={"long_audio": "parallel"})
     media_files = {"portrait.png": media["portrait"], "speech.wav": media["speech"]}
-    # Heartbeats long enough for a chunk queued behind others in the local pool (it sends none).
-    settings = {"parallel_chunk_seconds": "6", "parallel_min_chunk_seconds": "2", "heartbeat_seconds": "20"}
+    # No more chunks at once than the local pool has workers (as the Plan caps a Modal avatar at its
+    # containers): a chunk queued behind others sends no heartbeat, and on a loaded machine its attempt
+    # timed out before it started; the retry then rendered cleanly and nothing was sent back.
+    settings = {
+        "parallel_chunk_seconds": "6",
+        "parallel_min_chunk_seconds": "2",
+        "heartbeat_seconds": "20",
+        "parallel_max_concurrency": "2",
+    }
     with pipeline.configured(**settings):
         pipeline.drop(manifest, media_files, job_id)
         record = pipeline.wait(job_id, timeout_s=240)

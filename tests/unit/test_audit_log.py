@@ -20,6 +20,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.audit import (
     Actor,
     AuditLog,
+    day_shard,
     decode_audit_cursor,
     encode_audit_cursor,
     export_day_for,
@@ -47,7 +48,7 @@ def test_an_entry_is_written_under_its_key_and_its_day_and_never_overwritten(ddb
     entry = log.record(A, "job.submitted", "job", "avatar-1", task="avatar")
 
     mine = _partition(ddb, f"AUDIT#{A.key_id}")
-    day = _partition(ddb, f"AUDITDAY#{entry.time.date().isoformat()}")
+    day = _partition(ddb, f"AUDITDAY#{day_shard(entry.time.date().isoformat(), entry)}")
     assert len(mine) == len(day) == 1
     assert mine[0]["entry"] == day[0]["entry"]
     stored = json.loads(mine[0]["entry"]["S"])
@@ -150,6 +151,18 @@ def test_the_daily_export_writes_the_days_entries_as_json_lines_idempotently(ddb
     quiet = today - timedelta(days=400)
     key, count = log.export_day(s3, "audit-exports", quiet)
     assert count == 0 and s3.get_object(Bucket="audit-exports", Key=key)["Body"].read() == b""
+
+
+def test_a_days_entries_are_spread_over_shards_and_exported_in_time_order(ddb):  # noqa: F811
+    # One partition for every tenant's day would throttle (and audit writes fail closed).
+    log = AuditLog(TABLE, ddb)
+    written = [log.record(A if i % 2 else B, "output.url_issued", "job", f"j{i}") for i in range(40)]
+    today = written[0].time.date().isoformat()
+    shards = {day_shard(today, entry) for entry in written}
+    assert len(shards) > 4
+    assert sum(len(_partition(ddb, f"AUDITDAY#{shard}")) for shard in shards) == 40
+    exported = [entry.entry_id for entry in log.day(written[0].time.date())]
+    assert exported == [entry.entry_id for entry in written]
 
 
 def test_the_export_covers_yesterday_unless_told_a_day():

@@ -324,7 +324,7 @@ export interface components {
              * Action
              * @enum {string}
              */
-            action: "key.created" | "key.revoked" | "job.submitted" | "job.cancelled" | "upload.created" | "output.url_issued" | "webhook.created" | "webhook.rotated" | "webhook.deleted";
+            action: "key.created" | "key.revoked" | "job.submitted" | "job.cancelled" | "upload.created" | "output.url_issued" | "webhook.created" | "webhook.rotated" | "webhook.deleted" | "webhook.secret_read";
             /**
              * Details
              * @description What else identifies the action (never secrets, media or texts).

@@ -404,3 +404,67 @@ def test_a_job_failed_while_finalize_copies_keeps_nothing_and_stays_failed(confi
     # Then the failure stands, and nothing of this job is left in the output bucket (result.json neither)
     assert record.status == "failed" and store.get("job-1").status == "failed"
     assert s3.keys(OUTPUT) == set()
+
+
+def test_a_cancelled_finalize_never_takes_back_another_jobs_result_json_at_a_shared_key(
+    config, store, ddb, s3
+):
+    # Given two jobs sharing a prefix: this avatar job's video is prefix/video.mp4, but both jobs'
+    # result.json default to prefix/result.json, and the other job publishes its own there while this
+    # one copies; then this job is cancelled before its record completes
+    rendered(store, s3, avatar_request(output={"prefix": "shared"}))
+    other = b'{"job_id": "voice-2"}'
+
+    class OtherJobPublishesThenCancel(CancelWinsTheRace):
+        def put_item(self, **params: Any) -> Any:
+            if not self.raced and params.get("ConditionExpression", "").startswith("version"):
+                s3.put_object(
+                    Bucket=OUTPUT,
+                    Key="shared/result.json",
+                    Body=other,
+                    Metadata={"talkstack-job-id": "voice-2"},
+                )
+            return super().put_item(**params)
+
+    record = finalize_job("job-1", config, JobStore(store.table, OtherJobPublishesThenCancel(ddb, store)), s3)
+
+    # Then this job's copies are gone, and the other job's result.json is untouched
+    assert record.status == "cancelled"
+    assert s3.keys(OUTPUT) == {"shared/result.json"}
+    assert s3.get_object(Bucket=OUTPUT, Key="shared/result.json")["Body"].read() == other
+
+
+class AnotherRunCompletesFirst:
+    """The DynamoDB client of a finalize run that loses the race for the record: right after its
+    update has read the record (still running), another run of the step completes the job."""
+
+    def __init__(self, ddb: Any, winner: Any) -> None:
+        self.ddb, self.winner, self.reads = ddb, winner, 0
+
+    def get_item(self, **params: Any) -> Any:
+        answer = self.ddb.get_item(**params)
+        if params["Key"]["sk"]["S"] == "RECORD":
+            self.reads += 1
+            if self.reads == 2:  # the first is finalize's own look at the record; the second, update's
+                self.winner()
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ddb, name)
+
+
+def test_when_two_finalize_runs_race_result_json_is_the_stored_records(config, store, ddb, s3):
+    rendered(store, s3, avatar_request())
+    racing = JobStore(
+        store.table, AnotherRunCompletesFirst(ddb, lambda: finalize_job("job-1", config, store, s3))
+    )
+
+    # When the losing run's callback writes result.json of its own record, its write of the record
+    # fails, and its retry finds the record completed by the other run
+    record = finalize_job("job-1", config, racing, s3)
+
+    # Then result.json is the record that was stored, not the losing run's
+    stored = store.get("job-1")
+    assert record.status == "completed"
+    written = json.loads(s3.get_object(Bucket=OUTPUT, Key="job-1/result.json")["Body"].read())
+    assert written == json.loads(stored.model_dump_json())

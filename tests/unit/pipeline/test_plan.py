@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from talkstack.contract.parse import parse_job_request
-from talkstack.contract.record import JobRecord
+from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import JobRequest
 from talkstack.contract.state import Plan
 from talkstack.contract.worker import WORKER_STEPS
@@ -202,3 +202,29 @@ def test_the_local_pool_keeps_the_planned_time(no_pipeline_environment, store):
     assert (
         plan_job(queued(store, request, "local"), config, store).limits("avatar").timeout_s == 60 + 400 * 600
     )
+
+
+@pytest.mark.parametrize(("slots", "cap", "expected"), [(8, 4, 4), (2, 4, 2), (None, 3, 3)])
+def test_chunks_on_modal_never_outnumber_the_avatar_classs_containers(
+    no_pipeline_environment, store, monkeypatch, slots, cap, expected
+):
+    # A chunk started beyond the class's container cap waits in Modal's queue without a heartbeat:
+    # its attempt, and its URLs, could run out before it began rendering.
+    monkeypatch.setenv("TALKSTACK_AVATAR_MAX_CONTAINERS", str(cap))
+    get_modal_deploy.cache_clear()
+    try:
+        config = make_config(model_backends=MODAL, parallel_max_concurrency=16)
+        parallel = avatar_request(options={"model": "multitalk", "long_audio": "parallel"})
+        job_id = queued(store, parallel, f"mt-{slots}-{cap}")
+        if slots is not None:
+            store.update(
+                job_id,
+                lambda r: setattr(r, "source", JobSource(kind="api", api_key_id="k1", gpu_slots=slots)),
+            )
+        assert plan_job(job_id, config, store).max_concurrency == expected
+        # The local pool is not Modal: its chunks take what the key was given.
+        local = make_config(parallel_max_concurrency=16)
+        lite = queued(store, avatar_request(options={"long_audio": "parallel"}), f"lite-{slots}-{cap}")
+        assert plan_job(lite, local, store).max_concurrency == 16
+    finally:
+        get_modal_deploy.cache_clear()

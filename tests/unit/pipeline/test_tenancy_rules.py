@@ -225,3 +225,40 @@ def test_a_drop_may_not_plant_files_in_the_api_keys_folders(config):
         with pytest.raises(TalkstackError, match="holds the API keys' outputs"):
             folder.check_output(voice(prefix=prefix))
     folder.check_output(voice(prefix="tenantsx"))  # only the folder itself
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "area"),
+    [
+        ("read_grants", f"*=s3://{INPUT}/", "uploads/"),  # the whole input bucket: every key's uploads
+        ("read_grants", f"keya=s3://{INPUT}/uploads/other/", "uploads/"),
+        ("read_grants", f"drop:*=s3://{OUTPUT}/", "tenants/"),
+        ("read_grants", f"keya=s3://{OUTPUT}/tenants/keyb/", "tenants/"),
+        ("write_grants", f"*=s3://{INPUT}/inputs/", "inputs/"),  # an output planted in a drop folder
+        ("write_grants", f"keya=s3://{OUTPUT}/", "tenants/"),
+    ],
+)
+def test_no_grant_reaches_into_the_keys_uploads_outputs_or_the_drop_folders(
+    no_pipeline_environment, setting, value, area
+):
+    with pytest.raises(ValidationError, match=f"overlaps s3://[a-z0-9.-]+/{area}"):
+        make_config(**{setting: value})
+    make_config(read_grants=f"*=s3://{INPUT}/library/", write_grants=f"keya=s3://{OUTPUT}/acme/")
+
+
+def test_the_drop_prefix_may_not_cover_the_uploads(no_pipeline_environment):
+    for prefix in ("", "uploads/", "uploads/drops/"):
+        with pytest.raises(ValidationError, match="TALKSTACK_INPUT_PREFIX"):
+            make_config(input_prefix=prefix)
+
+
+def test_a_drop_may_not_plant_files_where_a_write_grant_lets_keys_read_them_back(no_pipeline_environment):
+    config = make_config(
+        writable_buckets="shared-out", write_grants="keya=s3://shared-out/acme/,*=s3://shared-out/all/"
+    )
+    folder = Namespace.for_drop(INPUT, "inputs/talk/job.json", config)
+    for prefix in ("acme", "acme/x", "all/tenants/keya"):
+        with pytest.raises(TalkstackError, match="holds the API keys' outputs"):
+            folder.check_output(voice(bucket="shared-out", prefix=prefix))
+    folder.check_output(voice(bucket="shared-out", prefix="all/reports"))  # outside any key's folder
+    folder.check_output(voice(bucket="shared-out"))  # the job-id folder at the root
