@@ -14,8 +14,9 @@ state machine retries Finalize on its own failures: re-running it for a job stil
 the same objects again; for a completed job it only rewrites result.json. A job that ended another
 way before or during finalize (cancelled through the API, or failed by a timeout) keeps nothing:
 the record decides, under its optimistic lock, and only a job whose record did not complete has
-what finalize published taken back (finalize may delete in the output bucket, not read it: it
-deletes the keys it wrote itself).
+what finalize published taken back: only objects tagged with its job id (outputs.remove_published),
+never another job's object at a key they share. Before copying, every target is checked to be free
+or this job's (outputs.check_targets: OUTPUT_EXISTS otherwise), and each write is conditional.
 """
 
 from __future__ import annotations
