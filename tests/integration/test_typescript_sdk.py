@@ -1,9 +1,10 @@
 """The TypeScript SDK (clients/typescript) against this stack's REST API, over real HTTP.
 
 `npm test` there checks that src/schema.d.ts matches schemas/openapi.json, builds the SDK and its
-tests with tsc, and runs them with Node's own test runner against the URL and key given here. The
-npm packages come from `make test` (the `node_modules/.installed` stamp); run alone, this test
-installs them with `npm ci` first. Without node and npm it fails: it never skips.
+tests with tsc, and runs them with Node's own test runner against the URL and the two keys (two
+tenants) given here. The npm packages come from `make test` (the `node_modules/.installed` stamp);
+run alone, this test installs them with `npm ci` first. Without node and npm it fails: it never
+skips.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def test_typescript_sdk_suite_passes_against_the_local_api(pipeline):
         **os.environ,
         "TALKSTACK_API_URL": pipeline.api_url,
         "TALKSTACK_API_KEY": pipeline.api_key("enterprise", "typescript-sdk"),
+        # another tenant: the webhook and audit tests check that neither key sees the other's things
+        "TALKSTACK_OTHER_API_KEY": pipeline.api_key("enterprise", "typescript-sdk-other"),
         "TALKSTACK_SAMPLES": str(SAMPLES),
         "NO_COLOR": "1",
     }

@@ -56,6 +56,18 @@ export type Health = Schemas["Health"];
 export type ErrorBody = Schemas["ErrorBody"];
 export type ErrorCode = Schemas["ErrorCode"];
 
+export type WebhookCreate = RequestBody<"createWebhook">;
+export type WebhookCreated = Schemas["WebhookCreated"];
+export type WebhookView = Schemas["WebhookView"];
+export type WebhookList = Schemas["WebhookList"];
+export type WebhookSecret = Schemas["WebhookSecret"];
+/** An event type an endpoint can subscribe to (`job.completed`, …). */
+export type WebhookEvent = NonNullable<WebhookView["events"]>[number];
+export type AuditTrail = Schemas["AuditTrail"];
+export type AuditEntry = Schemas["AuditEntry"];
+export type AuditAction = AuditEntry["action"];
+export type AuditObject = Schemas["AuditObject"];
+
 /** Statuses after which a job never changes again. */
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set<JobStatus>(["completed", "failed", "cancelled"]);
 
@@ -157,6 +169,21 @@ export interface UsageOptions {
   end?: Date | string;
 }
 
+export interface AuditTrailOptions {
+  /** Only these actions: one, several, or a comma-separated string (e.g. `job.submitted`). */
+  action?: AuditAction | readonly AuditAction[] | string;
+  /** From this time (inclusive). */
+  start?: Date | string;
+  /** Before this time (exclusive). */
+  end?: Date | string;
+  /** Which end to start from (default `newest`). */
+  order?: "newest" | "oldest";
+  /** Page size, 1-100 (default 50). */
+  limit?: number;
+  /** `next_cursor` of the previous page (with the same order and filters). */
+  cursor?: string | null;
+}
+
 export interface WaitOptions {
   /** Called with the job whenever its status, progress or progress message changes (and first). */
   onProgress?: (job: JobView) => void;
@@ -173,7 +200,15 @@ interface CallOptions {
   body?: unknown;
   headers?: Record<string, string>;
   auth?: boolean;
+  /**
+   * `"rate-limited"`: for a request that must not run twice (it makes a secret, or a second
+   * endpoint): retried only after a 429, which the API answers before doing anything. A 5xx or
+   * a network error may come after the change was made, so it surfaces instead.
+   */
+  retry?: "always" | "rate-limited";
 }
+
+const iso = (value: Date | string | undefined) => (value instanceof Date ? value.toISOString() : value);
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -336,6 +371,80 @@ export class TalkstackClient {
     }
   }
 
+  // --- webhooks ----------------------------------------------------------------------------------
+
+  /**
+   * Register an endpoint for this key's job events (all of them, or only `events`). The answer
+   * holds its `whsec_` signing secret, shown only now. Not retried after a 5xx or a network
+   * error: a retry after a lost answer would register a second endpoint.
+   */
+  createWebhook(body: WebhookCreate): Promise<WebhookCreated> {
+    return this.call<ResponseBody<"createWebhook", 201>>("POST", "/v1/webhooks", { body, retry: "rate-limited" });
+  }
+
+  /** This key's endpoints (without their secrets). */
+  listWebhooks(): Promise<WebhookList> {
+    return this.call<ResponseBody<"listWebhooks", 200>>("GET", "/v1/webhooks");
+  }
+
+  /** One of this key's endpoints; another key's id is 404 NOT_FOUND, like one that never existed. */
+  getWebhook(webhookId: string): Promise<WebhookView> {
+    return this.call<ResponseBody<"getWebhook", 200>>("GET", `/v1/webhooks/${encodeURIComponent(webhookId)}`);
+  }
+
+  /** Remove an endpoint: no more deliveries to it. */
+  async deleteWebhook(webhookId: string): Promise<void> {
+    await this.call<undefined>("DELETE", `/v1/webhooks/${encodeURIComponent(webhookId)}`);
+  }
+
+  /**
+   * A new secret for the endpoint (shown only now); deliveries are signed with the old one too
+   * until `previous_secret_expires_at`. Not retried after a 5xx or a network error (it would
+   * rotate twice, and the overlap would cover the wrong secret).
+   */
+  rotateWebhook(webhookId: string): Promise<WebhookCreated> {
+    return this.call<ResponseBody<"rotateWebhook", 200>>(
+      "POST",
+      `/v1/webhooks/${encodeURIComponent(webhookId)}/rotate`,
+      { retry: "rate-limited" },
+    );
+  }
+
+  /** This key's own secret, which signs the per-request `notify.webhook_url` of its jobs (each read is audited). */
+  getWebhookSecret(): Promise<WebhookSecret> {
+    return this.call<ResponseBody<"getWebhookSecret", 200>>("GET", "/v1/webhooks/secret");
+  }
+
+  /**
+   * A new key secret; the old one signs too until `previous_secret_expires_at`. Not retried after
+   * a 5xx or a network error (see {@link rotateWebhook}).
+   */
+  rotateWebhookSecret(): Promise<WebhookSecret> {
+    return this.call<ResponseBody<"rotateWebhookSecret", 200>>("POST", "/v1/webhooks/secret/rotate", {
+      retry: "rate-limited",
+    });
+  }
+
+  // --- audit trail -------------------------------------------------------------------------------
+
+  /**
+   * One page of this key's own audit trail (who did what, when, from where), newest first unless
+   * `order: "oldest"`; pass `next_cursor` back as `cursor` for the next page.
+   */
+  getAuditTrail(options: AuditTrailOptions = {}): Promise<AuditTrail> {
+    const action = Array.isArray(options.action) ? options.action.join(",") : (options.action as string | undefined);
+    return this.call<ResponseBody<"getAuditTrail", 200>>("GET", "/v1/audit", {
+      query: {
+        action,
+        start: iso(options.start),
+        end: iso(options.end),
+        order: options.order,
+        limit: options.limit,
+        cursor: options.cursor,
+      },
+    });
+  }
+
   // --- models, usage, health ---------------------------------------------------------------------
 
   /** The models this stack knows, their limits and licences, and whether they can run now. */
@@ -345,7 +454,6 @@ export class TalkstackClient {
 
   /** Jobs, rendered seconds, GPU seconds and estimated cost per day or month. */
   getUsage(options: UsageOptions = {}): Promise<Usage> {
-    const iso = (value: Date | string | undefined) => (value instanceof Date ? value.toISOString() : value);
     return this.call<ResponseBody<"getUsage", 200>>("GET", "/v1/usage", {
       query: { period: options.period, start: iso(options.start), end: iso(options.end) },
     });
@@ -366,7 +474,10 @@ export class TalkstackClient {
     return url.toString();
   }
 
-  /** One API call: JSON in, JSON out, retried as {@link send} does; a non-2xx becomes a TalkstackApiError. */
+  /**
+   * One API call: JSON in, JSON out (a 204 resolves with undefined), retried as {@link send} does;
+   * a non-2xx becomes a TalkstackApiError.
+   */
   private async call<T>(method: string, path: string, options: CallOptions = {}): Promise<T> {
     const url = this.url(path, options.query);
     const headers: Record<string, string> = { Accept: "application/json", ...options.headers };
@@ -376,8 +487,13 @@ export class TalkstackClient {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(options.body);
     }
-    const response = await this.send(url, { method, headers, ...(body === undefined ? {} : { body }) });
+    const init = { method, headers, ...(body === undefined ? {} : { body }) };
+    const response = await this.send(url, init, options.retry ?? "always");
     if (!response.ok) throw await this.errorOf(response, method, url);
+    if (response.status === 204) {
+      await response.body?.cancel();
+      return undefined as T;
+    }
     const text = await response.text();
     try {
       return JSON.parse(text) as T;
@@ -396,19 +512,24 @@ export class TalkstackClient {
    * fetch with retries: after a network error, a 429 or a 5xx, wait (what the server asked for,
    * see {@link retryDelay}, else exponential backoff with full jitter) and try again, at most
    * `maxRetries` times. The last answer, whatever its status, is returned; the last network error
-   * is thrown.
+   * is thrown. With `retry: "rate-limited"` only a 429 is retried (see {@link CallOptions.retry}).
    */
-  private async send(url: string, init: RequestInit & { method: string }): Promise<Response> {
+  private async send(
+    url: string,
+    init: RequestInit & { method: string },
+    retry: "always" | "rate-limited" = "always",
+  ): Promise<Response> {
     for (let attempt = 0; ; attempt++) {
       let response: Response;
       try {
         response = await this.fetchImpl(url, init);
       } catch (error) {
-        if (isAbort(error) || attempt >= this.maxRetries) throw error;
+        if (isAbort(error) || retry !== "always" || attempt >= this.maxRetries) throw error;
         await sleep(this.backoff(attempt));
         continue;
       }
-      if (!isRetryableStatus(response.status) || attempt >= this.maxRetries) return response;
+      const retryable = retry === "always" ? isRetryableStatus(response.status) : response.status === 429;
+      if (!retryable || attempt >= this.maxRetries) return response;
       await sleep(await this.retryDelay(response, attempt));
     }
   }

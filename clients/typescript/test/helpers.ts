@@ -9,22 +9,26 @@ import { TalkstackApiError, TalkstackClient, type TalkstackClientOptions } from 
 export interface TestEnv {
   apiUrl: string;
   apiKey: string;
+  /** A second key of the same stack: another tenant (the webhook and audit tests). */
+  otherApiKey: string;
   samples: string;
 }
 
 const HOW =
   "these tests run against a live talkstack API. `make test` sets them " +
   "(tests/integration/test_typescript_sdk.py); by hand: `talkstack up --port 4700`, " +
-  "`talkstack keys create --tier enterprise --port 4700`, then TALKSTACK_API_URL=http://127.0.0.1:4710 " +
-  "TALKSTACK_API_KEY=<key> TALKSTACK_SAMPLES=<repo>/talkstack/assets/samples npm test";
+  "`talkstack keys create --tier enterprise --port 4700` twice, then TALKSTACK_API_URL=http://127.0.0.1:4710 " +
+  "TALKSTACK_API_KEY=<key> TALKSTACK_OTHER_API_KEY=<another key> " +
+  "TALKSTACK_SAMPLES=<repo>/talkstack/assets/samples npm test";
 
 export function testEnv(): TestEnv {
-  const names = ["TALKSTACK_API_URL", "TALKSTACK_API_KEY", "TALKSTACK_SAMPLES"] as const;
+  const names = ["TALKSTACK_API_URL", "TALKSTACK_API_KEY", "TALKSTACK_OTHER_API_KEY", "TALKSTACK_SAMPLES"] as const;
   const missing = names.filter((name) => !process.env[name]);
   if (missing.length > 0) throw new Error(`${missing.join(", ")} not set: ${HOW}`);
   const env = {
     apiUrl: process.env.TALKSTACK_API_URL!,
     apiKey: process.env.TALKSTACK_API_KEY!,
+    otherApiKey: process.env.TALKSTACK_OTHER_API_KEY!,
     samples: process.env.TALKSTACK_SAMPLES!,
   };
   for (const file of ["portrait.png", "speech.wav"]) {
@@ -32,6 +36,7 @@ export function testEnv(): TestEnv {
       throw new Error(`TALKSTACK_SAMPLES=${env.samples} has no ${file} (expected talkstack/assets/samples)`);
     }
   }
+  if (env.otherApiKey === env.apiKey) throw new Error(`TALKSTACK_OTHER_API_KEY must be another key: ${HOW}`);
   return env;
 }
 
