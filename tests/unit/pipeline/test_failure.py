@@ -12,6 +12,7 @@ from talkstack.errors import ErrorCode
 from talkstack.pipeline.failure import JobFailed, record_failure
 from talkstack.pipeline.outputs import remove_published
 from talkstack.pipeline.store import JobStore
+from tests.support.fakes import FakeBackends
 from tests.support.steps import INPUT, OUTPUT, make_config, publish_outputs, running_job
 
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:jobs:job-1"
@@ -24,8 +25,8 @@ def job_failed(code: ErrorCode, message: str, step: str | None) -> dict[str, str
     return {"Error": "JobFailed", "Cause": json.dumps(cause)}
 
 
-def fail(job_id: str, states_error: dict[str, Any], raw: Any, config, store, s3):
-    return record_failure(job_id, states_error, raw, EXECUTION, config, store, s3)
+def fail(job_id: str, states_error: dict[str, Any], raw: Any, config, store, s3, backends=None):
+    return record_failure(job_id, states_error, raw, EXECUTION, config, store, s3, backends or FakeBackends())
 
 
 def test_a_request_that_never_validated_gets_a_failed_record(config, store, s3):
