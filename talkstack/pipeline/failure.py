@@ -74,6 +74,9 @@ def job_error_from_states(states_error: Mapping[str, Any], record: JobRecord | N
             except ValidationError:
                 pass
         stored = store.get_worker_error(record.job_id, step) if record and step else None
+        if stored is None and record and step:
+            # A chunk's error (the Map's failure), stored under the chunk's address
+            stored = store.chunk_worker_error(record.job_id, step)
         if stored is not None:
             return stored
     attempts = record.step(step).attempts if record and step and record.step(step) else 1

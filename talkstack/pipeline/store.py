@@ -374,6 +374,12 @@ class JobStore:
         found = self._get(job_id, f"WERR#{step}")
         return JobError.model_validate_json(found["error"]) if found else None
 
+    def chunk_worker_error(self, job_id: str, step: str) -> JobError | None:
+        """The error a chunk of `step` stored (`WERR#avatar#3`): a fatal one before a retryable one."""
+        found = self._query(job_id, f"WERR#{step}#")
+        found.sort(key=lambda item: bool(item.get("retryable")))
+        return JobError.model_validate_json(found[0]["error"]) if found else None
+
     # --- events and deliveries ----------------------------------------------------------------------
 
     def add_event(self, event: JobEvent) -> None:
