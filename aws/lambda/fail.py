@@ -1,17 +1,20 @@
-"""State `RecordFailure` (every Catch): record why the job failed; remove anything half-published."""
+"""State `RecordFailure` (every Catch): record why the job failed; stop the job's workers still
+running; remove anything half-published."""
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from talkstack.contract.state import FailureInput
-from talkstack.pipeline.aws import TRACED_MODULES
+from talkstack.pipeline.aws import TRACED_MODULES, client
+from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.failure import record_failure
 from talkstack.pipeline.services import services
 
 logger = Logger(service="talkstack")
 tracer = Tracer(service="talkstack", patch_modules=TRACED_MODULES)
 svc = services()
+backends = Backends(svc.config, lambda: client("secretsmanager"))
 
 
 @logger.inject_lambda_context
@@ -19,7 +22,14 @@ svc = services()
 @event_parser(model=FailureInput)
 def handler(event: FailureInput, context: LambdaContext) -> dict:
     record = record_failure(
-        event.job_id, event.error or {}, event.input, event.execution_arn, svc.config, svc.store, svc.s3
+        event.job_id,
+        event.error or {},
+        event.input,
+        event.execution_arn,
+        svc.config,
+        svc.store,
+        svc.s3,
+        backends,
     )
     if record.status == "cancelled":
         # Cancelled through the API while a step was in flight: the cancel already said so.

@@ -6,8 +6,9 @@ the parent runs the emulator's threads, and forking a threaded process is unsafe
 
 A FaultPlan lets tests and benchmarks make a worker misbehave at the one boundary that cannot be
 made to fail on demand otherwise: "transient" reports a retryable error without running the
-engine, "silent" takes the task and never answers (no heartbeat, no marker), "poor_quality" renders
-as usual but reports a failing quality report (a parallel chunk is then rendered again).
+engine, "fatal" a non-retryable one (the job fails at once), "silent" takes the task and never
+answers (no heartbeat, no marker), "poor_quality" renders as usual but reports a failing quality
+report (a parallel chunk is then rendered again).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from talkstack.errors import ErrorCode
 if TYPE_CHECKING:  # the worker runtime is imported in the worker processes only
     from talkstack.workers.lite_steps import StepFn
 
-Fault = Literal["transient", "silent", "poor_quality"]
+Fault = Literal["transient", "fatal", "silent", "poor_quality"]
 log = logging.getLogger(__name__)
 
 
@@ -96,13 +97,13 @@ def run_in_worker(task_json: str, fault: Fault | None, engine_spec: str | None =
     task = parse_worker_task(task_json)
     if fault == "silent":
         return False
-    if fault == "transient":
+    if fault in ("transient", "fatal"):
         error = JobError(
             code=ErrorCode.GENERATION_FAILED,
-            message="injected transient worker failure (local FaultPlan)",
+            message=f"injected {fault} worker failure (local FaultPlan)",
             step=task.step,
         )
-        Reporter(task, Transfers(_worker_client())).error(error, retryable=True)
+        Reporter(task, Transfers(_worker_client())).error(error, retryable=fault == "transient")
         return False
     step = _gpu_engine(task.model, engine_spec) if engine_spec else None
     if fault == "poor_quality":

@@ -5,7 +5,11 @@ finalize (which then sees a cancelled job and publishes nothing, see finalize.py
 already completed (a conflict, reported as such). Then the cancel flag goes up (workers poll it
 with their heartbeat and stop without uploading), the execution is stopped (no further state runs;
 Step Functions answers later task tokens with TaskTimedOut / InvalidToken, which complete ignores),
-and a Modal call is cancelled outright. Cancelling a cancelled job changes nothing.
+and every Modal call that may still run is cancelled outright. Cancelling a cancelled job changes
+nothing.
+
+stop_workers is shared with the failure path (failure.py): a job that ends, however it ends, stops
+the GPU tasks it started, since those, not jobs, are what a key's concurrency counts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,45 @@ log = logging.getLogger(__name__)
 
 def execution_arn(config: PipelineConfig, job_id: str) -> str:
     return config.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"
+
+
+def step_calls(record: JobRecord) -> list[str]:
+    """The call ids the record's running steps name (the last attempt dispatched of each step)."""
+    return [s.call_id for s in record.steps if s.status == "running" and s.call_id]
+
+
+def running_calls(job_id: str, store: Any, steps: list[str]) -> list[str]:
+    """The backend calls of the job that may still run: every attempt (each chunk has its own) that
+    has a call and has not delivered its last marker, from the attempts' TOKEN items. A call id of
+    `steps` (step_calls) that no TOKEN item knows (dispatched before they carried one) is added."""
+    attempts = store.attempt_tokens(job_id).values()
+    calls = [a.call_id for a in attempts if a.may_be_running and a.call_id]
+    known = {a.call_id for a in attempts}
+    return list(dict.fromkeys([*calls, *(c for c in steps if c not in known)]))
+
+
+def stop_workers(job_id: str, config: PipelineConfig, s3: Any, backends: Any, calls: list[str]) -> None:
+    """Raise the job's cancel flag (every worker polls it with its heartbeat and stops without
+    uploading, so a local worker, or a call whose cancel failed, stops too) and cancel `calls`,
+    each one best effort. The flag going up is the part that must happen: if it fails, the calls
+    are still cancelled and then its error is raised."""
+    flag_error: Exception | None = None
+    try:
+        s3.put_object(
+            Bucket=config.work_bucket,
+            Key=cancel_flag_key(job_id),
+            Body=json.dumps({"job_id": job_id, "cancelled_at": utc_now().isoformat()}).encode(),
+            ContentType="application/json",
+        )
+    except Exception as exc:
+        flag_error = exc
+    for call_id in calls:
+        try:
+            backends.cancel(call_id)
+        except Exception as exc:  # best effort: the flag stops the worker anyway, at its next heartbeat
+            log.warning("could not cancel worker call %s of job %s: %s", call_id, job_id, exc)
+    if flag_error is not None:
+        raise flag_error
 
 
 def cancel_job(
@@ -53,29 +96,19 @@ def cancel_job(
                 f"job {job_id} already {record.status}; only queued or running jobs can be cancelled",
                 status=record.status,
             )
-        running[:] = [s.call_id for s in record.steps if s.status == "running" and s.call_id]
+        running[:] = step_calls(record)  # before its running steps turn cancelled
         record.mark_cancelled()
 
     before = current or store.get(job_id)
     if before is not None and before.status == "cancelled":
         return before, False
     record = store.update(job_id, cancel)
-    s3.put_object(
-        Bucket=config.work_bucket,
-        Key=cancel_flag_key(job_id),
-        Body=json.dumps({"job_id": job_id, "cancelled_at": utc_now().isoformat()}).encode(),
-        ContentType="application/json",
-    )
+    stop_workers(job_id, config, s3, backends, running_calls(job_id, store, running))
     try:
         sfn.stop_execution(executionArn=execution_arn(config, job_id), cause="cancelled through the API")
     except ClientError as exc:
         if error_code(exc) not in ("ExecutionDoesNotExist", "InvalidArn"):
             raise
-    for call_id in running:
-        try:
-            backends.cancel(call_id)
-        except Exception as exc:  # best effort: the flag stops the worker anyway, at its next heartbeat
-            log.warning("could not cancel worker call %s of job %s: %s", call_id, job_id, exc)
     removed = remove_published(record, config, s3)
     if removed:
         log.warning("job %s was cancelled while publishing; removed %s", job_id, removed)

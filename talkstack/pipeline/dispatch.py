@@ -8,6 +8,11 @@ redirect to another region with a signed URL. The token is stored under the atte
 id, which the marker keys embed: complete finds the right token, and a late marker of an earlier
 attempt finds its own, already-closed one. The attempt is also recorded as its step's current one
 (CURRENT#<step>): a result marker of any other attempt cannot change the step's result.
+
+The backend call that runs the attempt is kept on its TOKEN item. An attempt that replaces another
+(a retry after a heartbeat timeout, a transient error) cancels the replaced attempt's call if it may
+still run: a silent worker can otherwise hold its GPU for hours while the retry holds another. That
+is best effort, for the GPU's sake; the CURRENT# guard is what keeps the late attempt's markers out.
 """
 
 from __future__ import annotations
@@ -211,6 +216,46 @@ def build_task(
     )
 
 
+def _cancel_call(job_id: str, call_id: str, why: str, backends: Backends) -> None:
+    try:
+        backends.cancel(call_id)
+        log.info("job %s: cancelled worker call %s (%s)", job_id, call_id, why)
+    except Exception as exc:  # best effort: the replaced attempt's markers are ignored anyway
+        log.warning("job %s: could not cancel worker call %s (%s): %s", job_id, call_id, why, exc)
+
+
+def _cancel_replaced(
+    job_id: str, address: StepAddress, replaced: str, store: Any, backends: Backends
+) -> None:
+    """Stop the call of the attempt this one replaces, if it may still run. Its call id may not be
+    stored yet (its dispatch still between submit and _keep_call): that dispatch then finds itself
+    replaced and cancels its own call."""
+    try:
+        attempt = store.get_token(job_id, replaced)
+    except Exception as exc:
+        log.warning("job %s: could not read replaced attempt %s: %s", job_id, replaced, exc)
+        return
+    if attempt is not None and attempt.may_be_running and attempt.call_id:
+        _cancel_call(job_id, attempt.call_id, f"attempt {replaced} of {address} was replaced", backends)
+
+
+def _keep_call(
+    job_id: str, address: StepAddress, attempt_id: str, call_id: str, store: Any, backends: Backends
+) -> None:
+    """Store the attempt's call id; if a later attempt was dispatched meanwhile (it read this one's
+    TOKEN before the call id was on it), cancel the call here."""
+    try:
+        store.set_attempt_call(job_id, attempt_id, call_id)
+        current = store.current_attempt(job_id, address)
+    except Exception as exc:  # the worker runs; only a later cancel of this call is lost
+        log.warning("job %s: could not record call %s of %s: %s", job_id, call_id, attempt_id, exc)
+        return
+    if current not in (None, attempt_id):
+        _cancel_call(
+            job_id, call_id, f"attempt {attempt_id} of {address} was replaced while starting", backends
+        )
+
+
 def dispatch_step(
     event: DispatchInput,
     config: PipelineConfig,
@@ -235,12 +280,15 @@ def dispatch_step(
     # From here on only this attempt's markers may change the step's result (complete.py): a late
     # marker of the attempt it replaces is ignored. Before the worker starts, so no marker of this
     # attempt can land first.
-    if not store.put_current_attempt(job_id, address, task.attempt_id, event.retry_count + 1):
+    current, replaced = store.put_current_attempt(job_id, address, task.attempt_id, event.retry_count + 1)
+    if not current:
         # A dispatch that ran so late that the state machine already gave up on its task and
         # dispatched a later attempt: its token is dead, and no worker should start for it.
         raise TalkstackError(
             ErrorCode.CONFLICT, f"job {job_id}: a later attempt of {address} is already dispatched"
         )
+    if replaced is not None:
+        _cancel_replaced(job_id, address, replaced, store, backends)
     was_queued = record.status == "queued"
 
     def start(current: JobRecord) -> None:
@@ -253,6 +301,7 @@ def dispatch_step(
 
     record = store.update(job_id, start)
     call_id = backend.submit(task)
+    _keep_call(job_id, address, task.attempt_id, call_id, store, backends)
 
     def remember(current: JobRecord) -> None:
         # The backend's call id (a Modal FunctionCall): what to look up in Modal's dashboard or cancel.

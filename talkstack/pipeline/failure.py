@@ -2,6 +2,12 @@
 with a specific code, record it (creating a record for a request that never validated), and remove
 any output this job had already published, so a failed job never leaves a partial result behind.
 A job whose record completed keeps everything: it is not failed, and nothing of it is removed.
+
+A failed job also stops every worker it still has running, the way a cancel does (cancel.py
+stop_workers): the other chunks of a Map one chunk failed, the attempt of a step that timed out.
+Its GPU slots are free for the key's next job as soon as the record is failed, so its GPU tasks
+must not go on rendering for hours. Stopping is best effort: a failure to stop is logged, never
+turns the job's error into another.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from talkstack.contract.fields import CallbackId, Metadata, WebhookUrl
 from talkstack.contract.record import JobError, JobRecord, RejectedRequest, StepName
 from talkstack.contract.state import split_execution_input
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.cancel import running_calls, step_calls, stop_workers
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.outputs import remove_published
 
@@ -67,6 +74,9 @@ def job_error_from_states(states_error: Mapping[str, Any], record: JobRecord | N
             except ValidationError:
                 pass
         stored = store.get_worker_error(record.job_id, step) if record and step else None
+        if stored is None and record and step:
+            # A chunk's error (the Map's failure), stored under the chunk's address
+            stored = store.chunk_worker_error(record.job_id, step)
         if stored is not None:
             return stored
     attempts = record.step(step).attempts if record and step and record.step(step) else 1
@@ -123,7 +133,10 @@ def record_failure(
     config: PipelineConfig,
     store: Any,
     s3: Any,
+    backends: Any,
 ) -> JobRecord:
+    """`backends`: the worker backends (talkstack.pipeline.backends.Backends), to cancel the job's
+    calls still running."""
     record = store.get(job_id)
     error = job_error_from_states(states_error, record, store)
     if record is None:
@@ -142,11 +155,34 @@ def record_failure(
     # can no longer complete it (its conditional write finds the job ended), so what is removed
     # below can never be an output of a completed job. Read-then-delete would race a finalize still
     # running (a Lambda the state machine timed out) that completes the job in between.
-    ended = store.update(job_id, lambda r: r.is_terminal or r.mark_failed(error))
+    running: list[str] = []
+
+    def fail(current: JobRecord) -> None:
+        if not current.is_terminal:
+            running[:] = step_calls(current)  # before mark_failed ends the failing step
+            current.mark_failed(error)
+
+    ended = store.update(job_id, fail)
     if ended.status == "completed":
         # Finalize completed the job before this failure: its result points at the outputs.
         return ended
+    if ended.status == "failed":
+        # (A cancelled job's workers were stopped by the cancel.) A failure recorded again, by a
+        # retried failure Lambda, stops again: it may be the first try that could not.
+        _stop(job_id, config, store, s3, backends, running)
     removed = remove_published(ended, config, s3)
     if removed:
         log.warning("job %s failed after publishing; removed %s", job_id, removed)
     return ended
+
+
+def _stop(job_id: str, config: PipelineConfig, store: Any, s3: Any, backends: Any, steps: list[str]) -> None:
+    try:
+        calls = running_calls(job_id, store, steps)
+    except Exception as exc:  # the worker calls are unknown, but the flag still stops every worker
+        log.warning("could not list the running worker calls of failed job %s: %s", job_id, exc)
+        calls = steps
+    try:
+        stop_workers(job_id, config, s3, backends, calls)
+    except Exception as exc:
+        log.warning("could not raise the cancel flag of failed job %s: %s", job_id, exc)

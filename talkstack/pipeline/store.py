@@ -2,7 +2,9 @@
 
 Items of one job, all under its partition so `talkstack events JOB` is a single Query:
   RECORD                     the JobRecord (JSON) + status / version for conditional writes
-  TOKEN#<attempt_id>         a step attempt's task token (TTL), written by dispatch, read by complete
+  TOKEN#<attempt_id>         a step attempt's task token (TTL), written by dispatch, read by complete;
+                             also the attempt's backend call id, so that a retry or the failure
+                             path can stop the call (every chunk has its own attempts)
   CURRENT#<step>             the attempt of a step (`avatar`, `avatar#3`) dispatched last: only its
                              markers may change the step's result or error (a late marker of an
                              abandoned attempt is ignored)
@@ -56,6 +58,14 @@ class AttemptToken:
     token: str
     step: StepAddress
     state: TokenState
+    call_id: str | None = None
+    """The backend call running the attempt (`modal:fc-…`, `local:…`), once dispatch started it."""
+
+    @property
+    def may_be_running(self) -> bool:
+        """Whether the attempt's worker may still run: it has a call and has not ended with a marker
+        Step Functions took (`closed` may be a heartbeat refused to a worker still rendering)."""
+        return self.call_id is not None and self.state in ("waiting", "closed")
 
 
 class RecordConflict(Exception):
@@ -82,6 +92,15 @@ def _item(values: dict[str, Any]) -> dict[str, Any]:
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _attempt_token(item: dict[str, Any]) -> AttemptToken:
+    return AttemptToken(
+        token=item["token"],
+        step=StepAddress.parse(item["step"]),
+        state=item["state"],
+        call_id=item.get("call_id"),
+    )
 
 
 class JobStore:
@@ -235,9 +254,23 @@ class JobStore:
 
     def get_token(self, job_id: str, attempt_id: str) -> AttemptToken | None:
         found = self._get(job_id, f"TOKEN#{attempt_id}")
-        if found is None:
-            return None
-        return AttemptToken(token=found["token"], step=StepAddress.parse(found["step"]), state=found["state"])
+        return _attempt_token(found) if found else None
+
+    def attempt_tokens(self, job_id: str) -> dict[str, AttemptToken]:
+        """Every stored attempt of the job (tokens not yet expired), by attempt id."""
+        return {
+            item["sk"].removeprefix("TOKEN#"): _attempt_token(item) for item in self._query(job_id, "TOKEN#")
+        }
+
+    def set_attempt_call(self, job_id: str, attempt_id: str, call_id: str) -> None:
+        """Remember which backend call runs the attempt (on its TOKEN item: one per attempt)."""
+        self.ddb.update_item(
+            TableName=self.table,
+            Key=_item({"pk": _pk(job_id), "sk": f"TOKEN#{attempt_id}"}),
+            UpdateExpression="SET call_id = :c",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":c": {"S": call_id}},
+        )
 
     def set_token_state(self, job_id: str, attempt_id: str, state: TokenState) -> None:
         self.ddb.update_item(
@@ -248,11 +281,14 @@ class JobStore:
             ExpressionAttributeValues={":s": {"S": state}},
         )
 
-    def put_current_attempt(self, job_id: str, address: StepAddress, attempt_id: str, number: int) -> bool:
-        """Make `attempt_id` (attempt `number` of `address`) the one whose markers count; False (and
-        nothing written) if a later attempt is current already (a dispatch that ran late)."""
+    def put_current_attempt(
+        self, job_id: str, address: StepAddress, attempt_id: str, number: int
+    ) -> tuple[bool, str | None]:
+        """Make `attempt_id` (attempt `number` of `address`) the one whose markers count. Returns
+        (whether it is now current, the attempt it replaced if another): (False, None), and nothing
+        written, if a later attempt is current already (a dispatch that ran late)."""
         try:
-            self.ddb.put_item(
+            answer = self.ddb.put_item(
                 TableName=self.table,
                 Item=_item(
                     {
@@ -266,12 +302,14 @@ class JobStore:
                 ConditionExpression="attribute_not_exists(pk) OR #n <= :n",
                 ExpressionAttributeNames={"#n": "number"},
                 ExpressionAttributeValues={":n": {"N": str(number)}},
+                ReturnValues="ALL_OLD",  # the replaced attempt, read in the same write
             )
-            return True
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                return False, None
             raise
+        replaced = _plain(answer.get("Attributes") or {}).get("attempt")
+        return True, replaced if replaced != attempt_id else None
 
     def current_attempt(self, job_id: str, address: StepAddress) -> str | None:
         found = self._get(job_id, f"CURRENT#{address.label}")
@@ -335,6 +373,12 @@ class JobStore:
     def get_worker_error(self, job_id: str, step: StepAddress | str) -> JobError | None:
         found = self._get(job_id, f"WERR#{step}")
         return JobError.model_validate_json(found["error"]) if found else None
+
+    def chunk_worker_error(self, job_id: str, step: str) -> JobError | None:
+        """The error a chunk of `step` stored (`WERR#avatar#3`): a fatal one before a retryable one."""
+        found = self._query(job_id, f"WERR#{step}#")
+        found.sort(key=lambda item: bool(item.get("retryable")))
+        return JobError.model_validate_json(found[0]["error"]) if found else None
 
     # --- events and deliveries ----------------------------------------------------------------------
 

@@ -124,8 +124,11 @@ def test_an_avatar_task_grants_its_inputs_outputs_and_markers_until_the_step_is_
     limits = stored_plan(store, "job-1").limits("avatar")
     assert task.heartbeat_interval_s == limits.heartbeat_s / 3
 
-    # And the attempt is recorded: its token under the attempt id, the step running on its backend
-    assert store.get_token("job-1", attempt) == AttemptToken("token-1", StepAddress(step="avatar"), "waiting")
+    # And the attempt is recorded: its token and its call under the attempt id, the step running on
+    # its backend
+    assert store.get_token("job-1", attempt) == AttemptToken(
+        "token-1", StepAddress(step="avatar"), "waiting", call_id="local:call-1"
+    )
     stored = store.get("job-1")
     assert stored == record and first and stored.status == "running"
     step = stored.step("avatar")

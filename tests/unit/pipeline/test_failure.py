@@ -8,10 +8,12 @@ import json
 from typing import Any
 
 from talkstack.contract.record import JobError, JobResult, OutputFile
+from talkstack.contract.worker import StepAddress
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.failure import JobFailed, record_failure
 from talkstack.pipeline.outputs import remove_published
 from talkstack.pipeline.store import JobStore
+from tests.support.fakes import FakeBackends
 from tests.support.steps import INPUT, OUTPUT, make_config, publish_outputs, running_job
 
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:jobs:job-1"
@@ -24,8 +26,8 @@ def job_failed(code: ErrorCode, message: str, step: str | None) -> dict[str, str
     return {"Error": "JobFailed", "Cause": json.dumps(cause)}
 
 
-def fail(job_id: str, states_error: dict[str, Any], raw: Any, config, store, s3):
-    return record_failure(job_id, states_error, raw, EXECUTION, config, store, s3)
+def fail(job_id: str, states_error: dict[str, Any], raw: Any, config, store, s3, backends=None):
+    return record_failure(job_id, states_error, raw, EXECUTION, config, store, s3, backends or FakeBackends())
 
 
 def test_a_request_that_never_validated_gets_a_failed_record(config, store, s3):
@@ -253,3 +255,18 @@ def test_the_one_place_that_deletes_outputs_never_deletes_a_completed_jobs(confi
 
     assert remove_published(completed, config, s3) == []
     assert all((OUTPUT, key) in s3.objects for key in keys.values())
+
+
+def test_a_chunks_fatal_error_without_a_cause_is_read_from_the_jobs_table(config, store, s3):
+    # Given a parallel avatar's chunk 1 failed fatally (chunk 0 had a transient error before), the
+    # Map failed with Worker.Fatal, and Step Functions dropped the cause (moto does)
+    running_job(store, "job-1")
+    retried = JobError(code=ErrorCode.GENERATION_FAILED, message="connection reset", step="avatar")
+    fatal = JobError(code=ErrorCode.NO_FACE_DETECTED, message="no face in chunk 1", step="avatar")
+    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=0), retried, retryable=True)
+    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=1), fatal, retryable=False)
+
+    fail("job-1", {"Error": "Worker.Fatal", "Cause": ""}, None, config, store, s3)
+
+    # Then the job fails with the chunk's own error, not "internal error … Worker.Fatal"
+    assert store.get("job-1").error == fatal
