@@ -343,6 +343,9 @@ def test_function_roles_touch_only_the_buckets_and_prefixes_they_need(s):
         if a.startswith("dynamodb:")
     }
     assert table_actions == {"dynamodb:Query"}  # reads the day's partition; writes no item
+    # a failed job stops its workers: fail raises the cancel flag (and nothing else in the work bucket)
+    fail = s3_grants("fail")
+    assert {(a, b, p) for a, b, p in fail if b == "work"} == {("s3:PutObject", "work", "/control/*")}
     finalize = s3_grants("finalize")
     assert ("s3:PutObject", "outputs", "/*") in finalize and ("s3:GetObject", "work", "/work/*") in finalize
     assert not any(b == "inputs" for _, b, _ in finalize)
@@ -784,3 +787,15 @@ def test_cdk_json_runs_the_app_and_pins_nothing_else_by_hand():
     package = json.loads((REPO / "package.json").read_text())
     assert package["devDependencies"]["aws-cdk"].startswith("^2.1148")
     assert Path(REPO / "package-lock.json").exists()
+
+
+def test_only_the_handlers_that_talk_to_modal_read_its_token(s):
+    # fail is one of them: a failed job's Modal calls are cancelled (pipeline/failure.py)
+    token = {"Ref": s.logical_id(s.stack.modal_token)}
+    readers = {
+        name
+        for name, (_, props) in functions_by_name(s).items()
+        for st in role_statements(s, props["Role"]["Fn::GetAtt"][0])
+        if "secretsmanager:GetSecretValue" in as_list(st["Action"]) and token in as_list(st["Resource"])
+    }
+    assert readers == {"api", "validate", "dispatch", "fail"}

@@ -55,7 +55,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("dispatch", "Engine steps: hand a task to a GPU worker", "modal", timeout_s=110),
     FunctionSpec("complete", "Worker marker -> SendTaskSuccess/Failure/Heartbeat", "base", asynchronous=True),
     FunctionSpec("finalize", "Finalize step: publish outputs", "base", memory_mb=1024, timeout_s=890),
-    FunctionSpec("fail", "Failure path: record why the job failed", "base", timeout_s=110),
+    # fail cancels a failed job's Modal calls, so it carries the Modal client (the modal layer).
+    FunctionSpec("fail", "Failure path: record why the job failed, stop its workers", "modal", timeout_s=110),
     # notify's run is bounded by the webhook delivery deadline (at most MAX_DELIVERY_DEADLINE_S,
     # talkstack/pipeline/config.py: this timeout less a minute); a webhook event older than an hour is
     # not worth a late delivery, so it goes to the dead-letter queue instead.

@@ -139,8 +139,9 @@ def grant_pipeline(
     # Handlers that announce job events hand them to notify asynchronously (unqualified name).
     for name in ("api", "ingest", "validate", "dispatch", "complete"):
         allow(role[name], "Announce", ["lambda:InvokeFunction"], [functions["notify"].function_arn])
-    # Handlers that talk to Modal (spawn, cancel, check a model is deployed).
-    for name in ("api", "validate", "dispatch"):
+    # Handlers that talk to Modal (spawn, cancel, check a model is deployed); fail cancels the calls
+    # of a job that failed (pipeline/failure.py: a failed job stops its workers).
+    for name in ("api", "validate", "dispatch", "fail"):
         targets.modal_token.grant_read(functions[name])
 
     # ingest: read the dropped manifest, start (or find) the execution, park refusals.
@@ -194,6 +195,8 @@ def grant_pipeline(
     allow(role["fail"], "FindPartialOutputs", READ, scoped("fail", publish_to))
     allow(role["fail"], "TellMissingOutputs", LIST, buckets(publish_to))
     allow(role["fail"], "RemovePartialOutputs", DELETE, scoped("fail", publish_to))
+    # ... and stops a failed job's workers: the cancel flag every worker polls (as the API's cancel).
+    allow(role["fail"], "CancelFlags", WRITE, objects("fail", [work], [CONTROL]))
 
     # notify: the topic (and its KMS key: SNS encrypts each message with a data key), and the
     # webhook signing secret.
