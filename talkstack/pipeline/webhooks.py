@@ -108,6 +108,9 @@ METADATA_ADDRESSES = frozenset(
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, RFC 6598
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
 _MAX_ERROR_CHARS = 300
+_BACKSTOP_GRACE_S = 0.5
+"""The delivery's backstop fires this long after its deadline, so that it never races the bounds
+that end a lookup or an attempt at the deadline itself (and report why)."""
 
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 """`socket.getaddrinfo`, or a stand-in with the same call shape (tests use one to avoid DNS)."""
@@ -520,9 +523,9 @@ async def deliver_async(
         client if client is not None else httpx.AsyncClient(timeout=policy.timeout_s, follow_redirects=False)
     )
     try:
-        # A backstop: the lookup and every attempt are bounded on their own (below), but anything
-        # unforeseen is cut at the delivery deadline too.
-        with anyio.move_on_after(policy.delivery_deadline_s):
+        # A backstop: the lookup and every attempt are bounded on their own (below), within the
+        # delivery deadline; anything unforeseen is cut just after it.
+        with anyio.move_on_after(policy.delivery_deadline_s + _BACKSTOP_GRACE_S):
             try:
                 # One lookup, within what one attempt may take: its addresses are the only ones
                 # connected to, so its answer (checked) is the whole DNS story of the delivery.
