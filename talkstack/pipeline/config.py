@@ -215,6 +215,15 @@ class PipelineConfig(BaseSettings):
     long (both signatures in `webhook-signature`), so receivers can switch without losing events."""
     webhook_max_endpoints: int = Field(10, ge=0, le=100)
     """Registered webhook endpoints (`POST /v1/webhooks`) one API key may have."""
+    webhook_pause_after_failures: int = Field(5, ge=0, le=100)
+    """Consecutive failed deliveries to one webhook target (a registered endpoint, or a per-request
+    webhook's host) after which deliveries to it are paused, not attempted; 0: never pause. Keeps a
+    dead receiver from holding notify, whose concurrency every tenant shares."""
+    webhook_pause_s: int = Field(60, ge=1, le=86400)
+    """The first pause of a failing webhook target; it doubles each time the target fails again
+    after a pause, up to `TALKSTACK_WEBHOOK_MAX_PAUSE_S`. A delivered event clears it."""
+    webhook_max_pause_s: int = Field(3600, ge=1, le=7 * 86400)
+    """The longest pause of a failing webhook target."""
 
     parallel_chunk_seconds: float = Field(20.0, gt=0)
     """Avatars with `long_audio: "parallel"` are cut into chunks of at most this much speech."""
@@ -305,6 +314,12 @@ class PipelineConfig(BaseSettings):
                             f"{setting}: {grant.grantee}=s3://{bucket}/{grant.prefix} overlaps "
                             f"s3://{bucket}/{area} ({what}); grant a folder outside it"
                         )
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_pauses_grow(self) -> PipelineConfig:
+        if self.webhook_max_pause_s < self.webhook_pause_s:
+            raise ValueError("TALKSTACK_WEBHOOK_MAX_PAUSE_S must be at least TALKSTACK_WEBHOOK_PAUSE_S")
         return self
 
     @model_validator(mode="after")

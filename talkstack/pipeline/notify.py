@@ -10,16 +10,25 @@ filters) and into the job's timeline. It is POSTed, signed per Standard Webhooks
 During a rotation's overlap a request carries the old and the new secret's signatures. The targets
 are served at once, each within the delivery deadline, so one notify run is bounded by it.
 
+Order within a run: the SNS publish and the timeline first, then the webhooks, so a slow receiver
+never delays what SNS subscribers (and `talkstack events`) see.
+
 At most once per (event, target) once reported: each publish and each delivery is claimed in the
 job's partition first and settled with its report, so a re-invoked notify (Lambda's async retry, a
-duplicate event) sends nothing that was already sent. A claim's lease outlives the work, so an
-invocation that died mid-way is redone by the next retry. A webhook that keeps failing is recorded
-in the delivery log and never fails the job.
+duplicate event) sends nothing that was already sent. A run that fails releases its unfinished
+claims on the way out, so the retry does that work; a claim's lease (the delivery deadline plus a
+margin) only matters for a run killed outright, whose claims a retry takes over once it has passed.
+A webhook that keeps failing is recorded in the delivery log and never fails the job; after
+`TALKSTACK_WEBHOOK_PAUSE_AFTER_FAILURES` failed deliveries in a row its target is paused
+(talkstack.pipeline.webhook_breaker), so one tenant's dead receiver cannot hold the concurrency
+every tenant's notifications share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from typing import Any
 
 from talkstack.contract.events import JobEvent
@@ -29,6 +38,7 @@ from talkstack.pipeline.aws import secrets_provider
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.metrics import record_event_metrics
 from talkstack.pipeline.store import delivery_key
+from talkstack.pipeline.webhook_breaker import BreakerPolicy, Pause, WebhookBreaker, request_target
 from talkstack.pipeline.webhook_endpoints import WebhookEndpoints
 from talkstack.pipeline.webhooks import (
     SECRET_PREFIX,
@@ -36,13 +46,16 @@ from talkstack.pipeline.webhooks import (
     WebhookPolicy,
     WebhookTarget,
     deliver_webhooks,
+    redact_url,
 )
 
 log = logging.getLogger(__name__)
 PUBLISH_LEASE_S = 60
 """How long a claim on publishing an event holds off a twin invocation (SNS + one table write)."""
-LEASE_MARGIN_S = 60
-"""A delivery claim lasts the delivery deadline plus this, so it never expires under a live sender."""
+LEASE_MARGIN_S = 15
+"""A delivery claim lasts the delivery deadline (a hard bound) plus this, for the breaker and the
+report writes around it: it never expires under a live sender, and is not held much longer than one
+(Lambda's first async retry comes about a minute after a failed run ends)."""
 REQUEST_TARGET = "request"
 """The job's own webhook in the delivery log (endpoints appear by their id)."""
 
@@ -129,31 +142,90 @@ def webhook_targets(
     return targets
 
 
+def breaker_for(config: PipelineConfig, store: Any) -> WebhookBreaker:
+    policy = BreakerPolicy(
+        failures=config.webhook_pause_after_failures,
+        pause_s=config.webhook_pause_s,
+        max_pause_s=config.webhook_max_pause_s,
+    )
+    return WebhookBreaker(store.table, store.ddb, policy)
+
+
+def health_name(name: str, target: WebhookTarget) -> str:
+    """The breaker's name of a delivery-log target: an endpoint's id, or the job's webhook's host."""
+    return request_target(target.url) if name == REQUEST_TARGET else name
+
+
+def paused_report(target: WebhookTarget, event: JobEvent, pause: Pause) -> DeliveryReport:
+    return DeliveryReport(
+        url=redact_url(target.url),
+        event_id=event.event_id,
+        event_type=event.type,
+        delivered=False,
+        refused=pause.reason,
+        attempts=[],
+        paused_until=pause.until,
+    )
+
+
 def notify(request: NotifyRequest, config: PipelineConfig, store: Any, sns: Any) -> dict[str, Any]:
     event, record = event_for(request, store)
     if event is None:
         return {"skipped": f"{request.type}: job {request.job_id} was cancelled"}
+    held: dict[str, str] = {}  # this run's unfinished claims (sort key → claim id)
+    try:
+        return _notify(event, record, config, store, sns, held)
+    finally:
+        for sk, claim_id in held.items():
+            # Best effort, on the way out of a failure: an unreleased claim still ends with its lease.
+            with contextlib.suppress(Exception):
+                store.release(event.job_id, sk, claim_id)
+
+
+def _notify(
+    event: JobEvent,
+    record: JobRecord | None,
+    config: PipelineConfig,
+    store: Any,
+    sns: Any,
+    held: dict[str, str],
+) -> dict[str, Any]:
+    # SNS and the timeline before any webhook: a slow receiver never delays what subscribers see.
     message_id: str | None = None
     published = f"NOTIFIED#{event.event_id}"
-    if store.claim(event.job_id, published, PUBLISH_LEASE_S):
+    if claim := store.claim(event.job_id, published, PUBLISH_LEASE_S):
+        held[published] = claim
         message_id = publish_event(event, config, sns)
         store.add_event(event)
         store.settle(event.job_id, published, {"sns_message_id": message_id})
+        del held[published]
 
     policy = policy_for(config)
     endpoints = WebhookEndpoints(store.table, store.ddb)
     targets = webhook_targets(event, record, config, endpoints)
-    lease = int(policy.delivery_deadline_s) + LEASE_MARGIN_S
-    claimed = {
-        name: target
-        for name, target in targets.items()
-        if store.claim(event.job_id, delivery_key(event.event_id, name), lease)
-    }
-    reports = dict(
+    lease = math.ceil(policy.delivery_deadline_s) + LEASE_MARGIN_S
+    claimed: dict[str, WebhookTarget] = {}
+    for name, target in targets.items():
+        if claim := store.claim(event.job_id, delivery_key(event.event_id, name), lease):
+            held[delivery_key(event.event_id, name)] = claim
+            claimed[name] = target
+
+    key_id = tenant_of(event, record)
+    breaker = breaker_for(config, store)
+    paused = breaker.paused(key_id) if claimed else {}
+    reports: dict[str, DeliveryReport] = {}
+    to_send: dict[str, WebhookTarget] = {}
+    for name, target in claimed.items():
+        pause = paused.get(health_name(name, target))
+        if pause is not None:
+            reports[name] = paused_report(target, event, pause)
+        else:
+            to_send[name] = target
+    sent = dict(
         zip(
-            claimed,
+            to_send,
             deliver_webhooks(
-                list(claimed.values()),
+                list(to_send.values()),
                 event.model_dump_json(),
                 msg_id=event.event_id,
                 policy=policy,
@@ -162,10 +234,13 @@ def notify(request: NotifyRequest, config: PipelineConfig, store: Any, sns: Any)
             strict=True,
         )
     )
+    reports.update(sent)
+    reports = {name: reports[name] for name in claimed}  # the targets' order
     for name, report in reports.items():
         endpoint_id = None if name == REQUEST_TARGET else name
         saved = {**report.model_dump(mode="json"), "endpoint_id": endpoint_id}
         store.add_delivery(event.job_id, event.event_id, saved, target=name)
+        del held[delivery_key(event.event_id, name)]
         if not report.delivered:
             log.warning(
                 "webhook for %s %s to %s not delivered: %s",
@@ -174,10 +249,15 @@ def notify(request: NotifyRequest, config: PipelineConfig, store: Any, sns: Any)
                 report.url,  # redacted: no query string
                 report.refused or (report.attempts[-1].error if report.attempts else "no attempt"),
             )
+    # After the reports are saved: bookkeeping that fails here must not make a retry send again.
+    for name, report in sent.items():
+        breaker.record(key_id, health_name(name, claimed[name]), report.delivered)
     delivered = all(r.delivered for r in reports.values()) if reports else None
     # The job's outcome is counted by the invocation that published it, not again by a retry.
     record_event_metrics(event, record if message_id is not None else None, delivered)
     request_report: DeliveryReport | None = reports.get(REQUEST_TARGET)
+    unclaimed = [name for name in targets if name not in claimed]
+    done = {name for name in unclaimed if store.is_done(event.job_id, delivery_key(event.event_id, name))}
     return {
         "event_id": event.event_id,
         "type": event.type,
@@ -190,5 +270,8 @@ def notify(request: NotifyRequest, config: PipelineConfig, store: Any, sns: Any)
             for name, r in reports.items()
             if name != REQUEST_TARGET
         },
-        "already_sent": sorted(set(targets) - set(claimed)),
+        "paused": sorted(name for name, r in reports.items() if r.paused_until is not None),
+        "already_sent": sorted(done),
+        # Held by another run still within its lease (a duplicate in flight, or a killed run).
+        "in_progress": sorted(set(unclaimed) - done),
     }

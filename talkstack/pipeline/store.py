@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -389,11 +390,13 @@ class JobStore:
     def events(self, job_id: str) -> list[JobEvent]:
         return [JobEvent.model_validate_json(item["event"]) for item in self._query(job_id, "EVENT#")]
 
-    def claim(self, job_id: str, sk: str, lease_s: int) -> bool:
-        """Take the item `sk` for this invocation: False if it is done, or held by another invocation
-        whose lease has not run out (a concurrent duplicate). A lease outlives the work it guards,
-        so an invocation that died mid-way is taken over by the next retry, never by a twin."""
+    def claim(self, job_id: str, sk: str, lease_s: int) -> str | None:
+        """Take the item `sk` for this invocation: a claim id to `release` it with, or None if it is
+        done, or held by another invocation whose lease has not run out (a concurrent duplicate). A
+        lease outlives the work it guards, so an invocation that died without releasing (killed) is
+        taken over by the first retry after its lease, never by a live twin."""
         now = int(time.time())
+        claim_id = uuid.uuid4().hex
         try:
             self.ddb.put_item(
                 TableName=self.table,
@@ -401,6 +404,7 @@ class JobStore:
                     {
                         "pk": _pk(job_id),
                         "sk": sk,
+                        "claim": claim_id,
                         "claimed_until": now + lease_s,
                         "expires_at": self._expiry(),
                     }
@@ -409,11 +413,30 @@ class JobStore:
                 "(attribute_not_exists(done) AND claimed_until < :now)",
                 ExpressionAttributeValues={":now": {"N": str(now)}},
             )
-            return True
+            return claim_id
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
+
+    def is_done(self, job_id: str, sk: str) -> bool:
+        found = self._get(job_id, sk)
+        return bool(found and found.get("done"))
+
+    def release(self, job_id: str, sk: str, claim_id: str) -> None:
+        """Give up an unfinished claim at once (the work failed), so a retry can take it without
+        waiting for the lease; a settled item, or a claim taken over since, is left alone."""
+        try:
+            self.ddb.delete_item(
+                TableName=self.table,
+                Key=_item({"pk": _pk(job_id), "sk": sk}),
+                ConditionExpression="attribute_not_exists(done) AND #c = :c",
+                ExpressionAttributeNames={"#c": "claim"},
+                ExpressionAttributeValues={":c": {"S": claim_id}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
 
     def settle(self, job_id: str, sk: str, values: dict[str, Any] | None = None) -> None:
         """Mark a claimed item done (for good), with what it produced."""

@@ -16,7 +16,10 @@ Design:
   closes the connection when it passes; httpx's own timeout only bounds each socket read, which a
   receiver dripping one byte a second never trips. Each delivery (every attempt and backoff) has a
   total deadline too (`delivery_deadline_s`): an attempt that could not end before it is not
-  started. One event's deliveries to several targets run concurrently (`deliver_webhooks`).
+  started. The host is looked up once, in a daemon thread that is abandoned if it does not answer
+  within an attempt's deadline (an abandoned lookup holds nothing: no event loop waits for it), and
+  httpx never resolves anything (see pinning below), so a slow DNS server cannot stretch a delivery.
+  One event's deliveries to several targets run concurrently (`deliver_webhooks`).
 - **Retries** (tenacity, exponential backoff with full jitter, capped by `WebhookPolicy`): transport
   errors (connect, timeout, read/write, connection dropped mid-response), HTTP 5xx, 408 and 429.
   Any other 4xx means the receiver rejected the event, so it is recorded and not retried. 3xx counts
@@ -27,34 +30,41 @@ Design:
 - **Never fails a job.** `deliver_webhook` returns a `DeliveryReport` listing every attempt (status
   code or error, duration) instead of raising: a broken receiver must not turn a finished job into
   a failed one.
-- **SSRF guard.** Before anything is sent, the host is resolved and refused if *any* address is
-  private, loopback, link-local, multicast, reserved, unspecified, shared (100.64/10) or a cloud
-  metadata endpoint, including IPv4 addresses wrapped in IPv6 (IPv4-mapped, 6to4, NAT64). Loopback
-  is allowed only in local mode (`allow_loopback=True`), the one case where plain http is accepted.
-
-Known limitation: the guard resolves the host, then httpx resolves it again when it connects. A
-hostile DNS server can answer the check with a public address and the connection with a private
-one (DNS rebinding); closing that window needs connecting to the checked address itself (pinning),
-which this module does not do. Network-level egress rules (no route from the notifier to private
-ranges or the metadata endpoint) remain the real backstop.
+- **SSRF guard, pinned.** Before anything is sent, the host is resolved and refused if *any*
+  address is private, loopback, link-local, multicast, reserved, unspecified, shared (100.64/10) or
+  a cloud metadata endpoint, including IPv4 addresses wrapped in IPv6 (IPv4-mapped, 6to4, NAT64).
+  Loopback is allowed only in local mode (`allow_loopback=True`), the one case where plain http is
+  accepted. Each attempt then connects to one of *those checked addresses* (attempt n to the n-th,
+  round robin), never to a fresh lookup: the request goes to `https://<address>:<port>/…` with the
+  original `Host` header, and TLS uses the host name for SNI and for certificate verification
+  (httpcore's `sni_hostname` request extension becomes `server_hostname` of the TLS handshake, and
+  httpx's default SSL context checks the certificate against it). A DNS server that answers the
+  check with a public address and the connection with a private one (DNS rebinding) gets no second
+  question. Network-level egress rules (no route from the notifier to private ranges or the metadata
+  endpoint) remain a backstop. Connections are pooled by address, so one client is never shared
+  between deliveries to different hosts (each delivery makes its own).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import ipaddress
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-import anyio.to_thread
+import anyio.from_thread
+import anyio.lowlevel
 import httpx
 from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveFloat, model_validator
 from standardwebhooks import Webhook
@@ -81,7 +91,9 @@ __all__ = [
     "deliver_webhook",
     "deliver_webhooks",
     "generate_secret",
+    "pinned_request",
     "redact_url",
+    "resolve_in_time",
     "sign_headers",
 ]
 
@@ -96,6 +108,9 @@ METADATA_ADDRESSES = frozenset(
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, RFC 6598
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix
 _MAX_ERROR_CHARS = 300
+_BACKSTOP_GRACE_S = 0.5
+"""The delivery's backstop fires this long after its deadline, so that it never races the bounds
+that end a lookup or an attempt at the deadline itself (and report why)."""
 
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]
 """`socket.getaddrinfo`, or a stand-in with the same call shape (tests use one to avoid DNS)."""
@@ -328,8 +343,11 @@ class DeliveryReport(StrictModel):
     event_type: str | None
     delivered: bool
     refused: str | None
-    """Why the SSRF guard refused the URL; then nothing was sent and `attempts` is empty."""
+    """Why nothing was sent (`attempts` is then empty): the SSRF guard refused the URL, its host was
+    not resolved in time, or the target is paused after repeated failures (`paused_until`)."""
     attempts: list[DeliveryAttempt]
+    paused_until: UtcDatetime | None = None
+    """The target was paused (talkstack.pipeline.webhook_breaker): no delivery before this time."""
 
 
 @dataclass(frozen=True)
@@ -355,24 +373,69 @@ Sleep = Callable[[float], Awaitable[None] | None]
 """`anyio.sleep`, or a stand-in (tests record the waits instead of waiting); sync or async."""
 
 
-def _one_line(exc: BaseException, url: str) -> str:
-    text = " ".join(str(exc).split()).replace(url, redact_url(url))
+def _one_line(exc: BaseException, url: str, *spellings: str) -> str:
+    """The error in one line, any spelling of the URL (`spellings`: the pinned one) redacted."""
+    text = " ".join(str(exc).split())
+    for spelling in (url, *spellings):
+        text = text.replace(spelling, redact_url(url))
     line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return line if len(line) <= _MAX_ERROR_CHARS else line[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+async def resolve_in_time(url: str, *, allow_loopback: bool, resolve: Resolver, within_s: float) -> list[str]:
+    """`check_webhook_target` that answers within `within_s` whatever DNS does: the lookup runs in a
+    daemon thread, abandoned (left to finish on its own, holding nothing) when time is up.
+
+    Not the default executor (`loop.getaddrinfo`, what httpx would use) nor anyio's worker threads:
+    `anyio.run` / `asyncio.run` wait for those on exit, so a 20 s lookup kept a 5 s delivery alive
+    for 20 s. Raises `WebhookRefused` for a refused target and for a lookup that did not answer."""
+    answer: Future[list[str]] = Future()
+    answered = anyio.Event()
+    token = anyio.lowlevel.current_token()
+
+    def look_up() -> None:
+        try:
+            answer.set_result(check_webhook_target(url, allow_loopback=allow_loopback, resolve=resolve))
+        except BaseException as exc:  # handed to the waiting task, which decides
+            answer.set_exception(exc)
+        # The loop may be gone (the lookup was abandoned and the delivery has ended): nothing to wake.
+        with contextlib.suppress(Exception):
+            anyio.from_thread.run_sync(answered.set, token=token)
+
+    threading.Thread(target=look_up, name="webhook-dns", daemon=True).start()
+    with anyio.move_on_after(within_s):
+        await answered.wait()
+    if not answer.done():
+        raise WebhookRefused(f"webhook host not resolved within {within_s:g} s")
+    return answer.result()
+
+
+def pinned_request(url: str, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+    """The request that reaches `url`'s host at `address` (already checked) and nowhere else:
+    the URL with the address as its host, the original `Host` header, and the host name for TLS
+    (SNI and certificate verification) through httpcore's `sni_hostname` extension."""
+    target = httpx.URL(url)
+    return (
+        target.copy_with(host=address),
+        {"host": target.netloc.decode("ascii")},
+        {"sni_hostname": target.raw_host.decode("ascii")},
+    )
 
 
 async def _post_once(
     client: httpx.AsyncClient,
     webhooks: Sequence[Webhook],
     url: str,
+    address: str,
     body: str,
     msg_id: str,
     number: int,
-    policy: WebhookPolicy,
+    deadline_s: float,
     now: Callable[[], datetime],
 ) -> _Outcome:
     started_at = now()
     headers = _signed_headers(webhooks, msg_id, started_at, body)
+    pinned, host, extensions = pinned_request(url, address)
     t0 = time.monotonic()
     status: int | None = None
     error: str | None = None
@@ -381,25 +444,26 @@ async def _post_once(
         # httpx's timeout bounds each socket operation, so a receiver that sends one byte at a time
         # would keep the attempt alive for ever; the cancel scope bounds the attempt as a whole and
         # closes the connection when it expires.
-        with anyio.fail_after(policy.timeout_s):
+        with anyio.fail_after(deadline_s):
             # Stream and never read the body: only the status matters, and a hostile receiver could
             # otherwise make us buffer an arbitrarily large response. Redirects and the timeout are
             # set per request so that an injected client cannot loosen them.
             async with client.stream(
                 "POST",
-                url,
+                pinned,
                 content=body.encode("utf-8"),
-                headers=headers,
-                timeout=policy.timeout_s,
+                headers={**headers, **host},
+                extensions=extensions,
+                timeout=deadline_s,
                 follow_redirects=False,
             ) as response:
                 status = response.status_code
     except TimeoutError:
-        error, retryable = f"DeadlineExceeded: no complete answer within {policy.timeout_s:g} s", True
+        error, retryable = f"DeadlineExceeded: no complete answer within {deadline_s:g} s", True
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        error, retryable = _one_line(exc, url), True
+        error, retryable = _one_line(exc, url, str(pinned)), True
     except Exception as exc:  # anything else (bad URL for httpx, TLS setup, …) will not get better
-        error = _one_line(exc, url)
+        error = _one_line(exc, url, str(pinned))
     duration_ms = (time.monotonic() - t0) * 1000
 
     if status is not None and not 200 <= status < 300:
@@ -459,23 +523,36 @@ async def deliver_async(
         client if client is not None else httpx.AsyncClient(timeout=policy.timeout_s, follow_redirects=False)
     )
     try:
-        # A backstop: the stop rule below already keeps every attempt inside the deadline, but the
-        # address lookup (a thread we stop waiting for) and anything unforeseen are bounded too.
-        resolved = False
-        with anyio.move_on_after(policy.delivery_deadline_s) as scope:
+        # A backstop: the lookup and every attempt are bounded on their own (below), within the
+        # delivery deadline; anything unforeseen is cut just after it.
+        with anyio.move_on_after(policy.delivery_deadline_s + _BACKSTOP_GRACE_S):
             try:
-                await anyio.to_thread.run_sync(
-                    functools.partial(
-                        check_webhook_target, url, allow_loopback=policy.allow_loopback, resolve=resolve
-                    ),
-                    abandon_on_cancel=True,
+                # One lookup, within what one attempt may take: its addresses are the only ones
+                # connected to, so its answer (checked) is the whole DNS story of the delivery.
+                addresses = await resolve_in_time(
+                    url,
+                    allow_loopback=policy.allow_loopback,
+                    resolve=resolve,
+                    within_s=min(policy.timeout_s, policy.delivery_deadline_s),
                 )
             except WebhookRefused as exc:
                 return report(exc.reason)
-            resolved = True
 
             async def attempt_once() -> _Outcome:
-                outcome = await _post_once(http, webhooks, url, body, msg_id, len(attempts) + 1, policy, now)
+                number = len(attempts) + 1
+                # Never past the delivery deadline, even for the first attempt after a slow lookup.
+                left = policy.delivery_deadline_s - (time.monotonic() - started)
+                outcome = await _post_once(
+                    http,
+                    webhooks,
+                    url,
+                    addresses[(number - 1) % len(addresses)],  # retries go round the checked addresses
+                    body,
+                    msg_id,
+                    number,
+                    max(0.001, min(policy.timeout_s, left)),
+                    now,
+                )
                 attempts.append(outcome.attempt)
                 return outcome
 
@@ -488,10 +565,6 @@ async def deliver_async(
                 retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
             )
             await retrying(attempt_once)
-        if scope.cancelled_caught and not resolved:
-            return report(
-                f"webhook host not resolved within the delivery deadline ({policy.delivery_deadline_s:g} s)"
-            )
     finally:
         if client is None:  # a caller's client is the caller's to close
             await http.aclose()
@@ -553,23 +626,22 @@ def deliver_webhooks(
     reports: list[DeliveryReport | None] = [None] * len(targets)
 
     async def run_all() -> None:
-        async with httpx.AsyncClient(timeout=policy.timeout_s, follow_redirects=False) as http:
+        # No shared client: connections are pooled by the pinned address, and two hosts behind one
+        # address must not share a TLS connection made for the other's name.
+        async def one(index: int, target: WebhookTarget) -> None:
+            reports[index] = await deliver_async(
+                target.url,
+                body,
+                msg_id=msg_id,
+                secret=target.secrets,
+                policy=policy,
+                event_type=event_type,
+                resolve=resolve,
+            )
 
-            async def one(index: int, target: WebhookTarget) -> None:
-                reports[index] = await deliver_async(
-                    target.url,
-                    body,
-                    msg_id=msg_id,
-                    secret=target.secrets,
-                    policy=policy,
-                    event_type=event_type,
-                    client=http,
-                    resolve=resolve,
-                )
-
-            async with anyio.create_task_group() as group:
-                for index, target in enumerate(targets):
-                    group.start_soon(one, index, target)
+        async with anyio.create_task_group() as group:
+            for index, target in enumerate(targets):
+                group.start_soon(one, index, target)
 
     if targets:
         anyio.run(run_all)

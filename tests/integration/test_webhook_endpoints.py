@@ -1,6 +1,7 @@
 """Webhooks per tenant over real HTTP against the local stack: `/v1/webhooks` endpoints and the key's
 own secret, deliveries verified with the standardwebhooks library by a real receiver on 127.0.0.1,
-rotation with its overlap, uniform 404s across keys, and a re-invoked notify that sends nothing.
+rotation with its overlap, uniform 404s across keys, a re-invoked notify that sends nothing, and a
+failing endpoint paused while another key's is served.
 
 Jobs here are cancelled right after submission: only their `job.queued` event matters, and it is
 raised (and delivered) by the submission itself."""
@@ -20,6 +21,7 @@ from talkstack.client import ApiError, TalkstackClient
 from talkstack.contract.state import NotifyRequest
 from talkstack.local.receiver import Delivery, WebhookReceiver
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET
+from talkstack.pipeline.webhook_breaker import BreakerPolicy, WebhookBreaker
 from tests.integration.test_api import SAMPLES, Api, error_of
 
 
@@ -220,3 +222,44 @@ def test_the_python_client_manages_endpoints_and_the_keys_secret(pipeline):
         with pytest.raises(ApiError) as missing:
             client.get_webhook(created.id)
         assert missing.value.status == 404 and missing.value.code == "NOT_FOUND"
+
+
+def test_a_failing_endpoint_is_paused_while_another_keys_is_served(pipeline, tenants):
+    """One key's receiver answers 500: after two failed deliveries in a row its endpoint is paused
+    (the third job's event is not attempted, and its report says until when); the other key's
+    endpoint keeps receiving."""
+    a, b = tenants
+    trusted: dict[str, list[str]] = {}
+    with (
+        receiver(trusted) as dead,
+        receiver(trusted) as healthy,
+        pipeline.configured(webhook_pause_after_failures="2", webhook_max_attempts="1"),
+    ):
+        dead.fail_next([500] * 20)
+        failing = a.post("/v1/webhooks", json={"url": dead.url, "events": ["job.queued"]}).json()
+        served = b.post("/v1/webhooks", json={"url": healthy.url, "events": ["job.queued"]}).json()
+        trusted.update({a.key_id: [failing["secret"]], b.key_id: [served["secret"]]})
+        breaker = WebhookBreaker(
+            pipeline.store.table, pipeline.store.ddb, BreakerPolicy(failures=2, pause_s=60, max_pause_s=3600)
+        )
+
+        for _ in range(2):
+            queued(dead, a.queued_job(), pipeline)
+        assert pipeline.wait_until(lambda: failing["id"] in breaker.paused(a.key_id), 30)
+
+        paused_job = a.queued_job()
+        reports = pipeline.wait_until(
+            lambda: [r for r in pipeline.store.deliveries(paused_job) if r["event_type"] == "job.queued"], 30
+        )
+        (report,) = reports
+        assert report["refused"].startswith("paused after 2 consecutive failed deliveries until ")
+        assert report["attempts"] == [] and report["paused_until"] and report["endpoint_id"] == failing["id"]
+        assert len(dead.received()) == 2 and dead.received(paused_job) == []
+        # The event itself went out on SNS as always
+        assert len(pipeline.sns.for_job(paused_job, "job.queued")) == 1
+
+        other = b.queued_job()
+        assert queued(healthy, other, pipeline).status == 204
+        assert breaker.paused(b.key_id) == {}
+        a.delete(f"/v1/webhooks/{failing['id']}")
+        b.delete(f"/v1/webhooks/{served['id']}")

@@ -12,6 +12,8 @@ import contextlib
 import json
 import re
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,9 +34,11 @@ from talkstack.pipeline.webhooks import (
     WebhookRefused,
     WebhookTarget,
     check_webhook_target,
+    deliver_async,
     deliver_webhook,
     deliver_webhooks,
     generate_secret,
+    pinned_request,
     redact_url,
     sign_headers,
 )
@@ -596,3 +600,243 @@ def test_reports_and_errors_never_keep_the_query_string(secret):
     assert report.url == f"http://127.0.0.1:{port}/hook?redacted"
     assert "s3cr3t" not in report.model_dump_json()
     assert redact_url("https://h.example.com/x") == "https://h.example.com/x"
+
+
+# ---------------------------------------------------------------------------------------------
+# One lookup, pinned: the address checked is the address connected to
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Callable[..., list[tuple]]]]:
+    """Install a scripted resolver as the delivery's `resolve` *and* as `socket.getaddrinfo`, which
+    is what httpx's own lookup (asyncio's `loop.getaddrinfo`) ends in: any lookup but ours is seen.
+    `answers(host, call_number)` gives the addresses, or None to hang (20 s, released at teardown)."""
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def install(answers: Callable[[str, int], list[str] | None]) -> Callable[..., list[tuple]]:
+        calls: list[str] = []
+
+        def resolve(host: str | bytes, port: int, *args: object, **kwargs: object) -> list[tuple]:
+            host = host.decode("ascii") if isinstance(host, bytes) else host  # anyio passes IDNA bytes
+            if host not in ("hooks.example.com", "hooks.test", "other.test"):
+                return real(host, port, *args, **kwargs)  # an IP literal, localhost: not scripted
+            calls.append(host)
+            ips = answers(host, len(calls))
+            if ips is None:
+                released.wait(20)
+                ips = [PUBLIC]
+            return resolver(*ips)(host, port)
+
+        resolve.calls = calls  # type: ignore[attr-defined]
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        return resolve
+
+    yield install
+    released.set()
+
+
+def test_a_lookup_that_hangs_ends_the_delivery_at_its_deadline(secret, dns):
+    resolve = dns(lambda host, n: None)  # a DNS server that never answers (20 s)
+    policy = WebhookPolicy(timeout_s=3, delivery_deadline_s=3, max_attempts=1)
+    t0 = time.monotonic()
+    report = deliver_webhook(
+        "https://hooks.example.com/hook", BODY, msg_id=MSG_ID, secret=secret, policy=policy, resolve=resolve
+    )
+    elapsed = time.monotonic() - t0
+
+    assert abs(elapsed - 3.0) <= 1.0, f"the delivery lasted {elapsed:.1f} s"
+    assert not report.delivered and report.attempts == []
+    assert report.refused == "webhook host not resolved within 3 s"
+
+
+def test_httpx_never_looks_the_host_up_again(receiver, secret, dns):
+    # The reviewer's case: the check's lookup answers, a second one (httpx's, at connect time) takes
+    # 20 s; a 3 s delivery took 20 s, because asyncio.run waits for the executor thread on exit.
+    resolve = dns(lambda host, n: ["127.0.0.1"] if n == 1 else None)
+    url = receiver.url.replace("127.0.0.1", "hooks.test")
+    t0 = time.monotonic()
+    report, _ = deliver(url, secret, local_policy(timeout_s=3, delivery_deadline_s=3), resolve=resolve)
+    elapsed = time.monotonic() - t0
+
+    assert report.delivered and elapsed < 3.0, f"the delivery lasted {elapsed:.1f} s"
+    assert resolve.calls == ["hooks.test"]
+    # The receiver at the checked address got the original Host header
+    [req] = receiver.requests
+    assert req.headers["host"] == url.split("/")[2] and req.path == "/hook"
+
+
+def test_dns_rebinding_cannot_reach_loopback(secret, dns):
+    """A public address for the check, 127.0.0.1 for any later lookup: the connection goes to the
+    checked public address (unreachable here, so the attempt fails), never to the loopback listener."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    resolve = dns(lambda host, n: [PUBLIC] if n == 1 else ["127.0.0.1"])
+
+    report, _ = deliver(
+        f"https://hooks.example.com:{port}/hook",
+        secret,
+        WebhookPolicy(timeout_s=1, max_attempts=1),  # allow_loopback False: the cloud's setting
+        resolve=resolve,
+    )
+
+    with pytest.raises(TimeoutError):
+        listener.accept()  # nothing ever connected to loopback
+    listener.close()
+    assert not report.delivered and report.refused is None and len(report.attempts) == 1
+    assert resolve.calls == ["hooks.example.com"]
+
+
+def test_retries_go_round_the_checked_addresses(secret, dns):
+    # Two loopback addresses, nothing listening on the first: the second attempt reaches the second.
+    with dripping_server(byte_every_s=0.0, max_bytes=100) as (url, _):
+        port = url.split(":")[2].split("/")[0]
+        dead = socket.socket()
+        dead.bind(("127.0.0.2", int(port)))  # bound, not listening: connection refused
+        try:
+            resolve = dns(lambda host, n: ["127.0.0.2", "127.0.0.1"])
+            report, _ = deliver(
+                f"http://hooks.test:{port}/hook", secret, local_policy(max_attempts=2), resolve=resolve
+            )
+        finally:
+            dead.close()
+    assert report.delivered and [a.ok for a in report.attempts] == [False, True]
+    assert (report.attempts[0].error or "").startswith("ConnectError")  # 127.0.0.2: refused
+
+
+def test_pinned_request_keeps_the_host_for_http_and_tls():
+    url, headers, extensions = pinned_request("https://Hooks.Example.com:8443/a/b?token=t", "2001:db8::1")
+    assert str(url) == "https://[2001:db8::1]:8443/a/b?token=t"
+    assert headers == {"host": "hooks.example.com:8443"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}
+    url, headers, extensions = pinned_request("https://bücher.example/x", PUBLIC)
+    assert str(url) == f"https://{PUBLIC}/x"
+    assert headers == {"host": "xn--bcher-kva.example"} and extensions == {
+        "sni_hostname": "xn--bcher-kva.example"
+    }
+
+
+# --- real TLS: a certificate for a name, served on 127.0.0.1 ---------------------------------------
+
+
+@dataclass
+class TlsServer:
+    port: int
+    ca: ssl.SSLContext
+    """A client context that trusts the test CA (and checks host names, as httpx's default does)."""
+    server_names: list[str | None]
+    hosts: list[str]
+
+
+@pytest.fixture
+def tls_server() -> Iterator[TlsServer]:
+    """An HTTPS server on 127.0.0.1 whose certificate (from a throwaway CA) names only hooks.test."""
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    now = datetime.now(UTC)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "talkstack test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.test")]))
+        .issuer_name(ca_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hooks.test")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_names: list[str | None] = []
+    hosts: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file, key_file = f"{tmp}/leaf.pem", f"{tmp}/leaf.key"
+        with open(cert_file, "wb") as f:
+            f.write(leaf.public_bytes(serialization.Encoding.PEM))
+        with open(key_file, "wb") as f:
+            f.write(pem_key(leaf_key))
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(cert_file, key_file)
+    server_context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    client_context = ssl.create_default_context(
+        cadata=ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            hosts.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format, *args) -> None:
+            pass
+
+    server = _QuietServer(("127.0.0.1", 0), Handler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield TlsServer(server.server_address[1], client_context, server_names, hosts)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_https_to_the_checked_address_verifies_the_certificate_against_the_host_name(tls_server, secret, dns):
+    resolve = dns(lambda host, n: ["127.0.0.1"])
+    policy = local_policy(max_attempts=1)
+
+    async def send(url: str) -> DeliveryReport:
+        async with httpx.AsyncClient(verify=tls_server.ca) as client:
+            return await deliver_async(
+                url, BODY, msg_id=MSG_ID, secret=secret, policy=policy, client=client, resolve=resolve
+            )
+
+    # Connected to 127.0.0.1, which the certificate does not name: only SNI and verification against
+    # hooks.test can make this succeed.
+    good = anyio.run(send, f"https://hooks.test:{tls_server.port}/hook")
+    assert good.delivered, good.attempts
+    assert tls_server.server_names == ["hooks.test"]
+    assert tls_server.hosts == [f"hooks.test:{tls_server.port}"]
+
+    # Same server, same address, another name: the certificate does not match it, so nothing is sent.
+    bad = anyio.run(send, f"https://other.test:{tls_server.port}/hook")
+    assert not bad.delivered and tls_server.hosts == [f"hooks.test:{tls_server.port}"]
+    assert "CERTIFICATE_VERIFY_FAILED" in (bad.attempts[0].error or "")
+    assert tls_server.server_names[-1] == "other.test"
