@@ -186,6 +186,11 @@ def _check_address(text: str, allow_loopback: bool) -> str:
     return text
 
 
+def _short_error(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] or type(exc).__name__
+
+
 def check_webhook_target(
     url: str, *, allow_loopback: bool = False, resolve: Resolver = socket.getaddrinfo
 ) -> list[str]:
@@ -210,7 +215,14 @@ def check_webhook_target(
         )
 
     try:
-        infos = resolve(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+        # The name httpx will send (Host, TLS SNI) is the one resolved: its IDNA 2008 encoding, not
+        # getaddrinfo's own IDNA 2003 one ("straße.de" is two different registrations under them), and
+        # a URL httpx cannot build is refused here, not while a delivery is under way.
+        wire_host = httpx.URL(url).raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        raise WebhookRefused(f"webhook URL is not valid ({_short_error(exc)})") from None
+    try:
+        infos = resolve(wire_host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:  # gaierror is an OSError; a name IDNA cannot encode: UnicodeError
         raise WebhookRefused(f"could not resolve webhook host {host!r} ({exc})") from None
     if not infos:
@@ -367,6 +379,8 @@ class WebhookTarget:
 class _Outcome:
     attempt: DeliveryAttempt
     retryable: bool
+    connect_failed: bool = False
+    """No connection was made (refused, unreachable, timed out connecting): nothing was sent."""
 
 
 Sleep = Callable[[float], Awaitable[None] | None]
@@ -435,12 +449,15 @@ async def _post_once(
 ) -> _Outcome:
     started_at = now()
     headers = _signed_headers(webhooks, msg_id, started_at, body)
-    pinned, host, extensions = pinned_request(url, address)
     t0 = time.monotonic()
     status: int | None = None
     error: str | None = None
-    retryable = False
+    retryable = connect_failed = False
+    pinned: httpx.URL | str = address
     try:
+        # Inside the try: whatever one receiver's URL does, it fails this delivery only, never the
+        # other targets of the event delivered beside it.
+        pinned, host, extensions = pinned_request(url, address)
         # httpx's timeout bounds each socket operation, so a receiver that sends one byte at a time
         # would keep the attempt alive for ever; the cancel scope bounds the attempt as a whole and
         # closes the connection when it expires.
@@ -460,6 +477,8 @@ async def _post_once(
                 status = response.status_code
     except TimeoutError:
         error, retryable = f"DeadlineExceeded: no complete answer within {deadline_s:g} s", True
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent: another address may do
+        error, retryable, connect_failed = _one_line(exc, url, str(pinned)), True, True
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         error, retryable = _one_line(exc, url, str(pinned)), True
     except Exception as exc:  # anything else (bad URL for httpx, TLS setup, …) will not get better
@@ -477,7 +496,7 @@ async def _post_once(
         error=error,
         ok=error is None,
     )
-    return _Outcome(attempt, retryable)
+    return _Outcome(attempt, retryable, connect_failed)
 
 
 async def deliver_async(
@@ -520,7 +539,12 @@ async def deliver_async(
             await waited
 
     http = (
-        client if client is not None else httpx.AsyncClient(timeout=policy.timeout_s, follow_redirects=False)
+        client
+        if client is not None
+        # trust_env=False: an HTTPS_PROXY tunnel would verify TLS against the pinned address, not the
+        # host name (httpcore's CONNECT path ignores `sni_hostname`), and NO_PROXY would no longer
+        # match a URL whose host is an address. Webhooks go direct; egress proxies are not supported.
+        else httpx.AsyncClient(timeout=policy.timeout_s, follow_redirects=False, trust_env=False)
     )
     try:
         # A backstop: the lookup and every attempt are bounded on their own (below), within the
@@ -540,19 +564,20 @@ async def deliver_async(
 
             async def attempt_once() -> _Outcome:
                 number = len(attempts) + 1
+                attempt_started = time.monotonic()
                 # Never past the delivery deadline, even for the first attempt after a slow lookup.
-                left = policy.delivery_deadline_s - (time.monotonic() - started)
-                outcome = await _post_once(
-                    http,
-                    webhooks,
-                    url,
-                    addresses[(number - 1) % len(addresses)],  # retries go round the checked addresses
-                    body,
-                    msg_id,
-                    number,
-                    max(0.001, min(policy.timeout_s, left)),
-                    now,
-                )
+                budget = min(policy.timeout_s, policy.delivery_deadline_s - (attempt_started - started))
+                # Each attempt starts at the next checked address (retries go round them) and, as a
+                # client that resolved the name itself would, tries the others when no connection
+                # could be made at all (an AAAA record with no IPv6 route, say) within its own time.
+                first = (number - 1) % len(addresses)
+                for address in addresses[first:] + addresses[:first]:
+                    left = budget - (time.monotonic() - attempt_started)
+                    outcome = await _post_once(
+                        http, webhooks, url, address, body, msg_id, number, max(0.001, left), now
+                    )
+                    if not outcome.connect_failed or time.monotonic() - attempt_started >= budget:
+                        break
                 attempts.append(outcome.attempt)
                 return outcome
 

@@ -691,8 +691,9 @@ def test_dns_rebinding_cannot_reach_loopback(secret, dns):
     assert resolve.calls == ["hooks.example.com"]
 
 
-def test_retries_go_round_the_checked_addresses(secret, dns):
-    # Two loopback addresses, nothing listening on the first: the second attempt reaches the second.
+def test_an_attempt_tries_every_checked_address_it_cannot_connect_to(secret, dns):
+    # Two loopback addresses, nothing listening on the first (an AAAA record without a route, say):
+    # one attempt, as a client that resolved the name itself would, reaches the second.
     with dripping_server(byte_every_s=0.0, max_bytes=100) as (url, _):
         port = url.split(":")[2].split("/")[0]
         dead = socket.socket()
@@ -700,12 +701,78 @@ def test_retries_go_round_the_checked_addresses(secret, dns):
         try:
             resolve = dns(lambda host, n: ["127.0.0.2", "127.0.0.1"])
             report, _ = deliver(
-                f"http://hooks.test:{port}/hook", secret, local_policy(max_attempts=2), resolve=resolve
+                f"http://hooks.test:{port}/hook", secret, local_policy(max_attempts=1), resolve=resolve
             )
         finally:
             dead.close()
-    assert report.delivered and [a.ok for a in report.attempts] == [False, True]
-    assert (report.attempts[0].error or "").startswith("ConnectError")  # 127.0.0.2: refused
+    assert report.delivered and [a.ok for a in report.attempts] == [True]
+
+
+def test_retries_start_at_the_next_checked_address(secret, dns):
+    # The first address accepts and answers 503; the retry starts at the second address.
+    with dripping_server(byte_every_s=0.0, max_bytes=100) as (url, _):
+        port = int(url.split(":")[2].split("/")[0])
+        seen: list[str] = []
+        busy = socket.socket()
+        busy.bind(("127.0.0.3", port))
+        busy.listen()
+
+        def answer_503() -> None:
+            conn, _ = busy.accept()
+            seen.append("127.0.0.3")
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n")
+            conn.close()
+
+        thread = threading.Thread(target=answer_503, daemon=True)
+        thread.start()
+        try:
+            resolve = dns(lambda host, n: ["127.0.0.3", "127.0.0.1"])
+            report, _ = deliver(
+                f"http://hooks.test:{port}/hook", secret, local_policy(max_attempts=2), resolve=resolve
+            )
+        finally:
+            thread.join(5)
+            busy.close()
+    assert seen == ["127.0.0.3"]
+    assert report.delivered and [a.error for a in report.attempts] == ["HTTP 503", None]
+
+
+def test_a_url_httpx_cannot_send_is_refused_up_front_and_spares_the_other_targets(receiver):
+    # getaddrinfo encodes "☃.net" (IDNA 2003); httpx (IDNA 2008) refuses to build the URL. It used to
+    # pass the check and then fail the whole notify run, the other target's delivery included.
+    with pytest.raises(WebhookRefused, match="not valid"):
+        check_webhook_target("https://☃.net/hook", resolve=resolver(PUBLIC))
+    good, bad = generate_secret(), generate_secret()
+    reports = deliver_webhooks(
+        [
+            WebhookTarget(url="https://☃.net/hook", secrets=(bad,)),
+            WebhookTarget(url=receiver.url, secrets=(good,)),
+        ],
+        BODY,
+        msg_id=MSG_ID,
+        policy=local_policy(),
+    )
+    assert not reports[0].delivered and "not valid" in (reports[0].refused or "")
+    assert reports[1].delivered and len(receiver.requests) == 1
+
+
+def test_the_name_resolved_is_the_name_sent():
+    # IDNA 2003 maps "straße" to "strasse"; httpx sends "xn--strae-oqa" (IDNA 2008): another domain.
+    calls: list[str] = []
+    check_webhook_target("https://straße.example/hook", resolve=resolver(PUBLIC, calls=calls))
+    assert [host for host, _ in calls] == ["xn--strae-oqa.example"]
+    _, headers, extensions = pinned_request("https://straße.example/hook", PUBLIC)
+    assert headers["host"] == extensions["sni_hostname"] == "xn--strae-oqa.example"
+
+
+def test_an_environment_proxy_is_never_used(receiver, secret, monkeypatch):
+    # Through a CONNECT tunnel httpcore verifies TLS against the pinned address, not the host name:
+    # deliveries go direct, whatever HTTP(S)_PROXY says.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens on the discard port
+    report, _ = deliver(receiver.url, secret, local_policy(max_attempts=1))
+    assert report.delivered
 
 
 def test_pinned_request_keeps_the_host_for_http_and_tls():
