@@ -799,3 +799,25 @@ def test_only_the_handlers_that_talk_to_modal_read_its_token(s):
         if "secretsmanager:GetSecretValue" in as_list(st["Action"]) and token in as_list(st["Resource"])
     }
     assert readers == {"api", "validate", "dispatch", "fail"}
+
+
+def test_the_lambdas_cap_chunks_at_the_avatar_containers_the_modal_app_was_deployed_with(monkeypatch):
+    """Plan runs no more chunks of a parallel avatar at once than the avatar class may run containers
+    (TALKSTACK_AVATAR_MAX_CONTAINERS): the stack passes what `modal deploy` got, or synth fails."""
+    from talkstack_cdk.settings import load_settings
+
+    from talkstack.settings import ModalDeploySettings
+
+    env = functions_by_name(synth())["plan"][1]["Environment"]["Variables"]
+    assert env["TALKSTACK_AVATAR_MAX_CONTAINERS"] == str(ModalDeploySettings().avatar_max_containers)
+    custom = functions_by_name(synth(**{"talkstack:avatarMaxContainers": "12"}))
+    for variable, value in custom["plan"][1]["Environment"]["Variables"].items():
+        monkeypatch.setenv(variable, value if isinstance(value, str) else text(value))
+    assert ModalDeploySettings().max_containers("avatar") == 12  # parsed as the Lambda parses it
+    assert load_settings({}, environ={"TALKSTACK_AVATAR_MAX_CONTAINERS": "6"}).avatar_max_containers == 6
+    with pytest.raises(
+        ValueError, match="talkstack:avatarMaxContainers is 3 but TALKSTACK_AVATAR_MAX_CONTAINERS"
+    ):
+        load_settings(
+            {"talkstack:avatarMaxContainers": "3"}, environ={"TALKSTACK_AVATAR_MAX_CONTAINERS": "8"}
+        )

@@ -37,10 +37,18 @@ MODAL_TIMEOUTS: dict[WorkerFamily, str] = {
 }
 """The Modal classes' timeouts the pipeline plans steps within: DeploySettings fields, named as the
 ModalDeploySettings fields that `modal deploy` reads (TALKSTACK_<FAMILY>_TIMEOUT_S)."""
+MODAL_SHARED: tuple[str, ...] = (*MODAL_TIMEOUTS.values(), "avatar_max_containers")
+"""Every ModalDeploySettings field the Lambdas read too (the Plan step: timeouts, and the avatar
+class's container cap that bounds a parallel avatar's chunks at once): each is a DeploySettings field
+of the same name, passed to the Lambdas as TALKSTACK_<NAME>, and must equal what `modal deploy` got."""
 
 
 def _modal_timeout_default(family: WorkerFamily) -> int:
-    default = ModalDeploySettings.model_fields[MODAL_TIMEOUTS[family]].default
+    return _modal_default(MODAL_TIMEOUTS[family])
+
+
+def _modal_default(name: str) -> int:
+    default = ModalDeploySettings.model_fields[name].default
     assert isinstance(default, int)
     return default
 
@@ -130,6 +138,10 @@ class DeploySettings(BaseModel):
     """The same for the video classes (TALKSTACK_VIDEO_TIMEOUT_S)."""
     voice_timeout_s: int = Field(_modal_timeout_default("voice"), gt=0)
     """The same for the voice classes (TALKSTACK_VOICE_TIMEOUT_S)."""
+    avatar_max_containers: int = Field(_modal_default("avatar_max_containers"), gt=0)
+    """The avatar Modal class's container cap, as TALKSTACK_AVATAR_MAX_CONTAINERS for the Lambdas (Plan
+    runs no more chunks of a parallel avatar at once): must be what `modal deploy` used. Unset, it is
+    that variable's value in this environment (or the apps' default)."""
 
     alarm_email: Annotated[
         Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,
@@ -203,8 +215,9 @@ def context_key(name: str) -> str:
 def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None) -> DeploySettings:
     """Context wins over the environment; unknown `talkstack:` context keys are refused.
 
-    The Modal timeouts also come from the variables `modal deploy` reads (TALKSTACK_AVATAR_TIMEOUT_S,
-    …) when neither context nor TALKSTACK_CDK_* sets them, so one shell deploys both alike; where
+    The Modal timeouts and the avatar container cap also come from the variables `modal deploy` reads
+    (TALKSTACK_AVATAR_TIMEOUT_S, …, TALKSTACK_AVATAR_MAX_CONTAINERS) when neither context nor
+    TALKSTACK_CDK_* sets them, so one shell deploys both alike; where
     both are set and differ, synth fails instead of planning steps the workers cannot finish."""
     environ = dict(os.environ if environ is None else environ)
     fields = {_camel(name): name for name in DeploySettings.model_fields}
@@ -221,7 +234,7 @@ def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None
             raise ValueError(f"unknown setting {key!r}; known: {sorted(CONTEXT_PREFIX + k for k in fields)}")
         values[fields[short]] = value
     chosen = DeploySettings.model_validate(values)
-    for name in MODAL_TIMEOUTS.values():
+    for name in MODAL_SHARED:
         variable = f"TALKSTACK_{name.upper()}"
         modal = environ.get(variable)
         if modal is None:
@@ -232,6 +245,6 @@ def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None
         if modal.strip() != str(getattr(chosen, name)):
             raise ValueError(
                 f"{context_key(name)} is {getattr(chosen, name)} but {variable} (what `modal deploy` "
-                f"reads) is {modal!r}; give both the timeout the Modal apps were deployed with"
+                f"reads) is {modal!r}; give both the value the Modal apps were deployed with"
             )
     return DeploySettings.model_validate(values)

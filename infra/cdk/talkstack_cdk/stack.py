@@ -21,7 +21,7 @@ from talkstack_cdk.monitoring import Monitoring
 from talkstack_cdk.nag import suppress_stack_findings
 from talkstack_cdk.permissions import Targets, grant_pipeline
 from talkstack_cdk.rest_api import RestApi
-from talkstack_cdk.settings import MODAL_TIMEOUTS, DeploySettings, grants_value
+from talkstack_cdk.settings import MODAL_SHARED, DeploySettings, grants_value
 from talkstack_cdk.storage import INPUT_PREFIX, MANIFEST_SUFFIX, Storage
 from talkstack_cdk.workflow import JobWorkflow, executions_arn, state_machine_arn
 
@@ -180,7 +180,7 @@ class TalkstackStack(Stack):
             "TALKSTACK_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
             # What the Modal classes may run (modal deploy's settings): Plan bounds each step's
             # timeout and its URLs' lifetime by it (talkstack/settings/modal_deploy.py).
-            **{f"TALKSTACK_{name.upper()}": str(getattr(s, name)) for name in MODAL_TIMEOUTS.values()},
+            **{f"TALKSTACK_{name.upper()}": str(getattr(s, name)) for name in MODAL_SHARED},
         }
         optional = {
             "TALKSTACK_MODEL_BACKENDS": ",".join(f"{k}={v}" for k, v in s.model_backends.items()),
