@@ -30,6 +30,7 @@ def handler(event: FailureInput, context: LambdaContext) -> dict:
         svc.store,
         svc.s3,
         backends,
+        time_left_s=lambda: context.get_remaining_time_in_millis() / 1000,
     )
     if record.status == "cancelled":
         # Cancelled through the API while a step was in flight: the cancel already said so.

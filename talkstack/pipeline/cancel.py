@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -49,11 +50,13 @@ def running_calls(job_id: str, store: Any, steps: list[str]) -> list[str]:
     return list(dict.fromkeys([*calls, *(c for c in steps if c not in known)]))
 
 
-def stop_workers(job_id: str, config: PipelineConfig, s3: Any, backends: Any, calls: list[str]) -> None:
+def stop_workers(
+    job_id: str, config: PipelineConfig, s3: Any, backends: Any, calls: list[str], until: float | None = None
+) -> None:
     """Raise the job's cancel flag (every worker polls it with its heartbeat and stops without
     uploading, so a local worker, or a call whose cancel failed, stops too) and cancel `calls`,
-    each one best effort. The flag going up is the part that must happen: if it fails, the calls
-    are still cancelled and then its error is raised."""
+    each one best effort, none started after `until` (time.monotonic()). The flag going up is the
+    part that must happen: if it fails, the calls are still cancelled and then its error is raised."""
     flag_error: Exception | None = None
     try:
         s3.put_object(
@@ -64,7 +67,14 @@ def stop_workers(job_id: str, config: PipelineConfig, s3: Any, backends: Any, ca
         )
     except Exception as exc:
         flag_error = exc
-    for call_id in calls:
+    for number, call_id in enumerate(calls):
+        if until is not None and time.monotonic() >= until:
+            log.warning(
+                "out of time: %d worker call(s) of job %s left to their cancel flag",
+                len(calls) - number,
+                job_id,
+            )
+            break
         try:
             backends.cancel(call_id)
         except Exception as exc:  # best effort: the flag stops the worker anyway, at its next heartbeat

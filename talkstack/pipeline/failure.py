@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -28,6 +29,8 @@ from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.outputs import remove_published
 
 log = logging.getLogger(__name__)
+STOP_MARGIN_S = 10.0
+"""Time kept back from the failure Lambda's own limit when cancelling a failed job's calls."""
 
 
 class JobFailed(Exception):
@@ -134,9 +137,12 @@ def record_failure(
     store: Any,
     s3: Any,
     backends: Any,
+    time_left_s: Callable[[], float] | None = None,
 ) -> JobRecord:
     """`backends`: the worker backends (talkstack.pipeline.backends.Backends), to cancel the job's
-    calls still running."""
+    calls still running. `time_left_s`: what is left of the Lambda's own time (its context's
+    remaining time): cancelling stops short of it, so a slow Modal API cannot time the failure
+    Lambda out (the state machine would then skip `job.failed`)."""
     record = store.get(job_id)
     error = job_error_from_states(states_error, record, store)
     if record is None:
@@ -166,23 +172,34 @@ def record_failure(
     if ended.status == "completed":
         # Finalize completed the job before this failure: its result points at the outputs.
         return ended
-    if ended.status == "failed":
-        # (A cancelled job's workers were stopped by the cancel.) A failure recorded again, by a
-        # retried failure Lambda, stops again: it may be the first try that could not.
-        _stop(job_id, config, store, s3, backends, running)
+    # Half-published outputs go before any worker is stopped: removing them is what the job's
+    # result depends on; stopping is best effort, bounded by the time left.
     removed = remove_published(ended, config, s3)
     if removed:
         log.warning("job %s failed after publishing; removed %s", job_id, removed)
+    if ended.status == "failed":
+        # (A cancelled job's workers were stopped by the cancel.) A failure recorded again, by a
+        # retried failure Lambda, stops again: it may be the first try that could not.
+        until = None if time_left_s is None else time.monotonic() + time_left_s() - STOP_MARGIN_S
+        _stop(job_id, config, store, s3, backends, running, until)
     return ended
 
 
-def _stop(job_id: str, config: PipelineConfig, store: Any, s3: Any, backends: Any, steps: list[str]) -> None:
+def _stop(
+    job_id: str,
+    config: PipelineConfig,
+    store: Any,
+    s3: Any,
+    backends: Any,
+    steps: list[str],
+    until: float | None = None,
+) -> None:
     try:
         calls = running_calls(job_id, store, steps)
     except Exception as exc:  # the worker calls are unknown, but the flag still stops every worker
         log.warning("could not list the running worker calls of failed job %s: %s", job_id, exc)
         calls = steps
     try:
-        stop_workers(job_id, config, s3, backends, calls)
+        stop_workers(job_id, config, s3, backends, calls, until=until)
     except Exception as exc:
         log.warning("could not raise the cancel flag of failed job %s: %s", job_id, exc)

@@ -282,3 +282,42 @@ def test_a_failed_cancel_of_a_replaced_call_does_not_stop_the_retry(config, stor
 
     assert len(backends.submitted) == 2 and backends.submitted[1].attempt_id == second
     assert "modal is down" in caplog.text
+
+
+def test_stopping_workers_never_spends_the_failure_lambdas_last_seconds(
+    config, store, s3, backends, parallel
+):
+    # Given three chunk calls running, and a Modal API so slow that each cancel takes 4 s
+    attempts = [dispatch(config, store, s3, backends, f"c{i}", chunk=i) for i in range(3)]
+    calls = [call_of(store, a) for a in attempts]
+    clock = {"now": 1000.0}
+
+    class SlowBackends(FakeBackends):
+        def cancel(self, call_id: str) -> bool:
+            clock["now"] += 4.0
+            return super().cancel(call_id)
+
+    slow = SlowBackends(name="modal")
+    left = 15.0  # seconds of Lambda time when the failure path starts; 10 are kept back
+    import talkstack.pipeline.cancel as cancel_module
+    import talkstack.pipeline.failure as failure_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cancel_module.time, "monotonic", lambda: clock["now"])
+        patch.setattr(failure_module.time, "monotonic", lambda: clock["now"])
+        record = record_failure(
+            "job-1",
+            {"Error": "States.Timeout", "Cause": ""},
+            None,
+            EXECUTION,
+            config,
+            store,
+            s3,
+            slow,
+            time_left_s=lambda: left,
+        )
+
+    # Then the job failed and its flag is up (every worker stops at its next heartbeat), but only the
+    # cancels that fit in the 5 s before the margin were made: the Lambda returns in time to announce it
+    assert record.status == "failed" and json.loads(s3.objects[FLAG].body)["job_id"] == "job-1"
+    assert slow.cancelled == calls[:2]
