@@ -308,6 +308,11 @@ class PipelineConfig(BaseSettings):
             ),
         ):
             for grant in grants:
+                if grant.bucket == self.work_bucket:
+                    raise ValueError(
+                        f"{setting}: {grant.grantee}=s3://{grant.bucket}/{grant.prefix} is the work bucket "
+                        "(every job's intermediate renders and markers); grant another bucket"
+                    )
                 for bucket, area, what in [*reserved, *extra]:
                     if grant.bucket == bucket and _overlaps(grant.prefix, area):
                         raise ValueError(

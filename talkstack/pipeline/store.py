@@ -376,8 +376,11 @@ class JobStore:
         return JobError.model_validate_json(found["error"]) if found else None
 
     def chunk_worker_error(self, job_id: str, step: str) -> JobError | None:
-        """The error a chunk of `step` stored (`WERR#avatar#3`): a fatal one before a retryable one."""
+        """The error a chunk of `step` stored (`WERR#avatar#3`): a fatal one before a retryable one,
+        and never the stale error of a chunk whose retry then rendered (it left a `STEP#` result)."""
         found = self._query(job_id, f"WERR#{step}#")
+        rendered = {item["sk"].removeprefix("STEP#") for item in self._query(job_id, f"STEP#{step}#")}
+        found = [item for item in found if item["sk"].removeprefix("WERR#") not in rendered] or found
         found.sort(key=lambda item: bool(item.get("retryable")))
         return JobError.model_validate_json(found[0]["error"]) if found else None
 

@@ -14,7 +14,7 @@ from talkstack.pipeline.failure import JobFailed, record_failure
 from talkstack.pipeline.outputs import remove_published
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import FakeBackends
-from tests.support.steps import INPUT, OUTPUT, make_config, publish_outputs, running_job
+from tests.support.steps import INPUT, OUTPUT, make_config, publish_outputs, running_job, worker_result
 
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:jobs:job-1"
 
@@ -270,3 +270,21 @@ def test_a_chunks_fatal_error_without_a_cause_is_read_from_the_jobs_table(config
 
     # Then the job fails with the chunk's own error, not "internal error … Worker.Fatal"
     assert store.get("job-1").error == fatal
+
+
+def test_a_timed_out_chunk_is_not_blamed_on_another_chunks_stale_error(config, store, s3):
+    # Given chunk 2 once failed transiently and its retry rendered, and chunk 10 failed transiently
+    # three times (the Map gave up: Worker.Transient, its cause dropped). "#10" sorts before "#2".
+    running_job(store, "job-1")
+    stale = JobError(code=ErrorCode.GENERATION_FAILED, message="chunk 2: connection reset", step="avatar")
+    last = JobError(code=ErrorCode.GENERATION_FAILED, message="chunk 10: out of GPU memory", step="avatar")
+    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=2), stale, retryable=True)
+    store.put_step_result(
+        "job-1", StepAddress(step="avatar", chunk=2), worker_result(s3, "job-1", "avatar-c2-2-x")
+    )
+    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=10), last, retryable=True)
+
+    fail("job-1", {"Error": "Worker.Transient", "Cause": ""}, None, config, store, s3)
+
+    # Then the job fails with the error of the chunk that never rendered
+    assert store.get("job-1").error == last

@@ -15,7 +15,7 @@ from talkstack.contract.record import JobSource
 from talkstack.errors import TalkstackError
 from talkstack.pipeline.config import S3Grant
 from talkstack.pipeline.tenancy import UPLOADS_PREFIX, Namespace
-from tests.support.steps import INPUT, OUTPUT, make_config
+from tests.support.steps import INPUT, OUTPUT, WORK, make_config
 
 KEY, OTHER = "keya", "keyb"
 
@@ -244,6 +244,12 @@ def test_no_grant_reaches_into_the_keys_uploads_outputs_or_the_drop_folders(
     with pytest.raises(ValidationError, match=f"overlaps s3://[a-z0-9.-]+/{area}"):
         make_config(**{setting: value})
     make_config(read_grants=f"*=s3://{INPUT}/library/", write_grants=f"keya=s3://{OUTPUT}/acme/")
+
+
+@pytest.mark.parametrize("setting", ["read_grants", "write_grants"])
+def test_no_grant_reaches_into_the_work_bucket(no_pipeline_environment, setting):
+    with pytest.raises(ValidationError, match="is the work bucket"):
+        make_config(**{setting: f"*=s3://{WORK}/work/"})
 
 
 def test_the_drop_prefix_may_not_cover_the_uploads(no_pipeline_environment):
