@@ -273,16 +273,15 @@ def test_a_chunks_fatal_error_without_a_cause_is_read_from_the_jobs_table(config
 
 
 def test_a_timed_out_chunk_is_not_blamed_on_another_chunks_stale_error(config, store, s3):
-    # Given chunk 2 once failed transiently and its retry rendered, and chunk 10 failed transiently
+    # Given chunk 10 once failed transiently and its retry rendered, and chunk 2 failed transiently
     # three times (the Map gave up: Worker.Transient, its cause dropped). "#10" sorts before "#2".
     running_job(store, "job-1")
-    stale = JobError(code=ErrorCode.GENERATION_FAILED, message="chunk 2: connection reset", step="avatar")
-    last = JobError(code=ErrorCode.GENERATION_FAILED, message="chunk 10: out of GPU memory", step="avatar")
-    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=2), stale, retryable=True)
-    store.put_step_result(
-        "job-1", StepAddress(step="avatar", chunk=2), worker_result(s3, "job-1", "avatar-c2-2-x")
-    )
-    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=10), last, retryable=True)
+    stale = JobError(code=ErrorCode.GENERATION_FAILED, message="chunk 10: connection reset", step="avatar")
+    last = JobError(code=ErrorCode.GENERATION_FAILED, message="chunk 2: out of GPU memory", step="avatar")
+    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=10), stale, retryable=True)
+    rendered = worker_result(s3, "job-1", "avatar-c10-2-x")
+    store.put_step_result("job-1", StepAddress(step="avatar", chunk=10), rendered)
+    store.put_worker_error("job-1", StepAddress(step="avatar", chunk=2), last, retryable=True)
 
     fail("job-1", {"Error": "Worker.Transient", "Cause": ""}, None, config, store, s3)
 
