@@ -63,13 +63,14 @@ def test_a_chunk_that_fails_fatally_stops_the_chunks_still_rendering(pipeline, l
     image = pro.upload(SAMPLES / "portrait.png", "image/png")
     audio = pro.upload(long_speech, "audio/wav")
     body = {"inputs": {"image": image, "audio": audio}, "options": {"long_audio": "parallel"}}
-    # The first chunk a worker takes fails fatally, at once; the job id is not known before the
-    # submit, and nothing else runs meanwhile, so the fault is for any job (and cleared after).
-    pipeline.stack.faults.add("*", "avatar", "fatal")
+    # The first chunk a worker takes fails fatally, at once. The fault is this job's alone (a "*"
+    # fault was once taken by a task another test left in the pool): it is added as soon as the job
+    # id is known, which is before any chunk can start (validate, plan and segment come first).
     try:
         accepted = pro.post("/v1/avatar/generate", json=body)
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["job_id"]
+        pipeline.stack.faults.add(job_id, "avatar", "fatal")
         record = pipeline.wait(job_id, timeout_s=120)
     finally:
         pipeline.stack.faults.clear()
