@@ -173,6 +173,7 @@ class LocalStack:
         httpx.post(
             f"{r.endpoint}/moto-api/config", json={"stepfunctions": {"execute_state_machine": True}}
         ).raise_for_status()
+        self.faults.owner_of = self._job_owner
         self.pool = LocalWorkerPool(self.workers, self.faults, dict(get_config().local_engines)).start()
         register_local_sink(self.pool)
         self._create_resources()
@@ -315,6 +316,13 @@ class LocalStack:
         from talkstack.api.keys import KeyStore
 
         return KeyStore(self.resources.jobs_table, aws.client("dynamodb")).create(tier, name).key
+
+    def _job_owner(self, job_id: str) -> str | None:
+        """The API key that submitted `job_id` (None for a drop or a direct start): FaultPlan's."""
+        from talkstack.pipeline.store import JobStore
+
+        record = JobStore(self.resources.jobs_table, aws.client("dynamodb")).get(job_id)
+        return record.source.api_key_id if record is not None and record.source is not None else None
 
     def configure(self, **settings: str) -> None:
         """Change TALKSTACK_* settings of the running stack (handlers re-read their config)."""

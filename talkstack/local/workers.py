@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,19 +34,32 @@ log = logging.getLogger(__name__)
 
 
 class FaultPlan:
-    """Faults to inject, consumed one per attempt, by (job id, step); job id "*" matches any job."""
+    """Faults to inject, consumed one per attempt, by (job id, step); job id "*" matches any job.
+
+    A fault may also be meant for the jobs of one API key (`add_for_key`): an API job's id is not
+    known before it is submitted, and by then its first task may already be on its way. The stack
+    gives the plan `owner_of` (job id → the key that submitted it) to match those."""
 
     def __init__(self) -> None:
         self._faults: dict[tuple[str, str], list[Fault]] = defaultdict(list)
         self._lock = threading.Lock()
+        self.owner_of: Callable[[str], str | None] | None = None
 
     def add(self, job_id: str, step: str, *faults: Fault) -> None:
         with self._lock:
             self._faults[(job_id, step)].extend(faults)
 
+    def add_for_key(self, key_id: str, step: str, *faults: Fault) -> None:
+        """Faults for the next tasks of `step` of any job of API key `key_id`."""
+        self.add(f"key:{key_id}", step, *faults)
+
     def take(self, job_id: str, step: str) -> Fault | None:
         with self._lock:
-            for key in ((job_id, step), ("*", step)):
+            by_key = any(k.startswith("key:") and v for (k, _), v in self._faults.items())
+        # The owner is looked up (a table read) only when a fault waits for one, outside the lock.
+        owner = self.owner_of(job_id) if by_key and self.owner_of is not None else None
+        with self._lock:
+            for key in ((job_id, step), (f"key:{owner}", step), ("*", step)):
                 if self._faults.get(key):
                     return self._faults[key].pop(0)
         return None

@@ -46,9 +46,17 @@ class Api:
         return body["upload_id"]
 
     def wait(self, job_id: str, timeout_s: float = 120, until=lambda job: job["status"] in TERMINAL) -> dict:
-        deadline = time.monotonic() + timeout_s
+        deadline, job = time.monotonic() + timeout_s, None
         while time.monotonic() < deadline:
-            job = self.get(f"/v1/jobs/{job_id}").json()
+            answer = self.get(f"/v1/jobs/{job_id}")
+            if (
+                answer.status_code == 429
+            ):  # a pro key polls 60 times a minute at most: wait, as a client would
+                time.sleep(
+                    min(float(answer.headers.get("Retry-After", "1")), max(0.0, deadline - time.monotonic()))
+                )
+                continue
+            job = answer.json()
             if until(job):
                 return job
             time.sleep(0.2)

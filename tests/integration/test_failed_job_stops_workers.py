@@ -59,18 +59,19 @@ def quiet(pipeline, job_id: str, timeout_s: float) -> dict[str, dict[str, str]]:
 
 
 def test_a_chunk_that_fails_fatally_stops_the_chunks_still_rendering(pipeline, long_speech):
-    pro = Api(pipeline.api_url, pipeline.api_key("pro", "failed-job-stops-workers"))
+    key = pipeline.api_key("pro", "failed-job-stops-workers")
+    pro = Api(pipeline.api_url, key)
     image = pro.upload(SAMPLES / "portrait.png", "image/png")
     audio = pro.upload(long_speech, "audio/wav")
     body = {"inputs": {"image": image, "audio": audio}, "options": {"long_audio": "parallel"}}
-    # The first chunk a worker takes fails fatally, at once. The fault is this job's alone (a "*"
-    # fault was once taken by a task another test left in the pool): it is added as soon as the job
-    # id is known, which is before any chunk can start (validate, plan and segment come first).
+    # The first chunk a worker takes fails fatally, at once. The fault is this key's alone: a "*"
+    # fault was once taken by a task another test left in the pool, and one added for the job id
+    # after the 202 came too late on a loaded machine (the first chunk had already started).
+    pipeline.stack.faults.add_for_key(key.split("_")[1], "avatar", "fatal")
     try:
         accepted = pro.post("/v1/avatar/generate", json=body)
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["job_id"]
-        pipeline.stack.faults.add(job_id, "avatar", "fatal")
         record = pipeline.wait(job_id, timeout_s=120)
     finally:
         pipeline.stack.faults.clear()
