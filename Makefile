@@ -69,7 +69,7 @@ schemas: venv $(SDK_TS_STAMP)
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
 test: venv sysdeps lint $(SDK_TS_STAMP) $(CDK_STAMP)
-	@$(PY) -m pytest; rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist loadgroup; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 bench: venv

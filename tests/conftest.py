@@ -19,8 +19,29 @@ from PIL import Image
 
 from talkstack.media.audio import write_wav
 from talkstack.media.ffmpeg import ffmpeg_exe
+from talkstack.settings import environ
 
 SAMPLES = Path(str(resources.files("talkstack") / "assets" / "samples"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The CLI prints with rich, which wraps at the terminal's width (80 without a terminal): a long
+    # temporary path (an xdist worker's `popen-gw0/…`) would be split across lines the tests read.
+    environ.export_defaults({"COLUMNS": "250"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the integration tests in
+    one, everything else in the other. Not file by file: the integration tests share one local stack
+    (moto's server in the worker's own process), and a unit test's `mock_aws` in that process would
+    reset moto's backends under it. So the two groups are two processes, each with its own moto."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = "stack" if item.nodeid.startswith("tests/integration/") else "offline"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 PORTRAIT = SAMPLES / "portrait.png"
 SPEECH = SAMPLES / "speech.wav"
 

@@ -42,6 +42,26 @@ from typing import Any
 
 PINNED_MOTO = "5.2.5"
 
+DEFERRED_START_S = 0.05
+_invocation = threading.local()
+
+
+def after_this_invocation(start: Callable[[], None]) -> None:
+    """Run `start` once the Lambda invocation this thread is in has returned (at once outside one).
+
+    6. **A worker answering before dispatch returns.** In AWS a worker may report (SendTaskFailure)
+    while the dispatch Lambda that started it is still running, and Step Functions takes it. moto's
+    `.waitForTaskToken` task can mishandle a callback that arrives before the invoke's answer: a
+    worker that failed fatally within milliseconds (no face in the photo, an injected fault) was
+    seen to be retried as if its failure were transient, about one run in a few. The local pool
+    therefore starts a task only after the dispatch invocation has returned."""
+    deferred = getattr(_invocation, "deferred", None)
+    if deferred is None:
+        start()
+    else:
+        deferred.append(start)
+
+
 Handler = Callable[[dict[str, Any], Any], Any]
 HandlerResolver = Callable[[str], Handler]
 """Function name → the handler callable (raises KeyError for an unknown function)."""
@@ -92,6 +112,7 @@ class LambdaPatch:
     def run(self, function_name: str, function_arn: str, event: Any) -> tuple[str, bool]:
         """(JSON payload, errored) of one invocation."""
         context = LocalLambdaContext(function_name=function_name, invoked_function_arn=function_arn)
+        _invocation.deferred = deferred = []
         try:
             result = self.resolve(function_name)(event, context)
             return json.dumps(result), False
@@ -100,6 +121,10 @@ class LambdaPatch:
             level = logging.INFO if type(exc).__name__ == "JobFailed" else logging.WARNING
             log.log(level, "λ %s raised %s: %s", function_name, type(exc).__name__, exc)
             return json.dumps(error_payload(exc, context.aws_request_id)), True
+        finally:
+            _invocation.deferred = None
+            for start in deferred:  # just after moto has the invocation's answer
+                threading.Timer(DEFERRED_START_S, start).start()
 
     def _run_async(self, function_name: str, function_arn: str, event: Any) -> None:
         try:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from talkstack.contract.record import JobError
 from talkstack.contract.worker import WorkerTask, parse_worker_task
 from talkstack.errors import ErrorCode
+from talkstack.local.moto_patches import after_this_invocation
 
 if TYPE_CHECKING:  # the worker runtime is imported in the worker processes only
     from talkstack.workers.lite_steps import StepFn
@@ -179,8 +180,18 @@ class LocalWorkerPool:
         if fault:
             log.info("fault %s injected into %s", fault, task.attempt_id)
         engine = self.engines.get(task.model)
-        future = self._executor.submit(run_in_worker, task.model_dump_json(), fault, engine)
-        future.add_done_callback(_log_crash)
+        document, executor = task.model_dump_json(), self._executor
+
+        def start() -> None:
+            try:
+                future = executor.submit(run_in_worker, document, fault, engine)
+            except RuntimeError:  # the stack stopped in the meantime: nothing to run it on
+                log.info("not started (the pool has stopped): %s", task.attempt_id)
+                return
+            future.add_done_callback(_log_crash)
+
+        # Not before the dispatch invocation has answered (moto_patches: a worker answering first).
+        after_this_invocation(start)
         return f"local:{task.attempt_id}"
 
     def stop(self) -> None:

@@ -691,50 +691,63 @@ def test_dns_rebinding_cannot_reach_loopback(secret, dns):
     assert resolve.calls == ["hooks.example.com"]
 
 
-def test_an_attempt_tries_every_checked_address_it_cannot_connect_to(secret, dns):
+def test_an_attempt_tries_every_checked_address_it_cannot_connect_to(receiver, secret, dns):
     # Two loopback addresses, nothing listening on the first (an AAAA record without a route, say):
     # one attempt, as a client that resolved the name itself would, reaches the second.
-    with dripping_server(byte_every_s=0.0, max_bytes=100) as (url, _):
-        port = url.split(":")[2].split("/")[0]
-        dead = socket.socket()
-        dead.bind(("127.0.0.2", int(port)))  # bound, not listening: connection refused
-        try:
-            resolve = dns(lambda host, n: ["127.0.0.2", "127.0.0.1"])
-            report, _ = deliver(
-                f"http://hooks.test:{port}/hook", secret, local_policy(max_attempts=1), resolve=resolve
-            )
-        finally:
-            dead.close()
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    dead = socket.socket()
+    dead.bind(("127.0.0.2", port))  # bound, not listening: connection refused
+    try:
+        resolve = dns(lambda host, n: ["127.0.0.2", "127.0.0.1"])
+        report, _ = deliver(
+            f"http://hooks.test:{port}/hook", secret, local_policy(max_attempts=1), resolve=resolve
+        )
+    finally:
+        dead.close()
     assert report.delivered and [a.ok for a in report.attempts] == [True]
+    assert len(receiver.requests) == 1
 
 
-def test_retries_start_at_the_next_checked_address(secret, dns):
+def test_retries_start_at_the_next_checked_address(receiver, secret, dns):
     # The first address accepts and answers 503; the retry starts at the second address.
-    with dripping_server(byte_every_s=0.0, max_bytes=100) as (url, _):
-        port = int(url.split(":")[2].split("/")[0])
-        seen: list[str] = []
-        busy = socket.socket()
-        busy.bind(("127.0.0.3", port))
-        busy.listen()
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    seen: list[str] = []
+    busy = socket.socket()
+    busy.bind(("127.0.0.3", port))
+    busy.listen()
 
-        def answer_503() -> None:
-            conn, _ = busy.accept()
-            seen.append("127.0.0.3")
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n")
-            conn.close()
+    def answer_503() -> None:
+        conn, _ = busy.accept()
+        seen.append("127.0.0.3")
+        conn.settimeout(2)
+        request = b""
+        while b"\r\n\r\n" not in request:  # the headers, then the whole body, before answering
+            request += conn.recv(65536)
+        head, _, body = request.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        conn.close()
 
-        thread = threading.Thread(target=answer_503, daemon=True)
-        thread.start()
-        try:
-            resolve = dns(lambda host, n: ["127.0.0.3", "127.0.0.1"])
-            report, _ = deliver(
-                f"http://hooks.test:{port}/hook", secret, local_policy(max_attempts=2), resolve=resolve
-            )
-        finally:
-            thread.join(5)
-            busy.close()
-    assert seen == ["127.0.0.3"]
+    thread = threading.Thread(target=answer_503, daemon=True)
+    thread.start()
+    try:
+        resolve = dns(lambda host, n: ["127.0.0.3", "127.0.0.1"])
+        report, _ = deliver(
+            f"http://hooks.test:{port}/hook",
+            secret,
+            local_policy(max_attempts=2, initial_backoff_s=0.01),
+            resolve=resolve,
+        )
+    finally:
+        thread.join(5)
+        busy.close()
+    assert seen == ["127.0.0.3"] and len(receiver.requests) == 1
     assert report.delivered and [a.error for a in report.attempts] == ["HTTP 503", None]
 
 
