@@ -22,6 +22,9 @@ running different logic.
    and when that wait ends the task's error overwrites the stop, so the execution ends FAILED and
    its Catch path runs (a cancelled job would be reported failed). The patch wakes the execution's
    waiting callbacks on stop and keeps a stopped program stopped.
+6. **A worker answering before dispatch returns** (see `after_this_invocation`): the local pool starts
+   a task only once the dispatch invocation has answered, because moto mishandled a callback that
+   came first (a worker failing within milliseconds was retried as if its failure were transient).
 4. **Speed only: reuse the engine's Lambda clients.** moto's state machine engine builds a new boto3
    client for every `lambda:invoke` task (10–20 ms each on this kind of machine); the patch caches
    them per region and credentials. Behaviour is unchanged; bench/pipeline_overhead.py shows the gain.
