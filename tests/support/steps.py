@@ -156,3 +156,30 @@ def quality_report(lipsync: float = 0.6, colour_drift: float = 2.0, **fields: An
         "passed": all(c.passed for c in checks),
     }
     return QualityReport(**{**report, **fields})
+
+
+def parallel_avatar_job(config: PipelineConfig, store: JobStore, chunks: int, job_id: str = "job-1") -> str:
+    """A parallel long avatar `job_id`, planned, its speech cut (as the segment step leaves it) into
+    `chunks` chunks of 2 s."""
+    from talkstack.contract.state import SegmentPlan
+    from talkstack.contract.worker import ChunkPlan, segment_key
+    from talkstack.pipeline.plan import plan_job
+
+    assert store.create(JobRecord.new(job_id, avatar_request(options={"long_audio": "parallel"})))
+    plan_job(job_id, config, store)
+    plan = [
+        ChunkPlan(
+            index=i,
+            start_s=2 * i,
+            end_s=2 * i + 2,
+            render_start_s=2 * i,
+            render_end_s=2 * i + 2,
+            at_pause=True,
+        )
+        for i in range(chunks)
+    ]
+    keys = [segment_key(job_id, f"chunk-{i:03d}.wav") for i in range(chunks)]
+    store.put_step_result(
+        job_id, "segment", SegmentPlan(chunks=plan, audio_keys=keys, source=(INPUT, "inputs/talk/speech.wav"))
+    )
+    return job_id

@@ -14,15 +14,13 @@ from typing import Any
 import pytest
 
 from talkstack.contract.record import JobError, JobRecord, JobResult, utc_now
-from talkstack.contract.state import DispatchInput, SegmentPlan
+from talkstack.contract.state import DispatchInput
 from talkstack.contract.worker import (
-    ChunkPlan,
     ErrorMarker,
     StepAddress,
     WorkerTaskBase,
     cancel_flag_key,
     marker_key,
-    segment_key,
 )
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.cancel import cancel_job
@@ -32,7 +30,7 @@ from talkstack.pipeline.failure import record_failure
 from talkstack.pipeline.plan import plan_job
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import FakeBackends, FakeStepFunctions
-from tests.support.steps import INPUT, WORK, avatar_request
+from tests.support.steps import WORK, avatar_request, parallel_avatar_job
 
 FLAG = (WORK, cancel_flag_key("job-1"))
 EXECUTION = "arn:aws:states:us-east-1:123456789012:execution:jobs:job-1"
@@ -46,26 +44,7 @@ def backends() -> FakeBackends:
 @pytest.fixture
 def parallel(config, store: JobStore) -> str:
     """A parallel long avatar, planned, its speech cut into three chunks."""
-    assert store.create(JobRecord.new("job-1", avatar_request(options={"long_audio": "parallel"})))
-    plan_job("job-1", config, store)
-    chunks = [
-        ChunkPlan(
-            index=i,
-            start_s=2 * i,
-            end_s=2 * i + 2,
-            render_start_s=2 * i,
-            render_end_s=2 * i + 2,
-            at_pause=True,
-        )
-        for i in range(3)
-    ]
-    keys = [segment_key("job-1", f"chunk-{i:03d}.wav") for i in range(3)]
-    store.put_step_result(
-        "job-1",
-        "segment",
-        SegmentPlan(chunks=chunks, audio_keys=keys, source=(INPUT, "inputs/talk/speech.wav")),
-    )
-    return "job-1"
+    return parallel_avatar_job(config, store, chunks=3)
 
 
 @pytest.fixture

@@ -10,16 +10,14 @@ from typing import Any
 import pytest
 
 from talkstack.contract.record import JobError, JobRecord, utc_now
-from talkstack.contract.state import DispatchInput, SegmentPlan
+from talkstack.contract.state import DispatchInput
 from talkstack.contract.worker import (
-    ChunkPlan,
     ErrorMarker,
     Marker,
     MarkerKind,
     ResultMarker,
     StepAddress,
     marker_key,
-    segment_key,
 )
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.complete import Completer
@@ -30,11 +28,11 @@ from talkstack.pipeline.step_results import rejected_result
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import FakeBackends, FakeS3, FakeStepFunctions
 from tests.support.steps import (
-    INPUT,
     OUTPUT,
     WORK,
     avatar_request,
     output_keys,
+    parallel_avatar_job,
     quality_report,
     worker_result,
 )
@@ -63,23 +61,7 @@ def planned(config, store: JobStore) -> str:
 @pytest.fixture
 def parallel(config, store: JobStore) -> str:
     """A parallel long avatar, planned, its speech cut into two chunks."""
-    assert store.create(JobRecord.new("job-1", avatar_request(options={"long_audio": "parallel"})))
-    plan_job("job-1", config, store)
-    chunks = [
-        ChunkPlan(
-            index=i,
-            start_s=2 * i,
-            end_s=2 * i + 2,
-            render_start_s=2 * i,
-            render_end_s=2 * i + 2,
-            at_pause=True,
-        )
-        for i in range(2)
-    ]
-    keys = [segment_key("job-1", f"chunk-{i:03d}.wav") for i in range(2)]
-    segments = SegmentPlan(chunks=chunks, audio_keys=keys, source=(INPUT, "inputs/talk/speech.wav"))
-    store.put_step_result("job-1", "segment", segments)
-    return "job-1"
+    return parallel_avatar_job(config, store, chunks=2)
 
 
 def dispatch(config, store, s3, backends, retry_count: int, token: str, step: str = "avatar", **fields: Any):
