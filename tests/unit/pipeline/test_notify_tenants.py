@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from standardwebhooks import Webhook
@@ -221,11 +221,14 @@ def test_a_target_failing_n_times_in_a_row_is_paused_and_other_tenants_are_not(
         other = endpoints.create("keyb", healthy.url, None, None, 10)
         healthy.tenant_secrets = lambda key: [other.secrets.current]
         for n in (1, 2):
+            # The second failure trips the breaker: the pause is counted from that delivery's clock
+            # (whole epoch seconds), so bracket it.
+            tripped_from = utc_now().replace(microsecond=0)
             answer = notify(queued(store, "keya", f"job-a{n}"), breaking_config, store, sns)
+            tripped_by = utc_now()
             assert answer["endpoints"][failing.id] == {"delivered": False, "attempts": 1}
             assert answer["paused"] == []
 
-        before = utc_now()
         answer = notify(queued(store, "keya", "job-a3"), breaking_config, store, sns)
 
         # Not attempted: the receiver saw two requests, and the report says why and until when.
@@ -235,7 +238,7 @@ def test_a_target_failing_n_times_in_a_row_is_paused_and_other_tenants_are_not(
         assert report["refused"].startswith("paused after 2 consecutive failed deliveries until ")
         assert report["attempts"] == [] and not report["delivered"]
         paused_until = datetime.fromisoformat(report["paused_until"])
-        assert 59 <= (paused_until - before).total_seconds() <= 62
+        assert tripped_from + timedelta(seconds=60) <= paused_until <= tripped_by + timedelta(seconds=60)
         # The SNS event and the timeline are there as always
         assert len(sns.called("Publish")) == 3 and len(store.events("job-a3")) == 1
 
