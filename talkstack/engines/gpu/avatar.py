@@ -8,9 +8,11 @@ Per task: speech prepared and embedded with wav2vec2 (avatar_prep.py), padded wi
 stream arithmetic otherwise drops 3), called with the job's options mapped by
 `generation_settings`, the frames trimmed to the speech, encoded with the speech as H.264 + AAC.
 
-`_generate` is the one call into the official code; tests replace it (its weights cannot be
-downloaded on a CPU machine). Everything else here runs in the test suite, the wav2vec2 embedding
-included (with a tiny random wav2vec2 built from a config).
+`_generate` is the one call into the official code (its weights cannot be downloaded on a CPU
+machine): tests/unit/test_avatar_engine.py replaces it, test_avatar_engine_pipeline.py runs it
+against a stub pipeline object with the upstream signature, window loop and output tensor.
+Everything else here runs in the test suite, the wav2vec2 embedding included (with a tiny random
+wav2vec2 built from a config).
 """
 
 from __future__ import annotations
