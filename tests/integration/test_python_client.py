@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from talkstack.api.models import JobList, JobView
 from talkstack.cli import app
 from talkstack.client import ApiError, TalkstackClient
-from talkstack.engines.registry import get_model
 from talkstack.errors import ErrorCode
 from talkstack.media.video import probe_video
 
@@ -122,7 +121,6 @@ def test_cli_submit_uploads_follows_and_downloads(pipeline, api_key, media, tmp_
     assert JobView.model_validate_json(status.stdout).status == "completed"
 
 
-@pytest.mark.skipif(not get_model("lite-voice").available, reason="espeak-ng is not installed")
 def test_cli_submit_a_manifest_uploads_its_relative_media_and_keeps_text(pipeline, api_key, media, tmp_path):
     folder = tmp_path / "job"
     folder.mkdir()

@@ -5,6 +5,15 @@ MODAL_SERVER_URL. This server answers the four calls a spawn makes (ClassGet, Fu
 FunctionBindParams, FunctionMap) from a table of "deployed" classes, checks the token the client
 sends, and hands each spawned input to a Python callable standing in for the Modal container (run
 on a thread, like a container picking up an input). Everything on our side of the wire is real.
+
+A "deployed" class is the real one: `deploy(app, cls)` imports modal_workers/<family>.py and serves
+what `modal deploy` would register for that class (tests/support/modal_introspect.real_class): its
+parameter schema and its methods, never a schema the test chose. So Modal's client checks and
+encodes the spawn's parameters against the class as written, and the fake builds each bound
+instance with Modal's own container code. Where the real service would accept parameters the
+container then cannot take (a class without `modal.parameter()`s gets pickled keyword arguments;
+the container fails at start, the call never answers), the fake refuses at FunctionBindParams
+instead, so a test fails at the call rather than waiting on a worker that never reports.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import modal_proto.api_grpc as api_grpc
 from google.protobuf import empty_pb2
 from modal_proto import api_pb2
 
+from tests.support.modal_introspect import RealClass, container_instance, parameter_values, real_class
+
 Container = Callable[[dict[str, Any]], Any]
 
 
@@ -37,16 +48,22 @@ class Spawned:
     payload: dict[str, Any]
     call_id: str
     parameters: dict[str, Any]
+    """The class parameters of the instance the container built (its `modal.parameter()`s)."""
 
 
 @dataclass
 class _Deployed:
-    app: str
-    cls: str
+    real: RealClass
     environment: str
     container: Container | None
-    parameters: dict[str, bool]
-    """Boolean class parameters (`modal.parameter`) and their defaults."""
+
+    @property
+    def app(self) -> str:
+        return self.real.app
+
+    @property
+    def cls(self) -> str:
+        return self.real.name
 
 
 def _free_port() -> int:
@@ -55,30 +72,31 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _metadata(name: str, parameters: dict[str, bool]) -> api_pb2.FunctionHandleMetadata:
+def _metadata(real: RealClass) -> api_pb2.FunctionHandleMetadata:
+    """The class service function's handle as the server returns it for a deployed class."""
     formats = [api_pb2.DATA_FORMAT_PICKLE, api_pb2.DATA_FORMAT_CBOR]
-    run = api_pb2.FunctionHandleMetadata(
-        function_name=f"{name}.run",
-        function_type=api_pb2.Function.FUNCTION_TYPE_FUNCTION,
-        is_method=True,
-        use_method_name="run",
-        supported_input_formats=formats,
-    )
+    methods = {
+        method: api_pb2.FunctionHandleMetadata(
+            function_name=f"{real.name}.{method}",
+            function_type=api_pb2.Function.FUNCTION_TYPE_FUNCTION,
+            is_method=True,
+            use_method_name=method,
+            supported_input_formats=formats,
+        )
+        for method in real.methods
+    }
     return api_pb2.FunctionHandleMetadata(
-        function_name=f"{name}.*",
+        function_name=f"{real.name}.*",
         function_type=api_pb2.Function.FUNCTION_TYPE_FUNCTION,
-        class_parameter_info=api_pb2.ClassParameterInfo(
-            format=api_pb2.ClassParameterInfo.PARAM_SERIALIZATION_FORMAT_PROTO,
-            schema=[
-                api_pb2.ClassParameterSpec(
-                    name=key, type=api_pb2.PARAM_TYPE_BOOL, has_default=True, bool_default=default
-                )
-                for key, default in parameters.items()
-            ],
-        ),
-        method_handle_metadata={"run": run},
+        class_parameter_info=real.parameters,
+        method_handle_metadata=methods,
         supported_input_formats=formats,
     )
+
+
+def _refused(message: str) -> grpclib.exceptions.GRPCError:
+    # INVALID_ARGUMENT: Modal's client raises it as modal.exception.InvalidError.
+    return grpclib.exceptions.GRPCError(grpclib.const.Status.INVALID_ARGUMENT, message)
 
 
 def _unimplemented(name: str) -> Any:
@@ -128,7 +146,7 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
                 class_id=f"cs-{function_id}",
                 handle_metadata=api_pb2.ClassHandleMetadata(
                     class_function_id=function_id,
-                    class_function_metadata=_metadata(deployed.cls, deployed.parameters),
+                    class_function_metadata=_metadata(deployed.real),
                 ),
             )
         )
@@ -149,7 +167,7 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
         await stream.send_message(
             api_pb2.FunctionGetResponse(
                 function_id=self.fake.function_id(deployed),
-                handle_metadata=_metadata(deployed.cls, deployed.parameters),
+                handle_metadata=_metadata(deployed.real),
                 function=function,
             )
         )
@@ -158,14 +176,25 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
         request = await stream.recv_message()
         self._authorise(stream)
         deployed = self.fake.by_function_id(request.function_id)
-        values = api_pb2.ClassParameterSet.FromString(request.serialized_params).parameters
-        bound = {**deployed.parameters, **{v.name: v.bool_value for v in values}}
+        real = deployed.real
+        if real.parameters.format == api_pb2.ClassParameterInfo.PARAM_SERIALIZATION_FORMAT_PROTO:
+            from modal._serialization import deserialize_proto_params, validate_parameter_values
+
+            # The schema check Modal's client makes before this call, made again on what arrived.
+            try:
+                validate_parameter_values(
+                    deserialize_proto_params(request.serialized_params), real.parameters.schema
+                )
+            except Exception as exc:
+                raise _refused(f"{real.name}: {exc}") from exc
+        try:
+            instance = container_instance(real, request.serialized_params)
+        except Exception as exc:
+            raise _refused(f"a {real.name} container cannot be built with these parameters: {exc}") from exc
         bound_id = f"{request.function_id}-b{len(self.fake.bound)}"
-        self.fake.bound[bound_id] = bound
+        self.fake.bound[bound_id] = parameter_values(real, instance)
         await stream.send_message(
-            api_pb2.FunctionBindParamsResponse(
-                bound_function_id=bound_id, handle_metadata=_metadata(deployed.cls, deployed.parameters)
-            )
+            api_pb2.FunctionBindParamsResponse(bound_function_id=bound_id, handle_metadata=_metadata(real))
         )
 
     async def FunctionMap(self, stream: Any) -> None:
@@ -178,7 +207,12 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
             assert item.input.data_format == api_pb2.DATA_FORMAT_PICKLE, "fake Modal decodes pickle only"
             args, kwargs = pickle.loads(item.input.args)
             payload = args[0] if args else kwargs["task"]
-            parameters = self.fake.bound.get(request.function_id, deployed.parameters)
+            if request.function_id in self.fake.bound:
+                parameters = self.fake.bound[request.function_id]
+            else:  # the class itself, unbound: only a class without parameters is called so
+                parameters = parameter_values(deployed.real, container_instance(deployed.real, None))
+            if item.input.method_name not in deployed.real.methods:
+                raise _refused(f"{deployed.cls} has no method {item.input.method_name!r}")
             spawned = Spawned(
                 deployed.app,
                 deployed.cls,
@@ -225,16 +259,10 @@ class FakeModal:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def deploy(
-        self,
-        app: str,
-        cls: str,
-        container: Container | None = None,
-        environment: str = "",
-        parameters: dict[str, bool] | None = None,
-    ) -> None:
-        """Pretend `modal deploy` created `app`/`cls`; `container` runs each spawned task."""
-        self.deployed.append(_Deployed(app, cls, environment, container, parameters or {}))
+    def deploy(self, app: str, cls: str, container: Container | None = None, environment: str = "") -> None:
+        """Pretend `modal deploy -m modal_workers.<family>` created `app`/`cls`, with the parameter
+        schema and methods the real class declares; `container` runs each spawned task."""
+        self.deployed.append(_Deployed(real_class(app, cls), environment, container))
 
     def reset(self) -> None:
         """Forget deployments and calls (between tests)."""

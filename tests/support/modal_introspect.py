@@ -7,12 +7,14 @@ Both are private; if a Modal upgrade moves them, these helpers fail loudly rathe
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import modal
+from modal_proto import api_pb2
 
 
 @dataclass(frozen=True)
@@ -76,3 +78,63 @@ def method_names(app: modal.App, name: str) -> set[str]:
         warnings.simplefilter("ignore")
         cls = app.registered_classes[name]
     return set(_impl(cls)._get_method_names())
+
+
+# --- a deployed class as Modal's control plane and containers see it -----------------------------
+
+
+@dataclass(frozen=True)
+class RealClass:
+    """A class of one of our Modal apps, read the way `modal deploy` registers it."""
+
+    app: str
+    name: str
+    cls: modal.Cls
+    parameters: api_pb2.ClassParameterInfo
+    """The parameter schema `modal deploy` sends with the class (FunctionInfo.class_parameter_info):
+    PROTO with one spec per `modal.parameter()`, or PICKLE for a class that declares none."""
+    methods: tuple[str, ...]
+
+
+def real_class(app_name: str, cls_name: str) -> RealClass:
+    """`cls_name` of the app `app_name` as modal_workers/<family>.py declares it (imported, not deployed)."""
+    module = importlib.import_module(f"modal_workers.{app_name.removeprefix('talkstack-')}")
+    app = module.app
+    assert app.name == app_name, f"modal_workers.{module.__name__} declares app {app.name}, not {app_name}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        classes, functions = app.registered_classes, app.registered_functions
+    if cls_name not in classes:
+        raise LookupError(f"app {app_name} ({module.__name__}) has no class {cls_name}: {sorted(classes)}")
+    service = _impl(functions[f"{cls_name}.*"])
+    return RealClass(
+        app=app_name,
+        name=cls_name,
+        cls=classes[cls_name],
+        parameters=service._source_info.class_parameter_info(),
+        methods=tuple(sorted(_impl(classes[cls_name])._get_method_names())),
+    )
+
+
+def container_instance(real: RealClass, serialized_params: bytes | None) -> Any:
+    """The instance a container of `real` builds for a function bound with `serialized_params`
+    (None: the class itself, unbound), through Modal's own container code: parameters decoded by the
+    class's registered format, then the class constructed from them. Raises what the container would."""
+    from modal._runtime.user_code_imports import get_user_class_instance
+    from modal._serialization import deserialize_params
+    from modal._utils.async_utils import synchronizer
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    if serialized_params:
+        definition = api_pb2.Function(class_parameter_info=real.parameters)
+        args, kwargs = deserialize_params(serialized_params, definition, None)  # type: ignore[arg-type]
+    return get_user_class_instance(synchronizer._translate_in(real.cls), args, kwargs)
+
+
+def parameter_values(real: RealClass, instance: Any) -> dict[str, Any]:
+    """The class parameters `instance` holds (its `modal.parameter()` attributes)."""
+    from modal.cls import _get_class_constructor_signature
+
+    names = list(_get_class_constructor_signature(real.cls._get_user_cls()).parameters)
+    return {name: getattr(instance, name) for name in names}

@@ -14,9 +14,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-
 SCRIPT = Path(__file__).parents[2] / "bench" / "gpu" / "wan_step.py"
 VARIANTS = [
     "sdpa",

@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+import torch
 
 BENCH = Path(__file__).parents[2] / "bench" / "gpu"
 MODELS = ["ltx-video", "wan2.2-ti2v-5b"]

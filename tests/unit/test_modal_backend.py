@@ -1,5 +1,7 @@
 """The `modal` worker backend against Modal's real client library, with Modal's control plane faked
-at the network boundary (tests/support/fake_modal.py): the gRPC server is the only fake."""
+at the network boundary (tests/support/fake_modal.py): the gRPC server is the only fake. Each
+"deployed" class is the real one of modal_workers/ (its parameter schema and methods, as `modal
+deploy` registers them), and each spawn's parameters are what a container of that class builds."""
 
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ from moto import mock_aws
 
 from talkstack.contract.worker import (
     AvatarTask,
+    ChunkPlan,
     Markers,
     OutputUrl,
+    StitchOptions,
+    StitchTask,
     VideoTask,
     VoiceTask,
     WorkerTask,
     parse_worker_task,
 )
+from talkstack.engines.registry import STITCH_MODEL, get_model, list_models, modal_target
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER, ModalBackend, ModalToken, read_modal_token
 from tests.support.fake_modal import FakeModal
@@ -26,8 +32,20 @@ from tests.support.fake_modal import FakeModal
 
 def _task(model: str = "multitalk") -> WorkerTask:
     put = OutputUrl(url="http://127.0.0.1:9/put", key="k", content_type="application/json")
-    avatars = ("multitalk", "infinitetalk", "lite-avatar")
-    kind = AvatarTask if model in avatars else VideoTask if model == "ltx-video" else VoiceTask
+    if model == STITCH_MODEL:
+        chunk = ChunkPlan(index=0, start_s=0, end_s=5, render_start_s=0, render_end_s=5, at_pause=True)
+        return StitchTask(
+            job_id="job-1",
+            attempt_id="stitch-1-abc",
+            attempt=1,
+            model=model,
+            options=StitchOptions(chunks=[chunk]),
+            outputs={"video": put},
+            markers=Markers(progress=put, result=put, error=put),
+            heartbeat_interval_s=10,
+            deadline=datetime.now(UTC) + timedelta(hours=1),
+        )
+    kind = {"avatar": AvatarTask, "video": VideoTask, "voice": VoiceTask}[get_model(model).task]
     return kind(
         job_id="job-1",
         attempt_id=f"{kind.model_fields['step'].default}-1-abc",
@@ -51,13 +69,7 @@ TOKEN = ModalToken(token_id="ak-test", token_secret="as-test")
 
 def test_spawn_sends_the_task_document_to_the_models_deployed_class(fake: FakeModal) -> None:
     received: list[dict] = []
-    fake.deploy(
-        "talkstack-avatar",
-        "MultiTalk",
-        container=received.append,
-        environment="prod",
-        parameters={"turbo": False},
-    )
+    fake.deploy("talkstack-avatar", "MultiTalk", container=received.append, environment="prod")
 
     task = _task()
     call_id = ModalBackend(TOKEN, environment="prod").submit(task)
@@ -71,13 +83,34 @@ def test_spawn_sends_the_task_document_to_the_models_deployed_class(fake: FakeMo
     assert spawned.parameters == {"turbo": False}
 
 
-def test_turbo_avatars_go_to_the_turbo_containers(fake: FakeModal) -> None:
-    fake.deploy("talkstack-avatar", "InfiniteTalk", parameters={"turbo": False})
-    task = _task("infinitetalk")
+@pytest.mark.parametrize("cls_name", ["MultiTalk", "InfiniteTalk"])
+def test_turbo_avatars_go_to_the_turbo_containers(fake: FakeModal, cls_name: str) -> None:
+    model = {"MultiTalk": "multitalk", "InfiniteTalk": "infinitetalk"}[cls_name]
+    fake.deploy("talkstack-avatar", cls_name)
+    task = _task(model)
     turbo = task.model_copy(update={"options": task.options.model_copy(update={"turbo": True})})
     ModalBackend(TOKEN).submit(turbo)
     ModalBackend(TOKEN).submit(task)
+    # What each container's instance holds, built by Modal's container code from the bound parameters.
     assert [s.parameters for s in fake.spawned] == [{"turbo": True}, {"turbo": False}]
+
+
+MODAL_MODELS = [m.id for m in list_models() if m.modal_class] + [STITCH_MODEL]
+
+
+@pytest.mark.parametrize("model", MODAL_MODELS)
+def test_every_modal_model_reaches_its_class_with_parameters_the_class_declares(
+    fake: FakeModal, model: str
+) -> None:
+    """Each model's task, spawned on the real class the registry names: Modal's client checks and
+    encodes the parameters against that class's own schema, and a container of it is built from them."""
+    app_name, cls_name = modal_target(model)
+    fake.deploy(app_name, cls_name)
+    ModalBackend(TOKEN).submit(_task(model))
+    [spawned] = fake.spawned
+    assert (spawned.app, spawned.cls, spawned.method) == (app_name, cls_name, "run")
+    expected = {"turbo": False} if model in ("multitalk", "infinitetalk") else {}
+    assert spawned.parameters == expected
 
 
 def test_each_model_goes_to_its_own_class(fake: FakeModal) -> None:
@@ -149,7 +182,7 @@ def test_the_token_comes_from_secrets_manager() -> None:
 
 
 def test_cancel_stops_the_spawned_call(fake: FakeModal) -> None:
-    fake.deploy("talkstack-avatar", "MultiTalk", parameters={"turbo": False})
+    fake.deploy("talkstack-avatar", "MultiTalk")
     call_id = ModalBackend(TOKEN).submit(_task())
     native = call_id.removeprefix("modal:")
     ModalBackend(TOKEN).cancel(native)
@@ -168,7 +201,7 @@ def test_backends_cancel_routes_by_the_call_id_prefix(fake: FakeModal) -> None:
         config = SimpleNamespace(modal_token_secret=arn, modal_environment=None)
         backends = Backends(config, lambda: secrets)
         assert backends.cancel("local:avatar-1-abc") is False  # local workers stop on the cancel flag
-        fake.deploy("talkstack-avatar", "MultiTalk", parameters={"turbo": False})
+        fake.deploy("talkstack-avatar", "MultiTalk")
         call_id = ModalBackend(TOKEN).submit(_task())
         assert backends.cancel(call_id) is True
     assert fake.cancelled == [call_id.removeprefix("modal:")]

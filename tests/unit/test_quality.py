@@ -8,7 +8,6 @@ jump between chunks, a video cut short.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -203,7 +202,6 @@ def test_lipsync_drops_when_the_audio_is_shifted_half_a_second(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make venv installs it)")
 def test_lipsync_drops_when_the_audio_is_another_speech(rendered, portrait_rgb, tmp_path):
     from talkstack.engines.lite.voice import synthesize
 

@@ -815,7 +815,6 @@ class TlsServer:
 @pytest.fixture
 def tls_server() -> Iterator[TlsServer]:
     """An HTTPS server on 127.0.0.1 whose certificate (from a throwaway CA) names only hooks.test."""
-    pytest.importorskip("cryptography")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
