@@ -1,8 +1,9 @@
 """A job's estimated cost: GPU time at the provider's list price, plus the AWS orchestration around it.
 
 List prices (us-east-1, checked 2026-11): Step Functions Standard $0.025 per 1,000 state
-transitions; Lambda on arm64 (what the CDK stack deploys) $0.20 per 1M requests and $0.0000133334
-per GB-second; S3 requests are negligible at this scale.
+transitions (a retry enters its state again: another transition); Lambda on arm64 (what the CDK
+stack deploys) $0.20 per 1M requests and $0.0000133334 per GB-second, at the memory each function is
+deployed with; S3 requests are negligible at this scale.
 
 Engine time is what workers report (`StepRecord.worker_s`: task taken → result marker, summed over
 parallel chunks) at the per-second price of the GPU they report. `local` is your own machine (0).
@@ -14,6 +15,7 @@ estimate, not a bill.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from talkstack.contract.record import JobRecord, StepRecord
 from talkstack.engines.registry import get_model
@@ -22,8 +24,26 @@ from talkstack.errors import TalkstackError
 SFN_PER_TRANSITION = 0.025 / 1000
 LAMBDA_PER_REQUEST = 0.20 / 1_000_000
 LAMBDA_PER_GB_S = 0.0000133334
-LAMBDA_GB = 0.5
 LAMBDA_SECONDS = 0.3  # assumed typical handler duration (local handlers take 35–60 ms; AWS adds cold starts)
+LAMBDA_MEMORY_MB: dict[str, int] = {
+    "validate": 512,
+    "plan": 256,
+    "segment": 2048,
+    "dispatch": 512,
+    "complete": 512,
+    "finalize": 1024,
+    "notify": 512,
+}
+"""Memory of each function a job invokes, as infra/cdk/talkstack_cdk/functions.py deploys it (a test
+keeps the two equal). Lambda bills memory in GB: MB / 1024."""
+
+WORKER_STEPS = ("voice", "avatar", "video", "stitch")
+"""Steps the state machine runs as a dispatch Task that waits for a worker (one entry per attempt)."""
+BASE_TRANSITIONS = 7
+"""States every completed job enters: Validate, Plan, HasVoiceStep, MainStep, Finalize,
+NotifyCompleted, Completed (aws/stepfunctions/job.asl.json)."""
+PARALLEL_TRANSITIONS = 3
+"""A parallel long avatar also enters Segment, HasChunks and the AvatarChunks Map."""
 
 MODAL_GPU_USD_PER_S: dict[str, float] = {
     "B200": 0.001736,
@@ -70,19 +90,43 @@ def engine_cost(step: StepRecord) -> float:
     return step.worker_s * MODAL_GPU_USD_PER_S[key] if key else 0.0
 
 
-def orchestration_cost(transitions: int, invocations: int) -> float:
-    per_invocation = LAMBDA_PER_REQUEST + LAMBDA_GB * LAMBDA_SECONDS * LAMBDA_PER_GB_S
-    return transitions * SFN_PER_TRANSITION + invocations * per_invocation
+def dispatches(step: StepRecord) -> int:
+    """Times a worker step's Task state was entered: every attempt, retries included. A parallel
+    avatar's step counts chunk 0's attempts only, but every chunk attempt that delivered has its
+    worker time recorded, so the larger of the two."""
+    return max(1, step.attempts, len(step.worker_seconds))
+
+
+def orchestration(record: JobRecord) -> tuple[int, dict[str, int]]:
+    """(state transitions, invocations by function) of a completed job, by the path it took."""
+    worker_steps = [step for step in record.steps if step.name in WORKER_STEPS]
+    entries = sum(dispatches(step) for step in worker_steps)
+    parallel = any(step.name == "stitch" for step in worker_steps)
+    transitions = BASE_TRANSITIONS + entries + (PARALLEL_TRANSITIONS if parallel else 0)
+    invocations = {
+        "validate": 1,
+        "plan": 1,
+        "segment": int(parallel),
+        "dispatch": entries,
+        "complete": 2 * entries,  # at least a progress and a result marker per attempt
+        "finalize": 1,
+        "notify": 3,  # queued, started, completed
+    }
+    return transitions, invocations
+
+
+def orchestration_cost(transitions: int, invocations: Mapping[str, int]) -> float:
+    """Step Functions transitions plus each function's requests and GB-seconds."""
+    lambdas = sum(
+        count * (LAMBDA_PER_REQUEST + LAMBDA_MEMORY_MB[name] / 1024 * LAMBDA_SECONDS * LAMBDA_PER_GB_S)
+        for name, count in invocations.items()
+    )
+    return transitions * SFN_PER_TRANSITION + lambdas
 
 
 def estimate_cost(record: JobRecord) -> float:
     engine = sum(engine_cost(step) for step in record.steps)
-    worker_steps = [step for step in record.steps if step.name in ("voice", "avatar", "video")]
-    attempts = sum(max(1, step.attempts) for step in worker_steps)
-    # validate, plan, finalize, notify + per attempt: dispatch, ≥2 complete (progress, result)
-    invocations = 4 + 3 * attempts + 2  # + queued/started events
-    transitions = 7 + 2 * len(worker_steps)
-    return round(engine + orchestration_cost(transitions, invocations), 6)
+    return round(engine + orchestration_cost(*orchestration(record)), 6)
 
 
 def _is_gpu(model_id: str) -> bool:

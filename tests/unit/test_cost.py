@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import ast
+import itertools
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from talkstack.contract import JobRecord, parse_job_request
 from talkstack.pipeline.cost import (
+    LAMBDA_MEMORY_MB,
     MODAL_GPU_USD_PER_S,
     engine_cost,
     estimate_cost,
     gpu_price_key,
     gpu_seconds,
+    orchestration_cost,
 )
+from talkstack.pipeline.cost import orchestration as orchestration_of
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -90,3 +97,128 @@ def test_parallel_chunks_add_up_and_a_redelivered_marker_does_not():
     step.worker_seconds["video-c2-1-123"] = 30.0  # the same attempt's marker, delivered again
     assert step.worker_s == 60.0 and gpu_seconds(record) == 60.0
     assert engine_cost(step) == pytest.approx(60 * MODAL_GPU_USD_PER_S["H100"])
+
+
+# The orchestration estimate, worked out by hand from the list prices (not from cost.py's constants)
+# and from the path each job takes through the real state machine definition.
+SFN_USD_PER_TRANSITION = 0.025 / 1000
+LAMBDA_USD_PER_REQUEST = 0.20 / 1e6
+LAMBDA_USD_PER_GB_S = 0.0000133334
+HANDLER_S = 0.3
+MB = {
+    "validate": 512,
+    "plan": 256,
+    "segment": 2048,
+    "dispatch": 512,
+    "complete": 512,
+    "finalize": 1024,
+    "notify": 512,
+}
+ASL = Path(__file__).resolve().parents[2] / "aws" / "stepfunctions" / "job.asl.json"
+
+
+def _path_through_the_state_machine(path: list[str]) -> int:
+    """The number of states on `path` after checking that each follows from the one before in the
+    real definition (a Next, a Choice's branch or its Default) and that it ends in success."""
+    states = json.loads(ASL.read_text())["States"]
+    assert path[0] == json.loads(ASL.read_text())["StartAt"]
+    for a, b in itertools.pairwise(path):
+        state = states[a]
+        follows = {state.get("Next"), state.get("Default"), *(c["Next"] for c in state.get("Choices", []))}
+        assert b in follows, f"{b} does not follow {a}"
+    assert states[path[-1]]["Type"] == "Succeed"
+    return len(path)
+
+
+def _lambda_usd(calls: dict[str, int]) -> float:
+    requests = sum(calls.values()) * LAMBDA_USD_PER_REQUEST
+    gb_s = sum(n * MB[name] / 1024 * HANDLER_S for name, n in calls.items())
+    return requests + gb_s * LAMBDA_USD_PER_GB_S
+
+
+def _job(task: str, steps: list[tuple[str, int, dict[str, float]]], accelerator: str | None) -> JobRecord:
+    """A completed job whose worker steps ran `attempts` times and reported `worker_seconds`."""
+    inputs = {"prompt": "a cat"} if task == "video" else {"image": "face.png", "audio": "speech.wav"}
+    options = {"model": "ltx-video"} if task == "video" else {}
+    record = JobRecord.new(
+        "job-1", parse_job_request({"task": task, "inputs": inputs, "options": options}), now=T0
+    )
+    for name, attempts, seconds in steps:
+        for _ in range(attempts):  # each retry starts the step again
+            record.start_step(name, backend="modal", model="ltx-video" if task == "video" else None, now=T0)
+        record.finish_step(name, now=T0 + timedelta(seconds=60))
+        record.step(name).worker_seconds, record.step(name).accelerator = seconds, accelerator
+    return record
+
+
+def test_a_video_job_costs_its_gpu_time_its_transitions_and_each_functions_requests_and_gb_seconds():
+    record = _job("video", [("video", 1, {"video-1-abc": 120.0})], "NVIDIA H100 80GB HBM3")
+    states = _path_through_the_state_machine(
+        ["Validate", "Plan", "HasVoiceStep", "MainStep", "Video", "Finalize", "NotifyCompleted", "Completed"]
+    )
+    # dispatch once; a progress and a result marker; notify for queued, started and completed
+    calls = {"validate": 1, "plan": 1, "dispatch": 1, "complete": 2, "finalize": 1, "notify": 3}
+    orchestration = states * SFN_USD_PER_TRANSITION + _lambda_usd(calls)
+    assert orchestration_cost(*orchestration_of(record)) == pytest.approx(orchestration, rel=1e-9)
+    assert estimate_cost(record) == pytest.approx(120 * 0.001097 + orchestration, abs=5.1e-7)  # µ$ rounding
+
+
+def test_each_retry_is_another_transition_dispatch_and_two_markers():
+    # The video step failed twice (transient) and delivered on the third attempt.
+    once = _job("video", [("video", 1, {"video-1-abc": 120.0})], None)
+    thrice = _job("video", [("video", 3, {"video-3-abc": 120.0})], None)
+    extra = 2 * SFN_USD_PER_TRANSITION + _lambda_usd({"dispatch": 2, "complete": 4})
+    assert orchestration_cost(*orchestration_of(thrice)) - orchestration_cost(*orchestration_of(once)) == (
+        pytest.approx(extra, rel=1e-9)
+    )
+
+
+def test_a_spoken_avatar_enters_the_voice_and_avatar_states():
+    record = _job("avatar", [("voice", 1, {"voice-1-a": 4.0}), ("avatar", 2, {"avatar-2-b": 30.0})], None)
+    states = _path_through_the_state_machine(
+        [
+            "Validate",
+            "Plan",
+            "HasVoiceStep",
+            "Voice",
+            "MainStep",
+            "Avatar",
+            "Finalize",
+            "NotifyCompleted",
+            "Completed",
+        ]
+    )
+    retry = 1  # the avatar's second attempt enters Avatar again
+    calls = {"validate": 1, "plan": 1, "dispatch": 3, "complete": 6, "finalize": 1, "notify": 3}
+    expected = (states + retry) * SFN_USD_PER_TRANSITION + _lambda_usd(calls)
+    assert orchestration_cost(*orchestration_of(record)) == pytest.approx(expected, rel=1e-9)
+    assert estimate_cost(record) == pytest.approx(expected, abs=5.1e-7)  # CPU workers: no GPU price
+
+
+def test_a_parallel_avatar_counts_segment_every_chunk_and_the_stitch():
+    # Three chunks rendered side by side (the step's attempts count chunk 0's only), then the stitch.
+    chunks = {"avatar-c0-1-a": 20.0, "avatar-c1-1-b": 21.0, "avatar-c2-1-c": 19.0}
+    record = _job("avatar", [("avatar", 1, chunks), ("stitch", 1, {"stitch-1-d": 5.0})], "NVIDIA A10G")
+    path = ["Validate", "Plan", "HasVoiceStep", "MainStep", "Segment", "HasChunks", "AvatarChunks", "Stitch"]
+    states = _path_through_the_state_machine([*path, "Finalize", "NotifyCompleted", "Completed"])
+    chunk_tasks = 3  # AvatarChunk, inside the Map, once per chunk
+    calls = {"validate": 1, "plan": 1, "segment": 1, "dispatch": 4, "complete": 8, "finalize": 1, "notify": 3}
+    expected = (states + chunk_tasks) * SFN_USD_PER_TRANSITION + _lambda_usd(calls)
+    assert orchestration_cost(*orchestration_of(record)) == pytest.approx(expected, rel=1e-9)
+    assert estimate_cost(record) == pytest.approx(65 * 0.000306 + expected, abs=5.1e-7)
+
+
+def test_the_memory_priced_is_the_memory_each_function_is_deployed_with():
+    # Read from the CDK app's source (importing it starts the jsii runtime): FunctionSpec(name, …,
+    # memory_mb=…), the dataclass default where it is not given.
+    tree = ast.parse((ASL.parents[2] / "infra" / "cdk" / "talkstack_cdk" / "functions.py").read_text())
+    spec = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "FunctionSpec")
+    default = next(
+        n.value.value for n in spec.body if isinstance(n, ast.AnnAssign) and n.target.id == "memory_mb"
+    )
+    deployed = {
+        call.args[0].value: next((k.value.value for k in call.keywords if k.arg == "memory_mb"), default)
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "FunctionSpec"
+    }
+    assert {name: deployed[name] for name in LAMBDA_MEMORY_MB} == LAMBDA_MEMORY_MB == MB
