@@ -12,7 +12,7 @@ import pytest
 
 from talkstack.api.keys import Principal
 from talkstack.api.service import ApiService
-from talkstack.contract.record import JobResult, OutputFile
+from talkstack.contract.record import JobRecord, JobResult, OutputFile
 from talkstack.errors import ErrorCode, TalkstackError
 from tests.support.steps import OUTPUT, STATE_MACHINE
 from tests.unit.api.api_env import A, B, executions
@@ -171,3 +171,21 @@ def test_a_completed_jobs_view_hands_out_signed_links_and_logs_them(aws, api):
     other = submit(api, A, "still queued")
     assert api.get_job(A, other).result is None
     assert [e.object.id for e in api.audit.trail(A.key_id)[0] if e.action == "output.url_issued"] == [job_id]
+
+
+def test_a_result_on_a_job_that_did_not_complete_gets_no_links(aws, api):
+    # A job cancelled while publishing keeps what finalize wrote in its record, but its outputs are
+    # being removed: no download link may point at them.
+    job_id = submit(api, A)
+    audio = OutputFile(
+        kind="audio", bucket=OUTPUT, key=f"{job_id}/speech.wav", content_type="audio/wav", bytes=4
+    )
+
+    def cancelled_with_result(record: JobRecord) -> None:
+        record.result = JobResult(outputs=[audio], duration_s=1.0)
+        record.mark_cancelled()
+
+    api.svc.store.update(job_id, cancelled_with_result)
+
+    assert api.get_job(A, job_id).result is None
+    assert [e.action for e in api.audit.trail(A.key_id)[0]] == ["job.submitted"]
