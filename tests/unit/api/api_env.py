@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from talkstack.api.keys import Principal
 from talkstack.api.service import ApiService
+from talkstack.pipeline.aws import RegionalPresigner
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import ACCOUNT, REGION, EmittedEvents, FakeBackends, create_jobs_table
@@ -47,7 +48,8 @@ def make_service(aws: SimpleNamespace, config: PipelineConfig | None = None, **c
         config=config or make_config(**changes),
         store=JobStore(JOBS_TABLE, aws.ddb),
         s3=aws.s3,
-        presign=aws.s3,
+        # The stack's pre-signer: a client of each bucket's region signs (SigV4, as deployed).
+        presign=RegionalPresigner(aws.s3, lambda region: boto3.client("s3", region_name=region)),
         sfn=aws.sfn,
         emit=EmittedEvents(),
     )
