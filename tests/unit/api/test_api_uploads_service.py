@@ -208,10 +208,43 @@ def test_a_form_field_other_than_request_is_refused():
     assert caught.code == ErrorCode.INVALID_REQUEST and "'note'" in caught.message
 
 
-def test_a_form_without_a_boundary_or_over_the_size_is_refused():
+def test_a_form_without_a_boundary_is_refused():
     assert refusal(lambda: parse_form(b"", "multipart/form-data")).code == ErrorCode.INVALID_REQUEST
-    body, content_type = form(("image", "big.png", "image/png", b"x" * MAX_FORM_BYTES))
-    assert refusal(lambda: parse_form(body, content_type)).code == ErrorCode.INPUT_TOO_LARGE
-    exact, content_type = form(("image", "a.png", "image/png", b""))
-    padded = exact + b"\r\n" * ((MAX_FORM_BYTES - len(exact)) // 2)
-    assert len(padded) <= MAX_FORM_BYTES and parse_form(padded, content_type)[1]["image"][2] == b""
+
+
+def test_a_form_of_exactly_the_most_bytes_is_read_and_one_byte_more_is_refused():
+    empty, _ = form(("audio", "a.wav", "audio/wav", b""))
+    fits, content_type = form(("audio", "a.wav", "audio/wav", b"x" * (MAX_FORM_BYTES - len(empty))))
+    over, _ = form(("audio", "a.wav", "audio/wav", b"x" * (MAX_FORM_BYTES - len(empty) + 1)))
+    assert (len(fits), len(over)) == (MAX_FORM_BYTES, MAX_FORM_BYTES + 1)
+
+    assert len(parse_form(fits, content_type)[1]["audio"][2]) == MAX_FORM_BYTES - len(empty)
+    assert refusal(lambda: parse_form(over, content_type)).code == ErrorCode.INPUT_TOO_LARGE
+
+
+def test_a_multipart_file_at_its_kinds_limit_is_taken_and_one_byte_more_refused(aws):
+    api = make_service(aws)
+    api.uploads.limits = MediaLimits(max_image_bytes=len(PNG), max_audio_bytes=len(WAV))
+
+    assert api.uploads.pending(A, "image", "face.png", "image/png", PNG).filename == "face.png"
+    for field, content_type, data, code in (
+        ("image", "image/png", PNG + b"\0", ErrorCode.IMAGE_TOO_LARGE),
+        ("audio", "audio/wav", WAV + b"\0", ErrorCode.INPUT_TOO_LARGE),
+    ):
+        caught = refusal(lambda: api.uploads.pending(A, field, "f", content_type, data))  # noqa: B023
+        assert (caught.code, caught.details["field"]) == (code, f"inputs.{field}")
+
+
+def test_an_upload_whose_bytes_never_arrived_is_not_found_by_its_id(aws, api):
+    audio = uploaded(api, A, "speech.wav", "audio/wav", WAV)
+    ticket = api.uploads.create(
+        A, UploadRequest(filename="face.png", content_type="image/png", bytes=len(PNG))
+    )
+
+    caught = refusal(
+        lambda: api.submit(A, "avatar", {"inputs": {"image": ticket.upload_id, "audio": audio}}, None)
+    )
+
+    # Named as the caller named it: the upload id, not the bucket and key behind it
+    assert caught.code == ErrorCode.INPUT_NOT_FOUND and ticket.upload_id in caught.message
+    assert INPUT not in caught.message and executions(aws) == []
