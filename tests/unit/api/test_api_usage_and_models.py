@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from talkstack.api.keys import TIER_LIMITS, Principal
-from talkstack.api.service import ApiService
+from talkstack.api.service import MAX_PAGE, ApiService
 from talkstack.contract.fields import MAX_AVATAR_SECONDS
 from talkstack.contract.record import JobRecord, JobResult, JobSource, OutputFile
 from talkstack.errors import ErrorCode, TalkstackError
@@ -144,3 +144,14 @@ def test_a_key_at_its_concurrent_job_limit_is_refused_and_nothing_starts(aws):
     api.cancel(free, first.job_id)  # a finished job frees its slot
     second, _ = api.submit(free, "voice", {"inputs": {"text": "two"}}, None)
     assert executions(aws) == sorted([first.job_id, second.job_id])
+
+
+def test_usage_reads_every_page_of_the_keys_jobs(aws, api):
+    start = datetime(2026, 4, 1, tzinfo=UTC)
+    for i in range(MAX_PAGE + 1):  # one more than a page holds
+        stored(api, f"j{i:03d}", A, start + timedelta(minutes=i), "completed", cost=0.01)
+
+    usage = api.usage(A, "day", start, start + timedelta(days=1))
+
+    assert usage.totals.jobs == usage.totals.completed == MAX_PAGE + 1
+    assert usage.totals.estimated_cost_usd == round((MAX_PAGE + 1) * 0.01, 6)
