@@ -82,12 +82,26 @@ def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode() if key else None
 
 
+CURSOR_ATTRIBUTES = frozenset({"pk", "sk", "owner", "created_at"})
+"""A start key of the owner index: the table's key and the index's, each a DynamoDB string."""
+
+
 def decode_cursor(cursor: str | None, owner: str) -> dict[str, Any] | None:
+    """A `next_cursor` back into a start key; refused unless it names this key as its owner and has
+    exactly a start key's shape (anything else would reach DynamoDB and come back as a 500)."""
     if not cursor:
         return None
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(key, dict) or key.get("owner", {}).get("S") != owner:
+        if (
+            not isinstance(key, dict)
+            or set(key) != CURSOR_ATTRIBUTES
+            or key["owner"] != {"S": owner}
+            or any(
+                not isinstance(v, dict) or set(v) != {"S"} or not isinstance(v["S"], str)
+                for v in key.values()
+            )
+        ):
             raise ValueError("not this key's cursor")
         return key
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
