@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv sysdeps lint format schemas synth bench gpu-smoke clean
+.PHONY: demo test venv sysdeps lint format schemas synth bench gpu-smoke mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,11 +73,20 @@ schemas: venv $(SDK_TS_STAMP)
 # would run once instead of once per API operation.
 SCHEMATHESIS := tests/integration/test_api_schemathesis.py
 test: venv sysdeps lint $(SDK_TS_STAMP) $(CDK_STAMP)
-	@$(PY) -m pytest -n 2 --dist loadgroup --ignore=$(SCHEMATHESIS); rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist loadgroup --durations=30 --ignore=$(SCHEMATHESIS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
 	$(PY) -m pytest $(SCHEMATHESIS); rc2=$$?; \
 	if [ $$rc2 -eq 5 ]; then echo "pytest collected no schemathesis tests: failing"; exit 1; fi; \
 	[ $$rc -eq 0 ] && exit $$rc2; exit $$rc
+
+# Mutation testing of the core modules (docs/testing.md): slow (about an hour on 2 cores), so not part
+# of `make test`. mutmut keeps its results in mutants/ and reruns only what changed; MUTANTS=<glob>
+# reruns the named mutants (e.g. MUTANTS='talkstack.pipeline.tenancy.*'). The report prints the score
+# per module, writes mutants/survivors.md and fails when the gate in scripts/mutation_report.py does.
+MUTATION_JOBS ?= 2
+mutation: venv sysdeps
+	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(PY) scripts/mutation_report.py
 
 bench: venv
 	$(PY) bench/lite_avatar.py
