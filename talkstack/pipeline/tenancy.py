@@ -75,7 +75,7 @@ class Namespace:
     owner: str
     """The API key id, the drop folder (`inputs/<name>/`), or "operator"."""
     readable: tuple[Area, ...]
-    """Where an api or drop job may read (an operator reads `readable_buckets`)."""
+    """Where the job may read (an operator: the whole of each readable bucket)."""
     config: PipelineConfig
 
     @classmethod
@@ -86,7 +86,7 @@ class Namespace:
             return cls.for_key(source.api_key_id, config)
         if source.kind == "s3":
             return cls.for_drop(source.bucket or config.input_bucket, source.key or "", config)
-        return cls("operator", "operator", (), config)
+        return cls("operator", "operator", tuple(Area(b, "") for b in config.allowed_read_buckets), config)
 
     @classmethod
     def for_key(cls, key_id: str, config: PipelineConfig) -> Namespace:
@@ -113,8 +113,6 @@ class Namespace:
     def may_read(self, ref: MediaRef) -> bool:
         """Whether an absolute ref is this namespace's to read (no S3 call)."""
         assert ref.bucket is not None, "resolve relative refs first"
-        if self.kind == "operator":
-            return ref.bucket in self.config.allowed_read_buckets
         return any(area.holds(ref.bucket, ref.key) for area in self.readable)
 
     def check_reads(self, request: JobRequestBase) -> None:
@@ -190,14 +188,14 @@ class Namespace:
         # their write grants): a drop must not plant files there.
         bucket = spec.bucket or self.config.output_bucket
         # "" for the bucket root and for the default job-id folder (a job id has no '/'), which meet
-        # a key's area only when that area is the whole bucket.
+        # a key's area only when that area is the whole bucket: "" starts with no other area.
         folder = f"{spec.prefix}/" if spec.prefix else ""
         areas = [(self.config.output_bucket, TENANTS_PREFIX)]
         areas += [
             (g.bucket, f"{g.prefix}{TENANTS_PREFIX}" if g.grantee == "*" else g.prefix)
             for g in self.config.write_grants
         ]
-        if any(bucket == b and (folder.startswith(area) if folder else area == "") for b, area in areas):
+        if any(bucket == b and folder.startswith(area) for b, area in areas):
             raise TalkstackError(
                 ErrorCode.INVALID_REQUEST,
                 "output.prefix: that folder holds the API keys' outputs; choose another prefix",

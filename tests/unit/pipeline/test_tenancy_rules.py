@@ -3,11 +3,13 @@ and where an API job publishes. Pure rules: no S3 call is involved in any of the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from talkstack.api.app import error_response
 from talkstack.api.uploads import UPLOAD_PREFIX
 from talkstack.contract.fields import MediaRef
 from talkstack.contract.parse import parse_job_request
@@ -26,6 +28,12 @@ def ref(url: str) -> MediaRef:
 
 def voice(**output: Any) -> Any:
     return parse_job_request({"task": "voice", "inputs": {"text": "hi"}, "output": output})
+
+
+def answer(error: TalkstackError) -> tuple[int, dict[str, Any]]:
+    """What the API sends back for a refusal: its HTTP status and the `error` object of its body."""
+    response = error_response(error)
+    return response.status_code, json.loads(response.body)["error"]
 
 
 # --- the grants settings ------------------------------------------------------------------------------
@@ -112,9 +120,47 @@ def test_a_refused_read_is_the_missing_input_answer(config):
         namespace.check_reads(request)
 
     assert caught.value.to_dict() == namespace.not_found("inputs.reference_voice", theirs).to_dict()
-    assert caught.value.message == (
-        f"inputs.reference_voice: {theirs} does not exist or this API key may not read it"
+    # Only what the caller sent: the same text, field and ref whether or not the object exists.
+    assert answer(caught.value) == (
+        404,
+        {
+            "code": "INPUT_NOT_FOUND",
+            "message": f"inputs.reference_voice: {theirs} does not exist or this API key may not read it",
+            "details": {"field": "inputs.reference_voice", "ref": theirs},
+        },
     )
+
+
+def test_a_drop_folder_gets_the_same_missing_input_answer(config):
+    folder = Namespace.for_drop(INPUT, "inputs/talk/job.json", config)
+    elsewhere = f"s3://{INPUT}/inputs/other/speech.wav"
+    request = parse_job_request({"task": "voice", "inputs": {"text": "hi", "reference_voice": elsewhere}})
+
+    with pytest.raises(TalkstackError) as caught:
+        folder.check_reads(request)
+
+    assert caught.value.to_dict() == {
+        "code": "INPUT_NOT_FOUND",
+        "message": f"inputs.reference_voice: {elsewhere} does not exist or this drop folder may not read it",
+        "details": {"field": "inputs.reference_voice", "ref": elsewhere},
+    }
+
+
+def test_an_api_source_without_its_key_is_refused(config):
+    with pytest.raises(TalkstackError) as caught:
+        Namespace.for_source(JobSource(kind="api"), config)
+
+    assert answer(caught.value) == (
+        400,
+        {"code": "INVALID_REQUEST", "message": "source: an api job names its api_key_id", "details": {}},
+    )
+
+
+def test_an_api_keys_own_write_grant_is_readable_to_it_alone(no_pipeline_environment):
+    config = make_config(write_grants=f"{KEY}=s3://acme-out/videos/")
+
+    assert Namespace.for_key(KEY, config).may_read(ref("s3://acme-out/videos/voice-1/speech.wav"))
+    assert not Namespace.for_key(OTHER, config).may_read(ref("s3://acme-out/videos/voice-1/speech.wav"))
 
 
 # --- what a drop folder reads -------------------------------------------------------------------------
@@ -146,6 +192,33 @@ def test_a_manifest_at_the_input_prefix_reads_only_the_files_beside_it(config):
     assert not root.may_read(ref(f"s3://{INPUT}/inputs/other/speech.wav"))
 
 
+def test_a_manifest_at_the_bucket_root_reads_only_the_files_beside_it(config):
+    root = Namespace.for_drop(INPUT, "job.json", config)
+
+    assert root.owner == "" and root.may_read(ref(f"s3://{INPUT}/speech.wav"))
+    assert not root.may_read(ref(f"s3://{INPUT}/inputs/talk/speech.wav"))
+
+
+def test_a_drop_folder_is_in_the_bucket_its_manifest_was_dropped_in(config):
+    elsewhere = JobSource(kind="s3", bucket="drops-2", key="inputs/talk/job.json")
+    default = JobSource(kind="s3", key="inputs/talk/job.json")  # no bucket: the input bucket
+
+    assert Namespace.for_source(elsewhere, config).may_read(ref("s3://drops-2/inputs/talk/a.wav"))
+    assert not Namespace.for_source(elsewhere, config).may_read(ref(f"s3://{INPUT}/inputs/talk/a.wav"))
+    assert Namespace.for_source(default, config).may_read(ref(f"s3://{INPUT}/inputs/talk/a.wav"))
+
+
+def test_a_drop_folder_is_named_by_its_whole_path(no_pipeline_environment):
+    # Only the slashes around the folder's name go: a name that begins or ends with 'X' keeps its
+    # grants, and a one-letter folder its subfolders.
+    config = make_config(read_grants="drop:TeamX=s3://media/x/")
+
+    assert Namespace.for_drop(INPUT, "inputs/TeamX/job.json", config).may_read(ref("s3://media/x/a.wav"))
+    assert Namespace.for_drop(INPUT, "inputs/X/job.json", config).may_read(
+        ref(f"s3://{INPUT}/inputs/X/t/a.wav")
+    )
+
+
 def test_an_operator_keeps_the_readable_buckets(no_pipeline_environment):
     config = make_config(readable_buckets="shared-media")
     operator = Namespace.for_source(JobSource(kind="execution"), config)
@@ -157,7 +230,17 @@ def test_an_operator_keeps_the_readable_buckets(no_pipeline_environment):
     )
     with pytest.raises(TalkstackError) as caught:
         operator.check_reads(request)
-    assert caught.value.code == "INPUT_FORBIDDEN" and "shared-media" not in caught.value.message
+    assert "shared-media" not in caught.value.message
+    assert answer(caught.value) == (
+        403,
+        {
+            "code": "INPUT_FORBIDDEN",
+            "message": "inputs.reference_voice: this stack may not read bucket 'nope'; an operator adds it "
+            "to TALKSTACK_READABLE_BUCKETS",
+            "details": {"field": "inputs.reference_voice", "bucket": "nope"},
+        },
+    )
+    assert operator.owner == "operator"
 
 
 # --- where an API job publishes -----------------------------------------------------------------------
@@ -187,23 +270,62 @@ def test_an_api_key_publishes_to_another_bucket_only_under_a_write_grant(no_pipe
 
     mine = Namespace.for_key(KEY, config).place_output(voice(bucket="acme-out", prefix="p"), "voice-1")
     assert (mine.output.bucket, mine.output_key("voice-1")) == ("acme-out", "videos/p/speech.wav")
+    Namespace.for_key(KEY, config).check_output(mine)  # the validate step agrees: its grant's folder
     shared = Namespace.for_key(OTHER, config).place_output(voice(bucket="shared-out"), "voice-2")
     assert shared.output_key("voice-2") == f"tenants/{OTHER}/voice-2/speech.wav"
+    Namespace.for_key(OTHER, config).check_output(shared)
     assert Namespace.for_key(OTHER, config).may_read(ref(f"s3://shared-out/tenants/{OTHER}/voice-2/a.wav"))
     with pytest.raises(TalkstackError) as caught:
         Namespace.for_key(OTHER, config).place_output(voice(bucket="acme-out"), "voice-3")
-    error = caught.value
-    assert error.code == "INVALID_REQUEST" and error.message.startswith("output.bucket:")
-    for bucket in ("acme-out", "shared-out", OUTPUT):
-        assert bucket not in error.message
+    assert answer(caught.value) == (
+        400,
+        {
+            "code": "INVALID_REQUEST",
+            "message": "output.bucket: this API key may not publish to that bucket; omit output.bucket "
+            "(outputs go to this key's folder of the output bucket) or ask the operator for a write grant",
+            "details": {},
+        },
+    )  # no bucket named: not the one asked for, nor any the stack may use
 
 
 def test_an_api_source_whose_output_is_outside_its_folder_is_refused(config):
     namespace = Namespace.for_key(KEY, config)
-    outside = (voice(), voice(bucket=OUTPUT, prefix=f"tenants/{OTHER}/x"), voice(bucket=OUTPUT, prefix=""))
+    outside = (
+        voice(),
+        voice(bucket=OUTPUT, prefix=f"tenants/{OTHER}/x"),
+        voice(bucket=OUTPUT, prefix=""),
+        voice(bucket=OUTPUT),  # the job-id folder: at the bucket root
+        voice(prefix=f"tenants/{KEY}/x"),  # not placed: no bucket named
+    )
     for request in outside:
-        with pytest.raises(TalkstackError, match="its key's output folder"):
+        with pytest.raises(TalkstackError) as caught:
             namespace.check_output(request)
+        assert answer(caught.value) == (
+            400,
+            {
+                "code": "INVALID_REQUEST",
+                "message": "output: an API job publishes under its key's output folder; submit it through "
+                "the API",
+                "details": {},
+            },
+        ), request.output
+
+
+def test_a_prefix_too_long_once_placed_is_refused(config):
+    prefix = "a" * 890  # fits alone; `tenants/keya/` + it is over the 900 characters a prefix may have
+
+    with pytest.raises(TalkstackError) as caught:
+        Namespace.for_key(KEY, config).place_output(voice(prefix=prefix), "voice-1")
+
+    assert answer(caught.value) == (
+        400,
+        {
+            "code": "INVALID_REQUEST",
+            "message": "output.prefix: too long once placed under this key's output folder (1 error(s)); "
+            "use a shorter prefix",
+            "details": {},
+        },
+    )
 
 
 def test_drop_and_operator_jobs_keep_their_output_layout(config):
@@ -214,16 +336,32 @@ def test_drop_and_operator_jobs_keep_their_output_layout(config):
         request = voice(prefix="renders")
         assert namespace.place_output(request, "v-1") is request
         namespace.check_output(request)
-        with pytest.raises(TalkstackError, match=r"output\.bucket:") as caught:
+        with pytest.raises(TalkstackError) as caught:
             namespace.check_output(voice(bucket="not-ours"))
-        assert OUTPUT not in caught.value.message
+        assert answer(caught.value) == (
+            400,
+            {
+                "code": "INVALID_REQUEST",
+                "message": "output.bucket: this stack may not publish to 'not-ours'; omit output.bucket to "
+                "use the stack's output bucket, or an operator adds it to TALKSTACK_WRITABLE_BUCKETS",
+                "details": {},
+            },
+        )  # the stack's own buckets go unnamed
 
 
 def test_a_drop_may_not_plant_files_in_the_api_keys_folders(config):
     folder = Namespace.for_drop(INPUT, "inputs/talk/job.json", config)
     for prefix in ("tenants", f"tenants/{KEY}/x"):
-        with pytest.raises(TalkstackError, match="holds the API keys' outputs"):
+        with pytest.raises(TalkstackError) as caught:
             folder.check_output(voice(prefix=prefix))
+        assert answer(caught.value) == (
+            400,
+            {
+                "code": "INVALID_REQUEST",
+                "message": "output.prefix: that folder holds the API keys' outputs; choose another prefix",
+                "details": {},
+            },
+        )
     folder.check_output(voice(prefix="tenantsx"))  # only the folder itself
 
 
@@ -268,3 +406,24 @@ def test_a_drop_may_not_plant_files_where_a_write_grant_lets_keys_read_them_back
             folder.check_output(voice(bucket="shared-out", prefix=prefix))
     folder.check_output(voice(bucket="shared-out", prefix="all/reports"))  # outside any key's folder
     folder.check_output(voice(bucket="shared-out"))  # the job-id folder at the root
+
+
+def test_a_drop_to_its_job_id_folder_meets_a_keys_folder_only_when_that_is_the_whole_bucket(
+    no_pipeline_environment,
+):
+    # No prefix: the job-id folder, which is no folder of a key's unless the key has the whole bucket
+    # (least of all one whose folder happens to be called "None").
+    config = make_config(
+        writable_buckets="shared-out,acme-out", write_grants="keya=s3://shared-out/None/,keyb=s3://acme-out/"
+    )
+    folder = Namespace.for_drop(INPUT, "inputs/talk/job.json", config)
+
+    folder.check_output(voice(bucket="shared-out"))
+    folder.check_output(voice(bucket="shared-out", prefix="reports"))
+    for output in (
+        {"bucket": "acme-out"},
+        {"bucket": "acme-out", "prefix": ""},
+        {"bucket": "shared-out", "prefix": "None"},
+    ):
+        with pytest.raises(TalkstackError, match="holds the API keys' outputs"):
+            folder.check_output(voice(**output))
