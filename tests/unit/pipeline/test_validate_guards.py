@@ -12,6 +12,7 @@ import pytest
 from talkstack.contract.parse import parse_job_request
 from talkstack.contract.record import JobSource
 from talkstack.errors import TalkstackError
+from talkstack.pipeline.store import JobStore
 from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.validate import check_media, open_job, resolve_media, validate_request
 from talkstack.settings import MediaLimits
@@ -168,3 +169,36 @@ def test_a_missing_input_is_named_as_the_caller_wrote_it(config, s3, media):
     # Then the answer names the upload id, never the bucket the caller did not name
     assert caught.value.code == "INPUT_NOT_FOUND"
     assert caught.value.message == "inputs.audio: upl_2 does not exist or this API key may not read it"
+
+
+# --- a retried Lambda racing the first ----------------------------------------------------------------
+
+
+class FirstRunLandsFirst:
+    """The DynamoDB client, but just before this run's create lands, the first run of the same
+    validate (another Lambda, same execution) creates the record: a real conditional write."""
+
+    def __init__(self, ddb: Any, first: Any) -> None:
+        self.ddb, self.first, self.raced = ddb, first, False
+
+    def put_item(self, **params: Any) -> Any:
+        if not self.raced and params.get("ConditionExpression") == "attribute_not_exists(pk)":
+            self.raced = True
+            self.first()
+        return self.ddb.put_item(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ddb, name)
+
+
+def test_a_run_that_loses_the_create_returns_the_record_that_won(config, store, ddb, s3, media):
+    def first() -> None:
+        open_job(envelope(), "job-1", "arn:first", config, store, s3)
+
+    racing = JobStore(store.table, FirstRunLandsFirst(ddb, first))
+
+    record, created = open_job(envelope(), "job-1", "arn:second", config, racing, s3)
+
+    # The stored record is the first run's; this run reports it, not the one it failed to write
+    assert not created and record == store.get("job-1")
+    assert record.source.execution_arn == "arn:first"
