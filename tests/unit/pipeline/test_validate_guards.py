@@ -16,6 +16,7 @@ from talkstack.pipeline.store import JobStore
 from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.validate import check_media, open_job, resolve_media, validate_request
 from talkstack.settings import MediaLimits
+from talkstack.settings.engines import get_settings
 from tests.support.fakes import FakeS3
 from tests.support.steps import INPUT, make_config, put_sample_media
 
@@ -143,6 +144,19 @@ def test_a_model_without_a_modal_worker_cannot_be_sent_to_modal(no_pipeline_envi
     error = refusal(envelope(), config, store, s3)
 
     assert error.code == "MODEL_UNAVAILABLE" and "lite-avatar has no Modal worker" in error.message
+
+
+def test_a_cpu_model_that_cannot_run_here_is_unavailable(config, store, s3, media, monkeypatch):
+    # Given a stack whose espeak-ng is missing: the lite voice cannot speak
+    monkeypatch.setenv("TALKSTACK_ESPEAK", "/nonexistent/espeak-ng")
+    get_settings.cache_clear()
+    try:
+        error = refusal(envelope(inputs={"image": "portrait.png", "text": "hello"}), config, store, s3)
+    finally:
+        get_settings.cache_clear()
+
+    assert error.code == "MODEL_UNAVAILABLE" and error.message.startswith("options.voice.model: lite-voice")
+    assert "espeak-ng" in error.message
 
 
 # --- what a message names -----------------------------------------------------------------------------
