@@ -9,11 +9,12 @@ from typing import Any
 import boto3
 import pytest
 
+from talkstack.contract.record import JobRecord
 from talkstack.errors import TalkstackError
 from talkstack.pipeline import outputs
-from talkstack.pipeline.outputs import JOB_ID_METADATA, claim, publish
+from talkstack.pipeline.outputs import JOB_ID_METADATA, claim, publish, write_result_json
 from tests.support.fakes import REGION
-from tests.support.steps import OUTPUT, WORK
+from tests.support.steps import OUTPUT, WORK, avatar_request
 
 
 @pytest.fixture
@@ -66,3 +67,38 @@ def test_a_large_copy_is_published_tagged_with_the_job(moto_s3, monkeypatch):
 
     head = moto_s3.head_object(Bucket=OUTPUT, Key="a/video.mp4")
     assert head["Metadata"] == {JOB_ID_METADATA: "job-a"} and head["ContentType"] == "video/mp4"
+
+
+class KeyKeepsChanging:
+    """moto's S3, except that right after every HEAD another run writes the key again (its own
+    object, tagged with `owner`): each write's condition is stale by the time it lands."""
+
+    def __init__(self, s3: Any, owner: str) -> None:
+        self.s3, self.owner, self.writes = s3, owner, 0
+
+    def head_object(self, **params: Any) -> Any:
+        try:
+            return self.s3.head_object(**params)
+        finally:
+            self.writes += 1  # new bytes each time: a new ETag
+            body = f"write {self.writes} by {self.owner}".encode()
+            self.s3.put_object(**params, Body=body, Metadata={JOB_ID_METADATA: self.owner})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.s3, name)
+
+
+def test_a_write_whose_condition_fails_twice_is_output_exists(moto_s3):
+    # Given a key that changes between every check and write (a run of the same job keeps rewriting it)
+    record = JobRecord.new("job-a", avatar_request())
+    racing = KeyKeepsChanging(moto_s3, "job-a")
+
+    # When result.json is written: the first write fails its condition, the re-check finds the
+    # job's own object, and the second write fails its condition too
+    with pytest.raises(TalkstackError) as caught:
+        write_result_json(racing, record, OUTPUT)
+
+    # Then it gives up with OUTPUT_EXISTS (not S3's bare 412), and what is there stays
+    assert caught.value.code == "OUTPUT_EXISTS"
+    key = record.request.sibling_key("job-a", "result")
+    assert moto_s3.get_object(Bucket=OUTPUT, Key=key)["Body"].read() == b"write 2 by job-a"
