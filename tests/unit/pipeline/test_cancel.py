@@ -212,3 +212,20 @@ def test_a_cancel_that_finds_the_job_cancelled_by_another_request_changes_nothin
     assert store.get_versioned("job-1") == before
     assert (len(s3.calls), len(sfn.calls)) == calls and backends.cancelled == ["modal:fc-1"]
     assert emit.events == events == [("job-1", "job.cancelled", "cancelled")]
+
+
+def test_only_the_calls_of_running_steps_are_cancelled(config, store, s3, sfn, backends, emit):
+    # Given a text avatar whose voice step finished on its own call and whose avatar step runs
+    record = running_job(store, "job-1", call_id="modal:fc-avatar")
+
+    def voice_done(current: Any) -> None:
+        current.start_step("voice", backend="modal").call_id = "modal:fc-voice"
+        current.finish_step("voice")
+
+    store.update("job-1", voice_done)
+    assert record.step("avatar").status == "running"
+
+    cancel_job("job-1", config, store, s3, sfn, backends, emit)
+
+    # Then only the running step's call is cancelled (the finished one has nothing left to stop)
+    assert backends.cancelled == ["modal:fc-avatar"]
