@@ -31,6 +31,14 @@ from talkstack.pipeline.outputs import remove_published
 log = logging.getLogger(__name__)
 
 
+class _AlreadyCancelled(Exception):
+    """Another cancel won: its record stands as written, and its side effects are its own."""
+
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(record.job_id)
+        self.record = record
+
+
 def execution_arn(config: PipelineConfig, job_id: str) -> str:
     return config.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{job_id}"
 
@@ -99,7 +107,9 @@ def cancel_job(
 
     def cancel(record: JobRecord) -> None:
         if record.status == "cancelled":
-            return
+            # The caller's copy was stale (two cancels at once): the stored record decides, and
+            # nothing is written, stopped or emitted a second time.
+            raise _AlreadyCancelled(record)
         if record.is_terminal:
             raise TalkstackError(
                 ErrorCode.CONFLICT,
@@ -112,7 +122,10 @@ def cancel_job(
     before = current or store.get(job_id)
     if before is not None and before.status == "cancelled":
         return before, False
-    record = store.update(job_id, cancel)
+    try:
+        record = store.update(job_id, cancel)
+    except _AlreadyCancelled as already:
+        return already.record, False
     stop_workers(job_id, config, s3, backends, running_calls(job_id, store, running))
     try:
         sfn.stop_execution(executionArn=execution_arn(config, job_id), cause="cancelled through the API")

@@ -191,3 +191,41 @@ def test_outputs_published_before_the_cancel_are_removed_and_no_one_elses(
 
     assert all((OUTPUT, key) not in s3.objects for key in my_keys.values())
     assert all((OUTPUT, key) in s3.objects for key in their_keys.values())
+
+
+def test_a_cancel_that_finds_the_job_cancelled_by_another_request_changes_nothing(
+    config, store, s3, sfn, backends, emit
+):
+    # Given two cancels of one running job (a double click): both callers read it while it ran,
+    # and the other one's cancel landed first
+    copy = running_job(store, "job-1")
+    started(sfn, "job-1")
+    cancel_job("job-1", config, store, s3, sfn, backends, emit)
+    before, calls, events = store.get_versioned("job-1"), (len(s3.calls), len(sfn.calls)), list(emit.events)
+
+    # When this one goes ahead on its (stale) copy
+    record, cancelled = cancel_job("job-1", config, store, s3, sfn, backends, emit, current=copy)
+
+    # Then the stored record decides: it did not cancel the job (no second audit entry in the API),
+    # and nothing is written, stopped or sent again (one job.cancelled webhook, not two)
+    assert not cancelled and record.status == "cancelled"
+    assert store.get_versioned("job-1") == before
+    assert (len(s3.calls), len(sfn.calls)) == calls and backends.cancelled == ["modal:fc-1"]
+    assert emit.events == events == [("job-1", "job.cancelled", "cancelled")]
+
+
+def test_only_the_calls_of_running_steps_are_cancelled(config, store, s3, sfn, backends, emit):
+    # Given a text avatar whose voice step finished on its own call and whose avatar step runs
+    record = running_job(store, "job-1", call_id="modal:fc-avatar")
+
+    def voice_done(current: Any) -> None:
+        current.start_step("voice", backend="modal").call_id = "modal:fc-voice"
+        current.finish_step("voice")
+
+    store.update("job-1", voice_done)
+    assert record.step("avatar").status == "running"
+
+    cancel_job("job-1", config, store, s3, sfn, backends, emit)
+
+    # Then only the running step's call is cancelled (the finished one has nothing left to stop)
+    assert backends.cancelled == ["modal:fc-avatar"]

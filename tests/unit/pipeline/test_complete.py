@@ -558,3 +558,37 @@ def test_a_chunk_failing_only_checks_a_new_render_cannot_change_is_not_rendered_
     result = worker_result(s3, "job-1", FIRST, quality=report)
     assert land(chunks, s3, result, "result") == "success"
     assert sfn.called("SendTaskFailure") == []
+
+
+# --- worker time at its edges --------------------------------------------------------------------------
+
+
+def test_a_worker_whose_clock_runs_behind_bills_no_negative_time(complete, store, s3):
+    # Given a result whose `at` is before its `started_at` (the worker's clock was set back mid-task)
+    running_job(store, "job-1")
+    waiting(store)
+    now = utc_now()
+    result = worker_result(s3, "job-1", ATTEMPT, started_at=now + timedelta(seconds=5), at=now)
+
+    assert land(complete, s3, result, "result") == "success"
+
+    assert store.get("job-1").step("avatar").worker_seconds == {ATTEMPT: 0.0}
+
+
+def test_a_chunk_that_names_no_accelerator_keeps_the_one_another_chunk_named(complete, store, s3):
+    # Given a parallel avatar whose chunk 1 rendered on an H100
+    running_job(store, "job-1", options={"long_audio": "parallel"})
+    waiting(store, FIRST, CHUNK, "token-c1")
+    first = worker_result(s3, "job-1", FIRST, accelerator="NVIDIA H100 80GB HBM3")
+    assert land(complete, s3, first, "result") == "success"
+
+    # When chunk 2's result names no accelerator
+    chunk_2 = StepAddress(step="avatar", chunk=2)
+    waiting(store, "avatar-c2-1-0123456789", chunk_2, "token-c2")
+    second = worker_result(s3, "job-1", "avatar-c2-1-0123456789")
+    assert second.accelerator is None and land(complete, s3, second, "result") == "success"
+
+    # Then the step still says where its GPU time was spent (the bill prices it by accelerator)
+    step = store.get("job-1").step("avatar")
+    assert step.accelerator == "NVIDIA H100 80GB HBM3"
+    assert set(step.worker_seconds) == {FIRST, second.attempt_id}

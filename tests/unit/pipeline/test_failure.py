@@ -287,3 +287,28 @@ def test_a_timed_out_chunk_is_not_blamed_on_another_chunks_stale_error(config, s
 
     # Then the job fails with the error of the chunk that never rendered
     assert store.get("job-1").error == last
+
+
+def test_a_cancelled_job_failing_afterwards_stops_nothing_again(config, store, s3):
+    # The cancel stopped the workers already; the failure of the stopped step must not do it again
+    running_job(store, "job-1", call_id="modal:fc-1")
+    store.update("job-1", lambda r: r.mark_cancelled())
+    backends = FakeBackends()
+
+    fail("job-1", {"Error": "States.HeartbeatTimeout", "Cause": ""}, None, config, store, s3, backends)
+
+    assert backends.cancelled == [] and s3.called("PutObject") == []
+
+
+def test_a_rejected_multitalk_v0_manifest_keeps_its_webhook(config, store, s3):
+    # Given a MultiTalk API v0 manifest (its webhook under options) that validate refused
+    raw = {
+        "request": {"input": {"image": "nowhere.png"}, "options": {"webhook_url": "https://example.com/v0"}},
+        "source": {"kind": "s3", "bucket": INPUT, "key": "inputs/v0/job.json"},
+    }
+    error = job_failed(ErrorCode.INPUT_NOT_FOUND, "input.image: nowhere.png does not exist", "validate")
+
+    record = fail("job-1", error, raw, config, store, s3)
+
+    # Then the failed job is still announced where the manifest asked
+    assert record.task == "avatar" and str(record.notify.webhook_url) == "https://example.com/v0"

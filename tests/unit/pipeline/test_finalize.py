@@ -468,3 +468,30 @@ def test_when_two_finalize_runs_race_result_json_is_the_stored_records(config, s
     assert record.status == "completed"
     written = json.loads(s3.get_object(Bucket=OUTPUT, Key="job-1/result.json")["Body"].read())
     assert written == json.loads(stored.model_dump_json())
+
+
+def test_a_job_cancelled_before_finalize_is_never_copied_even_for_a_moment(config, store, s3):
+    # A copy taken back afterwards would still be readable (and downloadable) in between
+    rendered(store, s3, avatar_request())
+    store.update("job-1", lambda r: r.mark_cancelled())
+    s3.calls.clear()
+
+    finalize_job("job-1", config, store, s3)
+
+    assert [c for c in s3.calls if c[0] in ("CopyObject", "PutObject", "DeleteObject")] == []
+
+
+def test_the_video_is_listed_first_whatever_order_the_worker_reported(config, store, s3):
+    # Given a worker whose result names its thumbnail before its video
+    record = JobRecord.new("job-1", avatar_request())
+    record.start_step("avatar", model="lite-avatar")
+    record.finish_step("avatar")
+    assert store.create(record)
+    marker = worker_result(s3, "job-1", "avatar-1-0123456789", roles=("thumbnail", "video"))
+    store.put_step_result("job-1", StepAddress(step="avatar"), marker)
+    assert list(marker.outputs) == ["thumbnail", "video"]
+
+    done = finalize_job("job-1", config, store, s3)
+
+    # Then the job's outputs are in their fixed order: the video first, then the thumbnail
+    assert [o.kind for o in done.result.outputs] == ["video", "thumbnail"]

@@ -228,3 +228,12 @@ def test_chunks_on_modal_never_outnumber_the_avatar_classs_containers(
         assert plan_job(lite, local, store).max_concurrency == 16
     finally:
         get_modal_deploy.cache_clear()
+
+
+def test_a_keys_slots_never_exceed_the_operators_setting(no_pipeline_environment, store):
+    # Admission may give a big tier more GPU slots than the stack allows one job: the stack's wins
+    config = make_config(parallel_max_concurrency=3)
+    job_id = queued(store, avatar_request(options={"long_audio": "parallel"}), "big-tier")
+    store.update(job_id, lambda r: setattr(r, "source", JobSource(kind="api", api_key_id="k1", gpu_slots=8)))
+
+    assert plan_job(job_id, config, store).max_concurrency == 3
