@@ -12,11 +12,13 @@ float32 tensor [3, T, H, W] in [-1, 1] (`gen_video_samples[0]`, VAE decodes clam
 Each frame the stub renders draws its own index: ten black/white stripes (the index in binary), a
 pure red band (channel 0 only) and a mid-grey band (0.0). The tests decode the MP4 the engine wrote
 and read every frame's index back, so the tensor → frame conversion, the trim to the speech and
-the encoding are checked frame by frame; progress is checked against the passes the DiT ran.
+the encoding are checked frame by frame; progress is checked against the passes the DiT ran, in
+the same renders. The quality report each render ends in (MediaPipe) is passed over here.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import math
 from pathlib import Path
@@ -26,10 +28,12 @@ import numpy as np
 import pytest
 import torch
 
+from talkstack.engines.gpu import avatar as gpu_avatar
 from talkstack.engines.gpu import avatar_prep as prep
 from talkstack.engines.gpu.avatar import AvatarEngine
 from talkstack.media.video import iter_frames, probe_video
 from tests.conftest import PORTRAIT
+from tests.support import wan_upstream
 from tests.unit.test_avatar_engine import _task, tiny_wav2vec2
 from tests.unit.test_avatar_prep import _cut
 
@@ -214,7 +218,68 @@ def render(model: str, audio: Path, outdir: Path, **options: Any):
     return outputs, result, seen, pipeline, passes
 
 
-def test_the_stubs_keep_the_upstream_signatures() -> None:
+@pytest.fixture(autouse=True)
+def no_quality_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every render ends in with_quality (MediaPipe over the whole video): nothing here asserts it
+    # and it costs more than the render, so the result passes through unchanged.
+    monkeypatch.setattr(gpu_avatar, "with_quality", lambda result, *_a, **_k: result)
+
+
+def _default(node: ast.expr | None) -> Any:
+    if node is None:
+        return inspect.Parameter.empty
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.unparse(node)  # not a literal: compared as source text (and shown if it differs)
+
+
+def upstream_parameters(source: Path, cls: str, method: str) -> list[tuple[str, Any]]:
+    """A method's named parameters with their defaults, as the source file declares them: read with
+    `ast`, nothing imported (the official code needs GPU packages to import). A `**kwargs` is left
+    out: the stubs leave it out on purpose, so that a misspelt argument fails instead of vanishing."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    [klass] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
+    [fn] = [n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == method]
+    args = fn.args
+    positional = [*args.posonlyargs, *args.args]
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    named = [(a.arg, _default(d)) for a, d in zip(positional, defaults, strict=True)]
+    return named + [(a.arg, _default(d)) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
+
+
+def stub_parameters(method: Any) -> list[tuple[str, Any]]:
+    """The stub's named parameters with their defaults; it must take no **kwargs."""
+    parameters = inspect.signature(method).parameters.values()
+    assert all(p.kind is not p.VAR_KEYWORD for p in parameters), "a stub must refuse unknown arguments"
+    return [(p.name, p.default) for p in parameters]
+
+
+UPSTREAM = {  # model: (the official class in wan/multitalk.py, the method the engine calls, our stub)
+    "multitalk": ("MultiTalkPipeline", "generate", StubMultiTalkPipeline.generate),
+    "infinitetalk": (
+        "InfiniteTalkPipeline",
+        "generate_infinitetalk",
+        StubInfiniteTalkPipeline.generate_infinitetalk,
+    ),
+}
+
+
+@pytest.mark.parametrize("model", UPSTREAM)
+def test_each_stub_has_the_signature_of_the_upstream_method_it_stands_for(model: str) -> None:
+    """Against the official code itself, parsed from the checkout MULTITALK_CODE_DIR /
+    INFINITETALK_CODE_DIR names (at the commit modal_workers/avatar.py pins); skipped without one."""
+    code = wan_upstream.code_dir(model)
+    if code is None:
+        pytest.skip(f"no {model} checkout ({model.upper()}_CODE_DIR): the stub drift guard below still runs")
+    cls, method, stub = UPSTREAM[model]
+    assert stub_parameters(stub) == upstream_parameters(code / "wan" / "multitalk.py", cls, method)
+
+
+def test_the_stubs_have_not_drifted_from_the_signatures_copied_from_upstream() -> None:
+    """A guard against the stubs drifting from the signatures copied by hand from MultiTalk c1ad840
+    and InfiniteTalk 0107cd9 (wan/multitalk.py:346-362 and :376-392). It checks our copy, not
+    upstream: the test above compares with upstream itself where a checkout is at hand."""
     multitalk = inspect.signature(StubMultiTalkPipeline.generate).parameters
     infinitetalk = inspect.signature(StubInfiniteTalkPipeline.generate_infinitetalk).parameters
     names = ("self", "input_data", "size_buckget", "motion_frame", "frame_num", "shift", "sampling_steps")
@@ -226,14 +291,19 @@ def test_the_stubs_keep_the_upstream_signatures() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "seconds", "mode"),
+    ("model", "seconds", "mode", "windows"),
     # one 81-frame window trimmed to 37 frames; two windows returning exactly 125 frames
-    [("multitalk", 1.5, "clip"), ("multitalk", 5.0, "streaming"), ("infinitetalk", 5.0, "streaming")],
+    [
+        ("multitalk", 1.5, "clip", 1),
+        ("multitalk", 5.0, "streaming", 2),
+        ("infinitetalk", 5.0, "streaming", 2),
+    ],
 )
 def test_every_frame_the_model_returns_for_the_speech_is_in_the_video_in_order(
-    model: str, seconds: float, mode: str, tmp_path: Path
+    model: str, seconds: float, mode: str, windows: int, tmp_path: Path
 ) -> None:
-    outputs, result, _, pipeline, _ = render(model, _cut(tmp_path, seconds), tmp_path / "out", steps=4)
+    speech = _cut(tmp_path, seconds)
+    outputs, result, seen, pipeline, passes = render(model, speech, tmp_path / "out", steps=4)
 
     frames = list(iter_frames(outputs["video"]))
     expected = prep.embedding_frames(seconds)
@@ -249,12 +319,9 @@ def test_every_frame_the_model_returns_for_the_speech_is_in_the_video_in_order(
         assert abs(frame[76:92, 8:-8].mean() - 127.5) < 4
     assert (result.width, result.height) == (WIDTH, HEIGHT)
 
-
-def test_rendering_progress_follows_the_models_forward_passes_to_the_end(tmp_path: Path) -> None:
-    _, _, seen, _, passes = render("multitalk", _cut(tmp_path, 5.0), tmp_path / "out", steps=4)
-
+    # Rendering progress follows the model's forward passes to the end (the same render).
     rendering = [f for f, message in seen if message == "rendering"]
-    assert passes.count == 2 * 4 * 3  # two windows × 4 steps × 3 passes (text guidance 5)
+    assert passes.count == windows * 4 * 3  # windows × 4 steps × 3 passes (text guidance 5)
     assert len(rendering) == passes.count  # one report per pass of the DiT
     assert rendering == sorted(set(rendering)) and rendering[0] > 0.05
     assert rendering[-1] == pytest.approx(0.90)  # the last pass ends the rendering share, no sooner

@@ -111,7 +111,14 @@ def photo(portrait_rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(portrait_rgb, (320, 320), interpolation=cv2.INTER_AREA)
 
 
-def test_the_rendered_mouth_opens_and_closes_on_the_frames_the_sound_starts_and_stops(
+READ_BACK_TOLERANCE = 0.15
+"""How far the opening read back from a decoded frame may be from the curve's value for that frame.
+The read-back is in steps of 0.025 and H.264 (crf 10) moves it a step or two; a lag of even one
+frame misses by far more at each onset and stop, where the curve jumps between closed and open."""
+
+
+@pytest.mark.slow
+def test_each_rendered_frame_shows_the_mouth_the_curve_gives_that_frame(
     photo: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The quality report (a lip-sync and identity measure over the whole video) is beside the point
@@ -135,5 +142,9 @@ def test_the_rendered_mouth_opens_and_closes_on_the_frames_the_sound_starts_and_
             for frame in iter_frames(result.output)
         ]
     )
-    assert len(opening) == FRAMES
-    _assert_in_time(_episodes(opening))
+    # Frame for frame, not thresholded: the curve's own timing is held exactly by the numpy test
+    # above; here each frame must show that frame's value (no lag, no lead, no frame dropped).
+    mouth = motion_curves(_speech(), RATE, FPS, head_motion=0.0, blinks=False).mouth
+    assert len(opening) == len(mouth) == FRAMES
+    off = np.flatnonzero(np.abs(opening - mouth) > READ_BACK_TOLERANCE)
+    assert off.size == 0, [(int(i), float(mouth[i]), float(opening[i])) for i in off]

@@ -152,9 +152,12 @@ def test_the_run_method_answers_a_task_document_with_the_containers_engine_and_c
 
 
 @pytest.mark.parametrize("model", GPU_MODELS)
-def test_each_gpu_class_mounts_the_volume_the_weights_app_fills_at_the_same_path(apps, model):
+def test_each_gpu_class_mounts_the_volume_the_weights_app_fills_at_the_same_path(apps, monkeypatch, model):
     """The GPU containers never download: they read what `modal run -m modal_workers.weights` stored."""
-    sys.modules.pop("modal_workers.weights", None)
+    # Imported afresh in this test's environment; monkeypatch's teardown puts back whatever
+    # sys.modules held before (or removes it), so no later test gets this copy.
+    monkeypatch.setitem(sys.modules, "modal_workers.weights", None)
+    del sys.modules["modal_workers.weights"]
     weights = importlib.import_module("modal_workers.weights")
     filled = declared(weights.app, "download_models").volumes
     app_name, cls_name = modal_target(model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -20,9 +21,15 @@ def _fresh_import() -> ModuleType:
 
 
 @pytest.fixture
-def no_modal_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_modal_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "TALKSTACK_HF_SECRET"):
         monkeypatch.delenv(name, raising=False)
+    # If a broken check ever lets a call through to Modal, it must fail at once here, not reach
+    # api.modal.com or wait on it: Modal reads MODAL_SERVER_URL on every lookup, so the call goes to
+    # a closed local port (9, discard) and is refused. MODAL_CONFIG_PATH (no file there: no profile,
+    # no token) covers whatever reads Modal's config file afresh, a child `modal` process included.
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "modal.toml"))
+    monkeypatch.setenv("MODAL_SERVER_URL", "http://127.0.0.1:9")
     yield
     sys.modules.pop("modal_workers.weights", None)  # the next import sees the default environment
 

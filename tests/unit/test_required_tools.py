@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from talkstack.settings import get_settings
+from tests import conftest as suite_conftest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "install-system-deps.sh"
@@ -46,23 +50,26 @@ def test_nothing_to_do_when_the_required_programs_are_there(tmp_path):
     assert (result.returncode, result.stderr) == (0, "")
 
 
-def test_the_test_session_refuses_to_start_without_a_required_tool_and_names_it():
-    """A pytest run on a machine whose espeak-ng is missing (the engine's setting names a program
-    that is not there): the session ends before any test, with what to install, instead of the
-    lite-voice tests skipping or failing one by one."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env["TALKSTACK_ESPEAK"] = "talkstack-no-such-espeak-ng"
-    this = f"{Path(__file__).relative_to(REPO)}::test_nothing_to_do_when_the_required_programs_are_there"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", this, "-p", "no:cacheprovider", "-q"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == pytest.ExitCode.USAGE_ERROR, output
-    assert "required tools are missing" in output
-    assert "lite-voice: espeak-ng is not installed: apt-get install espeak-ng" in output
-    assert "passed" not in output  # not one test ran
+@pytest.fixture
+def no_espeak(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The engine's setting names a program that is not there; the settings are read afresh for it
+    and again after (the cache is cleared before monkeypatch puts the environment back, and nothing
+    reads the settings in between)."""
+    monkeypatch.setenv("TALKSTACK_ESPEAK", "talkstack-no-such-espeak-ng")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_the_test_session_refuses_to_start_without_a_required_tool_and_names_it(no_espeak: None) -> None:
+    """The session hook of tests/conftest.py, called as pytest calls it on a machine whose espeak-ng
+    is missing: the run ends before any test, with what to install, instead of the lite-voice tests
+    skipping or failing one by one."""
+    session = SimpleNamespace(config=SimpleNamespace())  # no `workerinput`: not an xdist worker
+
+    with pytest.raises(pytest.exit.Exception) as stopped:
+        suite_conftest.pytest_sessionstart(session)  # type: ignore[arg-type]
+
+    assert stopped.value.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "required tools are missing" in stopped.value.msg
+    assert "lite-voice: espeak-ng is not installed: apt-get install espeak-ng" in stopped.value.msg

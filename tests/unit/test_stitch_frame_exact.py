@@ -23,9 +23,10 @@ FPS = 25
 RATE = 16000
 SIDE, GRID = 64, 4
 BLOCK = SIDE // GRID
-TOLERANCE = 6.0
-"""Largest error (grey levels) allowed in one block's mean after two h264 encodes: measured ≈ 2.3;
-the subtlest wrong read (the incoming frame off by one at weight 1/8) is off by ≥ 17."""
+TOLERANCE = 8.0
+"""Largest error (grey levels) allowed in one block's mean after two h264 encodes: measured ≈ 2.3,
+so 8 leaves room for another encoder build; the subtlest wrong read (the incoming frame off by one
+at weight 1/8) is off by ≥ 17, still more than twice this."""
 
 
 def _levels(chunk: int, index: int) -> np.ndarray:

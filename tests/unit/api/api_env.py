@@ -18,6 +18,7 @@ from talkstack.api.service import ApiService
 from talkstack.pipeline.aws import RegionalPresigner
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.store import JobStore
+from talkstack.settings import MediaLimits
 from tests.support.fakes import ACCOUNT, REGION, EmittedEvents, FakeBackends, create_jobs_table
 from tests.support.steps import INPUT, JOBS_TABLE, OUTPUT, STATE_MACHINE, WORK, make_config
 
@@ -53,7 +54,9 @@ def make_service(aws: SimpleNamespace, config: PipelineConfig | None = None, **c
         sfn=aws.sfn,
         emit=EmittedEvents(),
     )
-    return ApiService(services, aws.ddb, backends=FakeBackends())
+    # Limits read now, not the process-wide cached ones: a test that sets a limit in the
+    # environment gets it, and tests size their files from `api.limits`, the very limits in force.
+    return ApiService(services, aws.ddb, backends=FakeBackends(), limits=MediaLimits())
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ def stack(allow_loopback: bool) -> PipelineConfig:
     return make_config(
         allow_loopback_webhooks=allow_loopback,
         webhook_max_attempts=1,
-        webhook_timeout_s=2,
-        webhook_delivery_deadline_s=5,
+        webhook_timeout_s=10,
+        webhook_delivery_deadline_s=20,
     )
 
 
