@@ -77,14 +77,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the integration tests in
-    one, everything else in the other. Not file by file: the integration tests share one local stack
-    (moto's server in the worker's own process), and a unit test's `mock_aws` in that process would
-    reset moto's backends under it. So the two groups are two processes, each with its own moto."""
+    """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the tests on the shared
+    local stack (the `pipeline` fixture, directly or through another fixture) in one, everything else
+    in the other. Not file by file: those tests share one stack (moto's server in the worker's own
+    process), and a unit test's `mock_aws` in that process would reset moto's backends under it. So
+    the two groups are two processes, each with its own moto. The stack's group is the longer one:
+    integration tests that do not need the stack (the lite render, the real-S3 signatures) run in
+    the other."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
-        group = "stack" if item.nodeid.startswith("tests/integration/") else "offline"
+        group = "stack" if "pipeline" in getattr(item, "fixturenames", ()) else "offline"
         item.add_marker(pytest.mark.xdist_group(group))
 
 

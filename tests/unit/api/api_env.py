@@ -28,7 +28,10 @@ B = Principal("keybbbbbbbbb", "pro", "tenant b")
 
 @pytest.fixture
 def aws(no_pipeline_environment: None) -> Iterator[SimpleNamespace]:
-    with mock_aws():
+    # Executions stay RUNNING (moto's default), said explicitly: a local stack started earlier in the
+    # same process (the CLI tests start one) turns moto's global `execute_state_machine` on, and the
+    # Pass machine would then finish before a test can cancel it.
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": False}}):
         ddb = boto3.client("dynamodb", region_name=REGION)
         create_jobs_table(ddb, JOBS_TABLE)
         s3 = boto3.client("s3", region_name=REGION)
