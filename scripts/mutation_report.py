@@ -134,7 +134,7 @@ def main() -> int:
         judged = killed + c["survived"] + c["no tests"]
         return killed / judged if judged else 1.0
 
-    columns = ("mutants", "killed", "accepted", "survived", "no tests", "score")
+    columns = ("mutants", "killed", "accepted", "survived", "no tests", "unrun", "score")
     header = f"{'module':44} " + " ".join(f"{c:>8}" for c in columns)
     print(header)
     print("-" * len(header))
@@ -145,13 +145,13 @@ def main() -> int:
         killed = c["killed"] + c["timeout"] + c["caught by type check"]
         print(
             f"{module:44} {sum(c.values()):8} {killed:8} {c['accepted']:8} {c['survived']:8} "
-            f"{c['no tests']:8} {score(c):8.1%}"
+            f"{c['no tests']:8} {c['not checked']:8} {score(c):8.1%}"
         )
     print("-" * len(header))
     killed = total["killed"] + total["timeout"] + total["caught by type check"]
     print(
         f"{'all':44} {sum(total.values()):8} {killed:8} {total['accepted']:8} {total['survived']:8} "
-        f"{total['no tests']:8} {score(total):8.1%}"
+        f"{total['no tests']:8} {total['not checked']:8} {score(total):8.1%}"
     )
 
     SURVIVORS.parent.mkdir(exist_ok=True)
@@ -165,6 +165,8 @@ def main() -> int:
     print(f"\nsurvivors with their diffs: {SURVIVORS}")
 
     failures = []
+    if total["not checked"]:
+        failures.append(f"{total['not checked']} mutant(s) not run yet: the run was interrupted")
     strict_open = [m.name for m in open_survivors if is_strict(m)]
     if strict_open:
         failures.append(f"{len(strict_open)} survivor(s) in strict code: {', '.join(strict_open[:8])}")
