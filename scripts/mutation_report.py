@@ -33,9 +33,7 @@ MIN_SCORE = 0.80
 STRICT = (
     "talkstack.pipeline.tenancy",  # what a key may read and where its outputs go
     "talkstack.pipeline.jobids",  # ingest naming: one job per dropped object
-    "talkstack.pipeline.webhooks._signers",  # webhook signing
-    "talkstack.pipeline.webhooks._signed_headers",
-    "talkstack.pipeline.webhooks.sign_headers",
+    "talkstack.pipeline.webhook_signing",  # webhook signing
     "talkstack.api.service.ApiService._idempotent_submit",  # idempotency, per key
     "talkstack.api.service.ApiService.submit",
 )

@@ -40,8 +40,8 @@ from talkstack.pipeline.metrics import record_event_metrics
 from talkstack.pipeline.store import delivery_key
 from talkstack.pipeline.webhook_breaker import BreakerPolicy, Pause, WebhookBreaker, request_target
 from talkstack.pipeline.webhook_endpoints import WebhookEndpoints
+from talkstack.pipeline.webhook_signing import SECRET_PREFIX
 from talkstack.pipeline.webhooks import (
-    SECRET_PREFIX,
     DeliveryReport,
     WebhookPolicy,
     WebhookTarget,

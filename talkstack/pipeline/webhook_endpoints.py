@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 from talkstack.contract.fields import EventType, StrictModel
 from talkstack.contract.record import UtcDatetime, utc_now
 from talkstack.pipeline.aws import error_code
-from talkstack.pipeline.webhooks import generate_secret
+from talkstack.pipeline.webhook_signing import generate_secret
 
 ENDPOINT_ID_PATTERN = r"^wh_[a-z0-9]{24}$"
 _ROTATE_TRIES = 5
