@@ -101,3 +101,19 @@ def test_without_a_key_every_submission_is_a_new_job(aws, api: ApiService):
     second, replayed = api.submit(A, "voice", BODY, None)
     assert not replayed and first.job_id != second.job_id
     assert executions(aws) == sorted([first.job_id, second.job_id])
+
+
+def test_a_replay_record_expires_through_the_tables_own_ttl_attribute(aws, api: ApiService):
+    """DynamoDB deletes an item only by the attribute the table names for TTL (jobs_table.TTL_ATTRIBUTE,
+    the CDK table's too): a record carrying its expiry under any other name would keep every key's
+    replays for ever."""
+    import time
+
+    from talkstack.api.service import IDEMPOTENCY_TTL_S
+    from talkstack.pipeline.jobs_table import TTL_ATTRIBUTE
+
+    before = int(time.time())
+    api.submit(A, "voice", BODY, "order-ttl")
+    (record,) = partition(aws.ddb, f"{IDEMPOTENCY_PK}{A.key_id}")
+    expires_at = int(record[TTL_ATTRIBUTE]["N"])
+    assert before + IDEMPOTENCY_TTL_S <= expires_at <= int(time.time()) + IDEMPOTENCY_TTL_S
