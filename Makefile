@@ -79,7 +79,7 @@ test: venv sysdeps lint $(SDK_TS_STAMP) $(CDK_STAMP)
 	if [ $$rc2 -eq 5 ]; then echo "pytest collected no schemathesis tests: failing"; exit 1; fi; \
 	[ $$rc -eq 0 ] && exit $$rc2; exit $$rc
 
-# Mutation testing of the core modules (docs/testing.md): slow (about an hour on 2 cores), so not part
+# Mutation testing of the core modules (docs/testing.md): slow (over two hours on 2 cores), so not part
 # of `make test`. mutmut keeps its results in mutants/ and reruns only what changed; MUTANTS=<glob>
 # reruns the named mutants (e.g. MUTANTS='talkstack.pipeline.tenancy.*'). The report prints the score
 # per module, writes mutants/survivors.md and fails when the gate in scripts/mutation_report.py does.
