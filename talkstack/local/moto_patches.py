@@ -75,6 +75,8 @@ def after_this_invocation(start: Callable[[], None]) -> None:
 Handler = Callable[[dict[str, Any], Any], Any]
 HandlerResolver = Callable[[str], Handler]
 """Function name → the handler callable (raises KeyError for an unknown function)."""
+Observer = Callable[[str, Any], None]
+"""(function name, event) of an invocation that has run."""
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,12 @@ class LambdaPatch:
     _lock = threading.Lock()
     _original: Any = None
 
-    def __init__(self, resolve: HandlerResolver, async_workers: int = 8) -> None:
+    def __init__(
+        self, resolve: HandlerResolver, async_workers: int = 8, observer: Observer | None = None
+    ) -> None:
         self.resolve = resolve
+        self.observer = observer
+        """Told of every invocation once it has answered (`talkstack up` prints the jobs that end)."""
         self.async_pool = ThreadPoolExecutor(async_workers, thread_name_prefix="lambda-async")
         self._pending = 0
         self._idle = threading.Condition()
@@ -125,16 +131,22 @@ class LambdaPatch:
         _invocation.deferred = deferred = []
         try:
             result = self.resolve(function_name)(event, context)
-            return json.dumps(result), False
+            answer = json.dumps(result), False
         except Exception as exc:
             # JobFailed is an expected outcome (bad input); anything else deserves attention.
             level = logging.INFO if type(exc).__name__ == "JobFailed" else logging.WARNING
             log.log(level, "λ %s raised %s: %s", function_name, type(exc).__name__, exc)
-            return json.dumps(error_payload(exc, context.aws_request_id)), True
+            answer = json.dumps(error_payload(exc, context.aws_request_id)), True
         finally:
             _invocation.deferred = None
             for start in deferred:  # just after moto has the invocation's answer
                 threading.Timer(DEFERRED_START_S, start).start()
+        if self.observer is not None:
+            try:
+                self.observer(function_name, event)
+            except Exception:  # an observer's failure is never the invocation's
+                log.warning("observer of λ %s failed", function_name, exc_info=True)
+        return answer
 
     def _run_async(self, function_name: str, function_arn: str, event: Any) -> None:
         try:
