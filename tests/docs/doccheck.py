@@ -801,7 +801,7 @@ def check_shell_block(
         if argv[0] == "cd":
             target = argv[1] if len(argv) > 1 else ""
             base = resolve_in_repo(base, target) if base is not None and target else None
-            if base and not ref.exists(base):
+            if base and not ref.exists(base) and base not in written:
                 report(f"cd {target}: not a folder of the repository")
                 base = None
             continue
