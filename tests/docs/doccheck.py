@@ -737,7 +737,9 @@ def outputs_written(argv: list[str]) -> set[str]:
 
 VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 DEFINES = re.compile(r"(?:^|[\s;&|(])(?:export\s+|local\s+|declare\s+\S*\s*)?([A-Za-z_][A-Za-z0-9_]*)=")
-LOOP_OR_READ = re.compile(r"\b(?:for|read(?:\s+-\w+)*)\s+([A-Za-z_][A-Za-z0-9_]*)")
+LOOP = re.compile(r"\bfor\s+([A-Za-z_][A-Za-z0-9_]*)")
+# `read -r url key` sets every name it lists.
+READ = re.compile(r"\bread(?:\s+-\w+)*((?:\s+[A-Za-z_][A-Za-z0-9_]*)+)")
 SHELL_VARIABLES = frozenset(
     {"HOME", "PATH", "PWD", "USER", "SHELL", "TMPDIR", "OLDPWD", "RANDOM", "VIRTUAL_ENV"}
 )
@@ -748,7 +750,9 @@ def undefined_variables(ref: Reference, line: str, defined: set[str]) -> list[st
     the shell's own, AWS's `AWS_*`, talkstack's variables)."""
     unquoted = re.sub(r"'[^']*'", "''", line)
     defined.update(DEFINES.findall(unquoted))
-    defined.update(LOOP_OR_READ.findall(unquoted))
+    defined.update(LOOP.findall(unquoted))
+    for names in READ.findall(unquoted):
+        defined.update(names.split())
     missing = []
     for name in VARIABLE.findall(unquoted):
         if name in defined or name in SHELL_VARIABLES or name.startswith("AWS_"):
@@ -1008,6 +1012,9 @@ def check_ports(numbers: Numbers, page: Page) -> list[Problem]:
             if first <= number <= last:
                 for port in re.findall(r"(?:--port[ =]|TALKSTACK_LOCAL_PORT=)(\d+)", content):
                     own |= {int(port), int(port) + offset}
+        # Prose about a stack started on another port ("the stack started below on port 4700").
+        for port in re.findall(r"\bon port (\d+)", line):
+            own |= {int(port), int(port) + offset}
         for match in LOCAL_URL.finditer(line):
             port, rest = int(match.group(1)), match.group(2)
             before = line[max(0, match.start() - 40) : match.start()].lower()
@@ -1074,7 +1081,10 @@ def check_handler_table(numbers: Numbers, page: Page) -> list[Problem]:
             continue
         listed = {row[0] for row in cells[1:] if row}
         missing = [h for h in numbers.handlers if h not in listed]
-        extra = sorted(listed - set(numbers.handlers))
+        # Handlers only a deployed stack has (the API Gateway authorizer) live in aws/lambda too.
+        extra = sorted(
+            h for h in listed - set(numbers.handlers) if not (ROOT / "aws/lambda" / f"{h}.py").exists()
+        )
         if missing:
             problems.append(Problem(page.path, token.map[0] + 1, f"handler table lacks {', '.join(missing)}"))
         if extra:
