@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system programs talkstack runs as subprocesses and the test suite needs:
-# espeak-ng (the lite-voice engine). Idempotent. Exits non-zero, naming the package and the command
+# espeak-ng (the lite-voice engine); curl and jq (the quick start's curl step, which the docs test
+# runs as written). Idempotent. Exits non-zero, naming the package and the command
 # that installs it, when one is still missing after the attempt: `make test` then stops here
 # instead of running a suite whose lite-voice tests cannot pass.
 # (ffmpeg is not one: talkstack runs the binary the imageio-ffmpeg wheel ships, and reads MP4s with
 # PyAV. Node/npm are checked by the Makefile targets that need them.)
 set -u
-REQUIRED=(espeak-ng)
+REQUIRED=(espeak-ng curl jq)
 
 missing() {
   local program

@@ -1,13 +1,17 @@
 """Python client for the talkstack REST API (`talkstack up` serves it locally; API Gateway in AWS).
 
+    import os
+
     from talkstack.client import TalkstackClient
 
-    with TalkstackClient("http://127.0.0.1:4577", "tsk_…") as api:
-        image, audio = api.upload("portrait.png"), api.upload("speech.wav")
+    # `talkstack up` serves the API at this URL; `talkstack keys create` prints a key.
+    with TalkstackClient("http://127.0.0.1:4577", os.environ["TALKSTACK_API_KEY"]) as api:
+        image = api.upload("talkstack/assets/samples/portrait.png")
+        audio = api.upload("talkstack/assets/samples/speech.wav")
         accepted = api.generate_avatar({"inputs": {"image": image, "audio": audio}})
-        job = api.wait(accepted.job_id, on_progress=lambda j: print(f"{j.progress:.0%}"))
-        if job.status == "completed":
-            print(api.download(job, "out"))
+        job = api.wait(accepted.job_id, on_progress=lambda j: print(f"{j.status} {j.progress:.0%}"))
+        for path in api.download(job, "out/python"):  # refuses a job that did not complete
+            print(path)
 
 Every method returns the API's own pydantic models (talkstack.api.models). Every non-2xx answer
 raises `ApiError` (a `TalkstackError`) with the HTTP status and the API's error code, message and

@@ -24,6 +24,10 @@ from talkstack.pipeline.audit import CLI_SOURCE, Actor, AuditLog, audit_unavaila
 from talkstack.pipeline.aws import error_code
 
 Tier = Literal["free", "pro", "enterprise"]
+KeyStatus = Literal["active", "disabled", "revoked"]
+"""`disabled` is undone by `enable`; `revoked` is for good. The item's `disabled` flag (what
+`authenticate` reads) is true in both."""
+KEY_STATUSES: tuple[str, ...] = get_args(KeyStatus)
 TIERS: tuple[str, ...] = get_args(Tier)
 KEY_RE = re.compile(r"^tsk_(?P<id>[a-z0-9]{12})_(?P<secret>[A-Za-z0-9]{32})$")
 _ALPHABET = string.ascii_letters + string.digits
@@ -70,6 +74,32 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class KeyInfo:
+    """What an operator may see of a key: never its secret nor its hash."""
+
+    key_id: str
+    name: str
+    tier: str
+    status: KeyStatus
+    created_at: str
+    """ISO 8601, UTC."""
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> KeyInfo:
+        status = item.get("status", {}).get("S")
+        if status not in KEY_STATUSES:  # written before `status` existed: disabled meant revoked
+            status = "revoked" if item.get("disabled", {}).get("BOOL", False) else "active"
+        key_id = item["pk"]["S"].removeprefix("APIKEY#")
+        return cls(
+            key_id=key_id,
+            name=item.get("name", {}).get("S", key_id),
+            tier=item.get("tier", {}).get("S", "?"),
+            status=status,
+            created_at=item.get("created_at", {}).get("S", ""),
+        )
+
+
+@dataclass(frozen=True)
 class NewKey:
     key: str
     """The only time the secret exists in clear: give it to the client, it is not stored."""
@@ -93,8 +123,8 @@ def key_from_headers(headers: dict[str, str]) -> str:
 
 
 class KeyStore:
-    """Keys as items `pk=APIKEY#<id>, sk=KEY` of the jobs table. Creating and revoking a key writes
-    its audit entry in the same transaction: no key comes or goes unlogged."""
+    """Keys as items `pk=APIKEY#<id>, sk=KEY` of the jobs table. Creating, disabling, enabling and
+    revoking a key writes its audit entry in the same transaction: no key comes or goes unlogged."""
 
     def __init__(self, table: str, ddb: Any, audit: AuditLog | None = None) -> None:
         self.table, self.ddb = table, ddb
@@ -126,25 +156,81 @@ class KeyStore:
                 "name": {"S": name or key_id},
                 "created_at": {"S": utc_now().isoformat()},
                 "disabled": {"BOOL": False},
+                "status": {"S": "active"},
             },
             "ConditionExpression": "attribute_not_exists(pk)",
         }
         self._transact({"Put": put}, Actor(key_id, source), "key.created", tier=tier, name=name or key_id)
         return NewKey(key, Principal(key_id, tier, name or key_id))
 
-    def disable(self, key_id: str, source: str = CLI_SOURCE) -> None:
-        """Revoke a key (it authenticates no more); NOT_FOUND if there is no such key."""
+    def _set_status(self, key_id: str, status: KeyStatus, action: Any, source: str) -> None:
+        """Move a key to `status` with its audit entry, in one transaction. A revoked key stays
+        revoked: the condition refuses any change to it, so a race cannot bring one back."""
         update = {
             "TableName": self.table,
             "Key": {"pk": {"S": f"APIKEY#{key_id}"}, "sk": {"S": "KEY"}},
-            "UpdateExpression": "SET disabled = :t",
-            "ExpressionAttributeValues": {":t": {"BOOL": True}},
-            "ConditionExpression": "attribute_exists(pk)",
+            "UpdateExpression": "SET disabled = :d, #s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},  # a DynamoDB reserved word
+            "ExpressionAttributeValues": {
+                ":d": {"BOOL": status != "active"},
+                ":s": {"S": status},
+                ":r": {"S": "revoked"},
+                ":f": {"BOOL": False},
+            },
+            # Keys written before `status` existed: a `disabled` one was revoked.
+            "ConditionExpression": "attribute_exists(pk) AND ((attribute_exists(#s) AND #s <> :r) "
+            "OR (attribute_not_exists(#s) AND disabled = :f))",
         }
         try:
-            self._transact({"Update": update}, Actor(key_id, source), "key.revoked")
+            self._transact({"Update": update}, Actor(key_id, source), action)
         except KeyError:
-            raise TalkstackError(ErrorCode.NOT_FOUND, f"no API key {key_id!r}") from None
+            found = self.get(key_id)
+            if found is None:
+                raise TalkstackError(ErrorCode.NOT_FOUND, f"no API key {key_id!r}") from None
+            raise TalkstackError(
+                ErrorCode.CONFLICT,
+                f"key {key_id} is revoked, which is permanent; create a new one: talkstack keys create",
+            ) from None
+
+    def disable(self, key_id: str, source: str = CLI_SOURCE) -> None:
+        """Disable a key until `enable`: it authenticates no more, and gets the same 401 as an
+        unknown key. NOT_FOUND if there is no such key, CONFLICT if it is revoked."""
+        self._set_status(key_id, "disabled", "key.disabled", source)
+
+    def enable(self, key_id: str, source: str = CLI_SOURCE) -> None:
+        """Let a disabled key authenticate again. NOT_FOUND / CONFLICT as for `disable`."""
+        self._set_status(key_id, "active", "key.enabled", source)
+
+    def revoke(self, key_id: str, source: str = CLI_SOURCE) -> None:
+        """Revoke a key for good: it authenticates no more and cannot be enabled again."""
+        self._set_status(key_id, "revoked", "key.revoked", source)
+
+    def get(self, key_id: str) -> KeyInfo | None:
+        found = self.ddb.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"APIKEY#{key_id}"}, "sk": {"S": "KEY"}},
+            ConsistentRead=True,
+        ).get("Item")
+        return KeyInfo.of(found) if found else None
+
+    def list_keys(self) -> list[KeyInfo]:
+        """Every key of the table, oldest first, without its hash. A Scan: keys share the jobs
+        table and have no index of their own, so this reads the whole table; it is an operator's
+        command, not something a request does."""
+        keys: list[KeyInfo] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "begins_with(pk, :p) AND sk = :k",
+            "ProjectionExpression": "pk, tier, #n, created_at, disabled, #s",
+            "ExpressionAttributeNames": {"#n": "name", "#s": "status"},
+            "ExpressionAttributeValues": {":p": {"S": "APIKEY#"}, ":k": {"S": "KEY"}},
+        }
+        while True:
+            page = self.ddb.scan(**kwargs)
+            keys += [KeyInfo.of(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def authenticate(self, headers: dict[str, str]) -> Principal:
         """The caller of a request, or UNAUTHORIZED. Every wrong key gets the same answer."""

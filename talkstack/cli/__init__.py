@@ -1,5 +1,5 @@
 """`talkstack` command line: render locally, list models, keep schemas in sync; the local stack's
-commands (up, submit, status, events, demo) live in cli/stack.py.
+commands (up, submit, download, status, events, keys, demo) live in cli/stack.py.
 
 Expected failures print one line (`error [CODE]: message`) and exit 2; no tracebacks unless
 TALKSTACK_DEBUG=1.
@@ -35,6 +35,32 @@ app = typer.Typer(
 )
 render_app = typer.Typer(help="Render locally with the CPU lite engines.", no_args_is_help=True)
 app.add_typer(render_app, name="render")
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("talkstack")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from talkstack import __version__ as installed
+    out.print(f"talkstack {installed}", highlight=False)
+    raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    # No docstring: the app's help above is what `talkstack --help` shows.
+    pass
+
+
 cli_stack.register(app)
 cli_remote.register(app)
 cli_audit.register(app)
@@ -94,7 +120,7 @@ def render_avatar_cmd(
     model: Annotated[str, typer.Option(help="Avatar model id.")] = "lite-avatar",
     resolution: Annotated[str | None, typer.Option(help="Short side, e.g. 480p; never upscales.")] = None,
     max_side: Annotated[int, typer.Option(help="Longest side in pixels (≤1280).")] = 1280,
-    fps: Annotated[int, typer.Option(min=10, max=60)] = 25,
+    fps: Annotated[int, typer.Option(min=10, max=60, help="Frames per second.")] = 25,
     seed: Annotated[int, typer.Option(help="Seed for blinks and head motion.")] = 0,
     head_motion: Annotated[float, typer.Option(min=0.0, max=3.0, help="0 keeps the head still.")] = 1.0,
     expressiveness: Annotated[float, typer.Option(min=0.2, max=2.0, help="Jaw travel multiplier.")] = 1.0,

@@ -1,21 +1,29 @@
-"""Client side of the S3 drop: upload media and a manifest under the input prefix, then follow the
-job in the jobs table. What `talkstack submit`, `make demo` and the tests do; any S3 client that
-writes the same objects gets the same result.
+"""Client side of the S3 drop: upload media and a manifest under the input prefix, follow the job
+in the jobs table, download its outputs. What `talkstack submit`/`download`, `make demo` and the
+tests do; any S3 client that writes and reads the same objects gets the same result.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from talkstack.contract.fields import MediaRef
+from talkstack.contract.parse import is_multitalk_v0_manifest
 from talkstack.contract.record import JobRecord
+from talkstack.contract.request import AvatarRequest, VideoRequest, VoiceRequest
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.jobids import job_id_for_object, manifest_job_name, slug
+
+_REQUESTS = {"avatar": AvatarRequest, "voice": VoiceRequest, "video": VideoRequest}
+_V0_MEDIA = ("audio_s3_url", "reference_image_s3_url")
+CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -26,19 +34,55 @@ class Dropped:
     uploaded: list[str]
 
 
-def local_media(manifest: Mapping[str, Any], base: Path) -> dict[str, Path]:
-    """Relative media refs of a manifest that exist as files next to it: {ref: path}."""
-    found: dict[str, Path] = {}
-    inputs = manifest.get("inputs") or manifest.get("input") or {}
-    for value in inputs.values() if isinstance(inputs, Mapping) else []:
-        if not isinstance(value, str):
-            continue
+def media_fields(task: str) -> frozenset[str]:
+    """The input fields of `task` that name media files (the others, like `text`, are not files)."""
+    request = _REQUESTS.get(task)
+    if request is None:
+        return frozenset()
+    fields = getattr(request.model_fields["inputs"].annotation, "model_fields", {})
+    return frozenset(n for n, f in fields.items() if MediaRef in (f.annotation, *get_args(f.annotation)))
+
+
+def relative_media(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The manifest's media refs that are keys relative to it: {field path: key}. Native manifests
+    and MultiTalk API v0 manifests (`input.*_s3_url`) alike; what is not a valid ref is left for
+    the pipeline to refuse with its own message."""
+    if is_multitalk_v0_manifest(manifest):
+        section, names = "input", frozenset(_V0_MEDIA)
+    else:
+        task = manifest.get("task", "avatar")
+        section, names = "inputs", media_fields(task if isinstance(task, str) else "")
+    inputs = manifest.get(section)
+    refs: dict[str, str] = {}
+    for name in sorted(names & inputs.keys()) if isinstance(inputs, Mapping) else []:
         try:
-            ref = MediaRef.parse(value)
+            ref = MediaRef.parse(inputs[name])
         except ValueError:
             continue
-        if ref.is_relative and (base / ref.key).is_file():
-            found[ref.key] = base / ref.key
+        if ref.is_relative:
+            refs[f"{section}.{name}"] = ref.key
+    return refs
+
+
+def local_media(
+    manifest: Mapping[str, Any], base: Path, *, skip: Callable[[str], bool] = lambda key: False
+) -> dict[str, Path]:
+    """The files a manifest's relative media refs name, all of which must exist beside it:
+    {ref: path}. INPUT_NOT_FOUND names the first one missing and the folder it was looked for in,
+    before anything is uploaded. `skip` keeps refs that are not files (the API's upload ids)."""
+    found: dict[str, Path] = {}
+    for field, key in relative_media(manifest).items():
+        if skip(key):
+            continue
+        path = base / key
+        if not path.is_file():
+            raise TalkstackError(
+                ErrorCode.INPUT_NOT_FOUND,
+                f"{field}: no file {key!r} in {base.resolve()} (relative media are read from the "
+                "manifest's folder); nothing was uploaded",
+                field=field,
+            )
+        found[key] = path
     return found
 
 
@@ -96,3 +140,35 @@ def follow(
                 return record
         time.sleep(poll_s)
     raise TalkstackError(ErrorCode.GENERATION_FAILED, f"job {job_id} did not finish within {timeout_s:.0f} s")
+
+
+def download_outputs(s3: Any, record: JobRecord, folder: Path) -> list[Path]:
+    """Download a completed job's outputs into `folder`, each under its key's file name; returns the
+    files written. Each file is written under a temporary name and renamed when whole, so an
+    interrupted or failed download leaves no partial file behind (and no stale one replaced)."""
+    if record.status != "completed" or record.result is None:
+        if record.error is not None:
+            raise TalkstackError(
+                record.error.code,
+                f"job {record.job_id} {record.status}: {record.error.message}; it has no outputs",
+            )
+        raise TalkstackError(
+            ErrorCode.CONFLICT,
+            f"job {record.job_id} is {record.status} ({record.progress:.0%}); download it once it has "
+            f"completed (talkstack status {record.job_id})",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for output in record.result.outputs:
+        path = folder / (Path(output.key).name or f"{output.kind}.bin")
+        partial = folder / f".{path.name}.{secrets.token_hex(4)}.part"
+        try:
+            body = s3.get_object(Bucket=output.bucket, Key=output.key)["Body"]
+            with body, partial.open("xb") as f:
+                for chunk in body.iter_chunks(CHUNK_BYTES):
+                    f.write(chunk)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        written.append(path)
+    return written

@@ -8,11 +8,11 @@ the URL defaults to the API of a local `talkstack up`). `submit` uploads local m
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Column, Table
@@ -75,27 +75,18 @@ def _client(url: str, key: str | None) -> Iterator[TalkstackClient]:
 # --- submit ---------------------------------------------------------------------------------------
 
 
-def _media_fields(task: str) -> frozenset[str]:
-    """The input fields of `task` that name media files (the others are text)."""
-    from talkstack.api.models import GENERATE_BODIES
-    from talkstack.contract.fields import MediaRef
-
-    inputs = GENERATE_BODIES[task].model_fields["inputs"].annotation
-    fields = getattr(inputs, "model_fields", {})
-    return frozenset(n for n, f in fields.items() if MediaRef in (f.annotation, *get_args(f.annotation)))
-
-
 def _upload_media(
     client: TalkstackClient, task: str, document: dict[str, Any], media: dict[str, Path]
 ) -> None:
     """Upload each local media file once and put its upload id where the manifest named the file."""
+    from talkstack.cli.drop import media_fields
     from talkstack.contract.fields import MediaRef
 
     inputs = document.get("inputs")
     if not isinstance(inputs, dict):
         return  # the API says what is wrong with it
     uploaded: dict[str, str] = {}
-    for field in sorted(_media_fields(task) & inputs.keys()):
+    for field in sorted(media_fields(task) & inputs.keys()):
         value = inputs[field]
         try:
             ref = MediaRef.parse(value)
@@ -114,6 +105,41 @@ def _upload_media(
             err.print(f"uploading {media[ref.key]}", highlight=False)
             uploaded[ref.key] = client.upload(media[ref.key])
         inputs[field] = uploaded[ref.key]
+
+
+def _refuse_unavailable_models(client: TalkstackClient, task: str, document: dict[str, Any]) -> None:
+    """Refuse before anything is uploaded when the API says (GET /v1/models) that it cannot run the
+    job's model now, or has no such model: the model the request names, or else the task's default;
+    for a text-driven avatar, its voice model too."""
+    listed = {m.id: m for m in client.models().models}
+    defaults = {m.task: m.id for m in listed.values() if m.default}
+    options = document.get("options")
+    options = options if isinstance(options, dict) else {}
+    wanted = [("options.model", options.get("model") or defaults.get(task))]
+    inputs = document.get("inputs")
+    if task == "avatar" and isinstance(inputs, dict) and inputs.get("text") is not None:
+        voice = options.get("voice")
+        voice_model = voice.get("model") if isinstance(voice, dict) else None
+        wanted.append(("options.voice.model", voice_model or defaults.get("voice")))
+    for field, model_id in wanted:
+        if not isinstance(model_id, str):
+            continue  # no default listed, or not a string: the API names the problem
+        model = listed.get(model_id)
+        if model is None:
+            raise TalkstackError(
+                ErrorCode.INVALID_REQUEST,
+                f"{field}: this API has no model {model_id!r} (see talkstack api models); "
+                "nothing was uploaded",
+                field=field,
+            )
+        if not model.available:
+            raise TalkstackError(
+                ErrorCode.MODEL_UNAVAILABLE,
+                f"{field}: {model_id} is unavailable on this API: {model.unavailable_reason}; "
+                "nothing was uploaded",
+                field=field,
+                model=model_id,
+            )
 
 
 def _progress_note(job: JobView) -> str:
@@ -144,18 +170,15 @@ def submit_cmd(
     key: KeyOption = None,
 ) -> None:
     """Upload media, submit the job to the API, follow it and download its outputs into --output."""
+    from talkstack.api.models import UPLOAD_ID_PATTERN as UPLOAD_ID
     from talkstack.cli.drop import local_media
-    from talkstack.cli.stack import _manifest_from_options
+    from talkstack.cli.stack import _manifest_from_options, read_manifest
     from talkstack.contract.parse import is_multitalk_v0_manifest, parse_job_request
 
     if manifest is not None:
-        try:
-            document = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: {exc}") from None
-        if not isinstance(document, dict):
-            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: expected a JSON object")
-        media = local_media(document, manifest.parent)
+        document = read_manifest(manifest)
+        # upload ids (from an earlier `POST /v1/uploads`) are sent as they are, not read as files
+        media = local_media(document, manifest.parent, skip=lambda key: bool(re.fullmatch(UPLOAD_ID, key)))
         if is_multitalk_v0_manifest(document):  # to the native shape, so its media refs are under `inputs`
             native = parse_job_request(document)
             document = native.model_dump(mode="json", exclude_unset=True, exclude_none=True)
@@ -169,6 +192,7 @@ def submit_cmd(
             ErrorCode.INVALID_REQUEST, f"task: {task!r} is not one of {', '.join(TASK_METHODS)}"
         )
     with _client(url, key) as client:
+        _refuse_unavailable_models(client, task, document)
         _upload_media(client, task, document, media)
         accepted = getattr(client, TASK_METHODS[task])(document)
         out.print(f"submitted [bold]{accepted.job_id}[/] ({accepted.task} job)", highlight=False)

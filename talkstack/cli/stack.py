@@ -1,6 +1,6 @@
-"""CLI commands of the local stack: `up`, `submit`, `status`, `events`, and `demo` (the whole pipeline
-on the bundled sample). `submit`, `status` and `events` talk to a running stack over its endpoint,
-like any AWS client would.
+"""CLI commands of the local stack: `up`, `submit`, `download`, `status`, `events`, `keys`, and `demo`
+(the whole pipeline on the bundled sample). `submit`, `download`, `status`, `events` and `keys` talk
+to a running stack over its endpoint, like any AWS client would.
 """
 
 from __future__ import annotations
@@ -129,6 +129,11 @@ def _manifest_from_options(
         )
     if (audio is None) == (text is None):
         raise TalkstackError(ErrorCode.INVALID_REQUEST, "give exactly one of --audio or --text")
+    for option, path in (("--image", image), ("--audio", audio)):
+        if path is not None and not path.is_file():
+            raise TalkstackError(
+                ErrorCode.INPUT_NOT_FOUND, f"{option}: no file {str(path)!r} (in {Path.cwd()})", field=option
+            )
     media = {f"image{image.suffix.lower()}": image}
     inputs: dict[str, Any] = {"image": next(iter(media))}
     if audio is not None:
@@ -168,6 +173,16 @@ def _wait(store: Any, job_id: str, timeout: float) -> JobRecord:
         )
 
 
+def read_manifest(manifest: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: {exc}") from None
+    if not isinstance(document, dict):
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: expected a JSON object")
+    return document
+
+
 def submit_cmd(
     manifest: ManifestArg = None,
     image: ImageOption = None,
@@ -177,26 +192,33 @@ def submit_cmd(
     name: Annotated[
         str | None, typer.Option(help="Folder name under inputs/ (default: a timestamp).")
     ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Download the outputs into this folder once completed."),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
     timeout: TimeoutOption = 900.0,
     port: PortOption = DEFAULT_PORT,
     stack: StackOption = DEFAULT_STACK,
 ) -> None:
-    """Upload media + manifest to the input prefix, then follow the job and print its output keys."""
-    from talkstack.cli.drop import drop_job, local_media
+    """Upload media + manifest to the input prefix, follow the job and print its outputs.
 
-    r = _resources(stack, port)
-    store = _connect(r)
+    With -o DIR, download the outputs into DIR once the job has completed."""
+    from talkstack.cli.drop import download_outputs, drop_job, local_media
+
+    if output is not None and not wait:
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, "--output needs --wait (the default)")
+    # Everything local is checked before the stack is touched: nothing is uploaded for a job
+    # that cannot start.
     if manifest is not None:
-        try:
-            document = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{manifest}: {exc}") from None
+        document = read_manifest(manifest)
         media = local_media(document, manifest.parent)
         if webhook:
             document.setdefault("notify", {})["webhook_url"] = webhook
     else:
         document, media = _manifest_from_options(image, audio, text, webhook)
+    r = _resources(stack, port)
+    store = _connect(r)
     from talkstack.pipeline import aws
 
     folder = name or time.strftime("job-%Y%m%d-%H%M%S")
@@ -205,7 +227,40 @@ def submit_cmd(
         f"submitted [bold]{dropped.job_id}[/] (s3://{dropped.bucket}/{dropped.manifest_key})", highlight=False
     )
     if wait:
-        _print_outputs(_wait(store, dropped.job_id, timeout))
+        record = _wait(store, dropped.job_id, timeout)
+        _print_outputs(record)
+        if output is not None:
+            _print_downloaded(download_outputs(aws.client("s3"), record, output))
+
+
+def _print_downloaded(files: list[Path]) -> None:
+    for path in files:
+        out.print(f"wrote {path}  ({path.stat().st_size / 1e3:.0f} kB)", highlight=False)
+
+
+def _record_or_not_found(store: Any, resources: LocalResources, job_id: str) -> JobRecord:
+    record = store.get(job_id)
+    if record is None:
+        raise TalkstackError(ErrorCode.NOT_FOUND, f"no job {job_id!r} in {resources.jobs_table}")
+    return record
+
+
+def download_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id (printed by submit; `talkstack status` shows it).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Folder to write the outputs into (default: out/<job id>/)."),
+    ] = None,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Download a completed job's outputs from the local stack and print each file written."""
+    from talkstack.cli.drop import download_outputs
+    from talkstack.pipeline import aws
+
+    r = _resources(stack, port)
+    record = _record_or_not_found(_connect(r), r, job_id)
+    _print_downloaded(download_outputs(aws.client("s3"), record, output or Path("out") / job_id))
 
 
 def status_cmd(
@@ -216,10 +271,7 @@ def status_cmd(
 ) -> None:
     """Where a job stands: status, progress, steps and their durations, result or error."""
     resources = _resources(stack, port)
-    store = _connect(resources)
-    record = store.get(job_id)
-    if record is None:
-        raise TalkstackError(ErrorCode.NOT_FOUND, f"no job {job_id!r} in {resources.jobs_table}")
+    record = _record_or_not_found(_connect(resources), resources, job_id)
     if as_json:
         out.print_json(record.model_dump_json())
         return
@@ -333,7 +385,7 @@ def keys_create_cmd(
         try:
             register_usage_key(new.principal, usage_plan, aws.client("apigateway"))
         except Exception:
-            keys.disable(new.principal.key_id)  # a key API Gateway would refuse is not handed out
+            keys.revoke(new.principal.key_id)  # a key API Gateway would refuse is not handed out
             raise
     limits = TIER_LIMITS[new.principal.tier]
     err.print(
@@ -354,27 +406,91 @@ def keys_create_cmd(
 keys_app.command("create")(friendly_errors(keys_create_cmd))
 
 
-def keys_revoke_cmd(
-    key_id: Annotated[str, typer.Argument(help="The key's id (the part after tsk_).")],
-    table: Annotated[
-        str | None,
-        typer.Option(help="Jobs table of a deployed stack (uses your AWS credentials); default: local."),
-    ] = None,
-    port: PortOption = DEFAULT_PORT,
-    stack: StackOption = DEFAULT_STACK,
-) -> None:
-    """Revoke an API key: it authenticates no more (logged as key.revoked in its audit trail)."""
+TableOption = Annotated[
+    str | None,
+    typer.Option(help="Jobs table of a deployed stack (uses your AWS credentials); default: local."),
+]
+KeyIdArgument = Annotated[
+    str, typer.Argument(help="The key's id: the 12 characters after tsk_ (keys list shows them).")
+]
+
+
+def _key_store(table: str | None, port: int, stack: str) -> Any:
     from talkstack.api.keys import KeyStore
     from talkstack.pipeline import aws
 
     r = _resources(stack, port)
     if table is None:
         _connect(r)
-    KeyStore(table or r.jobs_table, aws.client("dynamodb")).disable(key_id)
+    return KeyStore(table or r.jobs_table, aws.client("dynamodb"))
+
+
+def keys_list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
+    table: TableOption = None,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """List API keys: id, name, tier, status (active, disabled, revoked), created. Never the secret."""
+    from dataclasses import asdict
+
+    keys = _key_store(table, port, stack).list_keys()
+    if as_json:
+        for key in keys:
+            print(json.dumps(asdict(key)))
+        return
+    listing = Table("key id", "name", "tier", "status", "created (UTC)")
+    for key in keys:
+        colour = {"active": "green", "disabled": "yellow"}.get(key.status, "dim")
+        created = key.created_at[:19].replace("T", " ")
+        listing.add_row(key.key_id, key.name, key.tier, f"[{colour}]{key.status}[/]", created)
+    out.print(listing)
+
+
+def keys_disable_cmd(
+    key_id: KeyIdArgument,
+    table: TableOption = None,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Disable an API key until `keys enable`: it gets the same 401 as an unknown key.
+
+    Logged as key.disabled in the key's audit trail."""
+    _key_store(table, port, stack).disable(key_id)
+    out.print(f"key {key_id} disabled (undo: talkstack keys enable {key_id})", highlight=False)
+
+
+def keys_enable_cmd(
+    key_id: KeyIdArgument,
+    table: TableOption = None,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Enable a disabled API key again (logged as key.enabled). A revoked key stays revoked."""
+    _key_store(table, port, stack).enable(key_id)
+    out.print(f"key {key_id} enabled", highlight=False)
+
+
+def keys_revoke_cmd(
+    key_id: KeyIdArgument,
+    table: TableOption = None,
+    port: PortOption = DEFAULT_PORT,
+    stack: StackOption = DEFAULT_STACK,
+) -> None:
+    """Revoke an API key for good: it authenticates no more and cannot be enabled again.
+
+    Logged as key.revoked in the key's audit trail."""
+    _key_store(table, port, stack).revoke(key_id)
     out.print(f"key {key_id} revoked", highlight=False)
 
 
-keys_app.command("revoke")(friendly_errors(keys_revoke_cmd))
+for _name, _command in (
+    ("list", keys_list_cmd),
+    ("disable", keys_disable_cmd),
+    ("enable", keys_enable_cmd),
+    ("revoke", keys_revoke_cmd),
+):
+    keys_app.command(_name)(friendly_errors(_command))
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -424,8 +540,18 @@ def _demo_job(
 
 
 def demo_cmd(
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("out/demo.mp4"),
-    port: Annotated[int, typer.Option(envvar="TALKSTACK_DEMO_PORT")] = DEMO_PORT,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="MP4 to write (the text job's video goes beside it as <name>-text.mp4)."
+        ),
+    ] = Path("out/demo.mp4"),
+    port: Annotated[
+        int,
+        typer.Option(
+            envvar="TALKSTACK_DEMO_PORT", help="Port of the demo's own local stack (not the one of up)."
+        ),
+    ] = DEMO_PORT,
 ) -> None:
     """The whole pipeline on the bundled sample: local stack → S3 drop → video in out/ + verified webhook."""
     import logging
@@ -468,6 +594,7 @@ def register(app: typer.Typer) -> None:
     for name, fn in (
         ("up", up_cmd),
         ("submit", submit_cmd),
+        ("download", download_cmd),
         ("status", status_cmd),
         ("events", events_cmd),
         ("demo", demo_cmd),

@@ -8,9 +8,10 @@ Both puts are conditional (`attribute_not_exists`), so an entry can never overwr
 item carries `owner`, so audit entries never show up in the `by-owner` index (job lists, usage).
 Entries expire `audit_retention_days` after they are written (DynamoDB TTL on `expires_at`).
 
-Who: `key_id` is the API key the action was done by or to (a key's creation and revocation sit in
-that key's own trail); `source_ip` is API Gateway's `requestContext.identity.sourceIp` for HTTP
-requests, `cli` for the operator's command line, `pipeline` for the state machine's handlers, and
+Who: `key_id` is the API key the action was done by or to (a key's creation, disabling, enabling
+and revocation sit in that key's own trail); `source_ip` is API Gateway's
+`requestContext.identity.sourceIp` for HTTP requests, `cli` for the operator's command line,
+`pipeline` for the state machine's handlers, and
 S3-drop jobs are logged under `drop:<folder>` (their manifest folder under `inputs/`).
 
 Failure policy (fail closed): `record` raises when the entry cannot be written, and callers write
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 AuditAction = Literal[
     "key.created",
     "key.revoked",
+    "key.disabled",
+    "key.enabled",
     "job.submitted",
     "job.cancelled",
     "upload.created",
@@ -95,7 +98,7 @@ class AuditEntry(StrictModel):
     entry_id: str
     time: UtcDatetime
     key_id: str
-    """The API key that did it (or, for key.created / key.revoked, the key it was done to);
+    """The API key that did it (or, for the key.* actions, the key it was done to);
     `drop:<folder>` for S3-drop jobs."""
     action: AuditAction
     object: AuditObject

@@ -39,6 +39,8 @@ def test_submit_follows_the_job_and_status_events_report_it(pipeline, media, tmp
             str(media["speech_5s"]),
             "--name",
             "cli submit",
+            "-o",
+            str(tmp_path / "submitted"),
             *stack_args(pipeline),
         ],
     )
@@ -46,6 +48,14 @@ def test_submit_follows_the_job_and_status_events_report_it(pipeline, media, tmp
     job_id = re.search(r"submitted (\S+)", result.output).group(1)
     assert f"s3://{pipeline.r.output_bucket}/{job_id}/video.mp4" in result.output
     assert f"{job_id}/result.json" in result.output
+    # -o downloaded the outputs; `download` fetches the same files again, from the stack's S3
+    assert f"wrote {tmp_path / 'submitted' / 'video.mp4'}" in result.output
+    again = runner.invoke(app, ["download", job_id, "-o", str(tmp_path / "again"), *stack_args(pipeline)])
+    assert again.exit_code == 0, again.output
+    video = (tmp_path / "again" / "video.mp4").read_bytes()
+    assert video == (tmp_path / "submitted" / "video.mp4").read_bytes()
+    stored = pipeline.s3.get_object(Bucket=pipeline.r.output_bucket, Key=f"{job_id}/video.mp4")["Body"].read()
+    assert video == stored and probe_video(tmp_path / "again" / "video.mp4").video is not None
 
     status = runner.invoke(app, ["status", job_id, "--json", *stack_args(pipeline)])
     assert status.exit_code == 0, status.output
@@ -92,6 +102,34 @@ def test_status_of_a_failed_job_and_of_an_unknown_job(pipeline, media):
     for command in ("status", "events"):
         unknown = runner.invoke(app, [command, "no-such-job", *stack_args(pipeline)])
         assert unknown.exit_code == 2 and "error [NOT_FOUND]: no job 'no-such-job'" in unknown.output
+    missing = runner.invoke(app, ["download", "no-such-job", *stack_args(pipeline)])
+    assert missing.exit_code == 2 and "error [NOT_FOUND]" in missing.output
+
+
+def test_a_disabled_key_gets_the_401_of_an_unknown_key_until_enabled(pipeline):
+    """`talkstack keys disable/enable` against the running stack, seen over real HTTP."""
+    key = pipeline.api_key("free", "disable me")
+    key_id = key.split("_")[1]
+    api = httpx.Client(base_url=pipeline.api_url, timeout=30)
+
+    def models(bearer: str) -> httpx.Response:
+        return api.get("/v1/models", headers={"Authorization": f"Bearer {bearer}"})
+
+    assert models(key).status_code == 200
+    unknown = models(f"tsk_{'z' * 12}_{'a' * 32}")
+    assert unknown.status_code == 401
+
+    disabled = runner.invoke(app, ["keys", "disable", key_id, *stack_args(pipeline)])
+    assert disabled.exit_code == 0, disabled.output
+    refused = models(key)
+    assert (refused.status_code, refused.json()) == (401, unknown.json())
+    listed = runner.invoke(app, ["keys", "list", "--json", *stack_args(pipeline)])
+    mine = [json.loads(line) for line in listed.output.splitlines() if key_id in line]
+    assert [k["status"] for k in mine] == ["disabled"]
+
+    enabled = runner.invoke(app, ["keys", "enable", key_id, *stack_args(pipeline)])
+    assert enabled.exit_code == 0, enabled.output
+    assert models(key).status_code == 200
 
 
 def test_commands_say_when_no_stack_is_running(free_port):

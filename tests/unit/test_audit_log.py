@@ -115,12 +115,12 @@ def test_key_creation_and_revocation_are_in_the_keys_trail(ddb):  # noqa: F811
     keys = KeyStore(TABLE, ddb)
     new = keys.create("pro", "acme")
     key_id = new.principal.key_id
-    keys.disable(key_id)
+    keys.revoke(key_id)
     with pytest.raises(TalkstackError) as caught:
         keys.authenticate({"x-api-key": new.key})
     assert caught.value.code == ErrorCode.UNAUTHORIZED
     with pytest.raises(TalkstackError) as caught:
-        keys.disable("nosuchkey000")
+        keys.revoke("nosuchkey000")
     assert caught.value.code == ErrorCode.NOT_FOUND
 
     trail, _ = AuditLog(TABLE, ddb).trail(key_id, newest_first=False)

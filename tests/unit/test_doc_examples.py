@@ -10,7 +10,7 @@ import pytest
 
 from talkstack.contract import is_multitalk_v0_manifest, parse_job_request
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "docs" / "examples").glob("*.json"))
+EXAMPLES = sorted((Path(__file__).parents[2] / "docs" / "examples").rglob("*.json"))
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "job-request.schema.json").read_text())
 
 

@@ -46,7 +46,7 @@ def test_a_required_program_that_cannot_be_installed_fails_the_build_naming_the_
 
 
 def test_nothing_to_do_when_the_required_programs_are_there(tmp_path):
-    result = _run([_bin(tmp_path / "bin", "id", "cat", "espeak-ng")])
+    result = _run([_bin(tmp_path / "bin", "id", "cat", "espeak-ng", "curl", "jq")])
     assert (result.returncode, result.stderr) == (0, "")
 
 

@@ -324,7 +324,7 @@ export interface components {
              * Action
              * @enum {string}
              */
-            action: "key.created" | "key.revoked" | "job.submitted" | "job.cancelled" | "upload.created" | "output.url_issued" | "webhook.created" | "webhook.rotated" | "webhook.deleted" | "webhook.secret_read";
+            action: "key.created" | "key.revoked" | "key.disabled" | "key.enabled" | "job.submitted" | "job.cancelled" | "upload.created" | "output.url_issued" | "webhook.created" | "webhook.rotated" | "webhook.deleted" | "webhook.secret_read";
             /**
              * Details
              * @description What else identifies the action (never secrets, media or texts).
@@ -336,7 +336,7 @@ export interface components {
             entry_id: string;
             /**
              * Key Id
-             * @description The API key that did it (or, for key.created / key.revoked, the key it was done to);
+             * @description The API key that did it (or, for the key.* actions, the key it was done to);
              *     `drop:<folder>` for S3-drop jobs.
              */
             key_id: string;
