@@ -18,7 +18,7 @@ class ErrorCode(StrEnum):
     MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
     GENERATION_FAILED = "GENERATION_FAILED"
     WORKER_TIMEOUT = "WORKER_TIMEOUT"
-    # REST API only
+    # REST API and CLI: a job (or other named thing) that does not exist, or is not the caller's
     NOT_FOUND = "NOT_FOUND"
     CONFLICT = "CONFLICT"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     FACE_TOO_SMALL = "FACE_TOO_SMALL"
     # Text
     TEXT_TOO_LONG = "TEXT_TOO_LONG"
+    # The local stack (CLI only): none answering where a command looks, or `talkstack up` cannot bind
+    STACK_NOT_RUNNING = "STACK_NOT_RUNNING"
+    PORT_IN_USE = "PORT_IN_USE"
 
 
 class TalkstackError(Exception):

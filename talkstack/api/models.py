@@ -260,8 +260,10 @@ class ModelView(StrictModel):
     description: str
     licence: str
     gpu: bool
-    backend: Literal["local", "modal"]
-    """Where this stack runs it."""
+    backend: Literal["lite", "modal"]
+    """Where the model runs: `lite` = a CPU lite engine, in the stack's own workers; `modal` = a GPU
+    engine on Modal (the same vocabulary as `talkstack models`). Whether this stack can run it now
+    is `available`, and `unavailable_reason` says why not."""
     default: bool = False
     """Whether a request for this task that names no model gets this one."""
     available: bool

@@ -423,7 +423,7 @@ class ApiService:
                     description=info.description,
                     licence=info.licence,
                     gpu=info.gpu,
-                    backend=self.config.backend_for(info.id),
+                    backend=info.backend,
                     default=self.config.default_model(info.task) == info.id,
                     available=reason is None,
                     unavailable_reason=reason,

@@ -59,8 +59,9 @@ def _connect(resources: LocalResources) -> Any:
         httpx.get(f"{resources.endpoint}/moto-api/", timeout=2)
     except httpx.TransportError:
         raise TalkstackError(
-            ErrorCode.MODEL_UNAVAILABLE,
-            f"no local stack at {resources.endpoint}: start one with `talkstack up` (port {resources.port})",
+            ErrorCode.STACK_NOT_RUNNING,
+            f"no local stack at {resources.endpoint}; start one with `talkstack up` (or point at yours "
+            "with --port / TALKSTACK_LOCAL_PORT)",
         ) from None
     environ.export(resources.client_env())
     aws.reset_clients()
@@ -74,45 +75,38 @@ def up_cmd(
     port: PortOption = DEFAULT_PORT,
     stack: StackOption = DEFAULT_STACK,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Local worker processes.")] = 2,
-    verbose: Annotated[bool, typer.Option(help="Log every handler invocation.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            help="Log every handler invocation and the emulator (default: one line per job that ends)."
+        ),
+    ] = False,
 ) -> None:
     """Run the local stack (emulated S3, Lambda, Step Functions, DynamoDB, SNS, SQS) until Ctrl-C."""
     import logging
 
+    from talkstack.local.console import banner, job_line
     from talkstack.local.stack import LocalStack
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     logging.getLogger("werkzeug").setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        # moto logs every failed state at ERROR with the whole state machine's repr: an ordinary job
+        # failure (no face, a missing input) is told by its one job line instead.
+        logging.getLogger("moto").setLevel(logging.CRITICAL)
+
+    def job_ended(event: JobEvent) -> None:
+        style = {"job.completed": "green", "job.failed": "red"}.get(event.type)
+        out.print(job_line(event), style=style, markup=False, highlight=False, soft_wrap=True)
+
     r = _resources(stack, port)
-    with LocalStack(r, workers=workers, log_level="INFO" if verbose else "WARNING"):
-        out.print(f"[bold green]talkstack local stack is up[/] at [bold]{r.endpoint}[/]", highlight=False)
-        table = Table(show_header=False, box=None)
-        for label, value in (
-            ("input bucket", f"{r.input_bucket}  (drop inputs/<name>/job.json + media)"),
-            ("output bucket", r.output_bucket),
-            ("work bucket", r.work_bucket),
-            ("jobs table", r.jobs_table),
-            ("events topic", r.topic_arn),
-            ("ingest DLQ", r.dlq_url),
-            ("state machine", r.state_machine_arn),
-            ("webhook secret", LOCAL_WEBHOOK_SECRET),
-            ("REST API", f"{r.api_url}  (docs: {r.api_url}/docs; key: talkstack keys create)"),
-        ):
-            table.add_row(label, value)
-        out.print(table)
-        out.print(
-            "\nTry it with the AWS CLI (any credentials work locally):\n"
-            f"  export AWS_ENDPOINT_URL={r.endpoint} AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local "
-            f"AWS_DEFAULT_REGION={r.region}\n"
-            f"  aws s3 cp portrait.png s3://{r.input_bucket}/inputs/hello/portrait.png\n"
-            f"  aws s3 cp speech.wav s3://{r.input_bucket}/inputs/hello/speech.wav\n"
-            f"  aws s3 cp job.json s3://{r.input_bucket}/inputs/hello/job.json\n"
-            f"  aws s3 ls s3://{r.output_bucket}/ --recursive\n"
-            "or: talkstack submit --image portrait.png --audio speech.wav\n\nCtrl-C stops the stack.",
-            highlight=False,
-        )
+    with LocalStack(r, workers=workers, log_level="INFO" if verbose else "ERROR", on_job_end=job_ended):
+        for number, line in enumerate(banner(r)):
+            out.print(
+                line, style="bold" if number == 0 else None, markup=False, highlight=False, soft_wrap=True
+            )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:

@@ -17,6 +17,10 @@ from talkstack.settings import get_settings
 
 Task = Literal["avatar", "voice", "video"]
 Backend = Literal["lite", "modal"]
+"""Where a model runs — the one vocabulary of `talkstack models`, `talkstack api models` and
+GET /v1/models: `lite` = a CPU lite engine (in process, or the local stack's workers); `modal` = a GPU
+engine on Modal. Which worker backend a stack dispatches a model's tasks to (TALKSTACK_WORKER_BACKEND,
+`local` or `modal`) is the stack's configuration, not the model's."""
 
 
 class ModelInfo(BaseModel):

@@ -25,6 +25,13 @@ running different logic.
 6. **A worker answering before dispatch returns** (see `after_this_invocation`): the local pool starts
    a task only once the dispatch invocation has answered, because moto mishandled a callback that
    came first (a worker failing within milliseconds was retried as if its failure were transient).
+7. **A stop as a task starts.** moto evaluates a Task state in a frame that copies the execution's
+   state; a StopExecution landing between the state's start and its resource's evaluation (a cancel
+   racing the RecordFailure that its stopped worker triggers) leaves a stopped frame whose
+   evaluation steps are skipped but whose results are still popped: `'dict' object has no attribute
+   'region'`, recorded as the task's States.Runtime failure and logged at ERROR with the whole state
+   machine's repr. AWS aborts the execution and records no task failure; the patch ends such a
+   state quietly once its execution is stopped.
 4. **Speed only: reuse the engine's Lambda clients.** moto's state machine engine builds a new boto3
    client for every `lambda:invoke` task (10–20 ms each on this kind of machine); the patch caches
    them per region and credentials. Behaviour is unchanged; bench/pipeline_overhead.py shows the gain.
@@ -68,6 +75,8 @@ def after_this_invocation(start: Callable[[], None]) -> None:
 Handler = Callable[[dict[str, Any], Any], Any]
 HandlerResolver = Callable[[str], Handler]
 """Function name → the handler callable (raises KeyError for an unknown function)."""
+Observer = Callable[[str, Any], None]
+"""(function name, event) of an invocation that has run."""
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +115,12 @@ class LambdaPatch:
     _lock = threading.Lock()
     _original: Any = None
 
-    def __init__(self, resolve: HandlerResolver, async_workers: int = 8) -> None:
+    def __init__(
+        self, resolve: HandlerResolver, async_workers: int = 8, observer: Observer | None = None
+    ) -> None:
         self.resolve = resolve
+        self.observer = observer
+        """Told of every invocation once it has answered (`talkstack up` prints the jobs that end)."""
         self.async_pool = ThreadPoolExecutor(async_workers, thread_name_prefix="lambda-async")
         self._pending = 0
         self._idle = threading.Condition()
@@ -118,16 +131,22 @@ class LambdaPatch:
         _invocation.deferred = deferred = []
         try:
             result = self.resolve(function_name)(event, context)
-            return json.dumps(result), False
+            answer = json.dumps(result), False
         except Exception as exc:
             # JobFailed is an expected outcome (bad input); anything else deserves attention.
             level = logging.INFO if type(exc).__name__ == "JobFailed" else logging.WARNING
             log.log(level, "λ %s raised %s: %s", function_name, type(exc).__name__, exc)
-            return json.dumps(error_payload(exc, context.aws_request_id)), True
+            answer = json.dumps(error_payload(exc, context.aws_request_id)), True
         finally:
             _invocation.deferred = None
             for start in deferred:  # just after moto has the invocation's answer
                 threading.Timer(DEFERRED_START_S, start).start()
+        if self.observer is not None:
+            try:
+                self.observer(function_name, event)
+            except Exception:  # an observer's failure is never the invocation's
+                log.warning("observer of λ %s failed", function_name, exc_info=True)
+        return answer
 
     def _run_async(self, function_name: str, function_arn: str, event: Any) -> None:
         try:
@@ -307,12 +326,49 @@ def install_stop_aborts() -> None:
     _stop_patch_installed = True
 
 
+_stopped_state_patch_installed = False
+
+
+def install_stopped_state_ends_quietly() -> None:
+    """A state whose execution was stopped while it ran ends without a failure of its own (patch 7)."""
+    global _stopped_state_patch_installed
+    from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (  # noqa: E501
+        StateTaskServiceCallback,
+    )
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    if _stopped_state_patch_installed:
+        return
+
+    def quiet_when_stopped(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        def _evaluate_with_timeout(self: Any, env: Any) -> None:
+            try:
+                original(self, env)
+            except Exception:
+                # Stopped: what the pruned evaluation raised is an artefact, not the task's failure;
+                # the state's caller sees the program is no longer running and ends the state there.
+                if isinstance(env.program_state(), ProgramStopped):
+                    return
+                raise
+
+        return _evaluate_with_timeout
+
+    # Patch 2 gives callback tasks their own method (wrapping the inherited one): wrap each class
+    # that has its own, whichever order the patches are installed in.
+    for cls in (ExecutionState, StateTaskServiceCallback):
+        if "_evaluate_with_timeout" in vars(cls):
+            cls._evaluate_with_timeout = quiet_when_stopped(vars(cls)["_evaluate_with_timeout"])  # type: ignore[method-assign]
+    _stopped_state_patch_installed = True
+
+
 def install_execution_patches() -> None:
-    """The Step Functions patches (2, 3, 4 and 5); idempotent."""
+    """The Step Functions patches (2, 3, 4, 5 and 7); idempotent."""
     install_fresh_token_per_retry()
     install_heartbeat_timeout_name()
     install_lambda_client_cache()
     install_stop_aborts()
+    install_stopped_state_ends_quietly()
 
 
 def check_moto_version() -> str:

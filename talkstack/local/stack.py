@@ -20,13 +20,17 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 
+from talkstack.contract.events import JobEvent
 from talkstack.contract.worker import MARKERS_PREFIX
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.local.console import JobEnds
 from talkstack.local.gateway import LocalGateway
 from talkstack.local.moto_patches import (
     Handler,
@@ -125,6 +129,7 @@ class LocalStack:
         settings: dict[str, str] | None = None,
         log_level: str = "WARNING",
         api: bool = True,
+        on_job_end: Callable[[JobEvent], None] | None = None,
     ) -> None:
         self.resources = resources or LocalResources()
         self.workers = workers
@@ -134,6 +139,8 @@ class LocalStack:
         self.log_level = log_level
         self.api = api
         """Serve the REST API on `resources.api_url` (the local API Gateway)."""
+        self.on_job_end = on_job_end
+        """Called once per job that ends, with the terminal event its subscribers get."""
         self.gateway: LocalGateway | None = None
         self.pool: LocalWorkerPool | None = None
         self._server: Any = None
@@ -144,11 +151,15 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         r = self.resources
-        for port in (r.port, r.api_port) if self.api else (r.port,):
+        ports = [(r.port, ""), (r.api_port, f" (the REST API's: --port + {API_PORT_OFFSET})")]
+        for port, role in ports if self.api else ports[:1]:
             if not _port_free(r.host, port):
-                raise StackError(
-                    f"port {port} on {r.host} is in use (another `talkstack up`?); pick another with "
-                    f"--port or TALKSTACK_LOCAL_PORT (the API takes that port + {API_PORT_OFFSET})"
+                raise TalkstackError(
+                    ErrorCode.PORT_IN_USE,
+                    f"port {port} on {r.host}{role} is in use (another `talkstack up`?); start on another "
+                    f"port with --port or TALKSTACK_LOCAL_PORT (the REST API takes that port + "
+                    f"{API_PORT_OFFSET})",
+                    port=port,
                 )
         try:
             self._start()
@@ -163,7 +174,8 @@ class LocalStack:
         check_moto_version()
         install_execution_patches()
         self._loader = HandlerLoader(r, lambda_root())
-        self._lambda_patch = LambdaPatch(self._loader)
+        observer = JobEnds(r, self.on_job_end) if self.on_job_end is not None else None
+        self._lambda_patch = LambdaPatch(self._loader, observer=observer)
         self._lambda_patch.install()
 
         from moto.server import ThreadedMotoServer

@@ -110,10 +110,15 @@ def _check_model(model_id: str, task: str, config: PipelineConfig, field: str) -
             ) from exc
         return
     if model.gpu and model_id not in config.local_engines:
+        # A video job has no CPU fallback at all, and its default model is a GPU one: say so, or a
+        # request that named no model reads as if it had asked for something wrong.
+        default = f" (the default for {task} jobs)" if config.default_model(task) == model_id else ""
+        no_lite = "; there is no CPU video engine, so video jobs need a GPU" if task == "video" else ""
         raise TalkstackError(
             ErrorCode.MODEL_UNAVAILABLE,
-            f"{field}: {model_id} is a GPU model and this stack's local workers do not run it; use the "
-            f"modal backend (TALKSTACK_MODEL_BACKENDS={model_id}=modal, docs/gpu-workers.md)",
+            f"{field}: {model_id} is a GPU model{default} and this stack's local workers do not run "
+            f"it{no_lite}; run it on Modal: TALKSTACK_MODEL_BACKENDS={model_id}=modal and a Modal token "
+            "(docs/gpu-workers.md)",
             model=model_id,
         )
     if not model.gpu and not model.available:
@@ -183,7 +188,7 @@ def open_job(
         return existing, False
     request_raw, source = split_execution_input(raw, execution_arn)
     request = validate_request(request_raw, source, job_id, config, s3)
-    record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
+    record = JobRecord.new(job_id, request)
     record.source = source
     created = store.create(record)
     return (record if created else store.get(job_id)), created

@@ -146,3 +146,39 @@ def test_engine_lambda_clients_are_reused(pipeline):
     again = lambda_eval_utils.boto_client_for(region="us-east-1", service="lambda", state_credentials=None)
     # moto builds a new client per call; the speed patch hands back the cached one.
     assert first is again
+
+
+def test_stop_as_a_task_starts_aborts_without_a_runtime_error(pipeline, monkeypatch, caplog):
+    """StopExecution that lands between a Task state's start and its resource's evaluation (as a
+    cancel can, racing the RecordFailure a stopped worker triggers): moto prunes the stopped frame's
+    evaluation steps but still pops their results, raising `'dict' object has no attribute 'region'`
+    (or another error) that it records as the task's States.Runtime failure and logs at ERROR. AWS
+    aborts the execution at once and records no task failure."""
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+
+    name = "canary-stop-at-start-1"
+    plan = pipeline.r.function_arn("plan")
+    catch = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Caught"}]
+    task = {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "Catch": catch, "End": True}
+    task["Parameters"] = {"FunctionName": plan, "Payload": {"job_id": "canary"}}
+    definition = {"StartAt": "Record", "States": {"Record": task, "Caught": {"Type": "Pass", "End": True}}}
+    arn = _state_machine(pipeline, "canary-stop-at-start", definition)
+    execution_arn = arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    original = Environment.open_frame
+
+    def open_frame(self, *args, **kwargs):
+        data = self.states.context_object.context_object_data
+        if data["Execution"]["Name"] == name and data.get("State", {}).get("Name") == "Record":
+            pipeline.sfn.stop_execution(executionArn=execution_arn, cause="canary")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Environment, "open_frame", open_frame)
+    with caplog.at_level("ERROR", logger="moto"):
+        pipeline.sfn.start_execution(stateMachineArn=arn, name=name, input=json.dumps({"a": {"b": 1}}))
+        described = _wait(pipeline, execution_arn)
+    assert described["status"] == "ABORTED", described
+    events = pipeline.sfn.get_execution_history(executionArn=execution_arn)["events"]
+    assert not [e for e in events if e["type"] in ("TaskFailed", "LambdaFunctionFailed")], events
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [
+        r.getMessage()[:300] for r in caplog.records
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import uuid
@@ -97,8 +98,10 @@ def test_status_of_a_failed_job_and_of_an_unknown_job(pipeline, media):
     )
     assert result.exit_code == 2
     assert "NO_FACE_DETECTED" in result.output
-    unknown = runner.invoke(app, ["status", "no-such-job", *stack_args(pipeline)])
-    assert unknown.exit_code == 2 and "error [NOT_FOUND]" in unknown.output
+    # A missing job is NOT_FOUND, the code the API gives for one (INPUT_NOT_FOUND is for media).
+    for command in ("status", "events"):
+        unknown = runner.invoke(app, [command, "no-such-job", *stack_args(pipeline)])
+        assert unknown.exit_code == 2 and "error [NOT_FOUND]: no job 'no-such-job'" in unknown.output
     missing = runner.invoke(app, ["download", "no-such-job", *stack_args(pipeline)])
     assert missing.exit_code == 2 and "error [NOT_FOUND]" in missing.output
 
@@ -130,8 +133,30 @@ def test_a_disabled_key_gets_the_401_of_an_unknown_key_until_enabled(pipeline):
 
 
 def test_commands_say_when_no_stack_is_running(free_port):
-    result = runner.invoke(app, ["status", "x", "--port", str(free_port())])
-    assert result.exit_code == 2 and "talkstack up" in result.output
+    port = free_port()
+    result = runner.invoke(app, ["status", "x", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"error [STACK_NOT_RUNNING]: no local stack at http://127.0.0.1:{port}" in result.output
+    assert "start one with `talkstack up`" in result.output
+
+
+@pytest.mark.parametrize("busy", ["endpoint", "api"])
+def test_up_on_a_busy_port_names_the_port_and_the_way_out(free_port, busy):
+    """A second `talkstack up` on the same ports: one line, its code, the port, how to pick another."""
+    port = free_port()
+    taken = port if busy == "endpoint" else port + 10
+    exe = Path(sys.executable).parent / "talkstack"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TALKSTACK_", "MOTO_"))}
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        done = subprocess.run(
+            [str(exe), "up", "--port", str(port)], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error [PORT_IN_USE]: port {taken} on 127.0.0.1"), lines
+    assert "--port or TALKSTACK_LOCAL_PORT" in lines[0] and "Traceback" not in done.stderr
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path, free_port):
