@@ -610,7 +610,7 @@ export interface components {
          * ErrorCode
          * @enum {string}
          */
-        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG";
+        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG" | "STACK_NOT_RUNNING" | "PORT_IN_USE";
         /** ErrorDetail */
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
@@ -781,10 +781,12 @@ export interface components {
             available: boolean;
             /**
              * Backend
-             * @description Where this stack runs it.
+             * @description Where the model runs: `lite` = a CPU lite engine, in the stack's own workers; `modal` = a GPU
+             *     engine on Modal (the same vocabulary as `talkstack models`). Whether this stack can run it now
+             *     is `available`, and `unavailable_reason` says why not.
              * @enum {string}
              */
-            backend: "local" | "modal";
+            backend: "lite" | "modal";
             /**
              * Default
              * @description Whether a request for this task that names no model gets this one.
