@@ -19,8 +19,8 @@ from talkstack.contract.state import NotifyRequest
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET, LocalResources, repo_root
 
 TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
-SAMPLES = Path("talkstack", "assets", "samples")
 EXAMPLE_MANIFEST = Path("docs", "examples", "hello", "job.json")
+QUICKSTART = Path("docs", "quickstart.md")
 log = logging.getLogger(__name__)
 
 
@@ -41,12 +41,12 @@ def _stack_options(r: LocalResources) -> str:
 
 
 def banner(r: LocalResources, cwd: Path | None = None) -> list[str]:
-    """The lines `talkstack up` prints once the stack is up. Every value is whole (no table that
-    truncates or wraps them) and each command is one line, whatever the terminal's width."""
+    """The lines `talkstack up` prints once the stack is up: ten, so that a run of several jobs still
+    fits a screen. Every value is whole (no table that truncates or wraps them) and each command is
+    one line, whatever the terminal's width; the AWS CLI walk-through lives in docs/quickstart.md."""
     here = cwd or Path.cwd()
-    portrait, speech = _shown(SAMPLES / "portrait.png", here), _shown(SAMPLES / "speech.wav", here)
     manifest = _shown(EXAMPLE_MANIFEST, here)
-    drop = f"s3://{r.input_bucket}/inputs/hello"
+    quickstart = _shown(QUICKSTART, here)
     env = " ".join(f"{name}={value}" for name, value in r.client_env().items() if name != "AWS_REGION")
     rows = (
         ("input bucket", f"{r.input_bucket}  (drop inputs/<name>/job.json + media)"),
@@ -61,13 +61,9 @@ def banner(r: LocalResources, cwd: Path | None = None) -> list[str]:
         f"talkstack local stack is up at {r.endpoint}; REST API at {r.api_url} (docs: {r.api_url}/docs, "
         "a key: talkstack keys create); Ctrl-C stops it",
         *(f"  {label:15} {value}" for label, value in rows),
-        f"Try it: talkstack submit {manifest}{_stack_options(r)}, or with the AWS CLI (any credentials "
-        "work locally):",
+        f"Try it: talkstack submit {manifest}{_stack_options(r)} -o out/hello; any S3 client works too "
+        f"({quickstart}), e.g. the AWS CLI after:",
         f"  export {env}",
-        f"  aws s3 cp {portrait} {drop}/portrait.png",
-        f"  aws s3 cp {speech} {drop}/speech.wav",
-        f"  aws s3 cp {manifest} {drop}/job.json",
-        f"  aws s3 ls s3://{r.output_bucket}/ --recursive",
     ]
 
 
