@@ -213,25 +213,6 @@ class KeyStore:
         ).get("Item")
         return KeyInfo.of(found) if found else None
 
-    def list_keys(self) -> list[KeyInfo]:
-        """Every key of the table, oldest first, without its hash. A Scan: keys share the jobs
-        table and have no index of their own, so this reads the whole table; it is an operator's
-        command, not something a request does."""
-        keys: list[KeyInfo] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "FilterExpression": "begins_with(pk, :p) AND sk = :k",
-            "ProjectionExpression": "pk, tier, #n, created_at, disabled, #s",
-            "ExpressionAttributeNames": {"#n": "name", "#s": "status"},
-            "ExpressionAttributeValues": {":p": {"S": "APIKEY#"}, ":k": {"S": "KEY"}},
-        }
-        while True:
-            page = self.ddb.scan(**kwargs)
-            keys += [KeyInfo.of(item) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return sorted(keys, key=lambda k: (k.created_at, k.key_id))
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
     def authenticate(self, headers: dict[str, str]) -> Principal:
         """The caller of a request, or UNAUTHORIZED. Every wrong key gets the same answer."""
         key = key_from_headers(headers)

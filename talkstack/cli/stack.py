@@ -434,7 +434,9 @@ def keys_list_cmd(
     """List API keys: id, name, tier, status (active, disabled, revoked), created. Never the secret."""
     from dataclasses import asdict
 
-    keys = _key_store(table, port, stack).list_keys()
+    from talkstack.cli.key_listing import list_keys
+
+    keys = list_keys(_key_store(table, port, stack))
     if as_json:
         for key in keys:
             print(json.dumps(asdict(key)))

@@ -381,8 +381,9 @@ def test_list_filter_pagination_usage_models_and_docs(pipeline):
     assert len(usage["buckets"]) == 1 and usage["buckets"][0]["jobs"] == 3
 
     models = {m["id"]: m for m in api.get("/v1/models").json()["models"]}
-    assert models["lite-avatar"]["available"] and models["lite-avatar"]["backend"] == "local"
+    assert models["lite-avatar"]["available"] and models["lite-avatar"]["backend"] == "lite"
     assert models["lite-avatar"]["default"] and not models["multitalk"]["default"]
+    assert models["multitalk"]["backend"] == "modal"  # where it runs, whatever this stack can run
     assert not models["multitalk"]["available"] and models["multitalk"]["unavailable_reason"]
     assert models["multitalk"]["licence"]
 
