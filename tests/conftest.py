@@ -76,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     environ.export_defaults({"COLUMNS": "250"})
 
 
+@pytest.hookimpl(tryfirst=True)  # conftests load before xdist's worker plugin, whose hook reads these
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the integration tests in
     one, everything else in the other. Not file by file: the integration tests share one local stack
