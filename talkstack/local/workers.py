@@ -168,6 +168,7 @@ class LocalWorkerPool:
     def start(self) -> LocalWorkerPool:
         context = multiprocessing.get_context("spawn")
         self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_warm_up)
+        self._free = threading.Semaphore(self.workers)
         # Start every process now (spawn + imports take a second or two), not on the first job.
         for future in [self._executor.submit(int) for _ in range(self.workers)]:
             future.result(timeout=120)
@@ -176,19 +177,31 @@ class LocalWorkerPool:
     def submit(self, task: WorkerTask) -> str:
         if self._executor is None:
             raise RuntimeError("the local worker pool is not running")
-        fault = self.faults.take(task.job_id, task.step)
-        if fault:
-            log.info("fault %s injected into %s", fault, task.attempt_id)
         engine = self.engines.get(task.model)
         document, executor = task.model_dump_json(), self._executor
 
-        def start() -> None:
+        def run_when_a_process_is_free() -> None:
+            # Wait for a free process here rather than in the executor's queue, and take the task's
+            # fault only then: a fault meant for "the first task a worker takes" must not be spent
+            # on a task that waits behind others (and may time out and be retried without it).
+            while not self._free.acquire(timeout=1.0):
+                if self._executor is not executor:  # the pool stopped meanwhile
+                    return
+            fault = self.faults.take(task.job_id, task.step)
+            if fault:
+                log.info("fault %s injected into %s", fault, task.attempt_id)
             try:
                 future = executor.submit(run_in_worker, document, fault, engine)
             except RuntimeError:  # the stack stopped in the meantime: nothing to run it on
+                self._free.release()
                 log.info("not started (the pool has stopped): %s", task.attempt_id)
                 return
-            future.add_done_callback(_log_crash)
+            future.add_done_callback(lambda done: (self._free.release(), _log_crash(done)))
+
+        def start() -> None:
+            threading.Thread(
+                target=run_when_a_process_is_free, name=f"start-{task.attempt_id}", daemon=True
+            ).start()
 
         # Not before the dispatch invocation has answered (moto_patches: a worker answering first).
         after_this_invocation(start)
