@@ -68,12 +68,13 @@ schemas: venv $(SDK_TS_STAMP)
 	cd $(SDK_TS) && npm run --silent generate
 
 # pytest exits 5 when it collects nothing: treat that as a failure, never a pass.
-# Two pytest-xdist processes (tests/conftest.py: the integration tests with their local stack, and the
-# rest), then the schemathesis file on its own: its generated cases share one node id, which xdist
+# Two pytest-xdist processes, tests dealt to whichever is free (each process that gets an integration
+# test starts its own local stack: docs/testing.md says why not one group per stack), then the
+# schemathesis file on its own: its generated cases share one node id, which xdist
 # would run once instead of once per API operation.
 SCHEMATHESIS := tests/integration/test_api_schemathesis.py
 test: venv sysdeps lint $(SDK_TS_STAMP) $(CDK_STAMP)
-	@$(PY) -m pytest -n 2 --dist loadgroup --durations=30 --ignore=$(SCHEMATHESIS); rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist load --durations=30 --ignore=$(SCHEMATHESIS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
 	$(PY) -m pytest $(SCHEMATHESIS); rc2=$$?; \
 	if [ $$rc2 -eq 5 ]; then echo "pytest collected no schemathesis tests: failing"; exit 1; fi; \

@@ -76,28 +76,6 @@ def pytest_configure(config: pytest.Config) -> None:
     environ.export_defaults({"COLUMNS": "250"})
 
 
-# Integration tests that run moto in this process besides the shared stack's `pipeline` fixture.
-IN_PROCESS_MOTO = ("tests/integration/test_presigned_real_s3.py",)
-
-
-@pytest.hookimpl(tryfirst=True)  # conftests load before xdist's worker plugin, whose hook reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`): the tests that use moto in
-    the worker's own process (the shared local stack, the real-S3 presigning tests) in one, everything
-    else (unit, docs, infra, and the integration tests that start `talkstack up`/`demo` as a
-    subprocess or need no AWS) in the other. A unit test's `mock_aws` in the stack's process would
-    reset moto's backends under it, so the two groups are two processes, each with its own moto.
-    The grouping needs pytest < 9.2 (pyproject.toml says why) and this hook to run before xdist's.
-    (Measured on this 2-core machine: the two groups take about as long, about 10 minutes each.)"""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        uses_stack = "pipeline" in getattr(item, "fixturenames", ())
-        in_process = uses_stack or item.nodeid.startswith(IN_PROCESS_MOTO)
-        group = "stack" if item.nodeid.startswith("tests/integration/") and in_process else "offline"
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 PORTRAIT = SAMPLES / "portrait.png"
 SPEECH = SAMPLES / "speech.wav"
 
