@@ -58,8 +58,10 @@ from talkstack import __version__
 from talkstack.api.models import (
     AuditTrail,
     AvatarGenerate,
+    DataErasure,
     Health,
     JobAccepted,
+    JobDeletion,
     JobList,
     JobSummary,
     JobView,
@@ -91,6 +93,8 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 MAX_RETRY_AFTER_S = 120.0
 """A longer Retry-After is capped to this (a retry then may be refused again, and counts as one)."""
 CHUNK_BYTES = 1 << 20
+FINISHING_RETRIES = 5
+"""How often delete_job waits out a 409 for a job whose execution is still finishing."""
 
 _MIME = mimetypes.MimeTypes()
 for _type, _ext in (
@@ -456,6 +460,40 @@ class TalkstackClient:
     def cancel(self, job_id: str) -> JobView:
         """Cancel a queued or running job (a cancelled job answers the same again; a finished one 409)."""
         return self._api("POST", f"/v1/jobs/{_segment(job_id)}/cancel", JobView)
+
+    def delete_job(self, job_id: str) -> JobDeletion:
+        """Delete the job and everything it left but its audit entries (a queued or running job is
+        cancelled first); the receipt lists what was removed. A 409 while the job's execution sends
+        its last notifications is retried after its Retry-After (a few times, then raised)."""
+        for attempt in range(FINISHING_RETRIES, -1, -1):
+            try:
+                return self._api("DELETE", f"/v1/jobs/{_segment(job_id)}", JobDeletion)
+            except ApiError as exc:
+                if exc.status != 409 or exc.retry_after is None or not attempt:
+                    raise
+                time.sleep(min(exc.retry_after, MAX_RETRY_AFTER_S))
+        raise AssertionError("unreachable")
+
+    def erase_data(self, *, max_calls: int = 100) -> DataErasure:
+        """Erase everything of this key, the key itself last (`DELETE /v1/data`, a GDPR erasure),
+        calling again while the receipt says `complete: false`; one receipt of all calls. After it
+        the key authenticates no more."""
+        merged: DataErasure | None = None
+        for _ in range(max_calls):
+            receipt = self._api("DELETE", "/v1/data", DataErasure)
+            if merged is None:
+                merged = receipt
+            else:
+                merged.jobs += receipt.jobs
+                merged.objects += receipt.objects
+                merged.kept = receipt.kept
+                for kind, count in receipt.counts.items():
+                    merged.counts[kind] = merged.counts.get(kind, 0) + count
+                merged.complete, merged.key_removed = receipt.complete, receipt.key_removed
+            if receipt.complete:
+                break
+        assert merged is not None
+        return merged
 
     def wait(
         self,

@@ -47,6 +47,7 @@ from talkstack.contract.parse import invalid_request, load_request_json, request
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import client
 from talkstack.pipeline.backends import Backends
+from talkstack.pipeline.deletion import DataErasure, JobDeletion
 from talkstack.pipeline.services import Services, services
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,34 @@ def list_jobs(
 )
 def cancel_job(job_id: JOB_ID) -> JobView:
     return api().service.cancel(principal(), job_id)
+
+
+@app.delete(
+    "/v1/jobs/<job_id>",
+    summary="Delete a job and everything it left",
+    description="Removes the job's inputs (its uploads, unless an unfinished job of this key uses "
+    "them), outputs (published or held), intermediate files, records, events and delivery logs; keeps "
+    "one `job.deleted` audit entry. A queued or running job is cancelled first. Answers a receipt of "
+    "what was removed; 409 with Retry-After while the job's execution sends its last notifications.",
+    tags=["jobs"],
+    operation_id="deleteJob",
+)
+def delete_job(job_id: JOB_ID) -> JobDeletion:
+    return api().service.delete_job(principal(), job_id)
+
+
+@app.delete(
+    "/v1/data",
+    summary="Erase everything of this API key (a GDPR erasure request)",
+    description="Deletes every job of this key as `DELETE /v1/jobs/{job_id}` does, then its uploads, "
+    "outputs, webhook endpoints and secrets, rate and idempotency records, and finally the key itself: "
+    "it authenticates no more. The audit trail is kept. A call works for at most 20 s: while the "
+    "receipt says `complete: false`, call again (with the same key) to go on.",
+    tags=["data"],
+    operation_id="eraseData",
+)
+def erase_data() -> DataErasure:
+    return api().service.erase_data(principal())
 
 
 @app.get(

@@ -26,6 +26,9 @@ from talkstack.contract.record import (
 from talkstack.contract.request import AvatarRequest, VideoRequest, VoiceRequest
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.audit import AuditEntry
+from talkstack.pipeline.deletion import DataErasure, JobDeletion, RemovedObject
+
+__all__ = ["DataErasure", "JobDeletion", "RemovedObject"]  # the deletion receipts, for the client
 
 UPLOAD_ID_PATTERN = r"^upl_[a-z0-9]{24}$"
 UploadId = Annotated[str, Field(pattern=UPLOAD_ID_PATTERN, examples=["upl_0123456789abcdefghijklmn"])]

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -61,10 +62,12 @@ from talkstack.pipeline.audit import (
 )
 from talkstack.pipeline.cancel import cancel_job
 from talkstack.pipeline.cost import gpu_seconds
+from talkstack.pipeline.deletion import DataErasure, Deleter, JobDeletion
 from talkstack.pipeline.store import iso_key
 from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.validate import _check_model, check_media, check_request
 from talkstack.settings import MediaLimits, get_limits
+from talkstack.settings.retention import ttl_seconds
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 DOWNLOAD_URL_S = 3600
@@ -72,6 +75,9 @@ MAX_PAGE = 100
 IDEMPOTENCY_PK = "IDEMPOTENCY#"
 """Each API key's idempotency records live in a partition of their own: `IDEMPOTENCY#<key id>`."""
 REPLAYED = "__idempotent_replay__"
+ERASE_BUDGET_S = 20.0
+"""How long one `DELETE /v1/data` call works before it answers (API Gateway gives up at 29 s): a
+key with more jobs than that is erased over several calls, each going on where the last stopped."""
 
 
 def links(job_id: str) -> JobLinks:
@@ -128,6 +134,7 @@ class ApiService:
             self.limits,
             presign=services.presign,
             quota_bytes=self.config.upload_quota_bytes,
+            ttl_s=ttl_seconds(self.config.upload_retention_days),
         )
         self.admission = Admission(table, ddb, services.store)
         self.audit = AuditLog(table, ddb, self.config.audit_retention_days)
@@ -371,6 +378,23 @@ class ApiService:
             # fails the caller gets a 500 and the job stays cancelled (the entry is in the error log).
             self.audit.record(principal.actor, "job.cancelled", "job", job_id)
         return self.view(record)
+
+    # --- deletion ------------------------------------------------------------------------------------
+
+    @property
+    def deleter(self) -> Deleter:
+        return Deleter(self.config, self.svc.store, self.svc.s3, self.svc.sfn, self.backends, self.audit)
+
+    def delete_job(self, principal: Principal, job_id: str) -> JobDeletion:
+        """Everything of the key's job but its audit entries (talkstack.pipeline.deletion)."""
+        return self.deleter.delete_job(self.owned(principal, job_id), principal.actor)
+
+    def erase_data(self, principal: Principal) -> DataErasure:
+        """Everything of the caller's key, the key itself last (talkstack.pipeline.deletion), within
+        ERASE_BUDGET_S; `complete: false` asks the caller to call again."""
+        return self.deleter.erase_key(
+            principal.key_id, principal.actor, deadline=time.monotonic() + ERASE_BUDGET_S
+        )
 
     # --- audit trail ---------------------------------------------------------------------------------
 

@@ -38,10 +38,13 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import UrlSigner
 from talkstack.pipeline.tenancy import UPLOADS_PREFIX, input_not_found
 from talkstack.settings import MediaLimits
+from talkstack.settings.retention import UPLOAD_RETENTION_DAYS, ttl_seconds
 
 UPLOAD_PREFIX = UPLOADS_PREFIX
 URL_EXPIRY_S = 3600
-UPLOAD_TTL_S = 7 * 24 * 3600
+UPLOAD_TTL_S = ttl_seconds(UPLOAD_RETENTION_DAYS)
+"""The default life of an upload record: the `uploads/` lifecycle rule's (PipelineConfig's
+`upload_retention_days` sets both in a deployed stack)."""
 MAX_FORM_BYTES = 4 * 1024 * 1024
 """Multipart bodies pass through API Gateway and Lambda (6 MB event, base64): bigger media go
 through `POST /v1/uploads`."""
@@ -105,11 +108,14 @@ class Uploads:
         limits: MediaLimits,
         presign: UrlSigner | None = None,
         quota_bytes: Callable[[str], int] | None = None,
+        ttl_s: int = UPLOAD_TTL_S,
     ) -> None:
         self.table, self.ddb, self.s3, self.bucket, self.limits = table, ddb, s3, bucket, limits
         # URLs are signed for the bucket's own region (aws.RegionalPresigner); `s3` stores bytes.
         self.presign: UrlSigner = presign or s3
         self.quota = UploadQuota(table, ddb)
+        self.ttl_s = ttl_s
+        """How long an upload record lives (DynamoDB TTL), as long as S3 keeps its bytes."""
         self.quota_bytes = quota_bytes or (lambda tier: 2**63 - 1)
         """Bytes of live uploads a key of a tier may hold (PipelineConfig.upload_quota_bytes)."""
 
@@ -209,7 +215,7 @@ class Uploads:
             f"{UPLOAD_PREFIX}{principal.key_id}/{upload_id}/{safe_name}",
             content_type,
         )
-        expires_at = int(utc_now().timestamp()) + UPLOAD_TTL_S
+        expires_at = int(utc_now().timestamp()) + self.ttl_s
         item = {
             "pk": {"S": f"UPLOAD#{upload_id}"},
             "sk": {"S": "UPLOAD"},

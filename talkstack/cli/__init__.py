@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from talkstack.cli import audit as cli_audit
+from talkstack.cli import data as cli_data
 from talkstack.cli import remote as cli_remote
 from talkstack.cli import settings as cli_settings
 from talkstack.cli import stack as cli_stack
@@ -64,6 +65,7 @@ def main_options(
 cli_stack.register(app)
 cli_remote.register(app)
 cli_audit.register(app)
+cli_data.register(app)
 cli_settings.register(app)
 
 

@@ -34,7 +34,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.settings.client import DEFAULT_API_URL
 
 if TYPE_CHECKING:  # the client (and httpx) are imported when a command runs
-    from talkstack.api.models import JobView
+    from talkstack.api.models import DataErasure, JobDeletion, JobView
     from talkstack.client import TalkstackClient
 
 
@@ -267,6 +267,51 @@ def cancel_cmd(
     with _client(url, key) as client:
         job = client.cancel(job_id)
     out.print(f"{job.job_id}: [bold]{job.status}[/]", highlight=False)
+
+
+def print_receipt(receipt: JobDeletion | DataErasure, as_json: bool) -> None:
+    """A deletion receipt: JSON, or one line of counts and then every removed object's s3:// key."""
+    if as_json:
+        out.print_json(receipt.model_dump_json())
+        return
+    counts = ", ".join(f"{kind} {n}" for kind, n in sorted(receipt.counts.items())) or "nothing"
+    out.print(f"removed: {counts}", highlight=False)
+    for removed in receipt.objects:
+        out.print(f"  {removed.kind:8} s3://{removed.bucket}/{removed.key}", highlight=False, soft_wrap=True)
+    for note in receipt.kept:
+        out.print(f"kept: {note}", highlight=False)
+
+
+@api_app.command("delete")
+@friendly_errors
+def delete_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Delete a job and everything it left (a running one is cancelled first); prints the receipt."""
+    with _client(url, key) as client:
+        receipt = client.delete_job(job_id)
+    print_receipt(receipt, as_json)
+
+
+@api_app.command("erase")
+@friendly_errors
+def erase_cmd(
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Erase everything of this key: jobs, uploads, outputs, webhooks, then the key itself."""
+    if not yes:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, "erasing deletes every job and the key itself: add --yes to confirm"
+        )
+    with _client(url, key) as client:
+        receipt = client.erase_data()
+    print_receipt(receipt, as_json)
 
 
 @api_app.command("jobs")

@@ -50,10 +50,10 @@ from talkstack.pipeline import aws
 from talkstack.pipeline.backends import register_local_sink
 from talkstack.pipeline.config import get_config
 from talkstack.pipeline.jobs_table import create_table_request, time_to_live_request
+from talkstack.pipeline.retention import Retention
 from talkstack.settings import environ
 
 log = logging.getLogger(__name__)
-WORK_EXPIRY_DAYS = 7
 
 
 class StackError(RuntimeError):
@@ -263,19 +263,13 @@ class LocalStack:
         s3, lam, sfn = aws.client("s3"), aws.client("lambda"), aws.client("stepfunctions")
         for bucket in (r.input_bucket, r.output_bucket, r.work_bucket):
             s3.create_bucket(Bucket=bucket)
-        s3.put_bucket_lifecycle_configuration(
-            Bucket=r.work_bucket,
-            LifecycleConfiguration={
-                "Rules": [
-                    {
-                        "ID": "expire-work",
-                        "Status": "Enabled",
-                        "Filter": {"Prefix": ""},
-                        "Expiration": {"Days": WORK_EXPIRY_DAYS},
-                    }
-                ]
-            },
-        )
+        # The same expiry rules as the CDK stack's, from the same settings (moto stores them; it
+        # does not expire objects).
+        retention = Retention.of(get_config())
+        for role, bucket in (("input", r.input_bucket), ("work", r.work_bucket), ("output", r.output_bucket)):
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration=retention.lifecycle_configuration(role)
+            )
         ddb = aws.client("dynamodb")
         ddb.create_table(**create_table_request(r.jobs_table))
         ddb.update_time_to_live(**time_to_live_request(r.jobs_table))

@@ -42,6 +42,7 @@ from pydantic import Field
 from talkstack.contract.fields import StrictModel
 from talkstack.contract.record import UtcDatetime, utc_now
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.settings.retention import AUDIT_RETENTION_DAYS
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ AuditAction = Literal[
     "key.enabled",
     "job.submitted",
     "job.cancelled",
+    "job.deleted",
+    "data.erased",
     "upload.created",
     "output.url_issued",
     "webhook.created",
@@ -68,7 +71,7 @@ PIPELINE_SOURCE = "pipeline"
 """`source_ip` of actions done by the pipeline's own handlers (S3-drop jobs)."""
 DROP_ACTOR = "drop:"
 """`key_id` prefix of S3-drop jobs: `drop:<folder under inputs/>` (API key ids have no colon)."""
-DEFAULT_AUDIT_RETENTION_DAYS = 365
+DEFAULT_AUDIT_RETENTION_DAYS = AUDIT_RETENTION_DAYS
 """The default of PipelineConfig.audit_retention_days, also used where no configuration is loaded
 (the CLI writing `key.created`)."""
 EXPORT_PREFIX = "audit/"

@@ -24,6 +24,7 @@ from talkstack.contract.fields import DEFAULT_MODELS, MediaRef, TaskKind
 from talkstack.engines.registry import get_model
 from talkstack.errors import TalkstackError
 from talkstack.pipeline.audit import DEFAULT_AUDIT_RETENTION_DAYS
+from talkstack.settings import retention as plan
 
 
 def split_csv(value: object) -> object:
@@ -253,10 +254,16 @@ class PipelineConfig(BaseSettings):
     """Floor of every engine step's timeout; longer inputs get proportionally more."""
     token_ttl_hours: int = Field(48, ge=1)
     """How long a dispatched step's task token is kept for its worker's markers."""
-    record_retention_days: int = Field(30, ge=0, le=3650)
+    record_retention_days: int = Field(plan.RECORD_RETENTION_DAYS, ge=0, le=3650)
     """Job records (request texts and webhook URLs among them), their events, webhook delivery logs
     and step results expire this many days after their last write (DynamoDB TTL); 0 keeps them.
     `GET /v1/usage` and job lists only see what is kept."""
+    upload_retention_days: int = Field(plan.UPLOAD_RETENTION_DAYS, ge=1, le=365)
+    """API uploads (photos, voice samples) are usable, and their records kept (DynamoDB TTL), this
+    many days; the deploy sets it to the `uploads/` lifecycle rule's days, which removes the bytes."""
+    output_retention_days: int = Field(plan.OUTPUT_RETENTION_DAYS, ge=0, le=3650)
+    """Days published outputs are kept (the output bucket's lifecycle rule, set by the deploy to
+    the same value; 0 keeps them). Read here so the local stack's rules and docs match the deploy."""
     progress_event_step: float = Field(0.1, gt=0, le=1)
     """Emit a job.progress event each time progress advances by this much."""
 

@@ -172,6 +172,10 @@ def notify(request: NotifyRequest, config: PipelineConfig, store: Any, sns: Any)
     event, record = event_for(request, store)
     if event is None:
         return {"skipped": f"{request.type}: job {request.job_id} was cancelled"}
+    if record is None and event.api_key_id:
+        # An API job has its record from admission on: none left means the job was deleted
+        # (talkstack/pipeline/deletion.py), and a late event must not write its timeline again.
+        return {"skipped": f"{event.type}: job {event.job_id} was deleted"}
     held: dict[str, str] = {}  # this run's unfinished claims (sort key → claim id)
     try:
         return _notify(event, record, config, store, sns, held)

@@ -88,9 +88,9 @@ def test_data_buckets_log_access_and_expire_per_settings(s):
         rules[name] = {
             r.get("Prefix", ""): r.get("ExpirationInDays") for r in props["LifecycleConfiguration"]["Rules"]
         }
-    assert rules["work"] == {"": None, "work/": 3, "markers/": 3, "control/": 3}  # "" = abort multipart
-    assert rules["inputs"] == {"": None, "inputs/": 30, "uploads/": 7}
-    assert rules["outputs"] == {"": 90}
+    assert rules["work"] == {"": None, "work/": 1, "markers/": 1, "control/": 1}  # "" = abort multipart
+    assert rules["inputs"] == {"": None, "inputs/": 7, "uploads/": 7}  # voice samples: 7 days
+    assert rules["outputs"] == {"": 1}  # generated videos: 24 hours, S3's smallest unit
     assert rules["audit"] == {"": None, "audit/": 365}  # the daily exports live a year by default
 
     custom = synth(**{"talkstack:outputRetentionDays": "0", "talkstack:inputRetentionDays": "2"})
@@ -100,6 +100,56 @@ def test_data_buckets_log_access_and_expire_per_settings(s):
     assert {r.get("Prefix"): r.get("ExpirationInDays") for r in inp["LifecycleConfiguration"]["Rules"]}[
         "inputs/"
     ] == 2
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{}, {"talkstack:outputRetentionDays": "3", "talkstack:recordRetentionDays": "10",
+          "talkstack:uploadRetentionDays": "2", "talkstack:auditRetentionDays": "0"}],
+)  # fmt: skip
+def test_lifecycle_rules_ttls_and_the_handlers_settings_agree_with_the_retention_settings(
+    context, no_pipeline_environment
+):
+    """One source: the deploy settings (whose defaults are the plan's) make the buckets' expiry
+    rules, the table's TTL attribute is the one the handlers write, and every handler gets the same
+    numbers for the TTLs it writes (records, uploads, audit entries)."""
+    from talkstack.pipeline import jobs_table
+    from talkstack.pipeline.config import PipelineConfig
+    from talkstack.pipeline.retention import Retention
+    from talkstack.settings import retention as plan
+
+    built = synth(**context)
+    settings = built.stack.settings
+    if not context:
+        assert (settings.output_retention_days, settings.upload_retention_days) == (1, 7)
+        assert (settings.input_retention_days, settings.record_retention_days) == (7, 30)
+        assert Retention.of(settings) == Retention()  # the deploy's defaults are the plan's
+        assert plan.OUTPUT_RETENTION_DAYS == 1 and plan.RECORD_RETENTION_DAYS == 30
+    expected = Retention.of(settings).bucket_rules()
+    storage = built.stack.storage
+    buckets = {
+        "input": storage.input_bucket,
+        "work": storage.work_bucket,
+        "output": storage.output_bucket,
+        "audit": storage.audit_bucket,
+    }
+    for role, bucket in buckets.items():
+        rules = built.template["Resources"][built.logical_id(bucket)]["Properties"]["LifecycleConfiguration"]
+        found = {
+            (r.get("Prefix", ""), r["ExpirationInDays"]) for r in rules["Rules"] if "ExpirationInDays" in r
+        }
+        assert found == {(rule.prefix, rule.days) for rule in expected[role]}, role
+    table = next(iter(built.resources("AWS::DynamoDB::GlobalTable").values()))["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": jobs_table.TTL_ATTRIBUTE, "Enabled": True}
+    fields = ("record", "upload", "audit", "output")
+    for name, (_, props) in functions_by_name(built).items():
+        env = props["Environment"]["Variables"]
+        for field in (f"{kind}_retention_days" for kind in fields):
+            assert env[f"TALKSTACK_{field.upper()}"] == str(getattr(settings, field)), (name, field)
+    # A handler configured by nothing (the local stack's defaults) writes the plan's TTLs too.
+    defaults = PipelineConfig.model_fields
+    for field in (f"{kind}_retention_days" for kind in fields):
+        assert defaults[field].default == getattr(Retention(), field), field
 
 
 def test_manifest_and_marker_notifications_reach_ingest_and_complete(s):

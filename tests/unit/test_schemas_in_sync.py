@@ -58,6 +58,8 @@ def test_openapi_document_is_complete():
     assert operations == {
         ("POST", "/v1/avatar/generate"),
         ("POST", "/v1/voice/clone"),
+        ("DELETE", "/v1/jobs/{job_id}"),
+        ("DELETE", "/v1/data"),
         ("POST", "/v1/video/generate"),
         ("POST", "/v1/uploads"),
         ("GET", "/v1/jobs/{job_id}"),

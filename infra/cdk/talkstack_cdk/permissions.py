@@ -36,6 +36,7 @@ from talkstack.contract.worker import CONTROL_PREFIX as CONTROL
 from talkstack.contract.worker import MARKERS_PREFIX as MARKERS
 from talkstack.contract.worker import WORK_PREFIX as WORK
 from talkstack.pipeline.audit import EXPORT_PREFIX as AUDIT_PREFIX
+from talkstack.pipeline.deletion import HELD_PREFIX
 from talkstack.pipeline.jobs_table import OWNER_INDEX
 from talkstack.pipeline.tenancy import TENANTS_PREFIX
 from talkstack_cdk.functions import PipelineFunctions
@@ -221,6 +222,11 @@ def grant_pipeline(
     allow(role["api"], "TellMissingOutputs", LIST, buckets(publish_to))
     allow(role["api"], "CancelFlags", WRITE, objects("api", [work], [CONTROL]))
     allow(role["api"], "StartJobs", ["states:StartExecution"], [targets.state_machine_arn])
+    # api: deletion on request (talkstack/pipeline/deletion.py): a job's uploads, its work files and
+    # held outputs (its published outputs: PresignResults above), found by listing their prefixes.
+    allow(role["api"], "DeleteUploads", DELETE, objects("api", [inputs], [UPLOAD_PREFIX]))
+    allow(role["api"], "DeleteWork", DELETE, objects("api", [work], [WORK, MARKERS, CONTROL, HELD_PREFIX]))
+    allow(role["api"], "ListForDeletion", LIST, buckets([(inputs, UPLOAD_PREFIX), (work, "")]))
     allow(
         role["api"],
         "StopJobs",

@@ -22,6 +22,7 @@ from talkstack.pipeline.config import (
     split_csv,
     split_pairs,
 )
+from talkstack.settings import retention
 from talkstack.settings.modal_deploy import ModalDeploySettings, WorkerFamily
 
 CONTEXT_PREFIX = "talkstack:"
@@ -76,20 +77,25 @@ class DeploySettings(BaseModel):
     stack_name: str = Field("talkstack", pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
     """CloudFormation stack name, and the prefix of every named resource."""
 
-    work_retention_days: int = Field(3, ge=1, le=30)
+    # Retention defaults: the product plan's, from talkstack/settings/retention.py (the pipeline's
+    # settings default to the same numbers; tests/infra compares the template with them). S3
+    # expires an object at the first midnight UTC after it is N days old.
+    work_retention_days: int = Field(retention.WORK_RETENTION_DAYS, ge=1, le=30)
     """Work bucket (worker outputs, markers, cancel flags): gone once a job is published."""
-    upload_retention_days: int = Field(7, ge=1, le=365)
-    """`uploads/` in the input bucket (API uploads; their records expire after 7 days too)."""
-    input_retention_days: int = Field(30, ge=0, le=3650)
+    upload_retention_days: int = Field(retention.UPLOAD_RETENTION_DAYS, ge=1, le=365)
+    """`uploads/` in the input bucket (API uploads: photos, voice samples), and their records in the
+    table (TALKSTACK_UPLOAD_RETENTION_DAYS)."""
+    input_retention_days: int = Field(retention.INPUT_RETENTION_DAYS, ge=0, le=3650)
     """`inputs/` in the input bucket: manifests, photos and voice samples (0 = keep forever).
     Voice samples are biometric data: keep this short unless you need them."""
-    output_retention_days: int = Field(90, ge=0, le=3650)
-    """Published videos and voice clones in the output bucket (0 = keep forever)."""
-    record_retention_days: int = Field(30, ge=0, le=3650)
+    output_retention_days: int = Field(retention.OUTPUT_RETENTION_DAYS, ge=0, le=3650)
+    """Published videos and voice clones in the output bucket (0 = keep forever). 1 = 24 hours, at
+    S3's day granularity: gone between 24 and 48 hours after publishing."""
+    record_retention_days: int = Field(retention.RECORD_RETENTION_DAYS, ge=0, le=3650)
     """Job records (request texts and webhook URLs among them), events, webhook delivery logs and
     step results in the table expire this many days after their last write (0 = keep).
     `GET /v1/usage` and job lists only see what is kept."""
-    audit_retention_days: int = Field(365, ge=0, le=3650)
+    audit_retention_days: int = Field(retention.AUDIT_RETENTION_DAYS, ge=0, le=3650)
     """Audit entries in the table, and the daily exports in the audit bucket, expire after this many
     days (0 = keep). Longer than records: investigations look back further than a job lives."""
     log_retention_days: int = 30

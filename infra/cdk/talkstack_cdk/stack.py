@@ -175,6 +175,8 @@ class TalkstackStack(Stack):
             "TALKSTACK_WORKER_BACKEND": s.worker_backend,
             "TALKSTACK_RECORD_RETENTION_DAYS": str(s.record_retention_days),
             "TALKSTACK_AUDIT_RETENTION_DAYS": str(s.audit_retention_days),
+            "TALKSTACK_UPLOAD_RETENTION_DAYS": str(s.upload_retention_days),
+            "TALKSTACK_OUTPUT_RETENTION_DAYS": str(s.output_retention_days),
             "TALKSTACK_AUDIT_BUCKET": storage.audit_bucket.bucket_name,
             "TALKSTACK_MODAL_TOKEN_SECRET": self.modal_token.secret_arn,
             "TALKSTACK_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,

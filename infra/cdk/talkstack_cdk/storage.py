@@ -2,8 +2,9 @@
 table, and the KMS key that encrypts the event topic and the queues' neighbours.
 
 Every bucket blocks public access, refuses plain HTTP, is encrypted at rest and logs access. The
-lifecycle rules carry the retention settings: work artifacts go after days, uploads after a week,
-inputs (voice samples among them) and outputs when the deployer says so, audit exports after a year.
+lifecycle rules carry the retention settings (talkstack/settings/retention.py: outputs after a day,
+work artifacts after a day, uploads and dropped inputs (voice samples) after a week, audit exports
+after a year), built by talkstack.pipeline.retention as the local stack's are.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from talkstack.contract.worker import WORK_BUCKET_PREFIXES
 from talkstack.pipeline import jobs_table
-from talkstack.pipeline.audit import EXPORT_PREFIX as AUDIT_PREFIX
+from talkstack.pipeline.retention import INPUT_PREFIX, BucketRole, Retention
+from talkstack.pipeline.tenancy import UPLOADS_PREFIX as UPLOAD_PREFIX
 from talkstack_cdk.settings import DeploySettings
 
-INPUT_PREFIX = "inputs/"
-UPLOAD_PREFIX = "uploads/"
+__all__ = ["INPUT_PREFIX", "UPLOAD_PREFIX", "Storage"]
 MANIFEST_SUFFIX = "job.json"
 
 _BILLING = {"PAY_PER_REQUEST": dynamodb.Billing.on_demand()}
@@ -81,31 +81,21 @@ class Storage(Construct):
                 removal_policy=removal,
             )
 
-        def expire(prefix: str, days: int) -> list[s3.LifecycleRule]:
-            if days == 0:
-                return []
+        # The expiry rules are built from the settings by talkstack.pipeline.retention, as the
+        # local stack's are.
+        rules = Retention.of(settings).bucket_rules()
+
+        def expire(role: BucketRole) -> list[s3.LifecycleRule]:
             return [
-                s3.LifecycleRule(
-                    id=f"expire-{prefix.rstrip('/')}", prefix=prefix, expiration=Duration.days(days)
-                )
+                s3.LifecycleRule(id=rule.rule_id, prefix=rule.prefix, expiration=Duration.days(rule.days))
+                for rule in rules[role]
             ]
 
-        self.input_bucket = bucket(
-            "Inputs",
-            expire(INPUT_PREFIX, settings.input_retention_days)
-            + expire(UPLOAD_PREFIX, settings.upload_retention_days),
-        )
-        self.work_bucket = bucket(
-            "Work",
-            [
-                rule
-                for prefix in WORK_BUCKET_PREFIXES
-                for rule in expire(prefix, settings.work_retention_days)
-            ],
-        )
-        self.output_bucket = bucket("Outputs", expire("", settings.output_retention_days))
+        self.input_bucket = bucket("Inputs", expire("input"))
+        self.work_bucket = bucket("Work", expire("work"))
+        self.output_bucket = bucket("Outputs", expire("output"))
         # The daily audit exports: a bucket of their own, so no job's output settings can reach them.
-        self.audit_bucket = bucket("Audit", expire(AUDIT_PREFIX, settings.audit_retention_days))
+        self.audit_bucket = bucket("Audit", expire("audit"))
 
         self.table = dynamodb.TableV2(
             self,
