@@ -51,6 +51,7 @@ AuditAction = Literal[
     "key.disabled",
     "key.enabled",
     "job.submitted",
+    "job.refused",
     "job.cancelled",
     "upload.created",
     "output.url_issued",
