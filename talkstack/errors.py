@@ -43,6 +43,11 @@ class ErrorCode(StrEnum):
     FACE_TOO_SMALL = "FACE_TOO_SMALL"
     # Text
     TEXT_TOO_LONG = "TEXT_TOO_LONG"
+    # Input moderation (talkstack/safety/policy.py): a text the operator's policy or the text-safety
+    # classifier refuses; the operator's policy file itself is unusable; the classifier could not answer
+    CONTENT_REFUSED = "CONTENT_REFUSED"
+    MODERATION_POLICY_INVALID = "MODERATION_POLICY_INVALID"
+    MODERATION_UNAVAILABLE = "MODERATION_UNAVAILABLE"
     # The local stack (CLI only): none answering where a command looks, or `talkstack up` cannot bind
     STACK_NOT_RUNNING = "STACK_NOT_RUNNING"
     PORT_IN_USE = "PORT_IN_USE"

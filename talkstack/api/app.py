@@ -74,6 +74,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.IMAGE_TOO_LARGE: 413,
     ErrorCode.STORAGE_QUOTA_EXCEEDED: 413,  # with Retry-After: when the oldest uploads stop counting
     ErrorCode.UNSUPPORTED_MEDIA: 415,
+    ErrorCode.CONTENT_REFUSED: 422,  # the moderation policy or classifier refused a text
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.GENERATION_FAILED: 500,
 }

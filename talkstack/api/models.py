@@ -12,6 +12,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from pydantic.json_schema import SkipJsonSchema
 
 from talkstack.contract.fields import CallbackId, EventType, JobId, StrictModel
+from talkstack.contract.moderation import ModerationVerdict
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import (
     JobError,
@@ -156,6 +157,8 @@ class JobView(StrictModel):
     steps: list[StepView] = Field(default_factory=list)
     result: ResultView | None = None
     error: JobError | None = None
+    moderation: ModerationVerdict | None = None
+    """The input moderation verdict (policy version, classifier, and for a refusal its category)."""
     links: JobLinks
 
     @classmethod
@@ -175,6 +178,7 @@ class JobView(StrictModel):
             steps=[StepView.model_validate(s, from_attributes=True) for s in record.steps],
             result=result,
             error=record.error,
+            moderation=record.moderation,
             links=links,
         )
 

@@ -107,6 +107,19 @@ def _check_model(model_id: str, task: str) -> None:
         )
 
 
+def _moderate(text: str, language: str) -> None:
+    """The operator's moderation policy (TALKSTACK_MODERATION_POLICY) on a text before rendering:
+    the same check and the same CONTENT_REFUSED as the Moderate state, without a classifier (a
+    local render has no GPU backend to ask) and without key overrides (no key renders here)."""
+    from talkstack.safety.policy import FieldText, judge, load_policy, refusal
+    from talkstack.settings.moderation import get_moderation_settings
+
+    policy = load_policy(get_moderation_settings().policy)
+    verdict = judge(policy, [FieldText("--text", text)], language=language.split("-")[0])
+    if verdict.decision == "refused":
+        raise refusal(verdict)
+
+
 @render_app.command("avatar")
 @friendly_errors
 def render_avatar_cmd(
@@ -136,6 +149,8 @@ def render_avatar_cmd(
     if (audio is None) == (text is None):
         raise TalkstackError(ErrorCode.INVALID_REQUEST, "give exactly one of --audio or --text")
     _check_model(model, "avatar")
+    if text is not None:
+        _moderate(text, voice)
     started = time.perf_counter()
     options = LiteAvatarOptions(
         fps=fps,
@@ -172,6 +187,7 @@ def render_voice_cmd(
     from talkstack.engines.lite.voice import LiteVoiceOptions, synthesize
 
     _check_model(model, "voice")
+    _moderate(text, voice)
     started = time.perf_counter()
     result = synthesize(
         text,

@@ -26,6 +26,7 @@ from talkstack.settings import (
     Settings,
 )
 from talkstack.settings.catalogue import REQUIRED, Group, describe, markdown
+from talkstack.settings.moderation import ModerationSettings
 from talkstack.settings.quality import QualityThresholds
 
 DOCS_COMMAND = "talkstack settings --write docs/settings.md"
@@ -77,6 +78,7 @@ def groups() -> list[Group]:
         Group("client", ClientSettings, "Defaults of `talkstack api` (the REST API's URL and key)."),
         Group("modal", ModalDeploySettings, "The Modal apps, read where `modal deploy` runs."),
         Group("quality", QualityThresholds, "Pass marks of the avatar quality report (workers, pipeline)."),
+        Group("moderation", ModerationSettings, "Input moderation: the policy and the text classifier."),
     ]  # fmt: skip
     cdk = _cdk_settings()
     if cdk is not None:

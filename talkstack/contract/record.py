@@ -24,12 +24,13 @@ from pydantic import (
 )
 
 from talkstack.contract.fields import CallbackId, JobId, Metadata, S3Bucket, StrictModel, TaskKind, WebhookUrl
+from talkstack.contract.moderation import ModerationVerdict
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.request import JobRequest, NotifySpec
 from talkstack.errors import ErrorCode, TalkstackError
 
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
-StepName = Literal["validate", "plan", "voice", "avatar", "video", "stitch", "finalize", "notify"]
+StepName = Literal["validate", "moderate", "plan", "voice", "avatar", "video", "stitch", "finalize", "notify"]
 StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 OutputKind = Literal["video", "audio", "thumbnail", "captions", "result"]
 
@@ -210,6 +211,9 @@ class JobRecord(StrictModel):
     """Seconds per step name, plus "total" (created_at to finished_at)."""
     result: JobResult | None = None
     error: JobError | None = None
+    moderation: ModerationVerdict | None = None
+    """The input moderation verdict (the Moderate state's): None until it ran, and for a request
+    that never validated."""
 
     @model_validator(mode="after")
     def _consistent(self) -> JobRecord:

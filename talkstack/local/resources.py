@@ -18,6 +18,7 @@ HANDLERS: tuple[str, ...] = (
     "api",
     "ingest",
     "validate",
+    "moderate",
     "plan",
     "segment",
     "dispatch",

@@ -52,6 +52,7 @@ AuditAction = Literal[
     "key.disabled",
     "key.enabled",
     "job.submitted",
+    "job.refused",
     "job.cancelled",
     "job.deleted",
     "data.erased",

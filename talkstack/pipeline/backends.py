@@ -152,6 +152,23 @@ class ModalBackend:
         call = worker_cls(**parameters).run.spawn(payload)
         return str(call.object_id)
 
+    def call(self, app_name: str, class_name: str, method: str, *args: Any, timeout_s: float) -> Any:
+        """Run one method of a deployed class and wait for its answer, at most `timeout_s` (a spawn
+        then a bounded `get`, so a cold or stuck container cannot hold the caller past its own
+        deadline; the call is cancelled when the wait runs out). Modal's errors and the builtin
+        TimeoutError propagate: the caller decides what an unanswered call means."""
+        import modal
+
+        worker_cls = modal.Cls.from_name(
+            app_name, class_name, environment_name=self.environment, client=self._client()
+        )
+        call = getattr(worker_cls(), method).spawn(*args)
+        try:
+            return call.get(timeout=timeout_s)
+        except TimeoutError:
+            call.cancel()
+            raise
+
     def cancel(self, call_id: str) -> None:
         """Stop a spawned call (`fc-…`): Modal terminates its input without retrying it."""
         import modal

@@ -15,12 +15,19 @@ from collections.abc import Iterable, Mapping
 from talkstack.settings.engines import get_settings
 from talkstack.settings.limits import get_limits
 from talkstack.settings.local import get_local_settings
+from talkstack.settings.moderation import get_moderation_settings
 from talkstack.settings.quality import get_quality_thresholds
 
 
 def reset_settings() -> None:
     """Forget the cached settings of every group in this package (they re-parse on next use)."""
-    for getter in (get_settings, get_limits, get_local_settings, get_quality_thresholds):
+    for getter in (
+        get_settings,
+        get_limits,
+        get_local_settings,
+        get_quality_thresholds,
+        get_moderation_settings,
+    ):
         getter.cache_clear()
 
 

@@ -207,7 +207,7 @@ def test_shell_parsing():
         ("open http://localhost:4567/docs", "port 4567: the REST API is on 4577"),
         ("AWS_ENDPOINT_URL=http://127.0.0.1:4577", "port 4577: the local AWS endpoint is on 4567"),
         ("the stack listens on 127.0.0.1:4600", "port 4600: a local stack port is on 4567"),
-        ("the eight functions", "'eight functions': there are 11"),
+        ("the eight functions", "'eight functions': there are 12"),
         ("turbo (8 steps) costs less", "turbo: 8 steps, but a turbo avatar job runs 4"),
         (
             "`TALKSTACK_AUDIT_RETENTION_DAYS` (30)",

@@ -840,7 +840,8 @@ def test_cdk_json_runs_the_app_and_pins_nothing_else_by_hand():
 
 
 def test_only_the_handlers_that_talk_to_modal_read_its_token(s):
-    # fail is one of them: a failed job's Modal calls are cancelled (pipeline/failure.py)
+    # fail is one of them: a failed job's Modal calls are cancelled (pipeline/failure.py); moderate
+    # calls the text-safety classifier (pipeline/moderate.py)
     token = {"Ref": s.logical_id(s.stack.modal_token)}
     readers = {
         name
@@ -848,7 +849,7 @@ def test_only_the_handlers_that_talk_to_modal_read_its_token(s):
         for st in role_statements(s, props["Role"]["Fn::GetAtt"][0])
         if "secretsmanager:GetSecretValue" in as_list(st["Action"]) and token in as_list(st["Resource"])
     }
-    assert readers == {"api", "validate", "dispatch", "fail"}
+    assert readers == {"api", "validate", "moderate", "dispatch", "fail"}
 
 
 def test_the_lambdas_cap_chunks_at_the_avatar_containers_the_modal_app_was_deployed_with(monkeypatch):

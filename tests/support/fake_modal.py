@@ -36,7 +36,7 @@ from modal_proto import api_pb2
 
 from tests.support.modal_introspect import RealClass, container_instance, parameter_values, real_class
 
-Container = Callable[[dict[str, Any]], Any]
+Container = Callable[..., Any]
 
 
 @dataclass
@@ -224,17 +224,63 @@ class _Servicer(_Base):  # type: ignore[misc,valid-type]
             )
             self.fake.spawned.append(spawned)
             if deployed.container is not None:
-                threading.Thread(target=deployed.container, args=(payload,), daemon=True).start()
+                call_args = args if args else (payload,)
+                self.fake.outputs[call_id] = output = _Output()
+                threading.Thread(target=output.run, args=(deployed.container, call_args), daemon=True).start()
             items.append(api_pb2.FunctionPutInputsResponseItem(idx=item.idx, input_id=f"in-{call_id}"))
         await stream.send_message(
             api_pb2.FunctionMapResponse(function_call_id=call_id, pipelined_inputs=items)
         )
+
+    async def FunctionGetOutputs(self, stream: Any) -> None:
+        """What a container returned (`FunctionCall.get`, `.remote`): its value, or its exception as
+        a failure; nothing yet when the wait runs out (Modal answers "unfinished")."""
+        request = await stream.recv_message()
+        self._authorise(stream)
+        output = self.fake.outputs.get(request.function_call_id)
+        if output is not None:
+            await asyncio.get_running_loop().run_in_executor(None, output.done.wait, max(request.timeout, 0))
+        if output is None or not output.done.is_set():
+            await stream.send_message(api_pb2.FunctionGetOutputsResponse(num_unfinished_inputs=1))
+            return
+        if output.error is None:
+            result = api_pb2.GenericResult(
+                status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS, data=pickle.dumps(output.value)
+            )
+        else:
+            result = api_pb2.GenericResult(
+                status=api_pb2.GenericResult.GENERIC_STATUS_FAILURE, exception=repr(output.error)
+            )
+        item = api_pb2.FunctionGetOutputsItem(
+            result=result,
+            idx=0,
+            input_id=f"in-{request.function_call_id}",
+            data_format=api_pb2.DATA_FORMAT_PICKLE,
+        )
+        await stream.send_message(api_pb2.FunctionGetOutputsResponse(outputs=[item], num_unfinished_inputs=0))
 
     async def FunctionCallCancel(self, stream: Any) -> None:
         request = await stream.recv_message()
         self._authorise(stream)
         self.fake.cancelled.append(request.function_call_id)
         await stream.send_message(empty_pb2.Empty())
+
+
+class _Output:
+    """The answer of one spawned call, once its container returns (or raises)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self, container: Container, args: tuple[Any, ...]) -> None:
+        try:
+            self.value = container(*args)
+        except BaseException as exc:  # the container's failure is the call's answer
+            self.error = exc
+        finally:
+            self.done.set()
 
 
 @dataclass
@@ -247,6 +293,8 @@ class FakeModal:
     bound: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
     """Function call ids cancelled through FunctionCallCancel."""
+    outputs: dict[str, _Output] = field(default_factory=dict)
+    """Each spawned call's answer, by function call id (FunctionGetOutputs)."""
     port: int = field(default_factory=_free_port)
 
     def __post_init__(self) -> None:
@@ -270,6 +318,7 @@ class FakeModal:
         self.spawned.clear()
         self.bound.clear()
         self.cancelled.clear()
+        self.outputs.clear()
 
     def function_id(self, deployed: _Deployed) -> str:
         return f"fu-{self.deployed.index(deployed)}"

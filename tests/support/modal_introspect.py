@@ -98,7 +98,7 @@ class RealClass:
 
 def real_class(app_name: str, cls_name: str) -> RealClass:
     """`cls_name` of the app `app_name` as modal_workers/<family>.py declares it (imported, not deployed)."""
-    module = importlib.import_module(f"modal_workers.{app_name.removeprefix('talkstack-')}")
+    module = importlib.import_module(f"modal_workers.{app_name.removeprefix('talkstack-').replace('-', '_')}")
     app = module.app
     assert app.name == app_name, f"modal_workers.{module.__name__} declares app {app.name}, not {app_name}"
     with warnings.catch_warnings():

@@ -150,3 +150,29 @@ def test_status_of_a_job_without_a_report_shows_none(monkeypatch):
 
     assert result.exit_code == 0, result.output
     assert "quality" not in result.output
+
+
+def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypatch):
+    """`talkstack render` refuses a blocked text with the pipeline's code, writing nothing; the
+    operator's own policy (TALKSTACK_MODERATION_POLICY) decides what counts as blocked."""
+    from talkstack.cli import app
+    from talkstack.safety.policy import DEFAULT_POLICY_PATH
+    from talkstack.settings.moderation import get_moderation_settings
+
+    out = tmp_path / "v.wav"
+    args = ["render", "voice", "--text", "Now kill yourself.", "-o", str(out)]
+    monkeypatch.delenv("TALKSTACK_MODERATION_POLICY", raising=False)
+    get_moderation_settings.cache_clear()
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "error [CONTENT_REFUSED]" in refused.output
+    assert "category harassment" in refused.output and not out.exists()
+
+    policy = json.loads(DEFAULT_POLICY_PATH.read_text())
+    policy["categories"] = [c for c in policy["categories"] if c["id"] != "harassment"]
+    (tmp_path / "policy.json").write_text(json.dumps(policy))
+    monkeypatch.setenv("TALKSTACK_MODERATION_POLICY", str(tmp_path / "policy.json"))
+    get_moderation_settings.cache_clear()
+    allowed = CliRunner().invoke(app, args)
+    get_moderation_settings.cache_clear()
+    assert allowed.exit_code == 0, allowed.output
+    assert out.stat().st_size > 1000

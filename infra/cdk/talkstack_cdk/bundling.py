@@ -45,6 +45,9 @@ def code_files() -> list[tuple[Path, Path]]:
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         if "__pycache__" not in path.parts:
             files.append((path, Path("talkstack") / path.relative_to(PACKAGE_DIR)))
+    # Data the handlers read at run time: the moderation policy the Moderate step loads by default.
+    for path in sorted((PACKAGE_DIR / "assets" / "policy").glob("*.json")):
+        files.append((path, Path("talkstack") / path.relative_to(PACKAGE_DIR)))
     return files
 
 

@@ -43,6 +43,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     ),
     FunctionSpec("ingest", "S3 manifest drop -> StartExecution", "base", asynchronous=True),
     FunctionSpec("validate", "Validate step: request, media and job record", "modal", timeout_s=110),
+    # moderate waits for the text-safety classifier on Modal (a cold container loads its model
+    # first: TALKSTACK_MODERATION_CLASSIFIER_TIMEOUT_S, at most 280 s), so it carries the Modal client.
+    FunctionSpec("moderate", "Moderate step: the content policy and classifier", "modal", timeout_s=290),
     FunctionSpec("plan", "Plan step: steps, models and timeouts", "base", memory_mb=256, timeout_s=110),
     FunctionSpec(
         "segment",

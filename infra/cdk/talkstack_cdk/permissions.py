@@ -142,7 +142,7 @@ def grant_pipeline(
         allow(role[name], "Announce", ["lambda:InvokeFunction"], [functions["notify"].function_arn])
     # Handlers that talk to Modal (spawn, cancel, check a model is deployed); fail cancels the calls
     # of a job that failed (pipeline/failure.py: a failed job stops its workers).
-    for name in ("api", "validate", "dispatch", "fail"):
+    for name in ("api", "validate", "moderate", "dispatch", "fail"):
         targets.modal_token.grant_read(functions[name])
 
     # ingest: read the dropped manifest, start (or find) the execution, park refusals.
