@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     FACE_TOO_SMALL = "FACE_TOO_SMALL"
     # Text
     TEXT_TOO_LONG = "TEXT_TOO_LONG"
+    # Likeness and voice consent (talkstack/safety/consent.py, docs/safety.md)
+    CONSENT_REQUIRED = "CONSENT_REQUIRED"
+    CONSENT_CLIP_INVALID = "CONSENT_CLIP_INVALID"
     # The local stack (CLI only): none answering where a command looks, or `talkstack up` cannot bind
     STACK_NOT_RUNNING = "STACK_NOT_RUNNING"
     PORT_IN_USE = "PORT_IN_USE"

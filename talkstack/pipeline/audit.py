@@ -52,6 +52,7 @@ AuditAction = Literal[
     "key.enabled",
     "job.submitted",
     "job.cancelled",
+    "consent.attested",
     "upload.created",
     "output.url_issued",
     "webhook.created",
