@@ -42,6 +42,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -158,6 +159,15 @@ def put_manifest(stack: LocalStack, hooks: WebhookReceiver, job_id: str) -> JobS
         "task": "avatar",
         "inputs": {"image": "portrait.png", "audio": "speech.wav"},
         "notify": {"webhook_url": hooks.url, "events": ["job.completed", "job.failed"]},
+        # A crop of the bundled portrait is no longer the bundled file, so it needs an attestation
+        # like any user's photo (docs/safety.md); the photograph is NASA's, in the public domain.
+        "consent": {
+            "attested_by": "talkstack bench",
+            "attested_at": datetime.now(UTC).isoformat(),
+            "subject": "Eileen Collins (NASA photograph, public domain)",
+            "scope": "likeness",
+            "statement": "Public-domain photograph bundled with talkstack (NOTICE), cropped for the bench.",
+        },
     }
     landed_at = time.time()
     stack.s3.put_object(

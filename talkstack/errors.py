@@ -48,6 +48,9 @@ class ErrorCode(StrEnum):
     CONTENT_REFUSED = "CONTENT_REFUSED"
     MODERATION_POLICY_INVALID = "MODERATION_POLICY_INVALID"
     MODERATION_UNAVAILABLE = "MODERATION_UNAVAILABLE"
+    # Likeness and voice consent (talkstack/safety/consent.py, docs/safety.md)
+    CONSENT_REQUIRED = "CONSENT_REQUIRED"
+    CONSENT_CLIP_INVALID = "CONSENT_CLIP_INVALID"
     # The local stack (CLI only): none answering where a command looks, or `talkstack up` cannot bind
     STACK_NOT_RUNNING = "STACK_NOT_RUNNING"
     PORT_IN_USE = "PORT_IN_USE"

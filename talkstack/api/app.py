@@ -76,6 +76,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA: 415,
     ErrorCode.CONTENT_REFUSED: 422,  # the moderation policy or classifier refused a text
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.CONSENT_REQUIRED: 422,  # a request without the attestation it needs
+    ErrorCode.CONSENT_CLIP_INVALID: 422,
     ErrorCode.GENERATION_FAILED: 500,
 }
 """Any other code (a missing input, a silent clip, a model this stack cannot run …) is 422."""

@@ -65,7 +65,13 @@ from talkstack.pipeline.cost import gpu_seconds
 from talkstack.pipeline.deletion import DataErasure, Deleter, JobDeletion
 from talkstack.pipeline.store import iso_key
 from talkstack.pipeline.tenancy import Namespace
-from talkstack.pipeline.validate import _check_model, check_media, check_request
+from talkstack.pipeline.validate import (
+    _check_model,
+    audit_consent,
+    check_consent_for,
+    check_media,
+    check_request,
+)
 from talkstack.settings import MediaLimits, get_limits
 from talkstack.settings.retention import ttl_seconds
 
@@ -231,9 +237,10 @@ class ApiService:
                 principal.actor, "upload.created", "upload", file.upload_id, content_type=file.content_type
             )
             self.uploads.store(principal, file)
-        sent = {name: str(ref) for name, ref in request.media_inputs().items()}
+        sent = {path: str(ref) for path, ref in request.referenced_media().items()}
         request = self.uploads.resolve(principal, request)
-        check_media(request, namespace, self.svc.s3, self.limits, sent)
+        sizes = check_media(request, namespace, self.svc.s3, self.limits, sent)
+        check_consent_for(request, sizes, self.svc.s3, self.config, self.limits)
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
         # A parallel long avatar may render several chunks at once: it gets the GPU task slots its
@@ -244,6 +251,7 @@ class ApiService:
         try:
             # Logged before the execution starts (fail closed): no job runs without its entry.
             self.audit.record(principal.actor, "job.submitted", "job", job_id, task=task, model=record.model)
+            audit_consent(self.audit, principal.actor, job_id, request)
         except TalkstackError as exc:
             unlogged = exc  # (the `as` name is gone once the block ends; the update runs inside it)
             self.svc.store.update(job_id, lambda r: r.is_terminal or r.mark_failed(unlogged, step="validate"))

@@ -251,10 +251,9 @@ class Uploads:
         request (there is no manifest folder to resolve it against). `s3://` refs are left to the
         key's namespace (talkstack.pipeline.tenancy), which the caller checks next."""
         resolved: dict[str, MediaRef] = {}
-        for name, ref in request.media_inputs().items():
+        for field, ref in request.referenced_media().items():
             if not ref.is_relative:
                 continue
-            field = f"inputs.{name}"
             if not ref.key.startswith("upl_"):
                 raise TalkstackError(
                     ErrorCode.INVALID_REQUEST,
@@ -264,10 +263,8 @@ class Uploads:
             upload = self.get(principal, ref.key)
             if upload is None:  # missing, expired or another key's: one answer
                 raise input_not_found(field, ref, "api")
-            resolved[name] = MediaRef(upload.bucket, upload.key)
-        if not resolved:
-            return request
-        return request.model_copy(update={"inputs": request.inputs.model_copy(update=resolved)})
+            resolved[field] = MediaRef(upload.bucket, upload.key)
+        return request.with_media(resolved)
 
 
 def parse_form(body: bytes, content_type: str) -> tuple[str | None, dict[str, tuple[str, str, bytes]]]:

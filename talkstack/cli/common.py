@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from talkstack.engines.base import ProgressFn
-from talkstack.errors import TalkstackError
+from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.settings import get_settings
 
 out = Console()
@@ -74,3 +75,40 @@ AudioOption = Annotated[Path | None, typer.Option("--audio", "-a", help="Speech 
 TextOption = Annotated[str | None, typer.Option("--text", "-t", help="Text to speak instead of --audio.")]
 WebhookOption = Annotated[str | None, typer.Option(help="Webhook URL for this job's events.")]
 TimeoutOption = Annotated[float, typer.Option(help="Seconds to wait.")]
+ConsentSubjectOption = Annotated[
+    str | None,
+    typer.Option(
+        "--consent-subject",
+        help="The person whose face (or cloned voice) the job uses, who agreed to it: adds a consent "
+        "attestation (docs/safety.md). Bundled samples need none.",
+    ),
+]
+ConsentByOption = Annotated[
+    str | None, typer.Option("--consent-by", help="Who attests that consent (default: the subject).")
+]
+CLI_STATEMENT_ID = "talkstack-cli"
+"""The `statement_id` of attestations made with --consent-subject: the statement is the option itself."""
+
+
+def add_consent(document: dict[str, Any], subject: str | None, by: str | None) -> None:
+    """Put a consent attestation built from --consent-subject/--consent-by into a job document:
+    scope from what the job uses (a photo: likeness; a reference voice: voice), given now."""
+    if subject is None:
+        if by is not None:
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, "--consent-by needs --consent-subject")
+        return
+    if "consent" in document:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST, "--consent-subject: the job file already has a consent attestation"
+        )
+    inputs = document.get("inputs")
+    inputs = inputs if isinstance(inputs, dict) else {}
+    likeness = document.get("task", "avatar") == "avatar"
+    voice = inputs.get("reference_voice") is not None
+    document["consent"] = {
+        "attested_by": by or subject,
+        "attested_at": datetime.now(UTC).isoformat(),
+        "subject": subject,
+        "scope": "both" if likeness and voice else "voice" if voice else "likeness",
+        "statement_id": CLI_STATEMENT_ID,
+    }

@@ -45,8 +45,8 @@ def media_fields(task: str) -> frozenset[str]:
 
 def relative_media(manifest: Mapping[str, Any]) -> dict[str, str]:
     """The manifest's media refs that are keys relative to it: {field path: key}. Native manifests
-    and MultiTalk API v0 manifests (`input.*_s3_url`) alike; what is not a valid ref is left for
-    the pipeline to refuse with its own message."""
+    (their inputs and `consent.clip`) and MultiTalk API v0 manifests (`input.*_s3_url`) alike; what
+    is not a valid ref is left for the pipeline to refuse with its own message."""
     if is_multitalk_v0_manifest(manifest):
         section, names = "input", frozenset(_V0_MEDIA)
     else:
@@ -61,6 +61,14 @@ def relative_media(manifest: Mapping[str, Any]) -> dict[str, str]:
             continue
         if ref.is_relative:
             refs[f"{section}.{name}"] = ref.key
+    consent = manifest.get("consent")
+    if isinstance(consent, Mapping) and isinstance(consent.get("clip"), str):
+        try:  # the consent clip is kept with the job's inputs: it is uploaded beside them
+            ref = MediaRef.parse(consent["clip"])
+        except ValueError:
+            return refs
+        if ref.is_relative:
+            refs["consent.clip"] = ref.key
     return refs
 
 

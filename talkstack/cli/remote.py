@@ -19,11 +19,14 @@ from rich.table import Column, Table
 
 from talkstack.cli.common import (
     AudioOption,
+    ConsentByOption,
+    ConsentSubjectOption,
     ImageOption,
     ManifestArg,
     TextOption,
     TimeoutOption,
     WebhookOption,
+    add_consent,
     err,
     friendly_errors,
     out,
@@ -78,18 +81,24 @@ def _client(url: str, key: str | None) -> Iterator[TalkstackClient]:
 def _upload_media(
     client: TalkstackClient, task: str, document: dict[str, Any], media: dict[str, Path]
 ) -> None:
-    """Upload each local media file once and put its upload id where the manifest named the file."""
+    """Upload each local media file once and put its upload id where the manifest named the file
+    (the inputs, and the consent attestation's clip)."""
     from talkstack.cli.drop import media_fields
     from talkstack.contract.fields import MediaRef
 
     inputs = document.get("inputs")
     if not isinstance(inputs, dict):
         return  # the API says what is wrong with it
+    places: list[tuple[dict[str, Any], str, str]] = [
+        (inputs, name, f"inputs.{name}") for name in sorted(media_fields(task) & inputs.keys())
+    ]
+    consent = document.get("consent")
+    if isinstance(consent, dict) and "clip" in consent:
+        places.append((consent, "clip", "consent.clip"))
     uploaded: dict[str, str] = {}
-    for field in sorted(media_fields(task) & inputs.keys()):
-        value = inputs[field]
+    for section, name, field in places:
         try:
-            ref = MediaRef.parse(value)
+            ref = MediaRef.parse(section[name])
         except ValueError:
             continue  # not a ref: the API names the field and the problem
         if not ref.is_relative or ref.key.startswith("upl_"):
@@ -97,14 +106,14 @@ def _upload_media(
         if ref.key not in media:
             raise TalkstackError(
                 ErrorCode.INPUT_NOT_FOUND,
-                f"inputs.{field}: no file {ref.key!r} beside the manifest (give a local file, "
+                f"{field}: no file {ref.key!r} beside the manifest (give a local file, "
                 "an s3://bucket/key or an upload id)",
-                field=f"inputs.{field}",
+                field=field,
             )
         if ref.key not in uploaded:
             err.print(f"uploading {media[ref.key]}", highlight=False)
             uploaded[ref.key] = client.upload(media[ref.key])
-        inputs[field] = uploaded[ref.key]
+        section[name] = uploaded[ref.key]
 
 
 def _refuse_unavailable_models(client: TalkstackClient, task: str, document: dict[str, Any]) -> None:
@@ -163,6 +172,8 @@ def submit_cmd(
     audio: AudioOption = None,
     text: TextOption = None,
     webhook: WebhookOption = None,
+    consent_subject: ConsentSubjectOption = None,
+    consent_by: ConsentByOption = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")] = Path("out"),
     wait: Annotated[bool, typer.Option(help="Follow the job and download its outputs.")] = True,
     timeout: TimeoutOption = 900.0,
@@ -186,6 +197,7 @@ def submit_cmd(
             document.setdefault("notify", {})["webhook_url"] = webhook
     else:
         document, media = _manifest_from_options(image, audio, text, webhook)
+    add_consent(document, consent_subject, consent_by)
     task = document.get("task", "avatar")
     if not isinstance(task, str) or task not in TASK_METHODS:
         raise TalkstackError(

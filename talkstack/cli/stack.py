@@ -18,11 +18,14 @@ from rich.table import Table
 
 from talkstack.cli.common import (
     AudioOption,
+    ConsentByOption,
+    ConsentSubjectOption,
     ImageOption,
     ManifestArg,
     TextOption,
     TimeoutOption,
     WebhookOption,
+    add_consent,
     err,
     friendly_errors,
     out,
@@ -189,6 +192,8 @@ def submit_cmd(
     audio: AudioOption = None,
     text: TextOption = None,
     webhook: WebhookOption = None,
+    consent_subject: ConsentSubjectOption = None,
+    consent_by: ConsentByOption = None,
     name: Annotated[
         str | None, typer.Option(help="Folder name under inputs/ (default: a timestamp).")
     ] = None,
@@ -217,6 +222,7 @@ def submit_cmd(
             document.setdefault("notify", {})["webhook_url"] = webhook
     else:
         document, media = _manifest_from_options(image, audio, text, webhook)
+    add_consent(document, consent_subject, consent_by)
     r = _resources(stack, port)
     store = _connect(r)
     from talkstack.pipeline import aws

@@ -10,7 +10,7 @@ message names the offending field.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from talkstack.contract.consent import ConsentAttestation
 from talkstack.contract.fields import (
     EVENT_TYPES,
     MAX_AVATAR_SECONDS,
@@ -134,6 +135,26 @@ class JobRequestBase(StrictModel):
             for name in type(inputs).model_fields
             if isinstance(value := getattr(inputs, name), MediaRef)
         }
+
+    def referenced_media(self) -> dict[str, MediaRef]:
+        """Every media object the request names, by field path (`inputs.image`, `consent.clip`): the
+        engines' inputs and the consent clip, which is checked and kept but never sent to a worker."""
+        refs = {f"inputs.{name}": ref for name, ref in self.media_inputs().items()}
+        consent: ConsentAttestation | None = getattr(self, "consent", None)
+        if consent is not None and consent.clip is not None:
+            refs["consent.clip"] = consent.clip
+        return refs
+
+    def with_media(self, refs: dict[str, MediaRef]) -> Self:
+        """A copy with the media at these field paths (as `referenced_media` names them) replaced."""
+        inputs = {p.removeprefix("inputs."): ref for p, ref in refs.items() if p.startswith("inputs.")}
+        update: dict[str, Any] = {}
+        if inputs:
+            update["inputs"] = self.inputs.model_copy(update=inputs)
+        if "consent.clip" in refs:
+            consent: ConsentAttestation = getattr(self, "consent")  # noqa: B009 (subclasses declare it)
+            update["consent"] = consent.model_copy(update={"clip": refs["consent.clip"]})
+        return self.model_copy(update=update) if update else self
 
     def sibling_key(self, job_id: str, role: Literal["thumbnail", "result"]) -> str:
         """Key of the thumbnail or result.json published beside the main output: `thumbnail.jpg` and
@@ -260,6 +281,10 @@ class AvatarRequest(JobRequestBase):
     task: Literal["avatar"]
     inputs: AvatarInputs
     options: AvatarOptions = Field(default_factory=AvatarOptions)
+    consent: ConsentAttestation | None = None
+    """That the person in `inputs.image` (scope likeness) and, when `inputs.reference_voice` is
+    given, the person whose voice it is (scope voice) agreed. Required unless the photo is a bundled
+    sample or the operator turned the check off (docs/safety.md)."""
 
     @model_validator(mode="after")
     def _check_combination(self) -> AvatarRequest:
@@ -336,6 +361,10 @@ class VoiceRequest(JobRequestBase):
     task: Literal["voice"]
     inputs: VoiceInputs
     options: VoiceOptions = Field(default_factory=VoiceOptions)
+    consent: ConsentAttestation | None = None
+    """That the person whose voice `inputs.reference_voice` is agreed to its cloning (scope voice).
+    Required with a reference voice unless it is a bundled sample or the operator turned the check
+    off (docs/safety.md)."""
 
     @model_validator(mode="after")
     def _match_format(self) -> VoiceRequest:

@@ -56,6 +56,7 @@ AuditAction = Literal[
     "job.cancelled",
     "job.deleted",
     "data.erased",
+    "consent.attested",
     "upload.created",
     "output.url_issued",
     "webhook.created",

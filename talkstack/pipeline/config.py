@@ -267,6 +267,15 @@ class PipelineConfig(BaseSettings):
     progress_event_step: float = Field(0.1, gt=0, le=1)
     """Emit a job.progress event each time progress advances by this much."""
 
+    # --- likeness and voice consent (talkstack/safety/consent.py, docs/safety.md) ---
+    consent_required: bool = True
+    """Refuse (CONSENT_REQUIRED) an avatar of a photo that is not a bundled sample, and any voice
+    clone from a reference voice that is not one, unless the request carries a `consent`
+    attestation of the right scope. false turns the check off (attestations are still recorded)."""
+    voice_clone_consent_clip: Literal["required", "optional"] = "optional"
+    """`required`: a voice clone's attestation must also bring a recorded consent clip
+    (`consent.clip`, 2-120 s of speech), checked before any engine runs."""
+
     # --- the audit trail (talkstack/pipeline/audit.py) ---
     audit_retention_days: int = Field(DEFAULT_AUDIT_RETENTION_DAYS, ge=0, le=3650)
     """Audit entries (who did what: keys, jobs, uploads, download URLs, webhooks) expire from the

@@ -117,8 +117,7 @@ class Namespace:
 
     def check_reads(self, request: JobRequestBase) -> None:
         """Refuse any media input outside the namespace, before anything is asked of S3."""
-        for name, ref in request.media_inputs().items():
-            field = f"inputs.{name}"
+        for field, ref in request.referenced_media().items():
             if self.may_read(ref):
                 continue
             if self.kind == "operator":  # the operator's own configuration: say which bucket, and how

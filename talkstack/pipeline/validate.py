@@ -4,13 +4,17 @@ Every way in (S3 manifest, direct StartExecution, API) passes here, so every che
 the request's shape (parse_job_request), where its media may come from and where it may publish
 (the job's tenant namespace, talkstack.pipeline.tenancy), that each input exists and
 is within its size limit (HeadObject: nothing is downloaded), that the models run on this stack's
-worker backend, and that the webhook target is not a private address. A failure raises
-TalkstackError; the state machine's failure path turns it into a failed job record and event.
+worker backend, that the webhook target is not a private address, and that a photo animated or a
+voice cloned comes with a consent attestation (talkstack.safety.consent: only an object the size of a
+bundled sample, and a consent clip, are read). A failure raises TalkstackError; the state machine's
+failure path turns it into a failed job record and event.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -22,27 +26,35 @@ from talkstack.contract.request import AvatarRequest, JobRequestBase
 from talkstack.contract.state import split_execution_input
 from talkstack.engines.registry import get_model
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.audit import DROP_ACTOR, PIPELINE_SOURCE, Actor, AuditLog
 from talkstack.pipeline.aws import client as aws_client
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.backends import read_modal_token
 from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.jobids import manifest_job_name
 from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.webhooks import WebhookRefused, check_webhook_target
+from talkstack.safety.consent import (
+    ConsentPolicy,
+    attestation_details,
+    bundled_sample,
+    check_consent,
+    check_consent_clip,
+    consent_needed,
+)
 from talkstack.settings import MediaLimits, get_limits
 
 
 def resolve_media(request: JobRequestBase, bucket: str, manifest_key: str) -> JobRequestBase:
     """Relative refs → absolute `s3://` refs, resolved against the manifest's folder (or `bucket`'s root)."""
     resolved = {
-        name: MediaRef(*ref.resolve(bucket, manifest_key)) for name, ref in request.media_inputs().items()
+        path: MediaRef(*ref.resolve(bucket, manifest_key)) for path, ref in request.referenced_media().items()
     }
-    if not resolved:
-        return request
-    return request.model_copy(update={"inputs": request.inputs.model_copy(update=resolved)})
+    return request.with_media(resolved)
 
 
-def _media_limit(name: str, limits: MediaLimits) -> tuple[int, ErrorCode]:
-    if name == "image":
+def _media_limit(path: str, limits: MediaLimits) -> tuple[int, ErrorCode]:
+    if path == "inputs.image":
         return limits.max_image_bytes, ErrorCode.IMAGE_TOO_LARGE
     return limits.max_audio_bytes, ErrorCode.INPUT_TOO_LARGE
 
@@ -53,15 +65,16 @@ def check_media(
     s3: Any,
     limits: MediaLimits,
     sent: Mapping[str, str] | None = None,
-) -> None:
-    """Each media input is the namespace's to read (before any S3 call: no existence oracle), exists,
-    is not empty and is within its limit (HeadObject: nothing is downloaded). Messages name each
-    input as `sent` (by field name) says the caller wrote it: an upload id stays an upload id, so no
-    answer names a bucket the caller did not."""
+) -> dict[str, int]:
+    """Each media object (the inputs and the consent clip) is the namespace's to read (before any S3
+    call: no existence oracle), exists, is not empty and is within its limit (HeadObject: nothing is
+    downloaded); returns their sizes by field path. Messages name each object as `sent` (by field
+    path) says the caller wrote it: an upload id stays an upload id, so no answer names a bucket the
+    caller did not."""
     namespace.check_reads(request)
-    for name, ref in request.media_inputs().items():
-        field = f"inputs.{name}"
-        shown = (sent or {}).get(name, str(ref))
+    sizes: dict[str, int] = {}
+    for field, ref in request.referenced_media().items():
+        shown = (sent or {}).get(field, str(ref))
         try:
             head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
         except ClientError as exc:
@@ -76,7 +89,7 @@ def check_media(
         size = int(head.get("ContentLength", 0))
         if size == 0:
             raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{field}: {shown} is empty (0 bytes)", field=field)
-        limit, code = _media_limit(name, limits)
+        limit, code = _media_limit(field, limits)
         if size > limit:
             raise TalkstackError(
                 code,
@@ -85,6 +98,61 @@ def check_media(
                 bytes=size,
                 max_bytes=limit,
             )
+        sizes[field] = size
+    return sizes
+
+
+def check_consent_for(
+    request: JobRequestBase, sizes: Mapping[str, int], s3: Any, config: PipelineConfig, limits: MediaLimits
+) -> None:
+    """The request carries the consent its photo and reference voice need (none for bundled samples),
+    and its consent clip, if any, is speech. Call after check_media (`sizes` is its answer): only an
+    object exactly the size of a bundled sample is downloaded (to hash it), and the clip (to decode it)."""
+
+    def read(path: str) -> bytes:
+        ref = request.referenced_media()[path]
+        return s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+
+    bundled = {
+        path
+        for path in ("inputs.image", "inputs.reference_voice")
+        if path in sizes and bundled_sample(sizes[path], lambda path=path: read(path)) is not None
+    }
+    policy = ConsentPolicy(config.consent_required, config.voice_clone_consent_clip)
+    check_consent(request, consent_needed(request, bundled), policy)
+    clip = request.referenced_media().get("consent.clip")
+    if clip is not None:
+        suffix = PurePosixPath(clip.key).suffix[:16]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"consent-clip{suffix}"
+            path.write_bytes(read("consent.clip"))
+            check_consent_clip(path, limits)
+
+
+def consent_actor(source: JobSource, config: PipelineConfig) -> Actor:
+    """Who an attestation is logged under: the API key, the drop folder (`drop:<folder>`, as ingest
+    logs `job.submitted`), or `operator` for an execution started directly."""
+    if source.kind == "api" and source.api_key_id is not None:
+        return Actor(source.api_key_id, PIPELINE_SOURCE)
+    if source.kind == "s3" and source.key:
+        try:
+            folder = manifest_job_name(source.key, config.input_prefix, config.manifest_name)
+        except TalkstackError:
+            folder = source.key.rpartition("/")[0]
+        return Actor(f"{DROP_ACTOR}{folder}", PIPELINE_SOURCE)
+    return Actor("operator", PIPELINE_SOURCE)
+
+
+def audit_consent(audit: AuditLog, actor: Actor, job_id: str, request: JobRequestBase) -> None:
+    """`consent.attested` for a request that carries an attestation (fail closed: raises if the
+    entry cannot be written, before the job is created or started)."""
+    consent = getattr(request, "consent", None)
+    if consent is None:
+        return
+    clip = request.referenced_media().get("consent.clip")
+    audit.record(
+        actor, "consent.attested", "job", job_id, **attestation_details(consent, job_id, clip and str(clip))
+    )
 
 
 def _check_model(model_id: str, task: str, config: PipelineConfig, field: str) -> None:
@@ -169,7 +237,8 @@ def validate_request(
     namespace = Namespace.for_source(source, config)
     check_request(request, config, limits)
     namespace.check_output(request)
-    check_media(request, namespace, s3, limits)
+    sizes = check_media(request, namespace, s3, limits)
+    check_consent_for(request, sizes, s3, config, limits)
     return request
 
 
@@ -180,14 +249,19 @@ def open_job(
     config: PipelineConfig,
     store: Any,
     s3: Any,
+    audit: AuditLog | None = None,
 ) -> tuple[JobRecord, bool]:
     """Validate and create the queued record; (record, created). Re-running for an existing job
-    (a retried Lambda) returns the stored record instead of creating a second one."""
+    (a retried Lambda, or an API job, which the API validated and created) returns the stored record
+    instead of creating a second one. A consent attestation is logged to `audit` before the record
+    exists (a retry after a failed create may log it twice; never not at all)."""
     existing = store.get(job_id)
     if existing is not None:
         return existing, False
     request_raw, source = split_execution_input(raw, execution_arn)
     request = validate_request(request_raw, source, job_id, config, s3)
+    if audit is not None:
+        audit_consent(audit, consent_actor(source, config), job_id, request)
     record = JobRecord.new(job_id, request)
     record.source = source
     created = store.create(record)

@@ -23,6 +23,7 @@ from talkstack.contract.worker import ResultMarker, StepAddress, marker_key
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET
 from talkstack.media.video import probe_video
 from talkstack.pipeline.jobids import job_id_for_object
+from tests.support.consent import with_consent
 
 pytestmark = pytest.mark.slow
 
@@ -268,7 +269,8 @@ def test_silent_worker_times_out_is_retried_then_fails_clearly(pipeline, media):
 
 def test_fatal_engine_error_fails_at_once_without_retry(pipeline, media):
     media_files = {"portrait.png": media["no_face"], "speech.wav": media["speech_5s"]}
-    dropped = pipeline.drop(avatar_manifest(pipeline), media_files, unique("no face"))
+    # (a photo of no one is still a user's photo: it comes with a consent attestation)
+    dropped = pipeline.drop(with_consent(avatar_manifest(pipeline)), media_files, unique("no face"))
     record = pipeline.wait(dropped.job_id)
     assert record.status == "failed"
     assert record.error.code == "NO_FACE_DETECTED" and record.error.step == "avatar"

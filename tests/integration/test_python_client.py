@@ -168,7 +168,18 @@ def test_cli_status_of_an_unknown_job_fails_with_not_found(pipeline, api_key):
 def test_cli_submit_of_a_failing_job_exits_non_zero_with_its_code(pipeline, api_key, media, tmp_path):
     result = runner.invoke(
         app,
-        ["api", "submit", "-i", str(media["no_face"]), "-a", str(media["speech_5s"]), "-o", str(tmp_path)],
+        [
+            "api",
+            "submit",
+            "-i",
+            str(media["no_face"]),
+            "-a",
+            str(media["speech_5s"]),
+            "-o",
+            str(tmp_path),
+            "--consent-subject",
+            "Grace Subject",
+        ],
         env=cli_env(pipeline, api_key),
     )
     assert result.exit_code == 2, result.output

@@ -93,6 +93,8 @@ def test_status_of_a_failed_job_and_of_an_unknown_job(pipeline, media):
             str(media["no_face"]),
             "--audio",
             str(media["speech_5s"]),
+            "--consent-subject",
+            "Grace Subject",
             *stack_args(pipeline),
         ],
     )

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.integration.test_api import SAMPLES, Api, error_of
+from tests.support.consent import consent_block, with_consent
 
 
 def key_id(key: str) -> str:
@@ -190,7 +191,9 @@ def test_no_output_choice_of_a_lands_on_bs_objects(pipeline, tenants):
     assert buckets_named(pipeline, refused[1].text) == set()
     # A may read its own outputs back (and B's stay B's)
     own = f"s3://{r.output_bucket}/{placed[0]['key']}"
-    reuse = a.finished(a.voice(inputs={"text": "Again.", "reference_voice": own}))
+    reuse = a.finished(
+        a.voice(inputs={"text": "Again.", "reference_voice": own}, consent=consent_block("voice"))
+    )
     assert reuse["status"] == "completed", reuse["error"]
     stolen = a.voice(inputs={"text": "Again.", "reference_voice": f"s3://{r.output_bucket}/{audio['key']}"})
     assert stolen.status_code == 404 and error_of(stolen)["code"] == "INPUT_NOT_FOUND"
@@ -229,7 +232,9 @@ def test_a_drop_that_references_another_folders_media_fails(pipeline, media, ten
         _, theirs_key = tenants[1].upload_key(SAMPLES / "speech.wav", "audio/wav")
     else:
         other = pipeline.drop(
-            {"task": "voice", "inputs": {"text": "Mine.", "reference_voice": "speech.wav"}},
+            with_consent(
+                {"task": "voice", "inputs": {"text": "Mine.", "reference_voice": "speech.wav"}}, "voice"
+            ),
             {"speech.wav": media["speech_5s"]},
             f"victim-{uuid.uuid4().hex[:8]}",
         )

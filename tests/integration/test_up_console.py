@@ -20,6 +20,7 @@ import pytest
 
 from talkstack.cli.drop import drop_job
 from talkstack.local.resources import LocalResources
+from tests.support.consent import with_consent
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +81,7 @@ def test_up_prints_a_whole_banner_then_one_line_per_job(media, tmp_path, free_po
         drop_job(
             s3,
             r.input_bucket,
-            avatar,
+            with_consent(avatar),
             {"portrait.png": media["no_face"], "speech.wav": speech},
             name="no-face",
         )

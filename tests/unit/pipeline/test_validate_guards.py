@@ -17,6 +17,7 @@ from talkstack.pipeline.tenancy import Namespace
 from talkstack.pipeline.validate import check_media, open_job, resolve_media, validate_request
 from talkstack.settings import MediaLimits
 from talkstack.settings.engines import get_settings
+from tests.support.consent import with_consent
 from tests.support.fakes import FakeS3
 from tests.support.steps import INPUT, make_config, put_sample_media
 
@@ -106,7 +107,8 @@ def test_an_input_of_exactly_the_limit_is_accepted(config, s3, media, name):
     for each in ("image", "audio"):
         s3.put_object(Bucket=INPUT, Key=media[each], Body=b"\0" * (1000 if each == name else 10))
 
-    request = validate_request(envelope()["request"], SOURCE, "job-1", config, s3, limits)
+    raw = with_consent(envelope()["request"])  # a photo of zeros is no bundled sample: it needs consent
+    request = validate_request(raw, SOURCE, "job-1", config, s3, limits)
 
     assert str(request.inputs.image) == f"s3://{INPUT}/{media['image']}"
 
@@ -178,7 +180,7 @@ def test_a_missing_input_is_named_as_the_caller_wrote_it(config, s3, media):
     s3.put_object(Bucket=INPUT, Key="uploads/keya/upl_1/portrait.png", Body=b"png")
 
     with pytest.raises(TalkstackError) as caught:
-        check_media(request, namespace, s3, MediaLimits(), sent={"audio": "upl_2"})
+        check_media(request, namespace, s3, MediaLimits(), sent={"inputs.audio": "upl_2"})
 
     # Then the answer names the upload id, never the bucket the caller did not name
     assert caught.value.code == "INPUT_NOT_FOUND"
