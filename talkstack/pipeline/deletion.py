@@ -168,7 +168,7 @@ class Deleter:
         request, source = record.request, record.source
         if request is None or source is None:
             return
-        refs = [(ref.bucket, ref.key) for ref in request.media_inputs().values() if ref.bucket]
+        refs = [(ref.bucket, ref.key) for ref in request.referenced_media().values() if ref.bucket]
         if source.kind == "api" and source.api_key_id:
             in_use = self._uploads_in_use(source.api_key_id, record.job_id)
             for bucket, key in refs:
@@ -203,7 +203,7 @@ class Deleter:
         for other in self.store.get_many(listed).values():
             if other.is_terminal or other.request is None:
                 continue
-            for ref in other.request.media_inputs().values():
+            for ref in other.request.referenced_media().values():
                 if upload_id := _upload_id(ref.key, key_id):
                     used.add(upload_id)
         return used

@@ -18,6 +18,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.audit import AuditLog
 from talkstack.pipeline.outputs import JOB_ID_METADATA
 from talkstack.settings import retention
+from tests.support.consent import consent_block
 from tests.support.steps import INPUT, JOBS_TABLE, OUTPUT, WORK
 from tests.unit.api.api_env import A, B, make_service
 from tests.unit.api.test_api_uploads_service import PNG, WAV, uploaded
@@ -38,9 +39,15 @@ def mentions(aws: SimpleNamespace, *needles: str) -> list[str]:
     return [thing for thing in everything(aws) if any(n in thing for n in needles)]
 
 
-def a_completed_job(api: ApiService, aws: SimpleNamespace, who, image: str, audio: str) -> str:
-    """A job of `who` that ran: its work files, a held output, events, and published outputs."""
-    accepted, _ = api.submit(who, "avatar", {"inputs": {"image": image, "audio": audio}}, "idem-" + audio)
+def a_completed_job(
+    api: ApiService, aws: SimpleNamespace, who, image: str, audio: str, clip: str | None = None
+) -> str:
+    """A job of `who` that ran: its work files, a held output, events, and published outputs (and,
+    given a consent clip's upload id, a consent attestation that brings it)."""
+    body: dict = {"inputs": {"image": image, "audio": audio}}
+    if clip:
+        body["consent"] = consent_block("likeness", clip=clip)
+    accepted, _ = api.submit(who, "avatar", body, "idem-" + audio)
     job_id = accepted.job_id
     for key in (f"work/{job_id}/avatar-1-x/video.mp4", f"markers/{job_id}/avatar-1-x/result.json"):
         aws.s3.put_object(Bucket=WORK, Key=key, Body=b"x")
@@ -73,7 +80,8 @@ def _arn(job_id: str) -> str:
 
 def test_deleting_a_job_removes_everything_it_left_and_nothing_of_another_job_or_key(aws, api):
     face, voice = uploaded(api, A, "face.png", "image/png", PNG), uploaded(api, A, "me.wav", "audio/wav", WAV)
-    job = a_completed_job(api, aws, A, face, voice)
+    clip = uploaded(api, A, "consent.wav", "audio/wav", WAV)  # the consent clip is an input too
+    job = a_completed_job(api, aws, A, face, voice, clip)
     other_voice = uploaded(api, A, "other.wav", "audio/wav", WAV)
     other = a_completed_job(api, aws, A, face, other_voice)  # A's second job, sharing the photo
     b_face, b_voice = uploaded(api, B, "b.png", "image/png", PNG), uploaded(api, B, "b.wav", "audio/wav", WAV)
@@ -84,8 +92,9 @@ def test_deleting_a_job_removes_everything_it_left_and_nothing_of_another_job_or
 
     after = set(everything(aws))
     # Only the job's own things went (and its id left A's active-job list); only audit entries came.
-    assert all(any(n in t for n in (job, voice, face, f"ACTIVE#{A.key_id}|")) for t in before - after)
+    assert all(any(n in t for n in (job, voice, face, clip, f"ACTIVE#{A.key_id}|")) for t in before - after)
     assert all(t.startswith(("AUDIT", f"ACTIVE#{A.key_id}|")) for t in after - before)
+    assert mentions(aws, clip) and not [t for t in mentions(aws, clip) if not t.startswith("AUDIT")]
     left = [t for t in mentions(aws, job, voice, face) if not t.startswith("AUDIT")]
     assert [t for t in left if other not in t] == []  # (the other job's record names the photo it used)
     assert mentions(aws, other) and mentions(aws, b_job) and mentions(aws, other_voice)
