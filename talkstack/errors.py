@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     FACE_TOO_SMALL = "FACE_TOO_SMALL"
     # Text
     TEXT_TOO_LONG = "TEXT_TOO_LONG"
+    # Content safety: refused by the moderation policy, a classifier, or an operator's review of a
+    # held output (details: category, source)
+    CONTENT_REFUSED = "CONTENT_REFUSED"
     # The local stack (CLI only): none answering where a command looks, or `talkstack up` cannot bind
     STACK_NOT_RUNNING = "STACK_NOT_RUNNING"
     PORT_IN_USE = "PORT_IN_USE"
