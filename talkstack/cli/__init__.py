@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 
 from talkstack.cli import audit as cli_audit
+from talkstack.cli import moderation as cli_moderation
 from talkstack.cli import remote as cli_remote
 from talkstack.cli import settings as cli_settings
 from talkstack.cli import stack as cli_stack
@@ -65,6 +66,7 @@ cli_stack.register(app)
 cli_remote.register(app)
 cli_audit.register(app)
 cli_settings.register(app)
+cli_moderation.register(app)
 
 
 def _short_side(resolution: str | None) -> int | None:
