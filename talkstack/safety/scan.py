@@ -151,7 +151,11 @@ def scan_video(
     settings = settings or get_scan_settings()
     if classifier is None:
         return not_scanned(NO_CLASSIFIER)
-    samples = sample_frames(path, settings.frames)
+    try:
+        samples = sample_frames(path, settings.frames)
+    except Exception as exc:  # the engine's output is what it is; the verdict says it was not scanned
+        log.warning("could not sample frames of %s: %s", path.name, exc)
+        return not_scanned(f"the video could not be decoded for scanning: {type(exc).__name__}")
     if not samples:
         return not_scanned("the video has no frames to scan")
     times = [t for t, _ in samples]
