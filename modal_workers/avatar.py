@@ -208,9 +208,10 @@ class _AvatarWorker:
     @modal.method()
     def run(self, task: dict[str, Any]) -> bool:
         """Run one worker task; True when a result marker was written (errors end as markers)."""
+        from modal_workers.image_safety import worker_classifier
         from talkstack.workers.runner import run_task
 
-        return run_task(task, self.client, step=self.engine)
+        return run_task(task, self.client, step=self.engine, classifier=worker_classifier())
 
     @modal.method()
     def smoke(self, image: bytes, audio: bytes, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -267,9 +268,10 @@ class Stitcher:
 
     @modal.method()
     def run(self, task: dict[str, Any]) -> bool:
+        from modal_workers.image_safety import worker_classifier
         from talkstack.workers.runner import run_task
 
-        return run_task(task, self.client)
+        return run_task(task, self.client, classifier=worker_classifier())
 
 
 @app.local_entrypoint()

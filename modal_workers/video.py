@@ -87,9 +87,10 @@ class _VideoWorker:
     @modal.method()
     def run(self, task: dict[str, Any]) -> bool:
         """Run one worker task; True when a result marker was written (errors end as markers)."""
+        from modal_workers.image_safety import worker_classifier
         from talkstack.workers.runner import run_task
 
-        return run_task(task, self.client, step=self.engine)
+        return run_task(task, self.client, step=self.engine, classifier=worker_classifier())
 
     @modal.method()
     def smoke(

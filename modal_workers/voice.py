@@ -176,9 +176,10 @@ class _VoiceWorker:
 
     @modal.method()
     def run(self, task: dict) -> bool:
+        from modal_workers.image_safety import worker_classifier
         from talkstack.workers.runner import run_task
 
-        return run_task(task, self.client, step=self.engine)
+        return run_task(task, self.client, step=self.engine, classifier=worker_classifier())
 
     @modal.method()
     def speak(self, text: str, options: dict | None = None, reference_voice: bytes | None = None) -> bytes:

@@ -43,8 +43,9 @@ class ErrorCode(StrEnum):
     FACE_TOO_SMALL = "FACE_TOO_SMALL"
     # Text
     TEXT_TOO_LONG = "TEXT_TOO_LONG"
-    # Input moderation (talkstack/safety/policy.py): a text the operator's policy or the text-safety
-    # classifier refuses; the operator's policy file itself is unusable; the classifier could not answer
+    # Content safety (talkstack/safety/): a text the operator's policy or the text-safety classifier
+    # refuses, or an output an operator's review refused (details: category, source); the operator's
+    # policy file itself is unusable; the classifier could not answer
     CONTENT_REFUSED = "CONTENT_REFUSED"
     MODERATION_POLICY_INVALID = "MODERATION_POLICY_INVALID"
     MODERATION_UNAVAILABLE = "MODERATION_UNAVAILABLE"

@@ -25,6 +25,7 @@ from talkstack.contract.record import (
     UtcDatetime,
 )
 from talkstack.contract.request import AvatarRequest, VideoRequest, VoiceRequest
+from talkstack.contract.scan import OutputScan
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.audit import AuditEntry
 from talkstack.pipeline.deletion import DataErasure, JobDeletion, RemovedObject
@@ -131,6 +132,8 @@ class ResultView(StrictModel):
     warnings: list[str] = Field(default_factory=list)
     quality: QualityReport | None = None
     """Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality)."""
+    scan: OutputScan | None = None
+    """The output scan of the video (passed, or not_scanned: no classifier ran on its worker)."""
 
 
 class StepView(StrictModel):

@@ -321,7 +321,7 @@ class ApiService:
                 for o in record.result.outputs
             ]
             result = ResultView.model_validate(
-                {**record.result.model_dump(exclude={"outputs"}), "outputs": outputs}
+                {**record.result.model_dump(exclude={"outputs", "held"}), "outputs": outputs}
             )
         return JobView.of(record, result, links(record.job_id))
 

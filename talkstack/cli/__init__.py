@@ -20,6 +20,7 @@ from rich.table import Table
 
 from talkstack.cli import audit as cli_audit
 from talkstack.cli import data as cli_data
+from talkstack.cli import moderation as cli_moderation
 from talkstack.cli import remote as cli_remote
 from talkstack.cli import settings as cli_settings
 from talkstack.cli import stack as cli_stack
@@ -67,6 +68,7 @@ cli_remote.register(app)
 cli_audit.register(app)
 cli_data.register(app)
 cli_settings.register(app)
+cli_moderation.register(app)
 
 
 def _short_side(resolution: str | None) -> int | None:

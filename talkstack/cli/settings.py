@@ -28,6 +28,7 @@ from talkstack.settings import (
 from talkstack.settings.catalogue import REQUIRED, Group, describe, markdown
 from talkstack.settings.moderation import ModerationSettings
 from talkstack.settings.quality import QualityThresholds
+from talkstack.settings.scan import ScanSettings
 
 DOCS_COMMAND = "talkstack settings --write docs/settings.md"
 CDK_SETTINGS = Path("infra") / "cdk" / "talkstack_cdk" / "settings.py"
@@ -79,6 +80,7 @@ def groups() -> list[Group]:
         Group("modal", ModalDeploySettings, "The Modal apps, read where `modal deploy` runs."),
         Group("quality", QualityThresholds, "Pass marks of the avatar quality report (workers, pipeline)."),
         Group("moderation", ModerationSettings, "Input moderation: the policy and the text classifier."),
+        Group("scan", ScanSettings, "Output scanning: frames sampled and classified by the workers."),
     ]  # fmt: skip
     cdk = _cdk_settings()
     if cdk is not None:

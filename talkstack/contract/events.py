@@ -24,6 +24,7 @@ from talkstack.contract.record import (
     UtcDatetime,
     utc_now,
 )
+from talkstack.contract.scan import OutputScan
 
 EVENT_SCHEMA_VERSION = "1"
 EVENT_STATUS: dict[str, JobStatus] = {
@@ -31,6 +32,7 @@ EVENT_STATUS: dict[str, JobStatus] = {
     "job.started": "running",
     "job.progress": "running",
     "job.completed": "completed",
+    "job.held": "held",
     "job.failed": "failed",
     "job.cancelled": "cancelled",
 }
@@ -97,6 +99,9 @@ class JobEvent(BaseModel):
     progress_message: str | None = None
     result: EventResult | None = None
     error: JobError | None = None
+    scan: OutputScan | None = None
+    """The output scan (as in `result.scan`): on job.completed, and on job.held, whose outputs are
+    held for an operator's review and not published (no `result`)."""
     callback_id: CallbackId | None = None
     metadata: Metadata = Field(default_factory=dict)
 
@@ -137,6 +142,7 @@ class JobEvent(BaseModel):
             if type == "job.completed" and record.result
             else None,
             error=record.error if type == "job.failed" else None,
+            scan=record.result.scan if type in ("job.completed", "job.held") and record.result else None,
             callback_id=record.callback_id,
             metadata=record.metadata,
         )

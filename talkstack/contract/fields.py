@@ -29,7 +29,7 @@ VoiceModelId = Literal["lite-voice", "chatterbox", "indextts2"]
 VideoModelId = Literal["ltx-video", "wan2.2-ti2v-5b"]
 # Event types live here (not in events.py) because requests subscribe to them.
 EventType = Literal[
-    "job.queued", "job.started", "job.progress", "job.completed", "job.failed", "job.cancelled"
+    "job.queued", "job.started", "job.progress", "job.completed", "job.held", "job.failed", "job.cancelled"
 ]
 
 TASK_KINDS: tuple[str, ...] = get_args(TaskKind)

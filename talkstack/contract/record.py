@@ -27,15 +27,18 @@ from talkstack.contract.fields import CallbackId, JobId, Metadata, S3Bucket, Str
 from talkstack.contract.moderation import ModerationVerdict
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.request import JobRequest, NotifySpec
+from talkstack.contract.scan import OutputScan
 from talkstack.errors import ErrorCode, TalkstackError
 
-JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "completed", "held", "failed", "cancelled"]
 StepName = Literal["validate", "moderate", "plan", "voice", "avatar", "video", "stitch", "finalize", "notify"]
 StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 OutputKind = Literal["video", "audio", "thumbnail", "captions", "result"]
 
 JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "held", "failed", "cancelled"})
+"""A `held` job's execution has ended (its outputs wait for an operator's review, unpublished): only
+`release` (→ completed) or `refuse` (→ failed) moves it on (talkstack/pipeline/moderation.py)."""
 
 
 def utc_now() -> datetime:
@@ -91,6 +94,13 @@ class JobResult(StrictModel):
     frame count, A/V alignment; docs/quality.md). A parallel long avatar gets the stitch step's
     report, or else the chunks' combined: the worst value of each measure, passed only if every
     chunk passed. None for voice and video jobs, and when the worker measured nothing."""
+    scan: OutputScan | None = None
+    """The output scan of the main output (talkstack.contract.scan): passed, flagged (the job is
+    held) or not_scanned. None from workers that predate it."""
+    held: list[OutputFile] = Field(default_factory=list)
+    """A held job's outputs, in the work bucket under `held/<job_id>/` (never the output bucket),
+    waiting for an operator's release; empty once released, and for any other job. Never shown to
+    the API's clients."""
 
     @model_validator(mode="after")
     def _total_bytes(self) -> JobResult:
@@ -222,8 +232,8 @@ class JobRecord(StrictModel):
                 raise ValueError("request: required unless the job was rejected (status failed)")
         elif self.task != self.request.task:
             raise ValueError(f"task: {self.task!r} does not match request.task {self.request.task!r}")
-        if self.status == "completed" and self.result is None:
-            raise ValueError("result: required when status is completed")
+        if self.status in ("completed", "held") and self.result is None:
+            raise ValueError(f"result: required when status is {self.status}")
         if self.status == "failed" and self.error is None:
             raise ValueError("error: required when status is failed")
         return self
@@ -296,15 +306,18 @@ class JobRecord(StrictModel):
 
     # --- helpers: mutate in place, return self --------------------------------------------------
 
-    def _touch(self, now: datetime | None) -> datetime:
-        if self.is_terminal:
+    def _touch(self, now: datetime | None, *, leaving: JobStatus | None = None) -> datetime:
+        """`leaving`: the one terminal status this change may move the job out of (held only)."""
+        if self.is_terminal and self.status != leaving:
             raise ValueError(f"job {self.job_id} is already {self.status}")
         now = _to_utc(now or utc_now())
         self.updated_at = now
         return now
 
-    def _finish(self, status: JobStatus, now: datetime | None, **fields: Any) -> JobRecord:
-        now = self._touch(now)
+    def _finish(
+        self, status: JobStatus, now: datetime | None, *, leaving: JobStatus | None = None, **fields: Any
+    ) -> JobRecord:
+        now = self._touch(now, leaving=leaving)
         for name, value in fields.items():
             setattr(self, name, value)
         self.status, self.finished_at = status, now
@@ -363,6 +376,28 @@ class JobRecord(StrictModel):
 
     def mark_completed(self, result: JobResult, *, now: datetime | None = None) -> JobRecord:
         return self._finish("completed", now, result=result, progress=1.0, progress_message=None)
+
+    def mark_held(self, result: JobResult, *, now: datetime | None = None) -> JobRecord:
+        """The outputs are held for review (result.held), not published: the execution ends here."""
+        return self._finish("held", now, result=result, progress=1.0, progress_message=None)
+
+    def release(self, outputs: list[OutputFile], *, now: datetime | None = None) -> JobRecord:
+        """A held job's outputs were published by an operator: it completes with them."""
+        result = self._held_result()
+        result.outputs, result.held = outputs, []
+        result.bytes = sum(output.bytes for output in outputs)
+        return self._finish("completed", now, leaving="held", result=result)
+
+    def refuse(self, error: JobError, *, now: datetime | None = None) -> JobRecord:
+        """A held job's outputs were deleted by an operator: it fails with `error`."""
+        result = self._held_result()
+        result.held = []
+        return self._finish("failed", now, leaving="held", error=error, result=result)
+
+    def _held_result(self) -> JobResult:
+        if self.status != "held" or self.result is None:
+            raise ValueError(f"job {self.job_id} is {self.status}, not held")
+        return self.result
 
     def mark_failed(
         self, error: JobError | BaseException, *, step: StepName | None = None, now: datetime | None = None

@@ -17,6 +17,7 @@ pipeline, the local stack and the CDK stack's notifications, permissions and lif
     work/<job>/segments/<file>            the speech slices of a parallel long avatar (segment step)
     markers/<job>/<attempt>/<kind>.json   progress / result / error markers (→ the complete Lambda)
     control/<job>/cancel.json             the cancel flag every worker of the job polls
+    held/<job>/<role><ext>                a held job's outputs, waiting for an operator's review
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from talkstack.contract.fields import StrictModel
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import JobError, Progress, UtcDatetime
 from talkstack.contract.request import AvatarOptions, VideoOptions, VoiceOptions
+from talkstack.contract.scan import OutputScan
 from talkstack.errors import ErrorCode, TalkstackError
 
 PROTOCOL = "talkstack.worker/1"
@@ -50,7 +52,10 @@ MARKERS_PREFIX = "markers/"
 """Worker markers: the work bucket notifies the complete Lambda of every object under it."""
 CONTROL_PREFIX = "control/"
 """Flags the control plane raises for workers (cancel)."""
-WORK_BUCKET_PREFIXES = (WORK_PREFIX, MARKERS_PREFIX, CONTROL_PREFIX)
+HELD_PREFIX = "held/"
+"""Outputs the output scan flagged (finalize copies them here instead of publishing them; an
+operator's release publishes them, a delete removes them). Expired like the rest of the bucket."""
+WORK_BUCKET_PREFIXES = (WORK_PREFIX, MARKERS_PREFIX, CONTROL_PREFIX, HELD_PREFIX)
 _ID = r"[A-Za-z0-9_-]+"
 _MARKER_KEY = re.compile(rf"^{MARKERS_PREFIX}(?P<job>{_ID})/(?P<attempt>{_ID})/(?P<kind>\w+)\.json$")
 
@@ -107,6 +112,13 @@ def work_key(job_id: str, attempt_id: str, filename: str) -> str:
 
 def segment_key(job_id: str, filename: str) -> str:
     return f"{WORK_PREFIX}{job_id}/segments/{filename}"
+
+
+def held_key(job_id: str, role: str, source_key: str) -> str:
+    """Where a held output waits: `held/<job>/<role>` plus the source's extension."""
+    name = source_key.rsplit("/", 1)[-1]
+    extension = name[name.rfind(".") :] if "." in name else ""
+    return f"{HELD_PREFIX}{job_id}/{role}{extension}"
 
 
 def cancel_flag_key(job_id: str) -> str:
@@ -311,6 +323,10 @@ class ResultMarker(StrictModel):
     """The avatar quality report of what was rendered (talkstack.contract.quality); None for steps
     that make no avatar video, and from workers that predate it. A failing report on a parallel
     chunk makes the pipeline render that chunk once more (docs/pipeline.md)."""
+    scan: OutputScan | None = None
+    """The output scan of what this step produced (talkstack/safety/scan.py), made before this
+    marker was written; finalize holds a flagged output instead of publishing it. None from steps
+    whose output is not the job's (voice for an avatar, parallel chunks) and older workers."""
     started_at: UtcDatetime
     """When the worker took the task (before downloading inputs)."""
     at: UtcDatetime

@@ -18,7 +18,7 @@ from talkstack.contract.events import JobEvent
 from talkstack.contract.state import NotifyRequest
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET, LocalResources, repo_root
 
-TERMINAL_EVENTS = frozenset({"job.completed", "job.failed", "job.cancelled"})
+TERMINAL_EVENTS = frozenset({"job.completed", "job.held", "job.failed", "job.cancelled"})
 EXAMPLE_MANIFEST = Path("docs", "examples", "hello", "job.json")
 QUICKSTART = Path("docs", "quickstart.md")
 log = logging.getLogger(__name__)

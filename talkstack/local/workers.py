@@ -30,7 +30,7 @@ from talkstack.local.moto_patches import after_this_invocation
 if TYPE_CHECKING:  # the worker runtime is imported in the worker processes only
     from talkstack.workers.lite_steps import StepFn
 
-Fault = Literal["transient", "fatal", "silent", "poor_quality"]
+Fault = Literal["transient", "fatal", "silent", "poor_quality", "unsafe_output"]
 log = logging.getLogger(__name__)
 
 
@@ -123,7 +123,18 @@ def run_in_worker(task_json: str, fault: Fault | None, engine_spec: str | None =
     step = _gpu_engine(task.model, engine_spec) if engine_spec else None
     if fault == "poor_quality":
         step = _poor_quality(step or engine_for(task))
-    return run_task(task, _worker_client(), received_at=received_at, step=step)
+    classifier = UnsafeEverything() if fault == "unsafe_output" else None
+    return run_task(task, _worker_client(), received_at=received_at, step=step, classifier=classifier)
+
+
+class UnsafeEverything:
+    """An image-safety classifier that scores every frame `nsfw` (the "unsafe_output" fault): the
+    real sampling and verdict run on the real render; only the scores are made up."""
+
+    model = "local-fault-plan/unsafe-everything"
+
+    def classify(self, frames: Any) -> list[dict[str, float]]:
+        return [{"nsfw": 0.99, "normal": 0.01} for _ in frames]
 
 
 def _poor_quality(step: StepFn) -> StepFn:

@@ -63,6 +63,8 @@ AuditAction = Literal[
     "webhook.rotated",
     "webhook.deleted",
     "webhook.secret_read",
+    "moderation.released",
+    "moderation.deleted",
 ]
 AUDIT_ACTIONS: tuple[str, ...] = get_args(AuditAction)
 ObjectType = Literal["key", "job", "upload", "webhook"]

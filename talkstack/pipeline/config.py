@@ -254,7 +254,11 @@ class PipelineConfig(BaseSettings):
     """Floor of every engine step's timeout; longer inputs get proportionally more."""
     token_ttl_hours: int = Field(48, ge=1)
     """How long a dispatched step's task token is kept for its worker's markers."""
-    record_retention_days: int = Field(plan.RECORD_RETENTION_DAYS, ge=0, le=3650)
+    scan_not_scanned: Literal["publish", "hold"] = "publish"
+    """What finalize does with an output no image-safety classifier scanned (the local workers'
+    and the CPU ones': `result.scan.status` is `not_scanned`): publish it (the result and the
+    job.completed event say not_scanned), or hold it for an operator's review like a flagged one."""
+        record_retention_days: int = Field(plan.RECORD_RETENTION_DAYS, ge=0, le=3650)
     """Job records (request texts and webhook URLs among them), their events, webhook delivery logs
     and step results expire this many days after their last write (DynamoDB TTL); 0 keeps them.
     `GET /v1/usage` and job lists only see what is kept."""

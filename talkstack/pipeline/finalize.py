@@ -17,6 +17,11 @@ the record decides, under its optimistic lock, and only a job whose record did n
 what finalize published taken back: only objects tagged with its job id (outputs.remove_published),
 never another job's object at a key they share. Before copying, every target is checked to be free
 or this job's (outputs.check_targets: OUTPUT_EXISTS otherwise), and each write is conditional.
+
+An output the scan flagged (or one not scanned, when TALKSTACK_SCAN_NOT_SCANNED is `hold`) is not
+published: it is copied to the work bucket under `held/<job_id>/` and the job ends `held`, with no
+result.json and nothing in the output bucket. An operator's release publishes it with the same
+`publish_outputs` (talkstack/pipeline/moderation.py).
 """
 
 from __future__ import annotations
@@ -25,18 +30,21 @@ from typing import Any
 
 from talkstack.contract.record import JobRecord, JobResult, OutputFile, OutputKind, utc_now
 from talkstack.contract.request import JobRequestBase
-from talkstack.contract.worker import ResultMarker, StepAddress
+from talkstack.contract.scan import OutputScan
+from talkstack.contract.worker import OutputObject, ResultMarker, StepAddress, held_key
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
 from talkstack.pipeline.outputs import (
     check_targets,
     final_key,
     publish,
+    remove_held,
     remove_published,
     write_result_json,
 )
 from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
+from talkstack.safety.scan import not_scanned, speech_of, with_speech
 
 ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
 
@@ -64,6 +72,53 @@ def _chunk_results(job_id: str, main_step: StepAddress, store: Any) -> dict[int,
     }
 
 
+def publish_outputs(
+    s3: Any, config: PipelineConfig, request: JobRequestBase, job_id: str, sources: dict[str, OutputObject]
+) -> list[OutputFile]:
+    """Copy each output (by role, from the work bucket) to its final key; the published files,
+    video or audio first. Finalize and an operator's release of a held job both publish here."""
+    bucket = request.output.bucket or config.output_bucket
+    published: list[OutputFile] = []
+    for role, obj in sources.items():
+        key = final_key(request, job_id, role)
+        publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
+        published.append(
+            OutputFile(
+                kind=ROLE_KIND[role], bucket=bucket, key=key, content_type=obj.content_type, bytes=obj.bytes
+            )
+        )
+    published.sort(key=lambda o: ("video", "audio", "thumbnail").index(o.kind))
+    return published
+
+
+def output_scan(main: ResultMarker, request: JobRequestBase) -> OutputScan:
+    """The main output's verdict, with where its speech came from (the worker cannot know)."""
+    scan = main.scan or not_scanned("the worker reported no output scan")
+    return with_speech(scan, speech_of(request))
+
+
+def must_hold(scan: OutputScan, config: PipelineConfig) -> bool:
+    return scan.status == "flagged" or (scan.status == "not_scanned" and config.scan_not_scanned == "hold")
+
+
+def hold_outputs(s3: Any, config: PipelineConfig, job_id: str, main: ResultMarker) -> list[OutputFile]:
+    """Copy the outputs to `held/<job_id>/` in the work bucket (never the output bucket)."""
+    held: list[OutputFile] = []
+    for role, obj in main.outputs.items():
+        key = held_key(job_id, role, obj.key)
+        publish(s3, config.work_bucket, obj.key, config.work_bucket, key, obj.content_type, job_id, obj.bytes)
+        held.append(
+            OutputFile(
+                kind=ROLE_KIND[role],
+                bucket=config.work_bucket,
+                key=key,
+                content_type=obj.content_type,
+                bytes=obj.bytes,
+            )
+        )
+    return held
+
+
 def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> JobRecord:
     record = store.get(job_id)
     if record is None or record.request is None:
@@ -79,19 +134,15 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     main = step_result(store, job_id, main_step)
 
     started = utc_now()
-    # Every target (result.json too) must be free or this job's before anything is copied.
-    targets = [final_key(request, job_id, role) for role in main.outputs]
-    check_targets(s3, bucket, [*targets, request.sibling_key(job_id, "result")], job_id)
-    published: list[OutputFile] = []
-    for role, obj in main.outputs.items():
-        key = final_key(request, job_id, role)
-        publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
-        published.append(
-            OutputFile(
-                kind=ROLE_KIND[role], bucket=bucket, key=key, content_type=obj.content_type, bytes=obj.bytes
-            )
-        )
-    published.sort(key=lambda o: ("video", "audio", "thumbnail").index(o.kind))
+    scan = output_scan(main, request)
+    hold = must_hold(scan, config)
+    if hold:
+        published, held = [], hold_outputs(s3, config, job_id, main)
+    else:
+        # Every target (result.json too) must be free or this job's before anything is copied.
+        targets = [final_key(request, job_id, role) for role in main.outputs]
+        check_targets(s3, bucket, [*targets, request.sibling_key(job_id, "result")], job_id)
+        published, held = publish_outputs(s3, config, request, job_id, main.outputs), []
 
     chunks = _chunk_results(job_id, main_step, store)
     warnings: list[str] = []  # every step's, in order (a voice step's warnings matter to an avatar job too)
@@ -111,7 +162,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
 
     def complete(current: JobRecord) -> None:
         nonlocal completed_elsewhere
-        completed_elsewhere = current.status == "completed"
+        completed_elsewhere = current.status in ("completed", "held")
         if completed_elsewhere:
             return  # another run of this step completed it first (rewritten below)
         if current.is_terminal:
@@ -126,7 +177,13 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
             fps=main.fps,
             warnings=warnings,
             quality=quality,
+            scan=scan,
+            held=held,
         )
+        if hold:  # nothing published, no result.json: an operator releases or deletes it
+            current.mark_held(result)
+            result.estimated_cost_usd = estimate_cost(current)
+            return
         current.mark_completed(result)
         result.estimated_cost_usd = estimate_cost(current)
         # Before the record is stored, not after: once it says completed, nothing is left to fail
@@ -144,7 +201,10 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
         ended = store.get(job_id)
         assert ended is not None and ended.status != "completed"
         remove_published(ended, config, s3)
+        remove_held(s3, config, held, job_id)
         return ended
+    if record.status == "held":
+        return record
     if completed_elsewhere:
         # Two runs raced: this one's callback may have written result.json last, of a record that
         # was never stored. Write the stored one again (the same bytes when no race happened).

@@ -18,6 +18,7 @@ from talkstack.pipeline.cost import gpu_seconds
 NAMESPACE = "talkstack"
 OUTCOME_METRICS = {
     "job.completed": "JobsCompleted",
+    "job.held": "JobsHeld",
     "job.failed": "JobsFailed",
     "job.cancelled": "JobsCancelled",
 }

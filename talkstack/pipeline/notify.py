@@ -65,7 +65,7 @@ def event_for(request: NotifyRequest, store: Any) -> tuple[JobEvent | None, JobR
     built from the record now. No event when the state machine announces anything but the cancel of
     a job that was cancelled: a step still in flight at the cancel ended in the failure path, and the
     cancel has already said how the job ended. A job.failed for a job whose record completed is
-    announced as what it is: job.completed."""
+    announced as what it is: job.completed, and one whose outputs were held as job.held."""
     record = store.get(request.job_id)
     if request.event is not None:
         return request.event, record
@@ -77,6 +77,9 @@ def event_for(request: NotifyRequest, store: Any) -> tuple[JobEvent | None, JobR
         # Finalize died after its record update (result.json unwritten, say): the failure path kept
         # the published outputs, NotifyCompleted never ran, and the record says completed.
         return JobEvent.from_record(record, "job.completed"), record
+    if record.status == "held" and request.type in ("job.completed", "job.failed"):
+        # Finalize held the outputs for review (the state machine's path is NotifyCompleted).
+        return JobEvent.from_record(record, "job.held"), record
     return JobEvent.from_record(record, request.type), record
 
 

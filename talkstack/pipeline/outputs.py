@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from talkstack.contract.record import JobRecord
+from talkstack.contract.record import JobRecord, OutputFile
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
@@ -145,4 +145,20 @@ def remove_published(record: JobRecord, config: PipelineConfig, s3: Any) -> list
         if head.get("Metadata", {}).get(JOB_ID_METADATA) == record.job_id:
             s3.delete_object(Bucket=bucket, Key=key)
             removed.append(key)
+    return removed
+
+
+def remove_held(s3: Any, config: PipelineConfig, held: list[OutputFile], job_id: str) -> list[str]:
+    """Delete a job's held outputs from the work bucket (only objects tagged with its job id)."""
+    removed = []
+    for output in held:
+        try:
+            head = s3.head_object(Bucket=output.bucket, Key=output.key)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                continue
+            raise
+        if head.get("Metadata", {}).get(JOB_ID_METADATA) == job_id:
+            s3.delete_object(Bucket=output.bucket, Key=output.key)
+            removed.append(output.key)
     return removed

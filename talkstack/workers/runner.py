@@ -6,7 +6,9 @@ HeartbeatSeconds only expires when the worker is really gone. Errors are classif
 a TalkstackError is the input's fault (fatal, not retried); transfer trouble and anything
 unexpected are transient (the state machine retries the step). The heartbeat also polls the job's
 cancel flag: once the job is cancelled, the engine is stopped at its next progress report and
-nothing is uploaded.
+nothing is uploaded. Before the result marker is written, the step's output is scanned
+(talkstack.safety.scan) with the classifier the worker was given (none: the verdict says
+`not_scanned`); the verdict goes in the marker.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -42,6 +45,7 @@ from talkstack.contract.worker import (
     parse_worker_task,
 )
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.safety.scan import ImageClassifier, scan_output
 from talkstack.workers.lite_steps import LITE_STEPS, StepFn
 
 log = logging.getLogger(__name__)
@@ -214,6 +218,11 @@ class Reporter:
         self._final(self.task.markers.error, marker.model_dump_json().encode())
 
 
+def is_chunk(task: WorkerTaskBase) -> bool:
+    """A chunk of a parallel long avatar (attempt ids `avatar-c<k>-…`, StepAddress.attempt_stem)."""
+    return task.step == "avatar" and re.match(r"^avatar-c\d+-", task.attempt_id) is not None
+
+
 def engine_for(task: WorkerTask) -> StepFn:
     step = LITE_STEPS.get(task.model)
     if step is None:
@@ -232,11 +241,13 @@ def run_task(
     client: httpx.Client | None = None,
     received_at: datetime | None = None,
     step: StepFn | None = None,
+    classifier: ImageClassifier | None = None,
 ) -> bool:
     """Run `task` to completion; True when a result marker was written. Never raises for job errors:
     they end as an error marker (the only way the pipeline hears about them). Long-lived workers
     should pass one `client` for all their tasks (connection reuse; no TLS setup per task). `step`
-    is the engine to run (a GPU engine instance); by default the task's model picks one."""
+    is the engine to run (a GPU engine instance); by default the task's model picks one.
+    `classifier` scans the output's frames (none: the output is marked not scanned)."""
     started_at = received_at or utc_now()
     try:
         task = parse_worker_task(payload)
@@ -256,7 +267,7 @@ def run_task(
         with tempfile.TemporaryDirectory(prefix=f"talkstack-{task.attempt_id}-") as tmp, reporter.heartbeat():
             workdir = Path(tmp)
             try:
-                _execute(task, workdir, transfers, reporter, started_at, step)
+                _execute(task, workdir, transfers, reporter, started_at, step, classifier)
                 return True
             except TaskCancelled:
                 log.info("task %s stopped: job cancelled; nothing uploaded", task.attempt_id)
@@ -308,6 +319,7 @@ def _execute(
     reporter: Reporter,
     started_at: datetime,
     step: StepFn | None,
+    classifier: ImageClassifier | None = None,
 ) -> None:
     step = step or engine_for(task)
     indir, outdir = workdir / "in", workdir / "out"
@@ -322,6 +334,10 @@ def _execute(
     missing = set(task.outputs) - set(produced)
     if missing:
         raise RuntimeError(f"engine produced no {', '.join(sorted(missing))}")
+    scan = None
+    if not is_chunk(task):  # a chunk is not published: the stitched video is scanned instead
+        reporter.update(0.92, "scanning output")
+        scan = scan_output(produced, classifier)
     reporter.update(0.93, "uploading outputs")
     reporter.poll_cancel()  # a last look: a cancelled job must not get outputs
     reporter.check_cancelled()
@@ -341,6 +357,7 @@ def _execute(
             engine_s=engine_s,
             warnings=render.warnings,
             quality=render.quality,
+            scan=scan,
             worker=worker_name(),
             accelerator=accelerator(),
             started_at=started_at,
