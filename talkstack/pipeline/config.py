@@ -258,7 +258,7 @@ class PipelineConfig(BaseSettings):
     """What finalize does with an output no image-safety classifier scanned (the local workers'
     and the CPU ones': `result.scan.status` is `not_scanned`): publish it (the result and the
     job.completed event say not_scanned), or hold it for an operator's review like a flagged one."""
-        record_retention_days: int = Field(plan.RECORD_RETENTION_DAYS, ge=0, le=3650)
+    record_retention_days: int = Field(plan.RECORD_RETENTION_DAYS, ge=0, le=3650)
     """Job records (request texts and webhook URLs among them), their events, webhook delivery logs
     and step results expire this many days after their last write (DynamoDB TTL); 0 keeps them.
     `GET /v1/usage` and job lists only see what is kept."""
