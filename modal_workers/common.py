@@ -96,12 +96,13 @@ def with_quality_tools(image: modal.Image) -> modal.Image:
 
 def with_talkstack(image: modal.Image) -> modal.Image:
     """The talkstack package (worker protocol + engines + assets) and these app files, added at
-    start-up; and the quality report's pass marks set where `modal deploy` runs
-    (TALKSTACK_QUALITY_*: the workers measure and judge, the complete Lambda only decides to
-    re-render). A layer after the heavy ones, so changing a pass mark rebuilds nothing big."""
-    pass_marks = environ.variables("TALKSTACK_QUALITY_")
-    if pass_marks:
-        image = image.env(pass_marks)
+    start-up; and the quality report's pass marks and the output scan's settings set where
+    `modal deploy` runs (TALKSTACK_QUALITY_*, TALKSTACK_SCAN_*: the workers measure, scan and
+    judge; the Lambdas only act on the verdicts). A layer after the heavy ones, so changing a pass
+    mark rebuilds nothing big."""
+    worker_settings = {**environ.variables("TALKSTACK_QUALITY_"), **environ.variables("TALKSTACK_SCAN_")}
+    if worker_settings:
+        image = image.env(worker_settings)
     return image.add_local_python_source("talkstack", "modal_workers", ignore=SOURCE_IGNORE)
 
 

@@ -4,7 +4,7 @@ scan flagged, kept unpublished in the work bucket under `held/<job_id>/`).
 Against the local stack by default. Against a deployed stack with `--deployed`: your AWS credentials
 (profile, SSO, …) and the stack's names in the pipeline's own variables (TALKSTACK_JOBS_TABLE,
 TALKSTACK_WORK_BUCKET, TALKSTACK_OUTPUT_BUCKET, TALKSTACK_NOTIFY_FUNCTION and the other required
-ones, as the Lambdas have them; docs/settings.md). The work is talkstack.pipeline.moderation's.
+ones, as the Lambdas have them; docs/settings.md). The work is talkstack.pipeline.held_review's.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def list_cmd(
     stack: StackOption = DEFAULT_STACK,
 ) -> None:
     """List held jobs: job id, key id, created, the scan's model and reasons (oldest first)."""
+    from talkstack.cli.held_listing import list_held
     from talkstack.pipeline import aws
-    from talkstack.pipeline.moderation import list_held
 
     config = _config(deployed, port, stack)
     held = [_summary(r) for r in list_held(aws.client("dynamodb"), config.jobs_table)]
@@ -125,7 +125,7 @@ def release_cmd(
 ) -> None:
     """Publish a held job's outputs: the job completes (job.completed, webhook) and the audit trail
     records moderation.released with the operator."""
-    from talkstack.pipeline.moderation import release_job
+    from talkstack.pipeline.held_review import release_job
 
     config = _config(deployed, port, stack)
     store, s3, audit, announce = _parts(config)
@@ -144,7 +144,7 @@ def delete_cmd(
 ) -> None:
     """Delete a held job's outputs: the job fails with CONTENT_REFUSED (job.failed, webhook) and the
     audit trail records moderation.deleted with the operator."""
-    from talkstack.pipeline.moderation import delete_job
+    from talkstack.pipeline.held_review import delete_job
 
     config = _config(deployed, port, stack)
     store, s3, audit, announce = _parts(config)

@@ -38,7 +38,7 @@ OutputKind = Literal["video", "audio", "thumbnail", "captions", "result"]
 JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "held", "failed", "cancelled"})
 """A `held` job's execution has ended (its outputs wait for an operator's review, unpublished): only
-`release` (→ completed) or `refuse` (→ failed) moves it on (talkstack/pipeline/moderation.py)."""
+`release` (→ completed) or `refuse` (→ failed) moves it on (talkstack/pipeline/held_review.py)."""
 
 
 def utc_now() -> datetime:

@@ -45,7 +45,7 @@ from pydantic import Field
 
 from talkstack.contract.fields import StrictModel
 from talkstack.contract.record import JobRecord, UtcDatetime, utc_now
-from talkstack.contract.worker import CONTROL_PREFIX, MARKERS_PREFIX, WORK_PREFIX
+from talkstack.contract.worker import CONTROL_PREFIX, HELD_PREFIX, MARKERS_PREFIX, WORK_PREFIX
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.audit import Actor, AuditLog
 from talkstack.pipeline.aws import error_code
@@ -54,8 +54,6 @@ from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.outputs import JOB_ID_METADATA, final_key
 from talkstack.pipeline.tenancy import TENANTS_PREFIX, UPLOADS_PREFIX
 
-HELD_PREFIX = "held/"
-"""Outputs held for review, in the work bucket (`held/<job>/…`)."""
 JOB_WORK_PREFIXES = (WORK_PREFIX, MARKERS_PREFIX, CONTROL_PREFIX)
 KEY_PARTITIONS = ("WEBHOOKS#", "RATE#", "IDEMPOTENCY#", "QUOTA#", "ACTIVE#")
 """The REST API's per-key partitions (`<prefix><key id>`), removed whole by a key's erasure."""

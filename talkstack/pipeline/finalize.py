@@ -21,7 +21,7 @@ or this job's (outputs.check_targets: OUTPUT_EXISTS otherwise), and each write i
 An output the scan flagged (or one not scanned, when TALKSTACK_SCAN_NOT_SCANNED is `hold`) is not
 published: it is copied to the work bucket under `held/<job_id>/` and the job ends `held`, with no
 result.json and nothing in the output bucket. An operator's release publishes it with the same
-`publish_outputs` (talkstack/pipeline/moderation.py).
+`publish_outputs` (talkstack/pipeline/held_review.py).
 """
 
 from __future__ import annotations

@@ -88,7 +88,13 @@ def test_data_buckets_log_access_and_expire_per_settings(s):
         rules[name] = {
             r.get("Prefix", ""): r.get("ExpirationInDays") for r in props["LifecycleConfiguration"]["Rules"]
         }
-    assert rules["work"] == {"": None, "work/": 1, "markers/": 1, "control/": 1}  # "" = abort multipart
+    assert rules["work"] == {
+        "": None,
+        "work/": 1,
+        "markers/": 1,
+        "control/": 1,
+        "held/": 1,
+    }  # "" = abort multipart
     assert rules["inputs"] == {"": None, "inputs/": 7, "uploads/": 7}  # voice samples: 7 days
     assert rules["outputs"] == {"": 1}  # generated videos: 24 hours, S3's smallest unit
     assert rules["audit"] == {"": None, "audit/": 365}  # the daily exports live a year by default

@@ -33,10 +33,10 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 
 from talkstack.contract.worker import CONTROL_PREFIX as CONTROL
+from talkstack.contract.worker import HELD_PREFIX
 from talkstack.contract.worker import MARKERS_PREFIX as MARKERS
 from talkstack.contract.worker import WORK_PREFIX as WORK
 from talkstack.pipeline.audit import EXPORT_PREFIX as AUDIT_PREFIX
-from talkstack.pipeline.deletion import HELD_PREFIX
 from talkstack.pipeline.jobs_table import OWNER_INDEX
 from talkstack.pipeline.tenancy import TENANTS_PREFIX
 from talkstack_cdk.functions import PipelineFunctions
@@ -191,6 +191,11 @@ def grant_pipeline(
     allow(role["finalize"], "CheckTargets", READ, scoped("finalize", publish_to))
     allow(role["finalize"], "TellFreeTargets", LIST, buckets(publish_to))
     allow(role["finalize"], "Publish", [*WRITE, *DELETE], scoped("finalize", publish_to))
+    # ... or, when the output scan flagged them, hold them in the work bucket for an operator's
+    # review instead (and take them back if the job was cancelled meanwhile).
+    allow(
+        role["finalize"], "HoldOutputs", [*READ, *WRITE, *DELETE], objects("finalize", [work], [HELD_PREFIX])
+    )
 
     # fail: no partial output stays published.
     allow(role["fail"], "FindPartialOutputs", READ, scoped("fail", publish_to))

@@ -133,6 +133,21 @@ class DeploySettings(BaseModel):
     """Render a parallel avatar chunk once more when its quality report fails, as
     TALKSTACK_QUALITY_RERENDER_CHUNKS (the pass marks themselves are the workers': set
     TALKSTACK_QUALITY_* where `modal deploy` runs; docs/quality.md)."""
+    # Content safety (docs/safety.md): passed to the Lambdas as the pipeline's and the moderation
+    # group's TALKSTACK_* variables of the same names.
+    consent_required: bool = True
+    """TALKSTACK_CONSENT_REQUIRED: a user's photo or reference voice needs a consent attestation."""
+    voice_clone_consent_clip: Literal["required", "optional"] = "optional"
+    """TALKSTACK_VOICE_CLONE_CONSENT_CLIP: `required` makes voice clones bring a recorded clip."""
+    scan_not_scanned: Literal["publish", "hold"] = "publish"
+    """TALKSTACK_SCAN_NOT_SCANNED: what finalize does with an output no image classifier scanned."""
+    moderation_policy: str | None = None
+    """TALKSTACK_MODERATION_POLICY: the operator's policy, inline JSON (starting with `{`) or a path
+    in the Lambda bundle; unset, the shipped policy (talkstack/assets/policy/default.json)."""
+    moderation_classifier: Literal["auto", "modal", "none"] = "auto"
+    """TALKSTACK_MODERATION_CLASSIFIER: whether texts also go to the text-safety classifier on Modal."""
+    moderation_classifier_unavailable: Literal["fail", "allow"] = "fail"
+    """TALKSTACK_MODERATION_CLASSIFIER_UNAVAILABLE: fail a job the classifier cannot judge, or allow it."""
 
     avatar_timeout_s: int = Field(_modal_timeout_default("avatar"), gt=0)
     """The avatar Modal class's timeout, as TALKSTACK_AVATAR_TIMEOUT_S for the Lambdas (Plan bounds

@@ -194,6 +194,12 @@ class TalkstackStack(Stack):
             "TALKSTACK_WRITE_GRANTS": grants_value(s.write_grants),
             "TALKSTACK_BUCKET_REGIONS": ",".join(f"{k}={v}" for k, v in s.bucket_regions.items()),
             "TALKSTACK_QUALITY_RERENDER_CHUNKS": str(s.quality_rerender_chunks).lower(),
+            "TALKSTACK_CONSENT_REQUIRED": str(s.consent_required).lower(),
+            "TALKSTACK_VOICE_CLONE_CONSENT_CLIP": s.voice_clone_consent_clip,
+            "TALKSTACK_SCAN_NOT_SCANNED": s.scan_not_scanned,
+            "TALKSTACK_MODERATION_POLICY": s.moderation_policy or "",
+            "TALKSTACK_MODERATION_CLASSIFIER": s.moderation_classifier,
+            "TALKSTACK_MODERATION_CLASSIFIER_UNAVAILABLE": s.moderation_classifier_unavailable,
         }
         environment = {**env, **{k: v for k, v in optional.items() if v}}
         check_environment_size(environment)

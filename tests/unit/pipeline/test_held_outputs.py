@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from talkstack.cli.held_listing import list_held
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
 from talkstack.contract.scan import FrameScores, OutputScan
@@ -18,7 +19,7 @@ from talkstack.contract.worker import StepAddress
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.audit import AuditLog
 from talkstack.pipeline.finalize import finalize_job
-from talkstack.pipeline.moderation import delete_job, list_held, release_job
+from talkstack.pipeline.held_review import delete_job, release_job
 from talkstack.pipeline.notify import event_for
 from tests.support.steps import (
     JOBS_TABLE,

@@ -61,24 +61,6 @@ def held_record(store: Any, job_id: str) -> JobRecord:
     return record
 
 
-def list_held(ddb: Any, table: str) -> list[JobRecord]:
-    """Every held job of the table, oldest first (a Scan: operators only)."""
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "sk = :r AND #s = :held",
-        "ProjectionExpression": "#r",
-        "ExpressionAttributeNames": {"#s": "status", "#r": "record"},
-        "ExpressionAttributeValues": {":r": {"S": "RECORD"}, ":held": {"S": "held"}},
-    }
-    records: list[JobRecord] = []
-    while True:
-        page = ddb.scan(**kwargs)
-        records += [JobRecord.model_validate_json(item["record"]["S"]) for item in page.get("Items", [])]
-        if "LastEvaluatedKey" not in page:
-            return sorted(records, key=lambda r: (r.created_at, r.job_id))
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
 def release_job(
     job_id: str,
     operator: str,
