@@ -21,11 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobError, JobRecord
 from talkstack.contract.worker import OutputObject
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.audit import CLI_SOURCE, DROP_ACTOR, Actor, AuditLog
+from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.finalize import publish_outputs
 from talkstack.pipeline.outputs import check_targets, remove_held, write_result_json
@@ -61,6 +64,16 @@ def held_record(store: Any, job_id: str) -> JobRecord:
     return record
 
 
+def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
 def release_job(
     job_id: str,
     operator: str,
@@ -80,6 +93,14 @@ def release_job(
         for o in held
         if o.bucket == config.work_bucket
     }
+    for output in held:  # the work bucket's lifecycle rule may have expired them, unreviewed
+        if not object_exists(s3, output.bucket, output.key):
+            raise TalkstackError(
+                ErrorCode.NOT_FOUND,
+                f"job {job_id}'s held {output.kind} is gone (held outputs expire with the work bucket's "
+                "retention, docs/safety.md); nothing to release: close the job with "
+                f"`talkstack moderation delete {job_id}`",
+            )
     audit.record(
         Actor(owner_of(record, config), CLI_SOURCE),
         "moderation.released",

@@ -105,6 +105,24 @@ def test_release_publishes_the_held_outputs_and_completes_the_job(config, store,
     assert again.value.code == ErrorCode.CONFLICT
 
 
+def test_held_outputs_that_expired_unreviewed_cannot_be_released_but_the_job_can_be_closed(
+    config, store, s3, audit
+):
+    rendered(store, s3, FLAGGED)
+    finalize_job("job-1", config, store, s3)
+    for key in job_objects(s3, WORK, "held/"):  # the work bucket's lifecycle rule took them
+        s3.delete_object(Bucket=WORK, Key=key)
+    announced: list[JobEvent] = []
+
+    with pytest.raises(TalkstackError) as gone:
+        release_job("job-1", "alice", config, store, s3, audit, announced.append)
+    assert gone.value.code == ErrorCode.NOT_FOUND and "moderation delete job-1" in gone.value.message
+    assert store.get("job-1").status == "held" and announced == [] and job_objects(s3, OUTPUT) == []
+
+    record = delete_job("job-1", "bob", config, store, s3, audit, announced.append)
+    assert record.status == "failed" and [e.type for e in announced] == ["job.failed"]
+
+
 def test_delete_removes_the_held_outputs_and_fails_the_job(config, store, s3, audit):
     rendered(store, s3, FLAGGED)
     finalize_job("job-1", config, store, s3)
