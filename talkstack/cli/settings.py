@@ -26,6 +26,7 @@ from talkstack.settings import (
     Settings,
 )
 from talkstack.settings.catalogue import REQUIRED, Group, describe, markdown
+from talkstack.settings.provenance import ProvenanceSettings
 from talkstack.settings.quality import QualityThresholds
 
 DOCS_COMMAND = "talkstack settings --write docs/settings.md"
@@ -76,6 +77,7 @@ def groups() -> list[Group]:
         Group("local", LocalSettings, "The local stack (`talkstack up`, `demo`) and the AWS endpoint."),
         Group("client", ClientSettings, "Defaults of `talkstack api` (the REST API's URL and key)."),
         Group("modal", ModalDeploySettings, "The Modal apps, read where `modal deploy` runs."),
+        Group("provenance", ProvenanceSettings, "Watermark (workers), C2PA content credentials (finalize)."),
         Group("quality", QualityThresholds, "Pass marks of the avatar quality report (workers, pipeline)."),
     ]  # fmt: skip
     cdk = _cdk_settings()
