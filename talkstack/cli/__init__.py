@@ -22,6 +22,7 @@ from talkstack.cli import audit as cli_audit
 from talkstack.cli import remote as cli_remote
 from talkstack.cli import settings as cli_settings
 from talkstack.cli import stack as cli_stack
+from talkstack.cli import verify as cli_verify
 from talkstack.cli.common import err, friendly_errors, out, progress_bar
 from talkstack.engines.base import RenderResult
 from talkstack.engines.registry import get_model, list_models
@@ -65,6 +66,7 @@ cli_stack.register(app)
 cli_remote.register(app)
 cli_audit.register(app)
 cli_settings.register(app)
+cli_verify.register(app)
 
 
 def _short_side(resolution: str | None) -> int | None:

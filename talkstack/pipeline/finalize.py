@@ -35,6 +35,7 @@ from talkstack.pipeline.outputs import (
     remove_published,
     write_result_json,
 )
+from talkstack.pipeline.provenance import sign_output
 from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
 
@@ -83,8 +84,11 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     targets = [final_key(request, job_id, role) for role in main.outputs]
     check_targets(s3, bucket, [*targets, request.sibling_key(job_id, "result")], job_id)
     published: list[OutputFile] = []
-    for role, obj in main.outputs.items():
+    signing_warnings: list[str] = []
+    for role, worker_obj in main.outputs.items():
         key = final_key(request, job_id, role)
+        # C2PA content credentials signed into each video and audio file (docs/safety.md).
+        obj = sign_output(s3, config.work_bucket, record, role, worker_obj, signing_warnings)
         publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
         published.append(
             OutputFile(
@@ -105,6 +109,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
             results = [store.get_step_result(job_id, address, ResultMarker)]
         for result in results:
             warnings.extend(w for w in (result.warnings if result else []) if w not in warnings)
+    warnings.extend(w for w in signing_warnings if w not in warnings)
     quality = job_quality(main, chunks)
 
     completed_elsewhere = False
