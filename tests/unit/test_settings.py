@@ -95,7 +95,17 @@ def test_docs_settings_md_is_generated_from_the_classes():
 
 def test_every_group_and_setting_is_documented():
     names = [g.name for g in groups()]
-    assert names == ["pipeline", "limits", "engines", "local", "client", "modal", "quality", "cdk"]
+    assert names == [
+        "pipeline",
+        "limits",
+        "engines",
+        "local",
+        "client",
+        "modal",
+        "provenance",
+        "quality",
+        "cdk",
+    ]
     text = (REPO / "docs" / "settings.md").read_text()
     for group in groups():
         for name, info in group.model.model_fields.items():
