@@ -207,3 +207,28 @@ def test_finalize_signs_what_it_publishes(renders, monkeypatch):
     assert found.validation_state == "Valid" and found.job_id == "job-1"
     assert found.models == ["lite-avatar"]
     assert TEST_SIGNER_WARNING  # without a secret the job is warned (tests/integration covers it)
+
+
+def test_a_stitched_long_avatar_is_marked_across_its_joins(renders, tmp_path):
+    """The stitch step re-encodes the joined chunks: it marks the joined frames itself (the chunks'
+    own marks do not line up across the joins). Chunks cut from the unmarked render, so only the
+    stitch's mark can be found."""
+    from talkstack.media.segments import Chunk
+    from talkstack.media.stitch import stitch_chunks
+    from talkstack.safety.watermark import frame_marker
+
+    plain = renders["plain"]
+    chunks = [Chunk(0, 0.0, 2.0, 0.0, 2.16, True), Chunk(1, 2.0, 4.0, 1.84, 4.0, True)]
+    videos = [
+        transcode(
+            plain, tmp_path / f"chunk{c.index}.mp4", ss=c.render_start_s, t=c.render_end_s - c.render_start_s
+        )
+        for c in chunks
+    ]
+    speech = transcode(plain, tmp_path / "speech.wav", vn=None)
+    stitched = {}
+    for name, mark in (("marked", frame_marker()), ("plain", None)):
+        stitched[name] = tmp_path / f"{name}.mp4"
+        stitch_chunks(chunks, videos, speech, stitched[name], fps=25, mark=mark)
+    assert _video_score(stitched["marked"]) >= 6.0
+    assert _video_score(stitched["plain"]) < 6.0
