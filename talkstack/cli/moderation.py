@@ -19,6 +19,7 @@ from rich.table import Table
 from talkstack.cli.common import friendly_errors, out
 from talkstack.cli.stack import PortOption, StackOption, _connect, _resources
 from talkstack.local.resources import DEFAULT_PORT, DEFAULT_STACK
+from talkstack.settings import environ
 
 if TYPE_CHECKING:
     from talkstack.contract.record import JobRecord
@@ -47,6 +48,9 @@ def _config(deployed: bool, port: int, stack: str) -> PipelineConfig:
     resources = _resources(stack, port)
     _connect(resources)
     env = resources.pipeline_env()
+    # As the stack's Lambdas have them: a release signs content credentials with the stack's own
+    # signer (TALKSTACK_C2PA_SECRET), as finalize does.
+    environ.export(env)
     return PipelineConfig.model_validate(
         {name.removeprefix("TALKSTACK_").lower(): value for name, value in env.items()}
     )

@@ -27,6 +27,7 @@ from talkstack.settings import (
 )
 from talkstack.settings.catalogue import REQUIRED, Group, describe, markdown
 from talkstack.settings.moderation import ModerationSettings
+from talkstack.settings.provenance import ProvenanceSettings
 from talkstack.settings.quality import QualityThresholds
 from talkstack.settings.scan import ScanSettings
 
@@ -78,6 +79,7 @@ def groups() -> list[Group]:
         Group("local", LocalSettings, "The local stack (`talkstack up`, `demo`) and the AWS endpoint."),
         Group("client", ClientSettings, "Defaults of `talkstack api` (the REST API's URL and key)."),
         Group("modal", ModalDeploySettings, "The Modal apps, read where `modal deploy` runs."),
+        Group("provenance", ProvenanceSettings, "Watermark (workers), C2PA content credentials (finalize)."),
         Group("quality", QualityThresholds, "Pass marks of the avatar quality report (workers, pipeline)."),
         Group("moderation", ModerationSettings, "Input moderation: the policy and the text classifier."),
         Group("scan", ScanSettings, "Output scanning: frames sampled and classified by the workers."),

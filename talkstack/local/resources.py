@@ -138,6 +138,10 @@ class LocalResources:
             "AWS_REGION": self.region,
         }
 
+    @property
+    def c2pa_secret(self) -> str:
+        return f"{self.stack}/c2pa-signer"
+
     def pipeline_env(self, **overrides: str) -> dict[str, str]:
         """The `TALKSTACK_*` variables of talkstack.pipeline.config.PipelineConfig."""
         env = {
@@ -152,6 +156,9 @@ class LocalResources:
             "TALKSTACK_WORKER_BACKEND": "local",
             "TALKSTACK_WEBHOOK_SECRET": LOCAL_WEBHOOK_SECRET,
             "TALKSTACK_ALLOW_LOOPBACK_WEBHOOKS": "true",
+            # The stack's Secrets Manager holds a throwaway C2PA signer (LocalStack creates it), read
+            # by finalize as a deployed stack reads the operator's.
+            "TALKSTACK_C2PA_SECRET": self.c2pa_secret,
         }
         env.update({f"TALKSTACK_{key.upper()}": value for key, value in overrides.items()})
         return env

@@ -51,7 +51,7 @@ from talkstack.pipeline.backends import register_local_sink
 from talkstack.pipeline.config import get_config
 from talkstack.pipeline.jobs_table import create_table_request, time_to_live_request
 from talkstack.pipeline.retention import Retention
-from talkstack.settings import environ
+from talkstack.settings import environ, get_provenance_settings
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,7 @@ class LocalStack:
         # The handlers run in this process and read their configuration from the environment, as in AWS.
         environ.export(r.client_env())
         environ.export(r.pipeline_env(**self.settings))
+        get_provenance_settings.cache_clear()
         environ.export({"MOTO_PORT": str(r.port)})  # moto's state machine engine calls services here
         environ.export_defaults(
             {
@@ -302,6 +303,15 @@ class LocalStack:
             roleArn=r.role_arn,
             type="STANDARD",
         )
+        # A throwaway self-signed C2PA signer, where the CDK stack has the operator's (docs/safety.md).
+        from talkstack.safety.credentials import throwaway_signer
+
+        signer = throwaway_signer().model_dump_json()
+        secrets = aws.client("secretsmanager")
+        try:
+            secrets.create_secret(Name=r.c2pa_secret, SecretString=signer)
+        except secrets.exceptions.ResourceExistsException:
+            secrets.put_secret_value(SecretId=r.c2pa_secret, SecretString=signer)
 
     def store_modal_token(self, token_id: str, token_secret: str) -> str:
         """Put a Modal token into the emulated Secrets Manager and point the pipeline at it, as the
@@ -341,6 +351,7 @@ class LocalStack:
         environ.unset(f"TALKSTACK_{key.upper()}" for key in set(self.settings) - set(settings))
         self.settings = dict(settings)
         environ.export(self.resources.pipeline_env(**self.settings))
+        get_provenance_settings.cache_clear()
         get_config.cache_clear()
         services.cache_clear()
         if self._loader is not None:

@@ -13,7 +13,7 @@ two renders of the same tint instead of fading one drift into another.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +86,13 @@ def stitch_chunks(
     fps: int = 25,
     poster: Path | None = None,
     reference: np.ndarray | None = None,
+    mark: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> int:
     """Write the joined video (with `audio` as its sound) to `output`; returns its frame count.
 
-    `reference` (RGB, the avatar's photo): colour-match every chunk to it before joining."""
+    `reference` (RGB, the avatar's photo): colour-match every chunk to it before joining.
+    `mark`: applied to each joined frame, in order, as it is written (the caller's watermark: the
+    chunks' own marks do not line up across the joins)."""
     if len(chunks) != len(videos):
         raise ValueError(f"{len(chunks)} chunks but {len(videos)} videos")
     first = probe_video(videos[0])
@@ -112,7 +115,7 @@ def stitch_chunks(
                     one = cursors[a].get(round((t - chunks[a].render_start_s) * fps)).astype(np.float32)
                     two = cursors[b].get(round((t - chunks[b].render_start_s) * fps)).astype(np.float32)
                     frame = np.clip((1 - alpha) * one + alpha * two + 0.5, 0, 255).astype(np.uint8)
-            out.write(frame)
+            out.write(frame if mark is None else mark(frame))
             if f == 0 and poster is not None:
                 write_poster(frame, poster)
     return total

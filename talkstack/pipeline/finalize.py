@@ -42,6 +42,7 @@ from talkstack.pipeline.outputs import (
     remove_published,
     write_result_json,
 )
+from talkstack.pipeline.provenance import sign_output
 from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
 from talkstack.safety.scan import not_scanned, speech_of, with_speech
@@ -73,14 +74,23 @@ def _chunk_results(job_id: str, main_step: StepAddress, store: Any) -> dict[int,
 
 
 def publish_outputs(
-    s3: Any, config: PipelineConfig, request: JobRequestBase, job_id: str, sources: dict[str, OutputObject]
+    s3: Any,
+    config: PipelineConfig,
+    record: JobRecord,
+    sources: dict[str, OutputObject],
+    warnings: list[str],
 ) -> list[OutputFile]:
-    """Copy each output (by role, from the work bucket) to its final key; the published files,
-    video or audio first. Finalize and an operator's release of a held job both publish here."""
+    """Copy each output (by role, from the work bucket) to its final key, C2PA content credentials
+    signed into each video and audio file first (docs/safety.md; a signing warning is added to
+    `warnings`); the published files, video or audio first. Finalize and an operator's release of
+    a held job both publish here."""
+    request, job_id = record.request, record.job_id
+    assert request is not None
     bucket = request.output.bucket or config.output_bucket
     published: list[OutputFile] = []
-    for role, obj in sources.items():
+    for role, worker_obj in sources.items():
         key = final_key(request, job_id, role)
+        obj = sign_output(s3, config.work_bucket, record, role, worker_obj, warnings)
         publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
         published.append(
             OutputFile(
@@ -134,15 +144,17 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     main = step_result(store, job_id, main_step)
 
     started = utc_now()
+    signing_warnings: list[str] = []
     scan = output_scan(main, request)
     hold = must_hold(scan, config)
-    if hold:
+    if hold:  # unsigned while held: a release signs them as it publishes
         published, held = [], hold_outputs(s3, config, job_id, main)
     else:
         # Every target (result.json too) must be free or this job's before anything is copied.
         targets = [final_key(request, job_id, role) for role in main.outputs]
         check_targets(s3, bucket, [*targets, request.sibling_key(job_id, "result")], job_id)
-        published, held = publish_outputs(s3, config, request, job_id, main.outputs), []
+        published = publish_outputs(s3, config, record, main.outputs, signing_warnings)
+        held = []
 
     chunks = _chunk_results(job_id, main_step, store)
     warnings: list[str] = []  # every step's, in order (a voice step's warnings matter to an avatar job too)
@@ -156,6 +168,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
             results = [store.get_step_result(job_id, address, ResultMarker)]
         for result in results:
             warnings.extend(w for w in (result.warnings if result else []) if w not in warnings)
+    warnings.extend(w for w in signing_warnings if w not in warnings)
     quality = job_quality(main, chunks)
 
     completed_elsewhere = False

@@ -32,6 +32,7 @@ from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.finalize import publish_outputs
 from talkstack.pipeline.outputs import check_targets, remove_held, write_result_json
+from talkstack.pipeline.provenance import signed_key
 
 Announce = Callable[[JobEvent], None]
 
@@ -113,12 +114,15 @@ def release_job(
     if "thumbnail" in sources:
         targets.append(request.sibling_key(job_id, "thumbnail"))
     check_targets(s3, bucket, targets, job_id)
-    published = publish_outputs(s3, config, request, job_id, sources)
+    signing_warnings: list[str] = []  # held outputs are signed as they are published, here
+    published = publish_outputs(s3, config, record, sources, signing_warnings)
 
     def complete(current: JobRecord) -> None:
         if current.status != "held":
             raise NotHeld(job_id)
         current.release(published)
+        assert current.result is not None
+        current.result.warnings.extend(w for w in signing_warnings if w not in current.result.warnings)
         write_result_json(s3, current, bucket)  # before the record says completed, as finalize does
 
     try:
@@ -126,6 +130,8 @@ def release_job(
     except NotHeld:
         raise TalkstackError(ErrorCode.CONFLICT, f"job {job_id} is no longer held") from None
     remove_held(s3, config, held, job_id)
+    for output in held:  # and the signed copies publish_outputs made of them
+        s3.delete_object(Bucket=output.bucket, Key=signed_key(output.key))
     announce(JobEvent.from_record(record, "job.completed"))
     return record
 

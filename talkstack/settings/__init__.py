@@ -9,6 +9,8 @@ Groups (docs/settings.md lists every setting; `talkstack settings` prints the va
 - **limits**: `MediaLimits` (`get_limits()`), input limits shared by the CLI, the Lambdas and workers.
 - **engines**: `Settings` (`get_settings()`), tools, weights and code directories, debugging.
 - **local**: `LocalSettings` (`get_local_settings()`), the local stack and the AWS endpoint.
+- **provenance**: `ProvenanceSettings` (`get_provenance_settings()`), the watermark (workers) and the
+  C2PA content credentials (finalize).
 - **client**: `ClientSettings`, the defaults of `talkstack api --url/--key`.
 - **modal**: `ModalDeploySettings`, deploy-time settings of modal_workers/ (parsed when an app is
   imported).
@@ -26,16 +28,19 @@ from talkstack.settings.engines import Settings, get_settings
 from talkstack.settings.limits import MediaLimits, get_limits
 from talkstack.settings.local import LocalSettings, get_local_settings
 from talkstack.settings.modal_deploy import ModalDeploySettings, WorkerFamily, get_modal_deploy
+from talkstack.settings.provenance import ProvenanceSettings, get_provenance_settings
 
 __all__ = [
     "ClientSettings",
     "LocalSettings",
     "MediaLimits",
     "ModalDeploySettings",
+    "ProvenanceSettings",
     "Settings",
     "WorkerFamily",
     "get_limits",
     "get_local_settings",
     "get_modal_deploy",
+    "get_provenance_settings",
     "get_settings",
 ]

@@ -92,7 +92,9 @@ def stitch(
     videos = [inputs[f"chunk_{c.index}"] for c in chunks]
     fps = round(probe_video(videos[0]).fps)
     clip = read_audio(inputs["audio"])
-    speech = write_wav(
+    from talkstack.safety.watermark import frame_marker, write_marked_wav
+
+    speech = write_marked_wav(
         outdir / "speech.wav", clip.samples[: int(chunks[-1].end_s * clip.sample_rate)], clip.sample_rate
     )
     video, poster = outdir / "video.mp4", outdir / "thumbnail.jpg"
@@ -101,7 +103,9 @@ def stitch(
     # the task carries it, else to the first chunk's opening frame (the model's render of the photo).
     photo = read_image(inputs["image"])[0] if "image" in inputs else None
     reference = photo if photo is not None else opening_frame(videos[0])
-    frames = stitch_chunks(chunks, videos, speech, video, fps=fps, poster=poster, reference=reference)
+    frames = stitch_chunks(
+        chunks, videos, speech, video, fps=fps, poster=poster, reference=reference, mark=frame_marker()
+    )
     info = probe_video(video)
     warnings = [f"cut {c.index} is not in a pause" for c in chunks[1:] if not c.at_pause]
     result = RenderResult(

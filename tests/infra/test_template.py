@@ -770,7 +770,7 @@ def test_alarms_cover_executions_lambda_errors_and_webhooks_and_a_dashboard_exis
 
 def test_secrets_are_generated_never_in_the_template(s):
     secrets = s.resources("AWS::SecretsManager::Secret")
-    assert len(secrets) == 2
+    assert len(secrets) == 3  # the Modal token, the webhook signing secret, the C2PA signer
     for secret in secrets.values():
         assert "SecretString" not in secret["Properties"]
         assert "GenerateSecretString" in secret["Properties"]
@@ -779,6 +779,12 @@ def test_secrets_are_generated_never_in_the_template(s):
     generated = token["Properties"]["GenerateSecretString"]
     assert json.loads(generated["SecretStringTemplate"]) == {"token_id": MODAL_TOKEN_PLACEHOLDER}
     assert generated["GenerateStringKey"] == "token_secret"
+    # The C2PA signer starts as a placeholder finalize reads as "no signer yet" (test certificate,
+    # and a warning on every job), and only finalize may read it.
+    from talkstack.safety.credentials import signer_from_secret
+
+    signer = secrets[s.logical_id(s.stack.c2pa_signer)]["Properties"]["GenerateSecretString"]
+    assert signer_from_secret(signer["SecretStringTemplate"]) is None
 
 
 def test_the_audit_export_runs_daily_with_retries_and_a_dead_letter_queue(s):

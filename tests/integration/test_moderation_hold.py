@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from talkstack.cli import app
 from talkstack.media.video import probe_video
+from talkstack.safety.credentials import read_credentials
 from tests.integration.test_api import SAMPLES, Api
 
 runner = CliRunner()
@@ -58,5 +59,9 @@ def test_a_flagged_output_is_held_until_released(pipeline, tmp_path):
     local = tmp_path / "video.mp4"
     local.write_bytes(httpx.get(video["url"]).content)
     assert probe_video(local).video.codec == "h264" and local.stat().st_size == video["bytes"]
+    # signed as it was released, with the stack's own signer (no test-signer warning)
+    credentials = read_credentials(local)
+    assert credentials.validation_state == "Valid" and credentials.models == ["lite-avatar"], credentials
+    assert credentials.job_id == job_id and job["result"]["warnings"] == []
     assert pipeline.keys(pipeline.r.work_bucket, f"held/{job_id}/") == {}
     assert pipeline.hooks.wait_for(job_id, "job.completed").verified

@@ -21,7 +21,7 @@ from talkstack.contract.record import JobRecord
 from talkstack.contract.state import SegmentPlan
 from talkstack.contract.worker import ResultMarker, StepAddress, marker_key
 from talkstack.local.resources import LOCAL_WEBHOOK_SECRET
-from talkstack.media.video import probe_video
+from talkstack.media.video import iter_frames, probe_video
 from talkstack.pipeline.jobids import job_id_for_object
 from tests.support.consent import with_consent
 
@@ -85,6 +85,19 @@ def test_aws_cli_drop_produces_video_result_sns_event_and_verified_webhook(pipel
     record = pipeline.wait(job_id)
 
     assert_published(pipeline, record, tmp_path)
+    # The published video carries content credentials finalize signed with the stack's signer (a
+    # throwaway one locally: valid, untrusted), naming the model and the job, and the watermark
+    # the engine embedded (docs/safety.md).
+    from talkstack.safety.credentials import read_credentials
+    from talkstack.safety.watermark_video import detect_frames
+    from talkstack.settings.provenance import PUBLIC_WATERMARK_KEY
+
+    credentials = read_credentials(tmp_path / "video.mp4")
+    assert credentials.validation_state == "Valid", credentials
+    assert credentials.failures == ["signingCredential.untrusted"]
+    assert credentials.models == ["lite-avatar"] and credentials.job_id == job_id and credentials.ai_generated
+    assert detect_frames(iter_frames(tmp_path / "video.mp4"), PUBLIC_WATERMARK_KEY).detected
+    assert record.result.warnings == []  # the stack's own signer, not the no-signer fallback
     assert record.source is not None and record.source.key == f"inputs/{name}/job.json"
     assert [s.name for s in record.steps] == ["avatar", "finalize"]
     assert record.result.estimated_cost_usd is not None

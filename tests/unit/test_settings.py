@@ -102,6 +102,7 @@ def test_every_group_and_setting_is_documented():
         "local",
         "client",
         "modal",
+        "provenance",
         "quality",
         "moderation",
         "scan",

@@ -36,7 +36,7 @@ PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_
 # Only used if local bundling were refused, which ours never does; CDK requires an image.
 FALLBACK_IMAGE = DockerImage.from_registry(f"public.ecr.aws/sam/build-python{PYTHON_VERSION}")
 
-LAYERS = ("base", "modal", "media")
+LAYERS = ("base", "modal", "media", "provenance")
 
 
 def code_files() -> list[tuple[Path, Path]]:

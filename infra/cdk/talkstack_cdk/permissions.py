@@ -68,6 +68,7 @@ class Targets:
     ingest_refusals: sqs.IQueue
     modal_token: secretsmanager.ISecret
     webhook_secret: secretsmanager.ISecret
+    c2pa_signer: secretsmanager.ISecret
 
 
 Bucket = s3.IBucket | str
@@ -188,6 +189,10 @@ def grant_pipeline(
     # finalize: HEAD each target (free: a 404, or this job's), copy work outputs there under a
     # write condition, and remove them again if the job was cancelled meanwhile.
     allow(role["finalize"], "ReadWork", READ, objects("finalize", [work], [WORK]))
+    # ... and writes the signed copy of each video and audio beside the worker's (pipeline/provenance.py)
+    # with the operator's C2PA signer.
+    allow(role["finalize"], "WriteSignedOutputs", WRITE, objects("finalize", [work], [WORK]))
+    targets.c2pa_signer.grant_read(functions["finalize"])
     allow(role["finalize"], "CheckTargets", READ, scoped("finalize", publish_to))
     allow(role["finalize"], "TellFreeTargets", LIST, buckets(publish_to))
     allow(role["finalize"], "Publish", [*WRITE, *DELETE], scoped("finalize", publish_to))

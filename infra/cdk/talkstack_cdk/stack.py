@@ -86,6 +86,21 @@ class TalkstackStack(Stack):
             removal_policy=removal,
         )
 
+        self.c2pa_signer = secretsmanager.Secret(
+            self,
+            "C2paSigner",
+            secret_name=f"{settings.stack_name}/c2pa-signer",
+            description='C2PA signer: {"certificate_chain": "<PEM>", "private_key": "<PEM>"}',
+            # A placeholder the operator overwrites (docs/safety.md); until then finalize signs with a
+            # throwaway test certificate and every job gets a warning saying so.
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=json.dumps({"placeholder": "replace with your signer"}),
+                generate_string_key="unused",
+                exclude_punctuation=True,
+            ),
+            removal_policy=removal,
+        )
+
         # Manifests the ingest Lambda refuses wait here for people to read.
         self.ingest_refusals = encrypted_queue(self, "IngestRefusals")
         self.functions = functions = PipelineFunctions(
@@ -103,6 +118,7 @@ class TalkstackStack(Stack):
                 ingest_refusals=self.ingest_refusals,
                 modal_token=self.modal_token,
                 webhook_secret=self.webhook_secret,
+                c2pa_signer=self.c2pa_signer,
             ),
             settings,
         )
@@ -180,6 +196,7 @@ class TalkstackStack(Stack):
             "TALKSTACK_AUDIT_BUCKET": storage.audit_bucket.bucket_name,
             "TALKSTACK_MODAL_TOKEN_SECRET": self.modal_token.secret_arn,
             "TALKSTACK_WEBHOOK_SECRET_ID": self.webhook_secret.secret_arn,
+            "TALKSTACK_C2PA_SECRET": self.c2pa_signer.secret_arn,
             # What the Modal classes may run (modal deploy's settings): Plan bounds each step's
             # timeout and its URLs' lifetime by it (talkstack/settings/modal_deploy.py).
             **{f"TALKSTACK_{name.upper()}": str(getattr(s, name)) for name in MODAL_SHARED},

@@ -36,6 +36,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import write_wav
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
+from talkstack.safety.watermark import frame_marker, write_marked_wav
 from talkstack.settings import get_settings
 
 CODE_DIRS = {"multitalk": "MULTITALK_CODE_DIR", "infinitetalk": "INFINITETALK_CODE_DIR"}
@@ -284,11 +285,12 @@ class AvatarEngine(Engine):
     ) -> tuple[dict[str, Path], RenderResult]:
         height, width = frames.shape[1:3]
         even_h, even_w = height - height % 2, width - width % 2
-        audio = write_wav(outdir / "speech.wav", tracks.mux, prep.MUX_SAMPLE_RATE)
+        audio = write_marked_wav(outdir / "speech.wav", tracks.mux, prep.MUX_SAMPLE_RATE)
         video, poster = outdir / "video.mp4", outdir / "thumbnail.jpg"
+        mark = frame_marker()  # the watermark (docs/safety.md), once, as the frames are encoded
         with Mp4Writer(video, even_w, even_h, prep.FPS, audio) as out:
             for frame in frames:
-                out.write(frame[:even_h, :even_w])
+                out.write(mark(np.ascontiguousarray(frame[:even_h, :even_w])))
         write_poster(frames[0], poster)
         warnings = [*tracks.warnings, *settings.warnings]
         if tracks.frames < settings.frame_num:

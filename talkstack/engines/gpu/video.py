@@ -39,6 +39,7 @@ from talkstack.engines.gpu.base import Engine
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
+from talkstack.safety.watermark import frame_marker
 
 log = logging.getLogger(__name__)
 
@@ -521,6 +522,7 @@ class VideoEngine(Engine):
         generator = torch.Generator("cpu").manual_seed(seed)
         video, poster = outdir / "video.mp4", outdir / "thumbnail.jpg"
         generate_s = 0.0
+        mark = frame_marker()  # the watermark (docs/safety.md), once, as the frames are encoded
         with self._render_lock, Mp4Writer(video, plan.width, plan.height, plan.fps) as out:
             for index in range(plan.passes):
                 t0 = time.perf_counter()
@@ -528,7 +530,7 @@ class VideoEngine(Engine):
                 generate_s += time.perf_counter() - t0
                 fresh = frames if index == 0 else frames[1:]  # frame 0 repeats the condition frame
                 for frame in fresh[: plan.frames - out.frames]:
-                    out.write(frame)
+                    out.write(mark(frame))
                 if index == 0:
                     write_poster(frames[min(plan.fps, len(frames) - 1)], poster)  # ~1 s in
                 condition = Image.fromarray(frames[-1])

@@ -65,6 +65,7 @@ from talkstack.media.audio import (
     write_wav,
 )
 from talkstack.media.ffmpeg import ffmpeg_exe
+from talkstack.safety.watermark import write_marked_wav
 from talkstack.settings import MediaLimits, environ, get_limits
 
 REFERENCE_MIN_S = 5.0
@@ -348,38 +349,49 @@ def join_with_pauses(pieces: list[np.ndarray], rate: int, pause_s: float = PAUSE
 
 
 def write_speech(samples: np.ndarray, rate: int, output: Path, *, speed: float = 1.0) -> Path:
-    """WAV (16-bit) or MP3 by `output`'s suffix, at `rate`; `speed` ≠ 1 time-stretches (pitch kept)."""
+    """WAV (16-bit) or MP3 by `output`'s suffix, at `rate`; `speed` ≠ 1 time-stretches (pitch kept).
+
+    The watermark (docs/safety.md) is added to the samples as they will be heard: after the stretch."""
     samples = np.clip(samples, -1.0, 1.0)
     suffix = output.suffix.lower()
     if suffix not in {".wav", ".mp3"}:
         raise TalkstackError(
             ErrorCode.INVALID_REQUEST, f"voice output must be .wav or .mp3, got {output.name!r}"
         )
-    if suffix == ".wav" and speed == 1.0:
-        return write_wav(output, samples, rate)
+    if speed != 1.0:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = write_wav(Path(tmp) / "raw.wav", samples, rate)
+            samples = read_audio(_encode(raw, Path(tmp) / "stretched.wav", rate, speed)).samples
+    if suffix == ".wav":
+        return write_marked_wav(output, samples, rate)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        return _encode(write_marked_wav(Path(tmp) / "speech.wav", samples, rate), output, rate)
+
+
+def _encode(source: Path, output: Path, rate: int, speed: float = 1.0) -> Path:
+    """ffmpeg `source` → `output` (WAV or MP3 by suffix) at `rate`, time-stretched by `speed`."""
     output.parent.mkdir(parents=True, exist_ok=True)
     codec = (
         {"acodec": "libmp3lame", "audio_bitrate": MP3_BITRATE}
-        if suffix == ".mp3"
+        if output.suffix.lower() == ".mp3"
         else {"acodec": "pcm_s16le"}
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        source = write_wav(Path(tmp) / "speech.wav", samples, rate)
-        stream = ffmpeg.input(str(source))
-        if speed != 1.0:
-            stream = stream.filter("atempo", speed)  # WSOLA: tempo changes, pitch stays (0.5–100×)
-        try:
-            (
-                stream.output(str(output), ar=rate, ac=1, **codec)
-                .global_args("-hide_banner", "-loglevel", "error")
-                .run(cmd=ffmpeg_exe(), overwrite_output=True, quiet=True)
-            )
-        except ffmpeg.Error as exc:
-            detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-            raise TalkstackError(
-                ErrorCode.GENERATION_FAILED,
-                f"ffmpeg could not write {output.name}: {detail[-1] if detail else exc}",
-            ) from exc
+    stream = ffmpeg.input(str(source))
+    if speed != 1.0:
+        stream = stream.filter("atempo", speed)  # WSOLA: tempo changes, pitch stays (0.5–100×)
+    try:
+        (
+            stream.output(str(output), ar=rate, ac=1, **codec)
+            .global_args("-hide_banner", "-loglevel", "error")
+            .run(cmd=ffmpeg_exe(), overwrite_output=True, quiet=True)
+        )
+    except ffmpeg.Error as exc:
+        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise TalkstackError(
+            ErrorCode.GENERATION_FAILED,
+            f"ffmpeg could not write {output.name}: {detail[-1] if detail else exc}",
+        ) from exc
     return output
 
 

@@ -6,6 +6,7 @@ rig and piped straight into the encoder (memory does not grow with duration).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from talkstack.engines.quality import with_quality
 from talkstack.media.audio import ENGINE_SAMPLE_RATE, read_audio, resample
 from talkstack.media.image import read_image
 from talkstack.media.video import Mp4Writer, write_poster
+from talkstack.safety.watermark import frame_marker, write_marked_wav
 from talkstack.settings import MediaLimits, get_limits
 
 MAX_SIDE = 1280
@@ -78,6 +80,11 @@ def render_avatar(
     require_face_width(face, MIN_RENDER_FACE_PX, f"at {width}×{height}")
     # No loudness normalisation here: the mouth curve is relative to the clip's own peaks.
     speech = resample(clip.samples, clip.sample_rate, ENGINE_SAMPLE_RATE)
+    # The sound track is the decoded speech with the watermark added (docs/safety.md), written
+    # beside the output and muxed in place of the file as it came.
+    track = write_marked_wav(
+        Path(output).with_name(f".{Path(output).stem}.speech.wav"), clip.samples, clip.sample_rate
+    )
     del clip
     curves = motion_curves(
         speech,
@@ -94,9 +101,12 @@ def render_avatar(
     first_frame = None
     t1 = time.perf_counter()
     writer = Mp4Writer(
-        Path(output), width, height, options.fps, audio=Path(audio), crf=options.crf, preset=options.preset
+        Path(output), width, height, options.fps, audio=track, crf=options.crf, preset=options.preset
     )
-    with writer as out:
+    mark = frame_marker()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(track.unlink, missing_ok=True)
+        out = cleanup.enter_context(writer)
         for i in range(n):
             frame = rig.render(
                 float(curves.mouth[i]),
@@ -105,7 +115,7 @@ def render_avatar(
                 float(curves.dx[i]),
                 float(curves.dy[i]),
             )
-            out.write(frame)
+            out.write(mark(frame))
             if i == 0:
                 first_frame = frame
             if i % 25 == 0 or i == n - 1:

@@ -18,6 +18,7 @@ from talkstack.engines.base import RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.media.audio import read_audio
 from talkstack.media.ffmpeg import ffmpeg_exe
+from talkstack.safety.watermark import write_marked_wav
 from talkstack.settings import MediaLimits, get_limits, get_settings
 
 ESPEAK_WPM = 175  # espeak-ng's default rate, i.e. speed 1.0
@@ -65,6 +66,9 @@ def synthesize(
                 else ErrorCode.GENERATION_FAILED
             )
             raise TalkstackError(code, f"espeak-ng failed: {message}", voice=options.voice)
+        # The watermark (docs/safety.md) goes into the speech before any encoding.
+        spoken = read_audio(wav, limits)
+        wav = write_marked_wav(Path(tmp) / "marked.wav", spoken.samples, spoken.sample_rate)
         produced = Path(tmp) / f"out{output.suffix}"
         if output.suffix == ".mp3":
             (

@@ -24,6 +24,18 @@ from tests.support.fakes import (
 from tests.support.steps import DLQ, INPUT, JOBS_TABLE, OUTPUT, STATE_MACHINE, WORK, make_config
 
 
+@pytest.fixture(autouse=True)
+def unsigned_outputs(monkeypatch: pytest.MonkeyPatch, no_pipeline_environment: None) -> Iterator[None]:
+    """The fakes' outputs are placeholder bytes, not media: finalize publishes them unsigned here.
+    Content credentials are tested on real media in test_provenance.py."""
+    from talkstack.settings import get_provenance_settings
+
+    monkeypatch.setenv("TALKSTACK_C2PA", "false")
+    get_provenance_settings.cache_clear()
+    yield
+    get_provenance_settings.cache_clear()
+
+
 @pytest.fixture
 def config(no_pipeline_environment: None) -> PipelineConfig:
     return make_config()

@@ -1,0 +1,155 @@
+"""An invisible, keyed spread-spectrum watermark in video frames.
+
+Why a scheme of our own: the packaged image watermarks do not fit. `invisible-watermark`'s dwtDct
+(MIT) is known not to survive resizing, its RivaGAN variant and TrustMark/AudioSeal/WavMark need
+model weights downloaded at run time (not allowed here), and `blind-watermark` (MIT) embeds per
+image in DWT blocks tied to the pixel grid, so a resize moves every block. This one is built to
+survive what happens to a published video: re-encoding at a lower bitrate and resizing.
+
+How it works:
+
+- **The pattern**: a keyed grid of ±1 cells (GRID × GRID, in frame-normalised coordinates, so any
+  resolution or aspect ratio maps to the same cells), smoothly upsampled to the frame. Smooth and
+  coarse: codecs keep low spatial frequencies and a resize leaves them unchanged.
+- **Embedding**: the pattern times AMPLITUDE (in 8-bit levels, ~0.8 %) times a keyed sign for the
+  frame is added to every channel, i.e. to the luma. The sign changes from frame to frame and is
+  balanced in pairs (+s, −s), so a static picture's own resemblance to the pattern cancels when the
+  detector sums over frames, while the mark adds up.
+- **Detection**: each frame's luma is area-averaged down to the grid, its mean removed, and
+  correlated with the pattern (c_f). Consecutive frames are differenced in pairs (the background
+  cancels) and correlated with the keyed signs. The score is Σ r_k e_k / sqrt(Σ e_k²): with the
+  signs independent of the content it is close to a standard normal for any unmarked video, so
+  the threshold is a false-alarm rate, checked on unmarked renders and photos (bench/bench_watermark.py).
+  The detector tries the first few frame offsets (a trimmed start) and keeps the best.
+
+It identifies the key that made it (no payload beyond "made with this key"); it does not survive
+cropping, heavy rescaling below about a quarter, frame-rate conversion or deliberate removal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from talkstack.safety.watermark_core import SIGN_PERIOD, keyed_patterns, keyed_signs, spread_score
+
+GRID = 32
+"""Pattern cells along each side of the frame (in normalised coordinates)."""
+AMPLITUDE = 2.5
+"""Peak of the added pattern in 8-bit levels (its RMS is about 0.55 of this)."""
+THRESHOLD = 6.0
+"""Detection threshold on the score, a Student t with DECOYS − 1 degrees of freedom without the mark:
+6 with MAX_OFFSET + 1 offsets tried is a false-alarm rate near 1e-6 per video in theory; the
+measured scores of unmarked videos are in docs/safety.md."""
+MAX_OFFSET = 7
+"""Frame offsets the detector tries (a start trimmed by up to a full pair of runs)."""
+MIN_FRAMES = 8
+"""Fewer frames than this cannot give a meaningful score: the detector reports no mark."""
+RUN = 4
+"""Frames that share a sign: a codec carries a mark that holds still for a while from frame to frame
+(P-frames copy it) and drops one that flickers every frame (measured: see docs/safety.md)."""
+DECOYS = 48
+"""Unrelated patterns the detector also correlates with: their spread is the noise the score is
+measured against."""
+SIGNS_LABEL = "video-signs"
+PATTERN_LABEL = "video-pattern"
+
+
+@lru_cache(maxsize=8)
+def _all_cells(key: str) -> np.ndarray:
+    return keyed_patterns(key, PATTERN_LABEL, DECOYS, (GRID, GRID))
+
+
+def _cells(key: str) -> np.ndarray:
+    return _all_cells(key)[0]
+
+
+@lru_cache(maxsize=8)
+def _signs(key: str) -> np.ndarray:
+    return keyed_signs(key, SIGNS_LABEL, SIGN_PERIOD)
+
+
+@lru_cache(maxsize=16)
+def _pattern(key: str, height: int, width: int) -> np.ndarray:
+    """The smooth pattern at a frame size (float32, ±1 peak), cached per size."""
+    # Upsample with bicubic interpolation: Pillow maps cell centres to pixel centres, so the same
+    # cell lands on the same part of the picture at every resolution. (Pillow, not OpenCV: every
+    # worker image has it, and the voice workers have no OpenCV.)
+    return _resize(_cells(key), width, height, Image.Resampling.BICUBIC)
+
+
+def _resize(grid: np.ndarray, width: int, height: int, method: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(grid.astype(np.float32), mode="F").resize((width, height), method))
+
+
+def _whiten(grid: np.ndarray) -> np.ndarray:
+    """Remove each cell's neighbourhood mean: natural pictures are smooth, the pattern is not, so
+    this keeps most of the mark and little of the picture (a spread-spectrum detector's prefilter)."""
+    padded = np.pad(grid, 1, mode="reflect")
+    h, w = grid.shape
+    blur = sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9
+    return grid - blur
+
+
+@lru_cache(maxsize=8)
+def _references(key: str) -> np.ndarray:
+    """The key's pattern and the decoys as the detector sees them: at grid resolution, whitened,
+    unit norm; (1 + DECOYS) × GRID² (row 0 is the key's)."""
+    refs = np.stack([_whiten(grid) for grid in _all_cells(key)]).reshape(1 + DECOYS, -1)
+    refs -= refs.mean(axis=1, keepdims=True)
+    return refs / np.linalg.norm(refs, axis=1, keepdims=True)
+
+
+class VideoWatermarker:
+    """Adds the mark to frames in order: ``frame = marker.apply(frame)`` for each frame written."""
+
+    def __init__(self, key: str, amplitude: float = AMPLITUDE, start_frame: int = 0) -> None:
+        self.key, self.amplitude, self.index = key, amplitude, start_frame
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """The frame (H×W×3 uint8) with the mark of its position added; frames must come in order."""
+        height, width = frame.shape[:2]
+        sign = _signs(self.key)[(self.index // RUN) % SIGN_PERIOD]
+        self.index += 1
+        delta = _pattern(self.key, height, width) * np.float32(self.amplitude * sign)
+        marked = frame.astype(np.float32) + delta[:, :, None]
+        return np.clip(marked + 0.5, 0, 255).astype(np.uint8)
+
+
+def frame_statistics(frame: np.ndarray, key: str) -> np.ndarray:
+    """A frame's whitened luma at grid resolution correlated with the key's pattern and the decoys."""
+    rgb = frame.astype(np.float32)
+    luma = 0.299 * rgb[:, :, 0] + 0.587 * rgb[:, :, 1] + 0.114 * rgb[:, :, 2]
+    small = _whiten(_resize(luma, GRID, GRID, Image.Resampling.BOX))  # area average
+    return _references(key) @ small.reshape(-1)
+
+
+@dataclass(frozen=True)
+class VideoDetection:
+    score: float
+    """The best score over the offsets tried (~N(0, 1) for a video without the mark)."""
+    threshold: float
+    frames: int
+    offset: int
+    """The frame offset at which the best score was found."""
+
+    @property
+    def detected(self) -> bool:
+        return self.score >= self.threshold
+
+
+def detect_frames(
+    frames: Iterable[np.ndarray], key: str, threshold: float = THRESHOLD, max_offset: int = MAX_OFFSET
+) -> VideoDetection:
+    """Score a sequence of RGB frames for the key's mark."""
+    stats = np.array([frame_statistics(frame, key) for frame in frames], np.float64)
+    if len(stats) < MIN_FRAMES:
+        return VideoDetection(0.0, threshold, len(stats), 0)
+    signs = _signs(key)
+    scores = [spread_score(stats, signs, RUN, offset) for offset in range(max_offset + 1)]
+    best = int(np.argmax(scores))
+    return VideoDetection(scores[best], threshold, len(stats), best)
