@@ -27,6 +27,7 @@ LAMBDA_PER_GB_S = 0.0000133334
 LAMBDA_SECONDS = 0.3  # assumed typical handler duration (local handlers take 35–60 ms; AWS adds cold starts)
 LAMBDA_MEMORY_MB: dict[str, int] = {
     "validate": 512,
+    "moderate": 512,
     "plan": 256,
     "segment": 2048,
     "dispatch": 512,
@@ -39,9 +40,10 @@ keeps the two equal). Lambda bills memory in GB: MB / 1024."""
 
 WORKER_STEPS = ("voice", "avatar", "video", "stitch")
 """Steps the state machine runs as a dispatch Task that waits for a worker (one entry per attempt)."""
-BASE_TRANSITIONS = 7
-"""States every completed job enters: Validate, Plan, HasVoiceStep, MainStep, Finalize,
-NotifyCompleted, Completed (aws/stepfunctions/job.asl.json)."""
+BASE_TRANSITIONS = 8
+"""States every completed job enters: Validate, Moderate, Plan, HasVoiceStep, MainStep, Finalize,
+NotifyCompleted, Completed (aws/stepfunctions/job.asl.json). The text-safety classifier's GPU
+seconds on a Modal stack are not counted (the Moderate step does not record them)."""
 PARALLEL_TRANSITIONS = 3
 """A parallel long avatar also enters Segment, HasChunks and the AvatarChunks Map."""
 
@@ -105,6 +107,7 @@ def orchestration(record: JobRecord) -> tuple[int, dict[str, int]]:
     transitions = BASE_TRANSITIONS + entries + (PARALLEL_TRANSITIONS if parallel else 0)
     invocations = {
         "validate": 1,
+        "moderate": 1,
         "plan": 1,
         "segment": int(parallel),
         "dispatch": entries,

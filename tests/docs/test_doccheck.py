@@ -67,7 +67,7 @@ def test_a_correct_page_passes(reference):
     ("line", "expected"),
     [
         ("talkstack submit --imagee x.png", "docs/fixture.md:5: `talkstack submit` has no option --imagee"),
-        ("talkstack jobs list", "docs/fixture.md:5: `talkstack` has no command 'jobs'"),
+        ("talkstack jobz list", "docs/fixture.md:5: `talkstack` has no command 'jobz'"),
         ("talkstack api submitt", "docs/fixture.md:5: `talkstack api` has no command 'submitt'"),
         ("talkstack models --json true", "docs/fixture.md:5: `talkstack models` takes no argument 'true'"),
         ("talkstack keys create --tier", "`talkstack keys create --tier`: needs a value"),
@@ -78,8 +78,8 @@ def test_a_correct_page_passes(reference):
         ("talkstack submit inputs/hello/job.json", "input inputs/hello/job.json is neither"),
         ("curl $TALKSTACK_API_URL/v1/jobz", "/v1/jobz is not a path of schemas/openapi.json"),
         (
-            "curl -X DELETE $TALKSTACK_API_URL/v1/jobs/job_1",
-            "DELETE /v1/jobs/job_1: schemas/openapi.json has GET",
+            "curl -X DELETE $TALKSTACK_API_URL/v1/usage",
+            "DELETE /v1/usage: schemas/openapi.json has GET",
         ),
         (
             "aws s3 ls s3://$INPUT_BUCKET/",

@@ -107,6 +107,7 @@ LAMBDA_USD_PER_GB_S = 0.0000133334
 HANDLER_S = 0.3
 MB = {
     "validate": 512,
+    "moderate": 512,
     "plan": 256,
     "segment": 2048,
     "dispatch": 512,
@@ -154,10 +155,28 @@ def _job(task: str, steps: list[tuple[str, int, dict[str, float]]], accelerator:
 def test_a_video_job_costs_its_gpu_time_its_transitions_and_each_functions_requests_and_gb_seconds():
     record = _job("video", [("video", 1, {"video-1-abc": 120.0})], "NVIDIA H100 80GB HBM3")
     states = _path_through_the_state_machine(
-        ["Validate", "Plan", "HasVoiceStep", "MainStep", "Video", "Finalize", "NotifyCompleted", "Completed"]
+        [
+            "Validate",
+            "Moderate",
+            "Plan",
+            "HasVoiceStep",
+            "MainStep",
+            "Video",
+            "Finalize",
+            "NotifyCompleted",
+            "Completed",
+        ]
     )
     # dispatch once; a progress and a result marker; notify for queued, started and completed
-    calls = {"validate": 1, "plan": 1, "dispatch": 1, "complete": 2, "finalize": 1, "notify": 3}
+    calls = {
+        "validate": 1,
+        "moderate": 1,
+        "plan": 1,
+        "dispatch": 1,
+        "complete": 2,
+        "finalize": 1,
+        "notify": 3,
+    }
     orchestration = states * SFN_USD_PER_TRANSITION + _lambda_usd(calls)
     assert orchestration_cost(*orchestration_of(record)) == pytest.approx(orchestration, rel=1e-9)
     assert estimate_cost(record) == pytest.approx(120 * 0.001097 + orchestration, abs=5.1e-7)  # µ$ rounding
@@ -178,6 +197,7 @@ def test_a_spoken_avatar_enters_the_voice_and_avatar_states():
     states = _path_through_the_state_machine(
         [
             "Validate",
+            "Moderate",
             "Plan",
             "HasVoiceStep",
             "Voice",
@@ -189,7 +209,15 @@ def test_a_spoken_avatar_enters_the_voice_and_avatar_states():
         ]
     )
     retry = 1  # the avatar's second attempt enters Avatar again
-    calls = {"validate": 1, "plan": 1, "dispatch": 3, "complete": 6, "finalize": 1, "notify": 3}
+    calls = {
+        "validate": 1,
+        "moderate": 1,
+        "plan": 1,
+        "dispatch": 3,
+        "complete": 6,
+        "finalize": 1,
+        "notify": 3,
+    }
     expected = (states + retry) * SFN_USD_PER_TRANSITION + _lambda_usd(calls)
     assert orchestration_cost(*orchestration_of(record)) == pytest.approx(expected, rel=1e-9)
     assert estimate_cost(record) == pytest.approx(expected, abs=5.1e-7)  # CPU workers: no GPU price
@@ -199,10 +227,29 @@ def test_a_parallel_avatar_counts_segment_every_chunk_and_the_stitch():
     # Three chunks rendered side by side (the step's attempts count chunk 0's only), then the stitch.
     chunks = {"avatar-c0-1-a": 20.0, "avatar-c1-1-b": 21.0, "avatar-c2-1-c": 19.0}
     record = _job("avatar", [("avatar", 1, chunks), ("stitch", 1, {"stitch-1-d": 5.0})], "NVIDIA A10G")
-    path = ["Validate", "Plan", "HasVoiceStep", "MainStep", "Segment", "HasChunks", "AvatarChunks", "Stitch"]
+    path = [
+        "Validate",
+        "Moderate",
+        "Plan",
+        "HasVoiceStep",
+        "MainStep",
+        "Segment",
+        "HasChunks",
+        "AvatarChunks",
+        "Stitch",
+    ]
     states = _path_through_the_state_machine([*path, "Finalize", "NotifyCompleted", "Completed"])
     chunk_tasks = 3  # AvatarChunk, inside the Map, once per chunk
-    calls = {"validate": 1, "plan": 1, "segment": 1, "dispatch": 4, "complete": 8, "finalize": 1, "notify": 3}
+    calls = {
+        "validate": 1,
+        "moderate": 1,
+        "plan": 1,
+        "segment": 1,
+        "dispatch": 4,
+        "complete": 8,
+        "finalize": 1,
+        "notify": 3,
+    }
     expected = (states + chunk_tasks) * SFN_USD_PER_TRANSITION + _lambda_usd(calls)
     assert orchestration_cost(*orchestration_of(record)) == pytest.approx(expected, rel=1e-9)
     assert estimate_cost(record) == pytest.approx(65 * 0.000306 + expected, abs=5.1e-7)

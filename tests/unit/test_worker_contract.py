@@ -233,6 +233,7 @@ def test_the_runner_sends_the_engines_quality_report_in_its_result_marker(tmp_pa
 
 STATE_INPUTS: dict[str, type[StateInput]] = {
     "${ValidateFunctionArn}": ValidateInput,
+    "${ModerateFunctionArn}": JobInput,
     "${PlanFunctionArn}": JobInput,
     "${SegmentFunctionArn}": JobInput,
     "${FinalizeFunctionArn}": JobInput,
