@@ -61,6 +61,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Erase everything of this API key (a GDPR erasure request)
+         * @description Deletes every job of this key as `DELETE /v1/jobs/{job_id}` does, then its uploads, outputs, webhook endpoints and secrets, rate and idempotency records, and finally the key itself: it authenticates no more. The audit trail is kept. A call works for at most 20 s: while the receipt says `complete: false`, call again (with the same key) to go on.
+         */
+        delete: operations["eraseData"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs": {
         parameters: {
             query?: never;
@@ -92,7 +112,11 @@ export interface paths {
         get: operations["getJob"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete a job and everything it left
+         * @description Removes the job's inputs (its uploads, unless an unfinished job of this key uses them), outputs (published or held), intermediate files, records, events and delivery logs; keeps one `job.deleted` audit entry. A queued or running job is cancelled first. Answers a receipt of what was removed; 409 with Retry-After while the job's execution sends its last notifications.
+         */
+        delete: operations["deleteJob"];
         options?: never;
         head?: never;
         patch?: never;
@@ -324,7 +348,7 @@ export interface components {
              * Action
              * @enum {string}
              */
-            action: "key.created" | "key.revoked" | "key.disabled" | "key.enabled" | "job.submitted" | "job.cancelled" | "upload.created" | "output.url_issued" | "webhook.created" | "webhook.rotated" | "webhook.deleted" | "webhook.secret_read";
+            action: "key.created" | "key.revoked" | "key.disabled" | "key.enabled" | "job.submitted" | "job.refused" | "job.cancelled" | "job.deleted" | "data.erased" | "consent.attested" | "upload.created" | "output.url_issued" | "webhook.created" | "webhook.rotated" | "webhook.deleted" | "webhook.secret_read" | "moderation.released" | "moderation.deleted";
             /**
              * Details
              * @description What else identifies the action (never secrets, media or texts).
@@ -389,6 +413,13 @@ export interface components {
              * @default null
              */
             callback_id?: string | null;
+            /**
+             * @description That the person in `inputs.image` (scope likeness) and, when `inputs.reference_voice` is
+             *     given, the person whose voice it is (scope voice) agreed. Required unless the photo is a bundled
+             *     sample or the operator turned the check off (docs/safety.md).
+             * @default null
+             */
+            consent?: components["schemas"]["ConsentAttestation"] | null;
             inputs: components["schemas"]["AvatarInputs"];
             /**
              * Metadata
@@ -600,6 +631,91 @@ export interface components {
             pitch?: number;
         };
         /**
+         * ConsentAttestation
+         * @description Who vouches that `subject` agreed to having their likeness and/or voice used, and when.
+         */
+        ConsentAttestation: {
+            /**
+             * Attested At
+             * Format: date-time
+             * @description When consent was given: ISO-8601 with a time zone, not in the future, at most ten years ago.
+             */
+            attested_at: string;
+            /**
+             * Attested By
+             * @description Who attests: a name, an e-mail address, or an id in the operator's own consent records.
+             */
+            attested_by: string;
+            /**
+             * Clip
+             * @description A recorded consent clip: audio or video of the person speaking their consent (WAV, MP3, M4A,
+             *     MP4, FLAC, OGG; 2-120 s of speech). Required for voice clones when the operator sets
+             *     TALKSTACK_VOICE_CLONE_CONSENT_CLIP=required. Kept with the job's inputs.
+             * @default null
+             */
+            clip?: string | null;
+            /**
+             * Scope
+             * @description What the person agreed to: `likeness` (their face), `voice` (a clone of their voice), or `both`.
+             * @enum {string}
+             */
+            scope: "likeness" | "voice" | "both";
+            /**
+             * Statement
+             * @description The consent statement's text, as the person agreed to it. Give this or `statement_id`.
+             * @default null
+             */
+            statement?: string | null;
+            /**
+             * Statement Id
+             * @description Or: the id of a statement in the operator's records (e.g. `consent-form-v3`).
+             * @default null
+             */
+            statement_id?: string | null;
+            /**
+             * Subject
+             * @description The person whose face is animated or whose voice is cloned.
+             */
+            subject: string;
+        };
+        /**
+         * DataErasure
+         * @description The receipt of a key's erasure (one call's share of it when `complete` is false).
+         */
+        DataErasure: {
+            /**
+             * Complete
+             * @description False: the deadline came first, or a job was still finishing; call again to go on.
+             */
+            complete: boolean;
+            /**
+             * Counts
+             * @description Jobs, objects per kind, `table_items`, `webhooks` (endpoints), `key` (1 once the key is gone).
+             */
+            counts?: {
+                [key: string]: number;
+            };
+            /** Erased At */
+            erased_at: string;
+            /**
+             * Jobs
+             * @description The jobs deleted by this call.
+             */
+            jobs?: string[];
+            /** Kept */
+            kept?: string[];
+            /** Key Id */
+            key_id: string;
+            /**
+             * Key Removed
+             * @description The key itself is deleted (it authenticates no more) once everything else is gone.
+             * @default false
+             */
+            key_removed?: boolean;
+            /** Objects */
+            objects?: components["schemas"]["RemovedObject"][];
+        };
+        /**
          * ErrorBody
          * @description Every 4xx/5xx answer: a stable code from the job contract, one human line, and details.
          */
@@ -610,7 +726,7 @@ export interface components {
          * ErrorCode
          * @enum {string}
          */
-        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG" | "STACK_NOT_RUNNING" | "PORT_IN_USE";
+        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG" | "CONTENT_REFUSED" | "MODERATION_POLICY_INVALID" | "MODERATION_UNAVAILABLE" | "CONSENT_REQUIRED" | "CONSENT_CLIP_INVALID" | "STACK_NOT_RUNNING" | "PORT_IN_USE";
         /** ErrorDetail */
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
@@ -620,6 +736,24 @@ export interface components {
             };
             /** Message */
             message: string;
+        };
+        /**
+         * FrameScores
+         * @description One sampled frame the classifier flagged, with its score per category.
+         */
+        FrameScores: {
+            /**
+             * Scores
+             * @description The classifier's probability per category (e.g. `nsfw`, `normal`).
+             */
+            scores: {
+                [key: string]: number;
+            };
+            /**
+             * T S
+             * @description Where the frame is, in seconds from the start of the video.
+             */
+            t_s: number;
         };
         /** Health */
         Health: {
@@ -653,12 +787,42 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "queued" | "running" | "completed" | "failed" | "cancelled";
+            status: "queued" | "running" | "completed" | "held" | "failed" | "cancelled";
             /**
              * Task
              * @enum {string}
              */
             task: "avatar" | "voice" | "video";
+        };
+        /**
+         * JobDeletion
+         * @description The receipt of a job's deletion: what was removed (object keys, counts), what was kept.
+         */
+        JobDeletion: {
+            /**
+             * Cancelled
+             * @description The job was still queued or running, and was cancelled first.
+             * @default false
+             */
+            cancelled?: boolean;
+            /**
+             * Counts
+             * @description Objects per kind (inputs, uploads, outputs, held, work) and `table_items`.
+             */
+            counts?: {
+                [key: string]: number;
+            };
+            /** Deleted At */
+            deleted_at: string;
+            /** Job Id */
+            job_id: string;
+            /**
+             * Kept
+             * @description What was not removed, and why (an upload an unfinished job still uses; the audit trail).
+             */
+            kept?: string[];
+            /** Objects */
+            objects?: components["schemas"]["RemovedObject"][];
         };
         /**
          * JobError
@@ -673,7 +837,7 @@ export interface components {
             /** Message */
             message: string;
             /** Step */
-            step?: ("validate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify") | null;
+            step?: ("validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify") | null;
         };
         /** JobLinks */
         JobLinks: {
@@ -712,7 +876,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "queued" | "running" | "completed" | "failed" | "cancelled";
+            status: "queued" | "running" | "completed" | "held" | "failed" | "cancelled";
             /** Task */
             task: ("avatar" | "voice" | "video") | null;
         };
@@ -737,6 +901,8 @@ export interface components {
             };
             /** Model */
             model: string | null;
+            /** @description The input moderation verdict (policy version, classifier, and for a refusal its category). */
+            moderation?: components["schemas"]["ModerationVerdict"] | null;
             /** Progress */
             progress: number;
             /** Progress Message */
@@ -748,7 +914,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "queued" | "running" | "completed" | "failed" | "cancelled";
+            status: "queued" | "running" | "completed" | "held" | "failed" | "cancelled";
             /** Steps */
             steps?: components["schemas"]["StepView"][];
             /** Task */
@@ -811,6 +977,57 @@ export interface components {
             unavailable_reason?: string | null;
         };
         /**
+         * ModerationVerdict
+         * @description What input moderation decided about a job's texts.
+         */
+        ModerationVerdict: {
+            /**
+             * Allowed By Key
+             * @description Categories that matched but the submitting key's override allows (kept for the operator).
+             */
+            allowed_by_key?: string[];
+            /**
+             * Category
+             * @description Refused: the policy category (`hate`, `sexual_minors`, `language_not_allowed`, …).
+             */
+            category?: string | null;
+            /**
+             * Classifier
+             * @description The text-safety model that also judged the texts (a Hugging Face id), or `none`.
+             * @default none
+             */
+            classifier?: string;
+            /**
+             * Decision
+             * @enum {string}
+             */
+            decision: "allowed" | "refused";
+            /**
+             * Field
+             * @description Refused: the field whose text tripped the check.
+             */
+            field?: string | null;
+            /**
+             * Fields
+             * @description The request fields that were checked (`inputs.text`, `options.prompt`, …).
+             */
+            fields?: string[];
+            /** Policy Version */
+            policy_version: string;
+            /**
+             * Scores
+             * @description The classifier's highest probability per risk over the checked texts (empty without one).
+             */
+            scores?: {
+                [key: string]: number;
+            };
+            /**
+             * Source
+             * @description Refused: whether the policy's terms and patterns or the classifier decided.
+             */
+            source?: ("policy" | "classifier") | null;
+        };
+        /**
          * NotifySpec
          * @description Per-job notifications. Every event also goes to the pipeline's SNS topic regardless.
          */
@@ -819,13 +1036,68 @@ export interface components {
              * Events
              * @description Event types sent to the webhook; default all.
              */
-            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.cancelled")[];
+            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.held" | "job.failed" | "job.cancelled")[];
             /**
              * Webhook Url
              * @description https URL that receives signed POSTs (http only for loopback hosts).
              * @default null
              */
             webhook_url?: string | null;
+        };
+        /**
+         * OutputScan
+         * @description The verdict on a job's main output.
+         */
+        OutputScan: {
+            /**
+             * Categories
+             * @description The categories that flagged the output, most frequent first (empty unless flagged).
+             */
+            categories?: string[];
+            /** Flagged Frames */
+            flagged_frames?: components["schemas"]["FrameScores"][];
+            /**
+             * Model
+             * @description The image-safety classifier (a model id, e.g. `Falconsai/nsfw_image_detection`); None when
+             *     nothing was scanned.
+             */
+            model?: string | null;
+            /**
+             * Reasons
+             * @description One line each, for people: why it was flagged, or why it was not scanned.
+             */
+            reasons?: string[];
+            /**
+             * Sampled S
+             * @description The timestamps of the sampled frames (evenly spaced, first and last included).
+             */
+            sampled_s?: number[];
+            /**
+             * Speech
+             * @description input_text: the speech is the request's text, which input moderation checked; not_scanned:
+             *     the speech came from uploaded audio and no speech recognition ran on it; none: no speech.
+             * @default none
+             * @enum {string}
+             */
+            speech?: "input_text" | "not_scanned" | "none";
+            /**
+             * Status
+             * @description passed: every sampled frame scored under the threshold in every flagged category; flagged:
+             *     at least one did (the output is held for review); not_scanned: no classifier ran.
+             * @enum {string}
+             */
+            status: "passed" | "flagged" | "not_scanned";
+            /**
+             * Threshold
+             * @description A frame is flagged when a flagged category's score reaches this.
+             */
+            threshold?: number | null;
+            /**
+             * Version
+             * @default 1
+             * @constant
+             */
+            version?: "1";
         };
         /**
          * OutputSpec
@@ -963,6 +1235,18 @@ export interface components {
              */
             version?: "1";
         };
+        /** RemovedObject */
+        RemovedObject: {
+            /** Bucket */
+            bucket: string;
+            /** Key */
+            key: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "inputs" | "uploads" | "outputs" | "held" | "work";
+        };
         /** ResultView */
         ResultView: {
             /** Bytes */
@@ -979,6 +1263,8 @@ export interface components {
             outputs: components["schemas"]["OutputView"][];
             /** @description Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality). */
             quality?: components["schemas"]["QualityReport"] | null;
+            /** @description The output scan of the video (passed, or not_scanned: no classifier ran on its worker). */
+            scan?: components["schemas"]["OutputScan"] | null;
             /** Warnings */
             warnings?: string[];
             /** Width */
@@ -998,7 +1284,7 @@ export interface components {
              * Name
              * @enum {string}
              */
-            name: "validate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify";
+            name: "validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify";
             /**
              * Status
              * @enum {string}
@@ -1233,6 +1519,13 @@ export interface components {
              * @default null
              */
             callback_id?: string | null;
+            /**
+             * @description That the person whose voice `inputs.reference_voice` is agreed to its cloning (scope voice).
+             *     Required with a reference voice unless it is a bundled sample or the operator turned the check
+             *     off (docs/safety.md).
+             * @default null
+             */
+            consent?: components["schemas"]["ConsentAttestation"] | null;
             inputs: components["schemas"]["VoiceInputs"];
             /**
              * Metadata
@@ -1321,7 +1614,7 @@ export interface components {
              * @description Only these event types; absent: every event.
              * @default null
              */
-            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.cancelled")[] | null;
+            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.held" | "job.failed" | "job.cancelled")[] | null;
             /**
              * Url
              * @description An https URL on a public address (checked now, and again before every delivery).
@@ -1339,7 +1632,7 @@ export interface components {
              * Events
              * @description None: every event type.
              */
-            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.cancelled")[] | null;
+            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.held" | "job.failed" | "job.cancelled")[] | null;
             /**
              * Id
              * @example wh_0123456789abcdefghijklmn
@@ -1391,7 +1684,7 @@ export interface components {
              * Events
              * @description None: every event type.
              */
-            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.failed" | "job.cancelled")[] | null;
+            events?: ("job.queued" | "job.started" | "job.progress" | "job.completed" | "job.held" | "job.failed" | "job.cancelled")[] | null;
             /**
              * Id
              * @example wh_0123456789abcdefghijklmn
@@ -1638,6 +1931,64 @@ export interface operations {
             };
         };
     };
+    eraseData: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DataErasure"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     listJobs: {
         parameters: {
             query?: {
@@ -1722,6 +2073,76 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["JobView"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such job for this key, or no such route (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deleteJob: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A job id from a 202 answer. */
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobDeletion"];
                 };
             };
             /** @description The request is malformed (INVALID_REQUEST) */
