@@ -234,6 +234,7 @@ class TalkstackStack(Stack):
             "ApiUrl": self.rest_api.url,
             "ModalTokenSecretArn": self.modal_token.secret_arn,
             "WebhookSecretArn": self.webhook_secret.secret_arn,
+            "C2paSignerSecretArn": self.c2pa_signer.secret_arn,
             "AlarmTopicArn": self.monitoring.topic.topic_arn,
             "DashboardName": self.monitoring.dashboard.dashboard_name,
             **{
