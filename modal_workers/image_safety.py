@@ -1,5 +1,6 @@
 """talkstack-image-safety: the image-safety classifier the GPU workers scan their outputs with.
 
+    modal run -m modal_workers.image_safety::fetch             # weights → the talkstack-weights volume
     modal deploy -m modal_workers.image_safety                 # from the repository root
     modal run -m modal_workers.image_safety --image frame.jpg  # smoke test: the scores of one image
 
@@ -14,7 +15,9 @@ ViT-L/14 beside it (MIT, but several times the size); ShieldGemma-2 (4 B) and Ll
 judge many policy categories but are under the Gemma terms / need a multi-GPU budget; NudeNet's
 detector is a YOLOv8 model and its wheel carries the AGPL-3.0 (so it is not used on any path).
 The weights are read from the `talkstack-weights` Volume (`/weights/Falconsai/nsfw_image_detection`)
-like every other model's; nothing is downloaded at start-up.
+like every other model's; nothing is downloaded at start-up. `fetch` puts them there; its revision is
+not pinned yet (no commit SHA was at hand offline): `fetch` prints the commit it got, put it in
+REVISION to pin it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 import modal
 
-from modal_workers.common import WEIGHTS_DIR, base_image, weights_volume, with_talkstack
+from modal_workers.common import PYTHON_VERSION, WEIGHTS_DIR, base_image, weights_volume, with_talkstack
 from talkstack.settings.scan import get_scan_settings
 
 APP_NAME = "talkstack-image-safety"
@@ -34,6 +37,9 @@ CLASS_NAME = "ImageSafety"
 REPO = "Falconsai/nsfw_image_detection"
 GPU = "T4"
 """The smallest Modal GPU: a ViT-base on 8 to a few dozen frames per job needs no more."""
+
+REVISION: str | None = None
+"""The Hugging Face commit of REPO that `fetch` downloads (None: the default branch)."""
 
 app = modal.App(APP_NAME)
 # The video app's torch and transformers (modal_workers/video.py); pillow and numpy are the base's.
@@ -104,3 +110,25 @@ def worker_classifier() -> RemoteImageClassifier | None:
 def smoke(image: str) -> None:
     """Print the classifier's scores of one local image."""
     print(_deployed().classify.remote([Path(image).read_bytes()]))
+
+
+# ## Weights
+#
+# Fetched once into the shared volume on a CPU container (the GPU class never downloads).
+
+fetch_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).uv_pip_install("huggingface_hub==2.4.0")
+
+
+@app.function(image=fetch_image, volumes={WEIGHTS_DIR: weights_volume}, timeout=30 * 60)
+def fetch() -> str:
+    """Download the classifier (REVISION, or the default branch's current commit); say which commit."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    commit = HfApi().model_info(REPO, revision=REVISION).sha
+    target = Path(WEIGHTS_DIR) / REPO
+    patterns = ["*.json", "*.safetensors"]
+    snapshot_download(REPO, revision=commit, local_dir=str(target), allow_patterns=patterns)
+    weights_volume.commit()
+    note = "" if REVISION else f"; not pinned: set REVISION = {commit!r} in modal_workers/image_safety.py"
+    print(f"{REPO} at {commit} → {target}{note}")
+    return str(commit)

@@ -77,8 +77,8 @@ def test_the_trail_shows_a_runs_actions_in_order_and_only_to_their_key(pipeline)
     assert {e["key_id"] for e in theirs} == {key_id(key_b)}
     stolen = b.get("/v1/audit", params={"limit": 4, "cursor": first["next_cursor"]})
     assert stolen.status_code == 400 and error_of(stolen)["code"] == "INVALID_REQUEST"
-    unknown = a.get("/v1/audit", params={"action": "job.deleted"})
-    assert unknown.status_code == 400 and "job.deleted" in error_of(unknown)["message"]
+    unknown = a.get("/v1/audit", params={"action": "job.exploded"})
+    assert unknown.status_code == 400 and "job.exploded" in error_of(unknown)["message"]
     assert Api(pipeline.api_url, None).get("/v1/audit").status_code == 401
 
     # the CLI prints the same: the operator's view from the table, the tenant's through the API

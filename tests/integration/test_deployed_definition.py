@@ -76,7 +76,7 @@ def test_deployed_definition_completes_a_voice_then_avatar_job(pipeline, deploye
     )["executionArn"]
     record, execution = finished(pipeline, name, arn)
     assert record.status == "completed", record.error
-    assert [step.name for step in record.steps] == ["voice", "avatar", "finalize"]
+    assert [step.name for step in record.steps] == ["moderate", "voice", "avatar", "finalize"]
     assert record.result is not None and (record.result.duration_s or 0) > 1
     keys = pipeline.keys(pipeline.r.output_bucket, f"{name}/")
     assert {f"{name}/video.mp4", f"{name}/thumbnail.jpg", f"{name}/result.json"} <= set(keys)

@@ -99,7 +99,7 @@ def test_aws_cli_drop_produces_video_result_sns_event_and_verified_webhook(pipel
     assert detect_frames(iter_frames(tmp_path / "video.mp4"), PUBLIC_WATERMARK_KEY).detected
     assert record.result.warnings == []  # the stack's own signer, not the no-signer fallback
     assert record.source is not None and record.source.key == f"inputs/{name}/job.json"
-    assert [s.name for s in record.steps] == ["avatar", "finalize"]
+    assert [s.name for s in record.steps] == ["moderate", "avatar", "finalize"]
     assert record.result.estimated_cost_usd is not None
     completed = pipeline.sns.for_job(job_id, "job.completed")
     assert len(completed) == 1
@@ -207,7 +207,7 @@ def test_text_driven_avatar_chains_voice_then_avatar(pipeline, media):
     dropped = pipeline.drop(manifest, {"portrait.png": media["portrait"]}, unique("text"))
     record = pipeline.wait(dropped.job_id)
     assert record.status == "completed", record.error
-    assert [s.name for s in record.steps] == ["voice", "avatar", "finalize"]
+    assert [s.name for s in record.steps] == ["moderate", "voice", "avatar", "finalize"]
     assert record.steps[0].model == "lite-voice" and record.steps[1].model == "lite-avatar"
     assert record.result is not None and record.result.duration_s and record.result.duration_s > 1
 
