@@ -35,6 +35,11 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+try:  # the lite and GPU video workers have OpenCV; the voice workers (audio only) do not
+    import cv2
+except ImportError:  # pragma: no cover - exercised by the voice worker images
+    cv2 = None
+
 from talkstack.safety.watermark_core import SIGN_PERIOD, keyed_patterns, keyed_signs, spread_score
 
 GRID = 32
@@ -113,11 +118,29 @@ class VideoWatermarker:
     def apply(self, frame: np.ndarray) -> np.ndarray:
         """The frame (H×W×3 uint8) with the mark of its position added; frames must come in order."""
         height, width = frame.shape[:2]
-        sign = _signs(self.key)[(self.index // RUN) % SIGN_PERIOD]
+        sign = int(_signs(self.key)[(self.index // RUN) % SIGN_PERIOD])
         self.index += 1
-        delta = _pattern(self.key, height, width) * np.float32(self.amplitude * sign)
-        marked = frame.astype(np.float32) + delta[:, :, None]
-        return np.clip(marked + 0.5, 0, 255).astype(np.uint8)
+        raise_by, lower_by = _integer_delta(self.key, height, width, self.amplitude, sign)
+        if cv2 is None:
+            marked = frame.astype(np.int16) + raise_by.astype(np.int16) - lower_by.astype(np.int16)
+            return np.clip(marked, 0, 255).astype(np.uint8)
+        # Saturating uint8 arithmetic, a pass each (it runs on every frame of every render).
+        return cv2.subtract(cv2.add(frame, raise_by), lower_by)
+
+
+@lru_cache(maxsize=32)
+def _integer_delta(
+    key: str, height: int, width: int, amplitude: float, sign: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mark of one sign at a frame size, as what it adds and what it takes away (H×W×3 uint8).
+
+    Frames are integers, so rounding frame + delta equals frame + rounded delta: adding the rounded
+    delta with saturation is "add the float pattern, round, clip to 0..255", precomputed once per
+    size and sign (up to float32 rounding of values a hair from .5: a level now and then)."""
+    delta = np.floor(_pattern(key, height, width) * np.float32(amplitude * sign) + np.float32(0.5))
+    raise_by = np.repeat(np.clip(delta, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    lower_by = np.repeat(np.clip(-delta, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    return raise_by, lower_by
 
 
 def frame_statistics(frame: np.ndarray, key: str) -> np.ndarray:

@@ -232,3 +232,19 @@ def test_a_stitched_long_avatar_is_marked_across_its_joins(renders, tmp_path):
         stitch_chunks(chunks, videos, speech, stitched[name], fps=25, mark=mark)
     assert _video_score(stitched["marked"]) >= 6.0
     assert _video_score(stitched["plain"]) < 6.0
+
+
+def test_the_mark_is_the_same_with_or_without_opencv(monkeypatch):
+    # The voice worker images have no OpenCV: the NumPy path must add exactly what cv2's does,
+    # saturating at 0 and 255 (a frame with black and white bands).
+    import talkstack.safety.watermark_video as watermark_video
+
+    frames = np.random.default_rng(1).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)
+    frames[:, :4], frames[:, -4:] = 0, 255
+    marker = watermark_video.VideoWatermarker("k")
+    with_cv2 = [marker.apply(f) for f in frames]
+    monkeypatch.setattr(watermark_video, "cv2", None)
+    marker = watermark_video.VideoWatermarker("k")
+    without = [marker.apply(f) for f in frames]
+    assert all((a == b).all() for a, b in zip(with_cv2, without, strict=True))
+    assert any((a != f).any() for a, f in zip(without, frames, strict=True))  # it did mark them
