@@ -15,8 +15,11 @@ from collections.abc import Iterable, Mapping
 from talkstack.settings.engines import get_settings
 from talkstack.settings.limits import get_limits
 from talkstack.settings.local import get_local_settings
+from talkstack.settings.modal_deploy import get_modal_deploy
 from talkstack.settings.moderation import get_moderation_settings
+from talkstack.settings.provenance import get_provenance_settings
 from talkstack.settings.quality import get_quality_thresholds
+from talkstack.settings.scan import get_scan_settings
 
 
 def reset_settings() -> None:
@@ -27,6 +30,9 @@ def reset_settings() -> None:
         get_local_settings,
         get_quality_thresholds,
         get_moderation_settings,
+        get_provenance_settings,
+        get_scan_settings,
+        get_modal_deploy,
     ):
         getter.cache_clear()
 

@@ -138,7 +138,7 @@ def test_a_long_avatar_renders_its_chunks_in_parallel_and_stitches_them(pipeline
     # The avatar step's worker time is every chunk's (what parallel GPUs bill), not its wall time.
     assert record.step("avatar").worker_seconds == worked
     assert record.step("avatar").accelerator is None  # the lite engine runs on the CPU
-    assert [s.name for s in record.steps][:2] == ["avatar", "stitch"]
+    assert [s.name for s in record.steps][:3] == ["moderate", "avatar", "stitch"]
     assert all(s.status == "completed" for s in record.steps)
     local = tmp_path / "video.mp4"
     pipeline.s3.download_file(pipeline.r.output_bucket, record.request.output_key(record.job_id), str(local))

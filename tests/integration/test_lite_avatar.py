@@ -10,6 +10,7 @@ from talkstack.engines.lite.avatar import LiteAvatarOptions, output_size, render
 from talkstack.engines.lite.lipsync import lipsync_score
 from talkstack.media.audio import read_audio
 from talkstack.media.video import Mp4Writer, iter_frames, probe_video
+from talkstack.settings import environ
 
 pytestmark = pytest.mark.slow
 FRAME = 1 / 25
@@ -64,13 +65,27 @@ def test_an_unanimated_control_scores_near_zero(media, tmp_path, portrait_rgb):
     assert abs(lipsync_score(still).r) < 0.25
 
 
-def test_frames_outside_the_head_match_the_photo_after_encoding(rendered, portrait_rgb):
+def test_frames_outside_the_head_match_the_photo_after_encoding(rendered, media, tmp_path, monkeypatch):
     # The exact (bit-level) guarantee is tested on raw frames in test_rig; here, after h264,
-    # the far-from-head area (the lower third, the spacesuit) stays as the photo's encode.
-    frames = list(iter_frames(rendered[0].output))
+    # the far-from-head area (the lower third, the spacesuit) stays as the photo's encode. The
+    # engine's own guarantee is measured without the invisible watermark (docs/safety.md); with it,
+    # the mark's sign flips (every RUN frames) cost the codec about two levels there, which bounds
+    # what a published video keeps (its PSNR against the unmarked render: tests/unit/test_provenance).
     still_region = (slice(400, 512), slice(0, 512))
-    drift = max(np.abs(f[still_region].astype(int) - frames[0][still_region]).mean() for f in frames)
-    assert drift < 1.0
+
+    def drift(path) -> float:
+        frames = list(iter_frames(path))
+        return max(np.abs(f[still_region].astype(int) - frames[0][still_region]).mean() for f in frames)
+
+    monkeypatch.setenv("TALKSTACK_WATERMARK", "false")
+    environ.reset_settings()
+    try:
+        plain = render_avatar(media["portrait"], media["speech_5s"], tmp_path / "plain.mp4")
+    finally:
+        monkeypatch.delenv("TALKSTACK_WATERMARK")
+        environ.reset_settings()
+    assert drift(plain.output) < 1.0
+    assert drift(rendered[0].output) < 3.0
 
 
 @pytest.mark.parametrize(("image", "audio"), [("cmyk_jpg", "speech_m4a"), ("alpha_png", "speech_ogg")])

@@ -19,6 +19,7 @@ import pytest
 from talkstack.contract.record import JobRecord, utc_now
 from talkstack.contract.worker import OutputObject, ResultMarker, StepAddress, marker_key, work_key
 from talkstack.pipeline import finalize
+from talkstack.pipeline.provenance import signed_key
 from talkstack.pipeline.store import JobStore
 
 pytestmark = pytest.mark.slow
@@ -115,10 +116,13 @@ def test_a_failure_injected_in_finalize_leaves_a_completed_job_with_all_its_outp
     (execution,) = pipeline.executions(job_id)
     assert execution["status"] == "SUCCEEDED"
     # and the job is completed, every output in its record downloadable with the bytes the worker made
+    # (the video as finalize signed its content credentials into it: signed_key)
     assert record.status == "completed" and record.error is None and record.result is not None
     rendered = pipeline.store.get_step_result(job_id, AVATAR, ResultMarker)
     made = {
-        role: pipeline.s3.get_object(Bucket=pipeline.r.work_bucket, Key=obj.key)["Body"].read()
+        role: pipeline.s3.get_object(
+            Bucket=pipeline.r.work_bucket, Key=signed_key(obj.key) if role == "video" else obj.key
+        )["Body"].read()
         for role, obj in rendered.outputs.items()
     }
     assert {o.kind for o in record.result.outputs} == {"video", "thumbnail"}

@@ -229,3 +229,29 @@ def test_a_group_that_does_not_load_is_described_from_the_raw_values(no_pipeline
     heartbeat = next(row for row in rows if row.name == "heartbeat_seconds")
     assert (heartbeat.value, heartbeat.source) == ("not-a-number", "env")
     assert problem is not None and "heartbeat_seconds" in problem
+
+
+def test_reset_settings_forgets_every_cached_group():
+    # A group left out keeps values parsed before the local stack exported its own (the C2PA signer
+    # secret, the watermark switch): every cached getter of the package is cleared.
+    import importlib
+    import pkgutil
+
+    import talkstack.settings as package
+
+    getters = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"talkstack.settings.{info.name}")
+        getters += [
+            value
+            for name, value in vars(module).items()
+            if name.startswith("get_")
+            and hasattr(value, "cache_clear")
+            and value.__module__ == module.__name__
+        ]
+    assert len(getters) >= 8
+    for getter in getters:
+        getter()
+    environ.reset_settings()
+    cached = [g.__module__ + "." + g.__name__ for g in getters if g.cache_info().currsize]
+    assert cached == []

@@ -246,9 +246,9 @@ describe("webhooks and the audit trail through the SDK", () => {
     const stolen = await apiError(stranger.getAuditTrail({ order: "oldest", limit: 1, cursor: first.next_cursor }));
     assert.equal(stolen.status, 400);
     assert.equal(stolen.code, "INVALID_REQUEST");
-    const unknown = await apiError(owner.getAuditTrail({ action: "job.deleted" }));
+    const unknown = await apiError(owner.getAuditTrail({ action: "job.exploded" as AuditAction }));
     assert.equal(unknown.code, "INVALID_REQUEST");
-    assert.match(unknown.message, /job\.deleted/);
+    assert.match(unknown.message, /job\.exploded/);
   });
 
   test("creating and rotating are retried after a 429 only: a 5xx or a lost answer may hide a change", async () => {
