@@ -126,7 +126,9 @@ def test_status_shows_the_quality_report_as_a_table_of_checks(monkeypatch):
 def test_api_status_shows_the_quality_report_too(monkeypatch):
 
     record = _completed_avatar(quality_report(lipsync=0.7))
-    result_view = ResultView.model_validate({**record.result.model_dump(exclude={"outputs", "held"}), "outputs": []})
+    result_view = ResultView.model_validate(
+        {**record.result.model_dump(exclude={"outputs", "held"}), "outputs": []}
+    )
     job = JobView.of(record, result_view, links("job-1"))
 
     @contextmanager
