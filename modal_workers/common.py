@@ -96,11 +96,17 @@ def with_quality_tools(image: modal.Image) -> modal.Image:
 
 def with_talkstack(image: modal.Image) -> modal.Image:
     """The talkstack package (worker protocol + engines + assets) and these app files, added at
-    start-up; and the quality report's pass marks and the output scan's settings set where
-    `modal deploy` runs (TALKSTACK_QUALITY_*, TALKSTACK_SCAN_*: the workers measure, scan and
-    judge; the Lambdas only act on the verdicts). A layer after the heavy ones, so changing a pass
-    mark rebuilds nothing big."""
-    worker_settings = {**environ.variables("TALKSTACK_QUALITY_"), **environ.variables("TALKSTACK_SCAN_")}
+    start-up; and the quality report's pass marks, the output scan's settings and the watermark's
+    switch and key set where `modal deploy` runs (TALKSTACK_QUALITY_*, TALKSTACK_SCAN_*,
+    TALKSTACK_WATERMARK*: the workers measure, scan, judge and mark; the Lambdas only act on the
+    verdicts). The key then lives in the image's environment, readable by whoever may read the
+    Modal app (docs/safety.md). A layer after the heavy ones, so changing a pass mark rebuilds
+    nothing big."""
+    worker_settings = {
+        **environ.variables("TALKSTACK_QUALITY_"),
+        **environ.variables("TALKSTACK_SCAN_"),
+        **environ.variables("TALKSTACK_WATERMARK"),
+    }
     if worker_settings:
         image = image.env(worker_settings)
     return image.add_local_python_source("talkstack", "modal_workers", ignore=SOURCE_IGNORE)

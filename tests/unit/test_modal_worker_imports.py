@@ -166,16 +166,21 @@ def test_the_talkstack_source_reaches_the_containers_with_its_assets(avatar_app)
         assert not any(name.endswith(".pyc") for name in files)
 
 
-def test_pass_marks_set_where_modal_deploy_runs_reach_the_workers(monkeypatch):
-    """The workers judge their own renders: TALKSTACK_QUALITY_* of the deploying shell become the
-    image's environment, in a layer after the heavy ones."""
-    monkeypatch.setenv("TALKSTACK_QUALITY_MIN_LIPSYNC", "0.45")
+@pytest.mark.parametrize(
+    "variable",
+    ["TALKSTACK_QUALITY_MIN_LIPSYNC", "TALKSTACK_SCAN_THRESHOLD", "TALKSTACK_WATERMARK_KEY"],
+)
+def test_worker_settings_set_where_modal_deploy_runs_reach_the_workers(monkeypatch, variable):
+    """The workers judge, scan and mark their own renders: TALKSTACK_QUALITY_*, TALKSTACK_SCAN_* and
+    TALKSTACK_WATERMARK* of the deploying shell become the image's environment, in a layer after the
+    heavy ones."""
+    monkeypatch.setenv(variable, "0.45")
     sys.modules.pop("modal_workers.avatar", None)
     try:
         app = importlib.import_module("modal_workers.avatar")
         for image in (app.image, app.stitch_image):
             commands = dockerfile(image)
-            env = [i for i, c in enumerate(commands) if c.startswith("ENV TALKSTACK_QUALITY_MIN_LIPSYNC")]
+            env = [i for i, c in enumerate(commands) if c.startswith(f"ENV {variable}")]
             assert env, commands[-3:]
             assert env[0] > max(i for i, c in enumerate(commands) if " pip install " in c)
     finally:
