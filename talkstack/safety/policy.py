@@ -3,12 +3,13 @@ patterns), allowed languages and per-key overrides, and the matcher that judges 
 
 Matching is on a normalised copy of each text, so spelling tricks do not slip past a term:
 Unicode NFKC (full-width and stylised letters become plain ones), invisible format characters
-(zero-width spaces and joiners, soft hyphens, bidi marks) removed, casefolded, and common
-look-alike letters (Cyrillic and Greek ones that render as Latin) folded. Each text is also tried
-with digits and symbols read as letters ("k1ll y0urs3lf"). A term matches whole words only (the
-term "porn" does not match "Pornic", a town), and the words of a phrase may be separated by any run
-of spaces or punctuation ("kill-yourself"). Patterns are the operator's own
-regular expressions over the same normalised text (word boundaries are theirs to write).
+(zero-width spaces and joiners, soft hyphens, bidi marks) and other invisible code points
+(variation selectors, Hangul fillers) removed, casefolded, and common look-alike letters (Cyrillic
+and Greek ones that render as Latin) folded. Each text is also tried with digits and symbols read
+as letters ("k1ll y0urs3lf"). A term matches whole words only (the term "porn" does not match
+"Pornic", a town), and the words of a phrase may be separated by any run of spaces or punctuation,
+or written together ("kill-yourself", "killyourself"). Patterns are the operator's own regular
+expressions over the same normalised text (word boundaries are theirs to write).
 
 What it does not catch: letters spaced out one by one, words split across fields, paraphrase,
 other languages than the lists' — that is what the classifier is for (docs/safety.md).
@@ -65,10 +66,20 @@ _LEET = str.maketrans(
 )
 
 
+# Invisible code points that are not format characters (Cf): variation selectors, the combining
+# grapheme joiner, Hangul fillers, Mongolian free variation selectors, Khmer inherent vowels —
+# Unicode's Default_Ignorable_Code_Point set beyond Cf. A renderer or a speech model skips them, so
+# "po\ufe0frn" must read as "porn".
+_IGNORABLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0"
+    "\U0001d173-\U0001d17a\U000e0100-\U000e01ef]"
+)
+
+
 def normalise(text: str) -> str:
     """The form every term, pattern and text is compared in (see the module's docstring)."""
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = _IGNORABLE.sub("", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
     text = text.casefold().translate(_LOOKALIKES)
     # Accents off (é → e), so "pörn" is "porn"; NFKD splits them into combining marks.
     text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
@@ -82,11 +93,12 @@ def _readings(text: str) -> tuple[str, ...]:
 
 
 def term_pattern(term: str) -> str:
-    """A term as a regex: whole words, any run of spaces or punctuation between its words."""
+    """A term as a regex: whole words, any run of spaces or punctuation between its words, or none
+    ("killyourself" is "kill yourself" read aloud)."""
     words = re.findall(r"\w+", normalise(term))
     if not words:
         raise ValueError(f"term {term!r} has no letters or digits")
-    return r"(?<!\w)" + r"[\W_]+".join(re.escape(word) for word in words) + r"(?!\w)"
+    return r"(?<!\w)" + r"[\W_]*".join(re.escape(word) for word in words) + r"(?!\w)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,6 +51,9 @@ def verdict(text: str, **kw):
         "ｋｉｌｌ　ｙｏｕｒｓｅｌｆ",  # full-width letters and space
         "k1ll y0urs3lf",  # leetspeak
         "kíll yoursélf",  # accents
+        "killyourself",  # the phrase's words written together (a voice reads it the same)
+        "ki\ufe0fll yourse\u3164lf",  # a variation selector and a Hangul filler: invisible, not Cf
+        "k\u034fill your\U000e0100self",  # combining grapheme joiner, a supplementary selector
     ],
 )
 def test_a_term_survives_unicode_and_spelling_tricks(text):
@@ -64,7 +67,8 @@ def test_a_term_survives_unicode_and_spelling_tricks(text):
 
 
 @pytest.mark.parametrize(
-    "text", ["skillful yourselves", "kysely", "the killer yourself-help book? no: killyourself"]
+    "text",
+    ["skillful yourselves", "kysely", "the killer yourself-help book", "skillyourself", "killyourselves"],
 )
 def test_terms_match_whole_words_only(text):
     assert verdict(text).decision == "allowed"
