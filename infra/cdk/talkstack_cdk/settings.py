@@ -81,7 +81,8 @@ class DeploySettings(BaseModel):
     # settings default to the same numbers; tests/infra compares the template with them). S3
     # expires an object at the first midnight UTC after it is N days old.
     work_retention_days: int = Field(retention.WORK_RETENTION_DAYS, ge=1, le=30)
-    """Work bucket (worker outputs, markers, cancel flags): gone once a job is published."""
+    """Work bucket (worker outputs, markers, cancel flags, and outputs held for review under
+    `held/`: an operator must release or delete a held job within this many days)."""
     upload_retention_days: int = Field(retention.UPLOAD_RETENTION_DAYS, ge=1, le=365)
     """`uploads/` in the input bucket (API uploads: photos, voice samples), and their records in the
     table (TALKSTACK_UPLOAD_RETENTION_DAYS)."""
