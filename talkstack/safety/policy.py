@@ -43,6 +43,10 @@ from talkstack.errors import ErrorCode, TalkstackError
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[1] / "assets" / "policy" / "default.json"
 """The shipped policy (bundled into the Lambda code asset)."""
+BUNDLED_POLICY_DIR = "talkstack/assets/policy"
+"""Where an operator's own policy file goes to travel with the Lambda code (every `*.json` here is
+bundled); TALKSTACK_MODERATION_POLICY then names it by this relative path."""
+_CODE_ROOT = DEFAULT_POLICY_PATH.parents[3]
 
 CategoryId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 LanguageTag = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
@@ -233,12 +237,15 @@ def parse_policy(text: str, where: str) -> Policy:
 
 def load_policy(source: str | None) -> Policy:
     """The policy a setting names: None or "" the shipped file, a value starting with `{` inline
-    JSON, anything else a path."""
+    JSON, anything else a path (a relative one not found from the working directory is read from
+    the code's root, where the Lambda bundle carries talkstack/assets/policy/)."""
     if not source:
         return parse_policy(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"), "the shipped policy")
     if source.lstrip().startswith("{"):
         return parse_policy(source, "inline JSON")
     path = Path(source).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = _CODE_ROOT / path
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -159,3 +159,10 @@ def test_which_fields_are_checked_and_which_language_counts():
     )
     assert [t.field for t in request_texts(video)] == ["inputs.prompt"]  # negative prompt: not checked
     assert request_language(video) is None
+
+
+def test_a_bundled_policy_path_loads_whatever_the_working_directory(tmp_path, monkeypatch):
+    """`talkstack/assets/policy/<name>.json` is how a deployed stack names an operator's file (the
+    bundle carries that folder); it must not depend on the process's working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert load_policy("talkstack/assets/policy/default.json").version == load_policy(None).version
