@@ -3,12 +3,13 @@ patterns), allowed languages and per-key overrides, and the matcher that judges 
 
 Matching is on a normalised copy of each text, so spelling tricks do not slip past a term:
 Unicode NFKC (full-width and stylised letters become plain ones), invisible format characters
-(zero-width spaces and joiners, soft hyphens, bidi marks) removed, casefolded, and common
-look-alike letters (Cyrillic and Greek ones that render as Latin) folded. Each text is also tried
-with digits and symbols read as letters ("k1ll y0urs3lf"). A term matches whole words only (the
-term "porn" does not match "Pornic", a town), and the words of a phrase may be separated by any run
-of spaces or punctuation ("kill-yourself"). Patterns are the operator's own
-regular expressions over the same normalised text (word boundaries are theirs to write).
+(zero-width spaces and joiners, soft hyphens, bidi marks) and other invisible code points
+(variation selectors, Hangul fillers) removed, casefolded, and common look-alike letters (Cyrillic
+and Greek ones that render as Latin) folded. Each text is also tried with digits and symbols read
+as letters ("k1ll y0urs3lf"). A term matches whole words only (the term "porn" does not match
+"Pornic", a town), and the words of a phrase may be separated by any run of spaces or punctuation,
+or written together ("kill-yourself", "killyourself"). Patterns are the operator's own regular
+expressions over the same normalised text (word boundaries are theirs to write).
 
 What it does not catch: letters spaced out one by one, words split across fields, paraphrase,
 other languages than the lists' — that is what the classifier is for (docs/safety.md).
@@ -42,6 +43,10 @@ from talkstack.errors import ErrorCode, TalkstackError
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[1] / "assets" / "policy" / "default.json"
 """The shipped policy (bundled into the Lambda code asset)."""
+BUNDLED_POLICY_DIR = "talkstack/assets/policy"
+"""Where an operator's own policy file goes to travel with the Lambda code (every `*.json` here is
+bundled); TALKSTACK_MODERATION_POLICY then names it by this relative path."""
+_CODE_ROOT = DEFAULT_POLICY_PATH.parents[3]
 
 CategoryId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 LanguageTag = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
@@ -65,10 +70,20 @@ _LEET = str.maketrans(
 )
 
 
+# Invisible code points that are not format characters (Cf): variation selectors, the combining
+# grapheme joiner, Hangul fillers, Mongolian free variation selectors, Khmer inherent vowels —
+# Unicode's Default_Ignorable_Code_Point set beyond Cf. A renderer or a speech model skips them, so
+# "po\ufe0frn" must read as "porn".
+_IGNORABLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0"
+    "\U0001d173-\U0001d17a\U000e0100-\U000e01ef]"
+)
+
+
 def normalise(text: str) -> str:
     """The form every term, pattern and text is compared in (see the module's docstring)."""
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = _IGNORABLE.sub("", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
     text = text.casefold().translate(_LOOKALIKES)
     # Accents off (é → e), so "pörn" is "porn"; NFKD splits them into combining marks.
     text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
@@ -82,11 +97,12 @@ def _readings(text: str) -> tuple[str, ...]:
 
 
 def term_pattern(term: str) -> str:
-    """A term as a regex: whole words, any run of spaces or punctuation between its words."""
+    """A term as a regex: whole words, any run of spaces or punctuation between its words, or none
+    ("killyourself" is "kill yourself" read aloud)."""
     words = re.findall(r"\w+", normalise(term))
     if not words:
         raise ValueError(f"term {term!r} has no letters or digits")
-    return r"(?<!\w)" + r"[\W_]+".join(re.escape(word) for word in words) + r"(?!\w)"
+    return r"(?<!\w)" + r"[\W_]*".join(re.escape(word) for word in words) + r"(?!\w)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,12 +237,15 @@ def parse_policy(text: str, where: str) -> Policy:
 
 def load_policy(source: str | None) -> Policy:
     """The policy a setting names: None or "" the shipped file, a value starting with `{` inline
-    JSON, anything else a path."""
+    JSON, anything else a path (a relative one not found from the working directory is read from
+    the code's root, where the Lambda bundle carries talkstack/assets/policy/)."""
     if not source:
         return parse_policy(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"), "the shipped policy")
     if source.lstrip().startswith("{"):
         return parse_policy(source, "inline JSON")
     path = Path(source).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = _CODE_ROOT / path
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

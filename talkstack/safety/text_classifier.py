@@ -36,8 +36,16 @@ RISKS: tuple[str, ...] = (
 """The risk names Granite Guardian 3.2's chat template knows."""
 YES, NO = "Yes", "No"
 MAX_TOKENS = 2048
-"""A prompt longer than this is cut from the left of the text (a script is at most 5,000
-characters, which tokenises well below it)."""
+"""The longest prompt the scorer builds. A text is scored in windows of WINDOW_TOKENS so that its
+prompt stays below this; should a prompt still be longer, it is cut from the left, never the
+right: the answer is read at the prompt's last position."""
+WINDOW_TOKENS = 1024
+"""A text longer than this many tokens is scored in overlapping windows of it, and its risk is the
+highest window's. A 5,000-character script of emoji or CJK characters tokenises to several
+thousand tokens: cutting it to fit would leave part of it unjudged (or, cut from the right, the
+question and the answer position off the prompt)."""
+WINDOW_OVERLAP = 64
+"""Tokens each window shares with the one before it, so a phrase across a boundary is seen whole."""
 
 
 def _first_token(tokenizer: Any, word: str) -> int:
@@ -55,6 +63,7 @@ class GuardianScorer:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"  # the last position is the answer's for every row
+        tokenizer.truncation_side = "left"  # and stays so if a prompt is ever cut
         self.yes, self.no = _first_token(tokenizer, YES), _first_token(tokenizer, NO)
 
     @classmethod
@@ -73,13 +82,26 @@ class GuardianScorer:
             messages, guardian_config={"risk_name": risk}, add_generation_prompt=True, tokenize=False
         )
 
-    def score_each(self, texts: Sequence[str], risk: str) -> list[float]:
-        """P("Yes") for each text, on this one risk."""
-        import torch
+    def _windows(self, text: str) -> list[str]:
+        """The text in pieces of at most WINDOW_TOKENS tokens (itself when it is that short)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= WINDOW_TOKENS:
+            return [text]
+        stride = WINDOW_TOKENS - WINDOW_OVERLAP
+        starts = range(0, len(ids) - WINDOW_OVERLAP, stride)
+        return [self.tokenizer.decode(ids[start : start + WINDOW_TOKENS]) for start in starts]
 
+    def score_each(self, texts: Sequence[str], risk: str) -> list[float]:
+        """P("Yes") for each text, on this one risk (a long text's: its highest window's)."""
         if not texts:
             return []
-        prompts = [self._prompt(text, risk) for text in texts]
+        windows = [self._windows(text) for text in texts]
+        scores = iter(self._score_prompts([self._prompt(w, risk) for ws in windows for w in ws]))
+        return [max(next(scores) for _ in ws) for ws in windows]
+
+    def _score_prompts(self, prompts: list[str]) -> list[float]:
+        import torch
+
         batch = self.tokenizer(
             prompts,
             return_tensors="pt",

@@ -51,6 +51,9 @@ def verdict(text: str, **kw):
         "ｋｉｌｌ　ｙｏｕｒｓｅｌｆ",  # full-width letters and space
         "k1ll y0urs3lf",  # leetspeak
         "kíll yoursélf",  # accents
+        "killyourself",  # the phrase's words written together (a voice reads it the same)
+        "ki\ufe0fll yourse\u3164lf",  # a variation selector and a Hangul filler: invisible, not Cf
+        "k\u034fill your\U000e0100self",  # combining grapheme joiner, a supplementary selector
     ],
 )
 def test_a_term_survives_unicode_and_spelling_tricks(text):
@@ -64,7 +67,8 @@ def test_a_term_survives_unicode_and_spelling_tricks(text):
 
 
 @pytest.mark.parametrize(
-    "text", ["skillful yourselves", "kysely", "the killer yourself-help book? no: killyourself"]
+    "text",
+    ["skillful yourselves", "kysely", "the killer yourself-help book", "skillyourself", "killyourselves"],
 )
 def test_terms_match_whole_words_only(text):
     assert verdict(text).decision == "allowed"
@@ -155,3 +159,10 @@ def test_which_fields_are_checked_and_which_language_counts():
     )
     assert [t.field for t in request_texts(video)] == ["inputs.prompt"]  # negative prompt: not checked
     assert request_language(video) is None
+
+
+def test_a_bundled_policy_path_loads_whatever_the_working_directory(tmp_path, monkeypatch):
+    """`talkstack/assets/policy/<name>.json` is how a deployed stack names an operator's file (the
+    bundle carries that folder); it must not depend on the process's working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert load_policy("talkstack/assets/policy/default.json").version == load_policy(None).version

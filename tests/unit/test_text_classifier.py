@@ -71,3 +71,32 @@ def test_score_is_the_highest_over_texts_per_risk_and_names_only_known_risks():
         assert 0.0 < value < 1.0
     with pytest.raises(ValueError, match="unknown risks"):
         scorer.score(texts, ["weather"])
+
+
+def test_a_long_text_is_scored_in_windows_each_ending_on_the_answer(monkeypatch):
+    """A text longer than a window is scored window by window (the highest counts), and every
+    prompt the model sees still ends on the answer position: a prompt cut from the right would
+    lose the question and read the risk off the text's own last token (padding a script with
+    emoji would then blind the classifier)."""
+    from talkstack.safety import text_classifier
+
+    monkeypatch.setattr(text_classifier, "WINDOW_TOKENS", 3)
+    monkeypatch.setattr(text_classifier, "WINDOW_OVERLAP", 1)
+    monkeypatch.setattr(text_classifier, "MAX_TOKENS", 8)
+    scorer = tiny_guardian()
+    answer = scorer.tokenizer.convert_tokens_to_ids("answer")
+    seen: list[int] = []
+    forward = scorer.model.forward
+
+    def spy(input_ids=None, **kw):
+        seen.extend(row[-1] for row in input_ids.tolist())
+        return forward(input_ids=input_ids, **kw)
+
+    monkeypatch.setattr(scorer.model, "forward", spy)
+    long = "hello there friend hello there friend hello"  # 7 tokens: windows of 3, 1 shared
+    got = scorer.score_each([long, "hello"], "harm")
+    windows = ["hello there friend", "friend hello there", "there friend hello"]
+    assert seen and all(last == answer for last in seen)
+    each = [scorer.score_each([window], "harm")[0] for window in windows]
+    assert got[0] == pytest.approx(max(each), abs=1e-5)
+    assert got[1] == pytest.approx(scorer.score_each(["hello"], "harm")[0], abs=1e-5)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
 from talkstack.contract.fields import TaskKind
+from talkstack.errors import TalkstackError
 from talkstack.pipeline.config import (
     AwsRegion,
     S3Grant,
@@ -22,6 +24,7 @@ from talkstack.pipeline.config import (
     split_csv,
     split_pairs,
 )
+from talkstack.safety.policy import BUNDLED_POLICY_DIR, load_policy
 from talkstack.settings import retention
 from talkstack.settings.modal_deploy import ModalDeploySettings, WorkerFamily
 
@@ -81,7 +84,8 @@ class DeploySettings(BaseModel):
     # settings default to the same numbers; tests/infra compares the template with them). S3
     # expires an object at the first midnight UTC after it is N days old.
     work_retention_days: int = Field(retention.WORK_RETENTION_DAYS, ge=1, le=30)
-    """Work bucket (worker outputs, markers, cancel flags): gone once a job is published."""
+    """Work bucket (worker outputs, markers, cancel flags, and outputs held for review under
+    `held/`: an operator must release or delete a held job within this many days)."""
     upload_retention_days: int = Field(retention.UPLOAD_RETENTION_DAYS, ge=1, le=365)
     """`uploads/` in the input bucket (API uploads: photos, voice samples), and their records in the
     table (TALKSTACK_UPLOAD_RETENTION_DAYS)."""
@@ -142,8 +146,10 @@ class DeploySettings(BaseModel):
     scan_not_scanned: Literal["publish", "hold"] = "publish"
     """TALKSTACK_SCAN_NOT_SCANNED: what finalize does with an output no image classifier scanned."""
     moderation_policy: str | None = None
-    """TALKSTACK_MODERATION_POLICY: the operator's policy, inline JSON (starting with `{`) or a path
-    in the Lambda bundle; unset, the shipped policy (talkstack/assets/policy/default.json)."""
+    """TALKSTACK_MODERATION_POLICY: the operator's policy, inline JSON (starting with `{`) or a file
+    put in talkstack/assets/policy/ (bundled with the Lambda code) named by that relative path
+    (`talkstack/assets/policy/<name>.json`); unset, the shipped policy (default.json there).
+    Synth loads it and fails on a policy every job would fail on."""
     moderation_classifier: Literal["auto", "modal", "none"] = "auto"
     """TALKSTACK_MODERATION_CLASSIFIER: whether texts also go to the text-safety classifier on Modal."""
     moderation_classifier_unavailable: Literal["fail", "allow"] = "fail"
@@ -187,6 +193,26 @@ class DeploySettings(BaseModel):
     retain_data: bool = True
     """Keep the buckets, the jobs table and the keys on `cdk destroy` (false: delete them; buckets
     must be empty)."""
+
+    @field_validator("moderation_policy")
+    @classmethod
+    def _policy_loads(cls, value: str | None) -> str | None:
+        """Synth refuses a policy every job would fail on (MODERATION_POLICY_INVALID at run time),
+        and a path the Lambda bundle does not carry (only talkstack/assets/policy/*.json travels)."""
+        if not value:
+            return value
+        if not value.lstrip().startswith("{"):
+            path = PurePosixPath(value)
+            if str(path.parent) != BUNDLED_POLICY_DIR or path.suffix != ".json":
+                raise ValueError(
+                    f"{value!r}: a policy file must be {BUNDLED_POLICY_DIR}/<name>.json (only that "
+                    "folder is bundled with the Lambda code), or the policy as inline JSON"
+                )
+        try:
+            load_policy(value)
+        except TalkstackError as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("log_retention_days")
     @classmethod
