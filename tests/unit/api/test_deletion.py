@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from talkstack.api.keys import KeyStore, Principal
+from talkstack.api.models import UploadRequest
 from talkstack.api.service import ApiService
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobResult, OutputFile
@@ -192,3 +193,20 @@ def test_upload_records_live_as_long_as_the_upload_retention_setting(aws):
             TableName=JOBS_TABLE, Key={"pk": {"S": f"UPLOAD#{upload_id}"}, "sk": {"S": "UPLOAD"}}
         )["Item"]
         assert abs(int(item["expires_at"]["N"]) - (time.time() + days * 86400)) < 60
+
+
+def test_erasing_a_key_removes_upload_records_whose_bytes_never_arrived(aws, api):
+    # A ticket whose URL was never used leaves a record (owner, file name) and no object: the
+    # erasure cannot find it by listing the bucket.
+    for who in (A, B):
+        api.uploads.create(who, UploadRequest(filename="never sent.wav", content_type="audio/wav", bytes=99))
+    used = uploaded(api, A, "v.wav", "audio/wav", WAV)
+    api.delete_job(A, a_completed_job(api, aws, A, uploaded(api, A, "f.png", "image/png", PNG), used))
+    assert [t for t in mentions(aws, used) if not t.startswith("AUDIT")] == []  # nor its index entry
+    before_b = [t for t in mentions(aws, B.key_id) if not t.startswith("AUDIT")]
+
+    receipt = api.erase_data(A)
+
+    assert receipt.complete
+    assert [t for t in mentions(aws, A.key_id) if not t.startswith("AUDIT")] == []
+    assert [t for t in mentions(aws, B.key_id) if not t.startswith("AUDIT")] == before_b
