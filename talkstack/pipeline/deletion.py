@@ -296,9 +296,14 @@ class Deleter:
         cursor = None
         while True:
             records, cursor = self.store.list_owned(key_id, limit=25, cursor=cursor)
-            for record in records:
+            for listed in records:
                 if deadline is not None and time.monotonic() >= deadline:
                     return self._partial(receipt, counts, actor)
+                # The by-owner index is eventually consistent, and a DELETE of the job may have run
+                # meanwhile: the table's own record decides (gone: nothing left to delete).
+                record = self.store.get(listed.job_id)
+                if record is None:
+                    continue
                 try:
                     deleted = self.delete_job(record, actor)
                 except TalkstackError as exc:

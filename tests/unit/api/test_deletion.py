@@ -210,3 +210,19 @@ def test_erasing_a_key_removes_upload_records_whose_bytes_never_arrived(aws, api
     assert receipt.complete
     assert [t for t in mentions(aws, A.key_id) if not t.startswith("AUDIT")] == []
     assert [t for t in mentions(aws, B.key_id) if not t.startswith("AUDIT")] == before_b
+
+
+def test_an_erasure_skips_a_listed_job_that_is_gone_meanwhile(aws, api, monkeypatch):
+    # The by-owner index is eventually consistent (and a DELETE of one job may run beside the
+    # erasure): a job it still lists may have been deleted already.
+    accepted, _ = api.submit(A, "voice", {"inputs": {"text": "still running"}}, None)
+    stale = api.svc.store.get(accepted.job_id)
+    api.delete_job(A, accepted.job_id)
+    listed = iter([([stale], None)])
+    monkeypatch.setattr(api.svc.store, "list_owned", lambda *a, **k: next(listed, ([], None)))
+
+    receipt = api.erase_data(A)
+
+    assert receipt.complete and receipt.jobs == []
+    trail, _ = AuditLog(JOBS_TABLE, aws.ddb).trail(A.key_id, actions=frozenset({"job.deleted"}))
+    assert len(trail) == 1
