@@ -125,16 +125,23 @@ class Deleter:
         """Remove everything of `record`'s job but its audit entries, and add `job.deleted`."""
         receipt = JobDeletion(job_id=record.job_id, deleted_at=utc_now())
         if not record.is_terminal:
-            record, receipt.cancelled = cancel_job(
-                record.job_id,
-                self.config,
-                self.store,
-                self.s3,
-                self.sfn,
-                self.backends,
-                lambda *_: None,  # a job being deleted announces nothing more
-                current=record,
-            )
+            try:
+                record, receipt.cancelled = cancel_job(
+                    record.job_id,
+                    self.config,
+                    self.store,
+                    self.s3,
+                    self.sfn,
+                    self.backends,
+                    lambda *_: None,  # a job being deleted announces nothing more
+                    current=record,
+                )
+            except TalkstackError as exc:
+                # It ended between the caller's read and the cancel: deleted as it is now.
+                now = self.store.get(record.job_id)
+                if exc.code != ErrorCode.CONFLICT or now is None or not now.is_terminal:
+                    raise
+                record = now
         self._refuse_if_finishing(record.job_id)
         self._remove_inputs(record, receipt)
         self._remove_outputs(record, receipt)

@@ -226,3 +226,14 @@ def test_an_erasure_skips_a_listed_job_that_is_gone_meanwhile(aws, api, monkeypa
     assert receipt.complete and receipt.jobs == []
     trail, _ = AuditLog(JOBS_TABLE, aws.ddb).trail(A.key_id, actions=frozenset({"job.deleted"}))
     assert len(trail) == 1
+
+
+def test_a_job_that_ends_between_the_read_and_the_cancel_is_deleted_as_it_is_now(aws, api):
+    accepted, _ = api.submit(A, "voice", {"inputs": {"text": "hello"}}, None)
+    queued = api.svc.store.get(accepted.job_id)  # the caller's read, before the job finished
+    api.svc.store.update(accepted.job_id, lambda r: r.mark_completed(JobResult(outputs=[])))
+    aws.sfn.stop_execution(executionArn=_arn(accepted.job_id))
+
+    receipt = api.deleter.delete_job(queued, A.actor)
+
+    assert not receipt.cancelled and api.svc.store.get(accepted.job_id) is None
