@@ -70,7 +70,6 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.INPUT_NOT_FOUND: 404,  # missing, or not this key's to read: one answer
     ErrorCode.CONFLICT: 409,
-    ErrorCode.CONTENT_REFUSED: 422,
     ErrorCode.INPUT_TOO_LARGE: 413,
     ErrorCode.IMAGE_TOO_LARGE: 413,
     ErrorCode.STORAGE_QUOTA_EXCEEDED: 413,  # with Retry-After: when the oldest uploads stop counting

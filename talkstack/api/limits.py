@@ -17,7 +17,9 @@ one read. Two racing submissions cannot both take the last slot, and finished jo
 from the list whenever it is read, so nothing has to remember to decrement it.
 
 Upload storage: `QUOTA#<key>` holds the bytes of the key's live uploads per UTC day on which they
-expire (UploadQuota). Reserving is the same versioned transaction, with the upload's own record.
+expire (UploadQuota). Reserving is the same versioned transaction, with the upload's own record
+and its entry `UPLOAD#<upload id>` in the key's `QUOTA#<key>` partition: a key's erasure finds every
+upload record of the key there, also those whose bytes never arrived (talkstack.pipeline.deletion).
 """
 
 from __future__ import annotations
@@ -233,8 +235,19 @@ class UploadQuota:
                 "Item": upload_item,
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
+            # The key's index of its upload records (they are keyed by upload id alone), for erasure.
+            index = {
+                "TableName": self.table,
+                "Item": {
+                    "pk": self._key(principal)["pk"],
+                    "sk": upload_item["pk"],
+                    "expires_at": {"N": str(expires_at)},
+                },
+            }
             try:
-                self.ddb.transact_write_items(TransactItems=[{"Put": counter}, {"Put": record}])
+                self.ddb.transact_write_items(
+                    TransactItems=[{"Put": counter}, {"Put": record}, {"Put": index}]
+                )
                 return True
             except ClientError as exc:
                 if error_code(exc) != "TransactionCanceledException":

@@ -97,17 +97,14 @@ def delete_cmd(
 ) -> None:
     """Delete one job and everything it left (a running one is cancelled first); the audit trail
     keeps a `job.deleted` entry."""
-    from talkstack.pipeline.audit import CLI_SOURCE, DROP_ACTOR, Actor
+    from talkstack.pipeline.audit import CLI_SOURCE, Actor
+    from talkstack.pipeline.held_review import owner_of
 
     deleter = _deleter(deployed, stack, port)
     record = deleter.store.get(job_id)
     if record is None:
         raise TalkstackError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
-    source = record.source
-    owner = source.api_key_id if source and source.api_key_id else None
-    if owner is None and source is not None and source.kind == "s3" and source.key:
-        owner = f"{DROP_ACTOR}{source.key.rpartition('/')[0].removeprefix('inputs/')}"
-    receipt = deleter.delete_job(record, Actor(owner or "operator", CLI_SOURCE))
+    receipt = deleter.delete_job(record, Actor(owner_of(record, deleter.config), CLI_SOURCE))
     print_receipt(receipt, as_json)
 
 

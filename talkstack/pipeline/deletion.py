@@ -2,11 +2,12 @@
 one API key (`DELETE /v1/data`, `talkstack data erase`, a GDPR erasure request).
 
 What a job leaves, and where it goes:
-  inputs        the uploads it used (`uploads/<key>/<upload id>/…` and their `UPLOAD#` records), or for
-                an S3 drop its manifest and the media beside it; never another key's or another
-                job's: an upload that an unfinished job of the same key still uses is kept (listed in
-                the receipt's `kept`), since that job reads it while it runs. A finished job no longer
-                needs its inputs, so an upload shared with one is removed.
+  inputs        the uploads it used (`uploads/<key>/<upload id>/…`, their `UPLOAD#` records and
+                their entries in the key's upload index), or for an S3 drop its manifest and the
+                media beside it; never another key's or another job's: an upload that an
+                unfinished job of the same key still uses is kept (listed in the receipt's `kept`),
+                since that job reads it while it runs. A finished job no longer needs its inputs,
+                so an upload shared with one is removed.
   outputs       what finalize published (video or audio, thumbnail, result.json), only objects that
                 carry this job's `talkstack-job-id`
   held          outputs held for review (`held/<job>/` in the work bucket)
@@ -124,16 +125,23 @@ class Deleter:
         """Remove everything of `record`'s job but its audit entries, and add `job.deleted`."""
         receipt = JobDeletion(job_id=record.job_id, deleted_at=utc_now())
         if not record.is_terminal:
-            record, receipt.cancelled = cancel_job(
-                record.job_id,
-                self.config,
-                self.store,
-                self.s3,
-                self.sfn,
-                self.backends,
-                lambda *_: None,  # a job being deleted announces nothing more
-                current=record,
-            )
+            try:
+                record, receipt.cancelled = cancel_job(
+                    record.job_id,
+                    self.config,
+                    self.store,
+                    self.s3,
+                    self.sfn,
+                    self.backends,
+                    lambda *_: None,  # a job being deleted announces nothing more
+                    current=record,
+                )
+            except TalkstackError as exc:
+                # It ended between the caller's read and the cancel: deleted as it is now.
+                now = self.store.get(record.job_id)
+                if exc.code != ErrorCode.CONFLICT or now is None or not now.is_terminal:
+                    raise
+                record = now
         self._refuse_if_finishing(record.job_id)
         self._remove_inputs(record, receipt)
         self._remove_outputs(record, receipt)
@@ -178,7 +186,7 @@ class Deleter:
                     continue
                 prefix = f"{UPLOADS_PREFIX}{source.api_key_id}/{upload_id}/"
                 self._remove_prefix(bucket, prefix, "uploads", receipt.objects)
-                self._delete_item(f"UPLOAD#{upload_id}", "UPLOAD")
+                self._delete_upload_record(source.api_key_id, upload_id)
         elif source.kind == "s3" and source.bucket == self.config.input_bucket and source.key:
             # A drop job's manifest and the media in its folder (never what a grant let it read).
             folder = posixpath.dirname(source.key)
@@ -295,9 +303,14 @@ class Deleter:
         cursor = None
         while True:
             records, cursor = self.store.list_owned(key_id, limit=25, cursor=cursor)
-            for record in records:
+            for listed in records:
                 if deadline is not None and time.monotonic() >= deadline:
                     return self._partial(receipt, counts, actor)
+                # The by-owner index is eventually consistent, and a DELETE of the job may have run
+                # meanwhile: the table's own record decides (gone: nothing left to delete).
+                record = self.store.get(listed.job_id)
+                if record is None:
+                    continue
                 try:
                     deleted = self.delete_job(record, actor)
                 except TalkstackError as exc:
@@ -312,11 +325,17 @@ class Deleter:
                 counts["jobs"] += 1
             if cursor is None:
                 break
-        # The key's own uploads (used or not), and anything left in its output folder.
+        # The key's own uploads (used or not; their records found through the key's upload index,
+        # also those whose bytes never arrived), and anything left in its output folder.
         uploads: list[RemovedObject] = []
         self._remove_prefix(self.config.input_bucket, f"{UPLOADS_PREFIX}{key_id}/", "uploads", uploads)
-        for upload_id in sorted({_upload_id(o.key, key_id) for o in uploads} - {None}):
-            counts["table_items"] += self._delete_item(f"UPLOAD#{upload_id}", "UPLOAD")
+        indexed = {
+            sk.removeprefix("UPLOAD#")
+            for sk in self._partition_keys(f"QUOTA#{key_id}")
+            if sk.startswith("UPLOAD#")
+        }
+        for upload_id in sorted(({_upload_id(o.key, key_id) for o in uploads} | indexed) - {None}):
+            counts["table_items"] += self._delete_upload_record(key_id, upload_id)
         outputs: list[RemovedObject] = []
         self._remove_prefix(self.config.output_bucket, f"{TENANTS_PREFIX}{key_id}/", "outputs", outputs)
         receipt.objects.extend([*uploads, *outputs])
@@ -360,6 +379,11 @@ class Deleter:
             ReturnValues="ALL_OLD",
         )
         return 1 if answer.get("Attributes") else 0
+
+    def _delete_upload_record(self, key_id: str, upload_id: str) -> int:
+        """An upload's record and its entry in the key's upload index (talkstack.api.limits)."""
+        self._delete_item(f"QUOTA#{key_id}", f"UPLOAD#{upload_id}")
+        return self._delete_item(f"UPLOAD#{upload_id}", "UPLOAD")
 
     def _delete_object(self, bucket: str, key: str) -> bool:
         try:

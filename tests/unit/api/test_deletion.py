@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from talkstack.api.keys import KeyStore, Principal
+from talkstack.api.models import UploadRequest
 from talkstack.api.service import ApiService
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobResult, OutputFile
@@ -192,3 +193,47 @@ def test_upload_records_live_as_long_as_the_upload_retention_setting(aws):
             TableName=JOBS_TABLE, Key={"pk": {"S": f"UPLOAD#{upload_id}"}, "sk": {"S": "UPLOAD"}}
         )["Item"]
         assert abs(int(item["expires_at"]["N"]) - (time.time() + days * 86400)) < 60
+
+
+def test_erasing_a_key_removes_upload_records_whose_bytes_never_arrived(aws, api):
+    # A ticket whose URL was never used leaves a record (owner, file name) and no object: the
+    # erasure cannot find it by listing the bucket.
+    for who in (A, B):
+        api.uploads.create(who, UploadRequest(filename="never sent.wav", content_type="audio/wav", bytes=99))
+    used = uploaded(api, A, "v.wav", "audio/wav", WAV)
+    api.delete_job(A, a_completed_job(api, aws, A, uploaded(api, A, "f.png", "image/png", PNG), used))
+    assert [t for t in mentions(aws, used) if not t.startswith("AUDIT")] == []  # nor its index entry
+    before_b = [t for t in mentions(aws, B.key_id) if not t.startswith("AUDIT")]
+
+    receipt = api.erase_data(A)
+
+    assert receipt.complete
+    assert [t for t in mentions(aws, A.key_id) if not t.startswith("AUDIT")] == []
+    assert [t for t in mentions(aws, B.key_id) if not t.startswith("AUDIT")] == before_b
+
+
+def test_an_erasure_skips_a_listed_job_that_is_gone_meanwhile(aws, api, monkeypatch):
+    # The by-owner index is eventually consistent (and a DELETE of one job may run beside the
+    # erasure): a job it still lists may have been deleted already.
+    accepted, _ = api.submit(A, "voice", {"inputs": {"text": "still running"}}, None)
+    stale = api.svc.store.get(accepted.job_id)
+    api.delete_job(A, accepted.job_id)
+    listed = iter([([stale], None)])
+    monkeypatch.setattr(api.svc.store, "list_owned", lambda *a, **k: next(listed, ([], None)))
+
+    receipt = api.erase_data(A)
+
+    assert receipt.complete and receipt.jobs == []
+    trail, _ = AuditLog(JOBS_TABLE, aws.ddb).trail(A.key_id, actions=frozenset({"job.deleted"}))
+    assert len(trail) == 1
+
+
+def test_a_job_that_ends_between_the_read_and_the_cancel_is_deleted_as_it_is_now(aws, api):
+    accepted, _ = api.submit(A, "voice", {"inputs": {"text": "hello"}}, None)
+    queued = api.svc.store.get(accepted.job_id)  # the caller's read, before the job finished
+    api.svc.store.update(accepted.job_id, lambda r: r.mark_completed(JobResult(outputs=[])))
+    aws.sfn.stop_execution(executionArn=_arn(accepted.job_id))
+
+    receipt = api.deleter.delete_job(queued, A.actor)
+
+    assert not receipt.cancelled and api.svc.store.get(accepted.job_id) is None
