@@ -144,22 +144,29 @@ def check_consent(request: JobRequestBase, needed: Collection[Need], policy: Con
 
 
 def attestation_details(consent: ConsentAttestation, job_id: str, clip: str | None) -> dict[str, Any]:
-    """What the audit entry `consent.attested` records: who, for whom, what, when, the clip's
-    location. The statement's text is recorded as its SHA-256 (audit entries hold no texts)."""
+    """What the audit entry `consent.attested` records: what was attested (the scope), when, the
+    statement id, and the clip's location; the people's names and the statement's text as SHA-256
+    digests. Audit entries outlive a job's deletion and a key's erasure, so they hold no names or
+    texts: the job record holds those (and goes with the job); a digest still shows, later, that an
+    attestation naming these people was made before the job ran."""
     details: dict[str, Any] = {
         "job_id": job_id,
-        "attested_by": consent.attested_by,
-        "subject": consent.subject,
+        "attested_by_sha256": _digest(consent.attested_by),
+        "subject_sha256": _digest(consent.subject),
         "scope": consent.scope,
         "attested_at": consent.attested_at.isoformat(),
     }
     if consent.statement_id is not None:
         details["statement_id"] = consent.statement_id
     if consent.statement is not None:
-        details["statement_sha256"] = hashlib.sha256(consent.statement.encode()).hexdigest()
+        details["statement_sha256"] = _digest(consent.statement)
     if clip is not None:
         details["clip"] = clip
     return details
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --- the consent clip ------------------------------------------------------------------------------

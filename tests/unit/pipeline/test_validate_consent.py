@@ -98,8 +98,8 @@ def test_with_consent_the_record_and_the_audit_trail_carry_the_attestation(confi
     statement = consent_block()["statement"]
     assert entry.details == {
         "job_id": "job-1",
-        "attested_by": "Ada Operator <ada@example.com>",
-        "subject": "Grace Subject",
+        "attested_by_sha256": hashlib.sha256(b"Ada Operator <ada@example.com>").hexdigest(),
+        "subject_sha256": hashlib.sha256(b"Grace Subject").hexdigest(),
         "scope": "likeness",
         "attested_at": stored.request.consent.attested_at.isoformat(),
         "statement_sha256": hashlib.sha256(statement.encode()).hexdigest(),
