@@ -39,7 +39,8 @@ class ModerationVerdict(StrictModel):
     source: RefusalSource | None = None
     """Refused: whether the policy's terms and patterns or the classifier decided."""
     field: str | None = None
-    """Refused: the field whose text tripped the check."""
+    """Refused: the field whose text tripped the check (the classifier judges a job's texts
+    together: its refusals name every field it judged, `inputs.text or options.prompt`)."""
     allowed_by_key: list[str] = Field(default_factory=list)
     """Categories that matched but the submitting key's override allows (kept for the operator)."""
     scores: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)

@@ -323,8 +323,9 @@ def policy_hits(policy: Policy, texts: Sequence[FieldText], key: str | None = No
 
 def classifier_hits(policy: Policy, scores: dict[str, float], fields: Sequence[str]) -> list[Hit]:
     """The categories whose classifier risks reached the threshold (scores: the highest per risk
-    over all texts, so the field is the first checked one: the classifier judges them together)."""
-    field = fields[0] if fields else ""
+    over all texts, which the classifier judges together, so a hit names every field checked: it
+    cannot tell which of them tripped it)."""
+    field = " or ".join(fields)
     return [
         Hit(category.id, field, "classifier")
         for category in policy.categories

@@ -117,6 +117,9 @@ def test_classifier_scores_refuse_as_the_category_their_risk_maps_to_unless_over
     got = judge(policy, texts, classifier="m", scores=high)
     assert (got.decision, got.category, got.source, got.classifier) == ("refused", "fraud", "classifier", "m")
     assert judge(policy, texts, classifier="m", scores={"unethical_behavior": 0.2}).decision == "allowed"
+    # the classifier scores a job's texts together: its refusal names every field it judged
+    both = [*texts, FieldText("inputs.text", "another harmless sentence")]
+    assert judge(policy, both, classifier="m", scores=high).field == "inputs.prompt or inputs.text"
 
 
 @pytest.mark.parametrize(

@@ -1004,7 +1004,8 @@ export interface components {
             decision: "allowed" | "refused";
             /**
              * Field
-             * @description Refused: the field whose text tripped the check.
+             * @description Refused: the field whose text tripped the check (the classifier judges a job's texts
+             *     together: its refusals name every field it judged, `inputs.text or options.prompt`).
              */
             field?: string | null;
             /**
