@@ -196,6 +196,12 @@ def test_finalize_signs_what_it_publishes(renders, monkeypatch):
                 key="work/job-1/avatar-1/thumbnail.jpg", bytes=1, content_type="image/jpeg"
             )
             assert sign_output(s3, "work", record, "thumbnail", thumbnail, warnings) == thumbnail
+            # no secret named: the throwaway test signer, and the warning once however many outputs
+            monkeypatch.setenv("TALKSTACK_C2PA_SECRET", "")
+            get_provenance_settings.cache_clear()
+            unconfigured: list[str] = []
+            for _ in range(2):
+                sign_output(s3, "work", record, "video", obj, unconfigured)
         finally:
             get_provenance_settings.cache_clear()
             aws.secrets_provider.cache_clear()
@@ -207,7 +213,7 @@ def test_finalize_signs_what_it_publishes(renders, monkeypatch):
     found = read_credentials(path)
     assert found.validation_state == "Valid" and found.job_id == "job-1"
     assert found.models == ["lite-avatar"]
-    assert TEST_SIGNER_WARNING  # without a secret the job is warned (tests/integration covers it)
+    assert unconfigured == [TEST_SIGNER_WARNING]
 
 
 def test_a_stitched_long_avatar_is_marked_across_its_joins(renders, tmp_path):
