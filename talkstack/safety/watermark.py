@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from talkstack.media.audio import write_wav
-from talkstack.safety.watermark_audio import detect_audio, embed_audio
-from talkstack.safety.watermark_video import VideoWatermarker, detect_frames
+from talkstack.safety.watermark_audio import embed_audio
+from talkstack.safety.watermark_video import VideoWatermarker
 from talkstack.settings import get_provenance_settings
 
-__all__ = ["detect_audio", "detect_frames", "frame_marker", "mark_audio", "unmarked", "write_marked_wav"]
+__all__ = ["frame_marker", "mark_audio", "unmarked", "write_marked_wav"]
 
 _unmarked: ContextVar[bool] = ContextVar("talkstack_unmarked", default=False)
 
