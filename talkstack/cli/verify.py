@@ -100,13 +100,12 @@ def _print(report: dict[str, Any]) -> None:
 
 @friendly_errors
 def _verify(file: Path, as_json: bool) -> int:
-    from talkstack.safety.watermark import watermark_key
     from talkstack.settings import get_provenance_settings
 
     if not file.is_file():
         raise TalkstackError(ErrorCode.INPUT_NOT_FOUND, f"{file} does not exist")
     # Detection uses the key even where embedding is turned off.
-    key = watermark_key() or get_provenance_settings().watermark_key.get_secret_value()
+    key = get_provenance_settings().watermark_key.get_secret_value()
     report = inspect_file(file, key)
     if as_json:
         out.print_json(json.dumps(report))

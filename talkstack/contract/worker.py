@@ -193,6 +193,11 @@ class WorkerTaskBase(StrictModel):
     heartbeat_interval_s: Annotated[float, Field(gt=0)]
     deadline: UtcDatetime
     """The URLs expire around here; work past it cannot be delivered."""
+    watermark: bool = True
+    """Whether the engine watermarks what it writes (docs/safety.md; the worker's TALKSTACK_WATERMARK
+    can still turn it off). False for a render a later step remakes, which marks it once: a chunk of
+    a long avatar (the stitch step marks the joined frames and the sound) and a text-driven avatar's
+    speech (the avatar step marks the sound track it muxes)."""
     cancel_url: str | None = None
     """Pre-signed GET of the job's cancel flag. While it answers 404 the job stands; once it answers
     200 the job was cancelled: stop, upload nothing, write no marker. Polled with each heartbeat."""

@@ -92,7 +92,7 @@ def stitch_chunks(
 
     `reference` (RGB, the avatar's photo): colour-match every chunk to it before joining.
     `mark`: applied to each joined frame, in order, as it is written (the caller's watermark: the
-    chunks' own marks do not line up across the joins)."""
+    chunks are rendered unmarked, as their marks would not line up across the joins)."""
     if len(chunks) != len(videos):
         raise ValueError(f"{len(chunks)} chunks but {len(videos)} videos")
     first = probe_video(videos[0])

@@ -169,6 +169,13 @@ def _output_names(address: StepAddress, options: Any) -> dict[str, str]:
     return {"video": "video.mp4", "thumbnail": "thumbnail.jpg"}
 
 
+def watermarks(request: JobRequestBase, address: StepAddress) -> bool:
+    """Whether the step's engine marks its output (WorkerTaskBase.watermark): not a chunk, which the
+    stitch step joins and marks, nor the speech of a job that is not a voice job, which the avatar
+    step muxes and marks; marking them too would put a second mark on what is published."""
+    return address.chunk is None and (address.step != "voice" or request.task == "voice")
+
+
 def build_task(
     record: JobRecord,
     address: StepAddress,
@@ -213,6 +220,7 @@ def build_task(
         heartbeat_interval_s=max(0.5, limits.heartbeat_s / 3),
         deadline=utc_now() + timedelta(seconds=lifetime),
         cancel_url=sign.get(config.work_bucket, cancel_flag_key(job_id), "cancel.json").url,
+        watermark=watermarks(request, address),
     )
 
 

@@ -87,10 +87,14 @@ def publish_outputs(
     request, job_id = record.request, record.job_id
     assert request is not None
     bucket = request.output.bucket or config.output_bucket
+    # Every file signed before any is copied: a file that cannot be signed publishes nothing.
+    signed = {
+        role: sign_output(s3, config.work_bucket, record, role, obj, warnings)
+        for role, obj in sources.items()
+    }
     published: list[OutputFile] = []
-    for role, worker_obj in sources.items():
+    for role, obj in signed.items():
         key = final_key(request, job_id, role)
-        obj = sign_output(s3, config.work_bucket, record, role, worker_obj, warnings)
         publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
         published.append(
             OutputFile(

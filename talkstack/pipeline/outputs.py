@@ -134,31 +134,23 @@ def remove_published(record: JobRecord, config: PipelineConfig, s3: Any) -> list
     bucket = request.output.bucket or config.output_bucket
     keys = {final_key(request, record.job_id, "video"), request.sibling_key(record.job_id, "thumbnail")}
     keys.add(request.sibling_key(record.job_id, "result"))
-    removed = []
-    for key in sorted(keys):
-        try:
-            head = s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                continue
-            raise
-        if head.get("Metadata", {}).get(JOB_ID_METADATA) == record.job_id:
-            s3.delete_object(Bucket=bucket, Key=key)
-            removed.append(key)
-    return removed
+    return [key for key in sorted(keys) if _remove_if_ours(s3, bucket, key, record.job_id)]
 
 
 def remove_held(s3: Any, config: PipelineConfig, held: list[OutputFile], job_id: str) -> list[str]:
     """Delete a job's held outputs from the work bucket (only objects tagged with its job id)."""
-    removed = []
-    for output in held:
-        try:
-            head = s3.head_object(Bucket=output.bucket, Key=output.key)
-        except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                continue
-            raise
-        if head.get("Metadata", {}).get(JOB_ID_METADATA) == job_id:
-            s3.delete_object(Bucket=output.bucket, Key=output.key)
-            removed.append(output.key)
-    return removed
+    return [o.key for o in held if _remove_if_ours(s3, o.bucket, o.key, job_id)]
+
+
+def _remove_if_ours(s3: Any, bucket: str, key: str, job_id: str) -> bool:
+    """Delete the object when it carries `job_id`'s metadata; True when it was deleted."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    if head.get("Metadata", {}).get(JOB_ID_METADATA) != job_id:
+        return False
+    s3.delete_object(Bucket=bucket, Key=key)
+    return True

@@ -114,7 +114,14 @@ def judge(
     settings: ScanSettings,
 ) -> OutputScan:
     """The verdict on frames at `times` scored `scores`: flagged when any flagged label of any frame
-    reaches the threshold."""
+    reaches the threshold; not_scanned when the classifier scores none of the flagged labels (a
+    checkpoint with other labels than ScanSettings.flagged_labels names: it could flag nothing)."""
+    labels = {label for frame_scores in scores for label in frame_scores}
+    if not labels & set(settings.flagged_labels):
+        return not_scanned(
+            f"the image-safety classifier {model} scores none of the flagged labels "
+            f"({', '.join(settings.flagged_labels)}; its labels: {', '.join(sorted(labels)) or 'none'})"
+        )
     flagged: list[FrameScores] = []
     counts: Counter[str] = Counter()
     for t, frame_scores in zip(times, scores, strict=True):

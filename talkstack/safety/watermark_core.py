@@ -4,8 +4,9 @@ Every pattern (the video's spatial pattern and per-frame signs, the audio's spec
 per-block signs) is drawn from a NumPy generator seeded by SHA-256 of the key and a label naming
 the pattern, so one key gives independent patterns and nothing but the key is needed to detect.
 
-PUBLIC_TEST_KEY is the default, published in the docs: anyone can embed or detect a mark made with
-it, so with that key a detection shows only that talkstack (or someone imitating it) made the file.
+The default key (settings.provenance.PUBLIC_WATERMARK_KEY) is published in the docs: anyone can
+embed or detect a mark made with it, so with that key a detection shows only that talkstack (or
+someone imitating it) made the file.
 An operator who sets their own secret key makes detection mean "made by this deployment".
 """
 
@@ -14,11 +15,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-
-from talkstack.settings.provenance import PUBLIC_WATERMARK_KEY
-
-PUBLIC_TEST_KEY = PUBLIC_WATERMARK_KEY
-"""The documented default key. Detection with it proves nothing about who made a file."""
 
 
 def keyed_rng(key: str, label: str) -> np.random.Generator:

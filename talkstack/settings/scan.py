@@ -26,8 +26,6 @@ class ScanSettings(BaseSettings):
     """A frame is flagged when the classifier's score of a flagged label reaches this (0…1)."""
     flagged_labels: list[str] = Field(default_factory=lambda: ["nsfw"])
     """The classifier's labels that count as unsafe (Falconsai/nsfw_image_detection: `nsfw`)."""
-    model: str = "Falconsai/nsfw_image_detection"
-    """The image-safety classifier the GPU workers call (the talkstack-image-safety Modal app)."""
     gpu_classifier: bool = True
     """GPU workers on Modal call the image-safety app; off: their outputs are marked not scanned."""
 

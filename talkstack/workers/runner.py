@@ -329,7 +329,13 @@ def _execute(
     inputs = {role: transfers.download(i.url, indir / i.filename, role) for role, i in task.inputs.items()}
     reporter.update(0.02, "running engine")
     started = time.perf_counter()
-    produced, render = step(task, inputs, outdir, lambda f, m: reporter.update(0.02 + 0.9 * f, m))
+    marking: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if not task.watermark:  # a render a later step remakes and marks: what is published is marked once
+        from talkstack.safety.watermark import unmarked
+
+        marking = unmarked()
+    with marking:
+        produced, render = step(task, inputs, outdir, lambda f, m: reporter.update(0.02 + 0.9 * f, m))
     engine_s = time.perf_counter() - started
     missing = set(task.outputs) - set(produced)
     if missing:

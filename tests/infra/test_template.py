@@ -884,3 +884,10 @@ def test_the_lambdas_cap_chunks_at_the_avatar_containers_the_modal_app_was_deplo
         load_settings(
             {"talkstack:avatarMaxContainers": "3"}, environ={"TALKSTACK_AVATAR_MAX_CONTAINERS": "8"}
         )
+
+
+def test_finalize_has_room_to_sign_a_long_render(s):
+    # sign_output holds the worker's file and its signed copy in /tmp: a 10-minute 720p avatar is
+    # several hundred MB, beyond half of Lambda's default 512 MB.
+    _, finalize = functions_by_name(s)["finalize"]
+    assert finalize["EphemeralStorage"]["Size"] >= 10240

@@ -102,3 +102,14 @@ def test_a_failing_classifier_leaves_the_output_not_scanned(video):
     scan = scan_video(video, Broken(), ScanSettings(frames=2))
 
     assert scan.status == "not_scanned" and "broken failed: RuntimeError" in scan.reasons[0]
+
+
+def test_a_classifier_without_the_flagged_labels_leaves_the_output_not_scanned(video, tmp_path):
+    # A checkpoint whose labels are not the ones TALKSTACK_SCAN_FLAGGED_LABELS names could flag
+    # nothing: its verdict must not read `passed`.
+    classifier = TransformersImageClassifier(tiny_vit(tmp_path, nsfw_bias=6.0), model="tiny-vit")
+
+    scan = scan_video(video, classifier, ScanSettings(frames=2, flagged_labels=["porn", "hentai"]))
+
+    assert scan.status == "not_scanned"
+    assert "scores none of the flagged labels (porn, hentai; its labels: normal, nsfw)" in scan.reasons[0]

@@ -6,6 +6,7 @@ and finalize's signing step do."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -195,6 +196,12 @@ def test_finalize_signs_what_it_publishes(renders, monkeypatch):
                 key="work/job-1/avatar-1/thumbnail.jpg", bytes=1, content_type="image/jpeg"
             )
             assert sign_output(s3, "work", record, "thumbnail", thumbnail, warnings) == thumbnail
+            # no secret named: the throwaway test signer, and the warning once however many outputs
+            monkeypatch.setenv("TALKSTACK_C2PA_SECRET", "")
+            get_provenance_settings.cache_clear()
+            unconfigured: list[str] = []
+            for _ in range(2):
+                sign_output(s3, "work", record, "video", obj, unconfigured)
         finally:
             get_provenance_settings.cache_clear()
             aws.secrets_provider.cache_clear()
@@ -206,7 +213,7 @@ def test_finalize_signs_what_it_publishes(renders, monkeypatch):
     found = read_credentials(path)
     assert found.validation_state == "Valid" and found.job_id == "job-1"
     assert found.models == ["lite-avatar"]
-    assert TEST_SIGNER_WARNING  # without a secret the job is warned (tests/integration covers it)
+    assert unconfigured == [TEST_SIGNER_WARNING]
 
 
 def test_a_stitched_long_avatar_is_marked_across_its_joins(renders, tmp_path):
@@ -248,3 +255,80 @@ def test_the_mark_is_the_same_with_or_without_opencv(monkeypatch):
     without = [marker.apply(f) for f in frames]
     assert all((a == b).all() for a, b in zip(with_cv2, without, strict=True))
     assert any((a != f).any() for a, f in zip(without, frames, strict=True))  # it did mark them
+
+
+def test_unmarked_turns_both_marks_off_and_only_inside_it():
+    from talkstack.safety.watermark import frame_marker, mark_audio, unmarked
+
+    frame = np.full((32, 32, 3), 128, np.uint8)
+    speech = np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)
+    with unmarked():
+        assert (frame_marker()(frame) == frame).all()
+        assert mark_audio(speech, 16_000) is speech
+    assert (frame_marker()(frame) != frame).any()
+    assert not np.array_equal(mark_audio(speech, 16_000), speech)
+
+
+TEXT_AVATAR = {"image": "s3://inputs-bucket/p.png", "text": "Hello there."}
+
+
+@pytest.mark.parametrize(
+    ("changes", "step", "marked"),
+    [
+        ({}, "avatar", True),  # an avatar from uploaded speech: its sound and frames, once
+        ({}, "avatar#2", False),  # a chunk: the stitch step marks the joined video
+        ({}, "stitch", True),
+        ({"inputs": TEXT_AVATAR}, "voice", False),  # its speech: the avatar step marks its sound
+        ({"inputs": TEXT_AVATAR}, "avatar", True),
+    ],
+)
+def test_dispatch_marks_only_the_render_that_is_published(changes, step, marked):
+    from talkstack.contract.parse import parse_job_request
+    from talkstack.contract.worker import StepAddress
+    from talkstack.pipeline.dispatch import watermarks
+
+    assert watermarks(avatar_request(**changes), StepAddress.parse(step)) is marked
+    voice = parse_job_request({"task": "voice", "inputs": {"text": "Hello there."}})
+    assert watermarks(voice, StepAddress.parse("voice")) is True
+
+
+def test_the_runner_renders_a_task_that_is_not_published_unmarked(tmp_path):
+    """A chunk (or a text-driven avatar's speech) rendered marked and then marked again by the step
+    that joins or muxes it would carry the mark twice: twice as strong where they line up."""
+    import httpx
+
+    from talkstack.contract.worker import AvatarTask, Markers, OutputUrl
+    from talkstack.engines.base import RenderResult
+    from talkstack.safety.watermark import watermark_key
+    from talkstack.workers.runner import run_task
+
+    seen: list[str | None] = []
+
+    def engine(task, inputs, outdir, progress):
+        seen.append(watermark_key())
+        video = outdir / "video.mp4"
+        video.write_bytes(b"mp4")
+        return {"video": video}, RenderResult(output=video, bytes=3, duration_s=1.0)
+
+    def s3(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404 if request.url.path.endswith("cancel.json") else 200)
+
+    def put(name: str) -> OutputUrl:
+        return OutputUrl(url=f"https://s3.test/{name}", key=name, content_type="application/json")
+
+    for watermark in (True, False):
+        task = AvatarTask(
+            job_id="job-1",
+            attempt_id="avatar-c1-1-abcdef0123",
+            attempt=1,
+            model="multitalk",
+            outputs={"video": put("video.mp4")},
+            markers=Markers(progress=put("p.json"), result=put("r.json"), error=put("e.json")),
+            heartbeat_interval_s=10,
+            deadline=datetime.now(UTC) + timedelta(hours=1),
+            watermark=watermark,
+        )
+        with httpx.Client(transport=httpx.MockTransport(s3)) as client:
+            assert run_task(task, client, step=engine)
+    assert seen == [KEY, None]
+    assert get_provenance_settings().watermark  # the worker's setting is on throughout

@@ -57,8 +57,17 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     ),
     FunctionSpec("dispatch", "Engine steps: hand a task to a GPU worker", "modal", timeout_s=110),
     FunctionSpec("complete", "Worker marker -> SendTaskSuccess/Failure/Heartbeat", "base", asynchronous=True),
-    # finalize signs C2PA content credentials into what it publishes (the provenance layer).
-    FunctionSpec("finalize", "Finalize step: publish outputs", "provenance", memory_mb=1024, timeout_s=890),
+    # finalize signs C2PA content credentials into what it publishes (the provenance layer): the
+    # worker's file and its signed copy are both in /tmp, so the largest output it can sign is about
+    # half of ephemeral_mb (Lambda's most; the default 512 MB failed renders over ~250 MB).
+    FunctionSpec(
+        "finalize",
+        "Finalize step: publish outputs",
+        "provenance",
+        memory_mb=1024,
+        timeout_s=890,
+        ephemeral_mb=10240,
+    ),
     # fail cancels a failed job's Modal calls, so it carries the Modal client (the modal layer).
     FunctionSpec("fail", "Failure path: record why the job failed, stop its workers", "modal", timeout_s=110),
     # notify's run is bounded by the webhook delivery deadline (at most MAX_DELIVERY_DEADLINE_S,
