@@ -151,7 +151,7 @@ def read_credentials(path: Path) -> Credentials:
                 active = reader.get_active_manifest() or {}
                 state = reader.get_validation_state()
                 results = reader.get_validation_results() or {}
-    except c2pa.C2paError as exc:
+    except (c2pa.C2paError, KeyError) as exc:  # c2pa documents KeyError for a missing active manifest
         return Credentials(found=False, error=str(exc))
     failures = [
         item.get("code", "?")

@@ -116,6 +116,8 @@ def judge(
     """The verdict on frames at `times` scored `scores`: flagged when any flagged label of any frame
     reaches the threshold; not_scanned when the classifier scores none of the flagged labels (a
     checkpoint with other labels than ScanSettings.flagged_labels names: it could flag nothing)."""
+    if len(scores) != len(times):
+        return not_scanned(f"the image-safety classifier {model} scored {len(scores)} of {len(times)} frames")
     labels = {label for frame_scores in scores for label in frame_scores}
     if not labels & set(settings.flagged_labels):
         return not_scanned(

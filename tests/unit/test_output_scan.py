@@ -113,3 +113,16 @@ def test_a_classifier_without_the_flagged_labels_leaves_the_output_not_scanned(v
 
     assert scan.status == "not_scanned"
     assert "scores none of the flagged labels (porn, hentai; its labels: normal, nsfw)" in scan.reasons[0]
+
+
+def test_a_classifier_answering_for_fewer_frames_leaves_the_output_not_scanned(video):
+    # A short answer (a truncated batch) would leave frames unjudged: not scanned, not a retry.
+    class Short:
+        model = "short"
+
+        def classify(self, frames):
+            return [{"normal": 0.9, "nsfw": 0.1}]
+
+    scan = scan_video(video, Short(), ScanSettings(frames=3))
+
+    assert scan.status == "not_scanned" and "scored 1 of 3 frames" in scan.reasons[0]
