@@ -9,12 +9,34 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import modal
 from modal_proto import api_pb2
+
+
+@contextmanager
+def offline_import(
+    monkeypatch: Any, tmp_path: Path, module: str, unset: Iterable[str] = ()
+) -> Iterator[ModuleType]:
+    """`module` (a modal_workers app) imported fresh with no Modal token in the environment or the
+    config file (and the variables `unset` unset), and forgotten afterwards so the next import sees
+    the default environment."""
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", *unset):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
+    sys.modules.pop(module, None)
+    try:
+        yield importlib.import_module(module)
+    finally:
+        sys.modules.pop(module, None)
 
 
 @dataclass(frozen=True)

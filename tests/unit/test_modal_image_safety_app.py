@@ -5,8 +5,6 @@ its boundary), scored by a real transformers classifier (a tiny ViT from a confi
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -19,19 +17,14 @@ from talkstack.media.video import Mp4Writer
 from talkstack.safety.image_classifier import TransformersImageClassifier
 from talkstack.safety.scan import scan_video
 from talkstack.settings.scan import ScanSettings
-from tests.support.modal_introspect import declared, method_names
+from tests.support.modal_introspect import declared, method_names, offline_import
 from tests.unit.test_output_scan import tiny_vit
 
 
 @pytest.fixture
 def safety(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
-    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
-    sys.modules.pop("modal_workers.image_safety", None)
-    module = importlib.import_module("modal_workers.image_safety")
-    yield module
-    sys.modules.pop("modal_workers.image_safety", None)
+    with offline_import(monkeypatch, tmp_path, "modal_workers.image_safety") as module:
+        yield module
 
 
 def test_the_class_is_a_gpu_class_reading_the_weights_volume(safety):

@@ -4,8 +4,6 @@ commands Modal would build. Nothing is deployed and no image is built here."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -13,19 +11,14 @@ from types import ModuleType
 import pytest
 
 from talkstack.safety.text_classifier import TEXT_SAFETY_APP, TEXT_SAFETY_CLASS, TEXT_SAFETY_METHOD
-from tests.support.modal_introspect import declared, method_names, real_class
+from tests.support.modal_introspect import declared, method_names, offline_import, real_class
 from tests.unit.test_modal_worker_imports import missing_from, third_party_imports
 
 
 @pytest.fixture
 def text_safety(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
-    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
-    sys.modules.pop("modal_workers.text_safety", None)
-    module = importlib.import_module("modal_workers.text_safety")
-    yield module
-    sys.modules.pop("modal_workers.text_safety", None)
+    with offline_import(monkeypatch, tmp_path, "modal_workers.text_safety") as module:
+        yield module
 
 
 def test_the_classifier_is_a_gpu_class_on_the_weights_volume_with_no_credentials(text_safety):

@@ -23,7 +23,7 @@ from talkstack.contract.request import VoiceOptions
 from talkstack.engines.base import RenderResult
 from talkstack.engines.registry import modal_target
 from tests.conftest import SPEECH
-from tests.support.modal_introspect import declared, method_names
+from tests.support.modal_introspect import declared, method_names, offline_import
 
 CLASSES = ("Chatterbox", "IndexTTS2")
 REPO = Path(__file__).resolve().parents[2]
@@ -32,13 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def voice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
     """modal_workers.voice imported fresh, with no Modal token in the environment or config file."""
-    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "TALKSTACK_VOICE_GPU"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
-    sys.modules.pop("modal_workers.voice", None)
-    module = importlib.import_module("modal_workers.voice")
-    yield module
-    sys.modules.pop("modal_workers.voice", None)
+    with offline_import(
+        monkeypatch, tmp_path, "modal_workers.voice", unset=("TALKSTACK_VOICE_GPU",)
+    ) as module:
+        yield module
 
 
 def dockerfile(image: Any) -> list[str]:
