@@ -1,5 +1,6 @@
 """The typed job contract: requests, records and events (pydantic v2), and their JSON Schemas."""
 
+from talkstack.contract.composition import JOB_REQUEST_ADAPTER, CompositionRequest, JobRequest
 from talkstack.contract.events import EVENT_STATUS, EventResult, JobEvent
 from talkstack.contract.fields import (
     AVATAR_MODELS,
@@ -35,12 +36,10 @@ from talkstack.contract.record import (
     utc_now,
 )
 from talkstack.contract.request import (
-    JOB_REQUEST_ADAPTER,
     AvatarInputs,
     AvatarOptions,
     AvatarRequest,
     AvatarVoiceOptions,
-    JobRequest,
     JobRequestBase,
     NotifySpec,
     OutputSpec,
@@ -68,6 +67,7 @@ __all__ = [
     "AvatarOptions",
     "AvatarRequest",
     "AvatarVoiceOptions",
+    "CompositionRequest",
     "EventResult",
     "EventType",
     "JobError",

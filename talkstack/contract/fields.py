@@ -23,10 +23,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
-TaskKind = Literal["avatar", "voice", "video"]
+TaskKind = Literal["avatar", "voice", "video", "composition"]
 AvatarModelId = Literal["lite-avatar", "multitalk", "infinitetalk"]
 VoiceModelId = Literal["lite-voice", "chatterbox", "indextts2"]
 VideoModelId = Literal["ltx-video", "wan2.2-ti2v-5b"]
+MatteModelId = Literal["lite-matte"]
+"""Models that cut a person out of their background (the matte step of compositions)."""
 # Event types live here (not in events.py) because requests subscribe to them.
 EventType = Literal[
     "job.queued", "job.started", "job.progress", "job.completed", "job.held", "job.failed", "job.cancelled"
@@ -36,6 +38,7 @@ TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 AVATAR_MODELS: tuple[str, ...] = get_args(AvatarModelId)
 VOICE_MODELS: tuple[str, ...] = get_args(VoiceModelId)
 VIDEO_MODELS: tuple[str, ...] = get_args(VideoModelId)
+MATTE_MODELS: tuple[str, ...] = get_args(MatteModelId)
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 DEFAULT_MODELS: dict[str, str] = {"avatar": "lite-avatar", "voice": "lite-voice", "video": "ltx-video"}
 

@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
 )
 
+from talkstack.contract.composition import JOB_REQUEST_ADAPTER, CompositionRequest
 from talkstack.contract.fields import (
     MAX_AVATAR_SECONDS,
     MAX_REQUEST_BYTES,
@@ -34,7 +35,6 @@ from talkstack.contract.fields import (
     WebhookUrl,
 )
 from talkstack.contract.request import (
-    JOB_REQUEST_ADAPTER,
     AvatarRequest,
     JobRequestBase,
     VideoRequest,
@@ -243,8 +243,15 @@ def load_request_json(data: str | bytes | bytearray) -> Any:
 
 
 def parse_job_request(
-    data: Mapping[str, Any] | str | bytes | bytearray | AvatarRequest | VoiceRequest | VideoRequest,
-) -> AvatarRequest | VoiceRequest | VideoRequest:
+    data: Mapping[str, Any]
+    | str
+    | bytes
+    | bytearray
+    | AvatarRequest
+    | VoiceRequest
+    | VideoRequest
+    | CompositionRequest,
+) -> AvatarRequest | VoiceRequest | VideoRequest | CompositionRequest:
     """Validate a native request or a MultiTalk API v0 manifest (dict or JSON text).
 
     Raises TalkstackError(INVALID_REQUEST) with a one-line message naming the first bad field, and
@@ -273,8 +280,8 @@ def parse_job_request(
 
 
 def with_default_models(
-    request: AvatarRequest | VoiceRequest | VideoRequest, defaults: Mapping[str, str]
-) -> AvatarRequest | VoiceRequest | VideoRequest:
+    request: AvatarRequest | VoiceRequest | VideoRequest | CompositionRequest, defaults: Mapping[str, str]
+) -> AvatarRequest | VoiceRequest | VideoRequest | CompositionRequest:
     """`request` with a deployment's default models (task → model id) wherever it names none: its
     own choice always wins. Validated again, so a default that does not suit the request fails
     exactly as the same model named in it would."""

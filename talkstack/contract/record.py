@@ -23,10 +23,11 @@ from pydantic import (
     model_validator,
 )
 
+from talkstack.contract.composition import JobRequest
 from talkstack.contract.fields import CallbackId, JobId, Metadata, S3Bucket, StrictModel, TaskKind, WebhookUrl
 from talkstack.contract.moderation import ModerationVerdict
 from talkstack.contract.quality import QualityReport
-from talkstack.contract.request import JobRequest, NotifySpec
+from talkstack.contract.request import NotifySpec
 from talkstack.contract.scan import OutputScan
 from talkstack.errors import ErrorCode, TalkstackError
 

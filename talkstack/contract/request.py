@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 from pydantic import (
     AfterValidator,
     Field,
-    TypeAdapter,
     model_validator,
 )
 
@@ -430,8 +429,3 @@ class VideoRequest(JobRequestBase):
     task: Literal["video"]
     inputs: VideoInputs
     options: VideoOptions = Field(default_factory=VideoOptions)
-
-
-JobRequest = Annotated[AvatarRequest | VoiceRequest | VideoRequest, Field(discriminator="task")]
-"""Any native job request, told apart by `task`."""
-JOB_REQUEST_ADAPTER: TypeAdapter[AvatarRequest | VoiceRequest | VideoRequest] = TypeAdapter(JobRequest)

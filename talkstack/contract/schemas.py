@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from talkstack.contract.composition import JOB_REQUEST_ADAPTER
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
-from talkstack.contract.request import JOB_REQUEST_ADAPTER
 from talkstack.contract.worker import MARKER_ADAPTER, WORKER_TASK_ADAPTER
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -27,8 +27,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, TypeAdapter
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, TypeAdapter, model_validator
 
+from talkstack.contract.composition import ComposeOptions, MatteOptions
 from talkstack.contract.fields import StrictModel
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import JobError, Progress, UtcDatetime
@@ -37,7 +38,7 @@ from talkstack.contract.scan import OutputScan
 from talkstack.errors import ErrorCode, TalkstackError
 
 PROTOCOL = "talkstack.worker/1"
-WorkerStep = Literal["voice", "avatar", "video", "stitch"]
+WorkerStep = Literal["voice", "avatar", "video", "stitch", "matte", "compose"]
 WORKER_STEPS: tuple[WorkerStep, ...] = get_args(WorkerStep)
 MarkerKind = Literal["progress", "result", "error"]
 MARKER_KINDS: tuple[MarkerKind, ...] = get_args(MarkerKind)
@@ -61,24 +62,40 @@ _MARKER_KEY = re.compile(rf"^{MARKERS_PREFIX}(?P<job>{_ID})/(?P<attempt>{_ID})/(
 
 
 class StepAddress(StrictModel, frozen=True):
-    """One engine step of a job, or one chunk of it: a parallel long avatar renders `avatar` chunk 0,
-    1, … side by side. Its `label` is how the jobs table names the step's attempts and results."""
+    """One engine step of a job, or one chunk of it (a parallel long avatar renders `avatar` chunk 0,
+    1, … side by side), or one scene's step of a composition (scene 2's `voice`, `avatar`, `matte`).
+    Its `label` is how the jobs table names the step's attempts and results."""
 
     step: WorkerStep
     chunk: NonNegativeInt | None = None
+    scene: NonNegativeInt | None = None
+
+    @model_validator(mode="after")
+    def _one_dimension(self) -> StepAddress:
+        if self.chunk is not None and self.scene is not None:
+            raise ValueError("a step address names a chunk or a scene, not both")
+        return self
 
     @property
     def label(self) -> str:
-        """`avatar`, or `avatar#3` for chunk 3."""
+        """`avatar`, `avatar#3` for chunk 3, `avatar@2` for scene 2's avatar step."""
+        if self.scene is not None:
+            return f"{self.step}@{self.scene}"
         return self.step if self.chunk is None else f"{self.step}#{self.chunk}"
 
     @property
     def attempt_stem(self) -> str:
-        """The start of its attempt ids (ids are key segments, so no `#`): `avatar`, `avatar-c3`."""
+        """The start of its attempt ids (ids are key segments, so no `#` or `@`): `avatar`,
+        `avatar-c3`, `avatar-s2`."""
+        if self.scene is not None:
+            return f"{self.step}-s{self.scene}"
         return self.step if self.chunk is None else f"{self.step}-c{self.chunk}"
 
     @classmethod
     def parse(cls, label: str) -> StepAddress:
+        if "@" in label:
+            step, _, scene = label.partition("@")
+            return cls.model_validate({"step": step, "scene": int(scene)})
         step, sep, chunk = label.partition("#")
         return cls.model_validate({"step": step, "chunk": int(chunk) if sep else None})
 
@@ -225,7 +242,26 @@ class StitchTask(WorkerTaskBase):
     options: StitchOptions
 
 
-WorkerTask = Annotated[VoiceTask | AvatarTask | VideoTask | StitchTask, Field(discriminator="step")]
+class MatteTask(WorkerTaskBase):
+    """Cut the person out of a composition scene's video: input `video` (the scene's render or
+    upload; an image for a still), and `image` (the avatar's photo) when the scene is a lite avatar;
+    output `mask`, a grey video of the same size, frames and length (white = person)."""
+
+    step: Literal["matte"] = "matte"
+    options: MatteOptions
+
+
+class ComposeTask(WorkerTaskBase):
+    """Assemble a composition: inputs by talkstack.contract.composition.scene_role, outputs
+    COMPOSE_OUTPUTS plus one scene thumbnail per scene."""
+
+    step: Literal["compose"] = "compose"
+    options: ComposeOptions
+
+
+WorkerTask = Annotated[
+    VoiceTask | AvatarTask | VideoTask | StitchTask | MatteTask | ComposeTask, Field(discriminator="step")
+]
 """The task document: one model per step kind, told apart by `step` (the JSON shape is the same
 for every kind: the common fields plus that step's `options`)."""
 WORKER_TASK_ADAPTER: TypeAdapter[WorkerTask] = TypeAdapter(WorkerTask)
@@ -234,6 +270,8 @@ TASK_TYPES: dict[WorkerStep, type[WorkerTaskBase]] = {
     "avatar": AvatarTask,
     "video": VideoTask,
     "stitch": StitchTask,
+    "matte": MatteTask,
+    "compose": ComposeTask,
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from talkstack.contract.request import AvatarOptions, VoiceOptions
+from talkstack.contract.composition import ComposeOptions
 from talkstack.contract.worker import StitchOptions, WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
@@ -125,5 +126,45 @@ def stitch(
     return {"video": video, "thumbnail": poster}, result
 
 
-LITE_STEPS: dict[str, StepFn] = {"lite-voice": lite_voice, "lite-avatar": lite_avatar, "stitch": stitch}
-"""CPU steps by model id (`stitch` is the join step of parallel long avatars, not a user model)."""
+def lite_matte(
+    task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
+) -> tuple[dict[str, Path], RenderResult]:
+    """Cut the person out of a composition scene (CPU): MatteTask → `mask`, a grey video."""
+    from talkstack.engines.lite.matte import render_matte
+
+    return render_matte(task, inputs, outdir, progress)
+
+
+def compose(
+    task: WorkerTask, inputs: dict[str, Path], outdir: Path, progress: ProgressFn
+) -> tuple[dict[str, Path], RenderResult]:
+    """Assemble a composition from its rendered scenes (CPU; any backend runs it). The compose
+    package knows no engine, so its answer (ComposedVideo) becomes the step's RenderResult here."""
+    from talkstack.compose.render import compose_video
+
+    composed = compose_video(
+        task_options(task, ComposeOptions), inputs, outdir, progress, watermark=task.watermark
+    )
+    result = RenderResult(
+        output=composed.outputs["video"],
+        bytes=composed.outputs["video"].stat().st_size,
+        duration_s=composed.duration_s,
+        poster=composed.outputs.get("thumbnail"),
+        width=composed.width,
+        height=composed.height,
+        fps=composed.fps,
+        frames=composed.frames,
+        warnings=composed.warnings,
+    )
+    return composed.outputs, result
+
+
+LITE_STEPS: dict[str, StepFn] = {
+    "lite-voice": lite_voice,
+    "lite-avatar": lite_avatar,
+    "stitch": stitch,
+    "lite-matte": lite_matte,
+    "compose": compose,
+}
+"""CPU steps by model id (`stitch` joins the chunks of parallel long avatars and `compose` assembles
+compositions; neither is a user model)."""

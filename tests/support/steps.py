@@ -8,10 +8,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from talkstack.contract.composition import JobRequest
 from talkstack.contract.parse import parse_job_request
 from talkstack.contract.quality import QualityCheck, QualityReport
 from talkstack.contract.record import JobRecord, utc_now
-from talkstack.contract.request import JobRequest
 from talkstack.contract.worker import OutputObject, ResultMarker, work_key
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.store import JobStore

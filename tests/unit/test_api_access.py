@@ -17,8 +17,8 @@ from werkzeug.wrappers import Request
 from talkstack.api.keys import INVALID_KEY, KeyStore, Principal, hash_key, key_from_headers
 from talkstack.api.limits import Admission, RateLimiter
 from talkstack.api.service import ApiService
+from talkstack.contract.composition import JOB_REQUEST_ADAPTER
 from talkstack.contract.record import JobRecord, JobResult, JobSource, OutputFile
-from talkstack.contract.request import JOB_REQUEST_ADAPTER
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.local.gateway import http_response, proxy_event
 from talkstack.pipeline.jobs_table import create_table_request

@@ -11,8 +11,8 @@ from moto import mock_aws
 from talkstack.api.keys import TIER_LIMITS, Principal
 from talkstack.api.limits import DAY_S, Admission, UploadQuota
 from talkstack.api.uploads import Uploads, derived_upload_id
+from talkstack.contract.composition import JOB_REQUEST_ADAPTER
 from talkstack.contract.record import JobRecord, JobSource
-from talkstack.contract.request import JOB_REQUEST_ADAPTER
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.jobs_table import create_table_request
 from talkstack.pipeline.plan import plan_job

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from talkstack.contract.composition import JobRequest
 from talkstack.contract.parse import parse_job_request
 from talkstack.contract.record import JobRecord, utc_now
-from talkstack.contract.request import JobRequest
 from talkstack.contract.state import DispatchInput, SegmentPlan
 from talkstack.contract.worker import (
     AvatarTask,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from talkstack.contract.composition import JobRequest
 from talkstack.contract.events import JobEvent
 from talkstack.contract.parse import parse_job_request
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import JobRecord
-from talkstack.contract.request import JobRequest
 from talkstack.contract.state import SegmentPlan
 from talkstack.contract.worker import ChunkPlan, ResultMarker, StepAddress
 from talkstack.pipeline.finalize import finalize_job

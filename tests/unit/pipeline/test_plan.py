@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from talkstack.contract.composition import JobRequest
 from talkstack.contract.parse import parse_job_request
 from talkstack.contract.record import JobRecord, JobSource
-from talkstack.contract.request import JobRequest
 from talkstack.contract.state import Plan
 from talkstack.contract.worker import WORKER_STEPS
 from talkstack.errors import ErrorCode, TalkstackError
