@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from talkstack.contract.request import AvatarOptions, VoiceOptions
 from talkstack.contract.composition import ComposeOptions
+from talkstack.contract.request import AvatarOptions, VoiceOptions
 from talkstack.contract.worker import StitchOptions, WorkerTask, task_options
 from talkstack.engines.base import ProgressFn, RenderResult
 from talkstack.errors import ErrorCode, TalkstackError
