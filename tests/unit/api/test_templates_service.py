@@ -6,7 +6,7 @@ real ones.
 
 Submitting a composition needs the pipeline's composition checks; these tests record what the
 service submits (`submitted`) where they are about what a template or a preview turns into, and
-tests/integration/test_api_templates.py submits for real."""
+tests/integration/test_templates_http.py submits for real."""
 
 from __future__ import annotations
 
