@@ -229,13 +229,17 @@ class TemplateInstances:
 
     def composition(self, principal: Principal, document: Any, request: TemplateGenerate) -> dict[str, Any]:
         variables = dict(request.variables)
-        problems = self._media_problems(principal, document, variables)
+        resolved, problems = self._resolve_media(principal, document, variables)
+        # A media variable that is not the caller's is left out of instantiate (which would call it
+        # missing, or of the wrong type): its own problem says what is wrong.
+        unusable = _problem_names(problems)
+        usable = {name: value for name, value in resolved.items() if name not in unusable}
         # Bundled media the template and the variables name, copied into the input bucket together.
         names = [
             *_asset_strings(_document_json(document).get("composition")),
             *_asset_strings([v.default for v in document.variables.values()]),
             *_asset_strings(document.example),
-            *_asset_strings([v for k, v in variables.items() if k not in _problem_names(problems)]),
+            *_asset_strings(list(usable.values())),
         ]
         # (a name that is not bundled is left to instantiate, which names it as a problem)
         refs = self.bundled.ensure([n for n in names if _is_bundled(n)], self._asset_path)
@@ -246,14 +250,12 @@ class TemplateInstances:
             return str(ref)
 
         try:
-            body = templates.instantiate(document, variables, resolve_asset=resolve_asset)
+            body = templates.instantiate(document, usable, resolve_asset=resolve_asset)
         except TalkstackError as exc:
             if exc.code != ErrorCode.TEMPLATE_VARIABLES_INVALID:
                 raise
-            theirs = _problems_of(exc)
-            named = _problem_names(theirs)  # one problem per variable: the template's says more
-            mine = [p for p in problems if p["variable"] not in named]
-            raise _variables_invalid(document.id, [*theirs, *mine]) from exc
+            theirs = [p for p in _problems_of(exc) if p.get("variable") not in unusable]
+            raise _variables_invalid(document.id, [*theirs, *problems]) from exc
         if problems:
             raise _variables_invalid(document.id, problems)
         body = dict(body)
@@ -270,18 +272,24 @@ class TemplateInstances:
     def _asset_path(name: str) -> Any:
         return templates.asset_path(name)
 
-    def _media_problems(
+    def _resolve_media(
         self, principal: Principal, document: Any, variables: dict[str, Any]
-    ) -> list[dict[str, str]]:
-        """Media variables whose reference does not exist or is not the caller's: one problem each,
-        worded alike for both (no answer says which). Malformed values are left to instantiate."""
+    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        """(the variables with upload ids turned into the uploads' `s3://` refs, which end in the
+        file's name so their type shows; a problem for each media variable whose reference does not
+        exist or is not the caller's, worded alike for both: no answer says which). Malformed values
+        are left to instantiate."""
         namespace = Namespace.for_key(principal.key_id, self.config)
+        resolved = dict(variables)
         problems = []
         for name, value in variables.items():
             declared = document.variables.get(name)
             if declared is None or declared.type not in MEDIA_VARIABLE_TYPES or not isinstance(value, str):
                 continue
-            if not self._readable(principal, namespace, value):
+            readable = self._readable(principal, namespace, value)
+            if readable is not None:
+                resolved[name] = readable
+            else:
                 problems.append(
                     {
                         "variable": name,
@@ -289,31 +297,32 @@ class TemplateInstances:
                         "message": f"{name}: {value} does not exist or this API key may not read it",
                     }
                 )
-        return problems
+        return resolved, problems
 
-    def _readable(self, principal: Principal, namespace: Namespace, value: str) -> bool:
+    def _readable(self, principal: Principal, namespace: Namespace, value: str) -> str | None:
+        """The value to instantiate with (an upload id resolved), or None: not the caller's to read."""
         if value.startswith(ASSET_PREFIX):
-            return True  # a bundled file: instantiate reports a name that is not one
+            return value  # a bundled file: instantiate reports a name that is not one
         try:
             ref = MediaRef.parse(value)
         except ValueError:
-            return True  # not a reference at all: instantiate reports it as the wrong type
+            return value  # not a reference at all: instantiate reports it as the wrong type
         if ref.is_relative:
             if not ref.key.startswith("upl_"):
-                return True  # instantiate (or the request's own check) says what is wrong with it
+                return value  # instantiate (or the request's own check) says what is wrong with it
             upload = self.uploads.get(principal, ref.key)
             if upload is None:
-                return False
+                return None
             ref = MediaRef(upload.bucket, upload.key)
         if not namespace.may_read(ref):
-            return False  # before any HeadObject: no existence oracle
+            return None  # before any HeadObject: no existence oracle
         try:
             self.s3.head_object(Bucket=ref.bucket, Key=ref.key)
         except ClientError as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket", "403", "AccessDenied"):
-                return False
+                return None
             raise
-        return True
+        return str(ref)
 
 
 def _is_bundled(name: str) -> bool:

@@ -86,8 +86,10 @@ def test_templates_crud_generate_preview_and_render_over_http(pipeline):
         ("presenter", "asset_not_found"),
     }
 
-    # A preview from the example variables: a composition job, with its template named, that starts.
-    example = templates.bundled_templates()[SOCIAL].example
+    # A preview from the example variables and A's own photo (an upload id): a composition job, with
+    # its template named, that starts.
+    upload_a = a.upload(SAMPLES / "portrait.png", "image/png")
+    example = {**templates.bundled_templates()[SOCIAL].example, "presenter": upload_a}
     accepted = a.post(
         f"/v1/templates/{SOCIAL}/generate",
         json={"variables": example, "preview": True},
@@ -104,8 +106,12 @@ def test_templates_crud_generate_preview_and_render_over_http(pipeline):
     assert again.json()["job_id"] == preview_id and again.headers.get("Idempotent-Replayed") == "true"
     record = pipeline.store.get(preview_id)
     assert record is not None and record.request.preview and record.request.template.id == SOCIAL
+    assert record.request.template.variables == example  # as the caller gave them
     refs = record.request.referenced_media()
-    assert refs and all(r.key.startswith(BUNDLED_PREFIX) for r in refs.values())
+    (photo,) = [r for path, r in refs.items() if path.endswith("inputs.image")]
+    assert photo.key.startswith(f"uploads/{key_id(key_a)}/{upload_a}/")
+    others = [r for r in refs.values() if r is not photo]
+    assert others and all(r.key.startswith(BUNDLED_PREFIX) for r in others)  # background, music
     assert pipeline.executions(preview_id)  # the state machine was started
 
     # Its full render: a new job with the same scenes, preview off. Another key's preview is not found.
