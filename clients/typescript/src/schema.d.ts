@@ -142,6 +142,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{job_id}/render": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Render a preview in full
+         * @description For a composition job submitted with `preview: true` (and not failed): a new job with the same request, `preview` off (full resolution, the requested engines, no PREVIEW mark). Any other job answers 409.
+         */
+        post: operations["renderJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -153,6 +173,68 @@ export interface paths {
         get: operations["listModels"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Templates: the bundled ones and this key's own
+         * @description Each with its id, version, name, aspect ratio, category and variable names.
+         */
+        get: operations["listTemplates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/{template_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One template: its variables, their types and defaults, an example */
+        get: operations["getTemplate"];
+        /**
+         * Create or replace one of this key's templates
+         * @description The body is a template document (schemas/template.schema.json), validated at once: 422 TEMPLATE_INVALID lists every problem. Stored for this key only; a bundled template's id answers 409. Answers 201 when created, 200 when replaced.
+         */
+        put: operations["putTemplate"];
+        post?: never;
+        /** Delete one of this key's templates */
+        delete: operations["deleteTemplate"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/{template_id}/generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a composition video from a template and its variables
+         * @description Fills the template with `variables` (defaults for the rest) and submits the composition as a job, with the same checks, limits and Idempotency-Key handling as the generation endpoints. 422 TEMPLATE_VARIABLES_INVALID lists every problem at once (unknown variable, wrong type, missing required, media that does not exist or this key may not read). `preview: true` renders fast and cheap; `POST /v1/jobs/{job_id}/render` then renders it in full.
+         */
+        post: operations["generateFromTemplate"];
         delete?: never;
         options?: never;
         head?: never;
@@ -726,7 +808,7 @@ export interface components {
          * ErrorCode
          * @enum {string}
          */
-        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG" | "CONTENT_REFUSED" | "MODERATION_POLICY_INVALID" | "MODERATION_UNAVAILABLE" | "CONSENT_REQUIRED" | "CONSENT_CLIP_INVALID" | "STACK_NOT_RUNNING" | "PORT_IN_USE";
+        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG" | "CONTENT_REFUSED" | "MODERATION_POLICY_INVALID" | "MODERATION_UNAVAILABLE" | "CONSENT_REQUIRED" | "CONSENT_CLIP_INVALID" | "TEMPLATE_INVALID" | "TEMPLATE_VARIABLES_INVALID" | "STACK_NOT_RUNNING" | "PORT_IN_USE";
         /** ErrorDetail */
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
@@ -792,7 +874,7 @@ export interface components {
              * Task
              * @enum {string}
              */
-            task: "avatar" | "voice" | "video";
+            task: "avatar" | "voice" | "video" | "composition";
         };
         /**
          * JobDeletion
@@ -878,7 +960,7 @@ export interface components {
              */
             status: "queued" | "running" | "completed" | "held" | "failed" | "cancelled";
             /** Task */
-            task: ("avatar" | "voice" | "video") | null;
+            task: ("avatar" | "voice" | "video" | "composition") | null;
         };
         /** JobView */
         JobView: {
@@ -918,7 +1000,7 @@ export interface components {
             /** Steps */
             steps?: components["schemas"]["StepView"][];
             /** Task */
-            task: ("avatar" | "voice" | "video") | null;
+            task: ("avatar" | "voice" | "video" | "composition") | null;
         };
         /** ModelLimits */
         ModelLimits: {
@@ -1292,6 +1374,108 @@ export interface components {
              */
             status: "pending" | "running" | "completed" | "failed" | "skipped" | "cancelled";
         };
+        /**
+         * TemplateGenerate
+         * @description `POST /v1/templates/{id}/generate`: a composition job from a template and its variables.
+         */
+        TemplateGenerate: {
+            /**
+             * Callback Id
+             * @default null
+             */
+            callback_id?: string | null;
+            /**
+             * @description For the presenter's photo and reference voice, as for an avatar job (none for bundled samples).
+             * @default null
+             */
+            consent?: components["schemas"]["ConsentAttestation"] | null;
+            /**
+             * Metadata
+             * @default null
+             */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /** @default null */
+            notify?: components["schemas"]["NotifySpec"] | null;
+            /** @default null */
+            output?: components["schemas"]["OutputSpec"] | null;
+            /**
+             * Preview
+             * @description Render fast and cheap (lite engines, 360p, a PREVIEW mark; no GPU time). Start the full
+             *     render from the preview's job with `POST /v1/jobs/{job_id}/render`.
+             * @default null
+             */
+            preview?: boolean | null;
+            /**
+             * Variables
+             * @description Values by variable name; media as `s3://bucket/key`, an upload id (`upl_…`) or `asset:<name>`
+             *     for a bundled file. Variables left out take their defaults.
+             */
+            variables?: {
+                [key: string]: unknown;
+            };
+        };
+        /** TemplateList */
+        TemplateList: {
+            /** Templates */
+            templates: components["schemas"]["TemplateSummary"][];
+        };
+        /**
+         * TemplateSummary
+         * @description One template in `GET /v1/templates`.
+         */
+        TemplateSummary: {
+            /**
+             * Aspect
+             * @enum {string}
+             */
+            aspect: "16:9" | "9:16" | "1:1" | "4:5";
+            /** Category */
+            category: string;
+            /** Description */
+            description: string;
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Resolution */
+            resolution?: ("720p" | "1080p") | null;
+            /**
+             * Source
+             * @description `bundled`: ships with talkstack; `own`: this key's (`PUT /v1/templates/{id}`, or dropped by an
+             *     operator at `templates/<key id>/<id>.json` in the input bucket).
+             * @enum {string}
+             */
+            source: "bundled" | "own";
+            /**
+             * Variables
+             * @description The names of its variables (`GET /v1/templates/{id}` has their types and defaults).
+             */
+            variables: string[];
+            /** Version */
+            version: number;
+        };
+        /**
+         * TemplateView
+         * @description `GET /v1/templates/{id}`: the whole template document.
+         */
+        TemplateView: {
+            /**
+             * Source
+             * @enum {string}
+             */
+            source: "bundled" | "own";
+            /**
+             * Template
+             * @description The template document (schemas/template.schema.json): id, version, name, description,
+             *     category, aspect, resolution, `variables` (each with its type, description, required, default),
+             *     `composition` (scenes with `{{name}}` placeholders), `example` variables and bundled `assets`.
+             */
+            template: {
+                [key: string]: unknown;
+            };
+        };
         /** UploadRequest */
         UploadRequest: {
             /**
@@ -1401,6 +1585,13 @@ export interface components {
              * @default 0
              */
             jobs?: number;
+            /**
+             * Previews
+             * @description Of `jobs`, composition previews (`preview: true`): they run lite engines on CPUs, so they add
+             *     no GPU seconds and hold none of the key's GPU tasks (they count as concurrent jobs).
+             * @default 0
+             */
+            previews?: number;
             /**
              * Seconds Rendered
              * @description Seconds of finished video or audio delivered.
@@ -2276,6 +2467,126 @@ export interface operations {
             };
         };
     };
+    renderJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key and body within 24 h return the original job. */
+                "idempotency-key"?: string | null;
+            };
+            path: {
+                /** @description A job id from a 202 answer. */
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Job accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobAccepted"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input the stack may not read (INPUT_FORBIDDEN) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) or no such template / job for this key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The job is not a composition preview, or it failed (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input over its size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A media type the engines do not read (UNSUPPORTED_MEDIA) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A well-formed request that cannot run: an unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     listModels: {
         parameters: {
             query?: never;
@@ -2305,6 +2616,433 @@ export interface operations {
             };
             /** @description No key, or a key that is not valid (UNAUTHORIZED) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listTemplates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateList"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such template for this key (another key's answers the same) (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    putTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description Template replaced */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"];
+                };
+            };
+            /** @description Template created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bundled template's id: only this key's own templates can be written or deleted (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A template document that does not hold together: details.errors / the message list every problem (TEMPLATE_INVALID) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deleteTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Template deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such template for this key (another key's answers the same) (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bundled template's id: only this key's own templates can be written or deleted (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    generateFromTemplate: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key and body within 24 h return the original job. */
+                "idempotency-key"?: string | null;
+            };
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplateGenerate"];
+            };
+        };
+        responses: {
+            /** @description Job accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobAccepted"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input the stack may not read (INPUT_FORBIDDEN) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) or no such template / job for this key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bundled template's id: only this key's own templates can be written or deleted (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input over its size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A media type the engines do not read (UNSUPPORTED_MEDIA) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Variables that do not fit the template: details.problems lists every one (TEMPLATE_VARIABLES_INVALID), or a composition that cannot run */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
