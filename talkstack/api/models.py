@@ -195,6 +195,8 @@ class ResultView(StrictModel):
     """Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality)."""
     scan: OutputScan | None = None
     """The output scan of the video (passed, or not_scanned: no classifier ran on its worker)."""
+    preview: bool = False
+    """A composition rendered as a preview (lite engines, 360p, a PREVIEW mark)."""
 
 
 class StepView(StrictModel):
@@ -213,6 +215,10 @@ class JobView(StrictModel):
     status: JobStatus
     progress: Progress
     progress_message: str | None = None
+    scene_progress: dict[str, Progress] = Field(default_factory=dict)
+    """A composition's progress through each scene's engine steps, by scene index."""
+    preview: bool = False
+    """A composition submitted with `preview: true`: `POST /v1/jobs/{job_id}/render` renders it in full."""
     created_at: UtcDatetime
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
@@ -234,6 +240,9 @@ class JobView(StrictModel):
             status=record.status,
             progress=record.progress,
             progress_message=record.progress_message,
+            # (getattr: records written before compositions have no scene progress)
+            scene_progress=dict(getattr(record, "scene_progress", None) or {}),
+            preview=bool(getattr(record.request, "preview", False)),
             created_at=record.created_at,
             started_at=record.started_at,
             finished_at=record.finished_at,

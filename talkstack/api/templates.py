@@ -32,12 +32,10 @@ from talkstack.contract.fields import MediaRef
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.bundled_assets import BundledAssets
-from talkstack.pipeline.tenancy import Namespace
+from talkstack.pipeline.tenancy import TEMPLATES_PREFIX, Namespace
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_PREFIX = "templates/"
-"""Where keys' own templates live in the input bucket: `templates/<key id>/<template id>.json`."""
 TEMPLATE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 _TEMPLATE_ID = re.compile(TEMPLATE_ID_PATTERN)
 MAX_TEMPLATE_BYTES = 256 * 1024

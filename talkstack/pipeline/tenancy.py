@@ -39,6 +39,9 @@ UPLOADS_PREFIX = UPLOADS_AREA
 """Where the API stores a key's uploads in the input bucket: `uploads/<key id>/<upload id>/<file>`."""
 TENANTS_PREFIX = TENANTS_AREA
 """Where the API publishes a key's outputs in the output bucket: `tenants/<key id>/…`."""
+TEMPLATES_PREFIX = "templates/"
+"""Where a key's own templates live in the input bucket: `templates/<key id>/<template id>.json`
+(no key reads them as media: they are outside every namespace)."""
 
 OwnerKind = Literal["api", "drop", "operator"]
 WHO: dict[OwnerKind, str] = {"api": "this API key", "drop": "this drop folder", "operator": "this stack"}

@@ -985,11 +985,24 @@ export interface components {
             model: string | null;
             /** @description The input moderation verdict (policy version, classifier, and for a refusal its category). */
             moderation?: components["schemas"]["ModerationVerdict"] | null;
+            /**
+             * Preview
+             * @description A composition submitted with `preview: true`: `POST /v1/jobs/{job_id}/render` renders it in full.
+             * @default false
+             */
+            preview?: boolean;
             /** Progress */
             progress: number;
             /** Progress Message */
             progress_message?: string | null;
             result?: components["schemas"]["ResultView"] | null;
+            /**
+             * Scene Progress
+             * @description A composition's progress through each scene's engine steps, by scene index.
+             */
+            scene_progress?: {
+                [key: string]: number;
+            };
             /** Started At */
             started_at?: string | null;
             /**
@@ -1328,7 +1341,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "inputs" | "uploads" | "outputs" | "held" | "work";
+            kind: "inputs" | "uploads" | "outputs" | "held" | "work" | "templates";
         };
         /** ResultView */
         ResultView: {
@@ -1344,6 +1357,12 @@ export interface components {
             height?: number | null;
             /** Outputs */
             outputs: components["schemas"]["OutputView"][];
+            /**
+             * Preview
+             * @description A composition rendered as a preview (lite engines, 360p, a PREVIEW mark).
+             * @default false
+             */
+            preview?: boolean;
             /** @description Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality). */
             quality?: components["schemas"]["QualityReport"] | null;
             /** @description The output scan of the video (passed, or not_scanned: no classifier ran on its worker). */

@@ -239,6 +239,7 @@ def test_a_preview_renders_in_full_as_a_new_job_with_the_same_request(api, submi
     assert "output" not in body or body["output"].get("prefix") is None  # a folder of its own job id
     again = CompositionRequest.model_validate(body)
     assert again.scenes == record.request.scenes and again.template == record.request.template
+    assert api.get_job(A, record.job_id).preview  # what a client sees before it renders in full
 
 
 def test_only_a_callers_unfailed_preview_renders(api, submitted):
@@ -294,3 +295,14 @@ def test_usage_counts_previews_and_never_their_gpu_seconds(api):
     usage = api.usage(A, "day", None, None)
 
     assert (usage.totals.jobs, usage.totals.previews, usage.totals.gpu_seconds) == (2, 1, 10.0)
+
+
+def test_erasing_a_keys_data_removes_its_templates_and_no_one_elses(aws, api):
+    api.put_template(A, "launch-ad", own_document("launch-ad"))
+    api.put_template(B, "launch-ad", own_document("launch-ad"))
+
+    receipt = api.erase_data(A)
+
+    assert f"templates/{A.key_id}/launch-ad.json" in {o.key for o in receipt.objects if o.kind == "templates"}
+    assert refusal(lambda: api.get_template(A, "launch-ad")).code == ErrorCode.NOT_FOUND
+    assert api.get_template(B, "launch-ad").source == "own"
