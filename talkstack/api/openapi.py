@@ -86,8 +86,7 @@ def _operation_errors(path: str, method: str) -> list[int]:
     if path in GENERATE_PATHS or path in SUBMIT_PATHS:
         codes += [403, 404, 409, 413, 415, 422]
     if "{template_id}" in path:
-        if method != "put":
-            codes.append(404)
+        codes.append(404)  # another key's or a missing template (and, for an id no route takes, no route)
         if method in ("put", "delete"):
             codes.append(409)  # a bundled template's id
         if method == "put":

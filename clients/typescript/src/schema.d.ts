@@ -2844,6 +2844,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No such template for this key (another key's answers the same) (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A bundled template's id: only this key's own templates can be written or deleted (CONFLICT) */
             409: {
                 headers: {
