@@ -198,3 +198,23 @@ def test_client_and_cli_list_show_and_refuse_bad_variables(pipeline, tmp_path):
     assert bad.exit_code == 2, bad.output
     assert "TEMPLATE_VARIABLES_INVALID" in bad.output
     assert re.search(r"nope: \[unknown\]", bad.output) and re.search(r"headline: \[missing\]", bad.output)
+
+    # A local file for a media variable is uploaded first; the preview starts and is followed no further.
+    script = templates.bundled_templates()[SOCIAL].example["script"]
+    started = runner.invoke(
+        app,
+        [
+            *("api", "templates", "generate", SOCIAL, "--preview", "--no-wait"),
+            *("--var", "headline=Hello", "--var", f"script={script}"),
+            *("--var", f"presenter={SAMPLES / 'portrait.png'}"),
+        ],
+        env=env,
+    )
+    assert started.exit_code == 0, started.output
+    assert f"uploading {SAMPLES / 'portrait.png'}" in started.output
+    job_id = re.search(r"submitted (composition-\S+)", started.output).group(1)
+    assert f"talkstack api render {job_id}" in started.output
+    record = pipeline.store.get(job_id)
+    assert record.request.preview and record.request.template.variables["presenter"].startswith("upl_")
+    assert runner.invoke(app, ["api", "cancel", job_id], env=env).exit_code == 0
+    pipeline.stack.wait_for_execution(job_id)
