@@ -127,8 +127,13 @@ def orchestration_cost(transitions: int, invocations: Mapping[str, int]) -> floa
     return transitions * SFN_PER_TRANSITION + lambdas
 
 
+def is_preview(record: JobRecord) -> bool:
+    """A composition rendered as a preview: lite engines only, and never charged as GPU time."""
+    return bool(getattr(record.request, "preview", False))
+
+
 def estimate_cost(record: JobRecord) -> float:
-    engine = sum(engine_cost(step) for step in record.steps)
+    engine = 0.0 if is_preview(record) else sum(engine_cost(step) for step in record.steps)
     return round(engine + orchestration_cost(*orchestration(record)), 6)
 
 
@@ -141,6 +146,9 @@ def _is_gpu(model_id: str) -> bool:
 
 def gpu_seconds(record: JobRecord) -> float:
     """Seconds workers spent on the job's GPU model steps (what a GPU bill is made of). Records
-    written before workers reported their time fall back to the step's wall time."""
+    written before workers reported their time fall back to the step's wall time. A preview is
+    charged none (it runs the lite engines; usage must not bill it whatever ran)."""
+    if is_preview(record):
+        return 0.0
     on_gpu = [step for step in record.steps if step.model and _is_gpu(step.model)]
     return round(sum(step.worker_s or step.duration_s or 0.0 for step in on_gpu), 3)
