@@ -325,10 +325,11 @@ def request_language(request: JobRequestBase) -> str | None:
     composition whose text-driven avatar scenes all speak one); None where it declares none
     (audio-driven avatars, videos), whose texts skip the language check."""
     if isinstance(request, CompositionRequest):
+        scene_requests = [request.scene_request(index) for index in range(len(request.scenes))]
         spoken = {
             language
-            for index in range(len(request.scenes))
-            if (language := request_language(request.scene_request(index) or request)) is not None
+            for scene_request in scene_requests
+            if scene_request is not None and (language := request_language(scene_request)) is not None
         }
         return spoken.pop() if len(spoken) == 1 else None
     if isinstance(request, VoiceRequest):
