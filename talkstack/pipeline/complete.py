@@ -132,9 +132,8 @@ class Completer:
         assert isinstance(request, CompositionRequest) and step.scene is not None
         start, end = scene_step_span(request, step.scene, step.step)
         key = str(step.scene)
-        record.scene_progress[key] = max(
-            record.scene_progress.get(key, 0.0), start + (end - start) * fraction
-        )
+        reached = min(1.0, start + (end - start) * fraction)  # float sums may end a hair above 1
+        record.scene_progress[key] = max(record.scene_progress.get(key, 0.0), reached)
         label = f"scene {step.scene + 1} of {len(request.scenes)}: {message}" if message else None
         # Scenes with no engine step (uploads, title cards) are ready at once and do not count.
         working = sum(1 for index in range(len(request.scenes)) if request.scene_steps(index))
