@@ -221,3 +221,16 @@ def test_a_banned_text_anywhere_in_a_scene_refuses_the_job(config, store, audit,
         get_moderation_settings.cache_clear()
     assert caught.value.code == ErrorCode.CONTENT_REFUSED
     assert store.get("film-1").moderation.field == field
+
+
+def test_the_output_scan_says_where_a_compositions_speech_came_from():
+    from talkstack.contract.parse import parse_job_request
+    from talkstack.safety.scan import speech_of
+
+    def speech(source: dict[str, Any]) -> str:
+        return speech_of(parse_job_request(film({"source": source}, TITLE)))
+
+    script = {"type": "avatar", "inputs": {"image": "s3://in-bucket/p.png", "text": "Hi."}}
+    assert speech(script) == "input_text"  # input moderation read it
+    assert speech({"type": "media", "media": "s3://in-bucket/x/clip.mp4"}) == "not_scanned"
+    assert speech({"type": "media", "media": "s3://in-bucket/x/still.png"}) == "none"
