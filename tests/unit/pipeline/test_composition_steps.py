@@ -340,3 +340,26 @@ def test_finalize_publishes_every_compose_output_beside_the_video(config, store,
         assert obj.metadata == {"talkstack-job-id": "job-1"}
     assert (OUTPUT, "films/intro/intro.result.json") in s3.objects
     assert gpu_seconds(done) == 0.0  # a preview is never charged GPU time
+
+
+# --- cost ---------------------------------------------------------------------------------------
+
+
+def test_a_composition_counts_its_scenes_states_and_a_preview_no_gpu_time():
+    from talkstack.pipeline.cost import BASE_TRANSITIONS, estimate_cost, orchestration
+
+    def steps_of(request: CompositionRequest) -> JobRecord:
+        record = JobRecord.new("job-1", request)
+        for name in ("voice", "avatar", "matte", "compose"):
+            step = record.start_step(name, backend="modal")  # type: ignore[arg-type]
+            step.worker_seconds[f"{name}-1"] = 100.0
+            step.accelerator = "NVIDIA H100 80GB HBM3"
+        return record
+
+    full, preview = steps_of(composition()), steps_of(composition(preview=True))
+    transitions, invocations = orchestration(full)
+    # the Scenes Map, 4 states per scene (3 Choice + an end), one dispatch per step attempt
+    assert transitions == BASE_TRANSITIONS + 4 + 1 + 4 * 3
+    assert invocations["dispatch"] == 4
+    assert estimate_cost(full) > 4 * 100 * 0.001  # GPU seconds on an H100 are charged
+    assert estimate_cost(preview) < 0.001 and gpu_seconds(preview) == 0.0
