@@ -88,7 +88,7 @@ def test_a_two_scene_composition_is_rendered_composed_and_published(pipeline, me
 
     # captions: the scene's words, as cues
     srt = pipeline.s3.get_object(Bucket=pipeline.r.output_bucket, Key=f"{job_id}/video.srt")["Body"].read()
-    assert b"-->" in srt and b"scene" in srt.lower()
+    assert b"-->" in srt and b"hello" in srt.lower() and b"scene" in srt.lower()
     vtt = pipeline.s3.get_object(Bucket=pipeline.r.output_bucket, Key=f"{job_id}/video.vtt")["Body"].read()
     assert vtt.startswith(b"WEBVTT")
 
