@@ -234,3 +234,16 @@ def test_the_output_scan_says_where_a_compositions_speech_came_from():
     assert speech(script) == "input_text"  # input moderation read it
     assert speech({"type": "media", "media": "s3://in-bucket/x/clip.mp4"}) == "not_scanned"
     assert speech({"type": "media", "media": "s3://in-bucket/x/still.png"}) == "none"
+
+
+def test_a_cutout_is_refused_where_the_matte_model_has_no_worker(store, s3, media, audit):
+    from tests.support.steps import make_config
+
+    on_modal = make_config(model_backends="lite-matte=modal")
+    cutout = {**AVATAR, "layout": {"type": "background"}}  # an avatar over a background: cut out
+    error = refused(film(cutout), on_modal, store, s3, audit)
+    assert error.code == ErrorCode.MODEL_UNAVAILABLE
+    assert error.message.startswith("options.matte_model: lite-matte has no Modal worker")
+    # without a cutout nothing needs the matte model
+    _, created = open_job(envelope(film(AVATAR)), "job-1", EXECUTION + "job-1", on_modal, store, s3, audit)
+    assert created
