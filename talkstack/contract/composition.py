@@ -78,6 +78,13 @@ def canvas_size(
 _SET_BY_COMPOSITION = ("width", "height", "fps")
 
 
+def _overridden(options: StrictModel, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` hold something other than their default. Not `model_fields_set`: a stored
+    job record holds every field (its JSON is a full dump), and must parse back."""
+    fields = type(options).model_fields
+    return [name for name in names if getattr(options, name) != fields[name].default]
+
+
 class AvatarSource(StrictModel):
     """A talking avatar: a photo driven by speech audio or by text (a voice step first), rendered by
     any avatar engine. Its size and frame rate are the composition's."""
@@ -90,9 +97,8 @@ class AvatarSource(StrictModel):
 
     @model_validator(mode="after")
     def _check_options(self) -> AvatarSource:
-        for name in _SET_BY_COMPOSITION:
-            if name in self.options.model_fields_set:
-                raise ValueError(f"options.{name}: set by the composition (options.resolution / fps)")
+        for name in _overridden(self.options, _SET_BY_COMPOSITION):
+            raise ValueError(f"options.{name}: set by the composition (options.resolution / fps)")
         if self.options.long_audio == "parallel":
             raise ValueError("options.long_audio: scenes render as one stream; leave it 'sequential'")
         if self.inputs.second_audio is not None:
@@ -110,9 +116,8 @@ class VideoSource(StrictModel):
 
     @model_validator(mode="after")
     def _check_options(self) -> VideoSource:
-        for name in ("aspect", *_SET_BY_COMPOSITION):
-            if name in self.options.model_fields_set:
-                raise ValueError(f"options.{name}: set by the composition (options.aspect / fps)")
+        for name in _overridden(self.options, ("aspect", *_SET_BY_COMPOSITION)):
+            raise ValueError(f"options.{name}: set by the composition (options.aspect / fps)")
         return self
 
 
@@ -513,6 +518,23 @@ alpha only when options.transparent."""
 
 def scene_thumbnail_role(index: int) -> str:
     return f"scene_thumbnail_{index}"
+
+
+def compose_output_names(options: ComposeOptions) -> dict[str, str]:
+    """The outputs a compose task asks for (role → work file name), decided from its options alone
+    so the pipeline (which asks) and the compositor (which writes them all) agree: the video, its
+    thumbnail and animated preview, one thumbnail per scene; SRT and VTT when sidecar captions are
+    on and some captioned scene has words (a voice step's timings) or a transcript; the WebM and
+    MOV with alpha when options.transparent."""
+    names = {role: COMPOSE_OUTPUTS[role] for role in ("video", "thumbnail", "preview")}
+    captioned = any(s.scene.captions and (s.words or s.scene.transcript is not None) for s in options.scenes)
+    if options.options.captions.sidecar and captioned:
+        names.update({role: COMPOSE_OUTPUTS[role] for role in ("captions_srt", "captions_vtt")})
+    if options.options.transparent:
+        names.update({role: COMPOSE_OUTPUTS[role] for role in ("video_webm", "video_mov")})
+    for index in range(len(options.scenes)):
+        names[scene_thumbnail_role(index)] = f"scene-{index}.jpg"
+    return names
 
 
 JobRequest = Annotated[
