@@ -18,9 +18,16 @@ WIDTH, HEIGHT, FPS = 320, 180, 25
 
 
 def colour_video(
-    path: Path, seconds: float, colour: str = "red", *, tone_hz: float | None = 440.0, size: str = "160x120"
+    path: Path,
+    seconds: float,
+    colour: str = "red",
+    *,
+    tone_hz: float | None = 440.0,
+    tone_s: float | None = None,
+    size: str = "160x120",
 ) -> Path:
-    """A solid-colour H.264 video, with a sine tone (AAC) unless tone_hz is None."""
+    """A solid-colour H.264 video, with a sine tone (AAC) unless tone_hz is None; the tone lasts
+    `tone_s` (default the whole video) and silence follows."""
     command = [
         ffmpeg_exe(),
         "-y",
@@ -32,7 +39,8 @@ def colour_video(
         f"color=c={colour}:s={size}:r={FPS}:d={seconds}",
     ]
     if tone_hz is not None:
-        command += ["-f", "lavfi", "-i", f"sine=frequency={tone_hz}:sample_rate=48000:duration={seconds}"]
+        tone = f"sine=frequency={tone_hz}:sample_rate=48000:duration={tone_s or seconds}"
+        command += ["-f", "lavfi", "-i", tone, "-af", f"apad=whole_dur={seconds}"]
         command += ["-c:a", "aac", "-b:a", "128k"]
     command += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-t", str(seconds), str(path)]
     subprocess.run(command, check=True)
@@ -74,3 +82,16 @@ def frame_at(video: Path, index: int) -> np.ndarray:
 
 def ignore_progress(fraction: float, message: str) -> None:
     pass
+
+
+def sine_wav(path: Path, hz: float, seconds: float, amplitude: float = 0.5, rate: int = 48_000) -> Path:
+    from talkstack.media.audio import write_wav
+
+    t = np.arange(int(seconds * rate)) / rate
+    return write_wav(path, (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32), rate)
+
+
+def avatar(**fields: Any) -> dict[str, Any]:
+    """An avatar scene whose engine render arrives as input scene_<i>_video."""
+    source = {"type": "avatar", "inputs": {"image": "photo.png", "audio": "speech.wav"}}
+    return scene(source, rendered=True, **fields)
