@@ -171,10 +171,16 @@ STITCH_MODEL = "stitch"
 """Pseudo-model of the step that joins the chunks of a parallel long avatar (CPU, any backend)."""
 
 
+COMPOSE_MODEL = "compose"
+"""Pseudo-model of the step that assembles a composition from its rendered scenes (CPU)."""
+
+
 def modal_target(model_id: str) -> tuple[str, str]:
     """(Modal app name, class name) serving `model_id`."""
     if model_id == STITCH_MODEL:
         return "talkstack-avatar", "Stitcher"
+    if model_id == COMPOSE_MODEL:
+        return "talkstack-compose", "Composer"
     model = get_model(model_id)
     if model.modal_app is None or model.modal_class is None:
         raise TalkstackError(

@@ -24,7 +24,7 @@ def _yes(value: object) -> object:
     return value.strip().lower() in {"1", "true", "yes"} if isinstance(value, str) else value
 
 
-WorkerFamily = Literal["avatar", "video", "voice", "stitch"]
+WorkerFamily = Literal["avatar", "video", "voice", "stitch", "compose"]
 
 
 class ModalDeploySettings(BaseSettings):
@@ -57,6 +57,10 @@ class ModalDeploySettings(BaseSettings):
     """Most CPU containers of the avatar app's Stitcher (joins parallel chunks) at once."""
     stitch_timeout_s: int = Field(30 * 60, gt=0)
     """Modal timeout of one stitch task, in seconds."""
+    compose_max_containers: int = Field(8, ge=1)
+    """Most CPU containers of the compose app's Composer (assembles compositions) at once."""
+    compose_timeout_s: int = Field(30 * 60, gt=0)
+    """Modal timeout of one compose task, in seconds."""
     video_gpu: str = "H100"
     """GPU of the video app (LTX-Video, Wan2.2-TI2V-5B): both fit one 80 GB GPU in bf16."""
     video_max_containers: int = Field(2, ge=1)
@@ -87,6 +91,7 @@ class ModalDeploySettings(BaseSettings):
             "video": self.video_max_containers,
             "voice": self.voice_max_containers,
             "stitch": self.stitch_max_containers,
+            "compose": self.compose_max_containers,
         }[family]
 
     def timeout_s(self, family: WorkerFamily) -> int:
@@ -96,6 +101,7 @@ class ModalDeploySettings(BaseSettings):
             "video": self.video_timeout_s,
             "voice": self.voice_timeout_s,
             "stitch": self.stitch_timeout_s,
+            "compose": self.compose_timeout_s,
         }[family]
 
 
