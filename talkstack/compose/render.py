@@ -220,53 +220,50 @@ def _captions(
     outdir: Path,
     outputs: dict[str, Path],
 ):  # -> CaptionOverlay | None (typed loosely: the captions module is imported only when needed)
-    """Cues of every captioned scene's speech on the video's clock; sidecar SRT and VTT files;
-    the burn-in overlay (None when nothing is burnt in or nobody speaks)."""
-    settings = options.options.captions
-    if not settings.sidecar and settings.burn_in == "none":
+    """Cues of every captioned scene's speech on the video's clock; the sidecar SRT and VTT files
+    (whenever options.writes_caption_files, even with no cues: the step declared them); the
+    burn-in overlay (None when nothing is burnt in or nobody speaks)."""
+    captioned = options.captioned_scenes()
+    if not captioned:
         return None
+    from talkstack.compose.captions import CaptionOverlay, build_cues, write_srt, write_vtt
     from talkstack.contract.captions import SpeechTimings
 
-    timed: list[tuple[SceneSpan, SpeechTimings]] = []
-    for span in timeline.spans:
-        scene = options.scenes[span.index]
-        if not scene.scene.captions:
-            continue
+    settings = options.options.captions
+    cues = []
+    languages = []
+    for index in captioned:
+        span, scene = timeline.spans[index], options.scenes[index]
         timings: SpeechTimings | None = None
-        words = inputs.get(scene_role(span.index, "words"))
-        if scene.words and words is not None:
+        if scene.words:
+            words = inputs.get(scene_role(index, "words"))
+            if words is None:
+                raise TalkstackError(
+                    ErrorCode.GENERATION_FAILED,
+                    f"compose step input {scene_role(index, 'words')!r} is missing",
+                )
             timings = SpeechTimings.model_validate_json(words.read_text())
-        elif scene.scene.transcript and span.index in track.scene_sounds:
+        elif scene.scene.transcript and index in track.scene_sounds:
             from talkstack.media.alignment import align_words
             from talkstack.media.audio import write_wav
 
-            speech = write_wav(
-                outdir / f"scene-{span.index}-speech.wav", track.scene_sounds[span.index], track.rate
-            )
+            speech = write_wav(outdir / f"scene-{index}-speech.wav", track.scene_sounds[index], track.rate)
             timings = align_words(speech, scene.scene.transcript, scene.language)
         if timings is None:
             continue
+        # A scene cut short (duration_s, a transition) keeps the words it still shows.
         kept = [w for w in timings.words if w.start_s < span.duration_s]
         timings = timings.model_copy(
             update={"words": kept, "duration_s": min(timings.duration_s, span.duration_s)}
         )
-        timed.append((span, timings))
-    if not timed:
-        return None
-    from talkstack.compose.captions import CaptionOverlay, build_cues, write_srt, write_vtt
-
-    cues = []
-    for span, timings in timed:
+        languages.append(timings.language)
         cues.extend(build_cues(timings, offset_s=span.start_s, max_line_chars=settings.max_line_chars))
-    if settings.sidecar:
-        language = timed[0][1].language
-        outputs["captions_srt"] = write_srt(cues, outdir / COMPOSE_OUTPUTS["captions_srt"]) or (
-            outdir / COMPOSE_OUTPUTS["captions_srt"]
-        )
-        outputs["captions_vtt"] = write_vtt(cues, outdir / COMPOSE_OUTPUTS["captions_vtt"], language) or (
-            outdir / COMPOSE_OUTPUTS["captions_vtt"]
-        )
-    if settings.burn_in == "none":
+    if options.writes_caption_files:
+        srt, vtt = outdir / COMPOSE_OUTPUTS["captions_srt"], outdir / COMPOSE_OUTPUTS["captions_vtt"]
+        write_srt(cues, srt)
+        write_vtt(cues, vtt, languages[0] if languages else options.scenes[captioned[0]].language)
+        outputs["captions_srt"], outputs["captions_vtt"] = srt, vtt
+    if settings.burn_in == "none" or not cues:
         return None
     return CaptionOverlay(settings, options.width, options.height, cues)
 
