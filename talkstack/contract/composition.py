@@ -495,10 +495,13 @@ class ComposeOptions(StrictModel):
             source = item.scene.source
             if not item.scene.captions:
                 continue
-            if item.words or (item.scene.transcript is not None and (
-                (item.rendered and isinstance(source, AvatarSource))
-                or (isinstance(source, MediaSource) and source.keep_audio and _is_video(source.media))
-            )):
+            if item.words or (
+                item.scene.transcript is not None
+                and (
+                    (item.rendered and isinstance(source, AvatarSource))
+                    or (isinstance(source, MediaSource) and source.keep_audio and _is_video(source.media))
+                )
+            ):
                 found.append(index)
         return found
 
