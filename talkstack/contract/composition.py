@@ -488,6 +488,35 @@ class ComposeOptions(StrictModel):
     width: int = Field(ge=2, le=4096, multiple_of=2)
     height: int = Field(ge=2, le=4096, multiple_of=2)
 
+    def captioned_scenes(self) -> list[int]:
+        """The scenes whose speech is captioned (none when captions are neither written nor burnt
+        in): those with word timings from their voice step (`words`), and those with a `transcript`
+        to align to their sound (an avatar render's speech, a video upload's kept sound)."""
+        captions = self.options.captions
+        if not captions.sidecar and captions.burn_in == "none":
+            return []
+        found = []
+        for index, item in enumerate(self.scenes):
+            source = item.scene.source
+            if not item.scene.captions:
+                continue
+            if item.words or (
+                item.scene.transcript is not None
+                and (
+                    (item.rendered and isinstance(source, AvatarSource))
+                    or (isinstance(source, MediaSource) and source.keep_audio and _is_video(source.media))
+                )
+            ):
+                found.append(index)
+        return found
+
+    @property
+    def writes_caption_files(self) -> bool:
+        """Whether the compose step writes `captions_srt` and `captions_vtt` (the outputs to declare):
+        sidecar captions are on and a scene is captioned. The files are written even when the
+        speech yields no words (then they hold no cues)."""
+        return self.options.captions.sidecar and bool(self.captioned_scenes())
+
 
 class MatteOptions(StrictModel):
     """The matte step's options: which model cuts the person out of scene `scene`'s video."""
