@@ -10,6 +10,7 @@ clear synthetic speech, word starts land within about a tenth of a second (docs/
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -30,8 +31,46 @@ MIN_PAUSE_S = 0.07
 _SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*$")
 _CLAUSE_END = re.compile(r"[,;:—–、，；：]+[\"'”’»)\]]*$")
 _EN_WEAK = frozenset(
-    "a an the of to in on at for and or but is are was were be it its we you your they them their "
-    "he she his her who that this with as by from can will".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "it",
+        "its",
+        "we",
+        "you",
+        "your",
+        "they",
+        "them",
+        "their",
+        "he",
+        "she",
+        "his",
+        "her",
+        "who",
+        "that",
+        "this",
+        "with",
+        "as",
+        "by",
+        "from",
+        "can",
+        "will",
+    ]
 )
 _CJK_RANGES = (
     (0x3040, 0x30FF),  # hiragana, katakana
@@ -163,7 +202,7 @@ def place_words(words: list[str], voiced: _Voiced, language: str = "en") -> list
     # Groups of words between anchored boundaries share the voiced time between those pauses.
     edges = [(-1, -1), *sorted(anchors.items()), (len(words) - 1, len(lengths) - 1)]
     cum_len = np.concatenate([[0.0], np.cumsum(lengths)])
-    for (b0, p0), (b1, p1) in zip(edges, edges[1:], strict=False):
+    for (b0, p0), (b1, p1) in itertools.pairwise(edges):
         first, last = b0 + 1, b1  # words first..last
         v0, v1 = cum_len[p0 + 1], cum_len[p1 + 1]
         share = np.concatenate([[0.0], np.cumsum(weights[first : last + 1])])
