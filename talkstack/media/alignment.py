@@ -167,14 +167,15 @@ def voiced_stretches(samples: np.ndarray, rate: int) -> _Voiced:
 
 
 def align_words(audio: Path, text: str, language: str) -> SpeechTimings:
-    """When each word of `text` is spoken in `audio` (source "aligned")."""
+    """When each word of `text` is spoken in `audio` (source "aligned"). Audio that cannot be read
+    or is silent is refused like any speech input (read_audio: CORRUPT_MEDIA, AUDIO_SILENT…)."""
     clip = read_audio(Path(audio))
     duration = len(clip.samples) / clip.sample_rate
     words = split_words(text)
     if not words:
         return SpeechTimings(language=language, source="aligned", duration_s=duration, words=[])
     voiced = voiced_stretches(clip.samples, clip.sample_rate)
-    if len(voiced.starts) == 0:  # silence: spread the words over the whole track
+    if len(voiced.starts) == 0:  # nothing stands out: spread the words over the whole track
         voiced = _Voiced(starts=np.array([0.0]), ends=np.array([duration]))
     spans = place_words(words, voiced, language)
     timings = [
