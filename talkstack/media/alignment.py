@@ -28,6 +28,12 @@ TOP_DB = 35.0  # quieter than the loudest frame by this much = not voiced
 MIN_PAUSE_S = 0.07
 """Gaps shorter than this are stop closures inside or between words, not pauses."""
 
+# Costs of the pause matching, in seconds of misplacement (tuned on espeak-ng speech, docs/captions.md).
+SKIP_PAUSE = 0.05
+SKIP_PAUSE_PER_S = 1.0
+PUNCTUATION_BONUS = 0.8
+UNMARKED_BOUNDARY = 0.1
+
 _SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*$")
 _CLAUSE_END = re.compile(r"[,;:—–、，；：]+[\"'”’»)\]]*$")
 _EN_WEAK = frozenset(
@@ -221,14 +227,15 @@ def _match_pauses(
     """Monotone matching of pauses to word boundaries: {boundary: pause}.
 
     Costs are in seconds of misplacement: matching pause p to boundary b costs the distance between
-    where the pause is and where the text puts b, less a bonus when b ends a sentence or clause; a
+    where the pause is and where the text puts b, less a bonus when b ends a sentence or clause (a
+    little more when it has no punctuation: short gaps are often stop closures inside words); a
     pause left unmatched (a gap inside a word) costs more the longer it is; a punctuated boundary
     left without a pause costs a little (speakers do not always pause at commas).
     """
     n_p, n_b = len(pause_at), len(expected)
     if n_p == 0 or n_b == 0:
         return {}
-    skip_pause = 0.05 + 1.5 * np.minimum(pause_len, 1.0)
+    skip_pause = SKIP_PAUSE + SKIP_PAUSE_PER_S * np.minimum(pause_len, 1.0)
     skip_boundary = 0.08 * kinds
     strength = np.minimum(pause_len / 0.1, 1.0)
     inf = float("inf")
@@ -241,7 +248,8 @@ def _match_pauses(
     for p in range(1, n_p + 1):
         dp[p, 0] = dp[p - 1, 0] + skip_pause[p - 1]
         move[p, 0] = 1
-        match = np.abs(pause_at[p - 1] - expected) - 0.8 * kinds * strength[p - 1]
+        match = np.abs(pause_at[p - 1] - expected) - PUNCTUATION_BONUS * kinds * strength[p - 1]
+        match += UNMARKED_BOUNDARY * (kinds == 0)
         for b in range(1, n_b + 1):
             best, how = dp[p - 1, b] + skip_pause[p - 1], 1
             if (cost := dp[p, b - 1] + skip_boundary[b - 1]) < best:
