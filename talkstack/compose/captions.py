@@ -168,6 +168,8 @@ def _phrases(words: list[WordTiming]) -> list[list[WordTiming]]:
 def _fits(group: list[WordTiming], max_chars: int, max_lines: int) -> bool:
     if group[-1].end_s - group[0].start_s > MAX_CUE_S and len(group) > 1:
         return False
+    if len(group) > 1 and text_width(join_words([w.word for w in group])) > max_chars * max_lines:
+        return False  # cannot fit however it is wrapped: skip the search
     return wrap([w.word for w in group], max_chars, max_lines) is not None
 
 
