@@ -78,6 +78,13 @@ def canvas_size(
 _SET_BY_COMPOSITION = ("width", "height", "fps")
 
 
+def _differs_from_default(options: StrictModel, name: str) -> bool:
+    """Whether a scene's engine option the composition sets was given another value. Compared with
+    the default rather than tested for presence, so a scene survives a full JSON round trip (a
+    worker task carries every field, defaults included)."""
+    return getattr(options, name) != type(options).model_fields[name].default
+
+
 class AvatarSource(StrictModel):
     """A talking avatar: a photo driven by speech audio or by text (a voice step first), rendered by
     any avatar engine. Its size and frame rate are the composition's."""
@@ -91,7 +98,7 @@ class AvatarSource(StrictModel):
     @model_validator(mode="after")
     def _check_options(self) -> AvatarSource:
         for name in _SET_BY_COMPOSITION:
-            if name in self.options.model_fields_set:
+            if _differs_from_default(self.options, name):
                 raise ValueError(f"options.{name}: set by the composition (options.resolution / fps)")
         if self.options.long_audio == "parallel":
             raise ValueError("options.long_audio: scenes render as one stream; leave it 'sequential'")
@@ -111,7 +118,7 @@ class VideoSource(StrictModel):
     @model_validator(mode="after")
     def _check_options(self) -> VideoSource:
         for name in ("aspect", *_SET_BY_COMPOSITION):
-            if name in self.options.model_fields_set:
+            if _differs_from_default(self.options, name):
                 raise ValueError(f"options.{name}: set by the composition (options.aspect / fps)")
         return self
 

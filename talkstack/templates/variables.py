@@ -261,13 +261,13 @@ def instantiate(
     origins: dict[Path_, set[str]] = {}
     body = fill(template.composition.model_dump(mode="json"), values, origins)
     options = {**body.get("options", {}), "aspect": template.aspect, "resolution": template.resolution}
+    filled = resolve_assets({"scenes": body["scenes"], "options": options}, resolve_asset, origins, found)
     request = {
         "task": "composition",
-        "scenes": body["scenes"],
-        "options": options,
+        **filled,
+        # as given (bundled names stay `asset:` names), so a re-render starts from the same variables
         "template": {"id": template.id, "version": template.version, "variables": dict(variables)},
     }
-    request = resolve_assets(request, resolve_asset, origins, found)
     if found:
         raise variables_invalid(template.id, found)
     try:
