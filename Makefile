@@ -26,6 +26,8 @@ sysdeps:
 
 demo: venv
 	$(VENV)/bin/talkstack demo --output out/demo.mp4
+	# a finished video too: the social-ad template with its example variables, rendered offline
+	$(VENV)/bin/talkstack templates render social-ad --example --output out/demo-social-ad.mp4
 
 lint: venv
 	$(VENV)/bin/ruff check talkstack aws modal_workers infra tests bench

@@ -296,11 +296,19 @@ def render_cmd(
     preview: Annotated[
         bool, typer.Option("--preview", help="Fast and cheap: 360p, lite engines, a PREVIEW mark.")
     ] = False,
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example", help="Start from the template's example variables (--var-file, --var win)."
+        ),
+    ] = False,
 ) -> None:
     """Render a template on this machine (lite engines, no stack): OUT.mp4 with OUT.srt, OUT.vtt,
     OUT.jpg, OUT.webp and one OUT.scene-<i>.jpg per scene beside it."""
     template = _template(template_ref)
     variables, problems = parse_vars(var or [], var_file)
+    if example:
+        variables = {**template.example, **variables}
     started = time.perf_counter()
     written, warnings = render_template(template, variables, output, preview=preview, problems=problems)
     out.print(f"wrote {output} in {time.perf_counter() - started:.1f} s", highlight=False)
