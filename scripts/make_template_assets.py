@@ -106,16 +106,17 @@ def slide(width: int = 1280, height: int = 720) -> Image.Image:
 
 def product(width: int = 1280, height: int = 720) -> Image.Image:
     """A product shot: a rounded bottle-shaped gadget on a pedestal, lit from the left, on a warm
-    gradient; the product sits in the left half so a presenter fits on the right."""
+    gradient; the product sits low in the left half, so a presenter fits on the right and a few
+    bullets above it."""
     x, y = _grid(width, height)
     image = _image(_mix((250, 236, 220), (214, 170, 140), 0.6 * y + 0.4 * x)).convert("RGBA")
     layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    cx, top, bottom = int(width * 0.3), int(height * 0.2), int(height * 0.74)
-    half = int(width * 0.07)
+    cx, top, bottom = int(width * 0.25), int(height * 0.36), int(height * 0.8)
+    half = int(width * 0.06)
     draw.ellipse((cx - 3 * half, bottom - 20, cx + 3 * half, bottom + 50), fill=(90, 60, 50, 90))  # shadow
     draw.rounded_rectangle(
-        (cx - 2 * half, bottom, cx + 2 * half, int(height * 0.86)), radius=18, fill=(70, 70, 84, 255)
+        (cx - 2 * half, bottom, cx + 2 * half, int(height * 0.9)), radius=18, fill=(70, 70, 84, 255)
     )
     draw.rounded_rectangle((cx - half, top, cx + half, bottom), radius=half, fill=(30, 40, 64, 255))
     draw.rounded_rectangle(
