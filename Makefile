@@ -1,4 +1,4 @@
-# talkstack — `make demo` renders the bundled sample; `make test` runs the whole suite.
+# talkstack — `make demo` renders the bundled sample and the social-ad template; `make test` runs the whole suite.
 # Both create/refresh the virtual environment first; nothing relies on hand-installed packages.
 PYTHON ?= python3
 VENV   ?= .venv
