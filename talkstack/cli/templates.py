@@ -233,6 +233,32 @@ def build_request(
     return request
 
 
+def moderate(request: Any) -> None:
+    """The operator's moderation policy (TALKSTACK_MODERATION_POLICY) on what each scene says, before
+    rendering: the check `talkstack render avatar --text` makes (no classifier: a local render has
+    no GPU backend to ask), scene by scene in the scene's own language."""
+    from talkstack.safety.policy import (
+        FieldText,
+        judge,
+        load_policy,
+        refusal,
+        request_language,
+        request_texts,
+    )
+    from talkstack.settings.moderation import get_moderation_settings
+
+    policy = load_policy(get_moderation_settings().policy)
+    for index in range(len(request.scenes)):
+        scene = request.scene_request(index)
+        if scene is None:
+            continue
+        texts = [FieldText(f"scenes.{index}.{t.field}", t.text) for t in request_texts(scene)]
+        language = request_language(scene)
+        verdict = judge(policy, texts, language=language.split("-")[0] if language else None)
+        if verdict.decision == "refused":
+            raise refusal(verdict)
+
+
 def copy_outputs(produced: dict[str, Path], output: Path) -> dict[str, Path]:
     """The compose outputs beside OUT: OUT itself, OUT.srt, OUT.vtt, OUT.jpg, OUT.webp, OUT.webm,
     OUT.mov, OUT.scene-<i>.jpg."""
@@ -273,6 +299,7 @@ def render_template(
         staging = Path(scratch) / "media"
         data = build_request(template, variables, staging, problems or [], preview)
         request = CompositionRequest.model_validate(data)
+        moderate(request)
         with progress_bar(label or f"rendering {template.id}") as bar:
             produced = render_composition(
                 request, Path(scratch) / "work", progress=bar, media=local_media(staging), warnings=warnings

@@ -93,3 +93,33 @@ def test_var_file_and_var_merge(tmp_path):
     variables, problems = parse_vars(["headline=From the flag", 'voice={"language": "de"}'], var_file)
     assert problems == []
     assert variables == {"headline": "From the flag", "script": "Hello.", "voice": {"language": "de"}}
+
+
+def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypatch):
+    from talkstack.settings.moderation import get_moderation_settings
+    from talkstack.workers import lite_steps
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("an engine ran for a refused script")
+
+    for model in ("lite-voice", "lite-avatar", "lite-matte", "compose"):
+        monkeypatch.setitem(lite_steps.LITE_STEPS, model, no_engine)
+    monkeypatch.delenv("TALKSTACK_MODERATION_POLICY", raising=False)
+    get_moderation_settings.cache_clear()
+    out = tmp_path / "ad.mp4"
+    result = runner.invoke(
+        app,
+        [
+            "templates",
+            "render",
+            "social-ad",
+            "--example",
+            "--var",
+            "script=Now kill yourself.",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "[CONTENT_REFUSED]" in result.stderr
+    assert not out.exists()
