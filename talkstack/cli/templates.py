@@ -10,6 +10,7 @@ path of your own template file (.yaml, .yml, .json).
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import tempfile
 import time
@@ -108,14 +109,9 @@ def show_cmd(template_ref: TemplateArgument, as_json: JsonOption = False) -> Non
             name, variable.type, "yes" if variable.required else "no", _shown(variable.default), detail
         )
     out.print(table)
-    out.print("[bold]example[/]", highlight=False)
+    out.print("[bold]example[/] (or render with --example)", highlight=False)
     for name, value in template.example.items():
-        out.print(
-            f"  --var {name}={_shown(value)!r}"
-            if " " in _shown(value)
-            else f"  --var {name}={_shown(value)}",
-            highlight=False,
-        )
+        out.print(f"  --var {shlex.quote(f'{name}={_shown(value)}')}", highlight=False, markup=False)
     if template.assets:
         out.print("[bold]bundled assets[/]", highlight=False)
         for asset in template.assets:
