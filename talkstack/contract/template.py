@@ -98,9 +98,11 @@ class TemplateDocument(StrictModel):
     category: Annotated[str, Field(min_length=1, max_length=50)]
     aspect: AspectRatio
     resolution: CompositionResolution = "720p"
-    variables: Annotated[dict[VariableName, TemplateVariable], Field(max_length=MAX_VARIABLES)] = Field(
-        default_factory=dict
-    )
+    variables: Annotated[
+        dict[VariableName, TemplateVariable],
+        # names outside the pattern are refused by the published schema too, not only by the model
+        Field(max_length=MAX_VARIABLES, json_schema_extra={"additionalProperties": False}),
+    ] = Field(default_factory=dict)
     composition: TemplateComposition
     example: dict[str, Any] = Field(default_factory=dict)
     """Variables that render the template (with its defaults): a user's starting point."""

@@ -245,3 +245,14 @@ def test_every_bundled_asset_is_used_and_licensed():
     assert media <= used  # nothing shipped that no template needs
     licences = {asset.licence for t in bundled_templates().values() for asset in t.assets}
     assert licences <= {"Apache-2.0", "public domain"}
+
+
+@pytest.mark.parametrize("template_id", ["product-demo", "tutorial", "social-ad", "news"])
+def test_bundled_templates_match_the_published_schema(template_id):
+    import jsonschema
+
+    schema = json.loads((TEMPLATES_DIR.parents[2] / "schemas" / "template.schema.json").read_text())
+    data = yaml.safe_load((TEMPLATES_DIR / f"{template_id}.yaml").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(data)
+    broken = {**data, "variables": {**data["variables"], "Bad Name": {"type": "text", "description": "x"}}}
+    assert not jsonschema.Draft202012Validator(schema).is_valid(broken)
