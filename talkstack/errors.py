@@ -52,6 +52,10 @@ class ErrorCode(StrEnum):
     # Likeness and voice consent (talkstack/safety/consent.py, docs/safety.md)
     CONSENT_REQUIRED = "CONSENT_REQUIRED"
     CONSENT_CLIP_INVALID = "CONSENT_CLIP_INVALID"
+    # Templates (talkstack/templates/, docs/templates.md): a template document that does not hold
+    # together; variables a render gives that do not fit the template (details.problems lists each)
+    TEMPLATE_INVALID = "TEMPLATE_INVALID"
+    TEMPLATE_VARIABLES_INVALID = "TEMPLATE_VARIABLES_INVALID"
     # The local stack (CLI only): none answering where a command looks, or `talkstack up` cannot bind
     STACK_NOT_RUNNING = "STACK_NOT_RUNNING"
     PORT_IN_USE = "PORT_IN_USE"

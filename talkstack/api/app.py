@@ -78,6 +78,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.CONSENT_REQUIRED: 422,  # a request without the attestation it needs
     ErrorCode.CONSENT_CLIP_INVALID: 422,
+    ErrorCode.TEMPLATE_INVALID: 422,  # an operator's template that does not hold together
+    ErrorCode.TEMPLATE_VARIABLES_INVALID: 422,  # details.problems: every variable that does not fit
     ErrorCode.GENERATION_FAILED: 500,
 }
 """Any other code (a missing input, a silent clip, a model this stack cannot run …) is 422."""
