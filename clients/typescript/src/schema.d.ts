@@ -726,7 +726,7 @@ export interface components {
          * ErrorCode
          * @enum {string}
          */
-        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG" | "CONTENT_REFUSED" | "MODERATION_POLICY_INVALID" | "MODERATION_UNAVAILABLE" | "CONSENT_REQUIRED" | "CONSENT_CLIP_INVALID" | "STACK_NOT_RUNNING" | "PORT_IN_USE";
+        ErrorCode: "INVALID_REQUEST" | "UNAUTHORIZED" | "RATE_LIMITED" | "MODEL_UNAVAILABLE" | "GENERATION_FAILED" | "WORKER_TIMEOUT" | "NOT_FOUND" | "CONFLICT" | "IDEMPOTENCY_KEY_REUSED" | "STORAGE_QUOTA_EXCEEDED" | "INPUT_NOT_FOUND" | "INPUT_FORBIDDEN" | "INPUT_TOO_LARGE" | "EMPTY_INPUT" | "UNSUPPORTED_MEDIA" | "CORRUPT_MEDIA" | "OUTPUT_EXISTS" | "AUDIO_SILENT" | "AUDIO_TOO_SHORT" | "AUDIO_TOO_LONG" | "IMAGE_TOO_LARGE" | "IMAGE_TOO_SMALL" | "NO_FACE_DETECTED" | "FACE_TOO_SMALL" | "TEXT_TOO_LONG" | "CONTENT_REFUSED" | "MODERATION_POLICY_INVALID" | "MODERATION_UNAVAILABLE" | "CONSENT_REQUIRED" | "CONSENT_CLIP_INVALID" | "TEMPLATE_INVALID" | "TEMPLATE_VARIABLES_INVALID" | "STACK_NOT_RUNNING" | "PORT_IN_USE";
         /** ErrorDetail */
         ErrorDetail: {
             code: components["schemas"]["ErrorCode"];
@@ -837,7 +837,7 @@ export interface components {
             /** Message */
             message: string;
             /** Step */
-            step?: ("validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify") | null;
+            step?: ("validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "matte" | "compose" | "finalize" | "notify") | null;
         };
         /** JobLinks */
         JobLinks: {
@@ -1144,7 +1144,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "video" | "audio" | "thumbnail" | "captions" | "result";
+            kind: "video" | "audio" | "thumbnail" | "captions" | "preview" | "scene_thumbnail" | "result";
             /**
              * Url
              * @description Pre-signed GET, valid until `url_expires_at`.
@@ -1285,7 +1285,7 @@ export interface components {
              * Name
              * @enum {string}
              */
-            name: "validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify";
+            name: "validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "matte" | "compose" | "finalize" | "notify";
             /**
              * Status
              * @enum {string}
