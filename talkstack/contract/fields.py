@@ -27,8 +27,9 @@ TaskKind = Literal["avatar", "voice", "video", "composition"]
 AvatarModelId = Literal["lite-avatar", "multitalk", "infinitetalk"]
 VoiceModelId = Literal["lite-voice", "chatterbox", "indextts2"]
 VideoModelId = Literal["ltx-video", "wan2.2-ti2v-5b"]
-MatteModelId = Literal["lite-matte"]
-"""Models that cut a person out of their background (the matte step of compositions)."""
+MatteModelId = Literal["lite-matte", "vitmatte"]
+"""Models that cut a person out of their background (the matte step of compositions): `lite-matte`
+on a CPU, `vitmatte` on a GPU (docs/backgrounds.md)."""
 # Event types live here (not in events.py) because requests subscribe to them.
 EventType = Literal[
     "job.queued", "job.started", "job.progress", "job.completed", "job.held", "job.failed", "job.cancelled"

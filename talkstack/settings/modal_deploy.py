@@ -24,7 +24,7 @@ def _yes(value: object) -> object:
     return value.strip().lower() in {"1", "true", "yes"} if isinstance(value, str) else value
 
 
-WorkerFamily = Literal["avatar", "video", "voice", "stitch"]
+WorkerFamily = Literal["avatar", "video", "voice", "stitch", "matte"]
 
 
 class ModalDeploySettings(BaseSettings):
@@ -71,6 +71,13 @@ class ModalDeploySettings(BaseSettings):
     """Most GPU containers each voice class (Chatterbox, IndexTTS-2) may run at once."""
     voice_scaledown_s: int = 5 * 60
     """Seconds an idle voice container stays warm."""
+    matte_gpu: str = "L4"
+    """GPU of the matte app's ViTMatte class (person mattes for compositions): the small model needs
+    a few GB; any Modal GPU runs it."""
+    matte_timeout_s: int = Field(30 * 60, gt=0)
+    """Modal timeout of one matte task (ViTMatte on a GPU, or lite-matte on CPUs), in seconds."""
+    matte_max_containers: int = Field(4, ge=1)
+    """Most containers each matte class (ViTMatte, LiteMatte) may run at once."""
     hf_secret: Annotated[bool, BeforeValidator(_yes)] = False
     """`1` attaches the Modal secret `talkstack-huggingface` (HF_TOKEN) to the weights app."""
 
@@ -87,6 +94,7 @@ class ModalDeploySettings(BaseSettings):
             "video": self.video_max_containers,
             "voice": self.voice_max_containers,
             "stitch": self.stitch_max_containers,
+            "matte": self.matte_max_containers,
         }[family]
 
     def timeout_s(self, family: WorkerFamily) -> int:
@@ -96,6 +104,7 @@ class ModalDeploySettings(BaseSettings):
             "video": self.video_timeout_s,
             "voice": self.voice_timeout_s,
             "stitch": self.stitch_timeout_s,
+            "matte": self.matte_timeout_s,
         }[family]
 
 

@@ -127,7 +127,7 @@ def matte_video(
     def masks() -> Iterator[np.ndarray]:
         nonlocal count
         with contextlib.ExitStack() as stack:
-            per_frame = tracker or stack.enter_context(_frame_matter())
+            per_frame = tracker or stack.enter_context(frame_matter())
             for frame in iter_frames(video):
                 yield per_frame(frame)
                 count += 1
@@ -220,7 +220,7 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _frame_matter() -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+def frame_matter() -> Iterator[Callable[[np.ndarray], np.ndarray]]:
     """matte(rgb) for consecutive frames: segment, refine, add the face, smooth over time."""
     with person_segmenter() as segment, face_tracker() as track:
         previous: list[np.ndarray] = []
