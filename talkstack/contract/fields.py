@@ -41,7 +41,12 @@ VOICE_MODELS: tuple[str, ...] = get_args(VoiceModelId)
 VIDEO_MODELS: tuple[str, ...] = get_args(VideoModelId)
 MATTE_MODELS: tuple[str, ...] = get_args(MatteModelId)
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
-DEFAULT_MODELS: dict[str, str] = {"avatar": "lite-avatar", "voice": "lite-voice", "video": "ltx-video"}
+DEFAULT_MODELS: dict[str, str] = {
+    "avatar": "lite-avatar",
+    "voice": "lite-voice",
+    "video": "ltx-video",
+    "matte": "lite-matte",  # the matte step of compositions (options.matte_model); no job task
+}
 
 MAX_REQUEST_BYTES = 256 * 1024  # the Step Functions input limit: a bigger request could never run
 MAX_KEY_BYTES = 1024  # S3's object key limit
