@@ -111,3 +111,14 @@ def test_matte_step_on_a_still_image(tmp_path: Path) -> None:
     assert masks[0].shape == (512, 512)
     assert masks[0][200:260, 200:260].mean() > 0.95  # the face
     assert masks[0][:40, 300:].max() < 0.1  # the wall
+
+
+def test_a_photo_that_is_not_the_videos_falls_back_to_per_frame_masks(avatar: Path, tmp_path: Path) -> None:
+    """The photo's mask fits only a video whose background is that photo's (a lite avatar render):
+    given another photo of the same shape, every frame is matted on its own."""
+    from PIL import Image
+
+    other = tmp_path / "mirrored.png"
+    Image.open(PORTRAIT).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    result = matte_video(avatar, tmp_path / "mask.mp4", photo=other)
+    assert result.method == "frames" and result.frames == probe_video(avatar).frames

@@ -27,6 +27,7 @@ at all, and the body's mask is exactly the photo's.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ EDGE_LOW, EDGE_HIGH = 0.3, 0.7
 """The refined probability maps to 0 below EDGE_LOW and 1 above EDGE_HIGH (smoothstep between)."""
 FACE_GROW = 1.08
 """The face oval is enlarged by this factor about its centre before it is added to the mask."""
+SAME_BACKGROUND = 6.0
+"""Mean grey-level difference, away from the head, up to which a video's first frame is the photo
+(the lite engine's frames differ from it there only by H.264's loss and the invisible watermark:
+2.4 levels on the bundled portrait at 320 px)."""
 MAX_HEAD_SHIFT = 0.15
 """A measured head shift larger than this fraction of the face width is a mismatch, not motion."""
 
@@ -120,15 +125,19 @@ def matte_video(
     info = probe_video(video)
     fps = info.fps or float(STILL_FPS)
     total = max(info.frames, 1)
-    tracker = _photo_tracker(Path(photo), info.width, info.height) if photo is not None else None
-    method = "photo" if tracker is not None else "frames"
-    count = 0
+    count, method = 0, "frames"
 
     def masks() -> Iterator[np.ndarray]:
-        nonlocal count
+        nonlocal count, method
+        frames = iter_frames(video)
+        first = next(frames, None)
+        if first is None:
+            return
+        tracker = _photo_tracker(Path(photo), first) if photo is not None else None
         with contextlib.ExitStack() as stack:
             per_frame = tracker or stack.enter_context(frame_matter())
-            for frame in iter_frames(video):
+            method = "photo" if tracker is not None else "frames"
+            for frame in itertools.chain([first], frames):
                 yield per_frame(frame)
                 count += 1
                 if count % 25 == 0:
@@ -243,9 +252,11 @@ def frame_matter() -> Iterator[Callable[[np.ndarray], np.ndarray]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _photo_tracker(photo_path: Path, width: int, height: int) -> Callable[[np.ndarray], np.ndarray] | None:
+def _photo_tracker(photo_path: Path, first: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
     """matte(frame) for a lite avatar render of this photo, or None when the video is not one (its
-    aspect ratio differs from the photo's, or the photo has no face): then frames are matted alone."""
+    aspect ratio differs from the photo's, the photo has no face, or the first frame differs from
+    the photo away from the head): then frames are matted alone."""
+    height, width = first.shape[:2]
     photo, _ = read_image(photo_path)
     ph, pw = photo.shape[:2]
     if abs(pw / ph - width / height) > 0.02:  # the lite engine scales the photo, never crops it
@@ -255,8 +266,6 @@ def _photo_tracker(photo_path: Path, width: int, height: int) -> Callable[[np.nd
     if not faces:
         return None
     face = max(faces, key=lambda f: f.area)
-    with person_segmenter() as segment:
-        base = with_face(refine(photo, segment(photo)), face)
 
     # The head region, as the lite rig draws it: an ellipse a little above the face oval's centre,
     # feathered; outside it the frame is the photo, and so is the mask.
@@ -269,6 +278,16 @@ def _photo_tracker(photo_path: Path, width: int, height: int) -> Callable[[np.nd
     weight = 1.0 - _smoothstep((r - 1.0) / 0.6)
     bx0, by0 = max(0, int(x0 - 0.2 * fw)), max(0, int(y0 - 0.3 * fh))
     bx1, by1 = min(width, int(x1 + 0.2 * fw)), min(height, int(y1 + 0.2 * fh))
+    # A GPU engine's render of the same photo (or anything else) redraws the background too: then
+    # the photo's mask does not fit it. The lite engine leaves it as the photo, up to the encoder.
+    still = weight < 0.01
+    away = np.abs(
+        cv2.cvtColor(first, cv2.COLOR_RGB2GRAY).astype(np.float32) - cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    )
+    if not still.any() or float(away[still].mean()) > SAME_BACKGROUND:
+        return None
+    with person_segmenter() as segment:
+        base = with_face(refine(photo, segment(photo)), face)
     grey_photo = cv2.cvtColor(photo[by0:by1, bx0:bx1], cv2.COLOR_RGB2GRAY).astype(np.float32)
     window = cv2.createHanningWindow((bx1 - bx0, by1 - by0), cv2.CV_32F)
     limit = MAX_HEAD_SHIFT * fw
