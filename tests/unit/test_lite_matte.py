@@ -3,6 +3,7 @@ the background out, matches the video frame for frame, and does not flicker."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from talkstack.engines.lite.avatar import LiteAvatarOptions, render_avatar
 from talkstack.engines.lite.face import detect_faces
-from talkstack.engines.lite.matte import matte_video, render_matte
+from talkstack.engines.lite.matte import matte_video, model_path, render_matte
 from talkstack.media.alpha import read_mask_frames
 from talkstack.media.audio import read_audio, write_wav
 from talkstack.media.video import iter_frames, probe_video
@@ -19,6 +20,13 @@ from tests.conftest import PORTRAIT, SPEECH
 from tests.support.matte import matte_task
 
 GREEN = np.array([0, 255, 0], np.float32)
+MODEL_SHA256 = "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"
+"""The selfie segmentation model of the mediapipe 0.10.14 wheel (NOTICE names it with this digest)."""
+
+
+def test_shipped_segmentation_model_is_the_published_file() -> None:
+    assert model_path().stat().st_size == 249_505
+    assert hashlib.sha256(model_path().read_bytes()).hexdigest() == MODEL_SHA256
 
 
 @pytest.fixture(scope="module")
