@@ -13,7 +13,7 @@ import pytest
 from talkstack.engines.lite.avatar import LiteAvatarOptions, render_avatar
 from talkstack.engines.lite.face import detect_faces
 from talkstack.engines.lite.matte import matte_video, model_path, render_matte
-from talkstack.media.alpha import read_mask_frames
+from talkstack.media.alpha import encode_alpha_webm, encode_prores4444, read_alpha_frames, read_mask_frames
 from talkstack.media.audio import read_audio, write_wav
 from talkstack.media.video import iter_frames, probe_video
 from tests.conftest import PORTRAIT, SPEECH
@@ -130,3 +130,21 @@ def test_a_photo_that_is_not_the_videos_falls_back_to_per_frame_masks(avatar: Pa
     Image.open(PORTRAIT).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
     result = matte_video(avatar, tmp_path / "mask.mp4", photo=other)
     assert result.method == "frames" and result.frames == probe_video(avatar).frames
+
+
+@pytest.mark.parametrize("encode", [encode_alpha_webm, encode_prores4444], ids=["webm", "mov"])
+def test_the_avatar_cut_out_decodes_with_alpha(
+    encode, avatar: Path, frames, face_box, tmp_path: Path
+) -> None:
+    """The lite avatar with its mask as alpha, encoded as editors get it (the compose step's
+    transparent outputs): decoded, opaque over the face and transparent in the top corners."""
+    matte_video(avatar, tmp_path / "mask.mp4", photo=PORTRAIT)
+    masks = read_mask_frames(tmp_path / "mask.mp4")
+    rgba = (np.dstack([f, (m * 255).round().astype(np.uint8)]) for f, m in zip(frames, masks, strict=True))
+    path = encode(rgba, 25, tmp_path / ("cut" + (".webm" if encode is encode_alpha_webm else ".mov")))
+    decoded = list(read_alpha_frames(path))
+    assert len(decoded) == len(frames)
+    for i, frame in enumerate(decoded):
+        alpha = frame[..., 3]
+        assert (alpha[face_box] >= 250).mean() >= 0.95, f"frame {i}"
+        assert alpha[:24, :24].max() <= 5 and alpha[:24, -24:].max() <= 5, f"frame {i}"
