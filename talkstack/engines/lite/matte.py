@@ -49,6 +49,8 @@ from talkstack.media.video import iter_frames, probe_video
 MODEL_FILE = "selfie_segmentation.tflite"
 STILL_FPS = 25
 """Frame rate of the one-frame mask of a still image (a still has none of its own)."""
+WORK_SIDE = 640
+"""Long side at which frames are segmented, faces tracked and the guided filter solved."""
 SMOOTHING = 0.5
 """Weight of the newest frame's mask in the running average (1 = no temporal smoothing)."""
 EDGE_LOW, EDGE_HIGH = 0.3, 0.7
@@ -113,7 +115,7 @@ def matte_video(
     if mime.startswith("image/"):
         rgb, _ = read_image(video)
         with person_segmenter() as segment:
-            mask = refine(rgb, segment(rgb))
+            mask = person_mask(rgb, segment)
         faces = detect_faces(rgb)
         if faces:
             mask = with_face(mask, max(faces, key=lambda f: f.area))
@@ -182,8 +184,11 @@ def person_segmenter() -> Iterator[Callable[[np.ndarray], np.ndarray]]:
         yield segment
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """He et al.'s guided filter (grey guide): `src` smoothed, but with the guide's edges."""
+def guided_coefficients(
+    guide: np.ndarray, src: np.ndarray, radius: int, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """He et al.'s guided filter (grey guide) as its two smoothed coefficient maps (a, b): the
+    filtered `src` is a * guide + b, with the guide's edges."""
     size = (2 * radius + 1, 2 * radius + 1)
 
     def mean(a: np.ndarray) -> np.ndarray:
@@ -194,15 +199,36 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     cov_ip = mean(guide * src) - mean_i * mean_p
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
-    return mean(a) * guide + mean(b)
+    return mean(a), mean(b)
 
 
-def refine(rgb: np.ndarray, probability: np.ndarray) -> np.ndarray:
-    """The model's coarse probability → a clean mask: edges snapped to the image, a soft band a few
-    pixels wide, exactly 0 and 1 elsewhere."""
+def person_mask(rgb: np.ndarray, segment: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The refined person mask of one frame, at its size. Large frames are segmented and their
+    guided filter solved at WORK_SIDE (the model sees 256×256 anyway), and the filter's coefficients
+    applied to the full-size frame (He and Sun's fast guided filter): the edge still follows the
+    full-resolution image, at a fraction of the cost (1080p: about 5× faster)."""
+    small = working_copy(rgb)
+    return refine(rgb, segment(small), small)
+
+
+def refine(rgb: np.ndarray, probability: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
+    """The model's coarse probability → a clean mask the size of `rgb`: edges snapped to the image,
+    a soft band a few pixels wide, exactly 0 and 1 elsewhere. `probability` may be at the size of
+    `small`, a downscaled `rgb` (then the filter is solved there and applied at full size)."""
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    radius = max(2, round(min(rgb.shape[:2]) / 90))
-    snapped = guided_filter(grey, probability.astype(np.float32), radius, 1e-3)
+    probability = probability.astype(np.float32)
+    if probability.shape == grey.shape:
+        low = grey
+    else:
+        assert small is not None and small.shape[:2] == probability.shape, "probability of another frame"
+        low = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    radius = max(2, round(min(low.shape) / 90))
+    a, b = guided_coefficients(low, probability, radius, 1e-3)
+    if low is not grey:
+        size = (grey.shape[1], grey.shape[0])
+        a = cv2.resize(a, size, interpolation=cv2.INTER_LINEAR)
+        b = cv2.resize(b, size, interpolation=cv2.INTER_LINEAR)
+    snapped = a * grey + b
     return _smoothstep((snapped - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW))
 
 
@@ -211,11 +237,30 @@ def with_face(mask: np.ndarray, face: Face) -> np.ndarray:
     oval = face.points[FACE_OVAL]
     centre = oval.mean(axis=0)
     grown = (oval - centre) * FACE_GROW + centre
-    face_mask = np.zeros(mask.shape, np.float32)
-    cv2.fillPoly(face_mask, [np.round(grown).astype(np.int32)], 1.0)
     feather = max(1, round(face.width / 40)) * 2 + 1
+    # Only the oval's box (plus the feather) is touched: cheap on large frames.
+    h, w = mask.shape
+    x0, y0 = np.floor(grown.min(axis=0)).astype(int) - feather
+    x1, y1 = np.ceil(grown.max(axis=0)).astype(int) + feather + 1
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return mask
+    face_mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    cv2.fillPoly(face_mask, [np.round(grown - [x0, y0]).astype(np.int32)], 1.0)
     face_mask = cv2.GaussianBlur(face_mask, (feather, feather), 0)
-    return np.maximum(mask, face_mask)
+    out = mask.copy()
+    out[y0:y1, x0:x1] = np.maximum(out[y0:y1, x0:x1], face_mask)
+    return out
+
+
+def working_copy(rgb: np.ndarray) -> np.ndarray:
+    """The frame itself, or a copy scaled down to WORK_SIDE on its long side."""
+    h, w = rgb.shape[:2]
+    scale = WORK_SIDE / max(h, w)
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -235,12 +280,14 @@ def frame_matter() -> Iterator[Callable[[np.ndarray], np.ndarray]]:
         previous: list[np.ndarray] = []
 
         def matte(rgb: np.ndarray) -> np.ndarray:
-            mask = refine(rgb, segment(rgb))
+            h, w = rgb.shape[:2]
+            small = working_copy(rgb)
+            mask = refine(rgb, segment(small), small)
             if previous:
                 mask = SMOOTHING * mask + (1 - SMOOTHING) * previous[0]
-            face = track(rgb)
+            face = track(small)
             if face is not None:  # after smoothing: the face is never faded in from the last frame
-                mask = with_face(mask, face)
+                mask = with_face(mask, face.scaled(w / small.shape[1], h / small.shape[0]))
             previous[:] = [mask]
             return mask
 
@@ -287,7 +334,7 @@ def _photo_tracker(photo_path: Path, first: np.ndarray) -> Callable[[np.ndarray]
     if not still.any() or float(away[still].mean()) > SAME_BACKGROUND:
         return None
     with person_segmenter() as segment:
-        base = with_face(refine(photo, segment(photo)), face)
+        base = with_face(person_mask(photo, segment), face)
     grey_photo = cv2.cvtColor(photo[by0:by1, bx0:bx1], cv2.COLOR_RGB2GRAY).astype(np.float32)
     window = cv2.createHanningWindow((bx1 - bx0, by1 - by0), cv2.CV_32F)
     limit = MAX_HEAD_SHIFT * fw
