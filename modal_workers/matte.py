@@ -42,8 +42,9 @@ MAX_CONTAINERS = DEPLOY.matte_max_containers
 SCALEDOWN_S = 2 * 60
 """The model loads in seconds: no reason to keep a GPU warm for long."""
 
-MATTE_PACKAGES = ["opencv-python-headless==5.1.0.95"]
-"""Both classes: the guided filter, trimaps and resizing (cv2), the test suite's version."""
+MATTE_PACKAGES = ["opencv-python-headless==5.1.0.95", "librosa==0.11.0"]
+"""Both classes: the guided filter, trimaps and resizing (cv2); librosa because the worker runtime's
+media modules import it (talkstack.media.quality), as on the stitcher. The test suite's versions."""
 VITMATTE_PACKAGES = [
     "torch==2.13.0",
     "transformers==5.23.0",

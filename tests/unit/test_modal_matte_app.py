@@ -103,3 +103,34 @@ def test_deploy_time_settings_are_honoured_and_nothing_heavy_is_imported():
         check=True,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"gpu": "A10G", "max": [3, 3], "heavy": []}
+
+
+MATTE_ENTRIES = ["modal_workers.common", "talkstack.workers.runner", "talkstack.engines.lite.matte"]
+"""What LiteMatte runs: the runner and lite-matte (LITE_STEPS' other steps never run there)."""
+
+
+def test_each_image_installs_everything_its_matte_code_imports(app_module):
+    """Walked with talkstack's import graph (tests/unit/test_modal_worker_imports.py), checked against
+    the pip installs of the Dockerfile Modal generates for each image."""
+    from tests.unit.test_modal_worker_imports import missing_from, third_party_imports
+
+    cpu = third_party_imports(MATTE_ENTRIES)
+    assert {"cv2", "mediapipe", "av", "numpy"} <= set(cpu) and "torch" not in cpu
+    assert missing_from(app_module.cpu_image, cpu) == {}
+    gpu = third_party_imports([*MATTE_ENTRIES, "talkstack.engines.gpu.matte"])
+    assert {"torch", "transformers", "mediapipe", "cv2"} <= set(gpu)
+    assert missing_from(app_module.gpu_image, gpu) == {}
+
+
+def test_the_segmentation_model_reaches_both_containers(app_module):
+    """lite-matte's model file ships inside the talkstack source mount (Modal's default filter would
+    leave non-Python files behind)."""
+    import inspect
+
+    from tests.support.modal_introspect import _impl
+
+    for image in (app_module.cpu_image, app_module.gpu_image):
+        mount = inspect.getclosurevars(_impl(image)._load).nonlocals["mount"]
+        files = {str(remote) for entry in mount.entries for _local, remote in entry.get_files_to_upload()}
+        assert "/root/talkstack/assets/models/selfie_segmentation.tflite" in files
+        assert "/root/talkstack/assets/models/face_landmarker.task" in files
