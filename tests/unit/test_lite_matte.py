@@ -148,3 +148,38 @@ def test_the_avatar_cut_out_decodes_with_alpha(
         alpha = frame[..., 3]
         assert (alpha[face_box] >= 250).mean() >= 0.95, f"frame {i}"
         assert alpha[:24, :24].max() <= 5 and alpha[:24, -24:].max() <= 5, f"frame {i}"
+
+
+def test_the_photos_mask_follows_the_head(tmp_path: Path) -> None:
+    """Frames drawn by the lite rig with the head pushed sideways: the mask's head moves with it by
+    about as much, and the body's mask stays the photo's."""
+    import cv2
+
+    from talkstack.engines.lite.rig import AvatarRig
+    from talkstack.media.image import read_image
+    from talkstack.media.video import Mp4Writer
+
+    photo = cv2.resize(read_image(PORTRAIT)[0], (320, 320), interpolation=cv2.INTER_AREA)
+    face = max(detect_faces(photo), key=lambda f: f.area)
+    rig = AvatarRig(photo, face)
+    video = tmp_path / "pushed.mp4"
+    with Mp4Writer(video, 320, 320, 25) as out:
+        for dx in (0.0, 0.1, 0.1, 0.0):
+            out.write(rig.render(0.0, 0.0, 0.0, dx, 0.0))
+    assert matte_video(video, tmp_path / "mask.mp4", photo=PORTRAIT).method == "photo"
+    masks = list(read_mask_frames(tmp_path / "mask.mp4"))
+
+    y0 = int(face.box[1])
+    head = masks[0][max(0, y0 - 20) : y0 + 10]  # the top of the head: hair against the wall
+    columns = np.arange(320, dtype=np.float32)
+
+    def centre(mask: np.ndarray) -> float:
+        rows = mask[max(0, y0 - 20) : y0 + 10]
+        return float((rows * columns).sum() / rows.sum())
+
+    moved = centre(masks[1]) - centre(masks[0])
+    assert head.sum() > 0
+    assert 0.5 * 0.1 * face.width < moved < 1.5 * 0.1 * face.width  # the rig moved it 0.1 face widths
+    assert abs(centre(masks[3]) - centre(masks[0])) < 0.5  # and back
+    body = slice(280, 320)
+    assert np.abs(masks[1][body] - masks[0][body]).max() < 0.03  # the body does not move
