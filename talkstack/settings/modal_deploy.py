@@ -61,10 +61,6 @@ class ModalDeploySettings(BaseSettings):
     """Most CPU containers of the compose app's Composer (assembles compositions) at once."""
     compose_timeout_s: int = Field(30 * 60, gt=0)
     """Modal timeout of one compose task, in seconds."""
-    matte_max_containers: int = Field(4, ge=1)
-    """Most containers of the matting worker (cuts people out of composition scenes) at once."""
-    matte_timeout_s: int = Field(30 * 60, gt=0)
-    """Modal timeout of one matte task, in seconds."""
     video_gpu: str = "H100"
     """GPU of the video app (LTX-Video, Wan2.2-TI2V-5B): both fit one 80 GB GPU in bf16."""
     video_max_containers: int = Field(2, ge=1)
@@ -79,6 +75,13 @@ class ModalDeploySettings(BaseSettings):
     """Most GPU containers each voice class (Chatterbox, IndexTTS-2) may run at once."""
     voice_scaledown_s: int = 5 * 60
     """Seconds an idle voice container stays warm."""
+    matte_gpu: str = "L4"
+    """GPU of the matte app's ViTMatte class (person mattes for compositions): the small model needs
+    a few GB; any Modal GPU runs it."""
+    matte_timeout_s: int = Field(30 * 60, gt=0)
+    """Modal timeout of one matte task (ViTMatte on a GPU, or lite-matte on CPUs), in seconds."""
+    matte_max_containers: int = Field(4, ge=1)
+    """Most containers each matte class (ViTMatte, LiteMatte) may run at once."""
     hf_secret: Annotated[bool, BeforeValidator(_yes)] = False
     """`1` attaches the Modal secret `talkstack-huggingface` (HF_TOKEN) to the weights app."""
 
