@@ -970,9 +970,11 @@ export interface components {
             limits: components["schemas"]["ModelLimits"];
             /**
              * Task
+             * @description What the model does; `matte` models cut people out of their background in compositions
+             *     (named by a composition's options.matte_model, never a job's task).
              * @enum {string}
              */
-            task: "avatar" | "voice" | "video";
+            task: "avatar" | "voice" | "video" | "matte";
             /** Unavailable Reason */
             unavailable_reason?: string | null;
         };
