@@ -1,4 +1,4 @@
-# talkstack — `make demo` renders the bundled sample; `make test` runs the whole suite.
+# talkstack — `make demo` renders the bundled sample and the social-ad template; `make test` runs the whole suite.
 # Both create/refresh the virtual environment first; nothing relies on hand-installed packages.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,6 +26,8 @@ sysdeps:
 
 demo: venv
 	$(VENV)/bin/talkstack demo --output out/demo.mp4
+	# a finished video too: the social-ad template with its example variables, rendered offline
+	$(VENV)/bin/talkstack templates render social-ad --example --output out/demo-social-ad.mp4
 
 lint: venv
 	$(VENV)/bin/ruff check talkstack aws modal_workers infra tests bench

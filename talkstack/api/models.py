@@ -336,7 +336,9 @@ class ModelLimits(StrictModel):
 
 class ModelView(StrictModel):
     id: str
-    task: Literal["avatar", "voice", "video"]
+    task: Literal["avatar", "voice", "video", "matte"]
+    """What the model does; `matte` models cut people out of their background in compositions
+    (named by a composition's options.matte_model, never a job's task)."""
     description: str
     licence: str
     gpu: bool

@@ -563,6 +563,8 @@ class ApiService:
                 max_text_chars=lim.max_text_chars,
                 max_audio_bytes=lim.max_audio_bytes,
             )
+        if task == "matte":  # cuts the person out of a composition's scene: the scene's limits apply
+            return ModelLimits()
         return ModelLimits(max_image_bytes=lim.max_image_bytes, max_duration_s=60.0)
 
     def usage(

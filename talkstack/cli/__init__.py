@@ -24,6 +24,7 @@ from talkstack.cli import moderation as cli_moderation
 from talkstack.cli import remote as cli_remote
 from talkstack.cli import settings as cli_settings
 from talkstack.cli import stack as cli_stack
+from talkstack.cli import templates as cli_templates
 from talkstack.cli import verify as cli_verify
 from talkstack.cli.common import err, friendly_errors, out, progress_bar
 from talkstack.engines.base import RenderResult
@@ -71,6 +72,7 @@ cli_data.register(app)
 cli_settings.register(app)
 cli_moderation.register(app)
 cli_verify.register(app)
+cli_templates.register(app)
 
 
 def _short_side(resolution: str | None) -> int | None:

@@ -78,6 +78,13 @@ def canvas_size(
 _SET_BY_COMPOSITION = ("width", "height", "fps")
 
 
+def _overridden(options: StrictModel, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` hold something other than their default. Not `model_fields_set`: a stored
+    job record holds every field (its JSON is a full dump), and must parse back."""
+    fields = type(options).model_fields
+    return [name for name in names if getattr(options, name) != fields[name].default]
+
+
 class AvatarSource(StrictModel):
     """A talking avatar: a photo driven by speech audio or by text (a voice step first), rendered by
     any avatar engine. Its size and frame rate are the composition's."""
@@ -90,9 +97,8 @@ class AvatarSource(StrictModel):
 
     @model_validator(mode="after")
     def _check_options(self) -> AvatarSource:
-        for name in _SET_BY_COMPOSITION:
-            if name in self.options.model_fields_set:
-                raise ValueError(f"options.{name}: set by the composition (options.resolution / fps)")
+        for name in _overridden(self.options, _SET_BY_COMPOSITION):
+            raise ValueError(f"options.{name}: set by the composition (options.resolution / fps)")
         if self.options.long_audio == "parallel":
             raise ValueError("options.long_audio: scenes render as one stream; leave it 'sequential'")
         if self.inputs.second_audio is not None:
@@ -110,9 +116,8 @@ class VideoSource(StrictModel):
 
     @model_validator(mode="after")
     def _check_options(self) -> VideoSource:
-        for name in ("aspect", *_SET_BY_COMPOSITION):
-            if name in self.options.model_fields_set:
-                raise ValueError(f"options.{name}: set by the composition (options.aspect / fps)")
+        for name in _overridden(self.options, ("aspect", *_SET_BY_COMPOSITION)):
+            raise ValueError(f"options.{name}: set by the composition (options.aspect / fps)")
         return self
 
 
@@ -483,6 +488,35 @@ class ComposeOptions(StrictModel):
     width: int = Field(ge=2, le=4096, multiple_of=2)
     height: int = Field(ge=2, le=4096, multiple_of=2)
 
+    def captioned_scenes(self) -> list[int]:
+        """The scenes whose speech is captioned (none when captions are neither written nor burnt
+        in): those with word timings from their voice step (`words`), and those with a `transcript`
+        to align to their sound (an avatar render's speech, a video upload's kept sound)."""
+        captions = self.options.captions
+        if not captions.sidecar and captions.burn_in == "none":
+            return []
+        found = []
+        for index, item in enumerate(self.scenes):
+            source = item.scene.source
+            if not item.scene.captions:
+                continue
+            if item.words or (
+                item.scene.transcript is not None
+                and (
+                    (item.rendered and isinstance(source, AvatarSource))
+                    or (isinstance(source, MediaSource) and source.keep_audio and _is_video(source.media))
+                )
+            ):
+                found.append(index)
+        return found
+
+    @property
+    def writes_caption_files(self) -> bool:
+        """Whether the compose step writes `captions_srt` and `captions_vtt` (the outputs to declare):
+        sidecar captions are on and a scene is captioned. The files are written even when the
+        speech yields no words (then they hold no cues)."""
+        return self.options.captions.sidecar and bool(self.captioned_scenes())
+
 
 class MatteOptions(StrictModel):
     """The matte step's options: which model cuts the person out of scene `scene`'s video."""
@@ -513,6 +547,23 @@ alpha only when options.transparent."""
 
 def scene_thumbnail_role(index: int) -> str:
     return f"scene_thumbnail_{index}"
+
+
+def compose_output_names(options: ComposeOptions) -> dict[str, str]:
+    """The outputs a compose task asks for (role → work file name), decided from its options alone
+    so the pipeline (which asks) and the compositor (which writes them all) agree: the video, its
+    thumbnail and animated preview, one thumbnail per scene; SRT and VTT when sidecar captions are
+    on and some captioned scene has words (a voice step's timings) or a transcript; the WebM and
+    MOV with alpha when options.transparent."""
+    names = {role: COMPOSE_OUTPUTS[role] for role in ("video", "thumbnail", "preview")}
+    captioned = any(s.scene.captions and (s.words or s.scene.transcript is not None) for s in options.scenes)
+    if options.options.captions.sidecar and captioned:
+        names.update({role: COMPOSE_OUTPUTS[role] for role in ("captions_srt", "captions_vtt")})
+    if options.options.transparent:
+        names.update({role: COMPOSE_OUTPUTS[role] for role in ("video_webm", "video_mov")})
+    for index in range(len(options.scenes)):
+        names[scene_thumbnail_role(index)] = f"scene-{index}.jpg"
+    return names
 
 
 JobRequest = Annotated[

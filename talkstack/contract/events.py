@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
 from talkstack.contract.fields import CallbackId, EventType, JobId, Metadata, S3Bucket, TaskKind
 from talkstack.contract.record import (
@@ -97,6 +97,9 @@ class JobEvent(BaseModel):
     status: JobStatus
     progress: Progress
     progress_message: str | None = None
+    scene: NonNegativeInt | None = None
+    """job.progress of a composition: the scene (index into `scenes`) whose engine steps moved it;
+    None for the compose step, for other events and for other jobs."""
     result: EventResult | None = None
     error: JobError | None = None
     scan: OutputScan | None = None
@@ -138,6 +141,7 @@ class JobEvent(BaseModel):
             status=record.status,
             progress=record.progress,
             progress_message=record.progress_message,
+            scene=record.progress_scene if type == "job.progress" else None,
             result=EventResult.from_result(record.result)
             if type == "job.completed" and record.result
             else None,

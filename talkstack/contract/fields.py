@@ -27,8 +27,9 @@ TaskKind = Literal["avatar", "voice", "video", "composition"]
 AvatarModelId = Literal["lite-avatar", "multitalk", "infinitetalk"]
 VoiceModelId = Literal["lite-voice", "chatterbox", "indextts2"]
 VideoModelId = Literal["ltx-video", "wan2.2-ti2v-5b"]
-MatteModelId = Literal["lite-matte"]
-"""Models that cut a person out of their background (the matte step of compositions)."""
+MatteModelId = Literal["lite-matte", "vitmatte"]
+"""Models that cut a person out of their background (the matte step of compositions): `lite-matte`
+on a CPU, `vitmatte` on a GPU (docs/backgrounds.md)."""
 # Event types live here (not in events.py) because requests subscribe to them.
 EventType = Literal[
     "job.queued", "job.started", "job.progress", "job.completed", "job.held", "job.failed", "job.cancelled"
@@ -40,7 +41,12 @@ VOICE_MODELS: tuple[str, ...] = get_args(VoiceModelId)
 VIDEO_MODELS: tuple[str, ...] = get_args(VideoModelId)
 MATTE_MODELS: tuple[str, ...] = get_args(MatteModelId)
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
-DEFAULT_MODELS: dict[str, str] = {"avatar": "lite-avatar", "voice": "lite-voice", "video": "ltx-video"}
+DEFAULT_MODELS: dict[str, str] = {
+    "avatar": "lite-avatar",
+    "voice": "lite-voice",
+    "video": "ltx-video",
+    "matte": "lite-matte",  # the matte step of compositions (options.matte_model); no job task
+}
 
 MAX_REQUEST_BYTES = 256 * 1024  # the Step Functions input limit: a bigger request could never run
 MAX_KEY_BYTES = 1024  # S3's object key limit

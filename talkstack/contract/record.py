@@ -32,9 +32,24 @@ from talkstack.contract.scan import OutputScan
 from talkstack.errors import ErrorCode, TalkstackError
 
 JobStatus = Literal["queued", "running", "completed", "held", "failed", "cancelled"]
-StepName = Literal["validate", "moderate", "plan", "voice", "avatar", "video", "stitch", "finalize", "notify"]
+StepName = Literal[
+    "validate",
+    "moderate",
+    "plan",
+    "voice",
+    "avatar",
+    "video",
+    "stitch",
+    "matte",
+    "compose",
+    "finalize",
+    "notify",
+]
 StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
-OutputKind = Literal["video", "audio", "thumbnail", "captions", "result"]
+OutputKind = Literal["video", "audio", "thumbnail", "captions", "preview", "scene_thumbnail", "result"]
+"""`video` also names a composition's alpha files (WebM, MOV: told apart by content type);
+`captions` its SRT and WebVTT files, `preview` its animated WebP, `scene_thumbnail` one still per
+scene, in scene order."""
 
 JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "held", "failed", "cancelled"})
@@ -98,6 +113,8 @@ class JobResult(StrictModel):
     scan: OutputScan | None = None
     """The output scan of the main output (talkstack.contract.scan): passed, flagged (the job is
     held) or not_scanned. None from workers that predate it."""
+    preview: bool = False
+    """A composition rendered as a preview (`preview: true`): lite engines, 360p, a PREVIEW mark."""
     held: list[OutputFile] = Field(default_factory=list)
     """A held job's outputs, in the work bucket under `held/<job_id>/` (never the output bucket),
     waiting for an operator's release; empty once released, and for any other job. Never shown to
@@ -210,6 +227,12 @@ class JobRecord(StrictModel):
     status: JobStatus = "queued"
     progress: Progress = 0.0
     progress_message: str | None = None
+    progress_scene: NonNegativeInt | None = None
+    """The composition scene (index) the latest progress came from; None for the compose step and
+    for every other job."""
+    scene_progress: dict[str, Progress] = Field(default_factory=dict)
+    """A composition's progress through each scene's engine steps, by scene index (a string: JSON
+    keys): the scenes render side by side, so the job's progress is their mean, not the furthest."""
     created_at: UtcDatetime
     updated_at: UtcDatetime
     started_at: UtcDatetime | None = None

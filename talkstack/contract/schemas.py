@@ -14,6 +14,7 @@ from typing import Any
 from talkstack.contract.composition import JOB_REQUEST_ADAPTER
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobRecord
+from talkstack.contract.template import TemplateDocument
 from talkstack.contract.worker import MARKER_ADAPTER, WORKER_TASK_ADAPTER
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -47,6 +48,14 @@ _MARKER_DESCRIPTION = (
 )
 
 
+_TEMPLATE_DESCRIPTION = (
+    "A talkstack template (JSON or YAML): a composition (scenes, options) whose strings may hold "
+    "{{name}} placeholders, the typed variables they name (text, image, video, audio, avatar, voice, "
+    "colour) with defaults, an example set of variables, and the licences of the bundled files "
+    "(asset:<path>) it uses. See docs/templates.md."
+)
+
+
 def _document(schema: dict[str, Any], title: str, description: str) -> dict[str, Any]:
     return {"$schema": DIALECT, **schema, "title": title, "description": description}
 
@@ -64,6 +73,9 @@ def schema_documents() -> dict[str, dict[str, Any]]:
         ),
         "worker-marker.schema.json": _document(
             MARKER_ADAPTER.json_schema(), "WorkerMarker", _MARKER_DESCRIPTION
+        ),
+        "template.schema.json": _document(
+            TemplateDocument.model_json_schema(), "TemplateDocument", _TEMPLATE_DESCRIPTION
         ),
     }
 

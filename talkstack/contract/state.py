@@ -52,20 +52,36 @@ class StepLimits(StrictModel):
     timeout_s: PositiveInt
 
 
+class ScenePlan(StrictModel):
+    """One scene of a composition as the `Scenes` Map runs it: which of its engine steps run, in the
+    order voice → avatar | video → matte (each flag read by a Choice state of the Map's items)."""
+
+    index: NonNegativeInt
+    voice: bool = False
+    """A voice step speaks the scene's text first (a text-driven avatar scene)."""
+    main: Literal["avatar", "video", "none"] = "none"
+    """The scene's engine step: none for uploads and title cards (and generated clips in a preview)."""
+    matte: bool = False
+    """A matte step cuts the scene's person out (Scene.cutout)."""
+
+
 class Plan(StrictModel):
     """Which engine steps a job runs and their time limits: computed once by the Plan state, kept in
     the execution state (`$.plan`) for the Choice states and in the jobs table for dispatch."""
 
     steps: list[WorkerStep]
     voice: bool
-    """A voice step runs first (text-driven avatars and voice jobs)."""
-    main: Literal["avatar", "video", "none"]
+    """A voice step runs first (text-driven avatars and voice jobs; a composition's scenes have
+    their own, in `scenes`)."""
+    main: Literal["avatar", "video", "composition", "none"]
     segment: bool
     """The avatar asked for `long_audio: "parallel"`: the Segment state may cut it into chunks."""
     timeouts: dict[WorkerStep, StepLimits]
     max_concurrency: PositiveInt = 1
     """GPU tasks the job runs at once: the chunk Map's MaxConcurrencyPath (never 0, which would
     mean no limit). The job's admitted share of its key's tier, or the setting for S3 drops."""
+    scenes: list[ScenePlan] = Field(default_factory=list)
+    """A composition's scenes, the `Scenes` Map's items (empty for every other job)."""
 
     def limits(self, step: WorkerStep) -> StepLimits:
         return self.timeouts[step]
@@ -128,17 +144,19 @@ class JobInput(StateInput):
 
 
 class DispatchInput(StateInput):
-    """States `Voice`, `Avatar`, `AvatarChunk`, `Stitch`, `Video` (`.waitForTaskToken`)."""
+    """States `Voice`, `Avatar`, `AvatarChunk`, `Stitch`, `Video`, the `Scenes` Map's `SceneVoice`,
+    `SceneAvatar`, `SceneVideo`, `SceneMatte`, and `Compose` (`.waitForTaskToken`)."""
 
     task_token: str = Field(min_length=1)
     job_id: str
     step: WorkerStep
     retry_count: NonNegativeInt = 0
     chunk: NonNegativeInt | None = None
+    scene: NonNegativeInt | None = None
 
     @property
     def address(self) -> StepAddress:
-        return StepAddress(step=self.step, chunk=self.chunk)
+        return StepAddress(step=self.step, chunk=self.chunk, scene=self.scene)
 
 
 class DispatchOutput(StrictModel):

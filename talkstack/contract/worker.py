@@ -23,7 +23,7 @@ pipeline, the local stack and the CDK stack's notifications, permissions and lif
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -302,12 +302,18 @@ def offline_task(
     *,
     text: str | None = None,
     job_id: str = "offline",
+    outputs: Sequence[str] | None = None,
 ) -> WorkerTask:
     """A task document whose URLs point nowhere, parsed like any other: for calling an engine's
     `render` on local files outside the worker protocol (the Modal smoke jobs, the GPU smoke kit).
     `render` reads its inputs from the paths it is given and transfers nothing (only the runner
-    does), so the engine sees exactly what a job would give it. `inputs`: role → file name."""
+    does), so the engine sees exactly what a job would give it. `inputs`: role → file name;
+    `outputs`: the output roles (default video + thumbnail, audio for voice). The step's own options
+    get `model` unless they have no such field (stitch, compose)."""
     url = {"url": NOWHERE, "key": job_id, "content_type": "application/octet-stream"}
+    if outputs is None:
+        outputs = ("video", "thumbnail") if step != "voice" else ("audio",)
+    with_model = step not in ("stitch", "compose")
     return parse_worker_task(
         {
             "job_id": job_id,
@@ -316,9 +322,9 @@ def offline_task(
             "attempt": 1,
             "model": model,
             "text": text,
-            "options": {"model": model, **options},
+            "options": {"model": model, **options} if with_model else dict(options),
             "inputs": {role: {"url": NOWHERE, "filename": name} for role, name in (inputs or {}).items()},
-            "outputs": {"video": url, "thumbnail": url} if step != "voice" else {"audio": url},
+            "outputs": dict.fromkeys(outputs, url),
             "markers": {"progress": url, "result": url, "error": url},
             "heartbeat_interval_s": 60.0,
             "deadline": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),

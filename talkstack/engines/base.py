@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from talkstack.contract.captions import SpeechTimings
 from talkstack.contract.quality import QualityReport
 
 # progress(fraction 0..1, short message)
@@ -31,3 +32,6 @@ class RenderResult:
     timings: dict[str, float] = field(default_factory=dict)
     quality: QualityReport | None = None
     """The avatar quality report of the video (talkstack/engines/quality.py); None elsewhere."""
+    words: SpeechTimings | None = None
+    """A voice engine's own word timings (source "tts"); None when it has none, and then the
+    worker aligns the text to the audio (talkstack/workers/words.py)."""

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.settings import get_settings
 
-Task = Literal["avatar", "voice", "video"]
+Task = Literal["avatar", "voice", "video", "matte"]
+"""What a model does; `matte` models cut people out of their background for compositions."""
 Backend = Literal["lite", "modal"]
 """Where a model runs — the one vocabulary of `talkstack models`, `talkstack api models` and
 GET /v1/models: `lite` = a CPU lite engine (in process, or the local stack's workers); `modal` = a GPU
@@ -47,6 +48,7 @@ _MODAL_ONLY = (
 _AVATAR = "talkstack.engines.gpu.avatar:AvatarEngine"
 _VOICE = "talkstack.engines.gpu.voice:VoiceEngine"
 _VIDEO = "talkstack.engines.gpu.video:VideoEngine"
+_MATTE = "talkstack.engines.gpu.matte:MatteEngine"
 
 _CATALOGUE: list[ModelInfo] = [
     ModelInfo(
@@ -137,13 +139,36 @@ _CATALOGUE: list[ModelInfo] = [
         description="Wan2.2-TI2V-5B through diffusers: 720p text/image-to-video at 24 fps.",
         licence="Apache-2.0",
     ),
+    ModelInfo(
+        id="lite-matte",
+        task="matte",
+        backend="lite",
+        gpu=False,
+        modal_app="talkstack-matte",
+        modal_class="LiteMatte",
+        description="CPU person mask for compositions: MediaPipe selfie segmentation refined with a guided "
+        "filter, the face always inside, smoothed over time; a lite avatar reuses its photo's mask.",
+        licence="Apache-2.0 (MediaPipe selfie_segmentation.tflite and face_landmarker.task: Apache-2.0)",
+    ),
+    ModelInfo(
+        id="vitmatte",
+        task="matte",
+        backend="modal",
+        gpu=True,
+        engine=_MATTE,
+        modal_app="talkstack-matte",
+        modal_class="ViTMatte",
+        description="GPU person matte for compositions: ViTMatte (small, Composition-1k) refines the "
+        "edge band of lite-matte's mask, hair and soft edges included.",
+        licence="Apache-2.0 (hustvl/vitmatte-small-composition-1k; its training images are research-only)",
+    ),
 ]
 
 
 def _unavailable_reason(model: ModelInfo) -> str | None:
     if model.backend == "modal":
         return _MODAL_ONLY
-    if model.id == "lite-avatar" and find_spec("mediapipe") is None:
+    if model.id in ("lite-avatar", "lite-matte") and find_spec("mediapipe") is None:
         return "mediapipe is not installed: pip install --no-deps 'mediapipe==1.2.2'"
     if model.id == "lite-voice" and shutil.which(get_settings().espeak) is None:
         return "espeak-ng is not installed: apt-get install espeak-ng (or brew/dnf install espeak-ng)"
@@ -169,12 +194,22 @@ def get_model(model_id: str) -> ModelInfo:
 
 STITCH_MODEL = "stitch"
 """Pseudo-model of the step that joins the chunks of a parallel long avatar (CPU, any backend)."""
+COMPOSE_MODEL = "compose"
+"""Pseudo-model of the step that assembles a composition from its scenes (CPU, any backend)."""
+PSEUDO_MODELS = (STITCH_MODEL, COMPOSE_MODEL)
+"""Step models that are not engines in the catalogue (talkstack/workers/lite_steps.py runs both)."""
+
+
+COMPOSE_MODEL = "compose"
+"""Pseudo-model of the step that assembles a composition from its rendered scenes (CPU)."""
 
 
 def modal_target(model_id: str) -> tuple[str, str]:
     """(Modal app name, class name) serving `model_id`."""
     if model_id == STITCH_MODEL:
         return "talkstack-avatar", "Stitcher"
+    if model_id == COMPOSE_MODEL:
+        return "talkstack-compose", "Composer"
     model = get_model(model_id)
     if model.modal_app is None or model.modal_class is None:
         raise TalkstackError(

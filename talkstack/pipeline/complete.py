@@ -32,6 +32,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from talkstack.contract.composition import CompositionRequest
 from talkstack.contract.record import JobRecord
 from talkstack.contract.worker import (
     MARKER_MODELS,
@@ -44,7 +45,7 @@ from talkstack.contract.worker import (
 )
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.plan import progress_span
+from talkstack.pipeline.plan import COMPOSE_END, SCENES_SHARE, progress_span, scene_step_span
 from talkstack.pipeline.quality import RERENDER_ERROR, failed_checks, needs_rerender, rerender_warning
 from talkstack.pipeline.step_results import rejected_name, rejected_result
 from talkstack.settings.quality import QualityThresholds, get_quality_thresholds
@@ -108,10 +109,14 @@ class Completer:
             nonlocal crossed
             if record.is_terminal or record.request is None:
                 return
-            # Chunks render side by side: the furthest one stands for the step (progress never goes back).
-            start, end = progress_span(record.request.worker_steps, step.step)
             before = record.progress
-            record.set_progress(start + (end - start) * marker.progress, marker.message)
+            if isinstance(record.request, CompositionRequest):
+                self._advance_composition(record, step, marker)
+            else:
+                # Chunks render side by side: the furthest one stands for the step (progress never
+                # goes back).
+                start, end = progress_span(record.request.worker_steps, step.step)
+                record.set_progress(start + (end - start) * marker.progress, marker.message)
             every = self.config.progress_event_step
             crossed = int(record.progress / every) > int(before / every)
 
@@ -119,6 +124,33 @@ class Completer:
         if crossed and record.status == "running":
             self.emit(record, "job.progress")
         return f"heartbeat {marker.progress:.2f}"
+
+    @staticmethod
+    def _advance_scene(record: JobRecord, step: StepAddress, fraction: float, message: str | None) -> None:
+        """Scene `step.scene` is `fraction` through `step` (scenes/compose spans: plan.scene_span)."""
+        request = record.request
+        assert isinstance(request, CompositionRequest) and step.scene is not None
+        start, end = scene_step_span(request, step.scene, step.step)
+        key = str(step.scene)
+        reached = min(1.0, start + (end - start) * fraction)  # float sums may end a hair above 1
+        record.scene_progress[key] = max(record.scene_progress.get(key, 0.0), reached)
+        label = f"scene {step.scene + 1} of {len(request.scenes)}: {message}" if message else None
+        # Scenes with no engine step (uploads, title cards) are ready at once and do not count.
+        working = sum(1 for index in range(len(request.scenes)) if request.scene_steps(index))
+        record.progress_scene = step.scene
+        record.set_progress(SCENES_SHARE * sum(record.scene_progress.values()) / max(1, working), label)
+
+    def _advance_composition(self, record: JobRecord, step: StepAddress, marker: ProgressMarker) -> None:
+        """Scenes render side by side: the job has come as far as their mean (each scene's own
+        share moving through its steps), then the compose step moves it on to finalize."""
+        if step.scene is not None:
+            self._advance_scene(record, step, marker.progress, marker.message)
+            return
+        record.progress_scene = None
+        record.set_progress(
+            SCENES_SHARE + (COMPOSE_END - SCENES_SHARE) * marker.progress,
+            f"composing: {marker.message}" if marker.message else None,
+        )
 
     def _result(self, ref: MarkerRef, step: StepAddress, token: str, marker: ResultMarker) -> str:
         missing = [o.key for o in marker.outputs.values() if not self._exists(o.key, o.bytes)]
@@ -144,9 +176,16 @@ class Completer:
 
         def finish(record: JobRecord) -> None:
             self._count_worker_time(record, ref, step, marker)
-            # One chunk of many does not finish the step: the stitch step closes the avatar step.
-            if step.chunk is None and not record.is_terminal:
+            # One chunk of many does not finish the step: the stitch step closes the avatar step;
+            # nor does one scene's: the compose step closes the scenes' steps.
+            if record.is_terminal:
+                return
+            if step.chunk is None and step.scene is None:
                 record.finish_step(step.step).worker = marker.worker
+            elif step.scene is not None:
+                if (target := record.step(step.step)) is not None:
+                    target.worker = marker.worker
+                self._advance_scene(record, step, 1.0, None)
 
         self.store.update(ref.job_id, finish)
         return "success"

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from talkstack.contract.fields import DEFAULT_MODELS, MediaRef, TaskKind
+from talkstack.contract.fields import DEFAULT_MODELS, MatteModelId, MediaRef, TaskKind
 from talkstack.engines.registry import get_model
 from talkstack.errors import TalkstackError
 from talkstack.pipeline.audit import DEFAULT_AUDIT_RETENTION_DAYS
@@ -103,7 +103,9 @@ BucketList = Annotated[list[str], NoDecode, BeforeValidator(split_csv)]
 BackendName = Literal["local", "modal"]
 BackendMap = Annotated[dict[str, BackendName], NoDecode, BeforeValidator(split_pairs)]
 EngineMap = Annotated[dict[str, str], NoDecode, BeforeValidator(split_pairs)]
-DefaultModels = Annotated[dict[TaskKind, str], NoDecode, BeforeValidator(split_pairs)]
+EngineTask = Literal["avatar", "voice", "video"]
+"""The tasks an engine model serves (a composition runs them per scene, so it has no default model)."""
+DefaultModels = Annotated[dict[EngineTask, str], NoDecode, BeforeValidator(split_pairs)]
 AwsRegion = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")]
 RegionMap = Annotated[dict[str, AwsRegion], NoDecode, BeforeValidator(split_pairs)]
 Grants = Annotated[list[S3Grant], NoDecode, BeforeValidator(parse_grants)]
@@ -182,6 +184,9 @@ class PipelineConfig(BaseSettings):
     """The model a request gets for a task when it names none, e.g. `avatar=multitalk,voice=chatterbox`
     (TALKSTACK_DEFAULT_MODELS). Tasks not listed keep the contract's defaults (the lite engines, which
     only the local stack runs); the CDK stack sets GPU models here."""
+    matte_model: MatteModelId = "lite-matte"
+    """The model that cuts people out of composition scenes (layout.cutout) when a request names
+    none in options.matte_model."""
     local_engines: EngineMap = Field(default_factory=dict)
     """GPU models the local pool may run in process, as `model=package.module:factory` (a local
     GPU box, or tiny random models in tests); lite models always run locally."""

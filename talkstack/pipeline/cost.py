@@ -38,7 +38,7 @@ LAMBDA_MEMORY_MB: dict[str, int] = {
 """Memory of each function a job invokes, as infra/cdk/talkstack_cdk/functions.py deploys it (a test
 keeps the two equal). Lambda bills memory in GB: MB / 1024."""
 
-WORKER_STEPS = ("voice", "avatar", "video", "stitch")
+WORKER_STEPS = ("voice", "avatar", "video", "stitch", "matte", "compose")
 """Steps the state machine runs as a dispatch Task that waits for a worker (one entry per attempt)."""
 BASE_TRANSITIONS = 8
 """States every completed job enters: Validate, Moderate, Plan, HasVoiceStep, MainStep, Finalize,
@@ -46,6 +46,9 @@ NotifyCompleted, Completed (aws/stepfunctions/job.asl.json). The text-safety cla
 seconds on a Modal stack are not counted (the Moderate step does not record them)."""
 PARALLEL_TRANSITIONS = 3
 """A parallel long avatar also enters Segment, HasChunks and the AvatarChunks Map."""
+SCENE_TRANSITIONS = 4
+"""A composition enters the Scenes Map once and, per scene, its three Choice states
+(SceneHasVoice, SceneMain, SceneHasMatte) and an end (SceneDone, or its last Task's End)."""
 
 MODAL_GPU_USD_PER_S: dict[str, float] = {
     "B200": 0.001736,
@@ -105,6 +108,9 @@ def orchestration(record: JobRecord) -> tuple[int, dict[str, int]]:
     entries = sum(dispatches(step) for step in worker_steps)
     parallel = any(step.name == "stitch" for step in worker_steps)
     transitions = BASE_TRANSITIONS + entries + (PARALLEL_TRANSITIONS if parallel else 0)
+    scenes = getattr(record.request, "scenes", None)
+    if scenes:
+        transitions += 1 + SCENE_TRANSITIONS * len(scenes)
     invocations = {
         "validate": 1,
         "moderate": 1,
@@ -127,8 +133,13 @@ def orchestration_cost(transitions: int, invocations: Mapping[str, int]) -> floa
     return transitions * SFN_PER_TRANSITION + lambdas
 
 
+def is_preview(record: JobRecord) -> bool:
+    """A composition rendered as a preview: lite engines only, and never charged as GPU time."""
+    return bool(getattr(record.request, "preview", False))
+
+
 def estimate_cost(record: JobRecord) -> float:
-    engine = sum(engine_cost(step) for step in record.steps)
+    engine = 0.0 if is_preview(record) else sum(engine_cost(step) for step in record.steps)
     return round(engine + orchestration_cost(*orchestration(record)), 6)
 
 
@@ -141,6 +152,9 @@ def _is_gpu(model_id: str) -> bool:
 
 def gpu_seconds(record: JobRecord) -> float:
     """Seconds workers spent on the job's GPU model steps (what a GPU bill is made of). Records
-    written before workers reported their time fall back to the step's wall time."""
+    written before workers reported their time fall back to the step's wall time. A preview is
+    charged none (it runs the lite engines; usage must not bill it whatever ran)."""
+    if is_preview(record):
+        return 0.0
     on_gpu = [step for step in record.steps if step.model and _is_gpu(step.model)]
     return round(sum(step.worker_s or step.duration_s or 0.0 for step in on_gpu), 3)

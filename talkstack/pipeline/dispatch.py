@@ -23,6 +23,7 @@ import posixpath
 from datetime import timedelta
 from typing import Any
 
+from talkstack.contract.composition import CompositionRequest
 from talkstack.contract.record import JobRecord, utc_now
 from talkstack.contract.request import AvatarRequest, JobRequestBase, VideoRequest, VoiceRequest
 from talkstack.contract.state import DispatchInput
@@ -43,6 +44,7 @@ from talkstack.pipeline.aws import UrlSigner
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import plan_for, step_model
+from talkstack.pipeline.scenes import WORDS_FILE, WORDS_ROLE, compose_parts, matte_parts
 from talkstack.pipeline.step_results import (
     rejected_result,
     segment_plan,
@@ -54,7 +56,18 @@ from talkstack.pipeline.step_results import (
 log = logging.getLogger(__name__)
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
 URL_GRACE_SECONDS = 300
-CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".json": "application/json",
+    ".srt": "application/x-subrip",
+    ".vtt": "text/vtt",
+    ".webp": "image/webp",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+}
 
 
 def attempt_id_for(address: StepAddress, retry_count: int, token: str) -> str:
@@ -133,7 +146,7 @@ def _inputs(
             key = segment_plan(store, job_id).audio_keys[address.chunk]
             inputs["audio"] = sign.get(config.work_bucket, key, "audio.wav")
         elif request.needs_voice_step:
-            bucket, key = source_audio(request, job_id, config, store)
+            bucket, key = source_audio(request, job_id, config, store, address.scene)
             inputs["audio"] = sign.get(bucket, key, "audio" + posixpath.splitext(key)[1])
     return inputs
 
@@ -165,7 +178,10 @@ def _options_and_text(
 def _output_names(address: StepAddress, options: Any) -> dict[str, str]:
     # stitch makes the same outputs as a single avatar step.
     if address.step == "voice":
-        return {"audio": f"speech.{options.format}"}
+        names = {"audio": f"speech.{options.format}"}
+        if address.scene is not None:  # a composition scene's speech: its word timings for captions
+            names[WORDS_ROLE] = WORDS_FILE
+        return names
     return {"video": "video.mp4", "thumbnail": "thumbnail.jpg"}
 
 
@@ -173,6 +189,8 @@ def watermarks(request: JobRequestBase, address: StepAddress) -> bool:
     """Whether the step's engine marks its output (WorkerTaskBase.watermark): not a chunk, which the
     stitch step joins and marks, nor the speech of a job that is not a voice job, which the avatar
     step muxes and marks; marking them too would put a second mark on what is published."""
+    if request.task == "composition":
+        return address.step == "compose"  # the scenes' renders are marked once, composed
     return address.chunk is None and (address.step != "voice" or request.task == "voice")
 
 
@@ -197,10 +215,28 @@ def build_task(
     sign = Presigner(signer, lifetime)
     attempt_id = attempt_id_for(address, retry_count, token)
     task_type = TASK_TYPES[address.step]
-    options, text = _options_and_text(request, address, job_id, store)
+    model = step_model(request, address.step, address.scene, config)
+    if isinstance(request, CompositionRequest) and address.step in ("matte", "compose"):
+        if address.step == "matte":
+            options, inputs, names = matte_parts(request, address, job_id, config, store, sign)
+        else:
+            options, inputs, names = compose_parts(request, job_id, config, store, sign)
+        text = None
+    else:
+        # An ordinary job's step, or a composition scene's engine step: its scene request's, built
+        # by the same code.
+        step_request = request
+        if isinstance(request, CompositionRequest):
+            assert address.scene is not None  # the ASL's scene steps always name their scene
+            scene_request = request.scene_request(address.scene)
+            assert scene_request is not None  # the plan runs engine steps only for scenes with one
+            step_request = scene_request
+        options, text = _options_and_text(step_request, address, job_id, store)
+        inputs = _inputs(step_request, address, job_id, config, store, sign)
+        names = _output_names(address, options)
     outputs = {
         role: sign.put(config.work_bucket, work_key(job_id, attempt_id, filename))
-        for role, filename in _output_names(address, options).items()
+        for role, filename in names.items()
     }
     markers = Markers(
         progress=sign.put(config.work_bucket, marker_key(job_id, attempt_id, "progress")),
@@ -211,10 +247,10 @@ def build_task(
         job_id=job_id,
         attempt_id=attempt_id,
         attempt=retry_count + 1,
-        model=step_model(request, address.step),
+        model=model,
         options=options,
         text=text,
-        inputs=_inputs(request, address, job_id, config, store, sign),
+        inputs=inputs,
         outputs=outputs,
         markers=markers,
         heartbeat_interval_s=max(0.5, limits.heartbeat_s / 3),
@@ -302,9 +338,18 @@ def dispatch_step(
     def start(current: JobRecord) -> None:
         if step == "stitch" and (avatar := current.step("avatar")) and avatar.status == "running":
             current.finish_step("avatar")  # every chunk is in: the avatar step is done
+        if step == "compose":  # every scene is in: their steps are done
+            for scene_step in ("voice", "avatar", "video", "matte"):
+                if (running := current.step(scene_step)) is not None and running.status == "running":
+                    current.finish_step(scene_step)
         existing = current.step(step)
         if address.chunk is not None and existing is not None and existing.status == "running":
             return  # one avatar step for all chunks; it counts attempts of chunk 0 only
+        if address.scene is not None and existing is not None and existing.status == "running":
+            # One step record per kind for all scenes (another scene's is running): it counts every
+            # scene's attempts, and keeps the backend and model of the first.
+            existing.attempts += 1
+            return
         current.start_step(step, backend=backend.name, model=task.model)
 
     record = store.update(job_id, start)

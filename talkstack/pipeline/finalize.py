@@ -35,6 +35,7 @@ from talkstack.contract.worker import OutputObject, ResultMarker, StepAddress, h
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
 from talkstack.pipeline.outputs import (
+    SCENE_THUMBNAIL_PREFIX,
     check_targets,
     final_key,
     publish,
@@ -47,7 +48,25 @@ from talkstack.pipeline.quality import job_quality
 from talkstack.pipeline.step_results import segment_plan, step_result
 from talkstack.safety.scan import not_scanned, speech_of, with_speech
 
-ROLE_KIND: dict[str, OutputKind] = {"video": "video", "thumbnail": "thumbnail", "audio": "audio"}
+ROLE_KIND: dict[str, OutputKind] = {
+    "video": "video",
+    "thumbnail": "thumbnail",
+    "audio": "audio",
+    # A composition's (the compose step's COMPOSE_OUTPUTS):
+    "captions_srt": "captions",
+    "captions_vtt": "captions",
+    "preview": "preview",
+    "video_webm": "video",
+    "video_mov": "video",
+}
+KIND_ORDER: tuple[OutputKind, ...] = ("video", "audio", "thumbnail", "scene_thumbnail", "preview", "captions")
+"""Published files in this order: the main video (or audio) first, the alpha files after it."""
+
+
+def role_kind(role: str) -> OutputKind:
+    if role.startswith(SCENE_THUMBNAIL_PREFIX):
+        return "scene_thumbnail"
+    return ROLE_KIND[role]
 
 
 class JobEnded(Exception):
@@ -98,10 +117,13 @@ def publish_outputs(
         publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
         published.append(
             OutputFile(
-                kind=ROLE_KIND[role], bucket=bucket, key=key, content_type=obj.content_type, bytes=obj.bytes
+                kind=role_kind(role), bucket=bucket, key=key, content_type=obj.content_type, bytes=obj.bytes
             )
         )
-    published.sort(key=lambda o: ("video", "audio", "thumbnail").index(o.kind))
+    # Stable: within a kind, the order the step wrote them (the mp4 before the alpha files, scene
+    # thumbnails in scene order), so `result.primary` is the main video.
+    published.sort(key=lambda o: KIND_ORDER.index(o.kind))
+    return published
     return published
 
 
@@ -123,7 +145,7 @@ def hold_outputs(s3: Any, config: PipelineConfig, job_id: str, main: ResultMarke
         publish(s3, config.work_bucket, obj.key, config.work_bucket, key, obj.content_type, job_id, obj.bytes)
         held.append(
             OutputFile(
-                kind=ROLE_KIND[role],
+                kind=role_kind(role),
                 bucket=config.work_bucket,
                 key=key,
                 content_type=obj.content_type,
@@ -196,6 +218,7 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
             quality=quality,
             scan=scan,
             held=held,
+            preview=bool(getattr(request, "preview", False)),
         )
         if hold:  # nothing published, no result.json: an operator releases or deletes it
             current.mark_held(result)

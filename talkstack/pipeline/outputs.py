@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from talkstack.contract.composition import scene_thumbnail_role
 from talkstack.contract.record import JobRecord, OutputFile
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
@@ -24,12 +25,30 @@ from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 
 JOB_ID_METADATA = "talkstack-job-id"
+SCENE_THUMBNAIL_PREFIX = scene_thumbnail_role(0).removesuffix("0")
 MAX_SINGLE_COPY_BYTES = 5 * 1024**3  # CopyObject's limit
+
+
+COMPOSITION_SUFFIXES = {
+    "captions_srt": ".srt",
+    "captions_vtt": ".vtt",
+    "preview": ".preview.webp",
+    "video_webm": ".webm",
+    "video_mov": ".mov",
+}
+"""A composition's extra outputs, published beside its video as `<stem><suffix>` (stem: the video's
+file name without its extension), like its scene thumbnails (`<stem>.scene-<n>.jpg`, n from 1)."""
 
 
 def final_key(request: JobRequestBase, job_id: str, role: str) -> str:
     if role == "thumbnail":
         return request.sibling_key(job_id, "thumbnail")
+    stem = request.output_filename.rpartition(".")[0] or request.output_filename
+    if role in COMPOSITION_SUFFIXES:
+        return request.output_key(job_id, stem + COMPOSITION_SUFFIXES[role])
+    if role.startswith(SCENE_THUMBNAIL_PREFIX):
+        index = int(role.removeprefix(SCENE_THUMBNAIL_PREFIX))
+        return request.output_key(job_id, f"{stem}.scene-{index + 1}.jpg")
     return request.output_key(job_id)
 
 

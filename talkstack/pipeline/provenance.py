@@ -33,7 +33,10 @@ from talkstack.settings import get_provenance_settings
 
 log = logging.getLogger(__name__)
 
-SIGNED_ROLES = ("video", "audio")
+SIGNED_ROLES = ("video", "audio", "video_mov")
+UNSIGNABLE_ROLES = ("video_webm",)
+"""Published unsigned, with a warning: c2pa cannot embed a manifest in WebM."""
+WEBM_WARNING = "the WebM with alpha carries no content credentials (C2PA cannot be embedded in WebM)"
 TEST_SIGNER_WARNING = (
     "content credentials signed with a throwaway test certificate: set TALKSTACK_C2PA_SECRET to a "
     "secret holding your signer (docs/safety.md)"
@@ -61,6 +64,8 @@ def sign_output(
     """The object to publish for an output: a signed copy for video and audio, `obj` otherwise.
     Appends the test-signer warning to `warnings` (once) when no operator signer is configured."""
     suffix = PurePosixPath(obj.key).suffix.lower()
+    if role in UNSIGNABLE_ROLES and get_provenance_settings().c2pa and WEBM_WARNING not in warnings:
+        warnings.append(WEBM_WARNING)
     if role not in SIGNED_ROLES or suffix not in FORMATS or not get_provenance_settings().c2pa:
         return obj
     document, warning = signer()

@@ -55,10 +55,13 @@ def segment_plan(store: Any, job_id: str) -> SegmentPlan:
     return segments
 
 
-def source_audio(request: AvatarRequest, job_id: str, config: PipelineConfig, store: Any) -> tuple[str, str]:
-    """(bucket, key) of the speech driving an avatar: the voice step's output, or inputs.audio."""
+def source_audio(
+    request: AvatarRequest, job_id: str, config: PipelineConfig, store: Any, scene: int | None = None
+) -> tuple[str, str]:
+    """(bucket, key) of the speech driving an avatar: the voice step's output (scene `scene`'s, in
+    a composition), or inputs.audio."""
     if request.needs_voice_step:
-        voice = step_result(store, job_id, StepAddress(step="voice"))
+        voice = step_result(store, job_id, StepAddress(step="voice", scene=scene))
         return config.work_bucket, voice.outputs["audio"].key
     ref = request.inputs.audio
     assert ref is not None and ref.bucket is not None  # resolved by the validate step

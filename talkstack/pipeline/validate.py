@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from talkstack.contract.composition import CompositionRequest
 from talkstack.contract.fields import MediaRef
 from talkstack.contract.parse import parse_job_request, with_default_models
 from talkstack.contract.record import JobRecord, JobSource
@@ -30,6 +31,13 @@ from talkstack.pipeline.audit import DROP_ACTOR, PIPELINE_SOURCE, Actor, AuditLo
 from talkstack.pipeline.aws import client as aws_client
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.backends import read_modal_token
+from talkstack.pipeline.compositions import (
+    check_composition,
+    check_scene_media,
+    media_limit,
+    scene_field,
+    with_scene_default_models,
+)
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.jobids import manifest_job_name
 from talkstack.pipeline.tenancy import Namespace
@@ -73,8 +81,10 @@ def check_media(
     caller did not."""
     namespace.check_reads(request)
     sizes: dict[str, int] = {}
-    for field, ref in request.referenced_media().items():
-        shown = (sent or {}).get(field, str(ref))
+    composition = isinstance(request, CompositionRequest)
+    for path, ref in request.referenced_media().items():
+        shown = (sent or {}).get(path, str(ref))
+        field = scene_field(path) if composition else path
         try:
             head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
         except ClientError as exc:
@@ -89,7 +99,11 @@ def check_media(
         size = int(head.get("ContentLength", 0))
         if size == 0:
             raise TalkstackError(ErrorCode.EMPTY_INPUT, f"{field}: {shown} is empty (0 bytes)", field=field)
-        limit, code = _media_limit(field, limits)
+        if isinstance(request, CompositionRequest):
+            check_scene_media(request, path, shown, str(head.get("ContentType", "")))
+            limit, code = media_limit(request, path, limits)
+        else:
+            limit, code = _media_limit(field, limits)
         if size > limit:
             raise TalkstackError(
                 code,
@@ -98,7 +112,7 @@ def check_media(
                 bytes=size,
                 max_bytes=limit,
             )
-        sizes[field] = size
+        sizes[path] = size
     return sizes
 
 
@@ -115,8 +129,9 @@ def check_consent_for(
 
     bundled = {
         path
-        for path in ("inputs.image", "inputs.reference_voice")
-        if path in sizes and bundled_sample(sizes[path], lambda path=path: read(path)) is not None
+        for path in sizes
+        if path.endswith(("inputs.image", "inputs.reference_voice"))
+        and bundled_sample(sizes[path], lambda path=path: read(path)) is not None
     }
     policy = ConsentPolicy(config.consent_required, config.voice_clone_consent_clip)
     check_consent(request, consent_needed(request, bundled), policy)
@@ -198,6 +213,10 @@ def _check_model(model_id: str, task: str, config: PipelineConfig, field: str) -
 def check_request(request: JobRequestBase, config: PipelineConfig, limits: MediaLimits) -> None:
     """Everything but the media objects and where the job publishes: models, text length, webhook
     target (the output is its namespace's: Namespace.check_output / place_output)."""
+    if isinstance(request, CompositionRequest):
+        check_composition(request, config, limits, _check_model)
+        _check_webhook(request, config)
+        return
     _check_model(request.primary_model, request.task, config, "options.model")
     if isinstance(request, AvatarRequest) and request.needs_voice_step:
         _check_model(request.voice_step_options().model, "voice", config, "options.voice.model")
@@ -208,6 +227,10 @@ def check_request(request: JobRequestBase, config: PipelineConfig, limits: Media
             f"inputs.text: {len(text)} characters; the limit is {limits.max_text_chars}",
             chars=len(text),
         )
+    _check_webhook(request, config)
+
+
+def _check_webhook(request: JobRequestBase, config: PipelineConfig) -> None:
     url = request.notify.webhook_url
     if url is not None:
         try:
@@ -226,6 +249,8 @@ def validate_request(
 ) -> JobRequestBase:
     limits = limits or get_limits()
     request: JobRequestBase = with_default_models(parse_job_request(raw), config.default_models)
+    if isinstance(request, CompositionRequest):
+        request = with_scene_default_models(request, config.default_models)
     if request.job_id is not None and request.job_id != job_id:
         raise TalkstackError(
             ErrorCode.INVALID_REQUEST,

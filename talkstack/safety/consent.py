@@ -21,10 +21,11 @@ import hashlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from talkstack.contract.composition import AvatarSource, CompositionRequest
 from talkstack.contract.consent import ConsentAttestation
 from talkstack.contract.request import AvatarRequest, JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
@@ -95,8 +96,23 @@ class ConsentPolicy:
 
 
 def consent_needed(request: JobRequestBase, bundled: Collection[str]) -> tuple[Need, ...]:
-    """The consent scopes `request` needs; `bundled`: the field paths (`inputs.image`, …) whose
-    media are bundled samples."""
+    """The consent scopes `request` needs; `bundled`: the field paths (`inputs.image`, …; a
+    composition's `scenes.<i>.source.inputs.image`, …) whose media are bundled samples. A
+    composition needs what each avatar scene would as an avatar job."""
+    if isinstance(request, CompositionRequest):
+        scene_needs: set[Need] = set()
+        for index, scene in enumerate(request.scenes):
+            if not isinstance(scene.source, AvatarSource):
+                continue
+            at = f"scenes.{index}.source."
+            if f"{at}inputs.image" not in bundled:
+                scene_needs.add("likeness")
+            if (
+                scene.source.inputs.reference_voice is not None
+                and f"{at}inputs.reference_voice" not in bundled
+            ):
+                scene_needs.add("voice")
+        return tuple(need for need in get_args(Need) if need in scene_needs)
     needs: list[Need] = []
     if isinstance(request, AvatarRequest) and "inputs.image" not in bundled:
         needs.append("likeness")

@@ -28,8 +28,9 @@ from pydantic import BaseModel, Field
 AI_GENERATED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 """The IPTC digital source type for media created by a trained model."""
 GENERATION_LABEL = "org.talkstack.generation"
-FORMATS = {".mp4": "video/mp4", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
-"""What is signed, by file suffix (c2pa-rs embeds in all three)."""
+FORMATS = {".mp4": "video/mp4", ".mov": "video/quicktime", ".wav": "audio/wav", ".mp3": "audio/mpeg"}
+"""What is signed, by file suffix (c2pa-rs embeds in all four; its Builder refuses WebM, "type is
+unsupported", so a composition's WebM with alpha is published unsigned)."""
 
 
 class SignerDocument(BaseModel):

@@ -31,6 +31,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from talkstack.contract.composition import (
+    AvatarSource,
+    CompositionRequest,
+    TitleSource,
+    VideoSource,
+)
 from talkstack.contract.fields import StrictModel
 from talkstack.contract.moderation import (
     LANGUAGE_CATEGORY,
@@ -272,6 +278,8 @@ def request_texts(request: JobRequestBase) -> list[FieldText]:
     (`inputs.prompt`). Not `options.negative_prompt`: it names what the video must avoid, so
     refusing a banned word there would punish the safe use; not `metadata`, which is never rendered.
     (Template texts will join this list when requests can carry them.)"""
+    if isinstance(request, CompositionRequest):
+        return composition_texts(request)
     texts: list[FieldText] = []
     if isinstance(request, AvatarRequest | VoiceRequest) and request.inputs.text is not None:
         texts.append(FieldText("inputs.text", request.inputs.text))
@@ -282,9 +290,48 @@ def request_texts(request: JobRequestBase) -> list[FieldText]:
     return texts
 
 
+def composition_texts(request: CompositionRequest) -> list[FieldText]:
+    """Every text a composition shows or speaks, named by its scene (`scenes[1].overlays[0].text`):
+    each scene's script, avatar scene prompt, clip prompt, title and subtitle, overlay texts and
+    bullet items, and transcript (captions draw it)."""
+    texts: list[FieldText] = []
+    for index, scene in enumerate(request.scenes):
+        at = f"scenes[{index}]"
+        source = scene.source
+        if isinstance(source, AvatarSource):
+            if source.inputs.text is not None:
+                texts.append(FieldText(f"{at}.source.inputs.text", source.inputs.text))
+            if source.options.prompt is not None:
+                texts.append(FieldText(f"{at}.source.options.prompt", source.options.prompt))
+        elif isinstance(source, VideoSource):
+            texts.append(FieldText(f"{at}.source.inputs.prompt", source.inputs.prompt))
+        elif isinstance(source, TitleSource):
+            texts.append(FieldText(f"{at}.source.title", source.title))
+            if source.subtitle:
+                texts.append(FieldText(f"{at}.source.subtitle", source.subtitle))
+        for number, overlay in enumerate(scene.overlays):
+            for name in ("text", "secondary"):
+                if value := getattr(overlay, name):
+                    texts.append(FieldText(f"{at}.overlays[{number}].{name}", value))
+            for item_number, item in enumerate(overlay.items or []):
+                texts.append(FieldText(f"{at}.overlays[{number}].items[{item_number}]", item))
+        if scene.transcript is not None:
+            texts.append(FieldText(f"{at}.transcript", scene.transcript))
+    return texts
+
+
 def request_language(request: JobRequestBase) -> str | None:
-    """The language the request declares for its speech (voice jobs, text-driven avatars); None
-    where it declares none (audio-driven avatars, videos), whose texts skip the language check."""
+    """The language the request declares for its speech (voice jobs, text-driven avatars, a
+    composition whose text-driven avatar scenes all speak one); None where it declares none
+    (audio-driven avatars, videos), whose texts skip the language check."""
+    if isinstance(request, CompositionRequest):
+        scene_requests = [request.scene_request(index) for index in range(len(request.scenes))]
+        spoken = {
+            language
+            for scene_request in scene_requests
+            if scene_request is not None and (language := request_language(scene_request)) is not None
+        }
+        return spoken.pop() if len(spoken) == 1 else None
     if isinstance(request, VoiceRequest):
         return request.options.language
     if isinstance(request, AvatarRequest) and request.needs_voice_step:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from talkstack.contract.composition import VIDEO_EXTENSIONS, AvatarSource, CompositionRequest, MediaSource
 from talkstack.contract.request import JobRequestBase
 from talkstack.contract.scan import FrameScores, OutputScan, SpeechScan
 from talkstack.settings.scan import ScanSettings, get_scan_settings
@@ -79,7 +80,26 @@ def sample_frames(path: Path, count: int) -> list[tuple[float, np.ndarray]]:
 
 def speech_of(request: JobRequestBase) -> SpeechScan:
     """Where the job's speech came from: the request's text (checked by input moderation), an
-    upload (not transcribed, so not scanned), or nowhere (a video job)."""
+    upload (not transcribed, so not scanned), or nowhere (a video job). A composition's speech is
+    its text-driven avatar scenes' scripts, unless a scene speaks uploaded audio or keeps a video
+    upload's sound (a transcript is what the user says is said, not what was heard)."""
+    if isinstance(request, CompositionRequest):
+        speaking = [
+            scene.source
+            for scene in request.scenes
+            if isinstance(scene.source, AvatarSource)
+            or (
+                isinstance(scene.source, MediaSource)
+                and scene.source.keep_audio
+                and scene.source.media.key.lower().endswith(VIDEO_EXTENSIONS)
+            )
+        ]
+        if not speaking:
+            return "none"
+        scripted = all(
+            isinstance(source, AvatarSource) and source.inputs.text is not None for source in speaking
+        )
+        return "input_text" if scripted else "not_scanned"
     if request.task == "video":
         return "none"
     inputs = request.inputs

@@ -24,7 +24,7 @@ def _yes(value: object) -> object:
     return value.strip().lower() in {"1", "true", "yes"} if isinstance(value, str) else value
 
 
-WorkerFamily = Literal["avatar", "video", "voice", "stitch"]
+WorkerFamily = Literal["avatar", "video", "voice", "stitch", "compose", "matte"]
 
 
 class ModalDeploySettings(BaseSettings):
@@ -57,6 +57,10 @@ class ModalDeploySettings(BaseSettings):
     """Most CPU containers of the avatar app's Stitcher (joins parallel chunks) at once."""
     stitch_timeout_s: int = Field(30 * 60, gt=0)
     """Modal timeout of one stitch task, in seconds."""
+    compose_max_containers: int = Field(8, ge=1)
+    """Most CPU containers of the compose app's Composer (assembles compositions) at once."""
+    compose_timeout_s: int = Field(30 * 60, gt=0)
+    """Modal timeout of one compose task, in seconds."""
     video_gpu: str = "H100"
     """GPU of the video app (LTX-Video, Wan2.2-TI2V-5B): both fit one 80 GB GPU in bf16."""
     video_max_containers: int = Field(2, ge=1)
@@ -71,6 +75,13 @@ class ModalDeploySettings(BaseSettings):
     """Most GPU containers each voice class (Chatterbox, IndexTTS-2) may run at once."""
     voice_scaledown_s: int = 5 * 60
     """Seconds an idle voice container stays warm."""
+    matte_gpu: str = "L4"
+    """GPU of the matte app's ViTMatte class (person mattes for compositions): the small model needs
+    a few GB; any Modal GPU runs it."""
+    matte_timeout_s: int = Field(30 * 60, gt=0)
+    """Modal timeout of one matte task (ViTMatte on a GPU, or lite-matte on CPUs), in seconds."""
+    matte_max_containers: int = Field(4, ge=1)
+    """Most containers each matte class (ViTMatte, LiteMatte) may run at once."""
     hf_secret: Annotated[bool, BeforeValidator(_yes)] = False
     """`1` attaches the Modal secret `talkstack-huggingface` (HF_TOKEN) to the weights app."""
 
@@ -87,6 +98,8 @@ class ModalDeploySettings(BaseSettings):
             "video": self.video_max_containers,
             "voice": self.voice_max_containers,
             "stitch": self.stitch_max_containers,
+            "compose": self.compose_max_containers,
+            "matte": self.matte_max_containers,
         }[family]
 
     def timeout_s(self, family: WorkerFamily) -> int:
@@ -96,6 +109,8 @@ class ModalDeploySettings(BaseSettings):
             "video": self.video_timeout_s,
             "voice": self.voice_timeout_s,
             "stitch": self.stitch_timeout_s,
+            "compose": self.compose_timeout_s,
+            "matte": self.matte_timeout_s,
         }[family]
 
 

@@ -47,6 +47,7 @@ from talkstack.contract.worker import (
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.safety.scan import ImageClassifier, scan_output
 from talkstack.workers.lite_steps import LITE_STEPS, StepFn
+from talkstack.workers.words import WORDS_ROLE, write_words
 
 log = logging.getLogger(__name__)
 MAX_INPUT_BYTES = 512 * 1024 * 1024
@@ -336,6 +337,9 @@ def _execute(
         marking = unmarked()
     with marking:
         produced, render = step(task, inputs, outdir, lambda f, m: reporter.update(0.02 + 0.9 * f, m))
+    if WORDS_ROLE in task.outputs and WORDS_ROLE not in produced:  # any voice engine: captions need them
+        reporter.update(0.92, "timing words")
+        produced = {**produced, WORDS_ROLE: write_words(task, produced, render, outdir)}
     engine_s = time.perf_counter() - started
     missing = set(task.outputs) - set(produced)
     if missing:

@@ -614,7 +614,7 @@ def test_the_lambdas_plan_within_the_timeouts_the_modal_apps_were_deployed_with(
 
     defaults = ModalDeploySettings()
     env = functions_by_name(synth())["plan"][1]["Environment"]["Variables"]
-    for family in ("avatar", "stitch", "video", "voice"):
+    for family in ("avatar", "stitch", "video", "voice", "compose", "matte"):
         assert env[f"TALKSTACK_{family.upper()}_TIMEOUT_S"] == str(defaults.timeout_s(family))
 
     custom = functions_by_name(synth(**{"talkstack:avatarTimeoutS": "7200"}))

@@ -94,3 +94,35 @@ def test_configured_defaults_are_parsed_and_reported_per_task():
 def test_bad_defaults_fail_the_configuration_with_the_reason(value, message):
     with pytest.raises(ValidationError, match=message):
         config(default_models=value)
+
+
+def test_a_composition_has_no_default_model_of_its_own():
+    # A composition runs engines per scene (their defaults apply there); "composition" is no engine task.
+    with pytest.raises(ValidationError, match="default_models"):
+        config(default_models="composition=lite-avatar")
+
+
+def test_a_compositions_scenes_get_the_deployments_defaults():
+    from talkstack.pipeline.compositions import with_scene_default_models
+
+    request = parse_job_request(
+        {
+            "task": "composition",
+            "scenes": [
+                {"source": {"type": "avatar", "inputs": {"image": "s3://media-bucket/p.png", "text": "Hi."}}},
+                {
+                    "source": {
+                        "type": "avatar",
+                        "inputs": {"image": "s3://media-bucket/p.png", "audio": "s3://media-bucket/a.wav"},
+                        "options": {"model": "lite-avatar"},
+                    }
+                },
+                {"source": {"type": "title", "title": "End"}},
+            ],
+        }
+    )
+    cfg = config(default_models="avatar=multitalk,voice=chatterbox")
+    scenes = with_scene_default_models(request, cfg.default_models).scenes
+    assert scenes[0].source.options.model == "multitalk"
+    assert scenes[0].source.options.voice.model == "chatterbox"
+    assert scenes[1].source.options.model == "lite-avatar"  # its own choice wins

@@ -22,6 +22,6 @@ def test_there_are_examples():
 def test_example_parses_and_native_ones_match_the_published_schema(path):
     data = json.loads(path.read_text())
     request = parse_job_request(data)
-    assert request.task in {"avatar", "voice", "video"}
+    assert request.task in {"avatar", "voice", "video", "composition"}
     if not is_multitalk_v0_manifest(data):
         jsonschema.Draft202012Validator(SCHEMA).validate(data)

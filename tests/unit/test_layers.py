@@ -69,11 +69,14 @@ def test_the_repository_keeps_every_contract():
         ("talkstack/pipeline/notify.py", "import talkstack.cli", "the control plane imports no entry point"),
         ("talkstack/contract/worker.py", "import talkstack.media.audio", "talkstack layers"),
         ("talkstack/settings/limits.py", "import talkstack.contract", "talkstack layers"),
+        # media speaks the contract's word timings in alignment only (pyproject ignore_imports)
+        ("talkstack/media/audio.py", "import talkstack.contract.captions", "talkstack layers"),
     ],
 )
 def test_a_forbidden_import_breaks_the_lint(copy: Path, module: str, statement: str, contract: str):
     add_import(copy / module, statement)
     result = lint_imports(copy)
     assert result.returncode != 0
-    broken = [line for line in result.stdout.splitlines() if line.endswith("BROKEN")]
+    # "name BROKEN", or "name BROKEN (1 ignored import)" for a contract with ignore_imports
+    broken = [line for line in result.stdout.splitlines() if " BROKEN" in line]
     assert any(contract in line for line in broken), result.stdout

@@ -19,6 +19,7 @@ import pytest
 from talkstack.contract.worker import (
     AvatarTask,
     Markers,
+    MatteTask,
     OutputUrl,
     ResultMarker,
     VideoTask,
@@ -33,14 +34,23 @@ from talkstack.settings import get_modal_deploy
 from tests.support.modal_introspect import declared
 from tests.support.pipeline_env import local_config_fields
 
-FAMILIES = ("avatar", "video", "voice")
-GPU_MODELS = [m.id for m in list_models() if m.modal_class]
-TASKS: dict[str, type[WorkerTaskBase]] = {"avatar": AvatarTask, "video": VideoTask, "voice": VoiceTask}
+FAMILIES = ("avatar", "video", "voice", "matte")
+GPU_MODELS = [
+    m.id for m in list_models() if m.modal_class
+]  # every model with a Modal class (lite-matte: CPU)
+TASKS: dict[str, type[WorkerTaskBase]] = {
+    "avatar": AvatarTask,
+    "video": VideoTask,
+    "voice": VoiceTask,
+    "matte": MatteTask,
+}
+OUTPUT = {"voice": "audio", "matte": "mask"}  # the output role of each kind of step (else video)
 TIMEOUTS = {  # none of them a default, so a class that read another family's setting shows
     "TALKSTACK_AVATAR_TIMEOUT_S": "7001",
     "TALKSTACK_VIDEO_TIMEOUT_S": "5003",
     "TALKSTACK_VOICE_TIMEOUT_S": "1801",
     "TALKSTACK_STITCH_TIMEOUT_S": "1799",
+    "TALKSTACK_MATTE_TIMEOUT_S": "1797",
 }
 
 
@@ -106,15 +116,17 @@ def _task(model: str) -> WorkerTaskBase:
     def put(name: str) -> OutputUrl:
         return OutputUrl(url=f"https://s3.test/{name}", key=name, content_type="application/octet-stream")
 
-    kind = TASKS[get_model(model).task]
-    output = "audio" if kind is VoiceTask else "video"
+    task = get_model(model).task
+    kind = TASKS[task]
+    output = OUTPUT.get(task, "video")
+    options = {"model": model, "scene": 0} if task == "matte" else {"model": model}
     return kind(
         job_id="job-1",
         attempt_id=f"{kind.model_fields['step'].default}-1-abc",
         attempt=1,
         model=model,
         text="hello there",
-        options={"model": model},
+        options=options,
         outputs={output: put(output)},
         markers=Markers(progress=put("progress.json"), result=put("result.json"), error=put("error.json")),
         heartbeat_interval_s=30,
@@ -133,7 +145,7 @@ def test_the_run_method_answers_a_task_document_with_the_containers_engine_and_c
         seen.append(task)
         output = outdir / "out.bin"
         output.write_bytes(b"rendered")
-        role = "audio" if task.step == "voice" else "video"
+        role = OUTPUT.get(task.step, "video")
         return {role: output}, RenderResult(output=output, bytes=8, duration_s=1.0)
 
     s3 = _S3()
@@ -142,8 +154,8 @@ def test_the_run_method_answers_a_task_document_with_the_containers_engine_and_c
 
     assert methods["run"](document) is True
     assert [t.model for t in seen] == [model] and seen[0].attempt_id == document["attempt_id"]
-    output = "/audio" if get_model(model).task == "voice" else "/video"
-    assert s3.written[output] == b"rendered"
+    output = OUTPUT.get(get_model(model).task, "video")
+    assert s3.written[f"/{output}"] == b"rendered"
     assert ResultMarker.model_validate_json(s3.written["/result.json"]).attempt_id == document["attempt_id"]
     assert "/error.json" not in s3.written
 
@@ -151,7 +163,7 @@ def test_the_run_method_answers_a_task_document_with_the_containers_engine_and_c
     assert instance.client.is_closed
 
 
-@pytest.mark.parametrize("model", GPU_MODELS)
+@pytest.mark.parametrize("model", [m for m in GPU_MODELS if get_model(m).gpu])
 def test_each_gpu_class_mounts_the_volume_the_weights_app_fills_at_the_same_path(apps, monkeypatch, model):
     """The GPU containers never download: they read what `modal run -m modal_workers.weights` stored."""
     # Imported afresh in this test's environment; monkeypatch's teardown puts back whatever

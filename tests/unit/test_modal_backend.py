@@ -28,6 +28,7 @@ from talkstack.engines.registry import STITCH_MODEL, get_model, list_models, mod
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.backends import MODAL_TOKEN_PLACEHOLDER, ModalBackend, ModalToken, read_modal_token
 from tests.support.fake_modal import FakeModal
+from tests.support.matte import matte_task
 
 
 def _task(model: str = "multitalk") -> WorkerTask:
@@ -45,6 +46,8 @@ def _task(model: str = "multitalk") -> WorkerTask:
             heartbeat_interval_s=10,
             deadline=datetime.now(UTC) + timedelta(hours=1),
         )
+    if get_model(model).task == "matte":
+        return matte_task(model)
     kind = {"avatar": AvatarTask, "video": VideoTask, "voice": VoiceTask}[get_model(model).task]
     return kind(
         job_id="job-1",

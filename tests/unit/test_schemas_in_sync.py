@@ -26,6 +26,7 @@ def test_expected_documents():
         "job-event.schema.json",
         "worker-task.schema.json",
         "worker-marker.schema.json",
+        "template.schema.json",
     }
 
 

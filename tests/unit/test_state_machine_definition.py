@@ -14,7 +14,7 @@ from talkstack.pipeline.quality import RERENDER_ERROR
 
 DEFINITION = json.loads(definition_path().read_text())
 STATES = DEFINITION["States"]
-WORKER_STATES = ("Voice", "Avatar", "Video")
+WORKER_STATES = ("Voice", "Avatar", "Video", "Compose")
 FAILURE_PATH = ("RecordFailure", "NotifyFailed", "NotifyCompleted")
 
 
@@ -89,7 +89,7 @@ def test_text_driven_avatar_runs_voice_before_the_main_step():
     assert segment["Next"] == "Segment"  # parallel long avatars are segmented first
     assert {"Variable": "$.plan.segment", "BooleanEquals": True} in segment["And"]
     targets = {c["StringEquals"]: c["Next"] for c in plain}
-    assert targets == {"avatar": "Avatar", "video": "Video"}
+    assert targets == {"avatar": "Avatar", "video": "Video", "composition": "Scenes"}
 
 
 def test_parallel_long_avatars_map_over_chunks_then_stitch():
@@ -134,3 +134,74 @@ def test_the_chunk_map_renders_as_many_chunks_at_once_as_the_plan_allows():
     # 0 would mean "no limit" to Step Functions: the plan can never carry it
     with pytest.raises(ValidationError):
         Plan(steps=["avatar"], voice=False, main="avatar", segment=True, timeouts={}, max_concurrency=0)
+
+
+# --- compositions ------------------------------------------------------------------------------
+
+SCENE_STATES = {"SceneVoice": "voice", "SceneAvatar": "avatar", "SceneVideo": "video", "SceneMatte": "matte"}
+
+
+def _scene_path(item: dict, states: dict, start: str) -> list[str]:
+    """The Task states one Map item passes through, following its Choice states by its flags."""
+    path, name = [], start
+    while True:
+        state = states[name]
+        if state["Type"] == "Succeed" or state.get("End"):
+            return path + ([name] if state["Type"] == "Task" else [])
+        if state["Type"] == "Task":
+            path.append(name)
+            name = state["Next"]
+            continue
+        assert state["Type"] == "Choice", name
+        for choice in state["Choices"]:
+            value = item[choice["Variable"].removeprefix("$.")]
+            if value == choice.get("BooleanEquals", choice.get("StringEquals")):
+                name = choice["Next"]
+                break
+        else:
+            name = state["Default"]
+
+
+def test_a_composition_maps_over_its_scenes_then_composes_then_finalizes():
+    assert STATES["Plan"]["ResultSelector"]["scenes.$"] == "$.Payload.scenes"
+    scenes = STATES["Scenes"]
+    assert scenes["Type"] == "Map" and scenes["ItemsPath"] == "$.plan.scenes"
+    assert scenes["MaxConcurrencyPath"] == "$.plan.max_concurrency"
+    selector = scenes["ItemSelector"]
+    assert selector["scene.$"] == "$$.Map.Item.Value.index"
+    for flag in ("voice", "main", "matte"):
+        assert selector[f"{flag}.$"] == f"$$.Map.Item.Value.{flag}"
+    assert selector["timeouts.$"] == "$.plan.timeouts" and selector["job_id.$"] == "$.job_id"
+    assert scenes["Catch"][0]["Next"] == "RecordFailure" and scenes["Next"] == "Compose"
+    assert STATES["Compose"]["Parameters"]["Payload"]["step"] == "compose"
+    assert STATES["Compose"]["HeartbeatSecondsPath"] == "$.plan.timeouts.compose.heartbeat_s"
+    assert STATES["Compose"]["Next"] == "Finalize"
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ({"voice": True, "main": "avatar", "matte": True}, ["SceneVoice", "SceneAvatar", "SceneMatte"]),
+        ({"voice": False, "main": "avatar", "matte": False}, ["SceneAvatar"]),
+        ({"voice": False, "main": "video", "matte": False}, ["SceneVideo"]),
+        ({"voice": False, "main": "none", "matte": True}, ["SceneMatte"]),  # a cut-out upload
+        ({"voice": False, "main": "none", "matte": False}, []),  # a title card: straight through
+    ],
+)
+def test_each_scene_runs_exactly_the_steps_its_plan_flags(item, expected):
+    processor = STATES["Scenes"]["ItemProcessor"]
+    assert _scene_path(item, processor["States"], processor["StartAt"]) == expected
+
+
+@pytest.mark.parametrize("name", sorted(SCENE_STATES))
+def test_scene_steps_are_callbacks_naming_their_scene_with_the_engine_retries(name):
+    state = STATES["Scenes"]["ItemProcessor"]["States"][name]
+    step = SCENE_STATES[name]
+    payload = state["Parameters"]["Payload"]
+    assert state["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert payload["step"] == step and payload["scene.$"] == "$.scene"
+    assert payload["retry_count.$"] == "$$.State.RetryCount"
+    assert state["HeartbeatSecondsPath"] == f"$.timeouts.{step}.heartbeat_s"
+    assert state["TimeoutSecondsPath"] == f"$.timeouts.{step}.timeout_s"
+    assert state["Retry"] == STATES["Video"]["Retry"]  # the same as the single job's engine states
+    assert "Catch" not in state  # a failing scene fails the Map, whose Catch records it

@@ -919,7 +919,7 @@ export interface components {
             /** Message */
             message: string;
             /** Step */
-            step?: ("validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify") | null;
+            step?: ("validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "matte" | "compose" | "finalize" | "notify") | null;
         };
         /** JobLinks */
         JobLinks: {
@@ -1065,9 +1065,11 @@ export interface components {
             limits: components["schemas"]["ModelLimits"];
             /**
              * Task
+             * @description What the model does; `matte` models cut people out of their background in compositions
+             *     (named by a composition's options.matte_model, never a job's task).
              * @enum {string}
              */
-            task: "avatar" | "voice" | "video";
+            task: "avatar" | "voice" | "video" | "matte";
             /** Unavailable Reason */
             unavailable_reason?: string | null;
         };
@@ -1239,7 +1241,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "video" | "audio" | "thumbnail" | "captions" | "result";
+            kind: "video" | "audio" | "thumbnail" | "captions" | "preview" | "scene_thumbnail" | "result";
             /**
              * Url
              * @description Pre-signed GET, valid until `url_expires_at`.
@@ -1386,7 +1388,7 @@ export interface components {
              * Name
              * @enum {string}
              */
-            name: "validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "finalize" | "notify";
+            name: "validate" | "moderate" | "plan" | "voice" | "avatar" | "video" | "stitch" | "matte" | "compose" | "finalize" | "notify";
             /**
              * Status
              * @enum {string}

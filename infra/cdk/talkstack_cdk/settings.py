@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
-from talkstack.contract.fields import TaskKind
 from talkstack.errors import TalkstackError
 from talkstack.pipeline.config import (
     AwsRegion,
+    EngineTask,
     S3Grant,
     check_default_models,
     parse_grants,
@@ -33,11 +33,11 @@ ENV_PREFIX = "TALKSTACK_CDK_"
 
 BucketList = Annotated[list[str], BeforeValidator(split_csv)]
 BackendMap = Annotated[dict[str, Literal["local", "modal"]], BeforeValidator(split_pairs)]
-DefaultModels = Annotated[dict[TaskKind, str], BeforeValidator(split_pairs)]
+DefaultModels = Annotated[dict[EngineTask, str], BeforeValidator(split_pairs)]
 RegionMap = Annotated[dict[str, AwsRegion], BeforeValidator(split_pairs)]
 GrantList = Annotated[list[S3Grant], BeforeValidator(parse_grants)]
 MODAL_TIMEOUTS: dict[WorkerFamily, str] = {
-    family: f"{family}_timeout_s" for family in ("avatar", "stitch", "video", "voice")
+    family: f"{family}_timeout_s" for family in ("avatar", "stitch", "video", "voice", "compose", "matte")
 }
 """The Modal classes' timeouts the pipeline plans steps within: DeploySettings fields, named as the
 ModalDeploySettings fields that `modal deploy` reads (TALKSTACK_<FAMILY>_TIMEOUT_S)."""
@@ -165,6 +165,10 @@ class DeploySettings(BaseModel):
     """The same for the video classes (TALKSTACK_VIDEO_TIMEOUT_S)."""
     voice_timeout_s: int = Field(_modal_timeout_default("voice"), gt=0)
     """The same for the voice classes (TALKSTACK_VOICE_TIMEOUT_S)."""
+    compose_timeout_s: int = Field(_modal_timeout_default("compose"), gt=0)
+    """The same for the Composer, which assembles compositions (TALKSTACK_COMPOSE_TIMEOUT_S)."""
+    matte_timeout_s: int = Field(_modal_timeout_default("matte"), gt=0)
+    """The same for the matting worker of composition scenes (TALKSTACK_MATTE_TIMEOUT_S)."""
     avatar_max_containers: int = Field(_modal_default("avatar_max_containers"), gt=0)
     """The avatar Modal class's container cap, as TALKSTACK_AVATAR_MAX_CONTAINERS for the Lambdas (Plan
     runs no more chunks of a parallel avatar at once): must be what `modal deploy` used. Unset, it is

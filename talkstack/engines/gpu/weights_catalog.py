@@ -25,6 +25,7 @@ MODEL_IDS: tuple[str, ...] = (
     "indextts2",
     "ltx-video",
     "wan2.2-ti2v-5b",
+    "vitmatte",
 )
 """The GPU model ids (talkstack/engines/registry.py) that need weights from this catalogue."""
 
@@ -403,6 +404,21 @@ CATALOGUE: tuple[WeightSpec, ...] = (
         model_ids=("wan2.2-ti2v-5b",),
         role="pipeline",
         required=_DIFFUSERS_REQUIRED,
+    ),
+    # --- Person matting ----------------------------------------------------------------------------
+    WeightSpec(
+        repo_id="hustvl/vitmatte-small-composition-1k",
+        # SHA: the commit a public Hugging Face commit-history page of this repository is rendered at
+        # (huggingface.co/hustvl/vitmatte-small-composition-1k/commits/5322261…/README.md).
+        revision="53222614392e8bd24ed804fbd2f9a43c46ac3850",
+        pin_status="pinned",
+        source="public page: the repository's HF commit history at that revision",
+        allow_patterns=("config.json", "preprocessor_config.json", "*.safetensors", "pytorch_model.bin"),
+        size_gb=0.21,  # 25.8 M parameters (fp32), in one format or both
+        licence="Apache-2.0 (model card); trained on Composition-1k, whose images are research-only",
+        model_ids=("vitmatte",),
+        role="model",
+        required=("config.json",),
     ),
 )
 

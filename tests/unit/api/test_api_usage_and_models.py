@@ -99,7 +99,9 @@ def test_the_models_list_gives_each_task_its_limits(aws):
     models = {m.id: m for m in api.models().models}
     by_task = {m.task: m for m in models.values() if m.default}
 
-    assert set(by_task) == {"avatar", "voice", "video"}
+    assert set(by_task) == {"avatar", "voice", "video", "matte"}
+    assert by_task["matte"].id == "lite-matte" and by_task["matte"].available  # compositions' cut-outs
+    assert by_task["matte"].limits.max_duration_s is None  # a scene's own limits apply
     assert by_task["avatar"].limits.max_audio_seconds == MAX_AVATAR_SECONDS  # the avatar's own cap
     assert by_task["voice"].limits.max_audio_seconds == MAX_AVATAR_SECONDS + 100
     assert by_task["voice"].limits.max_image_bytes is None

@@ -1,0 +1,125 @@
+"""`talkstack templates list|show|render`: what they print, and a bad --var refused with every problem."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from talkstack.cli import app
+from talkstack.templates import bundled_templates
+
+runner = CliRunner()
+
+
+def test_list_json_and_text():
+    result = runner.invoke(app, ["templates", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    assert [t["id"] for t in listed] == sorted(bundled_templates())
+    assert {t["id"]: t["aspect"] for t in listed}["social-ad"] == "9:16"
+    assert set(listed[0]) == {"id", "version", "name", "description", "category", "aspect", "resolution"}
+    text = runner.invoke(app, ["templates", "list"])
+    assert text.exit_code == 0
+    for template_id in bundled_templates():
+        assert template_id in text.stdout
+
+
+def test_show_json_is_the_document():
+    result = runner.invoke(app, ["templates", "show", "news", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document == bundled_templates()["news"].model_dump(mode="json")
+    assert document["variables"]["headline"] == {
+        "type": "text",
+        "description": "The story's headline, in the lower third.",
+        "required": True,
+        "default": None,
+        "max_length": 80,
+        "choices": None,
+    }
+
+
+def test_show_text_lists_variables_with_types_and_defaults():
+    result = runner.invoke(app, ["templates", "show", "social-ad"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    assert lines["headline"][1:3] == ["text", "yes"]
+    assert lines["highlight_colour"][1:4] == ["colour", "no", "#FFD400"]
+    assert lines["presenter"][1:4] == ["avatar", "no", "asset:samples/portrait.png"]
+    assert "asset:music-loop.m4a — Apache-2.0" in result.stdout
+
+
+def test_unknown_template():
+    result = runner.invoke(app, ["templates", "show", "nope"])
+    assert result.exit_code == 2
+    assert "[NOT_FOUND]" in result.stderr and "social-ad" in result.stderr
+
+
+def test_bad_vars_refused_with_every_problem(tmp_path):
+    out = tmp_path / "ad.mp4"
+    result = runner.invoke(
+        app,
+        [
+            "templates", "render", "social-ad", "-o", str(out),
+            "--var", "headlne=typo",
+            "--var", "highlight_colour=yellow",
+            "--var", "script",
+            "--var", f"presenter={tmp_path / 'missing.png'}",
+        ],
+        env={"COLUMNS": "400"},
+    )  # fmt: skip
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert "[TEMPLATE_VARIABLES_INVALID]" in message
+    assert "6 problems" in message
+    for fragment in (
+        "--var 'script': expected name=value",
+        "headlne: social-ad has no such variable",
+        "highlight_colour: expected a colour #rrggbb, got 'yellow'",
+        "headline: required",
+        "script: required",
+        "presenter: no such file",
+    ):
+        assert fragment in message
+    assert not out.exists()
+
+
+def test_var_file_and_var_merge(tmp_path):
+    from talkstack.cli.templates import parse_vars
+
+    var_file = tmp_path / "vars.yaml"
+    var_file.write_text("headline: From the file\nscript: Hello.\nvoice: {language: en-gb}\n")
+    variables, problems = parse_vars(["headline=From the flag", 'voice={"language": "de"}'], var_file)
+    assert problems == []
+    assert variables == {"headline": "From the flag", "script": "Hello.", "voice": {"language": "de"}}
+
+
+def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypatch):
+    from talkstack.settings.moderation import get_moderation_settings
+    from talkstack.workers import lite_steps
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("an engine ran for a refused script")
+
+    for model in ("lite-voice", "lite-avatar", "lite-matte", "compose"):
+        monkeypatch.setitem(lite_steps.LITE_STEPS, model, no_engine)
+    monkeypatch.delenv("TALKSTACK_MODERATION_POLICY", raising=False)
+    get_moderation_settings.cache_clear()
+    out = tmp_path / "ad.mp4"
+    result = runner.invoke(
+        app,
+        [
+            "templates",
+            "render",
+            "social-ad",
+            "--example",
+            "--var",
+            "script=Now kill yourself.",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "[CONTENT_REFUSED]" in result.stderr
+    assert not out.exists()

@@ -1,0 +1,128 @@
+"""Cut-out people and transparent output, through the matting side's interface
+(talkstack.media.alpha: read_mask_frames, encode_alpha_webm, encode_prores4444). The matting
+helper builds that module; until it is merged these tests use a small stand-in of it (below)
+that reads the grey mask video and keeps the RGBA frames the encoders are given."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from talkstack.compose.layout import place
+from talkstack.compose.render import compose_video
+from talkstack.contract.composition import Layout
+from talkstack.media.ffmpeg import ffmpeg_exe
+from talkstack.media.video import iter_frames
+from tests.unit.compose.compose_media import (
+    HEIGHT,
+    WIDTH,
+    avatar,
+    colour_video,
+    frame_at,
+    ignore_progress,
+    options,
+)
+
+ENCODED: dict[str, np.ndarray] = {}
+
+
+@pytest.fixture
+def alpha_module(monkeypatch):
+    """Stand-in for talkstack.media.alpha (the matting helper's), used only by these tests."""
+    module = types.ModuleType("talkstack.media.alpha")
+
+    def read_mask_frames(path: Path, size: tuple[int, int]):
+        for frame in iter_frames(path):
+            yield cv2.resize(frame[..., 0].astype(np.float32) / 255.0, size, interpolation=cv2.INTER_AREA)
+
+    def encoder(kind: str):
+        def encode(frames, fps: float, path: Path, audio: Path | None = None) -> Path:
+            ENCODED[kind] = np.stack(list(frames))
+            path.write_bytes(b"stand-in")
+            return path
+
+        return encode
+
+    module.read_mask_frames = read_mask_frames  # type: ignore[attr-defined]
+    module.encode_alpha_webm = encoder("webm")  # type: ignore[attr-defined]
+    module.encode_prores4444 = encoder("mov")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "talkstack.media.alpha", module)
+    ENCODED.clear()
+    return module
+
+
+def _half_mask(path: Path, seconds: float) -> Path:
+    """A grey mask video, 160×120 like the render: white (the person) on its left half."""
+    subprocess.run(
+        [
+            ffmpeg_exe(), "-y", "-loglevel", "error",
+            "-f", "lavfi", "-i", f"color=c=black:s=160x120:r=25:d={seconds}",
+            "-vf", "drawbox=x=0:y=0:w=80:h=120:color=white:t=fill", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+LAYOUT = {"type": "background", "position": "center", "scale": 0.8}
+BLUE = "#0000C8"
+
+
+def _scene(**fields):
+    return avatar(layout=LAYOUT, background={"colour": BLUE}, **fields) | {"mask": True}
+
+
+def test_the_person_is_cut_out_over_the_scene_background(tmp_path, alpha_module):
+    render = colour_video(tmp_path / "render.mp4", 1.0, "red", tone_hz=None)
+    mask = _half_mask(tmp_path / "mask.mp4", 1.0)
+    composed = compose_video(
+        options([_scene()]),
+        {"scene_0_video": render, "scene_0_mask": mask},
+        tmp_path / "out",
+        ignore_progress,
+        watermark=False,
+    )
+    frame = frame_at(composed.outputs["video"], 12).astype(int)
+    box = place(Layout.model_validate(LAYOUT), WIDTH, HEIGHT, 160, 120, cutout=True).box
+    assert box.bottom == HEIGHT  # a cut-out person stands on the bottom edge
+    y = box.y + box.h // 2
+    person = frame[y, box.x + 4 : box.x + box.w // 2 - 4]
+    behind = frame[y, box.x + box.w // 2 + 4 : box.right - 4]
+    assert (person[:, 0] > 170).all() and (person[:, 2] < 80).all()  # the person (red)
+    assert (behind[:, 2] > 150).all() and (behind[:, 0] < 80).all()  # the background shows through
+
+
+def test_transparent_output_is_opaque_over_the_person_and_the_overlays_only(tmp_path, alpha_module):
+    render = colour_video(tmp_path / "render.mp4", 1.0, "red", tone_hz=None)
+    mask = _half_mask(tmp_path / "mask.mp4", 1.0)
+    opts = options(
+        [_scene(overlays=[{"type": "text", "text": "Hi", "position": "top_left"}])],
+        options={"transparent": True},
+    )
+    composed = compose_video(
+        opts,
+        {"scene_0_video": render, "scene_0_mask": mask},
+        tmp_path / "out",
+        ignore_progress,
+        watermark=False,
+    )
+    assert composed.outputs["video_webm"].name == "video.webm"
+    assert composed.outputs["video_mov"].name == "video.mov"
+    frames = ENCODED["webm"]
+    assert frames.shape == (composed.frames, HEIGHT, WIDTH, 4)
+    assert np.array_equal(frames, ENCODED["mov"])  # both files from the same frames
+    alpha = frames[12, ..., 3]
+    box = place(Layout.model_validate(LAYOUT), WIDTH, HEIGHT, 160, 120, cutout=True).box
+    y = box.y + box.h // 2
+    assert (alpha[y, box.x + 4 : box.x + box.w // 2 - 4] > 240).all()  # the person: opaque
+    assert (alpha[y, box.x + box.w // 2 + 4 : box.right - 4] < 15).all()  # beside them: transparent
+    assert alpha[HEIGHT - 2, WIDTH - 2] == 0 and alpha[HEIGHT - 2, 1] == 0  # corners
+    assert alpha[: HEIGHT // 3, : WIDTH // 3].max() == 255  # the overlay stays
+    assert np.allclose(frames[12, y, box.x + 10, :3], (254, 0, 0), atol=25)  # colour where opaque

@@ -1,0 +1,93 @@
+"""The vitmatte engine end to end on CPU with a tiny random ViTMatte (built from a config, no
+weights): the real transformers class, the real trimap from lite-matte's mask, the mask video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkstack.engines.gpu import matte as gpu_matte
+from talkstack.engines.gpu.matte import MatteEngine, trimap
+from talkstack.engines.lite.face import detect_faces
+from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.media.alpha import read_mask_frames
+from talkstack.media.video import Mp4Writer, iter_frames, probe_video
+from tests.conftest import PORTRAIT
+from tests.support.matte import matte_task, tiny_vitmatte
+
+SIZE = 192
+FRAMES = 10
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The portrait at 192×192 drifting a pixel a frame: 10 frames, 25 fps."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(PORTRAIT).convert("RGB").resize((SIZE + FRAMES, SIZE)))
+    path = tmp_path_factory.mktemp("vitmatte") / "clip.mp4"
+    with Mp4Writer(path, SIZE, SIZE, 25) as out:
+        for i in range(FRAMES):
+            out.write(np.ascontiguousarray(rgb[:, i : i + SIZE]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine() -> MatteEngine:
+    engine = MatteEngine("vitmatte", matting_model=tiny_vitmatte(), device="cpu")
+    engine.load()
+    return engine
+
+
+def test_trimap_has_sure_regions_and_a_band_between() -> None:
+    mask = np.zeros((100, 100), np.float32)
+    mask[20:80, 30:70] = 1.0
+    tri = trimap(mask)
+    assert set(np.unique(tri)) == {0, 128, 255}
+    assert tri[50, 50] == 255 and tri[2, 2] == 0
+    assert tri[20, 50] == 128 and tri[50, 30] == 128  # the outline itself is undecided
+
+
+def test_engine_renders_a_mask_video_through_the_model(
+    engine: MatteEngine, clip: Path, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setattr(gpu_matte, "BATCH", 4)  # 10 frames: batches of 4, 4 and 2
+    before = engine.batches
+    outputs, result = engine(matte_task("vitmatte"), {"video": clip}, tmp_path, lambda f, m: None)
+
+    assert engine.batches - before == 3
+    info, source = probe_video(outputs["mask"]), probe_video(clip)
+    assert (info.width, info.height, info.fps, info.frames) == (SIZE, SIZE, source.fps, FRAMES)
+    assert result.frames == FRAMES and result.output == outputs["mask"]
+    masks = list(read_mask_frames(outputs["mask"]))
+    assert len(masks) == FRAMES
+    x0, y0, x1, y1 = max(detect_faces(next(iter_frames(clip))), key=lambda f: f.area).box
+    qw, qh = (x1 - x0) / 4, (y1 - y0) / 4
+    for i, mask in enumerate(masks):
+        # The trimap's sure regions stand whatever the (random) model says: the face is the person
+        # (the central half of the face oval, which moves a pixel left a frame), the top corners
+        # are wall.
+        face = slice(int(y0 + qh), int(y1 - qh)), slice(int(x0 + qw) - i, int(x1 - qw) - i)
+        assert mask[face].min() > 0.95, f"frame {i}"
+        assert mask[:10, :10].max() < 0.05 and mask[:10, -10:].max() < 0.05
+    # Inside the band the model decided: an untrained ViTMatte answers about 0.5 everywhere, which
+    # the coarse mask (a smooth edge, mostly 0 or 1) would not.
+    band = trimap(masks[0]) == 128
+    assert band.any()
+    assert np.mean(np.abs(masks[0][band] - 0.5) < 0.1) > 0.5
+
+
+def test_engine_mattes_a_still_image(engine: MatteEngine, tmp_path: Path) -> None:
+    outputs, result = engine(matte_task("vitmatte"), {"video": PORTRAIT}, tmp_path, lambda f, m: None)
+    masks = list(read_mask_frames(outputs["mask"]))
+    assert result.frames == len(masks) == 1 and masks[0].shape == (512, 512)
+
+
+def test_engine_without_weights_names_the_folder(tmp_path: Path) -> None:
+    engine = MatteEngine("vitmatte", weights_dir=tmp_path, device="cpu")
+    with pytest.raises(TalkstackError) as info:
+        engine.load()
+    assert info.value.code == ErrorCode.MODEL_UNAVAILABLE
+    assert str(tmp_path / "hustvl" / "vitmatte-small-composition-1k") in info.value.message
