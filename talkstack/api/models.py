@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from pydantic.json_schema import SkipJsonSchema
 
-from talkstack.contract.composition import AspectRatio, CompositionResolution
+from talkstack.contract.composition import AspectRatio, CompositionRequest, CompositionResolution
 from talkstack.contract.consent import ConsentAttestation
 from talkstack.contract.fields import CallbackId, EventType, JobId, Metadata, StrictModel, TaskKind
 from talkstack.contract.moderation import ModerationVerdict
@@ -240,9 +240,8 @@ class JobView(StrictModel):
             status=record.status,
             progress=record.progress,
             progress_message=record.progress_message,
-            # (getattr: records written before compositions have no scene progress)
-            scene_progress=dict(getattr(record, "scene_progress", None) or {}),
-            preview=bool(getattr(record.request, "preview", False)),
+            scene_progress=dict(record.scene_progress),
+            preview=isinstance(record.request, CompositionRequest) and record.request.preview,
             created_at=record.created_at,
             started_at=record.started_at,
             finished_at=record.finished_at,

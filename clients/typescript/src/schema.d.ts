@@ -1396,6 +1396,93 @@ export interface components {
             status: "pending" | "running" | "completed" | "failed" | "skipped" | "cancelled";
         };
         /**
+         * TemplateAsset
+         * @description A bundled file the template uses, and where its licence comes from.
+         */
+        TemplateAsset: {
+            /**
+             * Licence
+             * @description SPDX identifier or a short statement (e.g. `Apache-2.0`, `public domain`).
+             */
+            licence: string;
+            /**
+             * Path
+             * @description As the template names it after `asset:` (e.g. `backgrounds/sunset.png`, `samples/portrait.png`).
+             */
+            path: string;
+            /**
+             * Source
+             * @description Who made it and how (e.g. the script that generates it).
+             */
+            source: string;
+        };
+        /**
+         * TemplateComposition
+         * @description The composition a template renders: a composition request body without `task`, `output`,
+         *     `notify`, `consent` or `template` (those belong to the render). Its strings may hold `{{name}}`
+         *     placeholders, so its shape is checked by instantiating it with the template's `example`.
+         */
+        TemplateComposition: {
+            /**
+             * Options
+             * @description Composition options; `aspect` and `resolution` come from the template's own fields.
+             */
+            options?: {
+                [key: string]: unknown;
+            };
+            /** Scenes */
+            scenes: {
+                [key: string]: unknown;
+            }[];
+        };
+        /**
+         * TemplateDocument
+         * @description A template: a composition with typed variables, versioned (docs/templates.md).
+         */
+        TemplateDocument: {
+            /**
+             * Aspect
+             * @enum {string}
+             */
+            aspect: "16:9" | "9:16" | "1:1" | "4:5";
+            /**
+             * Assets
+             * @description Every bundled file the template names (`asset:<path>`), with its licence.
+             */
+            assets?: components["schemas"]["TemplateAsset"][];
+            /** Category */
+            category: string;
+            composition: components["schemas"]["TemplateComposition"];
+            /** Description */
+            description: string;
+            /**
+             * Example
+             * @description Variables that render the template (with its defaults): a user's starting point.
+             */
+            example?: {
+                [key: string]: unknown;
+            };
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Resolution
+             * @default 720p
+             * @enum {string}
+             */
+            resolution?: "720p" | "1080p";
+            /** Variables */
+            variables?: {
+                [key: string]: components["schemas"]["TemplateVariable"];
+            };
+            /**
+             * Version
+             * @description Raise it whenever the template changes what it renders.
+             */
+            version: number;
+        };
+        /**
          * TemplateGenerate
          * @description `POST /v1/templates/{id}/generate`: a composition job from a template and its variables.
          */
@@ -1476,6 +1563,43 @@ export interface components {
             variables: string[];
             /** Version */
             version: number;
+        };
+        /**
+         * TemplateVariable
+         * @description One thing a user changes in a template.
+         */
+        TemplateVariable: {
+            /**
+             * Choices
+             * @description The values accepted (`text` and `voice` variables only).
+             * @default null
+             */
+            choices?: string[] | null;
+            /**
+             * Default
+             * @description Used when the render does not give the variable (checked like a given value).
+             * @default null
+             */
+            default?: unknown;
+            /** Description */
+            description: string;
+            /**
+             * Max Length
+             * @description Longest text accepted (`text` variables only).
+             * @default null
+             */
+            max_length?: number | null;
+            /**
+             * Required
+             * @description A required variable has no default: every render must give it.
+             * @default false
+             */
+            required?: boolean;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "text" | "image" | "video" | "audio" | "avatar" | "voice" | "colour";
         };
         /**
          * TemplateView
@@ -2806,7 +2930,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": Record<string, never>;
+                "application/json": components["schemas"]["TemplateDocument"];
             };
         };
         responses: {
