@@ -4,9 +4,9 @@ key's own (stored in the input bucket, invisible to other keys), generating a co
 input bucket), and the full render of a preview. The bundled templates are talkstack.templates'
 real ones.
 
-Submitting a composition needs the pipeline's composition checks; these tests record what the
-service submits (`submitted`) where they are about what a template or a preview turns into, and
-tests/integration/test_templates_http.py submits for real."""
+Where a test is about what a template or a preview turns into, it records what the service
+submits (`submitted`) instead of submitting; tests/integration/test_templates_http.py submits for
+real."""
 
 from __future__ import annotations
 
@@ -28,9 +28,6 @@ from talkstack.pipeline.bundled_assets import BUNDLED_PREFIX, BundledAssets, bun
 from talkstack.pipeline.tenancy import Namespace
 from tests.support.steps import INPUT, OUTPUT
 from tests.unit.api.api_env import A, B
-
-if not hasattr(templates, "bundled_templates"):  # the templates package arrives with its own branch
-    pytest.skip("talkstack.templates has no bundled templates in this tree", allow_module_level=True)
 
 SOCIAL = "social-ad"
 
