@@ -66,6 +66,9 @@ from talkstack.api.models import (
     JobSummary,
     JobView,
     ModelList,
+    TemplateGenerate,
+    TemplateList,
+    TemplateView,
     UploadTicket,
     Usage,
     VideoGenerate,
@@ -609,6 +612,74 @@ class TalkstackClient:
 
     def rotate_webhook_secret(self) -> WebhookSecret:
         return self._api("POST", "/v1/webhooks/secret/rotate", WebhookSecret, retry=False)
+
+    # --- templates ----------------------------------------------------------------------------------
+
+    def list_templates(self) -> TemplateList:
+        """The bundled templates and this key's own (id, version, name, aspect, variable names)."""
+        return self._api("GET", "/v1/templates", TemplateList)
+
+    def get_template(self, template_id: str) -> TemplateView:
+        """One template's whole document: variables with their types and defaults, an example."""
+        return self._api("GET", f"/v1/templates/{_segment(template_id)}", TemplateView)
+
+    def put_template(
+        self, document: Mapping[str, Any] | BaseModel, template_id: str | None = None
+    ) -> TemplateView:
+        """Create or replace one of this key's templates (its id: `template_id`, else the
+        document's). Replacing is idempotent, so it is retried like a read."""
+        payload: Any = (
+            json.loads(document.model_dump_json(exclude_none=True))
+            if isinstance(document, BaseModel)
+            else dict(document)
+        )
+        name = template_id or payload.get("id")
+        if not isinstance(name, str) or not name:
+            raise ValueError("put_template: give template_id or a document with an id")
+        return self._api("PUT", f"/v1/templates/{_segment(name)}", TemplateView, json=payload)
+
+    def delete_template(self, template_id: str) -> None:
+        def send() -> None:
+            response = self._http.request("DELETE", f"/v1/templates/{_segment(template_id)}")
+            if not response.is_success:
+                raise ApiError.from_response(response)
+
+        self._call(send)
+
+    def generate_from_template(
+        self,
+        template_id: str,
+        variables: Mapping[str, Any] | None = None,
+        *,
+        preview: bool | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> JobAccepted:
+        """A composition job from a template: `variables` by name (media as upload ids, `s3://`
+        refs or `asset:<name>`); `fields`: output, notify, callback_id, metadata, consent.
+        TEMPLATE_VARIABLES_INVALID (an ApiError) lists every problem in `details["problems"]`."""
+        body = TemplateGenerate.model_validate(
+            {
+                "variables": dict(variables or {}),
+                **({"preview": preview} if preview is not None else {}),
+                **fields,
+            }
+        )
+        key = idempotency_key or str(uuid.uuid4())  # one key for every attempt: see _generate
+        return self._api(
+            "POST",
+            f"/v1/templates/{_segment(template_id)}/generate",
+            JobAccepted,
+            json=body.model_dump(mode="json", exclude_unset=True),
+            headers={"Idempotency-Key": key},
+        )
+
+    def render_job(self, job_id: str, *, idempotency_key: str | None = None) -> JobAccepted:
+        """The full render of a preview job (`preview: true`): a new job, same request."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._api(
+            "POST", f"/v1/jobs/{_segment(job_id)}/render", JobAccepted, headers={"Idempotency-Key": key}
+        )
 
     # --- models, usage, health -----------------------------------------------------------------------
 

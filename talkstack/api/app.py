@@ -31,6 +31,8 @@ from talkstack.api.models import (
     JobList,
     JobView,
     ModelList,
+    TemplateList,
+    TemplateView,
     UploadRequest,
     UploadTicket,
     Usage,
@@ -209,6 +211,10 @@ def _generate(task: str, idempotency_key: str | None) -> Response:
     body = load_request_json(event.decoded_body or "")
     files = app.context.get("pending_files") or []
     accepted, replayed = api().service.submit(principal(), task, body, idempotency_key, files)
+    return _accepted(accepted, replayed)
+
+
+def _accepted(accepted: JobAccepted, replayed: bool) -> Response:
     headers = {"Location": accepted.links.self}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -346,6 +352,102 @@ def delete_job(job_id: JOB_ID) -> JobDeletion:
 )
 def erase_data() -> DataErasure:
     return api().service.erase_data(principal())
+
+
+# --- templates ------------------------------------------------------------------------------------
+
+TEMPLATE_ID = Annotated[
+    str,
+    Path(
+        pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$",
+        description="A template id: a bundled one (`GET /v1/templates`) or this key's own.",
+    ),
+]
+
+
+@app.get(
+    "/v1/templates",
+    summary="Templates: the bundled ones and this key's own",
+    description="Each with its id, version, name, aspect ratio, category and variable names.",
+    tags=["templates"],
+    operation_id="listTemplates",
+)
+def list_templates() -> TemplateList:
+    return api().service.list_templates(principal())
+
+
+@app.get(
+    "/v1/templates/<template_id>",
+    summary="One template: its variables, their types and defaults, an example",
+    tags=["templates"],
+    operation_id="getTemplate",
+)
+def get_template(template_id: TEMPLATE_ID) -> TemplateView:
+    return api().service.get_template(principal(), template_id)
+
+
+@app.put(
+    "/v1/templates/<template_id>",
+    summary="Create or replace one of this key's templates",
+    description="The body is a template document (schemas/template.schema.json), validated at once: "
+    "422 TEMPLATE_INVALID lists every problem. Stored for this key only; a bundled template's id "
+    "answers 409. Answers 201 when created, 200 when replaced.",
+    tags=["templates"],
+    operation_id="putTemplate",
+    responses={
+        **_responses(200, TemplateView, "Template replaced"),
+        **_responses(201, TemplateView, "Template created"),
+    },
+)
+def put_template(template_id: TEMPLATE_ID):  # -> Response (declared above)
+    body = load_request_json(app.current_event.decoded_body or "")
+    view, created = api().service.put_template(principal(), template_id, body)
+    return json_response(201 if created else 200, view)
+
+
+@app.delete(
+    "/v1/templates/<template_id>",
+    summary="Delete one of this key's templates",
+    tags=["templates"],
+    operation_id="deleteTemplate",
+    responses={204: {"description": "Template deleted"}},
+)
+def delete_template(template_id: TEMPLATE_ID):  # -> Response (declared above)
+    api().service.delete_template(principal(), template_id)
+    return Response(status_code=204, body="")
+
+
+@app.post(
+    "/v1/templates/<template_id>/generate",
+    summary="Make a composition video from a template and its variables",
+    description="Fills the template with `variables` (defaults for the rest) and submits the "
+    "composition as a job, with the same checks, limits and Idempotency-Key handling as the "
+    "generation endpoints. 422 TEMPLATE_VARIABLES_INVALID lists every problem at once (unknown "
+    "variable, wrong type, missing required, media that does not exist or this key may not read). "
+    "`preview: true` renders fast and cheap; `POST /v1/jobs/{job_id}/render` then renders it in full.",
+    tags=["templates"],
+    operation_id="generateFromTemplate",
+    responses=_responses(202, JobAccepted, "Job accepted"),
+)
+def generate_from_template(template_id: TEMPLATE_ID, idempotency_key: IDEMPOTENCY_KEY = None):
+    body = load_request_json(app.current_event.decoded_body or "{}")
+    accepted, replayed = api().service.generate_from_template(principal(), template_id, body, idempotency_key)
+    return _accepted(accepted, replayed)
+
+
+@app.post(
+    "/v1/jobs/<job_id>/render",
+    summary="Render a preview in full",
+    description="For a composition job submitted with `preview: true` (and not failed): a new job "
+    "with the same request, `preview` off (full resolution, the requested engines, no PREVIEW mark). "
+    "Any other job answers 409.",
+    tags=["jobs"],
+    operation_id="renderJob",
+    responses=_responses(202, JobAccepted, "Job accepted"),
+)
+def render_job(job_id: JOB_ID, idempotency_key: IDEMPOTENCY_KEY = None):  # -> Response (declared above)
+    accepted, replayed = api().service.render_job(principal(), job_id, idempotency_key)
+    return _accepted(accepted, replayed)
 
 
 @app.get(

@@ -93,9 +93,13 @@ class Admission:
         live = {j: held.get(j, 1) for j in listed if j in records and not records[j].is_terminal}
         return live, int(item["version"]["N"])
 
-    def admit(self, principal: Principal, record: JobRecord, parallel: bool = False, most: int = 1) -> int:
+    def admit(
+        self, principal: Principal, record: JobRecord, parallel: bool = False, most: int = 1, gpu: bool = True
+    ) -> int:
         """Write `record` with the GPU task slots it may use (its `source.gpu_slots`: 1, or for a
         `parallel` job what the tier has left, at most `most`) and take them; the slots given.
+        A job that runs no GPU step (`gpu=False`: a composition preview, all lite engines) takes no
+        slot and is not refused for the key's GPU tasks, only for its concurrent jobs.
         RATE_LIMITED if the key is at its job limit or holds every GPU slot; CONFLICT if a job with
         this id exists."""
         limits = principal.limits
@@ -111,7 +115,7 @@ class Admission:
                     active=list(live),
                 )
             left = limits.gpu_tasks - sum(live.values())
-            if left < 1:
+            if gpu and left < 1:
                 raise rate_limited(
                     f"the key's running jobs hold all {limits.gpu_tasks} GPU tasks the {principal.tier} "
                     "tier runs at once; retry when one finishes",
@@ -120,9 +124,12 @@ class Admission:
                     allowed=limits.gpu_tasks,
                     active=list(live),
                 )
-            slots = max(1, min(left, most)) if parallel else 1
+            slots = (max(1, min(left, most)) if parallel else 1) if gpu else 0
             source = record.source or JobSource(kind="api", api_key_id=principal.key_id)
-            record.source = source.model_copy(update={"gpu_slots": slots})
+            if slots:  # (gpu_slots is at least 1: a job without GPU steps leaves it unset)
+                record.source = source.model_copy(update={"gpu_slots": slots})
+            else:
+                record.source = source
             held = {**live, record.job_id: slots}
             slot: dict[str, Any] = {
                 "TableName": self.table,

@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from pydantic.json_schema import SkipJsonSchema
 
-from talkstack.contract.fields import CallbackId, EventType, JobId, StrictModel
+from talkstack.contract.composition import AspectRatio, CompositionRequest, CompositionResolution
+from talkstack.contract.consent import ConsentAttestation
+from talkstack.contract.fields import CallbackId, EventType, JobId, Metadata, StrictModel, TaskKind
 from talkstack.contract.moderation import ModerationVerdict
 from talkstack.contract.quality import QualityReport
 from talkstack.contract.record import (
@@ -24,7 +26,13 @@ from talkstack.contract.record import (
     StepStatus,
     UtcDatetime,
 )
-from talkstack.contract.request import AvatarRequest, VideoRequest, VoiceRequest
+from talkstack.contract.request import (
+    AvatarRequest,
+    NotifySpec,
+    OutputSpec,
+    VideoRequest,
+    VoiceRequest,
+)
 from talkstack.contract.scan import OutputScan
 from talkstack.errors import ErrorCode
 from talkstack.pipeline.audit import AuditEntry
@@ -68,6 +76,59 @@ GENERATE_BODIES: dict[str, type[AvatarGenerate | VoiceGenerate | VideoGenerate]]
 }
 
 
+# --- templates ----------------------------------------------------------------------------------------
+
+TemplateIdParam = Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")]
+
+
+class TemplateSummary(StrictModel):
+    """One template in `GET /v1/templates`."""
+
+    id: str
+    version: PositiveInt
+    name: str
+    description: str
+    category: str
+    aspect: AspectRatio
+    resolution: CompositionResolution | None = None
+    variables: list[str]
+    """The names of its variables (`GET /v1/templates/{id}` has their types and defaults)."""
+    source: Literal["bundled", "own"]
+    """`bundled`: ships with talkstack; `own`: this key's (`PUT /v1/templates/{id}`, or dropped by an
+    operator at `templates/<key id>/<id>.json` in the input bucket)."""
+
+
+class TemplateList(StrictModel):
+    templates: list[TemplateSummary]
+
+
+class TemplateView(StrictModel):
+    """`GET /v1/templates/{id}`: the whole template document."""
+
+    source: Literal["bundled", "own"]
+    template: dict[str, Any]
+    """The template document (schemas/template.schema.json): id, version, name, description,
+    category, aspect, resolution, `variables` (each with its type, description, required, default),
+    `composition` (scenes with `{{name}}` placeholders), `example` variables and bundled `assets`."""
+
+
+class TemplateGenerate(StrictModel):
+    """`POST /v1/templates/{id}/generate`: a composition job from a template and its variables."""
+
+    variables: dict[str, Any] = Field(default_factory=dict)
+    """Values by variable name; media as `s3://bucket/key`, an upload id (`upl_…`) or `asset:<name>`
+    for a bundled file. Variables left out take their defaults."""
+    preview: bool | None = None
+    """Render fast and cheap (lite engines, 360p, a PREVIEW mark; no GPU time). Start the full
+    render from the preview's job with `POST /v1/jobs/{job_id}/render`."""
+    output: OutputSpec | None = None
+    notify: NotifySpec | None = None
+    callback_id: CallbackId | None = None
+    metadata: Metadata | None = None
+    consent: ConsentAttestation | None = None
+    """For the presenter's photo and reference voice, as for an avatar job (none for bundled samples)."""
+
+
 # --- uploads ------------------------------------------------------------------------------------------
 
 
@@ -104,7 +165,7 @@ class JobAccepted(StrictModel):
     """202 answer to a generation request."""
 
     job_id: JobId
-    task: Literal["avatar", "voice", "video"]
+    task: TaskKind
     status: JobStatus
     created_at: UtcDatetime
     links: JobLinks
@@ -134,6 +195,8 @@ class ResultView(StrictModel):
     """Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality)."""
     scan: OutputScan | None = None
     """The output scan of the video (passed, or not_scanned: no classifier ran on its worker)."""
+    preview: bool = False
+    """A composition rendered as a preview (lite engines, 360p, a PREVIEW mark)."""
 
 
 class StepView(StrictModel):
@@ -147,11 +210,15 @@ class StepView(StrictModel):
 
 class JobView(StrictModel):
     job_id: JobId
-    task: Literal["avatar", "voice", "video"] | None
+    task: TaskKind | None
     model: str | None
     status: JobStatus
     progress: Progress
     progress_message: str | None = None
+    scene_progress: dict[str, Progress] = Field(default_factory=dict)
+    """A composition's progress through each scene's engine steps, by scene index."""
+    preview: bool = False
+    """A composition submitted with `preview: true`: `POST /v1/jobs/{job_id}/render` renders it in full."""
     created_at: UtcDatetime
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
@@ -173,6 +240,8 @@ class JobView(StrictModel):
             status=record.status,
             progress=record.progress,
             progress_message=record.progress_message,
+            scene_progress=dict(record.scene_progress),
+            preview=isinstance(record.request, CompositionRequest) and record.request.preview,
             created_at=record.created_at,
             started_at=record.started_at,
             finished_at=record.finished_at,
@@ -188,7 +257,7 @@ class JobView(StrictModel):
 
 class JobSummary(StrictModel):
     job_id: JobId
-    task: Literal["avatar", "voice", "video"] | None
+    task: TaskKind | None
     model: str | None
     status: JobStatus
     progress: Progress
@@ -296,6 +365,9 @@ class UsageBucket(StrictModel):
     failed: NonNegativeInt = 0
     cancelled: NonNegativeInt = 0
     active: NonNegativeInt = 0
+    previews: NonNegativeInt = 0
+    """Of `jobs`, composition previews (`preview: true`): they run lite engines on CPUs, so they add
+    no GPU seconds and hold none of the key's GPU tasks (they count as concurrent jobs)."""
     seconds_rendered: NonNegativeFloat = 0.0
     """Seconds of finished video or audio delivered."""
     gpu_seconds: NonNegativeFloat = 0.0

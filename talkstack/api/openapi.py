@@ -23,7 +23,7 @@ from pydantic.json_schema import models_json_schema
 
 from talkstack import __version__
 from talkstack.api.app import GENERATE_PATHS, PUBLIC_PATHS, app
-from talkstack.api.models import GENERATE_BODIES, ErrorBody, UploadRequest, WebhookCreate
+from talkstack.api.models import GENERATE_BODIES, ErrorBody, TemplateGenerate, UploadRequest, WebhookCreate
 from talkstack.api.uploads import MAX_FORM_BYTES
 
 TITLE = "talkstack API"
@@ -56,6 +56,19 @@ INPUT_NOT_FOUND_404 = (
     "An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND)"
 )
 """A generation request's 404 (talkstack/pipeline/tenancy.py)."""
+SUBMIT_PATHS = frozenset({"/v1/templates/{template_id}/generate", "/v1/jobs/{job_id}/render"})
+"""Routes that submit a job as the generation endpoints do (their checks, limits and answers)."""
+TEMPLATE_ERRORS = {
+    404: "No such template for this key (another key's answers the same) (NOT_FOUND)",
+    409: "A bundled template's id: only this key's own templates can be written or deleted (CONFLICT)",
+    422: "A template document that does not hold together: details.errors / the message list every "
+    "problem (TEMPLATE_INVALID)",
+}
+RENDER_409 = "The job is not a composition preview, or it failed (CONFLICT)"
+GENERATE_422 = (
+    "Variables that do not fit the template: details.problems lists every one "
+    "(TEMPLATE_VARIABLES_INVALID), or a composition that cannot run"
+)
 RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying.",
@@ -70,8 +83,14 @@ def _operation_errors(path: str, method: str) -> list[int]:
         codes.append(404)
     if path.endswith("/cancel"):
         codes.append(409)
-    if path in GENERATE_PATHS:
+    if path in GENERATE_PATHS or path in SUBMIT_PATHS:
         codes += [403, 404, 409, 413, 415, 422]
+    if "{template_id}" in path:
+        codes.append(404)  # another key's or a missing template (and, for an id no route takes, no route)
+        if method in ("put", "delete"):
+            codes.append(409)  # a bundled template's id
+        if method == "put":
+            codes.append(422)  # TEMPLATE_INVALID
     if path == "/v1/uploads":
         codes += [413, 415, 422]
     if "{webhook_id}" in path:
@@ -102,6 +121,7 @@ def openapi_document() -> dict[str, Any]:
             Tag(name="generate", description="Start jobs"),
             Tag(name="uploads", description="Put media where jobs can read them"),
             Tag(name="jobs", description="Follow, list and cancel jobs"),
+            Tag(name="templates", description="Finished videos from templates with variables"),
             Tag(name="models", description="What this stack can run"),
             Tag(name="usage", description="What this key used"),
             Tag(name="webhooks", description="Where this key's job events go, and how they are signed"),
@@ -115,7 +135,10 @@ def openapi_document() -> dict[str, Any]:
     )
     doc = json.loads(schema)
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    bodies = [(model, "validation") for model in (*GENERATE_BODIES.values(), UploadRequest, WebhookCreate)]
+    bodies = [
+        (model, "validation")
+        for model in (*GENERATE_BODIES.values(), UploadRequest, WebhookCreate, TemplateGenerate)
+    ]
     refs, definitions = models_json_schema(bodies, ref_template=REF)
     _merge_components(components, definitions.get("$defs", {}))
     error_ref, error_defs = models_json_schema([(ErrorBody, "serialization")], ref_template=REF)
@@ -134,11 +157,16 @@ def openapi_document() -> dict[str, Any]:
             )
             if model is not None and method == "post":
                 operation["requestBody"] = _request_body(path, refs[(model, "validation")])
+            if path == "/v1/templates/{template_id}/generate":
+                operation["requestBody"] = _request_body(path, refs[(TemplateGenerate, "validation")])
+            if path == "/v1/templates/{template_id}" and method == "put":
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": _template_document_schema(components)}},
+                }
             for code in _operation_errors(path, method):
                 responses[str(code)] = {
-                    "description": INPUT_NOT_FOUND_404
-                    if code == 404 and path in GENERATE_PATHS
-                    else ERROR_DESCRIPTIONS[code],
+                    "description": _error_description(path, method, code),
                     "content": {"application/json": {"schema": error_schema}},
                     **({"headers": RETRY_AFTER} if code in (409, 429) else {}),
                 }
@@ -146,6 +174,39 @@ def openapi_document() -> dict[str, Any]:
     components.pop("ValidationError", None)
     components.pop("ResponseValidationError", None)
     return doc
+
+
+TEMPLATE_DOCUMENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A template document (schemas/template.schema.json); `id` may be left out (the "
+    "path's), or must equal the path's.",
+}
+
+
+def _template_document_schema(components: dict[str, Any]) -> dict[str, Any]:
+    """The template document's own schema where talkstack.templates exports its model, else a plain
+    object (the handler validates it either way)."""
+    import talkstack.templates as templates
+
+    model = getattr(templates, "TemplateDocument", None)
+    if model is None:
+        return TEMPLATE_DOCUMENT_SCHEMA
+    refs, definitions = models_json_schema([(model, "validation")], ref_template=REF)
+    _merge_components(components, definitions.get("$defs", {}))
+    return refs[(model, "validation")]
+
+
+def _error_description(path: str, method: str, code: int) -> str:
+    if path == "/v1/jobs/{job_id}/render" and code == 409:
+        return RENDER_409
+    if path == "/v1/templates/{template_id}/generate" and code == 422:
+        return GENERATE_422
+    if "{template_id}" in path and code in TEMPLATE_ERRORS and (code != 404 or not path.endswith("generate")):
+        return TEMPLATE_ERRORS[code]
+    if code == 404 and (path in GENERATE_PATHS or path in SUBMIT_PATHS):
+        extra = " or no such template / job for this key" if path in SUBMIT_PATHS else ""
+        return INPUT_NOT_FOUND_404 + extra
+    return ERROR_DESCRIPTIONS[code]
 
 
 def _request_body(path: str, schema_ref: dict[str, Any]) -> dict[str, Any]:

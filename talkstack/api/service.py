@@ -43,14 +43,18 @@ from talkstack.api.models import (
     ModelView,
     OutputView,
     ResultView,
+    TemplateList,
+    TemplateView,
     Usage,
     UsageBucket,
 )
+from talkstack.api.templates import TemplateInstances, TemplateStore, parse_generate
 from talkstack.api.uploads import PendingFile, Uploads
+from talkstack.contract.composition import CompositionRequest
 from talkstack.contract.fields import MAX_AVATAR_SECONDS
 from talkstack.contract.parse import is_multitalk_v0_manifest, parse_job_request, with_default_models
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
-from talkstack.contract.request import AvatarRequest
+from talkstack.contract.request import AvatarRequest, JobRequestBase, OutputSpec
 from talkstack.contract.state import execution_input
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
@@ -60,6 +64,7 @@ from talkstack.pipeline.audit import (
     decode_audit_cursor,
     encode_audit_cursor,
 )
+from talkstack.pipeline.bundled_assets import BundledAssets
 from talkstack.pipeline.cancel import cancel_job
 from talkstack.pipeline.cost import gpu_seconds
 from talkstack.pipeline.deletion import DataErasure, Deleter, JobDeletion
@@ -143,6 +148,10 @@ class ApiService:
             ttl_s=ttl_seconds(self.config.upload_retention_days),
         )
         self.admission = Admission(table, ddb, services.store)
+        self.templates = TemplateStore(services.s3, self.config.input_bucket)
+        self.instances = TemplateInstances(
+            services.s3, self.uploads, BundledAssets(services.s3, self.config.input_bucket), self.config
+        )
         self.audit = AuditLog(table, ddb, self.config.audit_retention_days)
         self.idempotency = IdempotencyConfig(
             event_key_jmespath="[owner, key]",
@@ -246,7 +255,13 @@ class ApiService:
         # A parallel long avatar may render several chunks at once: it gets the GPU task slots its
         # key's tier has left (its chunk Map's concurrency); any other job holds one.
         parallel = isinstance(request, AvatarRequest) and request.options.long_audio == "parallel"
-        self.admission.admit(principal, record, parallel=parallel, most=self.config.parallel_max_concurrency)
+        self.admission.admit(
+            principal,
+            record,
+            parallel=parallel,
+            most=self.config.parallel_max_concurrency,
+            gpu=not is_preview(request),
+        )
         payload = execution_input(json.loads(request.model_dump_json(exclude_none=True)), record.source)
         try:
             # Logged before the execution starts (fail closed): no job runs without its entry.
@@ -292,6 +307,75 @@ class ApiService:
                 ErrorCode.INVALID_REQUEST, f"task: this endpoint makes {task} jobs, not {body['task']!r}"
             )
         return {**body, "task": task}
+
+    # --- templates ----------------------------------------------------------------------------------
+
+    def list_templates(self, principal: Principal) -> TemplateList:
+        return self.templates.list(principal.key_id)
+
+    def get_template(self, principal: Principal, template_id: str) -> TemplateView:
+        return self.templates.view(*self.templates.get(principal.key_id, template_id))
+
+    def put_template(self, principal: Principal, template_id: str, body: Any) -> tuple[TemplateView, bool]:
+        document, created = self.templates.put(principal.key_id, template_id, body)
+        return self.templates.view(document, "own"), created
+
+    def delete_template(self, principal: Principal, template_id: str) -> None:
+        self.templates.delete(principal.key_id, template_id)
+
+    def generate_from_template(
+        self, principal: Principal, template_id: str, body: Any, idempotency_key: str | None
+    ) -> tuple[JobAccepted, bool]:
+        """Instantiate the template with the body's variables and submit the composition exactly as
+        a generation request (same checks, limits and idempotency)."""
+        request = parse_generate(body)
+        document, _ = self.templates.get(principal.key_id, template_id)
+        composition = self.instances.composition(principal, document, request)
+        return self.submit(principal, "composition", composition, idempotency_key)
+
+    def render_job(
+        self, principal: Principal, job_id: str, idempotency_key: str | None
+    ) -> tuple[JobAccepted, bool]:
+        """The full render of a preview: a new job with the preview's request, `preview` off."""
+        record = self.owned(principal, job_id)
+        request = record.request
+        if not isinstance(request, CompositionRequest) or not request.preview:
+            raise TalkstackError(
+                ErrorCode.CONFLICT,
+                f"job {job_id!r} is not a composition preview; only a job submitted with preview: true "
+                "can be rendered in full",
+            )
+        if record.status == "failed":
+            raise TalkstackError(
+                ErrorCode.CONFLICT,
+                f"job {job_id!r} failed; fix what its error names and submit the composition again",
+            )
+        body = json.loads(request.model_dump_json(exclude_none=True))
+        body.pop("job_id", None)
+        body["preview"] = False
+        body["output"] = self._output_again(principal, request, job_id)
+        return self.submit(principal, "composition", body, idempotency_key)
+
+    def _output_again(self, principal: Principal, request: JobRequestBase, job_id: str) -> dict[str, Any]:
+        """The `output` the preview was submitted with, recovered from where it was placed (under the
+        key's folder, the job id appended): the full render goes beside it, in its own job folder."""
+        spec = request.output
+        namespace = Namespace.for_key(principal.key_id, self.config)
+        bucket, root = namespace.output_root(spec.bucket)
+        relative = (spec.prefix or "").removeprefix(root)
+        if relative == job_id:
+            prefix = None
+        elif relative.endswith(f"/{job_id}"):
+            prefix = relative.removesuffix(f"/{job_id}")
+        else:
+            prefix = relative or None
+        again = OutputSpec(
+            bucket=None if bucket == self.config.output_bucket else bucket,
+            prefix=prefix,
+            filename=spec.filename,
+            unique_suffix=prefix is not None,
+        )
+        return json.loads(again.model_dump_json(exclude_none=True))
 
     # --- read ----------------------------------------------------------------------------------------
 
@@ -517,7 +601,7 @@ class ApiService:
                 break
         totals = UsageBucket(start=start, end=end)
         for bucket in buckets.values():
-            for field in ("jobs", "completed", "failed", "cancelled", "active"):
+            for field in ("jobs", "completed", "failed", "cancelled", "active", "previews"):
                 setattr(totals, field, getattr(totals, field) + getattr(bucket, field))
             for field in ("seconds_rendered", "gpu_seconds", "estimated_cost_usd"):
                 setattr(totals, field, round(getattr(totals, field) + getattr(bucket, field), 6))
@@ -555,8 +639,15 @@ def _next(first: datetime, period: str) -> datetime:
     return (first + timedelta(days=32)).replace(day=1)
 
 
+def is_preview(request: JobRequestBase | None) -> bool:
+    """A composition preview: lite engines only, no GPU task, no GPU time (docs/api.md, usage)."""
+    return isinstance(request, CompositionRequest) and request.preview
+
+
 def _count(bucket: UsageBucket, record: JobRecord) -> None:
     bucket.jobs += 1
+    if is_preview(record.request):
+        bucket.previews += 1
     if record.status in ("completed", "failed", "cancelled"):
         setattr(bucket, record.status, getattr(bucket, record.status) + 1)
     else:
@@ -566,4 +657,5 @@ def _count(bucket: UsageBucket, record: JobRecord) -> None:
         bucket.estimated_cost_usd = round(
             bucket.estimated_cost_usd + (record.result.estimated_cost_usd or 0.0), 6
         )
-    bucket.gpu_seconds = round(bucket.gpu_seconds + gpu_seconds(record), 3)
+    if not is_preview(record.request):  # a preview runs lite engines on CPUs: never GPU time
+        bucket.gpu_seconds = round(bucket.gpu_seconds + gpu_seconds(record), 3)

@@ -37,7 +37,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.settings.client import DEFAULT_API_URL
 
 if TYPE_CHECKING:  # the client (and httpx) are imported when a command runs
-    from talkstack.api.models import DataErasure, JobDeletion, JobView
+    from talkstack.api.models import DataErasure, JobAccepted, JobDeletion, JobView
     from talkstack.client import TalkstackClient
 
 
@@ -207,18 +207,23 @@ def submit_cmd(
         _refuse_unavailable_models(client, task, document)
         _upload_media(client, task, document, media)
         accepted = getattr(client, TASK_METHODS[task])(document)
-        out.print(f"submitted [bold]{accepted.job_id}[/] ({accepted.task} job)", highlight=False)
-        if not wait:
-            out.print(f"follow it with: talkstack api status {accepted.job_id}", highlight=False)
-            return
-        with progress_bar(accepted.job_id) as progress:
-            job = client.wait(
-                accepted.job_id,
-                on_progress=lambda j: progress(j.progress, _progress_note(j)),
-                timeout=timeout,
-            )
-        _raise_unless_completed(job)
-        files = client.download(job, output)
+        _follow(client, accepted, wait, timeout, output)
+
+
+def _follow(client: TalkstackClient, accepted: JobAccepted, wait: bool, timeout: float, output: Path) -> None:
+    """Say what was submitted; with `wait`, follow the job and download its outputs into `output`."""
+    out.print(f"submitted [bold]{accepted.job_id}[/] ({accepted.task} job)", highlight=False)
+    if not wait:
+        out.print(f"follow it with: talkstack api status {accepted.job_id}", highlight=False)
+        return
+    with progress_bar(accepted.job_id) as progress:
+        job = client.wait(
+            accepted.job_id,
+            on_progress=lambda j: progress(j.progress, _progress_note(j)),
+            timeout=timeout,
+        )
+    _raise_unless_completed(job)
+    files = client.download(job, output)
     assert job.result is not None
     duration = f", {job.result.duration_s:.2f} s" if job.result.duration_s is not None else ""
     out.print(f"[bold green]completed[/] {job.job_id}{duration}", highlight=False)
@@ -421,6 +426,249 @@ def usage_cmd(
             f"{b.estimated_cost_usd:.4f}",
         )
     out.print(table)
+
+
+# --- templates and previews -----------------------------------------------------------------------
+
+templates_app = typer.Typer(
+    help="Templates of the API: the bundled ones and this key's own; generate videos from them.",
+    no_args_is_help=True,
+)
+TemplateIdArg = Annotated[str, typer.Argument(help="Template id (see `talkstack api templates list`).")]
+OutputOption = Annotated[Path, typer.Option("--output", "-o", help="Folder for the outputs.")]
+
+
+@templates_app.command("list")
+@friendly_errors
+def templates_list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """The bundled templates and this key's own."""
+    with _client(url, key) as client:
+        listed = client.list_templates()
+    if as_json:
+        out.print_json(listed.model_dump_json())
+        return
+    table = Table("id", "version", "source", "aspect", "category", Column("name"), Column("variables"))
+    for t in listed.templates:
+        table.add_row(t.id, str(t.version), t.source, t.aspect, t.category, t.name, ", ".join(t.variables))
+    out.print(table)
+
+
+@templates_app.command("show")
+@friendly_errors
+def templates_show_cmd(
+    template_id: TemplateIdArg,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole template document.")] = False,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """One template: its variables (type, required, default, description) and an example."""
+    import json
+
+    with _client(url, key) as client:
+        view = client.get_template(template_id)
+    document = view.template
+    if as_json:
+        out.print_json(json.dumps(document))
+        return
+    out.print(
+        f"[bold]{document.get('id')}[/] v{document.get('version')} ({view.source}): {document.get('name')}, "
+        f"{document.get('aspect')} {document.get('resolution', '')}",
+        highlight=False,
+    )
+    out.print(str(document.get("description", "")), highlight=False)
+    table = Table("variable", "type", "required", "default", Column("description"))
+    for name, variable in (document.get("variables") or {}).items():
+        default = variable.get("default")
+        table.add_row(
+            name,
+            str(variable.get("type")),
+            "yes" if variable.get("required") else "",
+            "" if default is None else json.dumps(default),
+            str(variable.get("description", "")),
+        )
+    out.print(table)
+    example = " ".join(
+        f"--var {k}={json.dumps(v) if not isinstance(v, str) else v!r}"
+        for k, v in (document.get("example") or {}).items()
+    )
+    if example:
+        out.print(
+            f"example: talkstack api templates generate {template_id} {example}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@templates_app.command("put")
+@friendly_errors
+def templates_put_cmd(
+    document: Annotated[Path, typer.Argument(help="Template document (.json, .yaml or .yml).", exists=True)],
+    template_id: Annotated[
+        str | None, typer.Option("--id", help="Store it under this id (default: the document's).")
+    ] = None,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Create or replace one of this key's templates from a JSON or YAML file."""
+    data = _read_document(document)
+    with _client(url, key) as client:
+        view = client.put_template(data, template_id)
+    out.print(
+        f"stored template [bold]{view.template.get('id')}[/] v{view.template.get('version')}", highlight=False
+    )
+
+
+@templates_app.command("delete")
+@friendly_errors
+def templates_delete_cmd(
+    template_id: TemplateIdArg,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Delete one of this key's templates."""
+    with _client(url, key) as client:
+        client.delete_template(template_id)
+    out.print(f"deleted template {template_id}", highlight=False)
+
+
+@templates_app.command("generate")
+@friendly_errors
+def templates_generate_cmd(
+    template_id: TemplateIdArg,
+    var: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--var",
+            help="name=value (repeatable). A media variable may name a local file: it is uploaded. "
+            "JSON values (numbers, objects) are read as JSON.",
+        ),
+    ] = None,
+    var_file: Annotated[
+        Path | None, typer.Option("--var-file", help="A JSON object of variables.", exists=True)
+    ] = None,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Fast and cheap: lite engines, 360p, a PREVIEW mark.")
+    ] = False,
+    output: OutputOption = Path("out"),
+    wait: Annotated[bool, typer.Option(help="Follow the job and download its outputs.")] = True,
+    timeout: TimeoutOption = 900.0,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Make a video from a template and its variables (every problem with them is listed at once)."""
+    variables = _variables(var or [], var_file)
+    with _client(url, key) as client:
+        _upload_variable_files(client, client.get_template(template_id).template, variables)
+        try:
+            accepted = client.generate_from_template(template_id, variables, preview=preview or None)
+        except TalkstackError as exc:
+            _print_problems(exc)
+            raise
+        _follow(client, accepted, wait, timeout, output)
+        if preview:
+            out.print(f"render it in full: talkstack api render {accepted.job_id}", highlight=False)
+
+
+@api_app.command("render")
+@friendly_errors
+def render_cmd(
+    job_id: Annotated[str, typer.Argument(help="A preview job's id (submitted with preview: true).")],
+    output: OutputOption = Path("out"),
+    wait: Annotated[bool, typer.Option(help="Follow the job and download its outputs.")] = True,
+    timeout: TimeoutOption = 900.0,
+    url: UrlOption = DEFAULT_API_URL,
+    key: KeyOption = None,
+) -> None:
+    """Render a preview in full: a new job with the preview's request, full resolution."""
+    with _client(url, key) as client:
+        accepted = client.render_job(job_id)
+        _follow(client, accepted, wait, timeout, output)
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json's ValueError, yaml's YAMLError: the file does not parse
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{path}: not a template document: {exc}") from exc
+    if not isinstance(data, dict):
+        raise TalkstackError(ErrorCode.INVALID_REQUEST, f"{path}: a template document is an object")
+    return data
+
+
+def _variables(pairs: list[str], var_file: Path | None) -> dict[str, Any]:
+    """--var-file first, then each --var name=value (a JSON value where it parses as one)."""
+    import json
+
+    variables: dict[str, Any] = {}
+    if var_file is not None:
+        loaded = json.loads(var_file.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"--var-file {var_file}: expected a JSON object")
+        variables.update(loaded)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise TalkstackError(ErrorCode.INVALID_REQUEST, f"--var {pair!r}: expected name=value")
+        parsed: Any = value
+        if (
+            value[:1] in ("{", "[")
+            or value in ("true", "false", "null")
+            or re.fullmatch(r"-?\d+(\.\d+)?", value)
+        ):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = value
+        variables[name.strip()] = parsed
+    return variables
+
+
+MEDIA_VARIABLE_TYPES = ("image", "video", "audio", "avatar")
+
+
+def _upload_variable_files(
+    client: TalkstackClient, document: dict[str, Any], variables: dict[str, Any]
+) -> None:
+    """Media variables that name a local file are uploaded; their value becomes the upload id."""
+    declared = document.get("variables") or {}
+    for name, value in list(variables.items()):
+        kind = (declared.get(name) or {}).get("type")
+        if kind not in MEDIA_VARIABLE_TYPES or not isinstance(value, str):
+            continue
+        path = Path(value).expanduser()
+        if value.startswith(("s3://", "asset:", "upl_")) or not path.is_file():
+            continue
+        err.print(f"uploading {path}", highlight=False)
+        variables[name] = client.upload(path)
+
+
+def _print_problems(exc: TalkstackError) -> None:
+    problems = exc.details.get("problems")
+    if exc.code != ErrorCode.TEMPLATE_VARIABLES_INVALID or not isinstance(problems, list):
+        return
+    for problem in problems:
+        if isinstance(problem, dict):
+            err.print(
+                f"  {problem.get('variable') or '-'}: [{problem.get('code')}] {problem.get('message')}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+
+
+api_app.add_typer(templates_app, name="templates")
 
 
 def register(app: typer.Typer) -> None:

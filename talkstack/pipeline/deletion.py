@@ -53,14 +53,14 @@ from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.cancel import cancel_job, execution_arn
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.outputs import JOB_ID_METADATA, final_key
-from talkstack.pipeline.tenancy import TENANTS_PREFIX, UPLOADS_PREFIX
+from talkstack.pipeline.tenancy import TEMPLATES_PREFIX, TENANTS_PREFIX, UPLOADS_PREFIX
 
 JOB_WORK_PREFIXES = (WORK_PREFIX, MARKERS_PREFIX, CONTROL_PREFIX)
 KEY_PARTITIONS = ("WEBHOOKS#", "RATE#", "IDEMPOTENCY#", "QUOTA#", "ACTIVE#")
 """The REST API's per-key partitions (`<prefix><key id>`), removed whole by a key's erasure."""
 FINISHING_RETRY_S = 2
 
-ObjectKind = Literal["inputs", "uploads", "outputs", "held", "work"]
+ObjectKind = Literal["inputs", "uploads", "outputs", "held", "work", "templates"]
 
 
 class RemovedObject(StrictModel):
@@ -338,8 +338,13 @@ class Deleter:
             counts["table_items"] += self._delete_upload_record(key_id, upload_id)
         outputs: list[RemovedObject] = []
         self._remove_prefix(self.config.output_bucket, f"{TENANTS_PREFIX}{key_id}/", "outputs", outputs)
-        receipt.objects.extend([*uploads, *outputs])
-        counts.update(o.kind for o in [*uploads, *outputs])
+        # The key's own templates (PUT /v1/templates/{id}, or dropped there by an operator).
+        own_templates: list[RemovedObject] = []
+        self._remove_prefix(
+            self.config.input_bucket, f"{TEMPLATES_PREFIX}{key_id}/", "templates", own_templates
+        )
+        receipt.objects.extend([*uploads, *outputs, *own_templates])
+        counts.update(o.kind for o in [*uploads, *outputs, *own_templates])
         for prefix in KEY_PARTITIONS:
             for sk in self._partition_keys(f"{prefix}{key_id}"):
                 if prefix == "WEBHOOKS#" and sk.startswith("ENDPOINT#"):

@@ -5,7 +5,9 @@ Every entry point asks `Namespace.for_source(job source, config)` before any S3 
 - an **API job** belongs to its key K. It reads K's uploads (`s3://<input>/uploads/K/…`, or by
   `upl_` id), K's own outputs (`s3://<output>/tenants/K/…`, and under K's write grants) and the
   locations TALKSTACK_READ_GRANTS grants to K or to `*`; it publishes under `tenants/K/` in the
-  output bucket (or under a write grant), whatever `output.prefix` says.
+  output bucket (or under a write grant), whatever `output.prefix` says. Every key may also read
+  the bundled template media the API copies into the input bucket (`assets/bundled/<digest>/<file>`,
+  exactly those keys: talkstack.pipeline.bundled_assets).
 - an **S3 drop** `inputs/<name>/job.json` belongs to its folder: it reads that folder (and its
   subfolders) plus the grants to `drop:<name>` / `drop:*`. Outputs keep the manifest's layout
   (whoever may drop manifests is trusted with the output bucket, and publishing never overwrites
@@ -20,6 +22,7 @@ the buckets the stack may use (only the one the caller named).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,12 +32,16 @@ from talkstack.contract.fields import MediaRef
 from talkstack.contract.record import JobSource
 from talkstack.contract.request import JobRequestBase, OutputSpec
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.bundled_assets import BUNDLED_PREFIX, is_bundled_key
 from talkstack.pipeline.config import TENANTS_AREA, UPLOADS_AREA, PipelineConfig, S3Grant
 
 UPLOADS_PREFIX = UPLOADS_AREA
 """Where the API stores a key's uploads in the input bucket: `uploads/<key id>/<upload id>/<file>`."""
 TENANTS_PREFIX = TENANTS_AREA
 """Where the API publishes a key's outputs in the output bucket: `tenants/<key id>/…`."""
+TEMPLATES_PREFIX = "templates/"
+"""Where a key's own templates live in the input bucket: `templates/<key id>/<template id>.json`
+(no key reads them as media: they are outside every namespace)."""
 
 OwnerKind = Literal["api", "drop", "operator"]
 WHO: dict[OwnerKind, str] = {"api": "this API key", "drop": "this drop folder", "operator": "this stack"}
@@ -47,9 +54,13 @@ class Area:
     bucket: str
     prefix: str
     nested: bool = True
+    exact: Callable[[str], bool] | None = None
+    """When set, only the keys it accepts (a narrow area inside a prefix nobody else reads)."""
 
     def holds(self, bucket: str, key: str) -> bool:
         if bucket != self.bucket or not key.startswith(self.prefix):
+            return False
+        if self.exact is not None and not self.exact(key):
             return False
         return self.nested or "/" not in key[len(self.prefix) :]
 
@@ -93,6 +104,8 @@ class Namespace:
         own = (
             Area(config.input_bucket, f"{UPLOADS_PREFIX}{key_id}/"),
             Area(config.output_bucket, f"{TENANTS_PREFIX}{key_id}/"),
+            # Bundled template media: the same public files for every key, and nothing else there.
+            Area(config.input_bucket, BUNDLED_PREFIX, exact=is_bundled_key),
         )
         written = tuple(Area(g.bucket, _grant_root(g, key_id)) for g in _granted(config.write_grants, key_id))
         granted = tuple(Area.of(g) for g in _granted(config.read_grants, key_id))
@@ -199,6 +212,10 @@ class Namespace:
                 ErrorCode.INVALID_REQUEST,
                 "output.prefix: that folder holds the API keys' outputs; choose another prefix",
             )
+
+    def output_root(self, bucket: str | None) -> tuple[str, str]:
+        """(bucket, root prefix) an API key's outputs in `bucket` go under (None: the default)."""
+        return self._output_root(bucket)
 
     def _output_root(self, bucket: str | None) -> tuple[str, str]:
         """(bucket, root prefix ending in '/') an API key publishes to in `bucket` (None: the default)."""

@@ -386,8 +386,11 @@ def test_function_roles_touch_only_the_buckets_and_prefixes_they_need(s):
     api = s3_grants("api")
     assert {(a, b, p) for a, b, p in api if a == "s3:PutObject"} == {
         ("s3:PutObject", "inputs", "/uploads/*"),
+        ("s3:PutObject", "inputs", "/templates/*"),  # each key's own templates
+        ("s3:PutObject", "inputs", "/assets/bundled/*"),  # bundled template media, copied in once
         ("s3:PutObject", "work", "/control/*"),
     }
+    assert ("s3:DeleteObject", "inputs", "/templates/*") in api
     # the audit export writes its files and nothing else; nothing else writes the audit bucket
     assert s3_grants("audit_export") == {("s3:PutObject", "audit", "/audit/*")}
     assert not any(b == "audit" for name in fns if name != "audit_export" for _, b, _ in s3_grants(name))

@@ -76,6 +76,12 @@ def test_openapi_document_is_complete():
         ("DELETE", "/v1/webhooks/{webhook_id}"),
         ("POST", "/v1/webhooks/{webhook_id}/rotate"),
         ("GET", "/v1/audit"),
+        ("GET", "/v1/templates"),
+        ("GET", "/v1/templates/{template_id}"),
+        ("PUT", "/v1/templates/{template_id}"),
+        ("DELETE", "/v1/templates/{template_id}"),
+        ("POST", "/v1/templates/{template_id}/generate"),
+        ("POST", "/v1/jobs/{job_id}/render"),
         ("GET", "/health"),
     }
     text = json.dumps(doc)
@@ -87,6 +93,12 @@ def test_openapi_document_is_complete():
         "JobAccepted"
     )
     assert "Retry-After" in generate["responses"]["429"]["headers"]
+    from_template = doc["paths"]["/v1/templates/{template_id}/generate"]["post"]
+    assert from_template["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "TemplateGenerate"
+    )
+    assert {"202", "404", "422", "429"} <= set(from_template["responses"])
+    assert "409" in doc["paths"]["/v1/jobs/{job_id}/render"]["post"]["responses"]
     for path, methods in doc["paths"].items():
         for operation in methods.values():
             if path == "/health":

@@ -68,6 +68,21 @@ export type AuditEntry = Schemas["AuditEntry"];
 export type AuditAction = AuditEntry["action"];
 export type AuditObject = Schemas["AuditObject"];
 
+export type TemplateSummary = Schemas["TemplateSummary"];
+export type TemplateList = Schemas["TemplateList"];
+export type TemplateView = Schemas["TemplateView"];
+/** `POST /v1/templates/{template_id}/generate`: variables by name, and the job's own fields. */
+export type TemplateGenerate = RequestBody<"generateFromTemplate">;
+/** A template document (`schemas/template.schema.json`), as `PUT /v1/templates/{template_id}` takes it. */
+export type TemplateDocument = Schemas extends { TemplateDocument: infer T } ? T : Record<string, unknown>;
+/** One entry of a TEMPLATE_VARIABLES_INVALID answer's `details.problems`. */
+export interface TemplateProblem {
+  variable: string | null;
+  /** `unknown`, `missing`, `wrong_type`, `invalid` or `asset_not_found`. */
+  code: string;
+  message: string;
+}
+
 /** Statuses after which a job never changes again. */
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set<JobStatus>(["completed", "failed", "cancelled"]);
 
@@ -278,6 +293,63 @@ export class TalkstackClient {
     const idempotencyKey = options.idempotencyKey ?? globalThis.crypto.randomUUID();
     return this.call<ResponseBody<"generateAvatar", 202>>("POST", path, {
       body,
+      headers: { "Idempotency-Key": idempotencyKey },
+    });
+  }
+
+  // --- templates ---------------------------------------------------------------------------------
+
+  /** The bundled templates and this key's own (id, version, name, aspect, variable names). */
+  listTemplates(): Promise<TemplateList> {
+    return this.call<ResponseBody<"listTemplates", 200>>("GET", "/v1/templates");
+  }
+
+  /** One template's whole document; another key's is 404 NOT_FOUND, like one that never existed. */
+  getTemplate(templateId: string): Promise<TemplateView> {
+    return this.call<ResponseBody<"getTemplate", 200>>("GET", `/v1/templates/${encodeURIComponent(templateId)}`);
+  }
+
+  /**
+   * Create or replace one of this key's templates under `templateId` (default: the document's id).
+   * 422 TEMPLATE_INVALID lists every problem; a bundled template's id is 409 CONFLICT.
+   */
+  putTemplate(document: TemplateDocument, templateId?: string): Promise<TemplateView> {
+    const id = templateId ?? (document as { id?: unknown }).id;
+    if (typeof id !== "string" || id === "") {
+      return Promise.reject(new TypeError("putTemplate: give templateId or a document with an id"));
+    }
+    return this.call<ResponseBody<"putTemplate", 200>>("PUT", `/v1/templates/${encodeURIComponent(id)}`, {
+      body: document,
+    });
+  }
+
+  /** Delete one of this key's templates. */
+  async deleteTemplate(templateId: string): Promise<void> {
+    await this.call<undefined>("DELETE", `/v1/templates/${encodeURIComponent(templateId)}`);
+  }
+
+  /**
+   * A composition job from a template and its variables (media: upload ids, `s3://` refs or
+   * `asset:<name>`). A 422 TEMPLATE_VARIABLES_INVALID lists every {@link TemplateProblem} at once in
+   * `details.problems`. `preview: true` renders fast and cheap; {@link renderJob} renders it in full.
+   */
+  generateFromTemplate(
+    templateId: string,
+    body: TemplateGenerate,
+    options: GenerateOptions = {},
+  ): Promise<JobAccepted> {
+    const idempotencyKey = options.idempotencyKey ?? globalThis.crypto.randomUUID();
+    return this.call<ResponseBody<"generateFromTemplate", 202>>(
+      "POST",
+      `/v1/templates/${encodeURIComponent(templateId)}/generate`,
+      { body, headers: { "Idempotency-Key": idempotencyKey } },
+    );
+  }
+
+  /** The full render of a preview job: a new job with the same request, `preview` off. */
+  renderJob(jobId: string, options: GenerateOptions = {}): Promise<JobAccepted> {
+    const idempotencyKey = options.idempotencyKey ?? globalThis.crypto.randomUUID();
+    return this.call<ResponseBody<"renderJob", 202>>("POST", `/v1/jobs/${encodeURIComponent(jobId)}/render`, {
       headers: { "Idempotency-Key": idempotencyKey },
     });
   }

@@ -142,6 +142,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/{job_id}/render": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Render a preview in full
+         * @description For a composition job submitted with `preview: true` (and not failed): a new job with the same request, `preview` off (full resolution, the requested engines, no PREVIEW mark). Any other job answers 409.
+         */
+        post: operations["renderJob"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -153,6 +173,68 @@ export interface paths {
         get: operations["listModels"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Templates: the bundled ones and this key's own
+         * @description Each with its id, version, name, aspect ratio, category and variable names.
+         */
+        get: operations["listTemplates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/{template_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One template: its variables, their types and defaults, an example */
+        get: operations["getTemplate"];
+        /**
+         * Create or replace one of this key's templates
+         * @description The body is a template document (schemas/template.schema.json), validated at once: 422 TEMPLATE_INVALID lists every problem. Stored for this key only; a bundled template's id answers 409. Answers 201 when created, 200 when replaced.
+         */
+        put: operations["putTemplate"];
+        post?: never;
+        /** Delete one of this key's templates */
+        delete: operations["deleteTemplate"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/templates/{template_id}/generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a composition video from a template and its variables
+         * @description Fills the template with `variables` (defaults for the rest) and submits the composition as a job, with the same checks, limits and Idempotency-Key handling as the generation endpoints. 422 TEMPLATE_VARIABLES_INVALID lists every problem at once (unknown variable, wrong type, missing required, media that does not exist or this key may not read). `preview: true` renders fast and cheap; `POST /v1/jobs/{job_id}/render` then renders it in full.
+         */
+        post: operations["generateFromTemplate"];
         delete?: never;
         options?: never;
         head?: never;
@@ -792,7 +874,7 @@ export interface components {
              * Task
              * @enum {string}
              */
-            task: "avatar" | "voice" | "video";
+            task: "avatar" | "voice" | "video" | "composition";
         };
         /**
          * JobDeletion
@@ -878,7 +960,7 @@ export interface components {
              */
             status: "queued" | "running" | "completed" | "held" | "failed" | "cancelled";
             /** Task */
-            task: ("avatar" | "voice" | "video") | null;
+            task: ("avatar" | "voice" | "video" | "composition") | null;
         };
         /** JobView */
         JobView: {
@@ -903,11 +985,24 @@ export interface components {
             model: string | null;
             /** @description The input moderation verdict (policy version, classifier, and for a refusal its category). */
             moderation?: components["schemas"]["ModerationVerdict"] | null;
+            /**
+             * Preview
+             * @description A composition submitted with `preview: true`: `POST /v1/jobs/{job_id}/render` renders it in full.
+             * @default false
+             */
+            preview?: boolean;
             /** Progress */
             progress: number;
             /** Progress Message */
             progress_message?: string | null;
             result?: components["schemas"]["ResultView"] | null;
+            /**
+             * Scene Progress
+             * @description A composition's progress through each scene's engine steps, by scene index.
+             */
+            scene_progress?: {
+                [key: string]: number;
+            };
             /** Started At */
             started_at?: string | null;
             /**
@@ -918,7 +1013,7 @@ export interface components {
             /** Steps */
             steps?: components["schemas"]["StepView"][];
             /** Task */
-            task: ("avatar" | "voice" | "video") | null;
+            task: ("avatar" | "voice" | "video" | "composition") | null;
         };
         /** ModelLimits */
         ModelLimits: {
@@ -1248,7 +1343,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "inputs" | "uploads" | "outputs" | "held" | "work";
+            kind: "inputs" | "uploads" | "outputs" | "held" | "work" | "templates";
         };
         /** ResultView */
         ResultView: {
@@ -1264,6 +1359,12 @@ export interface components {
             height?: number | null;
             /** Outputs */
             outputs: components["schemas"]["OutputView"][];
+            /**
+             * Preview
+             * @description A composition rendered as a preview (lite engines, 360p, a PREVIEW mark).
+             * @default false
+             */
+            preview?: boolean;
             /** @description Avatar jobs: the quality report of the video (talkstack.contract.record.JobResult.quality). */
             quality?: components["schemas"]["QualityReport"] | null;
             /** @description The output scan of the video (passed, or not_scanned: no classifier ran on its worker). */
@@ -1293,6 +1394,232 @@ export interface components {
              * @enum {string}
              */
             status: "pending" | "running" | "completed" | "failed" | "skipped" | "cancelled";
+        };
+        /**
+         * TemplateAsset
+         * @description A bundled file the template uses, and where its licence comes from.
+         */
+        TemplateAsset: {
+            /**
+             * Licence
+             * @description SPDX identifier or a short statement (e.g. `Apache-2.0`, `public domain`).
+             */
+            licence: string;
+            /**
+             * Path
+             * @description As the template names it after `asset:` (e.g. `backgrounds/sunset.png`, `samples/portrait.png`).
+             */
+            path: string;
+            /**
+             * Source
+             * @description Who made it and how (e.g. the script that generates it).
+             */
+            source: string;
+        };
+        /**
+         * TemplateComposition
+         * @description The composition a template renders: a composition request body without `task`, `output`,
+         *     `notify`, `consent` or `template` (those belong to the render). Its strings may hold `{{name}}`
+         *     placeholders, so its shape is checked by instantiating it with the template's `example`.
+         */
+        TemplateComposition: {
+            /**
+             * Options
+             * @description Composition options; `aspect` and `resolution` come from the template's own fields.
+             */
+            options?: {
+                [key: string]: unknown;
+            };
+            /** Scenes */
+            scenes: {
+                [key: string]: unknown;
+            }[];
+        };
+        /**
+         * TemplateDocument
+         * @description A template: a composition with typed variables, versioned (docs/templates.md).
+         */
+        TemplateDocument: {
+            /**
+             * Aspect
+             * @enum {string}
+             */
+            aspect: "16:9" | "9:16" | "1:1" | "4:5";
+            /**
+             * Assets
+             * @description Every bundled file the template names (`asset:<path>`), with its licence.
+             */
+            assets?: components["schemas"]["TemplateAsset"][];
+            /** Category */
+            category: string;
+            composition: components["schemas"]["TemplateComposition"];
+            /** Description */
+            description: string;
+            /**
+             * Example
+             * @description Variables that render the template (with its defaults): a user's starting point.
+             */
+            example?: {
+                [key: string]: unknown;
+            };
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Resolution
+             * @default 720p
+             * @enum {string}
+             */
+            resolution?: "720p" | "1080p";
+            /** Variables */
+            variables?: {
+                [key: string]: components["schemas"]["TemplateVariable"];
+            };
+            /**
+             * Version
+             * @description Raise it whenever the template changes what it renders.
+             */
+            version: number;
+        };
+        /**
+         * TemplateGenerate
+         * @description `POST /v1/templates/{id}/generate`: a composition job from a template and its variables.
+         */
+        TemplateGenerate: {
+            /**
+             * Callback Id
+             * @default null
+             */
+            callback_id?: string | null;
+            /**
+             * @description For the presenter's photo and reference voice, as for an avatar job (none for bundled samples).
+             * @default null
+             */
+            consent?: components["schemas"]["ConsentAttestation"] | null;
+            /**
+             * Metadata
+             * @default null
+             */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /** @default null */
+            notify?: components["schemas"]["NotifySpec"] | null;
+            /** @default null */
+            output?: components["schemas"]["OutputSpec"] | null;
+            /**
+             * Preview
+             * @description Render fast and cheap (lite engines, 360p, a PREVIEW mark; no GPU time). Start the full
+             *     render from the preview's job with `POST /v1/jobs/{job_id}/render`.
+             * @default null
+             */
+            preview?: boolean | null;
+            /**
+             * Variables
+             * @description Values by variable name; media as `s3://bucket/key`, an upload id (`upl_…`) or `asset:<name>`
+             *     for a bundled file. Variables left out take their defaults.
+             */
+            variables?: {
+                [key: string]: unknown;
+            };
+        };
+        /** TemplateList */
+        TemplateList: {
+            /** Templates */
+            templates: components["schemas"]["TemplateSummary"][];
+        };
+        /**
+         * TemplateSummary
+         * @description One template in `GET /v1/templates`.
+         */
+        TemplateSummary: {
+            /**
+             * Aspect
+             * @enum {string}
+             */
+            aspect: "16:9" | "9:16" | "1:1" | "4:5";
+            /** Category */
+            category: string;
+            /** Description */
+            description: string;
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Resolution */
+            resolution?: ("720p" | "1080p") | null;
+            /**
+             * Source
+             * @description `bundled`: ships with talkstack; `own`: this key's (`PUT /v1/templates/{id}`, or dropped by an
+             *     operator at `templates/<key id>/<id>.json` in the input bucket).
+             * @enum {string}
+             */
+            source: "bundled" | "own";
+            /**
+             * Variables
+             * @description The names of its variables (`GET /v1/templates/{id}` has their types and defaults).
+             */
+            variables: string[];
+            /** Version */
+            version: number;
+        };
+        /**
+         * TemplateVariable
+         * @description One thing a user changes in a template.
+         */
+        TemplateVariable: {
+            /**
+             * Choices
+             * @description The values accepted (`text` and `voice` variables only).
+             * @default null
+             */
+            choices?: string[] | null;
+            /**
+             * Default
+             * @description Used when the render does not give the variable (checked like a given value).
+             * @default null
+             */
+            default?: unknown;
+            /** Description */
+            description: string;
+            /**
+             * Max Length
+             * @description Longest text accepted (`text` variables only).
+             * @default null
+             */
+            max_length?: number | null;
+            /**
+             * Required
+             * @description A required variable has no default: every render must give it.
+             * @default false
+             */
+            required?: boolean;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "text" | "image" | "video" | "audio" | "avatar" | "voice" | "colour";
+        };
+        /**
+         * TemplateView
+         * @description `GET /v1/templates/{id}`: the whole template document.
+         */
+        TemplateView: {
+            /**
+             * Source
+             * @enum {string}
+             */
+            source: "bundled" | "own";
+            /**
+             * Template
+             * @description The template document (schemas/template.schema.json): id, version, name, description,
+             *     category, aspect, resolution, `variables` (each with its type, description, required, default),
+             *     `composition` (scenes with `{{name}}` placeholders), `example` variables and bundled `assets`.
+             */
+            template: {
+                [key: string]: unknown;
+            };
         };
         /** UploadRequest */
         UploadRequest: {
@@ -1403,6 +1730,13 @@ export interface components {
              * @default 0
              */
             jobs?: number;
+            /**
+             * Previews
+             * @description Of `jobs`, composition previews (`preview: true`): they run lite engines on CPUs, so they add
+             *     no GPU seconds and hold none of the key's GPU tasks (they count as concurrent jobs).
+             * @default 0
+             */
+            previews?: number;
             /**
              * Seconds Rendered
              * @description Seconds of finished video or audio delivered.
@@ -2278,6 +2612,126 @@ export interface operations {
             };
         };
     };
+    renderJob: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key and body within 24 h return the original job. */
+                "idempotency-key"?: string | null;
+            };
+            path: {
+                /** @description A job id from a 202 answer. */
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Job accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobAccepted"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input the stack may not read (INPUT_FORBIDDEN) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) or no such template / job for this key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The job is not a composition preview, or it failed (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input over its size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A media type the engines do not read (UNSUPPORTED_MEDIA) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A well-formed request that cannot run: an unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     listModels: {
         parameters: {
             query?: never;
@@ -2307,6 +2761,442 @@ export interface operations {
             };
             /** @description No key, or a key that is not valid (UNAUTHORIZED) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listTemplates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateList"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such template for this key (another key's answers the same) (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    putTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplateDocument"];
+            };
+        };
+        responses: {
+            /** @description Template replaced */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"];
+                };
+            };
+            /** @description Template created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateView"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such template for this key (another key's answers the same) (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bundled template's id: only this key's own templates can be written or deleted (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A template document that does not hold together: details.errors / the message list every problem (TEMPLATE_INVALID) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deleteTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Template deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such template for this key (another key's answers the same) (NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bundled template's id: only this key's own templates can be written or deleted (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    generateFromTemplate: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key and body within 24 h return the original job. */
+                "idempotency-key"?: string | null;
+            };
+            path: {
+                /** @description A template id: a bundled one (`GET /v1/templates`) or this key's own. */
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplateGenerate"];
+            };
+        };
+        responses: {
+            /** @description Job accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobAccepted"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input the stack may not read (INPUT_FORBIDDEN) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) or no such template / job for this key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bundled template's id: only this key's own templates can be written or deleted (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input over its size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A media type the engines do not read (UNSUPPORTED_MEDIA) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Variables that do not fit the template: details.problems lists every one (TEMPLATE_VARIABLES_INVALID), or a composition that cannot run */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

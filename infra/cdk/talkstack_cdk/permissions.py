@@ -37,8 +37,9 @@ from talkstack.contract.worker import HELD_PREFIX
 from talkstack.contract.worker import MARKERS_PREFIX as MARKERS
 from talkstack.contract.worker import WORK_PREFIX as WORK
 from talkstack.pipeline.audit import EXPORT_PREFIX as AUDIT_PREFIX
+from talkstack.pipeline.bundled_assets import BUNDLED_PREFIX
 from talkstack.pipeline.jobs_table import OWNER_INDEX
-from talkstack.pipeline.tenancy import TENANTS_PREFIX
+from talkstack.pipeline.tenancy import TEMPLATES_PREFIX, TENANTS_PREFIX
 from talkstack_cdk.functions import PipelineFunctions
 from talkstack_cdk.settings import DeploySettings
 from talkstack_cdk.storage import INPUT_PREFIX, UPLOAD_PREFIX, Storage
@@ -226,6 +227,10 @@ def grant_pipeline(
     # api: uploads, HEADs of inputs, results' pre-signed GETs, jobs started, stopped and cancelled
     # (a cancel takes back what finalize published: a HEAD of each key, most of them missing).
     allow(role["api"], "Uploads", WRITE, objects("api", [inputs], [UPLOAD_PREFIX]))
+    # api: each key's own templates (templates/<key id>/<id>.json: written, read through HeadInputs'
+    # whole-bucket read, deleted) and the bundled template media it copies in once (assets/bundled/).
+    allow(role["api"], "Templates", [*WRITE, *DELETE], objects("api", [inputs], [TEMPLATES_PREFIX]))
+    allow(role["api"], "BundledAssets", WRITE, objects("api", [inputs], [BUNDLED_PREFIX]))
     allow(role["api"], "HeadInputs", READ, scoped("api", reads))
     allow(role["api"], "TellMissingInputs", LIST, buckets(reads))
     allow(role["api"], "PresignResults", [*READ, *DELETE], scoped("api", publish_to))
