@@ -58,6 +58,7 @@ from talkstack import __version__
 from talkstack.api.models import (
     AuditTrail,
     AvatarGenerate,
+    CompositionGenerate,
     DataErasure,
     Health,
     JobAccepted,
@@ -338,7 +339,7 @@ class TalkstackClient:
     def _generate(
         self,
         path: str,
-        model: type[AvatarGenerate | VoiceGenerate | VideoGenerate],
+        model: type[AvatarGenerate | VoiceGenerate | VideoGenerate | CompositionGenerate],
         body: Mapping[str, Any] | BaseModel,
         idempotency_key: str | None,
     ) -> JobAccepted:
@@ -425,6 +426,13 @@ class TalkstackClient:
     ) -> JobAccepted:
         """`POST /v1/video/generate`: prompt (+ optional first frame) → MP4. Idempotent as above."""
         return self._generate("/v1/video/generate", VideoGenerate, body, idempotency_key)
+
+    def generate_composition(
+        self, body: Mapping[str, Any] | CompositionGenerate, *, idempotency_key: str | None = None
+    ) -> JobAccepted:
+        """`POST /v1/composition/generate`: scenes → a finished MP4 with captions, thumbnails and an
+        animated preview (docs/compositions.md). Idempotent as above."""
+        return self._generate("/v1/composition/generate", CompositionGenerate, body, idempotency_key)
 
     # --- jobs ----------------------------------------------------------------------------------------
 

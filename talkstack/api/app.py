@@ -55,7 +55,12 @@ from talkstack.pipeline.services import Services, services
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
-GENERATE_PATHS = {"/v1/avatar/generate": "avatar", "/v1/voice/clone": "voice", "/v1/video/generate": "video"}
+GENERATE_PATHS = {
+    "/v1/avatar/generate": "avatar",
+    "/v1/voice/clone": "voice",
+    "/v1/video/generate": "video",
+    "/v1/composition/generate": "composition",
+}
 JOB_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,80}$", description="A job id from a 202 answer.")]
 IDEMPOTENCY_KEY = Annotated[
     str | None,
@@ -256,6 +261,21 @@ def clone_voice(idempotency_key: IDEMPOTENCY_KEY = None):  # -> Response (declar
 )
 def generate_video(idempotency_key: IDEMPOTENCY_KEY = None):  # -> Response (declared above)
     return _generate("video", idempotency_key)
+
+
+@app.post(
+    "/v1/composition/generate",
+    summary="Make a finished video from scenes",
+    description="Scenes (avatars, generated clips, uploaded images or videos, title cards) laid out "
+    "over backgrounds with text overlays, transitions, music and captions → one MP4 with captions, "
+    "thumbnails and an animated preview (docs/compositions.md). `preview: true` renders it fast "
+    "and cheap first; `POST /v1/jobs/{job_id}/render` then makes the full render.",
+    tags=["generate"],
+    operation_id="generateComposition",
+    responses=_responses(202, JobAccepted, "Job accepted"),
+)
+def generate_composition(idempotency_key: IDEMPOTENCY_KEY = None):  # -> Response (declared above)
+    return _generate("composition", idempotency_key)
 
 
 @app.post(

@@ -69,10 +69,19 @@ class VideoGenerate(VideoRequest):
     job_id: SkipJsonSchema[None] = None  # the API chooses job ids (refused if sent)
 
 
-GENERATE_BODIES: dict[str, type[AvatarGenerate | VoiceGenerate | VideoGenerate]] = {
+class CompositionGenerate(CompositionRequest):
+    """`POST /v1/composition/generate`: a finished video from scenes. Media anywhere in the scenes
+    are `s3://bucket/key` references the stack may read, or upload ids (`upl_…`)."""
+
+    task: Literal["composition"] = "composition"
+    job_id: SkipJsonSchema[None] = None  # the API chooses job ids (refused if sent)
+
+
+GENERATE_BODIES: dict[str, type[AvatarGenerate | VoiceGenerate | VideoGenerate | CompositionGenerate]] = {
     "avatar": AvatarGenerate,
     "voice": VoiceGenerate,
     "video": VideoGenerate,
+    "composition": CompositionGenerate,
 }
 
 

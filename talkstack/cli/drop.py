@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
+from pydantic import ValidationError
+
+from talkstack.contract.composition import CompositionRequest
 from talkstack.contract.fields import MediaRef
 from talkstack.contract.parse import is_multitalk_v0_manifest
 from talkstack.contract.record import JobRecord
@@ -47,6 +50,8 @@ def relative_media(manifest: Mapping[str, Any]) -> dict[str, str]:
     """The manifest's media refs that are keys relative to it: {field path: key}. Native manifests
     (their inputs and `consent.clip`) and MultiTalk API v0 manifests (`input.*_s3_url`) alike; what
     is not a valid ref is left for the pipeline to refuse with its own message."""
+    if manifest.get("task") == "composition":
+        return _composition_media(manifest)
     if is_multitalk_v0_manifest(manifest):
         section, names = "input", frozenset(_V0_MEDIA)
     else:
@@ -70,6 +75,26 @@ def relative_media(manifest: Mapping[str, Any]) -> dict[str, str]:
         if ref.is_relative:
             refs["consent.clip"] = ref.key
     return refs
+
+
+def _composition_media(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """A composition's relative media refs, wherever they sit in its scenes (dotted paths such as
+    `scenes.0.source.inputs.image`); a manifest that does not parse names none (the pipeline refuses
+    it with its own message)."""
+    try:
+        request = CompositionRequest.model_validate(manifest)
+    except ValidationError:
+        return {}
+    return {path: ref.key for path, ref in request.referenced_media().items() if ref.is_relative}
+
+
+def set_media_ref(document: dict[str, Any], path: str, value: str) -> None:
+    """Put `value` at a dotted media path of a manifest (`inputs.audio`, `scenes.0.music.media`)."""
+    *parents, leaf = path.split(".")
+    node: Any = document
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[leaf] = value
 
 
 def local_media(

@@ -41,7 +41,12 @@ if TYPE_CHECKING:  # the client (and httpx) are imported when a command runs
     from talkstack.client import TalkstackClient
 
 
-TASK_METHODS = {"avatar": "generate_avatar", "voice": "clone_voice", "video": "generate_video"}
+TASK_METHODS = {
+    "avatar": "generate_avatar",
+    "voice": "clone_voice",
+    "video": "generate_video",
+    "composition": "generate_composition",
+}
 
 UrlOption = Annotated[
     str,
@@ -83,9 +88,23 @@ def _upload_media(
 ) -> None:
     """Upload each local media file once and put its upload id where the manifest named the file
     (the inputs, and the consent attestation's clip)."""
-    from talkstack.cli.drop import media_fields
+    from talkstack.cli.drop import media_fields, relative_media, set_media_ref
     from talkstack.contract.fields import MediaRef
 
+    if task == "composition":  # media anywhere in the scenes, by dotted path
+        uploaded_once: dict[str, str] = {}
+        for field, key in relative_media(document).items():
+            if key.startswith("upl_"):
+                continue
+            if key not in media:
+                raise TalkstackError(
+                    ErrorCode.INPUT_NOT_FOUND, f"{field}: no file {key!r} beside the manifest", field=field
+                )
+            if key not in uploaded_once:
+                err.print(f"uploading {media[key]}", highlight=False)
+                uploaded_once[key] = client.upload(media[key])
+            set_media_ref(document, field, uploaded_once[key])
+        return
     inputs = document.get("inputs")
     if not isinstance(inputs, dict):
         return  # the API says what is wrong with it

@@ -36,6 +36,8 @@ export type AvatarGenerate = Omit<RequestBody<"generateAvatar">, "job_id">;
 export type VoiceGenerate = Omit<RequestBody<"cloneVoice">, "job_id">;
 /** `POST /v1/video/generate` (see {@link AvatarGenerate} for `job_id`). */
 export type VideoGenerate = Omit<RequestBody<"generateVideo">, "job_id">;
+/** `POST /v1/composition/generate`: scenes → a finished video (docs/compositions.md). */
+export type CompositionGenerate = Omit<RequestBody<"generateComposition">, "job_id">;
 export type UploadRequest = RequestBody<"createUpload">;
 
 export type UploadTicket = Schemas["UploadTicket"];
@@ -285,9 +287,14 @@ export class TalkstackClient {
     return this.generate("/v1/video/generate", body, options);
   }
 
+  /** A finished video from scenes: avatars, clips, images, title cards, captions and music. */
+  generateComposition(body: CompositionGenerate, options: GenerateOptions = {}): Promise<JobAccepted> {
+    return this.generate("/v1/composition/generate", body, options);
+  }
+
   private generate(
-    path: "/v1/avatar/generate" | "/v1/voice/clone" | "/v1/video/generate",
-    body: AvatarGenerate | VoiceGenerate | VideoGenerate,
+    path: "/v1/avatar/generate" | "/v1/voice/clone" | "/v1/video/generate" | "/v1/composition/generate",
+    body: AvatarGenerate | VoiceGenerate | VideoGenerate | CompositionGenerate,
     options: GenerateOptions,
   ): Promise<JobAccepted> {
     const idempotencyKey = options.idempotencyKey ?? globalThis.crypto.randomUUID();

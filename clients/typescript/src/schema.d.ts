@@ -61,6 +61,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/composition/generate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a finished video from scenes
+         * @description Scenes (avatars, generated clips, uploaded images or videos, title cards) laid out over backgrounds with text overlays, transitions, music and captions → one MP4 with captions, thumbnails and an animated preview (docs/compositions.md). `preview: true` renders it fast and cheap first; `POST /v1/jobs/{job_id}/render` then makes the full render.
+         */
+        post: operations["generateComposition"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/data": {
         parameters: {
             query?: never;
@@ -685,6 +705,24 @@ export interface components {
             width?: number | null;
         };
         /**
+         * AvatarSource
+         * @description A talking avatar: a photo driven by speech audio or by text (a voice step first), rendered by
+         *     any avatar engine. Its size and frame rate are the composition's.
+         */
+        AvatarSource: {
+            inputs: components["schemas"]["AvatarInputs"];
+            /**
+             * @description The avatar engine's options, as for an avatar job; width, height and fps are set by the
+             *     composition, and long avatars render as one stream (long_audio "sequential").
+             */
+            options?: components["schemas"]["AvatarOptions"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "avatar";
+        };
+        /**
          * AvatarVoiceOptions
          * @description Voice step settings for a text-driven avatar (speed and emotion come from the avatar options).
          */
@@ -711,6 +749,159 @@ export interface components {
              * @default 0
              */
             pitch?: number;
+        };
+        /**
+         * Background
+         * @description What is behind the source: a colour, an image or a video (looped, muted).
+         */
+        Background: {
+            /**
+             * Colour
+             * @description #rrggbb or #rrggbbaa
+             * @default #101820
+             */
+            colour?: string;
+            /**
+             * Media
+             * @description The image or video, for type image / video.
+             * @default null
+             */
+            media?: string | null;
+            /**
+             * Type
+             * @default colour
+             * @enum {string}
+             */
+            type?: "colour" | "image" | "video";
+        };
+        /**
+         * Captions
+         * @description Word-timed captions of every speech track: from the voice step's timings for scripts, from
+         *     the scene's `transcript` aligned to its audio otherwise; their language follows the speech.
+         */
+        Captions: {
+            /**
+             * Burn In
+             * @description Draw them on the frames: `classic` (at most two lines at the bottom) or `highlight` (social
+             *     style: a few words at a time, the word being spoken highlighted).
+             * @default none
+             * @enum {string}
+             */
+            burn_in?: "none" | "classic" | "highlight";
+            /**
+             * Colour
+             * @description #rrggbb or #rrggbbaa
+             * @default #FFFFFF
+             */
+            colour?: string;
+            /**
+             * Font
+             * @default sans-bold
+             * @enum {string}
+             */
+            font?: "sans" | "sans-bold" | "serif" | "mono";
+            /**
+             * Highlight Colour
+             * @description #rrggbb or #rrggbbaa
+             * @default #FFD400
+             */
+            highlight_colour?: string;
+            /**
+             * Max Line Chars
+             * @default 42
+             */
+            max_line_chars?: number;
+            /**
+             * Sidecar
+             * @description Write SRT and WebVTT files beside the video.
+             * @default true
+             */
+            sidecar?: boolean;
+        };
+        /**
+         * CompositionGenerate
+         * @description `POST /v1/composition/generate`: a finished video from scenes. Media anywhere in the scenes
+         *     are `s3://bucket/key` references the stack may read, or upload ids (`upl_…`).
+         */
+        CompositionGenerate: {
+            /**
+             * Callback Id
+             * @description Echoed in every event and webhook.
+             * @default null
+             */
+            callback_id?: string | null;
+            /**
+             * @description For every avatar scene's photo and reference voice (as for an avatar job).
+             * @default null
+             */
+            consent?: components["schemas"]["ConsentAttestation"] | null;
+            /**
+             * Metadata
+             * @description Client key/value pairs (≤16, keys ≤64 and values ≤256 characters), echoed in every event.
+             */
+            metadata?: {
+                [key: string]: string;
+            };
+            notify?: components["schemas"]["NotifySpec"];
+            options?: components["schemas"]["CompositionOptions"];
+            output?: components["schemas"]["OutputSpec"];
+            /**
+             * Preview
+             * @description Render fast and cheap: lite engines, 360p, a PREVIEW mark; generated clips are shown as cards
+             *     naming their prompt. Start the full render from the preview with POST /v1/jobs/{id}/render.
+             * @default false
+             */
+            preview?: boolean;
+            /** Scenes */
+            scenes: components["schemas"]["Scene"][];
+            /**
+             * Task
+             * @default composition
+             * @constant
+             */
+            task?: "composition";
+            /** @default null */
+            template?: components["schemas"]["TemplateOrigin"] | null;
+        };
+        /** CompositionOptions */
+        CompositionOptions: {
+            /**
+             * Aspect
+             * @default 16:9
+             * @enum {string}
+             */
+            aspect?: "16:9" | "9:16" | "1:1" | "4:5";
+            captions?: components["schemas"]["Captions"];
+            /**
+             * Fps
+             * @default 25
+             */
+            fps?: number;
+            /**
+             * Matte Model
+             * @description The model that cuts people out; default the deployment's TALKSTACK_MATTE_MODEL.
+             * @default null
+             */
+            matte_model?: ("lite-matte" | "vitmatte") | null;
+            /**
+             * @description Music under the whole video (a scene's own music replaces it for that scene).
+             * @default null
+             */
+            music?: components["schemas"]["Music"] | null;
+            /**
+             * Resolution
+             * @default 720p
+             * @enum {string}
+             */
+            resolution?: "720p" | "1080p";
+            /**
+             * Transparent
+             * @description Also write the video with an alpha channel, transparent wherever no person is (WebM VP9 with
+             *     alpha and ProRes 4444 MOV, for editors to composite). Every scene must be an avatar or a video
+             *     upload with the person cut out (layout.cutout); backgrounds are ignored in those files.
+             * @default false
+             */
+            transparent?: boolean;
         };
         /**
          * ConsentAttestation
@@ -1015,6 +1206,87 @@ export interface components {
             /** Task */
             task: ("avatar" | "voice" | "video" | "composition") | null;
         };
+        /**
+         * Layout
+         * @description Where the scene's source goes on the canvas.
+         *
+         *     - `full`: it covers the canvas (scaled to cover, centred, cropped).
+         *     - `background`: it is placed over the scene background at `position`, `scale` of the canvas height.
+         *     - `pip`: picture-in-picture: its frame, in `shape`, at `position` and `scale` over the background.
+         *     - `split`: it fills the `side` half, the background fills the other half.
+         */
+        Layout: {
+            /**
+             * Cutout
+             * @description Cut the person out of their own background (the `matte` step) and show the scene background
+             *     behind them. Default: on for avatar and video-upload sources in `background` layouts, else off.
+             * @default null
+             */
+            cutout?: boolean | null;
+            /**
+             * Position
+             * @default center
+             * @enum {string}
+             */
+            position?: "center" | "left" | "right" | "top" | "bottom" | "top_left" | "top_right" | "bottom_left" | "bottom_right";
+            /**
+             * Scale
+             * @description Height of the placed source as a fraction of the canvas height (`background`, `pip`).
+             * @default 0.8
+             */
+            scale?: number;
+            /**
+             * Shape
+             * @description Outline of the placed source (`pip`; `circle` crops a square around the centre).
+             * @default rectangle
+             * @enum {string}
+             */
+            shape?: "rectangle" | "rounded" | "circle";
+            /**
+             * Side
+             * @description Which half the source takes (`split`; in portrait canvases the halves are top and bottom,
+             *     `left` meaning the top).
+             * @default left
+             * @enum {string}
+             */
+            side?: "left" | "right";
+            /**
+             * Type
+             * @default full
+             * @enum {string}
+             */
+            type?: "full" | "background" | "pip" | "split";
+        };
+        /**
+         * MediaSource
+         * @description An uploaded image (.png, .jpg, .webp) or video (.mp4, .mov, .webm).
+         */
+        MediaSource: {
+            /**
+             * Keep Audio
+             * @description Keep a video's own sound (it is captioned only when the scene gives a transcript).
+             * @default true
+             */
+            keep_audio?: boolean;
+            /**
+             * Media
+             * @description s3://bucket/key, or a key relative to the folder holding the manifest.
+             * @example s3://my-bucket/inputs/face.png
+             * @example media/speech.wav
+             */
+            media: string;
+            /**
+             * Start S
+             * @description Where to start in a video (ignored for images).
+             * @default 0
+             */
+            start_s?: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "media";
+        };
         /** ModelLimits */
         ModelLimits: {
             /** Max Audio Bytes */
@@ -1124,6 +1396,31 @@ export interface components {
              * @description Refused: whether the policy's terms and patterns or the classifier decided.
              */
             source?: ("policy" | "classifier") | null;
+        };
+        /**
+         * Music
+         * @description Background music: looped to length, faded in and out, ducked under speech.
+         */
+        Music: {
+            /**
+             * Duck Db
+             * @description How much quieter the music goes under speech (0 turns ducking off).
+             * @default 12
+             */
+            duck_db?: number;
+            /**
+             * Media
+             * @description s3://bucket/key, or a key relative to the folder holding the manifest.
+             * @example s3://my-bucket/inputs/face.png
+             * @example media/speech.wav
+             */
+            media: string;
+            /**
+             * Volume Db
+             * @description Level where nobody speaks (dB relative to full scale of the music file).
+             * @default -18
+             */
+            volume_db?: number;
         };
         /**
          * NotifySpec
@@ -1374,6 +1671,42 @@ export interface components {
             /** Width */
             width?: number | null;
         };
+        /** Scene */
+        Scene: {
+            background?: components["schemas"]["Background"];
+            /**
+             * Captions
+             * @description Caption this scene's speech (when the composition's captions are on).
+             * @default true
+             */
+            captions?: boolean;
+            /**
+             * Duration S
+             * @description Length of the scene. Avatar scenes last as long as their speech, generated clips as long as
+             *     their options.duration_s, video uploads as long as the upload (each cut to duration_s when it is
+             *     given); images and title cards last duration_s (default 4 s).
+             * @default null
+             */
+            duration_s?: number | null;
+            layout?: components["schemas"]["Layout"];
+            /**
+             * @description This scene's music (instead of the composition's).
+             * @default null
+             */
+            music?: components["schemas"]["Music"] | null;
+            /** Overlays */
+            overlays?: components["schemas"]["TextOverlay"][];
+            /** Source */
+            source: components["schemas"]["AvatarSource"] | components["schemas"]["VideoSource"] | components["schemas"]["MediaSource"] | components["schemas"]["TitleSource"];
+            /**
+             * Transcript
+             * @description What is said in an audio-driven avatar's speech or a video upload's sound, for its captions.
+             * @default null
+             */
+            transcript?: string | null;
+            /** @description Into the next scene (ignored on the last). */
+            transition?: components["schemas"]["Transition"];
+        };
         /** StepView */
         StepView: {
             /** Attempts */
@@ -1530,6 +1863,21 @@ export interface components {
             templates: components["schemas"]["TemplateSummary"][];
         };
         /**
+         * TemplateOrigin
+         * @description The template a composition was generated from (set by the templates endpoints; echoed in
+         *     the job's result so a re-render knows its origin).
+         */
+        TemplateOrigin: {
+            /** Id */
+            id: string;
+            /** Variables */
+            variables?: {
+                [key: string]: unknown;
+            };
+            /** Version */
+            version: number;
+        };
+        /**
          * TemplateSummary
          * @description One template in `GET /v1/templates`.
          */
@@ -1620,6 +1968,114 @@ export interface components {
             template: {
                 [key: string]: unknown;
             };
+        };
+        /**
+         * TextOverlay
+         * @description Text on top of the scene, inside the canvas's safe margins.
+         *
+         *     `title` (large, upper third), `subtitle` (below the title), `lower_third` (a name bar at the
+         *     bottom left: `text` and an optional second line `secondary`), `bullets` (`items`, revealed one by
+         *     one between start_s and end_s), `text` (free text at `position`).
+         */
+        TextOverlay: {
+            /**
+             * Accent
+             * @description Bar colour of a lower third, bullet colour of a list; default a translucent dark panel.
+             * @default null
+             */
+            accent?: string | null;
+            /**
+             * Colour
+             * @description #rrggbb or #rrggbbaa
+             * @default #FFFFFF
+             */
+            colour?: string;
+            /**
+             * End S
+             * @description Seconds after the scene starts; default the scene's end.
+             * @default null
+             */
+            end_s?: number | null;
+            /**
+             * Font
+             * @description Default by type: sans-bold for title and lower_third, sans otherwise.
+             * @default null
+             */
+            font?: ("sans" | "sans-bold" | "serif" | "mono") | null;
+            /**
+             * Items
+             * @default null
+             */
+            items?: string[] | null;
+            /**
+             * Position
+             * @description Default by type (see above).
+             * @default null
+             */
+            position?: ("center" | "left" | "right" | "top" | "bottom" | "top_left" | "top_right" | "bottom_left" | "bottom_right") | null;
+            /**
+             * Secondary
+             * @default null
+             */
+            secondary?: string | null;
+            /**
+             * Start S
+             * @description Seconds after the scene starts.
+             * @default 0
+             */
+            start_s?: number;
+            /**
+             * Text
+             * @default null
+             */
+            text?: string | null;
+            /**
+             * Type
+             * @enum {string}
+             */
+            type: "title" | "subtitle" | "lower_third" | "bullets" | "text";
+        };
+        /**
+         * TitleSource
+         * @description A title card: the scene's background with a large title (and an optional subtitle).
+         */
+        TitleSource: {
+            /**
+             * Subtitle
+             * @default null
+             */
+            subtitle?: string | null;
+            /** Title */
+            title: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "title";
+        };
+        /**
+         * Transition
+         * @description How a scene hands over to the next one. `crossfade` and `fade` (through `colour`) overlap the
+         *     two scenes by `duration_s`, so the video is shorter than the sum of its scenes by that much.
+         */
+        Transition: {
+            /**
+             * Colour
+             * @description #rrggbb or #rrggbbaa
+             * @default #000000
+             */
+            colour?: string;
+            /**
+             * Duration S
+             * @default 0.5
+             */
+            duration_s?: number;
+            /**
+             * Type
+             * @default cut
+             * @enum {string}
+             */
+            type?: "cut" | "crossfade" | "fade";
         };
         /** UploadRequest */
         UploadRequest: {
@@ -1844,6 +2300,20 @@ export interface components {
              * @default null
              */
             width?: number | null;
+        };
+        /**
+         * VideoSource
+         * @description A generated clip (text-to-video, or image-to-video with inputs.image).
+         */
+        VideoSource: {
+            inputs: components["schemas"]["VideoInputs"];
+            /** @description The video engine's options; aspect, width, height and fps are set by the composition. */
+            options?: components["schemas"]["VideoOptions"];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "video";
         };
         /**
          * VoiceGenerate
@@ -2148,6 +2618,139 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["AvatarGenerate"];
+                "multipart/form-data": {
+                    /** Format: binary */
+                    audio?: string;
+                    /** Format: binary */
+                    image?: string;
+                    /** Format: binary */
+                    reference_voice?: string;
+                    /** @description The JSON request body, as text. */
+                    request: string;
+                    /** Format: binary */
+                    second_audio?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Job accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobAccepted"];
+                };
+            };
+            /** @description The request is malformed (INVALID_REQUEST) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No key, or a key that is not valid (UNAUTHORIZED) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input the stack may not read (INPUT_FORBIDDEN) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input that does not exist, or that this key may not read: one answer (INPUT_NOT_FOUND) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The job already finished, or the same Idempotency-Key is still in flight (CONFLICT) */
+            409: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An input over its size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A media type the engines do not read (UNSUPPORTED_MEDIA) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A well-formed request that cannot run: an unusable input, a model this stack cannot run, or an Idempotency-Key reused with another body */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Over the key's requests per minute or concurrent jobs (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unexpected error on our side (GENERATION_FAILED); it was logged */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    generateComposition: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key and body within 24 h return the original job. */
+                "idempotency-key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CompositionGenerate"];
                 "multipart/form-data": {
                     /** Format: binary */
                     audio?: string;
