@@ -32,6 +32,13 @@ running different logic.
    'region'`, recorded as the task's States.Runtime failure and logged at ERROR with the whole state
    machine's repr. AWS aborts the execution and records no task failure; the patch ends such a
    state quietly once its execution is stopped.
+8. **A Map iteration failing with a `States.` error.** When a state inside a Map's item processor
+   fails with one of AWS's own error names and nothing inside catches it (a scene's worker that
+   stopped sending heartbeats: `States.HeartbeatTimeout` once its retries are spent), AWS fails the
+   Map with that error, so the Map's Catch sees it. moto wraps the name as a custom error name,
+   which refuses the `States.` prefix, and the Map fails with `States.Runtime` instead ("Custom
+   Error Names MUST NOT begin with the prefix 'States.'"), so a composition's silent scene worker
+   was reported as an internal error rather than a worker timeout. The patch keeps AWS's name.
 4. **Speed only: reuse the engine's Lambda clients.** moto's state machine engine builds a new boto3
    client for every `lambda:invoke` task (10–20 ms each on this kind of machine); the patch caches
    them per region and credentials. Behaviour is unchanged; bench/pipeline_overhead.py shows the gain.
@@ -362,13 +369,39 @@ def install_stopped_state_ends_quietly() -> None:
     _stopped_state_patch_installed = True
 
 
+_map_error_patch_installed = False
+
+
+def install_map_iteration_states_errors() -> None:
+    """A Map iteration's `States.` error reaches the Map under its own name (patch 8)."""
+    global _map_error_patch_installed
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import iteration_worker
+
+    if _map_error_patch_installed:
+        return
+
+    def error_name(error_name: Any) -> Any:
+        if isinstance(error_name, str) and error_name.startswith("States."):
+            try:
+                return StatesErrorName.from_name(error_name)
+            except ValueError:  # not one of AWS's names: moto's own refusal, as before
+                pass
+        return CustomErrorName(error_name=error_name)
+
+    iteration_worker.CustomErrorName = error_name  # type: ignore[attr-defined]
+    _map_error_patch_installed = True
+
+
 def install_execution_patches() -> None:
-    """The Step Functions patches (2, 3, 4, 5 and 7); idempotent."""
+    """The Step Functions patches (2, 3, 4, 5, 7 and 8); idempotent."""
     install_fresh_token_per_retry()
     install_heartbeat_timeout_name()
     install_lambda_client_cache()
     install_stop_aborts()
     install_stopped_state_ends_quietly()
+    install_map_iteration_states_errors()
 
 
 def check_moto_version() -> str:

@@ -121,6 +121,36 @@ def test_heartbeat_timeout_is_reported_as_states_heartbeat_timeout(pipeline):
     assert json.loads(described["output"])["error"]["Error"] == "States.HeartbeatTimeout"
 
 
+def test_a_map_iteration_fails_the_map_with_its_states_error(pipeline):
+    sqs = pipeline.stack.client("sqs")
+    queue = sqs.create_queue(QueueName="canary-map-heartbeat")["QueueUrl"]
+    inner = _callback_machine(queue, HeartbeatSeconds=1, TimeoutSeconds=10)
+    del inner["States"]["Caught"]
+    definition = {
+        "StartAt": "Items",
+        "States": {
+            "Items": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, **inner},
+                "Catch": [
+                    {"ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.error", "Next": "Caught"}
+                ],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+    arn = _state_machine(pipeline, "canary-map-heartbeat", definition)
+    execution = pipeline.sfn.start_execution(
+        stateMachineArn=arn, name="canary-map-heartbeat-1", input=json.dumps({"items": [1]})
+    )
+    described = _wait(pipeline, execution["executionArn"])
+    # Unpatched moto fails the Map with States.Runtime (a `States.` name refused as a custom one).
+    assert described["status"] == "SUCCEEDED", described
+    assert json.loads(described["output"])["error"]["Error"] == "States.HeartbeatTimeout"
+
+
 def test_stop_execution_aborts_a_waiting_callback_task(pipeline):
     sqs = pipeline.stack.client("sqs")
     queue = sqs.create_queue(QueueName="canary-stop")["QueueUrl"]
