@@ -22,6 +22,7 @@ from rich.table import Table
 
 from talkstack.cli.common import err, friendly_errors, out, progress_bar
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.outputs import COMPOSITION_SUFFIXES
 
 if TYPE_CHECKING:
     from talkstack.contract.template import TemplateDocument
@@ -33,15 +34,9 @@ TemplateArgument = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document instead of text.")]
 MEDIA_TYPES = ("image", "video", "audio", "avatar")
-SIDE_FILES = {
-    "captions_srt": ".srt",
-    "captions_vtt": ".vtt",
-    "thumbnail": ".jpg",
-    "preview": ".webp",
-    "video_webm": ".webm",
-    "video_mov": ".mov",
-}
-"""Where `render` puts the compose step's other outputs: beside OUT, with OUT's stem."""
+SIDE_FILES = {**COMPOSITION_SUFFIXES, "thumbnail": ".thumbnail.jpg"}
+"""Where `render` puts the compose step's other outputs: beside OUT, with OUT's stem, named as a
+job publishes them beside its video (talkstack/pipeline/outputs.py)."""
 
 
 def _template(ref: str) -> TemplateDocument:
@@ -256,17 +251,18 @@ def moderate(request: Any) -> None:
 
 
 def copy_outputs(produced: dict[str, Path], output: Path) -> dict[str, Path]:
-    """The compose outputs beside OUT: OUT itself, OUT.srt, OUT.vtt, OUT.jpg, OUT.webp, OUT.webm,
-    OUT.mov, OUT.scene-<i>.jpg."""
+    """The compose outputs beside OUT: OUT itself, OUT.srt, OUT.vtt, OUT.thumbnail.jpg,
+    OUT.preview.webp, OUT.webm, OUT.mov, OUT.scene-<n>.jpg (n from 1)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for role, path in produced.items():
         if role == "video":
             target = output
         elif role in SIDE_FILES:
-            target = output.with_suffix(SIDE_FILES[role])
-        elif role.startswith("scene_thumbnail_"):
-            target = output.with_name(f"{output.stem}.scene-{role.removeprefix('scene_thumbnail_')}.jpg")
+            target = output.with_name(output.stem + SIDE_FILES[role])
+        elif role.startswith("scene_thumbnail_"):  # numbered from 1, as a job publishes them
+            index = int(role.removeprefix("scene_thumbnail_")) + 1
+            target = output.with_name(f"{output.stem}.scene-{index}.jpg")
         else:
             continue
         shutil.copyfile(path, target)
@@ -327,7 +323,7 @@ def render_cmd(
     ] = False,
 ) -> None:
     """Render a template on this machine (lite engines, no stack): OUT.mp4 with OUT.srt, OUT.vtt,
-    OUT.jpg, OUT.webp and one OUT.scene-<i>.jpg per scene beside it."""
+    OUT.thumbnail.jpg, OUT.preview.webp and one OUT.scene-<n>.jpg per scene (n from 1) beside it."""
     template = _template(template_ref)
     variables, problems = parse_vars(var or [], var_file)
     if example:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -123,3 +124,23 @@ def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypat
     assert result.exit_code == 2
     assert "[CONTENT_REFUSED]" in result.stderr
     assert not out.exists()
+
+
+def test_render_puts_each_output_beside_out_under_the_name_a_job_publishes(tmp_path: Path) -> None:
+    from talkstack.cli.templates import copy_outputs
+
+    produced = {}
+    for role in ("video", "thumbnail", "captions_srt", "captions_vtt", "preview", "scene_thumbnail_0"):
+        produced[role] = tmp_path / f"{role}.bin"
+        produced[role].write_bytes(role.encode())
+    written = copy_outputs(produced, tmp_path / "out" / "ad.mp4")
+    names = {role: path.name for role, path in written.items()}
+    assert names == {
+        "video": "ad.mp4",
+        "thumbnail": "ad.thumbnail.jpg",
+        "captions_srt": "ad.srt",
+        "captions_vtt": "ad.vtt",
+        "preview": "ad.preview.webp",
+        "scene_thumbnail_0": "ad.scene-1.jpg",  # numbered from 1, like video.scene-1.jpg of a job
+    }
+    assert (tmp_path / "out" / "ad.scene-1.jpg").read_bytes() == b"scene_thumbnail_0"
