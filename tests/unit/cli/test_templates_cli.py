@@ -123,3 +123,46 @@ def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypat
     assert result.exit_code == 2
     assert "[CONTENT_REFUSED]" in result.stderr
     assert not out.exists()
+
+
+def test_show_prints_each_example_variable_on_one_line_a_shell_can_take(monkeypatch):
+    """On a narrow terminal too: a wrapped --var line would paste as two broken commands."""
+    import shlex
+
+    from talkstack.cli import common
+
+    monkeypatch.setattr(common.out, "_width", 60)  # a 60-column terminal (fixed when it was made)
+    result = runner.invoke(app, ["templates", "show", "social-ad"])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("--var ")]
+    example = bundled_templates()["social-ad"].example
+    assert [shlex.split(line)[1] for line in lines] == [f"{k}={v}" for k, v in example.items()]
+
+
+def test_render_names_its_side_files_as_the_pipeline_publishes_them(tmp_path):
+    """OUT.preview.webp and OUT.scene-<n>.jpg from 1, like <stem>.preview.webp and
+    <stem>.scene-<n>.jpg in a composition job's output folder (docs/pipeline.md)."""
+    from talkstack.cli.templates import copy_outputs
+    from talkstack.contract.composition import scene_thumbnail_role
+
+    roles = ["video", "thumbnail", "captions_srt", "captions_vtt", "preview", "video_webm", "video_mov"]
+    roles += [scene_thumbnail_role(0), scene_thumbnail_role(1)]
+    produced = {}
+    for role in roles:
+        produced[role] = tmp_path / "work" / role
+        produced[role].parent.mkdir(exist_ok=True)
+        produced[role].write_text(role)
+    written = copy_outputs(produced, tmp_path / "out" / "ad.mp4")
+    names = {role: path.name for role, path in written.items()}
+    assert names == {
+        "video": "ad.mp4",
+        "thumbnail": "ad.jpg",
+        "captions_srt": "ad.srt",
+        "captions_vtt": "ad.vtt",
+        "preview": "ad.preview.webp",
+        "video_webm": "ad.webm",
+        "video_mov": "ad.mov",
+        scene_thumbnail_role(0): "ad.scene-1.jpg",
+        scene_thumbnail_role(1): "ad.scene-2.jpg",
+    }
+    assert all(path.read_text() == role for role, path in written.items())
