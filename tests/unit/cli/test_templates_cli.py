@@ -166,3 +166,46 @@ def test_render_names_its_side_files_as_the_pipeline_publishes_them(tmp_path):
         scene_thumbnail_role(1): "ad.scene-2.jpg",
     }
     assert all(path.read_text() == role for role, path in written.items())
+
+
+def test_api_templates_show_example_is_one_shell_command(monkeypatch):
+    """`talkstack api templates show` ends with an example command a shell runs as printed, whatever
+    quotes, `$` or newlines the example's values hold."""
+    import shlex
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from talkstack.cli import remote
+
+    example = {
+        "headline": 'Today\'s $20 "deal"',
+        "script": "Line one.\nLine two.",
+        "voice": {"language": "de"},
+    }
+    document = {
+        "id": "mine",
+        "version": 1,
+        "name": "Mine",
+        "aspect": "9:16",
+        "variables": {},
+        "example": example,
+    }
+
+    @contextmanager
+    def fake_client(url, key):
+        yield SimpleNamespace(
+            get_template=lambda template_id: SimpleNamespace(template=document, source="own")
+        )
+
+    monkeypatch.setattr(remote, "_client", fake_client)
+    result = runner.invoke(app, ["api", "templates", "show", "mine", "--key", "tsk_x_y"])
+    assert result.exit_code == 0, result.output
+    command = result.stdout[result.stdout.index("example: ") + len("example: ") :].strip()
+    argv = shlex.split(command)
+    assert argv[:4] == ["talkstack", "api", "templates", "generate"]
+    given = {}
+    for flag, pair in zip(argv[5::2], argv[6::2], strict=True):
+        assert flag == "--var"
+        name, _, value = pair.partition("=")
+        given[name] = value
+    assert given == {**example, "voice": '{"language": "de"}'}
