@@ -61,6 +61,9 @@ GENERATE_PATHS = {
     "/v1/video/generate": "video",
     "/v1/composition/generate": "composition",
 }
+NO_FORM_TASKS = frozenset({"composition"})
+"""Generation endpoints without multipart files: a composition's media sit in its scenes, not in
+`inputs`, so they travel as upload ids or `s3://` references."""
 JOB_ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,80}$", description="A job id from a 202 answer.")]
 IDEMPOTENCY_KEY = Annotated[
     str | None,
@@ -708,6 +711,12 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             parts.rate.hit(caller)
             pending: list[PendingFile] = []
             if path in GENERATE_PATHS and _header(event, "content-type").lower().startswith("multipart/"):
+                if GENERATE_PATHS[path] in NO_FORM_TASKS:
+                    raise TalkstackError(
+                        ErrorCode.UNSUPPORTED_MEDIA,
+                        f"{path} takes JSON only: name a composition's media by upload id "
+                        "(POST /v1/uploads) or s3:// reference in its scenes",
+                    )
                 event, pending = _form_to_json(event, caller)
             elif body := event.get("body"):
                 # Every JSON body, before any route (or powertools' body validation) parses it: size

@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.models import (
 from pydantic.json_schema import models_json_schema
 
 from talkstack import __version__
-from talkstack.api.app import GENERATE_PATHS, PUBLIC_PATHS, app
+from talkstack.api.app import GENERATE_PATHS, NO_FORM_TASKS, PUBLIC_PATHS, app
 from talkstack.api.models import GENERATE_BODIES, ErrorBody, TemplateGenerate, UploadRequest, WebhookCreate
 from talkstack.api.uploads import MAX_FORM_BYTES
 
@@ -211,7 +211,7 @@ def _error_description(path: str, method: str, code: int) -> str:
 
 def _request_body(path: str, schema_ref: dict[str, Any]) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": schema_ref}}
-    if path in GENERATE_PATHS:
+    if path in GENERATE_PATHS and GENERATE_PATHS[path] not in NO_FORM_TASKS:
         binary = {"type": "string", "format": "binary"}
         content["multipart/form-data"] = {
             "schema": {

@@ -9,6 +9,7 @@ the URL defaults to the API of a local `talkstack up`). `submit` uploads local m
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -510,8 +511,8 @@ def templates_show_cmd(
             str(variable.get("description", "")),
         )
     out.print(table)
-    example = " ".join(
-        f"--var {k}={json.dumps(v) if not isinstance(v, str) else v!r}"
+    example = " ".join(  # quoted for a shell: a value may hold quotes, `$` or newlines
+        f"--var {shlex.quote(f'{k}={v if isinstance(v, str) else json.dumps(v)}')}"
         for k, v in (document.get("example") or {}).items()
     )
     if example:

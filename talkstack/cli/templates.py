@@ -22,7 +22,6 @@ from rich.table import Table
 
 from talkstack.cli.common import err, friendly_errors, out, progress_bar
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.pipeline.outputs import COMPOSITION_SUFFIXES
 
 if TYPE_CHECKING:
     from talkstack.contract.template import TemplateDocument
@@ -34,9 +33,6 @@ TemplateArgument = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document instead of text.")]
 MEDIA_TYPES = ("image", "video", "audio", "avatar")
-SIDE_FILES = {**COMPOSITION_SUFFIXES, "thumbnail": ".thumbnail.jpg"}
-"""Where `render` puts the compose step's other outputs: beside OUT, with OUT's stem, named as a
-job publishes them beside its video (talkstack/pipeline/outputs.py)."""
 
 
 def _template(ref: str) -> TemplateDocument:
@@ -106,7 +102,9 @@ def show_cmd(template_ref: TemplateArgument, as_json: JsonOption = False) -> Non
     out.print(table)
     out.print("[bold]example[/] (or render with --example)", highlight=False)
     for name, value in template.example.items():
-        out.print(f"  --var {shlex.quote(f'{name}={_shown(value)}')}", highlight=False, markup=False)
+        # One line each, never wrapped, so that the lines can be copied into a shell.
+        line = f"  --var {shlex.quote(f'{name}={_shown(value)}')}"
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     if template.assets:
         out.print("[bold]bundled assets[/]", highlight=False)
         for asset in template.assets:
@@ -251,18 +249,20 @@ def moderate(request: Any) -> None:
 
 
 def copy_outputs(produced: dict[str, Path], output: Path) -> dict[str, Path]:
-    """The compose outputs beside OUT: OUT itself, OUT.srt, OUT.vtt, OUT.thumbnail.jpg,
-    OUT.preview.webp, OUT.webm, OUT.mov, OUT.scene-<n>.jpg (n from 1)."""
+    """The compose outputs beside OUT, named as the pipeline publishes them beside its video
+    (docs/pipeline.md): OUT itself, OUT.srt, OUT.vtt, OUT.preview.webp, OUT.webm, OUT.mov,
+    OUT.scene-<n>.jpg (n from 1), and the thumbnail as OUT.jpg (as `talkstack render` writes it)."""
+    from talkstack.pipeline.outputs import composition_file_name
+
     output.parent.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for role, path in produced.items():
         if role == "video":
             target = output
-        elif role in SIDE_FILES:
-            target = output.with_name(output.stem + SIDE_FILES[role])
-        elif role.startswith("scene_thumbnail_"):  # numbered from 1, as a job publishes them
-            index = int(role.removeprefix("scene_thumbnail_")) + 1
-            target = output.with_name(f"{output.stem}.scene-{index}.jpg")
+        elif role == "thumbnail":
+            target = output.with_suffix(".jpg")
+        elif name := composition_file_name(output.stem, role):
+            target = output.with_name(name)
         else:
             continue
         shutil.copyfile(path, target)
@@ -323,7 +323,7 @@ def render_cmd(
     ] = False,
 ) -> None:
     """Render a template on this machine (lite engines, no stack): OUT.mp4 with OUT.srt, OUT.vtt,
-    OUT.thumbnail.jpg, OUT.preview.webp and one OUT.scene-<n>.jpg per scene (n from 1) beside it."""
+    OUT.jpg, OUT.preview.webp and one OUT.scene-<n>.jpg per scene (n from 1) beside it."""
     template = _template(template_ref)
     variables, problems = parse_vars(var or [], var_file)
     if example:

@@ -40,15 +40,24 @@ COMPOSITION_SUFFIXES = {
 file name without its extension), like its scene thumbnails (`<stem>.scene-<n>.jpg`, n from 1)."""
 
 
+def composition_file_name(stem: str, role: str) -> str | None:
+    """Where a composition's extra output of `role` goes beside its video `<stem>.mp4`: the same
+    names in the pipeline's output folder and beside the offline render's OUT (`talkstack templates
+    render`); None for the video itself and the thumbnail."""
+    if role in COMPOSITION_SUFFIXES:
+        return stem + COMPOSITION_SUFFIXES[role]
+    if role.startswith(SCENE_THUMBNAIL_PREFIX):
+        index = int(role.removeprefix(SCENE_THUMBNAIL_PREFIX))
+        return f"{stem}.scene-{index + 1}.jpg"
+    return None
+
+
 def final_key(request: JobRequestBase, job_id: str, role: str) -> str:
     if role == "thumbnail":
         return request.sibling_key(job_id, "thumbnail")
     stem = request.output_filename.rpartition(".")[0] or request.output_filename
-    if role in COMPOSITION_SUFFIXES:
-        return request.output_key(job_id, stem + COMPOSITION_SUFFIXES[role])
-    if role.startswith(SCENE_THUMBNAIL_PREFIX):
-        index = int(role.removeprefix(SCENE_THUMBNAIL_PREFIX))
-        return request.output_key(job_id, f"{stem}.scene-{index + 1}.jpg")
+    if name := composition_file_name(stem, role):
+        return request.output_key(job_id, name)
     return request.output_key(job_id)
 
 

@@ -127,6 +127,26 @@ def test_multipart_request_carries_small_media_inline(pipeline, api):
     assert job["result"]["fps"] == 20
 
 
+def test_a_multipart_composition_is_refused_as_json_only(pipeline):
+    """A composition's media sit in its scenes, not in `inputs`: its endpoint takes JSON only, says
+    so (not "inputs: unknown field"), stores none of the files, and its OpenAPI operation offers no
+    multipart body."""
+    key = pipeline.api_key("pro", "multipart composition")
+    api = Api(pipeline.api_url, key)
+    files = {"image": ("portrait.png", (SAMPLES / "portrait.png").read_bytes(), "image/png")}
+    request = {"scenes": [{"source": {"type": "title", "title": "Hi"}}]}
+    answer = api.post("/v1/composition/generate", data={"request": json.dumps(request)}, files=files)
+    assert answer.status_code == 415, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "UNSUPPORTED_MEDIA"
+    assert "upload id" in error["message"] and "JSON only" in error["message"]
+    uploads = f"uploads/{key.split('_')[1]}/"  # tsk_<key id>_<secret>
+    assert pipeline.s3.list_objects_v2(Bucket=pipeline.r.input_bucket, Prefix=uploads).get("KeyCount") == 0
+    document = api.get("/openapi.json").json()
+    body = document["paths"]["/v1/composition/generate"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json"}
+
+
 def test_a_multitalk_v0_manifest_is_accepted(pipeline, api):
     image = api.upload(SAMPLES / "portrait.png", "image/png")
     audio = api.upload(SAMPLES / "speech.wav", "audio/wav")

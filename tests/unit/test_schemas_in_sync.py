@@ -62,6 +62,7 @@ def test_openapi_document_is_complete():
         ("DELETE", "/v1/jobs/{job_id}"),
         ("DELETE", "/v1/data"),
         ("POST", "/v1/video/generate"),
+        ("POST", "/v1/composition/generate"),
         ("POST", "/v1/uploads"),
         ("GET", "/v1/jobs/{job_id}"),
         ("GET", "/v1/jobs"),
@@ -89,6 +90,8 @@ def test_openapi_document_is_complete():
     assert referenced <= set(doc["components"]["schemas"]), "dangling $ref"
     generate = doc["paths"]["/v1/avatar/generate"]["post"]
     assert set(generate["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    composition = doc["paths"]["/v1/composition/generate"]["post"]
+    assert set(composition["requestBody"]["content"]) == {"application/json"}  # media in scenes: no files
     assert generate["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "JobAccepted"
     )

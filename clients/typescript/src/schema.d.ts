@@ -2751,18 +2751,6 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["CompositionGenerate"];
-                "multipart/form-data": {
-                    /** Format: binary */
-                    audio?: string;
-                    /** Format: binary */
-                    image?: string;
-                    /** Format: binary */
-                    reference_voice?: string;
-                    /** @description The JSON request body, as text. */
-                    request: string;
-                    /** Format: binary */
-                    second_audio?: string;
-                };
             };
         };
         responses: {

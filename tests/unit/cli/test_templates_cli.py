@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -126,21 +125,87 @@ def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypat
     assert not out.exists()
 
 
-def test_render_puts_each_output_beside_out_under_the_name_a_job_publishes(tmp_path: Path) -> None:
-    from talkstack.cli.templates import copy_outputs
+def test_show_prints_each_example_variable_on_one_line_a_shell_can_take(monkeypatch):
+    """On a narrow terminal too: a wrapped --var line would paste as two broken commands."""
+    import shlex
 
+    from talkstack.cli import common
+
+    monkeypatch.setattr(common.out, "_width", 60)  # a 60-column terminal (fixed when it was made)
+    result = runner.invoke(app, ["templates", "show", "social-ad"])
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("--var ")]
+    example = bundled_templates()["social-ad"].example
+    assert [shlex.split(line)[1] for line in lines] == [f"{k}={v}" for k, v in example.items()]
+
+
+def test_render_names_its_side_files_as_the_pipeline_publishes_them(tmp_path):
+    """OUT.preview.webp and OUT.scene-<n>.jpg from 1, like <stem>.preview.webp and
+    <stem>.scene-<n>.jpg in a composition job's output folder (docs/pipeline.md)."""
+    from talkstack.cli.templates import copy_outputs
+    from talkstack.contract.composition import scene_thumbnail_role
+
+    roles = ["video", "thumbnail", "captions_srt", "captions_vtt", "preview", "video_webm", "video_mov"]
+    roles += [scene_thumbnail_role(0), scene_thumbnail_role(1)]
     produced = {}
-    for role in ("video", "thumbnail", "captions_srt", "captions_vtt", "preview", "scene_thumbnail_0"):
-        produced[role] = tmp_path / f"{role}.bin"
-        produced[role].write_bytes(role.encode())
+    for role in roles:
+        produced[role] = tmp_path / "work" / role
+        produced[role].parent.mkdir(exist_ok=True)
+        produced[role].write_text(role)
     written = copy_outputs(produced, tmp_path / "out" / "ad.mp4")
     names = {role: path.name for role, path in written.items()}
     assert names == {
         "video": "ad.mp4",
-        "thumbnail": "ad.thumbnail.jpg",
+        "thumbnail": "ad.jpg",
         "captions_srt": "ad.srt",
         "captions_vtt": "ad.vtt",
         "preview": "ad.preview.webp",
-        "scene_thumbnail_0": "ad.scene-1.jpg",  # numbered from 1, like video.scene-1.jpg of a job
+        "video_webm": "ad.webm",
+        "video_mov": "ad.mov",
+        scene_thumbnail_role(0): "ad.scene-1.jpg",
+        scene_thumbnail_role(1): "ad.scene-2.jpg",
     }
-    assert (tmp_path / "out" / "ad.scene-1.jpg").read_bytes() == b"scene_thumbnail_0"
+    assert all(path.read_text() == role for role, path in written.items())
+
+
+def test_api_templates_show_example_is_one_shell_command(monkeypatch):
+    """`talkstack api templates show` ends with an example command a shell runs as printed, whatever
+    quotes, `$` or newlines the example's values hold."""
+    import shlex
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from talkstack.cli import remote
+
+    example = {
+        "headline": 'Today\'s $20 "deal"',
+        "script": "Line one.\nLine two.",
+        "voice": {"language": "de"},
+    }
+    document = {
+        "id": "mine",
+        "version": 1,
+        "name": "Mine",
+        "aspect": "9:16",
+        "variables": {},
+        "example": example,
+    }
+
+    @contextmanager
+    def fake_client(url, key):
+        yield SimpleNamespace(
+            get_template=lambda template_id: SimpleNamespace(template=document, source="own")
+        )
+
+    monkeypatch.setattr(remote, "_client", fake_client)
+    result = runner.invoke(app, ["api", "templates", "show", "mine", "--key", "tsk_x_y"])
+    assert result.exit_code == 0, result.output
+    command = result.stdout[result.stdout.index("example: ") + len("example: ") :].strip()
+    argv = shlex.split(command)
+    assert argv[:4] == ["talkstack", "api", "templates", "generate"]
+    given = {}
+    for flag, pair in zip(argv[5::2], argv[6::2], strict=True):
+        assert flag == "--var"
+        name, _, value = pair.partition("=")
+        given[name] = value
+    assert given == {**example, "voice": '{"language": "de"}'}
