@@ -19,7 +19,7 @@ svc = services()
 @job_step("finalize")
 @event_parser(model=JobInput)
 def handler(event: JobInput, context: LambdaContext) -> dict:
-    record = finalize_job(event.job_id, svc.config, svc.store, svc.s3)
+    record = finalize_job(event.job_id, svc.config, svc.store, svc.s3, svc.aio_s3)
     assert record.result is not None
     outputs = {output.kind: f"s3://{output.bucket}/{output.key}" for output in record.result.outputs}
     logger.info("finalized", extra={"job_id": record.job_id, "outputs": outputs})

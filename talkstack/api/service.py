@@ -150,7 +150,11 @@ class ApiService:
         self.admission = Admission(table, ddb, services.store)
         self.templates = TemplateStore(services.s3, self.config.input_bucket)
         self.instances = TemplateInstances(
-            services.s3, self.uploads, BundledAssets(services.s3, self.config.input_bucket), self.config
+            services.s3,
+            self.uploads,
+            # The Lambda's services carry an aioboto3 opener; a test's stand-in may not (threads then).
+            BundledAssets(services.s3, self.config.input_bucket, getattr(services, "aio_s3", None)),
+            self.config,
         )
         self.audit = AuditLog(table, ddb, self.config.audit_retention_days)
         self.idempotency = IdempotencyConfig(
