@@ -1,19 +1,15 @@
-"""Concurrent S3 work on aioboto3: many small requests of one Lambda run at once, on one event loop.
+"""Concurrent S3 work: many small requests of one run in flight at once, on one event loop.
 
-What uses it: finalize's copies of a job's outputs to the output bucket (a composition publishes a
-dozen files: the video, its alpha copies, captions, a preview, a thumbnail per scene) and the API's
-upload of a template's bundled media into the input bucket (talkstack/pipeline/bundled_assets.py).
+What uses it: finalize's checks and copies of a job's outputs (a composition publishes a dozen
+files: the video, its alpha copies, captions, a preview, a thumbnail per scene) and the upload of a
+template's bundled media into the input bucket (talkstack/pipeline/bundled_assets.py).
 
-`session_s3()` opens aiobotocore S3 clients configured like the process's boto3 clients
-(aws.s3_config: SigV4, standard retries, path-style addressing when AWS_ENDPOINT_URL points both at
-the local emulator, the regional virtual-hosted endpoint otherwise); credentials and region come
-from the environment, as boto3's do. Code handed only a synchronous client (a test's in-memory
-fake, or a client inside moto's in-process `mock_aws`, which patches botocore's synchronous HTTP
-only) runs the same coroutines over that client in threads: `threaded(s3)`.
-
-aiobotocore pins the botocore it patches (aioboto3 15.5.0: botocore >=1.40.46,<1.40.62), so
-pyproject.toml pins boto3/botocore to match and the Lambda layers carry their own copies instead of
-the runtime's (docs/deploy.md).
+The coroutines take an `AsyncS3`, which opens an async client. The finalize and API Lambdas' is
+aioboto3's (talkstack/pipeline/aioboto3_s3.py; their layers carry it). Code handed only a
+synchronous client (an operator's release of a held job; a test's in-memory fake; a client inside
+moto's in-process `mock_aws`, which patches botocore's synchronous HTTP only) runs the same
+coroutines over that client in threads: `threaded(s3)`. This module imports no aioboto3, so a
+Lambda whose layer lacks it may import it.
 """
 
 from __future__ import annotations
@@ -24,11 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-import aioboto3
-
-from talkstack.pipeline.aws import s3_config
-from talkstack.settings import get_local_settings
-
 T = TypeVar("T")
 
 AsyncS3 = Callable[[], AbstractAsyncContextManager[Any]]
@@ -37,17 +28,6 @@ AsyncS3 = Callable[[], AbstractAsyncContextManager[Any]]
 PARALLEL_REQUESTS = 8
 """At most this many requests of one batch in flight: enough to hide S3's per-request latency for a
 composition's dozen files, few enough to stay clear of the client's connection pool (32)."""
-
-
-def session_s3() -> AsyncS3:
-    """Opens aioboto3 S3 clients configured like `aws.client("s3")`. A new session per client: a
-    Lambda opens one per batch, and the endpoint (local mode) is read when it opens."""
-
-    def open_client() -> AbstractAsyncContextManager[Any]:
-        config = s3_config(None, get_local_settings().aws_endpoint_url)
-        return aioboto3.Session().client("s3", config=config)
-
-    return open_client
 
 
 class _Threaded:

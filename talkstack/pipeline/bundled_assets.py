@@ -4,10 +4,9 @@ A template names a file that ships with talkstack as `asset:<name>`. Before a jo
 file is copied once into the input bucket under `assets/bundled/<sha256 prefix>/<file name>`: the
 key is derived from the bytes, so a copy is never stale, two versions never share a key, and
 uploading is idempotent (HeadObject first; a present key is the same bytes). A template's few files
-are checked and uploaded concurrently, on the API Lambda's aioboto3 client
-(talkstack/pipeline/aio_s3.py). Every API key may
-read exactly these keys (talkstack.pipeline.tenancy: `is_bundled_key`); nothing else under
-`assets/` is anybody's to read.
+are checked and uploaded concurrently (talkstack/pipeline/aio_s3.py). Every API key may read
+exactly these keys (talkstack.pipeline.tenancy: `is_bundled_key`); nothing else under `assets/` is
+anybody's to read.
 """
 
 from __future__ import annotations
@@ -58,8 +57,8 @@ def bundled_key(path: Path) -> str:
 
 class BundledAssets:
     """Copies bundled files into the input bucket (once) and names them as `s3://` refs. `aio`
-    opens the async client the HEADs and PUTs run on (the API Lambda's: aioboto3); without one they
-    run on `s3` over threads."""
+    opens the async client the HEADs and PUTs run on (the API Lambda's: aioboto3_s3.session_s3);
+    without one they run on `s3` over threads."""
 
     def __init__(self, s3: Any, bucket: str, aio: AsyncS3 | None = None) -> None:
         self.s3, self.bucket = s3, bucket

@@ -5,7 +5,7 @@ report of what is published (talkstack.pipeline.quality.job_quality).
 
 Publishing is a server-side copy (nothing passes through the Lambda; the managed copy handles
 objects over 5 GB); the HEADs that check the targets, and then the copies, run concurrently on one
-aioboto3 client (talkstack/pipeline/aio_s3.py), at most eight at once. Every published object
+aioboto3 client (talkstack/pipeline/aio_s3.py, aioboto3_s3.py), at most eight at once. Every published object
 carries `talkstack-job-id` metadata, which is how the failure handler knows an object is this
 job's to remove.
 
@@ -107,9 +107,9 @@ def publish_outputs(
     """Copy each output (by role, from the work bucket) to its final key, C2PA content credentials
     signed into each video and audio file first (docs/safety.md; a signing warning is added to
     `warnings`); the published files, video or audio first. Finalize and an operator's release of
-    a held job both publish here. The copies run concurrently on `aio` (the Lambdas' aioboto3
-    client; by default `s3` itself, over threads); one that fails fails the publish once all have
-    ended, before anything else (result.json) is written."""
+    a held job both publish here. The copies run concurrently on `aio` (the finalize Lambda's
+    aioboto3 client; by default `s3` itself, over threads: an operator's release); one that fails
+    fails the publish once all have ended, before anything else (result.json) is written."""
     request, job_id = record.request, record.job_id
     assert request is not None
     bucket = request.output.bucket or config.output_bucket

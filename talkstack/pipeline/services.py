@@ -13,7 +13,6 @@ from talkstack.contract.events import JobEvent
 from talkstack.contract.fields import EventType
 from talkstack.contract.record import JobError, JobRecord, StepName
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.pipeline.aio_s3 import AsyncS3, session_s3
 from talkstack.pipeline.aws import UrlSigner, client, presigner
 from talkstack.pipeline.config import PipelineConfig, get_config
 from talkstack.pipeline.emit import emit_for
@@ -33,8 +32,6 @@ class Services:
     sfn: Any
     sns: Any
     sqs: Any
-    aio_s3: AsyncS3
-    """Opens aioboto3 S3 clients for concurrent batches (aio_s3.session_s3)."""
 
     def emit(self, record: JobRecord, type: EventType) -> JobEvent:
         return emit_for(self.config, record, type)
@@ -51,7 +48,6 @@ def services() -> Services:
         sfn=client("stepfunctions"),
         sns=client("sns"),
         sqs=client("sqs"),
-        aio_s3=session_s3(),
     )
 
 

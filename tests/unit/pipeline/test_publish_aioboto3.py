@@ -1,4 +1,4 @@
-"""Finalize publishes a composition's files on aioboto3 (talkstack/pipeline/aio_s3.py), against a
+"""Finalize publishes a composition's files on aioboto3 (talkstack/pipeline/aioboto3_s3.py), against a
 real moto server: every file lands at its key with its bytes, content type and job-id metadata, and
 one copy that fails fails the job's publish with no result.json written. Not `mock_aws()`: it
 patches botocore's synchronous HTTP only, and aiobotocore sends its own."""
@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from talkstack.contract.record import JobRecord
 from talkstack.contract.worker import OutputObject
-from talkstack.pipeline import aio_s3
+from talkstack.pipeline import aioboto3_s3
 from talkstack.pipeline.bundled_assets import BundledAssets, bundled_key
 from talkstack.pipeline.finalize import finalize_job
 from talkstack.pipeline.outputs import JOB_ID_METADATA, final_key
@@ -53,7 +53,7 @@ def endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def aws(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """boto3 clients on the server, and the environment `aio_s3.session_s3()` reads (as the local
+    """boto3 clients on the server, and the environment `aioboto3_s3.session_s3()` reads (as the local
     stack sets it for its Lambdas)."""
     for name, value in {
         "AWS_ENDPOINT_URL": endpoint,
@@ -102,7 +102,7 @@ def composed(aws: dict[str, Any], job_id: str, missing: str | None = None) -> di
 def test_every_output_lands_with_its_bytes_and_content_type(aws, config):
     bodies = composed(aws, "job-1")
 
-    record = finalize_job("job-1", config, aws["store"], aws["s3"], aio_s3.session_s3())
+    record = finalize_job("job-1", config, aws["store"], aws["s3"], aioboto3_s3.session_s3())
 
     assert record.status == "completed" and record.result is not None and record.request is not None
     assert len(record.result.outputs) == len(FILES)
@@ -120,7 +120,7 @@ def test_one_failed_copy_fails_the_publish_and_writes_no_result(aws, config):
     composed(aws, "job-2", missing="captions_vtt")  # the worker claimed a file it never uploaded
 
     with pytest.raises(ClientError) as caught:
-        finalize_job("job-2", config, aws["store"], aws["s3"], aio_s3.session_s3())
+        finalize_job("job-2", config, aws["store"], aws["s3"], aioboto3_s3.session_s3())
 
     assert caught.value.response["Error"]["Code"] == "NoSuchKey"
     request = avatar_request()
@@ -135,7 +135,7 @@ def test_one_failed_copy_fails_the_publish_and_writes_no_result(aws, config):
 
 def test_bundled_assets_are_put_once_with_their_content_type(aws):
     names = ["samples/portrait.png", "music-loop.m4a"]
-    assets = BundledAssets(aws["s3"], INPUT, aio_s3.session_s3())
+    assets = BundledAssets(aws["s3"], INPUT, aioboto3_s3.session_s3())
 
     refs = assets.ensure(names, asset_path)
 
