@@ -47,6 +47,7 @@ from talkstack.api.uploads import PendingFile, Uploads, parse_form
 from talkstack.api.webhooks import WebhookService
 from talkstack.contract.parse import invalid_request, load_request_json, request_text
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aioboto3_s3 import session_s3
 from talkstack.pipeline.aws import client
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.deletion import DataErasure, JobDeletion
@@ -115,7 +116,8 @@ class Api:
         self.svc = svc
         self.keys = KeyStore(svc.config.jobs_table, ddb)
         self.rate = RateLimiter(svc.config.jobs_table, ddb)
-        self.service = ApiService(svc, ddb, Backends(svc.config, lambda: client("secretsmanager")))
+        backends = Backends(svc.config, lambda: client("secretsmanager"))
+        self.service = ApiService(svc, ddb, backends, aio_s3=session_s3())
         self.uploads: Uploads = self.service.uploads
         self.audit = self.service.audit
         self.webhooks = WebhookService(svc.config, ddb, self.audit)

@@ -58,6 +58,7 @@ from talkstack.contract.request import AvatarRequest, JobRequestBase, OutputSpec
 from talkstack.contract.state import execution_input
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aio_s3 import AsyncS3
 from talkstack.pipeline.audit import (
     AUDIT_ACTIONS,
     AuditLog,
@@ -132,7 +133,16 @@ def _mark_replay(response: Any, _record: Any) -> Any:
 
 
 class ApiService:
-    def __init__(self, services: Any, ddb: Any, backends: Any, limits: MediaLimits | None = None) -> None:
+    def __init__(
+        self,
+        services: Any,
+        ddb: Any,
+        backends: Any,
+        limits: MediaLimits | None = None,
+        aio_s3: AsyncS3 | None = None,
+    ) -> None:
+        """`aio_s3` opens the async S3 client bundled template media are uploaded on (the API
+        Lambda's: aioboto3); without one, `services.s3` over threads."""
         self.svc, self.ddb, self.backends = services, ddb, backends
         self.config = services.config
         self.limits = limits or get_limits()
@@ -150,7 +160,10 @@ class ApiService:
         self.admission = Admission(table, ddb, services.store)
         self.templates = TemplateStore(services.s3, self.config.input_bucket)
         self.instances = TemplateInstances(
-            services.s3, self.uploads, BundledAssets(services.s3, self.config.input_bucket), self.config
+            services.s3,
+            self.uploads,
+            BundledAssets(services.s3, self.config.input_bucket, aio_s3),
+            self.config,
         )
         self.audit = AuditLog(table, ddb, self.config.audit_retention_days)
         self.idempotency = IdempotencyConfig(

@@ -3,9 +3,10 @@
 A template names a file that ships with talkstack as `asset:<name>`. Before a job can use it, the
 file is copied once into the input bucket under `assets/bundled/<sha256 prefix>/<file name>`: the
 key is derived from the bytes, so a copy is never stale, two versions never share a key, and
-uploading is idempotent (HeadObject first; a present key is the same bytes). Every API key may
-read exactly these keys (talkstack.pipeline.tenancy: `is_bundled_key`); nothing else under
-`assets/` is anybody's to read.
+uploading is idempotent (HeadObject first; a present key is the same bytes). A template's few files
+are checked and uploaded concurrently (talkstack/pipeline/aio_s3.py). Every API key may read
+exactly these keys (talkstack.pipeline.tenancy: `is_bundled_key`); nothing else under `assets/` is
+anybody's to read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import hashlib
 import mimetypes
 import re
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from talkstack.contract.fields import MediaRef
+from talkstack.pipeline.aio_s3 import AsyncS3, bounded, run, threaded
 from talkstack.pipeline.aws import error_code
 
 BUNDLED_PREFIX = "assets/bundled/"
@@ -30,7 +31,6 @@ DIGEST_CHARS = 16
 _KEY = re.compile(
     rf"^{re.escape(BUNDLED_PREFIX)}[0-9a-f]{{{DIGEST_CHARS}}}/[A-Za-z0-9][A-Za-z0-9._-]{{0,119}}$"
 )
-PARALLEL_PUTS = 4
 
 
 def is_bundled_key(key: str) -> bool:
@@ -56,20 +56,23 @@ def bundled_key(path: Path) -> str:
 
 
 class BundledAssets:
-    """Copies bundled files into the input bucket (once) and names them as `s3://` refs."""
+    """Copies bundled files into the input bucket (once) and names them as `s3://` refs. `aio`
+    opens the async client the HEADs and PUTs run on (the API Lambda's: aioboto3_s3.session_s3);
+    without one they run on `s3` over threads."""
 
-    def __init__(self, s3: Any, bucket: str) -> None:
+    def __init__(self, s3: Any, bucket: str, aio: AsyncS3 | None = None) -> None:
         self.s3, self.bucket = s3, bucket
+        self.aio = aio or threaded(s3)
 
-    def _ensure_one(self, path: Path) -> MediaRef:
+    async def _ensure_one(self, s3: Any, path: Path) -> MediaRef:
         key = bundled_key(path)
         try:
-            self.s3.head_object(Bucket=self.bucket, Key=key)
+            await s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise
             content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes(), ContentType=content_type)
+            await s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes(), ContentType=content_type)
         return MediaRef(self.bucket, key)
 
     def ensure(self, names: Iterable[str], path_of: Callable[[str], Path]) -> dict[str, MediaRef]:
@@ -79,7 +82,9 @@ class BundledAssets:
         paths = {name: path_of(name) for name in dict.fromkeys(names)}
         if not paths:
             return {}
-        # boto3 clients are thread-safe; a thread each keeps a template's few puts concurrent.
-        with ThreadPoolExecutor(max_workers=min(PARALLEL_PUTS, len(paths))) as pool:
-            refs = pool.map(self._ensure_one, paths.values())
-            return dict(zip(paths, refs, strict=True))
+
+        async def all_assets() -> list[MediaRef]:
+            async with self.aio() as s3:
+                return await bounded(self._ensure_one(s3, path) for path in paths.values())
+
+        return dict(zip(paths, run(all_assets()), strict=True))

@@ -4,8 +4,10 @@ The job's result gathers every step's warnings (each chunk's, for a stitched ava
 report of what is published (talkstack.pipeline.quality.job_quality).
 
 Publishing is a server-side copy (nothing passes through the Lambda; the managed copy handles
-objects over 5 GB). Every published object carries `talkstack-job-id` metadata, which is how the
-failure handler knows an object is this job's to remove.
+objects over 5 GB); the HEADs that check the targets, and then the copies, run concurrently on one
+aioboto3 client (talkstack/pipeline/aio_s3.py, aioboto3_s3.py), at most eight at once. Every published object
+carries `talkstack-job-id` metadata, which is how the failure handler knows an object is this
+job's to remove.
 
 A completed job never loses a result (docs/pipeline.md, "The failure path"): result.json is written
 of exactly the record about to be stored, *before* the conditional write that completes it, so
@@ -16,7 +18,7 @@ way before or during finalize (cancelled through the API, or failed by a timeout
 the record decides, under its optimistic lock, and only a job whose record did not complete has
 what finalize published taken back: only objects tagged with its job id (outputs.remove_published),
 never another job's object at a key they share. Before copying, every target is checked to be free
-or this job's (outputs.check_targets: OUTPUT_EXISTS otherwise), and each write is conditional.
+or this job's (outputs.check_targets_concurrently: OUTPUT_EXISTS otherwise), and each write is conditional.
 
 An output the scan flagged (or one not scanned, when TALKSTACK_SCAN_NOT_SCANNED is `hold`) is not
 published: it is copied to the work bucket under `held/<job_id>/` and the job ends `held`, with no
@@ -32,13 +34,15 @@ from talkstack.contract.record import JobRecord, JobResult, OutputFile, OutputKi
 from talkstack.contract.request import JobRequestBase
 from talkstack.contract.scan import OutputScan
 from talkstack.contract.worker import OutputObject, ResultMarker, StepAddress, held_key
+from talkstack.pipeline.aio_s3 import AsyncS3, threaded
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
 from talkstack.pipeline.outputs import (
     SCENE_THUMBNAIL_PREFIX,
-    check_targets,
+    Copy,
+    check_targets_concurrently,
     final_key,
-    publish,
+    publish_all,
     remove_held,
     remove_published,
     write_result_json,
@@ -98,32 +102,32 @@ def publish_outputs(
     record: JobRecord,
     sources: dict[str, OutputObject],
     warnings: list[str],
+    aio: AsyncS3 | None = None,
 ) -> list[OutputFile]:
     """Copy each output (by role, from the work bucket) to its final key, C2PA content credentials
     signed into each video and audio file first (docs/safety.md; a signing warning is added to
     `warnings`); the published files, video or audio first. Finalize and an operator's release of
-    a held job both publish here."""
+    a held job both publish here. The copies run concurrently on `aio` (the finalize Lambda's
+    aioboto3 client; by default `s3` itself, over threads: an operator's release); one that fails
+    fails the publish once all have ended, before anything else (result.json) is written."""
     request, job_id = record.request, record.job_id
     assert request is not None
     bucket = request.output.bucket or config.output_bucket
     # Every file signed before any is copied: a file that cannot be signed publishes nothing.
-    signed = {
-        role: sign_output(s3, config.work_bucket, record, role, obj, warnings)
-        for role, obj in sources.items()
+    work = config.work_bucket
+    signed = {role: sign_output(s3, work, record, role, obj, warnings) for role, obj in sources.items()}
+    copies = {
+        role: Copy(work, obj.key, bucket, final_key(request, job_id, role), obj.content_type, obj.bytes)
+        for role, obj in signed.items()
     }
-    published: list[OutputFile] = []
-    for role, obj in signed.items():
-        key = final_key(request, job_id, role)
-        publish(s3, config.work_bucket, obj.key, bucket, key, obj.content_type, job_id, obj.bytes)
-        published.append(
-            OutputFile(
-                kind=role_kind(role), bucket=bucket, key=key, content_type=obj.content_type, bytes=obj.bytes
-            )
-        )
+    publish_all(aio or threaded(s3), list(copies.values()), job_id)
+    published = [
+        OutputFile(kind=role_kind(role), bucket=bucket, key=c.key, content_type=c.content_type, bytes=c.size)
+        for role, c in copies.items()
+    ]
     # Stable: within a kind, the order the step wrote them (the mp4 before the alpha files, scene
     # thumbnails in scene order), so `result.primary` is the main video.
     published.sort(key=lambda o: KIND_ORDER.index(o.kind))
-    return published
     return published
 
 
@@ -137,25 +141,27 @@ def must_hold(scan: OutputScan, config: PipelineConfig) -> bool:
     return scan.status == "flagged" or (scan.status == "not_scanned" and config.scan_not_scanned == "hold")
 
 
-def hold_outputs(s3: Any, config: PipelineConfig, job_id: str, main: ResultMarker) -> list[OutputFile]:
-    """Copy the outputs to `held/<job_id>/` in the work bucket (never the output bucket)."""
-    held: list[OutputFile] = []
-    for role, obj in main.outputs.items():
-        key = held_key(job_id, role, obj.key)
-        publish(s3, config.work_bucket, obj.key, config.work_bucket, key, obj.content_type, job_id, obj.bytes)
-        held.append(
-            OutputFile(
-                kind=role_kind(role),
-                bucket=config.work_bucket,
-                key=key,
-                content_type=obj.content_type,
-                bytes=obj.bytes,
-            )
-        )
-    return held
+def hold_outputs(
+    s3: Any, config: PipelineConfig, job_id: str, main: ResultMarker, aio: AsyncS3 | None = None
+) -> list[OutputFile]:
+    """Copy the outputs to `held/<job_id>/` in the work bucket (never the output bucket), concurrently."""
+    work = config.work_bucket
+    copies = {
+        role: Copy(work, obj.key, work, held_key(job_id, role, obj.key), obj.content_type, obj.bytes)
+        for role, obj in main.outputs.items()
+    }
+    publish_all(aio or threaded(s3), list(copies.values()), job_id)
+    return [
+        OutputFile(kind=role_kind(role), bucket=work, key=c.key, content_type=c.content_type, bytes=c.size)
+        for role, c in copies.items()
+    ]
 
 
-def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> JobRecord:
+def finalize_job(
+    job_id: str, config: PipelineConfig, store: Any, s3: Any, aio: AsyncS3 | None = None
+) -> JobRecord:
+    """Publish the job's outputs and complete it. `aio` opens the async client the concurrent
+    HEADs and copies run on (the Lambda's: aioboto3); without one they run on `s3` over threads."""
     record = store.get(job_id)
     if record is None or record.request is None:
         raise KeyError(f"job {job_id} has no record")
@@ -174,12 +180,13 @@ def finalize_job(job_id: str, config: PipelineConfig, store: Any, s3: Any) -> Jo
     scan = output_scan(main, request)
     hold = must_hold(scan, config)
     if hold:  # unsigned while held: a release signs them as it publishes
-        published, held = [], hold_outputs(s3, config, job_id, main)
+        published, held = [], hold_outputs(s3, config, job_id, main, aio)
     else:
         # Every target (result.json too) must be free or this job's before anything is copied.
         targets = [final_key(request, job_id, role) for role in main.outputs]
-        check_targets(s3, bucket, [*targets, request.sibling_key(job_id, "result")], job_id)
-        published = publish_outputs(s3, config, record, main.outputs, signing_warnings)
+        keys = [*targets, request.sibling_key(job_id, "result")]
+        check_targets_concurrently(aio or threaded(s3), bucket, keys, job_id)
+        published = publish_outputs(s3, config, record, main.outputs, signing_warnings, aio)
         held = []
 
     chunks = _chunk_results(job_id, main_step, store)

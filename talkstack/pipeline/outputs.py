@@ -13,6 +13,7 @@ appeared in between. A re-run of the same job may overwrite its own outputs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -21,6 +22,7 @@ from talkstack.contract.composition import scene_thumbnail_role
 from talkstack.contract.record import JobRecord, OutputFile
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aio_s3 import AsyncS3, bounded, run
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 
@@ -132,6 +134,78 @@ def publish(
         s3.copy_object(CopySource=source, Bucket=bucket, Key=key, **extra, **condition)  # one request
 
     _conditional(copy, s3, bucket, key, job_id)
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One object to publish: the work bucket's `src_key` to `bucket`/`key`."""
+
+    src_bucket: str
+    src_key: str
+    bucket: str
+    key: str
+    content_type: str
+    size: int
+
+
+async def claim_async(s3: Any, bucket: str, key: str, job_id: str) -> dict[str, str]:
+    """`claim` on an async client."""
+    try:
+        head = await s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return {"IfNoneMatch": "*"}
+        raise
+    if head.get("Metadata", {}).get(JOB_ID_METADATA) != job_id:
+        raise output_exists(key)
+    return {"IfMatch": head["ETag"]}
+
+
+async def publish_async(s3: Any, copy: Copy, job_id: str) -> None:
+    """`publish` on an async client: the same write conditions, and the same second look when the
+    object changed since the HEAD."""
+    extra = {
+        "ContentType": copy.content_type,
+        "Metadata": {JOB_ID_METADATA: job_id},
+        "MetadataDirective": "REPLACE",
+    }
+    source = {"Bucket": copy.src_bucket, "Key": copy.src_key}
+    if copy.size >= MAX_SINGLE_COPY_BYTES:  # the managed multipart copy: the owner check alone
+        await claim_async(s3, copy.bucket, copy.key, job_id)
+        await s3.copy(source, copy.bucket, copy.key, ExtraArgs=extra)
+        return
+    for last in (False, True):
+        condition = await claim_async(s3, copy.bucket, copy.key, job_id)
+        try:
+            await s3.copy_object(CopySource=source, Bucket=copy.bucket, Key=copy.key, **extra, **condition)
+            return
+        except ClientError as exc:
+            if error_code(exc) not in CONDITION_FAILED:
+                raise
+            if last:
+                raise output_exists(copy.key) from exc
+
+
+def publish_all(aio: AsyncS3, copies: list[Copy], job_id: str) -> None:
+    """Publish `copies` concurrently (aio_s3.PARALLEL_REQUESTS at once). Every copy runs to its end;
+    then the first failure (OUTPUT_EXISTS, an S3 error) is raised, and the caller writes no
+    result.json."""
+
+    async def all_copies() -> None:
+        async with aio() as s3:
+            await bounded(publish_async(s3, copy, job_id) for copy in copies)
+
+    run(all_copies())
+
+
+def check_targets_concurrently(aio: AsyncS3, bucket: str, keys: list[str], job_id: str) -> None:
+    """`check_targets` with the HEADs in flight together."""
+
+    async def all_heads() -> None:
+        async with aio() as s3:
+            await bounded(claim_async(s3, bucket, key, job_id) for key in keys)
+
+    run(all_heads())
 
 
 def write_result_json(s3: Any, record: JobRecord, bucket: str) -> str:
