@@ -138,6 +138,13 @@ def held_key(job_id: str, role: str, source_key: str) -> str:
     return f"{HELD_PREFIX}{job_id}/{role}{extension}"
 
 
+def held_role(key: str) -> str:
+    """The output role a held object was held for (`held_key`'s inverse): `held/j/captions_srt.srt`
+    → `captions_srt`. Kinds repeat within a job (two caption files, a still per scene); roles don't."""
+    name = key.rsplit("/", 1)[-1]
+    return name[: name.rfind(".")] if "." in name else name
+
+
 def cancel_flag_key(job_id: str) -> str:
     """Written by the API's cancel; every worker of the job polls it (WorkerTask.cancel_url)."""
     return f"{CONTROL_PREFIX}{job_id}/cancel.json"

@@ -52,7 +52,7 @@ from talkstack.pipeline.audit import Actor, AuditLog
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.cancel import cancel_job, execution_arn
 from talkstack.pipeline.config import PipelineConfig
-from talkstack.pipeline.outputs import JOB_ID_METADATA, final_key
+from talkstack.pipeline.outputs import JOB_ID_METADATA, possible_output_keys
 from talkstack.pipeline.tenancy import TEMPLATES_PREFIX, TENANTS_PREFIX, UPLOADS_PREFIX
 
 JOB_WORK_PREFIXES = (WORK_PREFIX, MARKERS_PREFIX, CONTROL_PREFIX)
@@ -219,11 +219,7 @@ class Deleter:
         targets: set[tuple[str, str]] = set()
         if request is not None:
             bucket = request.output.bucket or self.config.output_bucket
-            targets |= {
-                (bucket, final_key(request, record.job_id, "video")),
-                (bucket, request.sibling_key(record.job_id, "thumbnail")),
-                (bucket, request.sibling_key(record.job_id, "result")),
-            }
+            targets |= {(bucket, key) for key in possible_output_keys(request, record.job_id)}
         if record.result is not None:
             targets |= {(o.bucket, o.key) for o in record.result.outputs}
         for bucket, key in sorted(targets):

@@ -25,13 +25,13 @@ from botocore.exceptions import ClientError
 
 from talkstack.contract.events import JobEvent
 from talkstack.contract.record import JobError, JobRecord
-from talkstack.contract.worker import OutputObject
+from talkstack.contract.worker import OutputObject, held_role
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.audit import CLI_SOURCE, DROP_ACTOR, Actor, AuditLog
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.finalize import publish_outputs
-from talkstack.pipeline.outputs import check_targets, remove_held, write_result_json
+from talkstack.pipeline.outputs import check_targets, final_key, remove_held, write_result_json
 from talkstack.pipeline.provenance import signed_key
 
 Announce = Callable[[JobEvent], None]
@@ -89,8 +89,8 @@ def release_job(
     assert record.request is not None and record.result is not None
     request, held = record.request, list(record.result.held)
     bucket = request.output.bucket or config.output_bucket
-    sources = {
-        o.kind: OutputObject(key=o.key, bytes=o.bytes, content_type=o.content_type)
+    sources = {  # by role, not kind: a composition holds two caption files and a still per scene
+        held_role(o.key): OutputObject(key=o.key, bytes=o.bytes, content_type=o.content_type)
         for o in held
         if o.bucket == config.work_bucket
     }
@@ -110,9 +110,8 @@ def release_job(
         operator=operator,
         scan_status=record.result.scan.status if record.result.scan else None,
     )
-    targets = [request.output_key(job_id), request.sibling_key(job_id, "result")]
-    if "thumbnail" in sources:
-        targets.append(request.sibling_key(job_id, "thumbnail"))
+    # every file it is about to publish (a composition's captions, preview, stills… too), and result.json
+    targets = [final_key(request, job_id, role) for role in sources] + [request.sibling_key(job_id, "result")]
     check_targets(s3, bucket, targets, job_id)
     signing_warnings: list[str] = []  # held outputs are signed as they are published, here
     published = publish_outputs(s3, config, record, sources, signing_warnings)

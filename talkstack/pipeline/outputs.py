@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from talkstack.contract.composition import scene_thumbnail_role
+from talkstack.contract.composition import CompositionRequest, scene_thumbnail_role
 from talkstack.contract.record import JobRecord, OutputFile
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
@@ -226,6 +226,18 @@ def write_result_json(s3: Any, record: JobRecord, bucket: str) -> str:
     return key
 
 
+def possible_output_keys(request: JobRequestBase, job_id: str) -> set[str]:
+    """Every key a job of this request may publish in its output bucket: the main output, its
+    thumbnail and result.json, and a composition's captions, preview, alpha files and one still per
+    scene (whether or not it made them). What a failure path or a deletion looks for."""
+    keys = {final_key(request, job_id, "video"), request.sibling_key(job_id, "thumbnail")}
+    keys.add(request.sibling_key(job_id, "result"))
+    if isinstance(request, CompositionRequest):
+        keys |= {final_key(request, job_id, role) for role in COMPOSITION_SUFFIXES}
+        keys |= {final_key(request, job_id, scene_thumbnail_role(i)) for i in range(len(request.scenes))}
+    return keys
+
+
 def remove_published(record: JobRecord, config: PipelineConfig, s3: Any) -> list[str]:
     """Delete outputs this job already published (only objects tagged with its job id). Callers
     pass the record they have just ended (failed or cancelled in the table: a terminal record never
@@ -234,8 +246,7 @@ def remove_published(record: JobRecord, config: PipelineConfig, s3: Any) -> list
     if request is None or record.status == "completed":
         return []
     bucket = request.output.bucket or config.output_bucket
-    keys = {final_key(request, record.job_id, "video"), request.sibling_key(record.job_id, "thumbnail")}
-    keys.add(request.sibling_key(record.job_id, "result"))
+    keys = possible_output_keys(request, record.job_id)
     return [key for key in sorted(keys) if _remove_if_ours(s3, bucket, key, record.job_id)]
 
 
