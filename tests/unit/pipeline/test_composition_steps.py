@@ -190,6 +190,29 @@ def test_matte_takes_the_scenes_render_and_photo_or_its_upload(config, store, s3
     assert uploaded.inputs["video"].filename == "video.mp4" and "image" not in uploaded.inputs
 
 
+def test_a_preview_cuts_people_out_with_lite_matte_whatever_the_request_names(config, store, s3, backends):
+    # A preview holds none of the key's GPU tasks and is never charged GPU time: a GPU matte model
+    # named in the request (or the deployment's) must not run in it.
+    gpu_config = config.model_copy(update={"matte_model": "vitmatte"})
+    planned(gpu_config, store, composition(preview=True, options={"matte_model": "vitmatte"}))
+    delivered(store, s3, StepAddress(step="avatar", scene=0), {"video": "video.mp4"})
+
+    task = dispatch(gpu_config, store, s3, backends, "matte", scene=0)
+
+    assert isinstance(task, MatteTask) and task.model == "lite-matte"
+    assert task.options.model == "lite-matte"
+    assert store.get("job-1").step("matte").model == "lite-matte"
+
+
+def test_a_full_render_cuts_people_out_with_the_matte_model_it_names(config, store, s3, backends):
+    planned(config, store, composition(options={"matte_model": "vitmatte"}))
+    delivered(store, s3, StepAddress(step="avatar", scene=0), {"video": "video.mp4"})
+
+    task = dispatch(config, store, s3, backends, "matte", scene=0)
+
+    assert isinstance(task, MatteTask) and task.model == "vitmatte"
+
+
 def test_compose_gets_every_file_by_scene_role_and_asks_for_what_applies(config, store, s3, backends):
     planned(config, store, composition())
     voice = delivered(
