@@ -55,7 +55,7 @@ from talkstack.contract.fields import MAX_AVATAR_SECONDS
 from talkstack.contract.parse import is_multitalk_v0_manifest, parse_job_request, with_default_models
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
 from talkstack.contract.request import AvatarRequest, JobRequestBase, OutputSpec
-from talkstack.contract.state import execution_input
+from talkstack.contract.state import execution_input, execution_json, execution_request
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.audit import (
@@ -250,6 +250,7 @@ class ApiService:
         request = self.uploads.resolve(principal, request)
         sizes = check_media(request, namespace, self.svc.s3, self.limits, sent)
         check_consent_for(request, sizes, self.svc.s3, self.config, self.limits)
+        carried = execution_request(request)  # what StartExecution takes, checked before admission
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
         # A parallel long avatar may render several chunks at once: it gets the GPU task slots its
@@ -262,7 +263,7 @@ class ApiService:
             most=self.config.parallel_max_concurrency,
             gpu=not is_preview(request),
         )
-        payload = execution_input(json.loads(request.model_dump_json(exclude_none=True)), record.source)
+        payload = execution_input(carried, record.source)
         try:
             # Logged before the execution starts (fail closed): no job runs without its entry.
             self.audit.record(principal.actor, "job.submitted", "job", job_id, task=task, model=record.model)
@@ -275,7 +276,7 @@ class ApiService:
             self.svc.sfn.start_execution(
                 stateMachineArn=self.config.state_machine_arn,
                 name=job_id,
-                input=json.dumps(payload, separators=(",", ":")),
+                input=execution_json(payload),
             )
         except Exception as exc:
             error = TalkstackError(ErrorCode.GENERATION_FAILED, f"the job could not be started: {exc}")
