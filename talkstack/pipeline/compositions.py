@@ -10,7 +10,6 @@ the object's Content-Type where S3 has a media one (an API upload always has), e
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from posixpath import splitext
 
@@ -21,6 +20,7 @@ from talkstack.contract.composition import (
     CompositionRequest,
     VideoSource,
 )
+from talkstack.contract.fields import client_field
 from talkstack.contract.request import AvatarRequest, JobRequestBase
 from talkstack.engines.registry import modal_target
 from talkstack.errors import ErrorCode, TalkstackError
@@ -35,13 +35,6 @@ _WHAT = {
     "video": "a video (.mp4, .mov, .webm)",
     "audio": "audio (.wav, .mp3, .m4a, .ogg, .flac)",
 }
-_INDEX = re.compile(r"\.(\d+)(?=\.|$)")
-
-
-def scene_field(path: str) -> str:
-    """A dotted media path as a client writes the field: `scenes.2.source.media` →
-    `scenes[2].source.media`."""
-    return _INDEX.sub(r"[\1]", path)
 
 
 def media_kind(key: str, content_type: str) -> Kind | None:
@@ -91,7 +84,7 @@ def check_scene_media(request: CompositionRequest, path: str, shown: str, conten
     kind = media_kind(ref.key, content_type)
     if kind in kinds:
         return
-    field = scene_field(path)
+    field = client_field(path)
     found = f"{content_type or 'of no media type'}" if kind is None else f"{kind} ({content_type or ref.key})"
     wanted = " or ".join(_WHAT[k] for k in kinds)
     raise TalkstackError(
