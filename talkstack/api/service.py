@@ -253,16 +253,16 @@ class ApiService:
         carried = execution_request(request)  # what StartExecution takes, checked before admission
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
-        # A parallel long avatar may render several chunks at once: it gets the GPU task slots its
-        # key's tier has left (its chunk Map's concurrency); any other job holds one.
-        parallel = isinstance(request, AvatarRequest) and request.options.long_audio == "parallel"
-        self.admission.admit(
-            principal,
-            record,
-            parallel=parallel,
-            most=self.config.parallel_max_concurrency,
-            gpu=not is_preview(request),
-        )
+        # A parallel long avatar may render several chunks at once, a composition several scenes:
+        # it gets the GPU task slots its key's tier has left (its Map's concurrency), at most one a
+        # chunk or scene; any other job holds one.
+        parallel, most = False, self.config.parallel_max_concurrency
+        if isinstance(request, AvatarRequest):
+            parallel = request.options.long_audio == "parallel"
+        elif isinstance(request, CompositionRequest):
+            engines = sum(1 for index in range(len(request.scenes)) if request.scene_steps(index))
+            parallel, most = True, min(most, max(1, engines))
+        self.admission.admit(principal, record, parallel=parallel, most=most, gpu=not is_preview(request))
         payload = execution_input(carried, record.source)
         try:
             # Logged before the execution starts (fail closed): no job runs without its entry.
