@@ -365,6 +365,31 @@ def test_finalize_publishes_every_compose_output_beside_the_video(config, store,
     assert gpu_seconds(done) == 0.0  # a preview is never charged GPU time
 
 
+def test_a_gpu_scene_after_a_lite_one_is_counted_as_gpu_time(config, store, s3, backends):
+    # All scenes share one step record per kind; the first scene dispatched must not decide that
+    # the step's worker time (every scene's) is not GPU time.
+    speaker = {"image": f"{MEDIA}/portrait.png", "audio": f"{MEDIA}/speech.wav"}
+    request = parse_job_request(
+        {
+            "task": "composition",
+            "scenes": [
+                {"source": {"type": "avatar", "inputs": speaker, "options": {"model": "lite-avatar"}}},
+                {"source": {"type": "avatar", "inputs": speaker, "options": {"model": "multitalk"}}},
+            ],
+        }
+    )
+    planned(config, store, request)
+
+    dispatch(config, store, s3, backends, "avatar", scene=0, token="token-a")
+    dispatch(config, store, s3, backends, "avatar", scene=1, token="token-b")
+
+    record = store.get("job-1")
+    step = record.step("avatar")
+    assert step.model == "multitalk" and step.attempts == 2
+    step.worker_seconds.update({"avatar-s0-1": 5.0, "avatar-s1-1": 100.0})  # as completes record them
+    assert gpu_seconds(record) == 105.0
+
+
 # --- cost ---------------------------------------------------------------------------------------
 
 
