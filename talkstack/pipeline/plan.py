@@ -293,9 +293,25 @@ def max_concurrency(source: JobSource | None, request: JobRequestBase, config: P
     slots = config.parallel_max_concurrency
     if source is not None and source.gpu_slots is not None:
         slots = min(source.gpu_slots, slots)
+    if isinstance(request, CompositionRequest):
+        # Scenes run side by side: never more than any Modal class their steps use may run.
+        for family in _modal_scene_families(request, config):
+            slots = min(slots, get_modal_deploy().max_containers(family))
+        return slots
     if config.backend_for(request.primary_model) == "modal":
         slots = min(slots, get_modal_deploy().max_containers("avatar"))
     return slots
+
+
+def _modal_scene_families(request: CompositionRequest, config: PipelineConfig) -> set[WorkerStep]:
+    """The worker families (voice, avatar, video, matte) whose Modal classes the scenes' steps run."""
+    families: set[WorkerStep] = set()
+    for index in range(len(request.scenes)):
+        for label in request.scene_steps(index):
+            step = StepAddress.parse(label).step
+            if config.backend_for(step_model(request, step, index, config)) == "modal":
+                families.add(step)
+    return families
 
 
 def plan_job(job_id: str, config: PipelineConfig, store: Any) -> Plan:

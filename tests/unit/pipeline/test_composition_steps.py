@@ -140,6 +140,35 @@ def test_a_preview_plans_no_engine_for_a_generated_clip(config, store):
     assert stored_plan(store, "job-1").scenes[1].main == "none"
 
 
+@pytest.mark.parametrize(
+    ("backends", "caps", "expected"),
+    [
+        ("lite-avatar=modal", {"AVATAR": 2}, 2),  # scene 0's avatar step
+        ("lite-matte=modal", {"MATTE": 3, "AVATAR": 1}, 3),  # scenes 0 and 2 cut out; no avatar there
+        ("", {"AVATAR": 1}, 8),  # the local pool: what the key was given
+    ],
+)
+def test_scenes_on_modal_never_outnumber_the_containers_of_the_classes_they_use(
+    store, monkeypatch, backends, caps, expected
+):
+    # A scene started beyond its class's container cap would wait in Modal's queue without a
+    # heartbeat, its attempt (and its URLs) running out before it began.
+    from talkstack.contract.record import JobSource
+    from talkstack.pipeline.plan import max_concurrency
+    from talkstack.settings.modal_deploy import get_modal_deploy
+    from tests.support.steps import make_config
+
+    for family, cap in caps.items():
+        monkeypatch.setenv(f"TALKSTACK_{family}_MAX_CONTAINERS", str(cap))
+    get_modal_deploy.cache_clear()
+    try:
+        config = make_config(model_backends=backends, parallel_max_concurrency=16)
+        source = JobSource(kind="api", api_key_id="k1", gpu_slots=8)
+        assert max_concurrency(source, composition(), config) == expected
+    finally:
+        get_modal_deploy.cache_clear()
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 
