@@ -62,6 +62,7 @@ def test_openapi_document_is_complete():
         ("DELETE", "/v1/jobs/{job_id}"),
         ("DELETE", "/v1/data"),
         ("POST", "/v1/video/generate"),
+        ("POST", "/v1/composition/generate"),
         ("POST", "/v1/uploads"),
         ("GET", "/v1/jobs/{job_id}"),
         ("GET", "/v1/jobs"),
