@@ -55,7 +55,7 @@ from talkstack.contract.fields import MAX_AVATAR_SECONDS
 from talkstack.contract.parse import is_multitalk_v0_manifest, parse_job_request, with_default_models
 from talkstack.contract.record import JOB_STATUSES, JobRecord, JobSource, utc_now
 from talkstack.contract.request import AvatarRequest, JobRequestBase, OutputSpec
-from talkstack.contract.state import execution_input
+from talkstack.contract.state import execution_input, execution_json, execution_request
 from talkstack.engines.registry import list_models
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aio_s3 import AsyncS3
@@ -263,19 +263,20 @@ class ApiService:
         request = self.uploads.resolve(principal, request)
         sizes = check_media(request, namespace, self.svc.s3, self.limits, sent)
         check_consent_for(request, sizes, self.svc.s3, self.config, self.limits)
+        carried = execution_request(request)  # what StartExecution takes, checked before admission
         record = JobRecord.new(job_id, request)  # type: ignore[arg-type]
         record.source = JobSource(kind="api", api_key_id=principal.key_id)
-        # A parallel long avatar may render several chunks at once: it gets the GPU task slots its
-        # key's tier has left (its chunk Map's concurrency); any other job holds one.
-        parallel = isinstance(request, AvatarRequest) and request.options.long_audio == "parallel"
-        self.admission.admit(
-            principal,
-            record,
-            parallel=parallel,
-            most=self.config.parallel_max_concurrency,
-            gpu=not is_preview(request),
-        )
-        payload = execution_input(json.loads(request.model_dump_json(exclude_none=True)), record.source)
+        # A parallel long avatar may render several chunks at once, a composition several scenes:
+        # it gets the GPU task slots its key's tier has left (its Map's concurrency), at most one a
+        # chunk or scene; any other job holds one.
+        parallel, most = False, self.config.parallel_max_concurrency
+        if isinstance(request, AvatarRequest):
+            parallel = request.options.long_audio == "parallel"
+        elif isinstance(request, CompositionRequest):
+            engines = sum(1 for index in range(len(request.scenes)) if request.scene_steps(index))
+            parallel, most = True, min(most, max(1, engines))
+        self.admission.admit(principal, record, parallel=parallel, most=most, gpu=not is_preview(request))
+        payload = execution_input(carried, record.source)
         try:
             # Logged before the execution starts (fail closed): no job runs without its entry.
             self.audit.record(principal.actor, "job.submitted", "job", job_id, task=task, model=record.model)
@@ -288,7 +289,7 @@ class ApiService:
             self.svc.sfn.start_execution(
                 stateMachineArn=self.config.state_machine_arn,
                 name=job_id,
-                input=json.dumps(payload, separators=(",", ":")),
+                input=execution_json(payload),
             )
         except Exception as exc:
             error = TalkstackError(ErrorCode.GENERATION_FAILED, f"the job could not be started: {exc}")

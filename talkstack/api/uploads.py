@@ -31,7 +31,7 @@ import multipart
 from talkstack.api.keys import Principal
 from talkstack.api.limits import UploadQuota
 from talkstack.api.models import UploadRequest, UploadTicket
-from talkstack.contract.fields import MediaRef
+from talkstack.contract.fields import MediaRef, client_field
 from talkstack.contract.record import utc_now
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
@@ -251,9 +251,10 @@ class Uploads:
         request (there is no manifest folder to resolve it against). `s3://` refs are left to the
         key's namespace (talkstack.pipeline.tenancy), which the caller checks next."""
         resolved: dict[str, MediaRef] = {}
-        for field, ref in request.referenced_media().items():
+        for path, ref in request.referenced_media().items():
             if not ref.is_relative:
                 continue
+            field = client_field(path)
             if not ref.key.startswith("upl_"):
                 raise TalkstackError(
                     ErrorCode.INVALID_REQUEST,
@@ -263,7 +264,7 @@ class Uploads:
             upload = self.get(principal, ref.key)
             if upload is None:  # missing, expired or another key's: one answer
                 raise input_not_found(field, ref, "api")
-            resolved[field] = MediaRef(upload.bucket, upload.key)
+            resolved[path] = MediaRef(upload.bucket, upload.key)
         return request.with_media(resolved)
 
 

@@ -23,6 +23,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+_INDEX = re.compile(r"\.(\d+)(?=\.|$)")
+
+
+def client_field(path: str) -> str:
+    """A dotted field path as a client writes the field: `scenes.2.source.media` →
+    `scenes[2].source.media` (a path without list indexes, `inputs.image`, is unchanged)."""
+    return _INDEX.sub(r"[\1]", path)
+
+
 TaskKind = Literal["avatar", "voice", "video", "composition"]
 AvatarModelId = Literal["lite-avatar", "multitalk", "infinitetalk"]
 VoiceModelId = Literal["lite-voice", "chatterbox", "indextts2"]

@@ -9,15 +9,17 @@ table's `STEP#<label>` items), never as dicts indexed by string.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from talkstack.contract.events import JobEvent
-from talkstack.contract.fields import EventType, StrictModel, TaskKind
+from talkstack.contract.fields import MAX_REQUEST_BYTES, EventType, StrictModel, TaskKind
 from talkstack.contract.record import JobSource
 from talkstack.contract.worker import ChunkPlan, StepAddress, WorkerStep
+from talkstack.errors import ErrorCode, TalkstackError
 
 # ---------------------------------------------------------------------------------------------
 # The execution input
@@ -30,6 +32,36 @@ def execution_input(request: Any, source: JobSource) -> dict[str, Any]:
     """What ingest and the API start an execution with: the request and where it came from. A direct
     StartExecution from another AWS service may pass the bare request instead."""
     return {"request": request, "source": source.model_dump(mode="json", exclude_none=True)}
+
+
+ENVELOPE_BYTES = 1024
+"""Room left in an execution's input for the envelope around the request (its `source`)."""
+
+
+def execution_request(request: StrictModel) -> dict[str, Any]:
+    """The request as an execution carries it (every default filled in, so the Validate step reads
+    what was checked), or INVALID_REQUEST when that is more than Step Functions takes: its input is
+    at most 256 KiB of UTF-8. A body under the API's limit can grow past it once its defaults are
+    written out (a composition's scenes and overlays each gain a few dozen bytes) or its upload ids
+    become `s3://` URLs; StartExecution would then refuse it after the job was admitted."""
+    text = request.model_dump_json(exclude_none=True)
+    size = len(text.encode())
+    if size > MAX_REQUEST_BYTES - ENVELOPE_BYTES:
+        raise TalkstackError(
+            ErrorCode.INVALID_REQUEST,
+            f"request: {size / 1024:.0f} KiB once its defaults are filled in; a job carries at most "
+            f"{(MAX_REQUEST_BYTES - ENVELOPE_BYTES) // 1024} KiB (the Step Functions input limit): "
+            "shorten its texts, or use fewer scenes or overlays",
+            bytes=size,
+            max_bytes=MAX_REQUEST_BYTES - ENVELOPE_BYTES,
+        )
+    return json.loads(text)
+
+
+def execution_json(payload: Mapping[str, Any]) -> str:
+    """An execution's input as sent: compact UTF-8 JSON (Step Functions counts UTF-8 bytes, so
+    non-ASCII text is not escaped into six bytes a character)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 def split_execution_input(raw: Any, execution_arn: str | None = None) -> tuple[Any, JobSource]:

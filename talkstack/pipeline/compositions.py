@@ -10,7 +10,6 @@ the object's Content-Type where S3 has a media one (an API upload always has), e
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from posixpath import splitext
 
@@ -21,8 +20,8 @@ from talkstack.contract.composition import (
     CompositionRequest,
     VideoSource,
 )
+from talkstack.contract.fields import client_field
 from talkstack.contract.request import AvatarRequest, JobRequestBase
-from talkstack.engines.registry import modal_target
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.plan import matte_model
@@ -35,13 +34,6 @@ _WHAT = {
     "video": "a video (.mp4, .mov, .webm)",
     "audio": "audio (.wav, .mp3, .m4a, .ogg, .flac)",
 }
-_INDEX = re.compile(r"\.(\d+)(?=\.|$)")
-
-
-def scene_field(path: str) -> str:
-    """A dotted media path as a client writes the field: `scenes.2.source.media` →
-    `scenes[2].source.media`."""
-    return _INDEX.sub(r"[\1]", path)
 
 
 def media_kind(key: str, content_type: str) -> Kind | None:
@@ -91,7 +83,7 @@ def check_scene_media(request: CompositionRequest, path: str, shown: str, conten
     kind = media_kind(ref.key, content_type)
     if kind in kinds:
         return
-    field = scene_field(path)
+    field = client_field(path)
     found = f"{content_type or 'of no media type'}" if kind is None else f"{kind} ({content_type or ref.key})"
     wanted = " or ".join(_WHAT[k] for k in kinds)
     raise TalkstackError(
@@ -115,8 +107,8 @@ ModelCheck = Callable[[str, str, PipelineConfig, str], None]
 def check_composition(
     request: CompositionRequest, config: PipelineConfig, limits: MediaLimits, check_model: ModelCheck
 ) -> None:
-    """Each engine scene's models (as its own job would be checked), its script's length, and that
-    the matte model runs here when a scene cuts its person out."""
+    """Each engine scene's models (as its own job would be checked), its script's length, and the
+    matte model (checked the same way) when a scene cuts its person out."""
     for index in range(len(request.scenes)):
         scene_request = request.scene_request(index)
         if scene_request is None:
@@ -135,17 +127,9 @@ def check_composition(
                     chars=len(text),
                 )
     if any(scene.cutout for scene in request.scenes):
-        model = matte_model(request, config)
-        if config.backend_for(model) == "modal":
-            try:
-                modal_target(model)
-            except TalkstackError as exc:
-                raise TalkstackError(
-                    ErrorCode.MODEL_UNAVAILABLE,
-                    f"options.matte_model: {model} has no Modal worker on this stack; run it on the local "
-                    f"backend (TALKSTACK_MODEL_BACKENDS={model}=local) or turn layout.cutout off",
-                    model=model,
-                ) from exc
+        # The matte model is checked as any job's model is: its backend must run it here (a GPU
+        # model needs Modal and its token; a preview always cuts out with lite-matte).
+        check_model(matte_model(request, config), "matte", config, "options.matte_model")
 
 
 def with_scene_default_models(request: CompositionRequest, defaults: Mapping[str, str]) -> JobRequestBase:

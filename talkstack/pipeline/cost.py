@@ -143,7 +143,8 @@ def estimate_cost(record: JobRecord) -> float:
     return round(engine + orchestration_cost(*orchestration(record)), 6)
 
 
-def _is_gpu(model_id: str) -> bool:
+def is_gpu_model(model_id: str) -> bool:
+    """Whether `model_id` runs on a GPU (an unknown id, stitch or compose: no)."""
     try:
         return get_model(model_id).gpu
     except TalkstackError:
@@ -156,5 +157,5 @@ def gpu_seconds(record: JobRecord) -> float:
     charged none (it runs the lite engines; usage must not bill it whatever ran)."""
     if is_preview(record):
         return 0.0
-    on_gpu = [step for step in record.steps if step.model and _is_gpu(step.model)]
+    on_gpu = [step for step in record.steps if step.model and is_gpu_model(step.model)]
     return round(sum(step.worker_s or step.duration_s or 0.0 for step in on_gpu), 3)

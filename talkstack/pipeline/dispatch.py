@@ -43,6 +43,7 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import UrlSigner
 from talkstack.pipeline.backends import Backends
 from talkstack.pipeline.config import PipelineConfig
+from talkstack.pipeline.cost import is_gpu_model
 from talkstack.pipeline.plan import plan_for, step_model
 from talkstack.pipeline.scenes import WORDS_FILE, WORDS_ROLE, compose_parts, matte_parts
 from talkstack.pipeline.step_results import (
@@ -347,8 +348,12 @@ def dispatch_step(
             return  # one avatar step for all chunks; it counts attempts of chunk 0 only
         if address.scene is not None and existing is not None and existing.status == "running":
             # One step record per kind for all scenes (another scene's is running): it counts every
-            # scene's attempts, and keeps the backend and model of the first.
+            # scene's attempts, and keeps the backend and model of the first, unless this scene's
+            # model is a GPU one and that is not: the step's worker time (every scene's) is then
+            # GPU time, so a lite scene dispatched first cannot hide a GPU scene's from usage.
             existing.attempts += 1
+            if is_gpu_model(task.model) and not (existing.model and is_gpu_model(existing.model)):
+                existing.model, existing.backend = task.model, backend.name
             return
         current.start_step(step, backend=backend.name, model=task.model)
 

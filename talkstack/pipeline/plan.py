@@ -89,9 +89,17 @@ def output_seconds_bound(request: JobRequestBase) -> float:
     return limits.max_audio_seconds
 
 
-def matte_model(request: CompositionRequest, config: PipelineConfig) -> str:
-    """The model that cuts a composition's people out: the request's, else the deployment's."""
-    return request.options.matte_model or config.matte_model
+PREVIEW_MATTE_MODEL = "lite-matte"
+"""What cuts people out in a preview, whatever the request or the deployment names: a preview runs
+only lite engines (it holds none of the key's GPU tasks and is never charged GPU time)."""
+
+
+def matte_model(request: CompositionRequest, config: PipelineConfig | None) -> str:
+    """The model that cuts a composition's people out: the lite one in a preview, else the request's,
+    else the deployment's."""
+    if request.preview:
+        return PREVIEW_MATTE_MODEL
+    return request.options.matte_model or (config.matte_model if config else PREVIEW_MATTE_MODEL)
 
 
 def step_model(
@@ -103,7 +111,7 @@ def step_model(
         if step == "compose":
             return COMPOSE_MODEL
         if step == "matte":
-            return request.options.matte_model or (config.matte_model if config else "lite-matte")
+            return matte_model(request, config)
         if scene is None:
             raise ValueError(f"a composition's {step} step belongs to a scene")
         scene_request = request.scene_request(scene)
@@ -285,9 +293,25 @@ def max_concurrency(source: JobSource | None, request: JobRequestBase, config: P
     slots = config.parallel_max_concurrency
     if source is not None and source.gpu_slots is not None:
         slots = min(source.gpu_slots, slots)
+    if isinstance(request, CompositionRequest):
+        # Scenes run side by side: never more than any Modal class their steps use may run.
+        for family in _modal_scene_families(request, config):
+            slots = min(slots, get_modal_deploy().max_containers(family))
+        return slots
     if config.backend_for(request.primary_model) == "modal":
         slots = min(slots, get_modal_deploy().max_containers("avatar"))
     return slots
+
+
+def _modal_scene_families(request: CompositionRequest, config: PipelineConfig) -> set[WorkerStep]:
+    """The worker families (voice, avatar, video, matte) whose Modal classes the scenes' steps run."""
+    families: set[WorkerStep] = set()
+    for index in range(len(request.scenes)):
+        for label in request.scene_steps(index):
+            step = StepAddress.parse(label).step
+            if config.backend_for(step_model(request, step, index, config)) == "modal":
+                families.add(step)
+    return families
 
 
 def plan_job(job_id: str, config: PipelineConfig, store: Any) -> Plan:

@@ -28,7 +28,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from talkstack.contract.fields import MediaRef
+from talkstack.contract.fields import MediaRef, client_field
 from talkstack.contract.record import JobSource
 from talkstack.contract.request import JobRequestBase, OutputSpec
 from talkstack.errors import ErrorCode, TalkstackError
@@ -130,9 +130,10 @@ class Namespace:
 
     def check_reads(self, request: JobRequestBase) -> None:
         """Refuse any media input outside the namespace, before anything is asked of S3."""
-        for field, ref in request.referenced_media().items():
+        for path, ref in request.referenced_media().items():
             if self.may_read(ref):
                 continue
+            field = client_field(path)
             if self.kind == "operator":  # the operator's own configuration: say which bucket, and how
                 raise TalkstackError(
                     ErrorCode.INPUT_FORBIDDEN,

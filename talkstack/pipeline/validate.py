@@ -20,7 +20,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from talkstack.contract.composition import CompositionRequest
-from talkstack.contract.fields import MediaRef
+from talkstack.contract.fields import MediaRef, client_field
 from talkstack.contract.parse import parse_job_request, with_default_models
 from talkstack.contract.record import JobRecord, JobSource
 from talkstack.contract.request import AvatarRequest, JobRequestBase
@@ -35,7 +35,6 @@ from talkstack.pipeline.compositions import (
     check_composition,
     check_scene_media,
     media_limit,
-    scene_field,
     with_scene_default_models,
 )
 from talkstack.pipeline.config import PipelineConfig
@@ -81,10 +80,9 @@ def check_media(
     caller did not."""
     namespace.check_reads(request)
     sizes: dict[str, int] = {}
-    composition = isinstance(request, CompositionRequest)
     for path, ref in request.referenced_media().items():
         shown = (sent or {}).get(path, str(ref))
-        field = scene_field(path) if composition else path
+        field = client_field(path)
         try:
             head = s3.head_object(Bucket=ref.bucket, Key=ref.key)
         except ClientError as exc:

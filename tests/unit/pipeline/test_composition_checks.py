@@ -6,6 +6,7 @@ DynamoDB, the bundled samples as media."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -236,14 +237,37 @@ def test_the_output_scan_says_where_a_compositions_speech_came_from():
     assert speech({"type": "media", "media": "s3://in-bucket/x/still.png"}) == "none"
 
 
-def test_a_cutout_is_refused_where_the_matte_model_has_no_worker(store, s3, media, audit):
+@pytest.fixture
+def token_store(monkeypatch: pytest.MonkeyPatch, store: Any) -> Iterator[None]:
+    """Validate reads the Modal token through a process-wide cached client: give it a region (moto's
+    Secrets Manager, inside the jobs table's mock_aws, holds no token) and forget it afterwards."""
+    from talkstack.pipeline.aws import reset_clients
+    from tests.support.steps import REGION
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    reset_clients()
+    yield
+    reset_clients()
+
+
+def test_a_cutout_is_refused_where_the_matte_model_has_no_worker(token_store, store, s3, media, audit):
     from tests.support.steps import make_config
 
+    # Both matte models have a Modal class; a stack without a Modal token reaches neither there.
     on_modal = make_config(model_backends="lite-matte=modal")
     cutout = {**AVATAR, "layout": {"type": "background"}}  # an avatar over a background: cut out
     error = refused(film(cutout), on_modal, store, s3, audit)
     assert error.code == ErrorCode.MODEL_UNAVAILABLE
-    assert error.message.startswith("options.matte_model: lite-matte has no Modal worker")
+    assert error.message.startswith("options.matte_model: lite-matte runs on the modal worker backend, but")
+    # a GPU matte model on the local workers, which do not run it
+    local = make_config(model_backends="vitmatte=local")
+    gpu = refused(film(cutout, options={"matte_model": "vitmatte"}), local, store, s3, audit)
+    assert gpu.code == ErrorCode.MODEL_UNAVAILABLE
+    assert gpu.message.startswith("options.matte_model: vitmatte is a GPU model")
+    # a preview cuts out with lite-matte whatever it names
+    preview = film(cutout, options={"matte_model": "vitmatte"}, preview=True)
+    _, created = open_job(envelope(preview), "job-0", EXECUTION + "job-0", local, store, s3, audit)
+    assert created
     # without a cutout nothing needs the matte model
     _, created = open_job(envelope(film(AVATAR)), "job-1", EXECUTION + "job-1", on_modal, store, s3, audit)
     assert created

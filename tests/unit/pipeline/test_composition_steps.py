@@ -140,6 +140,35 @@ def test_a_preview_plans_no_engine_for_a_generated_clip(config, store):
     assert stored_plan(store, "job-1").scenes[1].main == "none"
 
 
+@pytest.mark.parametrize(
+    ("backends", "caps", "expected"),
+    [
+        ("lite-avatar=modal", {"AVATAR": 2}, 2),  # scene 0's avatar step
+        ("lite-matte=modal", {"MATTE": 3, "AVATAR": 1}, 3),  # scenes 0 and 2 cut out; no avatar there
+        ("", {"AVATAR": 1}, 8),  # the local pool: what the key was given
+    ],
+)
+def test_scenes_on_modal_never_outnumber_the_containers_of_the_classes_they_use(
+    store, monkeypatch, backends, caps, expected
+):
+    # A scene started beyond its class's container cap would wait in Modal's queue without a
+    # heartbeat, its attempt (and its URLs) running out before it began.
+    from talkstack.contract.record import JobSource
+    from talkstack.pipeline.plan import max_concurrency
+    from talkstack.settings.modal_deploy import get_modal_deploy
+    from tests.support.steps import make_config
+
+    for family, cap in caps.items():
+        monkeypatch.setenv(f"TALKSTACK_{family}_MAX_CONTAINERS", str(cap))
+    get_modal_deploy.cache_clear()
+    try:
+        config = make_config(model_backends=backends, parallel_max_concurrency=16)
+        source = JobSource(kind="api", api_key_id="k1", gpu_slots=8)
+        assert max_concurrency(source, composition(), config) == expected
+    finally:
+        get_modal_deploy.cache_clear()
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
 
@@ -188,6 +217,29 @@ def test_matte_takes_the_scenes_render_and_photo_or_its_upload(config, store, s3
     assert set(rendered.outputs) == {"mask"} and rendered.outputs["mask"].key.endswith("/mask.mp4")
     assert grant(s3, uploaded.inputs["video"].url) == ("get_object", INPUT, "inputs/comp/clip.mp4")
     assert uploaded.inputs["video"].filename == "video.mp4" and "image" not in uploaded.inputs
+
+
+def test_a_preview_cuts_people_out_with_lite_matte_whatever_the_request_names(config, store, s3, backends):
+    # A preview holds none of the key's GPU tasks and is never charged GPU time: a GPU matte model
+    # named in the request (or the deployment's) must not run in it.
+    gpu_config = config.model_copy(update={"matte_model": "vitmatte"})
+    planned(gpu_config, store, composition(preview=True, options={"matte_model": "vitmatte"}))
+    delivered(store, s3, StepAddress(step="avatar", scene=0), {"video": "video.mp4"})
+
+    task = dispatch(gpu_config, store, s3, backends, "matte", scene=0)
+
+    assert isinstance(task, MatteTask) and task.model == "lite-matte"
+    assert task.options.model == "lite-matte"
+    assert store.get("job-1").step("matte").model == "lite-matte"
+
+
+def test_a_full_render_cuts_people_out_with_the_matte_model_it_names(config, store, s3, backends):
+    planned(config, store, composition(options={"matte_model": "vitmatte"}))
+    delivered(store, s3, StepAddress(step="avatar", scene=0), {"video": "video.mp4"})
+
+    task = dispatch(config, store, s3, backends, "matte", scene=0)
+
+    assert isinstance(task, MatteTask) and task.model == "vitmatte"
 
 
 def test_compose_gets_every_file_by_scene_role_and_asks_for_what_applies(config, store, s3, backends):
@@ -340,6 +392,31 @@ def test_finalize_publishes_every_compose_output_beside_the_video(config, store,
         assert obj.metadata == {"talkstack-job-id": "job-1"}
     assert (OUTPUT, "films/intro/intro.result.json") in s3.objects
     assert gpu_seconds(done) == 0.0  # a preview is never charged GPU time
+
+
+def test_a_gpu_scene_after_a_lite_one_is_counted_as_gpu_time(config, store, s3, backends):
+    # All scenes share one step record per kind; the first scene dispatched must not decide that
+    # the step's worker time (every scene's) is not GPU time.
+    speaker = {"image": f"{MEDIA}/portrait.png", "audio": f"{MEDIA}/speech.wav"}
+    request = parse_job_request(
+        {
+            "task": "composition",
+            "scenes": [
+                {"source": {"type": "avatar", "inputs": speaker, "options": {"model": "lite-avatar"}}},
+                {"source": {"type": "avatar", "inputs": speaker, "options": {"model": "multitalk"}}},
+            ],
+        }
+    )
+    planned(config, store, request)
+
+    dispatch(config, store, s3, backends, "avatar", scene=0, token="token-a")
+    dispatch(config, store, s3, backends, "avatar", scene=1, token="token-b")
+
+    record = store.get("job-1")
+    step = record.step("avatar")
+    assert step.model == "multitalk" and step.attempts == 2
+    step.worker_seconds.update({"avatar-s0-1": 5.0, "avatar-s1-1": 100.0})  # as completes record them
+    assert gpu_seconds(record) == 105.0
 
 
 # --- cost ---------------------------------------------------------------------------------------
