@@ -223,29 +223,17 @@ def build_request(
 
 
 def moderate(request: Any) -> None:
-    """The operator's moderation policy (TALKSTACK_MODERATION_POLICY) on what each scene says, before
-    rendering: the check `talkstack render avatar --text` makes (no classifier: a local render has
-    no GPU backend to ask), scene by scene in the scene's own language."""
-    from talkstack.safety.policy import (
-        FieldText,
-        judge,
-        load_policy,
-        refusal,
-        request_language,
-        request_texts,
-    )
+    """The operator's moderation policy (TALKSTACK_MODERATION_POLICY) on every text the composition
+    shows or speaks (scripts, titles, overlays, bullets, transcripts, prompts), before rendering: what
+    the pipeline's Moderate step judges, without its classifier (a local render has no GPU backend to
+    ask)."""
+    from talkstack.safety.policy import judge, load_policy, refusal, request_language, request_texts
     from talkstack.settings.moderation import get_moderation_settings
 
     policy = load_policy(get_moderation_settings().policy)
-    for index in range(len(request.scenes)):
-        scene = request.scene_request(index)
-        if scene is None:
-            continue
-        texts = [FieldText(f"scenes.{index}.{t.field}", t.text) for t in request_texts(scene)]
-        language = request_language(scene)
-        verdict = judge(policy, texts, language=language.split("-")[0] if language else None)
-        if verdict.decision == "refused":
-            raise refusal(verdict)
+    verdict = judge(policy, request_texts(request), language=request_language(request))
+    if verdict.decision == "refused":
+        raise refusal(verdict)
 
 
 def copy_outputs(produced: dict[str, Path], output: Path) -> dict[str, Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from talkstack.cli import app
@@ -95,7 +96,9 @@ def test_var_file_and_var_merge(tmp_path):
     assert variables == {"headline": "From the flag", "script": "Hello.", "voice": {"language": "de"}}
 
 
-def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypatch):
+@pytest.mark.parametrize("var", ["script=Now kill yourself.", "headline=Now kill yourself"])
+def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypatch, var):
+    # the script is spoken, the headline only shown: the policy judges both, as the pipeline does
     from talkstack.settings.moderation import get_moderation_settings
     from talkstack.workers import lite_steps
 
@@ -115,7 +118,7 @@ def test_render_runs_the_moderation_policy_before_any_engine(tmp_path, monkeypat
             "social-ad",
             "--example",
             "--var",
-            "script=Now kill yourself.",
+            var,
             "-o",
             str(out),
         ],
