@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 from tests.support.cdk_synth import REPO
 
 sys.path.insert(0, str(REPO / "infra" / "cdk"))
-from talkstack_cdk.bundling import LAYERS, layer_requirements
+from talkstack_cdk.bundling import LAYERS, code_files, layer_requirements
 from talkstack_cdk.functions import FUNCTIONS
 
 # What the Lambda Python runtime itself provides.
@@ -94,6 +94,21 @@ def test_every_handler_imports_only_what_its_layer_and_the_runtime_provide():
 
 
 @pytest.mark.slow
+def test_the_code_asset_carries_the_bundled_templates_and_every_file_they_name():
+    # The API lists and generates the bundled templates and copies their `asset:` files into the
+    # input bucket: in a Lambda they exist only if the code asset carries them.
+    from talkstack.templates import asset_path, bundled_templates
+
+    shipped = {target.as_posix() for _, target in code_files()}
+    root = REPO / "talkstack"
+    for template_id, template in bundled_templates().items():
+        assert f"talkstack/assets/templates/{template_id}.yaml" in shipped
+        for asset in template.assets:
+            path = asset_path(asset.path).resolve().relative_to(root.resolve())
+            assert f"talkstack/{path.as_posix()}" in shipped, asset.path
+    assert not any(name.endswith((".task", ".tflite", ".ttf")) for name in shipped)  # no models, no fonts
+
+
 def test_cdk_cli_synth_bundles_fitting_assets_without_docker(tmp_path):
     out = tmp_path / "cdk.out"
     env = {
@@ -141,7 +156,11 @@ def test_cdk_cli_synth_bundles_fitting_assets_without_docker(tmp_path):
         assert total < LAMBDA_LIMIT, f"{module}: {total / 2**20:.0f} MB unzipped"
     (code,) = code_dirs  # one code asset for every function
     assert (code / "talkstack" / "pipeline" / "config.py").is_file()
-    assert not list(code.rglob("*.png")) and not list(code.rglob("*.task"))  # no sample media, no models
+    # no models; of the media, only what the API's bundled templates copy into the input bucket
+    assert not list(code.rglob("*.task")) and not list(code.rglob("*.tflite"))
+    pictures = [p.relative_to(code).as_posix() for p in code.rglob("*.png")]
+    assert pictures == ["talkstack/assets/samples/portrait.png"]
+    assert (code / "talkstack" / "assets" / "templates" / "social-ad.yaml").is_file()
     lint = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), str(out / "talkstack.template.json")],
         cwd=REPO, capture_output=True, text=True,

@@ -45,9 +45,15 @@ def code_files() -> list[tuple[Path, Path]]:
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         if "__pycache__" not in path.parts:
             files.append((path, Path("talkstack") / path.relative_to(PACKAGE_DIR)))
-    # Data the handlers read at run time: the moderation policy the Moderate step loads by default.
-    for path in sorted((PACKAGE_DIR / "assets" / "policy").glob("*.json")):
-        files.append((path, Path("talkstack") / path.relative_to(PACKAGE_DIR)))
+    # Data the handlers read at run time: the moderation policy the Moderate step loads by default,
+    # and the bundled templates with their media and the sample portrait their presenters default to
+    # (the API lists and generates them and copies the media into the input bucket).
+    data = [
+        *sorted((PACKAGE_DIR / "assets" / "policy").glob("*.json")),
+        *sorted(p for p in (PACKAGE_DIR / "assets" / "templates").rglob("*") if p.is_file()),
+        PACKAGE_DIR / "assets" / "samples" / "portrait.png",
+    ]
+    files += [(path, Path("talkstack") / path.relative_to(PACKAGE_DIR)) for path in data]
     return files
 
 
