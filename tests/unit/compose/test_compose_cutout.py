@@ -126,3 +126,34 @@ def test_transparent_output_is_opaque_over_the_person_and_the_overlays_only(tmp_
     assert alpha[HEIGHT - 2, WIDTH - 2] == 0 and alpha[HEIGHT - 2, 1] == 0  # corners
     assert alpha[: HEIGHT // 3, : WIDTH // 3].max() == 255  # the overlay stays
     assert np.allclose(frames[12, y, box.x + 10, :3], (254, 0, 0), atol=25)  # colour where opaque
+
+
+def test_a_still_image_is_cut_out_by_its_one_frame_mask_for_the_whole_scene(tmp_path):
+    """The matte step gives a still image a one-frame mask (docs/backgrounds.md); it holds for
+    every frame of the scene, read by the matting side's own reader (talkstack.media.alpha)."""
+    from talkstack.media.alpha import write_mask_video
+    from tests.unit.compose.compose_media import media, solid_image
+
+    photo = solid_image(tmp_path / "photo.png", (255, 0, 0), size=(160, 120))
+    half = np.zeros((120, 160), np.float32)
+    half[:, :80] = 1.0
+    mask = write_mask_video([half], 25, tmp_path / "mask.mp4")
+    layout = LAYOUT | {"cutout": True}  # an image is cut out only when asked
+    scene = media("photo.png", layout=layout, background={"colour": BLUE}, duration_s=2) | {"mask": True}
+    composed = compose_video(
+        options([scene]),
+        {"scene_0_media": photo, "scene_0_mask": mask},
+        tmp_path / "out",
+        ignore_progress,
+        watermark=False,
+    )
+    assert composed.warnings == []
+    box = place(Layout.model_validate(LAYOUT), WIDTH, HEIGHT, 160, 120, cutout=True).box
+    assert box.bottom == HEIGHT  # a cut-out person stands on the bottom edge
+    y = box.y + box.h // 2
+    for index in (0, composed.frames // 2, composed.frames - 1):
+        frame = frame_at(composed.outputs["video"], index).astype(int)
+        person = frame[y, box.x + 4 : box.x + box.w // 2 - 4]
+        behind = frame[y, box.x + box.w // 2 + 4 : box.right - 4]
+        assert (person[:, 0] > 170).all() and (person[:, 2] < 80).all(), index  # the person (red)
+        assert (behind[:, 2] > 150).all() and (behind[:, 0] < 80).all(), index  # the background
