@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from talkstack.compose.audio import Soundtrack, build_soundtrack, write_soundtrack
+from talkstack.compose.layout import blend_into
 from talkstack.compose.outputs import preview_frame_indices, shrink_for_preview, write_animated_webp
 from talkstack.compose.scenes import SceneRenderer
 from talkstack.compose.text import preview_mark
@@ -78,6 +79,7 @@ def compose_video(
     drawer = _Drawer(options, inputs, timeline, transparent)
     video = outdir / COMPOSE_OUTPUTS["video"]
     step = max(1, timeline.frames // 20)
+    captions_layer = _LayerBlender()
     try:
         with Mp4Writer(video, width, height, fps, soundtrack, preset="veryfast", crf=20) as out:
             for f in range(timeline.frames):
@@ -86,7 +88,7 @@ def compose_video(
                 if burn is not None:
                     layer = burn.frame(t)
                     if layer is not None:
-                        _blend_rgba(frame, layer, alpha)
+                        captions_layer.draw(frame, layer, alpha)
                 if mark_preview is not None:
                     mark_preview.draw(frame)
                 if f in scene_picks:
@@ -199,17 +201,32 @@ def _marker(watermark: bool) -> Callable[[np.ndarray], np.ndarray]:
     return frame_marker()
 
 
-def _blend_rgba(frame: np.ndarray, layer: np.ndarray, alpha: np.ndarray | None) -> None:
-    """Draw a canvas-sized RGBA layer (burnt-in captions) over the frame, and into its alpha."""
-    a = layer[..., 3:4].astype(np.float32) / 255.0
-    rows = np.flatnonzero(a.reshape(a.shape[0], -1).max(axis=1) > 0)
-    if len(rows) == 0:
-        return
-    top, bottom = rows[0], rows[-1] + 1
-    under = frame[top:bottom].astype(np.float32)
-    frame[top:bottom] = (under + (layer[top:bottom, :, :3] - under) * a[top:bottom] + 0.5).astype(np.uint8)
-    if alpha is not None:
-        np.maximum(alpha[top:bottom], a[top:bottom, :, 0], out=alpha[top:bottom])
+class _LayerBlender:
+    """Draws canvas-sized RGBA layers (burnt-in captions) over frames, and into their alpha. The
+    captions hand back the same picture for as long as it shows, so the part of it that has pixels
+    (its RGB and alpha, as blend_into takes them) is found once per picture, not once per frame."""
+
+    def __init__(self) -> None:
+        self._layer: np.ndarray | None = None
+        self._part: tuple[int, int, np.ndarray, np.ndarray] | None = None
+
+    def draw(self, frame: np.ndarray, layer: np.ndarray, alpha: np.ndarray | None) -> None:
+        if layer is not self._layer:
+            self._layer, self._part = layer, None
+            opaque = layer[..., 3] > 0
+            rows, cols = np.flatnonzero(opaque.any(axis=1)), np.flatnonzero(opaque.any(axis=0))
+            if len(rows):
+                top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                part = layer[top:bottom, left:right]
+                rgb = np.ascontiguousarray(part[..., :3])
+                self._part = (left, top, rgb, part[..., 3].astype(np.float32) / 255.0)
+        if self._part is None:
+            return
+        x, y, rgb, a = self._part
+        blend_into(frame, rgb, a, x, y)
+        if alpha is not None:
+            region = alpha[y : y + a.shape[0], x : x + a.shape[1]]
+            np.maximum(region, a, out=region)
 
 
 def _captions(
