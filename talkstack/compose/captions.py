@@ -325,6 +325,17 @@ class CaptionOverlay:
         self._groups = {i: _word_groups(c.words) for i, c in enumerate(self.cues)}
         self._pictures: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
 
+    @property
+    def top(self) -> int:
+        """The highest row a caption reaches (two lines, or two rows of highlighted words): text
+        overlays of captioned scenes stay above it."""
+        if self.style == "highlight":
+            line_h, stroke = round(1.2 * self.size), max(2, round(0.09 * self.size))
+            centre_y = min(self.height - self.bottom - line_h, round(0.78 * self.height))
+            return round(centre_y - line_h - stroke)
+        line_h, pad_y = round(1.25 * self.size), round(0.18 * self.size)
+        return self.height - self.bottom - 2 * line_h - pad_y
+
     # Which picture shows at t: (cue, word group, highlighted word), or None.
     def _key(self, t: float) -> tuple[int, int, int] | None:
         if self.style == "none" or not self.cues:

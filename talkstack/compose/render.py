@@ -76,7 +76,9 @@ def compose_video(
     marker = _marker(watermark)
     transparent = options.options.transparent
     sinks = _AlphaSinks(outdir, fps, soundtrack) if transparent else None
-    drawer = _Drawer(options, inputs, timeline, transparent)
+    # Text overlays of scenes whose captions are burnt in keep above them (no lower third under them).
+    above = {index: burn.top for index in options.captioned_scenes()} if burn is not None else {}
+    drawer = _Drawer(options, inputs, timeline, transparent, above)
     video = outdir / COMPOSE_OUTPUTS["video"]
     step = max(1, timeline.frames // 20)
     captions_layer = _LayerBlender()
@@ -133,9 +135,15 @@ class _Drawer:
     open when their scene first shows and close when it has passed."""
 
     def __init__(
-        self, options: ComposeOptions, inputs: dict[str, Path], timeline: Timeline, alpha: bool
+        self,
+        options: ComposeOptions,
+        inputs: dict[str, Path],
+        timeline: Timeline,
+        alpha: bool,
+        text_above: dict[int, int] | None = None,
     ) -> None:
         self.options, self.inputs, self.timeline, self.alpha = options, inputs, timeline, alpha
+        self.text_above = text_above or {}
         self.open: dict[int, SceneRenderer] = {}
         self.warnings: list[str] = []
 
@@ -148,6 +156,7 @@ class _Drawer:
                 self.options.width,
                 self.options.height,
                 with_alpha=self.alpha,
+                text_above=self.text_above.get(span.index),
             )
             self.warnings.extend(renderer.warnings)
             self.open[span.index] = renderer

@@ -57,14 +57,16 @@ class SceneRenderer:
         height: int,
         *,
         with_alpha: bool = False,
+        text_above: int | None = None,
     ) -> None:
+        """`text_above`: a row the scene's text overlays stay above (its burnt-in captions' top)."""
         index, request = span.index, scene.scene
         self.width, self.height, self.with_alpha = width, height, with_alpha
         self.warnings: list[str] = []
         self.backdrop = Backdrop(
             request.background, width, height, inputs.get(scene_role(index, "background"))
         )
-        self.overlays = OverlayPainter(request.overlays, width, height, span.duration_s)
+        self.overlays = OverlayPainter(request.overlays, width, height, span.duration_s, above=text_above)
         self.video: VideoCursor | None = None
         self.still: np.ndarray | None = None
         self.card: Sprite | None = None

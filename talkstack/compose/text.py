@@ -43,6 +43,8 @@ SIZES = {
 """Font sizes as fractions of the canvas's short side."""
 MIN_SIZE = 0.022
 """Text shrinks to fit, down to this fraction of the short side (then it is cut with an ellipsis)."""
+CAPTION_GAP = 0.02
+"""Room left between overlays and the burnt-in captions below them, as a fraction of the short side."""
 
 
 @lru_cache(maxsize=64)
@@ -174,10 +176,24 @@ def _place(image: Image.Image, position: str, safe: Box, width: int, height: int
 class OverlayPainter:
     """A scene's text overlays: `draw(canvas, t)` draws those showing `t` seconds into the scene."""
 
-    def __init__(self, overlays: list[TextOverlay], width: int, height: int, scene_s: float) -> None:
+    def __init__(
+        self,
+        overlays: list[TextOverlay],
+        width: int,
+        height: int,
+        scene_s: float,
+        *,
+        above: int | None = None,
+    ) -> None:
+        """`above`: a row the overlays stay above (the top of burnt-in captions), when it is
+        higher than the safe area's bottom."""
         self.overlays, self.width, self.height, self.scene_s = overlays, width, height, scene_s
         self.unit = min(width, height)
         self.safe = safe_area(width, height)
+        if above is not None:
+            bottom = max(self.safe.y + self.safe.h // 2, above - round(self.unit * CAPTION_GAP))
+            if bottom < self.safe.bottom:
+                self.safe = Box(self.safe.x, self.safe.y, self.safe.w, bottom - self.safe.y)
         self._cache: dict[tuple[int, int], Sprite] = {}
 
     def showing(self, t: float) -> list[tuple[Sprite, float]]:

@@ -90,6 +90,7 @@ def captions_module(monkeypatch):
     class CaptionOverlay:
         def __init__(self, captions, width: int, height: int, cues) -> None:
             self.cues, self.width, self.height = cues, width, height
+            self.top = height - 20  # the highest row its bar reaches
 
         def frame(self, t: float):
             if not any(c.start_s <= t < c.end_s for c in self.cues):
