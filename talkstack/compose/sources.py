@@ -110,10 +110,19 @@ def read_sound(path: Path, *, start_s: float = 0.0, duration_s: float | None = N
     with container:
         if not container.streams.audio:
             return None
+        stream = container.streams.audio[0]
+        # AAC's last frame is padded: the stream's duration (the MP4 edit list) says where the sound
+        # ends, as ffmpeg's own decoding would cut it; decoded as is, a looped music bed would have
+        # a gap of padding at every seam.
+        length = (
+            round(float(stream.duration * stream.time_base) * SAMPLE_RATE)
+            if stream.duration and stream.time_base
+            else None
+        )
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         chunks: list[np.ndarray] = []
         try:
-            for frame in container.decode(container.streams.audio[0]):
+            for frame in container.decode(stream):
                 chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
         except av.error.FFmpegError as exc:
@@ -121,6 +130,7 @@ def read_sound(path: Path, *, start_s: float = 0.0, duration_s: float | None = N
                 ErrorCode.CORRUPT_MEDIA, f"{path.name}: its sound cannot be decoded ({exc})"
             ) from exc
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    samples = samples[:length]
     first = round(start_s * SAMPLE_RATE)
     last = None if duration_s is None else first + round(duration_s * SAMPLE_RATE)
     return np.clip(samples[first:last], -1.0, 1.0)
