@@ -281,7 +281,6 @@ class OverlayPainter:
             )
         if overlay.type == "bullets":
             items = overlay.items or []
-            face = load_font(font, self._size("bullets"))
             size = self._size("bullets")
             while True:  # shrink the whole list until it fits the safe height
                 face = load_font(font, size)
