@@ -294,6 +294,14 @@ def _captions(
     return CaptionOverlay(settings, options.width, options.height, cues)
 
 
+_ABORT = object()
+"""Put on an encoder's queue when the render failed."""
+
+
+class _Aborted(Exception):
+    pass
+
+
 class _AlphaSinks:
     """The WebM (VP9 + alpha) and ProRes 4444 encoders of transparent output, each on a thread
     reading RGBA frames from a short queue that the render loop fills (one pass over the frames)."""
@@ -320,13 +328,17 @@ class _AlphaSinks:
     def _run(self, role: str, encode, feed: queue.Queue, fps: int, path: Path, audio: Path) -> None:
         def frames() -> Iterator[np.ndarray]:
             while (item := feed.get()) is not None:
+                if item is _ABORT:  # the render failed: the encoder kills ffmpeg, keeps no file
+                    raise _Aborted
                 yield item
 
         try:
             encode(frames(), float(fps), path, audio=audio)
+        except _Aborted:
+            pass
         except BaseException as exc:  # reported by finish()/put()
             self.errors[role] = exc
-            while feed.get() is not None:  # drain so the render loop never blocks
+            while (item := feed.get()) is not None and item is not _ABORT:  # the loop never blocks
                 pass
 
     def put(self, rgba: np.ndarray) -> None:
@@ -347,9 +359,15 @@ class _AlphaSinks:
         return {role: path for role, (_, path) in self.targets.items()}
 
     def abort(self) -> None:
+        """After a failed render: stop the encoders without a file (a truncated video.webm or
+        video.mov must not look finished) and wait for their ffmpeg processes to end."""
         for feed in self.queues.values():
-            with contextlib.suppress(queue.Full):
-                feed.put_nowait(None)
+            with contextlib.suppress(queue.Empty):
+                while True:  # only the encoder takes from the queue now: room for the signal
+                    feed.get_nowait()
+            feed.put_nowait(_ABORT)  # type: ignore[arg-type]
+        for thread in self.threads.values():
+            thread.join(timeout=30)
 
     def _failure(self, role: str) -> TalkstackError:
         error = self.errors[role]

@@ -157,3 +157,24 @@ def test_a_still_image_is_cut_out_by_its_one_frame_mask_for_the_whole_scene(tmp_
         behind = frame[y, box.x + box.w // 2 + 4 : box.right - 4]
         assert (person[:, 0] > 170).all() and (person[:, 2] < 80).all(), index  # the person (red)
         assert (behind[:, 2] > 150).all() and (behind[:, 0] < 80).all(), index  # the background
+
+
+def test_a_failed_transparent_render_leaves_no_alpha_video_and_no_encoder_running(tmp_path):
+    """The render fails part-way: the WebM and MOV encoders (talkstack.media.alpha, real ffmpeg)
+    stop without writing a truncated file under its final name, and their threads end."""
+    import threading
+
+    render = colour_video(tmp_path / "render.mp4", 2.0, "red", tone_hz=None)
+    mask = _half_mask(tmp_path / "mask.mp4", 2.0)
+    opts = options([_scene()], options={"transparent": True})
+    before = threading.active_count()
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("frame ") and int(message.split()[1]) >= 20:
+            raise RuntimeError("the worker was stopped")
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="stopped"):
+        compose_video(opts, {"scene_0_video": render, "scene_0_mask": mask}, out, progress, watermark=False)
+    assert not [p.name for p in out.iterdir() if p.suffix in (".webm", ".mov")]
+    assert threading.active_count() == before
