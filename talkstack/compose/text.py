@@ -200,7 +200,9 @@ class OverlayPainter:
         """The sprites showing `t` seconds into the scene, with their opacity."""
         shown_now: list[tuple[Sprite, float]] = []
         for index, overlay in enumerate(self.overlays):
-            end = overlay.end_s if overlay.end_s is not None else self.scene_s
+            # An end_s past the scene's end (a scene cut shorter than written) ends with the scene:
+            # bullets are revealed within what shows.
+            end = min(overlay.end_s, self.scene_s) if overlay.end_s is not None else self.scene_s
             if not overlay.start_s <= t < end:
                 continue
             fade_in = (t - overlay.start_s) / FADE_S if overlay.start_s > 0 else 1.0

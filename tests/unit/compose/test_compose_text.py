@@ -109,3 +109,11 @@ def test_text_overlays_stay_above_burnt_in_captions(style, width, height):
         box = painter.sprite(0).box
         assert box.bottom <= captions.top, (overlay["type"], box, captions.top)
         assert box.y >= safe_area(width, height).y
+
+
+def test_bullets_with_an_end_past_the_scene_are_all_revealed_before_it_ends():
+    items = ["One", "Two", "Three", "Four"]
+    overlay = TextOverlay.model_validate({"type": "bullets", "items": items, "end_s": 30})
+    painter = OverlayPainter([overlay], WIDTH, HEIGHT, 3.0)  # the scene lasts 3 s
+    ((sprite, opacity),) = painter.showing(2.9)
+    assert sprite is painter.sprite(0, len(items)) and opacity == 1.0
