@@ -1,7 +1,8 @@
 """Cut-out people and transparent output, through the matting side's interface
-(talkstack.media.alpha: read_mask_frames, encode_alpha_webm, encode_prores4444). The matting
-helper builds that module; until it is merged these tests use a small stand-in of it (below)
-that reads the grey mask video and keeps the RGBA frames the encoders are given."""
+(talkstack.media.alpha: read_mask_frames, encode_alpha_webm, encode_prores4444). Masks are read by
+the real reader; where a test looks at the RGBA frames handed to the alpha encoders, the
+`alpha_module` fixture keeps them instead of encoding them (the encoders have their own tests in
+tests/unit/test_alpha_video.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import sys
 import types
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -18,7 +18,6 @@ from talkstack.compose.layout import place
 from talkstack.compose.render import compose_video
 from talkstack.contract.composition import Layout
 from talkstack.media.ffmpeg import ffmpeg_exe
-from talkstack.media.video import iter_frames
 from tests.unit.compose.compose_media import (
     HEIGHT,
     WIDTH,
@@ -34,12 +33,11 @@ ENCODED: dict[str, np.ndarray] = {}
 
 @pytest.fixture
 def alpha_module(monkeypatch):
-    """Stand-in for talkstack.media.alpha (the matting helper's), used only by these tests."""
-    module = types.ModuleType("talkstack.media.alpha")
+    """talkstack.media.alpha with encoders that keep the frames they are given."""
+    from talkstack.media import alpha
 
-    def read_mask_frames(path: Path, size: tuple[int, int]):
-        for frame in iter_frames(path):
-            yield cv2.resize(frame[..., 0].astype(np.float32) / 255.0, size, interpolation=cv2.INTER_AREA)
+    module = types.ModuleType("talkstack.media.alpha")
+    read_mask_frames = alpha.read_mask_frames
 
     def encoder(kind: str):
         def encode(frames, fps: float, path: Path, audio: Path | None = None) -> Path:
