@@ -32,8 +32,10 @@ class VideoCursor:
         self._open()
 
     def _open(self) -> None:
-        self._iter: Iterator[np.ndarray] = _decode(self.path)
-        self._index, self._frame = -1, None
+        self._iter: Iterator[av.VideoFrame] = _decode(self.path)
+        self._index: int = -1
+        self._decoded: av.VideoFrame | None = None
+        self._frame: np.ndarray | None = None
 
     @property
     def playable_frames(self) -> int:
@@ -47,12 +49,15 @@ class VideoCursor:
                 self._open()
         while self._index < index:
             try:
-                self._frame = next(self._iter)
+                self._decoded = next(self._iter)
             except StopIteration:
                 break
             self._index += 1
+            self._frame = None  # converted to RGB only if shown (frames skipped cost no conversion)
         if self._frame is None:
-            raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{self.path.name} has no decodable frames")
+            if self._decoded is None:
+                raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{self.path.name} has no decodable frames")
+            self._frame = self._decoded.to_ndarray(format="rgb24")
         return self._frame
 
     def close(self) -> None:
@@ -61,13 +66,12 @@ class VideoCursor:
             close()
 
 
-def _decode(path: Path) -> Iterator[np.ndarray]:
+def _decode(path: Path) -> Iterator[av.VideoFrame]:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+            yield from container.decode(stream)
     except av.error.FFmpegError as exc:
         raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{path.name} cannot be decoded ({exc})") from exc
 
