@@ -63,7 +63,7 @@ def compose_video(
     outputs: dict[str, Path] = {}
     warnings: list[str] = []
 
-    captions = _captions(options, inputs, timeline, track, outdir, outputs)
+    captions = _captions(options, inputs, timeline, track, outdir, outputs, warnings)
     burn = captions if options.options.captions.burn_in != "none" else None
     mark_preview = preview_mark(width, height) if options.preview else None
 
@@ -245,6 +245,7 @@ def _captions(
     track: Soundtrack,
     outdir: Path,
     outputs: dict[str, Path],
+    warnings: list[str],
 ):  # -> CaptionOverlay | None (typed loosely: the captions module is imported only when needed)
     """Cues of every captioned scene's speech on the video's clock; the sidecar SRT and VTT files
     (whenever options.writes_caption_files, even with no cues: the step declared them); the
@@ -274,7 +275,13 @@ def _captions(
             from talkstack.media.audio import write_wav
 
             speech = write_wav(outdir / f"scene-{index}-speech.wav", track.scene_sounds[index], track.rate)
-            timings = align_words(speech, scene.scene.transcript, scene.language)
+            try:
+                timings = align_words(speech, scene.scene.transcript, scene.language)
+            except TalkstackError as exc:  # nothing is said: the video is still made, uncaptioned
+                if exc.code != ErrorCode.AUDIO_SILENT:
+                    raise
+                warnings.append(f"scene {index}: its sound is silent; its transcript is not captioned")
+                continue
         if timings is None:
             continue
         # A scene cut short (duration_s, a transition) keeps the words it still shows.
