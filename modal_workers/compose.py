@@ -21,9 +21,15 @@ from talkstack.settings import ModalDeploySettings
 APP_NAME = "talkstack-compose"
 
 DEPLOY = ModalDeploySettings()
-COMPOSE_PACKAGES = ["opencv-python-headless==5.1.0.95", "librosa==0.11.0"]
+COMPOSE_PACKAGES = [
+    "opencv-python-headless==5.1.0.95",
+    "librosa==0.11.0",
+    "srt==3.5.3",
+    "webvtt-py==0.6.0",
+]
 """Frame scaling and the matte's masks (cv2), the speech envelope that ducks the music and the
-alignment of transcripts for captions (librosa): the test suite's versions, as the stitcher's."""
+alignment of transcripts for captions (librosa), the SRT and WebVTT caption files (srt, webvtt-py):
+the test suite's versions (pyproject.toml), as the stitcher's."""
 CPU = 4.0
 """Frames are drawn on one core while ffmpeg encodes on the others (libx264 threads)."""
 MEMORY_MB = 8 * 1024

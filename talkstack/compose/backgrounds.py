@@ -33,7 +33,6 @@ class Backdrop:
                 raise TalkstackError(ErrorCode.UNSUPPORTED_MEDIA, f"{media.name} is not a video")
             self._video = VideoCursor(media, loop=True)
             self._crop = cover_crop(self._video.width, self._video.height, width, height)
-            self._cached_t: float | None = None
         else:
             image = read_still(media)
             h, w = image.shape[:2]

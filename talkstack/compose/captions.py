@@ -17,7 +17,6 @@ import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ import srt
 import webvtt
 from PIL import Image, ImageDraw, ImageFont
 
+from talkstack.compose.colours import rgba
+from talkstack.compose.text import load_font
 from talkstack.contract.captions import SpeechTimings, WordTiming
 from talkstack.contract.composition import Captions
 from talkstack.media.alignment import boundary_kind, is_cjk
@@ -35,13 +36,6 @@ PAUSE_CUT_S = 0.45
 """A silence at least this long between two words ends a cue (the speaker has stopped)."""
 HOLD_S = 0.3
 """A burned-in cue stays up across a gap this short before the next one, so captions do not blink."""
-FONTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "fonts"
-FONT_FILES = {
-    "sans": "DejaVuSans.ttf",
-    "sans-bold": "DejaVuSans-Bold.ttf",
-    "serif": "DejaVuSerif.ttf",
-    "mono": "DejaVuSansMono.ttf",
-}
 
 
 @dataclass(frozen=True)
@@ -265,20 +259,6 @@ def write_vtt(cues: list[Cue], path: Path, language: str) -> Path:
 # --- burned-in overlays -----------------------------------------------------------------------
 
 
-def _rgba(colour: str, alpha: int = 255) -> tuple[int, int, int, int]:
-    value = colour.lstrip("#")
-    if len(value) == 3:
-        value = "".join(c * 2 for c in value)
-    r, g, b = (int(value[i : i + 2], 16) for i in (0, 2, 4))
-    a = int(value[6:8], 16) if len(value) == 8 else alpha
-    return r, g, b, a
-
-
-@lru_cache(maxsize=32)
-def load_font(font: str, size: int, fonts_dir: Path = FONTS_DIR) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(fonts_dir / FONT_FILES[font]), size)
-
-
 def is_rtl(text: str) -> bool:
     """Mostly right-to-left letters (Arabic, Hebrew…)."""
     strong = [unicodedata.bidirectional(c) for c in text if unicodedata.bidirectional(c) in ("L", "R", "AL")]
@@ -305,13 +285,10 @@ class CaptionOverlay:
         width: int,
         height: int,
         cues: list[Cue],
-        *,
-        fonts_dir: Path = FONTS_DIR,
     ) -> None:
         self.captions, self.width, self.height = captions, width, height
         self.cues = sorted(cues, key=lambda c: c.start_s)
         self.style = captions.burn_in
-        self.fonts_dir = fonts_dir
         self.margin_x = round(0.06 * width)
         self.bottom = bottom_margin(width, height)
         short = min(width, height)
@@ -324,6 +301,17 @@ class CaptionOverlay:
         self._starts = [c.start_s for c in self.cues]
         self._groups = {i: _word_groups(c.words) for i, c in enumerate(self.cues)}
         self._pictures: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+
+    @property
+    def top(self) -> int:
+        """The highest row a caption reaches (two lines, or two rows of highlighted words): text
+        overlays of captioned scenes stay above it."""
+        if self.style == "highlight":
+            line_h, stroke = round(1.2 * self.size), max(2, round(0.09 * self.size))
+            centre_y = min(self.height - self.bottom - line_h, round(0.78 * self.height))
+            return round(centre_y - line_h - stroke)
+        line_h, pad_y = round(1.25 * self.size), round(0.18 * self.size)
+        return self.height - self.bottom - 2 * line_h - pad_y
 
     # Which picture shows at t: (cue, word group, highlighted word), or None.
     def _key(self, t: float) -> tuple[int, int, int] | None:
@@ -381,7 +369,7 @@ class CaptionOverlay:
         return np.asarray(image)
 
     def _font(self, size: int) -> ImageFont.FreeTypeFont:
-        return load_font(self.captions.font, size, self.fonts_dir)
+        return load_font(self.captions.font, size)
 
     def _draw_classic(self, image: Image.Image, lines: list[str]) -> None:
         """Centred lines at the bottom safe area, each on a translucent dark box."""
@@ -397,7 +385,7 @@ class CaptionOverlay:
         line_h = round(1.25 * size)
         bottom = self.height - self.bottom
         top = bottom - len(lines) * line_h
-        colour = _rgba(self.captions.colour)
+        colour = rgba(self.captions.colour)
         for n, line in enumerate(lines):
             length = draw.textlength(line, font=font)
             x = (self.width - length) / 2
@@ -439,7 +427,7 @@ class CaptionOverlay:
         top = centre_y - line_h * len(rows) / 2
         rtl = is_rtl(" ".join(words))
         space = draw.textlength(" ", font=font)
-        base, accent = _rgba(self.captions.colour), _rgba(self.captions.highlight_colour)
+        base, accent = rgba(self.captions.colour), rgba(self.captions.highlight_colour)
         for r, row in enumerate(rows):
             widths = [draw.textlength(words[k], font=font) for k in row]
             total = sum(widths) + space * (len(row) - 1)

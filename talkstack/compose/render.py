@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from talkstack.compose.audio import Soundtrack, build_soundtrack, write_soundtrack
+from talkstack.compose.layout import blend_into
 from talkstack.compose.outputs import preview_frame_indices, shrink_for_preview, write_animated_webp
 from talkstack.compose.scenes import SceneRenderer
 from talkstack.compose.text import preview_mark
@@ -62,7 +63,7 @@ def compose_video(
     outputs: dict[str, Path] = {}
     warnings: list[str] = []
 
-    captions = _captions(options, inputs, timeline, track, outdir, outputs)
+    captions = _captions(options, inputs, timeline, track, outdir, outputs, warnings)
     burn = captions if options.options.captions.burn_in != "none" else None
     mark_preview = preview_mark(width, height) if options.preview else None
 
@@ -75,9 +76,12 @@ def compose_video(
     marker = _marker(watermark)
     transparent = options.options.transparent
     sinks = _AlphaSinks(outdir, fps, soundtrack) if transparent else None
-    drawer = _Drawer(options, inputs, timeline, transparent)
+    # Text overlays of scenes whose captions are burnt in keep above them (no lower third under them).
+    above = {index: burn.top for index in options.captioned_scenes()} if burn is not None else {}
+    drawer = _Drawer(options, inputs, timeline, transparent, above)
     video = outdir / COMPOSE_OUTPUTS["video"]
     step = max(1, timeline.frames // 20)
+    captions_layer = _LayerBlender()
     try:
         with Mp4Writer(video, width, height, fps, soundtrack, preset="veryfast", crf=20) as out:
             for f in range(timeline.frames):
@@ -86,7 +90,7 @@ def compose_video(
                 if burn is not None:
                     layer = burn.frame(t)
                     if layer is not None:
-                        _blend_rgba(frame, layer, alpha)
+                        captions_layer.draw(frame, layer, alpha)
                 if mark_preview is not None:
                     mark_preview.draw(frame)
                 if f in scene_picks:
@@ -131,9 +135,15 @@ class _Drawer:
     open when their scene first shows and close when it has passed."""
 
     def __init__(
-        self, options: ComposeOptions, inputs: dict[str, Path], timeline: Timeline, alpha: bool
+        self,
+        options: ComposeOptions,
+        inputs: dict[str, Path],
+        timeline: Timeline,
+        alpha: bool,
+        text_above: dict[int, int] | None = None,
     ) -> None:
         self.options, self.inputs, self.timeline, self.alpha = options, inputs, timeline, alpha
+        self.text_above = text_above or {}
         self.open: dict[int, SceneRenderer] = {}
         self.warnings: list[str] = []
 
@@ -146,6 +156,7 @@ class _Drawer:
                 self.options.width,
                 self.options.height,
                 with_alpha=self.alpha,
+                text_above=self.text_above.get(span.index),
             )
             self.warnings.extend(renderer.warnings)
             self.open[span.index] = renderer
@@ -199,17 +210,32 @@ def _marker(watermark: bool) -> Callable[[np.ndarray], np.ndarray]:
     return frame_marker()
 
 
-def _blend_rgba(frame: np.ndarray, layer: np.ndarray, alpha: np.ndarray | None) -> None:
-    """Draw a canvas-sized RGBA layer (burnt-in captions) over the frame, and into its alpha."""
-    a = layer[..., 3:4].astype(np.float32) / 255.0
-    rows = np.flatnonzero(a.reshape(a.shape[0], -1).max(axis=1) > 0)
-    if len(rows) == 0:
-        return
-    top, bottom = rows[0], rows[-1] + 1
-    under = frame[top:bottom].astype(np.float32)
-    frame[top:bottom] = (under + (layer[top:bottom, :, :3] - under) * a[top:bottom] + 0.5).astype(np.uint8)
-    if alpha is not None:
-        np.maximum(alpha[top:bottom], a[top:bottom, :, 0], out=alpha[top:bottom])
+class _LayerBlender:
+    """Draws canvas-sized RGBA layers (burnt-in captions) over frames, and into their alpha. The
+    captions hand back the same picture for as long as it shows, so the part of it that has pixels
+    (its RGB and alpha, as blend_into takes them) is found once per picture, not once per frame."""
+
+    def __init__(self) -> None:
+        self._layer: np.ndarray | None = None
+        self._part: tuple[int, int, np.ndarray, np.ndarray] | None = None
+
+    def draw(self, frame: np.ndarray, layer: np.ndarray, alpha: np.ndarray | None) -> None:
+        if layer is not self._layer:
+            self._layer, self._part = layer, None
+            opaque = layer[..., 3] > 0
+            rows, cols = np.flatnonzero(opaque.any(axis=1)), np.flatnonzero(opaque.any(axis=0))
+            if len(rows):
+                top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                part = layer[top:bottom, left:right]
+                rgb = np.ascontiguousarray(part[..., :3])
+                self._part = (left, top, rgb, part[..., 3].astype(np.float32) / 255.0)
+        if self._part is None:
+            return
+        x, y, rgb, a = self._part
+        blend_into(frame, rgb, a, x, y)
+        if alpha is not None:
+            region = alpha[y : y + a.shape[0], x : x + a.shape[1]]
+            np.maximum(region, a, out=region)
 
 
 def _captions(
@@ -219,6 +245,7 @@ def _captions(
     track: Soundtrack,
     outdir: Path,
     outputs: dict[str, Path],
+    warnings: list[str],
 ):  # -> CaptionOverlay | None (typed loosely: the captions module is imported only when needed)
     """Cues of every captioned scene's speech on the video's clock; the sidecar SRT and VTT files
     (whenever options.writes_caption_files, even with no cues: the step declared them); the
@@ -248,7 +275,13 @@ def _captions(
             from talkstack.media.audio import write_wav
 
             speech = write_wav(outdir / f"scene-{index}-speech.wav", track.scene_sounds[index], track.rate)
-            timings = align_words(speech, scene.scene.transcript, scene.language)
+            try:
+                timings = align_words(speech, scene.scene.transcript, scene.language)
+            except TalkstackError as exc:  # nothing is said: the video is still made, uncaptioned
+                if exc.code != ErrorCode.AUDIO_SILENT:
+                    raise
+                warnings.append(f"scene {index}: its sound is silent; its transcript is not captioned")
+                continue
         if timings is None:
             continue
         # A scene cut short (duration_s, a transition) keeps the words it still shows.
@@ -266,6 +299,14 @@ def _captions(
     if settings.burn_in == "none" or not cues:
         return None
     return CaptionOverlay(settings, options.width, options.height, cues)
+
+
+_ABORT = object()
+"""Put on an encoder's queue when the render failed."""
+
+
+class _Aborted(Exception):
+    pass
 
 
 class _AlphaSinks:
@@ -294,13 +335,17 @@ class _AlphaSinks:
     def _run(self, role: str, encode, feed: queue.Queue, fps: int, path: Path, audio: Path) -> None:
         def frames() -> Iterator[np.ndarray]:
             while (item := feed.get()) is not None:
+                if item is _ABORT:  # the render failed: the encoder kills ffmpeg, keeps no file
+                    raise _Aborted
                 yield item
 
         try:
             encode(frames(), float(fps), path, audio=audio)
+        except _Aborted:
+            pass
         except BaseException as exc:  # reported by finish()/put()
             self.errors[role] = exc
-            while feed.get() is not None:  # drain so the render loop never blocks
+            while (item := feed.get()) is not None and item is not _ABORT:  # the loop never blocks
                 pass
 
     def put(self, rgba: np.ndarray) -> None:
@@ -321,9 +366,15 @@ class _AlphaSinks:
         return {role: path for role, (_, path) in self.targets.items()}
 
     def abort(self) -> None:
+        """After a failed render: stop the encoders without a file (a truncated video.webm or
+        video.mov must not look finished) and wait for their ffmpeg processes to end."""
         for feed in self.queues.values():
-            with contextlib.suppress(queue.Full):
-                feed.put_nowait(None)
+            with contextlib.suppress(queue.Empty):
+                while True:  # only the encoder takes from the queue now: room for the signal
+                    feed.get_nowait()
+            feed.put_nowait(_ABORT)  # type: ignore[arg-type]
+        for thread in self.threads.values():
+            thread.join(timeout=30)
 
     def _failure(self, role: str) -> TalkstackError:
         error = self.errors[role]

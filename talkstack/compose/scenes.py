@@ -24,7 +24,7 @@ from talkstack.contract.composition import (
 
 class _MaskCursor:
     """The matte step's mask frames (float 0..1 at the source's size), read in step with the
-    source video's frame index."""
+    source video's frame index (a still image's mask has one frame, index 0)."""
 
     def __init__(self, path: Path, width: int, height: int) -> None:
         from talkstack.media.alpha import read_mask_frames  # the matting side's reader
@@ -57,19 +57,23 @@ class SceneRenderer:
         height: int,
         *,
         with_alpha: bool = False,
+        text_above: int | None = None,
     ) -> None:
+        """`text_above`: a row the scene's text overlays stay above (its burnt-in captions' top)."""
         index, request = span.index, scene.scene
         self.width, self.height, self.with_alpha = width, height, with_alpha
         self.warnings: list[str] = []
         self.backdrop = Backdrop(
             request.background, width, height, inputs.get(scene_role(index, "background"))
         )
-        self.overlays = OverlayPainter(request.overlays, width, height, span.duration_s)
+        self.overlays = OverlayPainter(request.overlays, width, height, span.duration_s, above=text_above)
         self.video: VideoCursor | None = None
         self.still: np.ndarray | None = None
         self.card: Sprite | None = None
         self.mask: _MaskCursor | None = None
         self.placement: Placement | None = None
+        self._still_patch: np.ndarray | None = None
+        self._still_alpha: np.ndarray | None = None
         source = request.source
         if scene.rendered:
             self.video = VideoCursor(inputs[scene_role(index, "video")])
@@ -89,13 +93,23 @@ class SceneRenderer:
                 if self.video is not None
                 else (self.still.shape[1], self.still.shape[0])  # type: ignore[union-attr]
             )
-            cut = request.cutout and scene.mask and self.video is not None
+            cut = request.cutout and scene.mask
             if request.cutout and not cut:
                 self.warnings.append(f"scene {index}: no person mask arrived; the source is shown uncut")
+            self.placement = place(request.layout, width, height, sw, sh, cutout=cut)
             if cut:
                 self.mask = _MaskCursor(inputs[scene_role(index, "mask")], sw, sh)
-            self.placement = place(request.layout, width, height, sw, sh, cutout=bool(cut))
-        self._still_patch: np.ndarray | None = None
+            if self.still is not None:  # drawn once: the still and its one-frame mask hold the scene
+                self._still_patch, self._still_alpha = self._place_still()
+
+    def _place_still(self) -> tuple[np.ndarray, np.ndarray | None]:
+        assert self.placement is not None and self.still is not None
+        box, crop, alpha = self.placement.box, self.placement.crop, self.placement.shape
+        patch = np.ascontiguousarray(fit(self.still, crop, box.w, box.h))
+        if self.mask is not None:
+            person = fit(self.mask.at(0), crop, box.w, box.h)
+            alpha = person if alpha is None else alpha * person
+        return patch, alpha
 
     def frame(self, t: float) -> tuple[np.ndarray, np.ndarray | None]:
         canvas = self.backdrop.frame(t).copy()
@@ -111,9 +125,8 @@ class SceneRenderer:
                     person = fit(self.mask.at(min(index, self.video.frames - 1)), crop, box.w, box.h)
                     alpha = person if alpha is None else alpha * person
             else:
-                if self._still_patch is None:
-                    self._still_patch = np.ascontiguousarray(fit(self.still, crop, box.w, box.h))  # type: ignore[arg-type]
-                patch = self._still_patch
+                patch, alpha = self._still_patch, self._still_alpha
+                assert patch is not None
             blend_into(canvas, patch, alpha, box.x, box.y)
             if alpha_plane is not None:
                 region = alpha if alpha is not None else np.ones((box.h, box.w), np.float32)

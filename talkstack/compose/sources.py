@@ -32,8 +32,10 @@ class VideoCursor:
         self._open()
 
     def _open(self) -> None:
-        self._iter: Iterator[np.ndarray] = _decode(self.path)
-        self._index, self._frame = -1, None
+        self._iter: Iterator[av.VideoFrame] = _decode(self.path)
+        self._index: int = -1
+        self._decoded: av.VideoFrame | None = None
+        self._frame: np.ndarray | None = None
 
     @property
     def playable_frames(self) -> int:
@@ -47,12 +49,15 @@ class VideoCursor:
                 self._open()
         while self._index < index:
             try:
-                self._frame = next(self._iter)
+                self._decoded = next(self._iter)
             except StopIteration:
                 break
             self._index += 1
+            self._frame = None  # converted to RGB only if shown (frames skipped cost no conversion)
         if self._frame is None:
-            raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{self.path.name} has no decodable frames")
+            if self._decoded is None:
+                raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{self.path.name} has no decodable frames")
+            self._frame = self._decoded.to_ndarray(format="rgb24")
         return self._frame
 
     def close(self) -> None:
@@ -61,13 +66,12 @@ class VideoCursor:
             close()
 
 
-def _decode(path: Path) -> Iterator[np.ndarray]:
+def _decode(path: Path) -> Iterator[av.VideoFrame]:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+            yield from container.decode(stream)
     except av.error.FFmpegError as exc:
         raise TalkstackError(ErrorCode.CORRUPT_MEDIA, f"{path.name} cannot be decoded ({exc})") from exc
 
@@ -110,10 +114,19 @@ def read_sound(path: Path, *, start_s: float = 0.0, duration_s: float | None = N
     with container:
         if not container.streams.audio:
             return None
+        stream = container.streams.audio[0]
+        # AAC's last frame is padded: the stream's duration (the MP4 edit list) says where the sound
+        # ends, as ffmpeg's own decoding would cut it; decoded as is, a looped music bed would have
+        # a gap of padding at every seam.
+        length = (
+            round(float(stream.duration * stream.time_base) * SAMPLE_RATE)
+            if stream.duration and stream.time_base
+            else None
+        )
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         chunks: list[np.ndarray] = []
         try:
-            for frame in container.decode(container.streams.audio[0]):
+            for frame in container.decode(stream):
                 chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
         except av.error.FFmpegError as exc:
@@ -121,6 +134,7 @@ def read_sound(path: Path, *, start_s: float = 0.0, duration_s: float | None = N
                 ErrorCode.CORRUPT_MEDIA, f"{path.name}: its sound cannot be decoded ({exc})"
             ) from exc
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    samples = samples[:length]
     first = round(start_s * SAMPLE_RATE)
     last = None if duration_s is None else first + round(duration_s * SAMPLE_RATE)
     return np.clip(samples[first:last], -1.0, 1.0)

@@ -43,6 +43,8 @@ SIZES = {
 """Font sizes as fractions of the canvas's short side."""
 MIN_SIZE = 0.022
 """Text shrinks to fit, down to this fraction of the short side (then it is cut with an ellipsis)."""
+CAPTION_GAP = 0.02
+"""Room left between overlays and the burnt-in captions below them, as a fraction of the short side."""
 
 
 @lru_cache(maxsize=64)
@@ -174,17 +176,33 @@ def _place(image: Image.Image, position: str, safe: Box, width: int, height: int
 class OverlayPainter:
     """A scene's text overlays: `draw(canvas, t)` draws those showing `t` seconds into the scene."""
 
-    def __init__(self, overlays: list[TextOverlay], width: int, height: int, scene_s: float) -> None:
+    def __init__(
+        self,
+        overlays: list[TextOverlay],
+        width: int,
+        height: int,
+        scene_s: float,
+        *,
+        above: int | None = None,
+    ) -> None:
+        """`above`: a row the overlays stay above (the top of burnt-in captions), when it is
+        higher than the safe area's bottom."""
         self.overlays, self.width, self.height, self.scene_s = overlays, width, height, scene_s
         self.unit = min(width, height)
         self.safe = safe_area(width, height)
+        if above is not None:
+            bottom = max(self.safe.y + self.safe.h // 2, above - round(self.unit * CAPTION_GAP))
+            if bottom < self.safe.bottom:
+                self.safe = Box(self.safe.x, self.safe.y, self.safe.w, bottom - self.safe.y)
         self._cache: dict[tuple[int, int], Sprite] = {}
 
     def showing(self, t: float) -> list[tuple[Sprite, float]]:
         """The sprites showing `t` seconds into the scene, with their opacity."""
         shown_now: list[tuple[Sprite, float]] = []
         for index, overlay in enumerate(self.overlays):
-            end = overlay.end_s if overlay.end_s is not None else self.scene_s
+            # An end_s past the scene's end (a scene cut shorter than written) ends with the scene:
+            # bullets are revealed within what shows.
+            end = min(overlay.end_s, self.scene_s) if overlay.end_s is not None else self.scene_s
             if not overlay.start_s <= t < end:
                 continue
             fade_in = (t - overlay.start_s) / FADE_S if overlay.start_s > 0 else 1.0
@@ -265,7 +283,6 @@ class OverlayPainter:
             )
         if overlay.type == "bullets":
             items = overlay.items or []
-            face = load_font(font, self._size("bullets"))
             size = self._size("bullets")
             while True:  # shrink the whole list until it fits the safe height
                 face = load_font(font, size)

@@ -65,7 +65,8 @@ def matte_parts(
     sign: Signer,
 ) -> tuple[MatteOptions, dict[str, InputUrl], dict[str, str]]:
     """(options, inputs, output names) of scene `address.scene`'s matte task: input `video` is the
-    scene's render or its upload (an image for a still), `image` the avatar's photo."""
+    scene's render or its upload (an image for a still), `image` a lite avatar's photo (its
+    background does not move, so the photo's mask can be moved with the head; docs/backgrounds.md)."""
     scene = address.scene
     assert scene is not None
     options = MatteOptions(model=matte_model(request, config), scene=scene)  # type: ignore[arg-type]
@@ -76,7 +77,9 @@ def matte_parts(
         inputs["video"] = sign.get(config.work_bucket, render.outputs["video"].key, "video.mp4")
     elif isinstance(source, MediaSource):
         inputs["video"] = _media(sign, source.media, "video")
-    if isinstance(source, AvatarSource):
+    scene_request = request.scene_request(scene)
+    lite_avatar = isinstance(scene_request, AvatarRequest) and scene_request.options.model == "lite-avatar"
+    if isinstance(source, AvatarSource) and lite_avatar:  # as the offline render (offline_composition)
         inputs["image"] = _media(sign, source.inputs.image, "image")
     return options, inputs, {"mask": "mask.mp4"}
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from talkstack.contract.captions import SpeechTimings
 from talkstack.contract.composition import (
     COMPOSE_OUTPUTS,
     AvatarSource,
@@ -34,6 +33,7 @@ from talkstack.contract.worker import WorkerStep, offline_task
 from talkstack.engines.base import ProgressFn
 from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.workers.lite_steps import LITE_STEPS
+from talkstack.workers.words import WORDS_ROLE, write_words
 
 DEFAULT_MATTE_MODEL = "lite-matte"
 MediaResolver = Callable[[MediaRef], Path]
@@ -102,21 +102,10 @@ class _Step:
             marking = unmarked()
         with marking:
             produced, result = run(task, inputs, workdir, self.progress)
+        if WORDS_ROLE in outputs and WORDS_ROLE not in produced:  # as the runner: captions need them
+            produced = {**produced, WORDS_ROLE: write_words(task, produced, result, workdir)}
         self.warnings.extend(f"{name}: {warning}" for warning in result.warnings)
         return produced
-
-
-def _write_timings(timings: SpeechTimings, path: Path) -> Path:
-    path.write_text(timings.model_dump_json(indent=2), encoding="utf-8")
-    return path
-
-
-def _align(audio: Path, text: str, language: str, path: Path) -> Path:
-    """Word timings of `text` spoken in `audio`, as the worker runner writes them for a voice step
-    whose engine gives none (talkstack.media.alignment)."""
-    from talkstack.media.alignment import align_words
-
-    return _write_timings(align_words(audio, text, language), path)
 
 
 def render_composition(
@@ -175,17 +164,10 @@ def render_composition(
                     watermark=False,  # the avatar step marks the sound track it muxes
                 )
                 audio = spoken["audio"]
-                inputs[scene_role(index, "words")] = spoken.get("words") or _align(
-                    audio, scene_request.inputs.text, language, outdir / f"voice-s{index}" / "words.json"
-                )
+                inputs[scene_role(index, "words")] = spoken[WORDS_ROLE]
                 words = True
-            else:
+            else:  # recorded speech: the compose step aligns a transcript to it, as in the pipeline
                 audio = resolve(scene_request.inputs.audio)  # type: ignore[arg-type]  # audio or text
-                if scene.transcript is not None and scene.captions:
-                    inputs[scene_role(index, "words")] = _align(
-                        audio, scene.transcript, language, outdir / f"words-s{index}.json"
-                    )
-                    words = True
             avatar = step(
                 "avatar",
                 scene_request.options.model,

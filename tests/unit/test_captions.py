@@ -4,17 +4,13 @@ pixels (talkstack/compose/captions.py)."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pytest
 import srt
 import webvtt
 
 from talkstack.compose.captions import (
-    FONT_FILES,
-    FONTS_DIR,
     MAX_CUE_S,
     MIN_CUE_S,
     CaptionOverlay,
@@ -26,13 +22,6 @@ from talkstack.compose.captions import (
 )
 from talkstack.contract.captions import SpeechTimings, WordTiming
 from talkstack.contract.composition import Captions
-
-# The compositor ships DejaVu in talkstack/assets/fonts; the same files come with matplotlib.
-FONTS = (
-    FONTS_DIR
-    if all((FONTS_DIR / f).exists() for f in FONT_FILES.values())
-    else Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-)
 
 SCRIPT = (
     "Welcome to talkstack. Today we will show you how to turn a single photo into a talking video, "
@@ -143,7 +132,7 @@ def seconds(stamp: str) -> float:
 
 
 def overlay(style: str, width: int, height: int, cues, **options) -> CaptionOverlay:
-    return CaptionOverlay(Captions(burn_in=style, **options), width, height, cues, fonts_dir=FONTS)
+    return CaptionOverlay(Captions(burn_in=style, **options), width, height, cues)
 
 
 @pytest.mark.parametrize(("width", "height"), [(640, 360), (360, 640), (400, 500)])

@@ -26,8 +26,9 @@ COMPOSE_MODULES = sorted(f"talkstack.compose.{p.stem}" for p in (REPO / "talksta
 COMPOSE_ENTRIES = ["modal_workers.common", "talkstack.workers.runner", *COMPOSE_MODULES]
 """What the Composer runs (as test_modal_worker_imports.py lists the stitcher's: the container's
 `run` reaches the image-safety app only through Modal, never by importing its classifier)."""
-NOT_RUN_HERE = {*LOCAL_ONLY, "talkstack.engines.quality"}
-"""lite_steps holds every CPU step; the stitch step's quality report never runs on the Composer."""
+NOT_RUN_HERE = {*LOCAL_ONLY, "talkstack.engines.quality", "talkstack.engines.lite.matte"}
+"""lite_steps holds every CPU step; the stitch step's quality report never runs on the Composer, nor
+the lite-matte step (the talkstack-matte app's LiteMatte class runs it)."""
 
 
 @pytest.fixture

@@ -107,6 +107,8 @@ def test_deploy_time_settings_are_honoured_and_nothing_heavy_is_imported():
 
 MATTE_ENTRIES = ["modal_workers.common", "talkstack.workers.runner", "talkstack.engines.lite.matte"]
 """What LiteMatte runs: the runner and lite-matte (LITE_STEPS' other steps never run there)."""
+NOT_RUN_HERE = {"talkstack.compose.render"}
+"""The compose step (LITE_STEPS' `compose`) runs on the talkstack-compose app's Composer only."""
 
 
 def test_each_image_installs_everything_its_matte_code_imports(app_module):
@@ -114,10 +116,10 @@ def test_each_image_installs_everything_its_matte_code_imports(app_module):
     the pip installs of the Dockerfile Modal generates for each image."""
     from tests.unit.test_modal_worker_imports import missing_from, third_party_imports
 
-    cpu = third_party_imports(MATTE_ENTRIES)
+    cpu = third_party_imports(MATTE_ENTRIES, NOT_RUN_HERE)
     assert {"cv2", "mediapipe", "av", "numpy"} <= set(cpu) and "torch" not in cpu
     assert missing_from(app_module.cpu_image, cpu) == {}
-    gpu = third_party_imports([*MATTE_ENTRIES, "talkstack.engines.gpu.matte"])
+    gpu = third_party_imports([*MATTE_ENTRIES, "talkstack.engines.gpu.matte"], NOT_RUN_HERE)
     assert {"torch", "transformers", "mediapipe", "cv2"} <= set(gpu)
     assert missing_from(app_module.gpu_image, gpu) == {}
 

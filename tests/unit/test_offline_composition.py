@@ -46,13 +46,12 @@ class StandIns:
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    import talkstack.workers.offline_composition as offline
+    import talkstack.media.alignment as alignment
 
-    def align(audio: Path, text: str, language: str, path: Path) -> Path:  # the captions part's align_words
-        timings = SpeechTimings(language=language, source="aligned", duration_s=1.0, words=[])
-        return offline._write_timings(timings, path)
+    def align(audio: Path, text: str, language: str) -> SpeechTimings:  # the captions part's align_words
+        return SpeechTimings(language=language, source="aligned", duration_s=1.0, words=[])
 
-    monkeypatch.setattr(offline, "_align", align)
+    monkeypatch.setattr(alignment, "align_words", align)
     return StandIns(monkeypatch)
 
 
@@ -143,3 +142,31 @@ def test_gpu_engines_and_s3_media_are_refused(tmp_path, stand_ins):
             media=local_media(root),
         )
     assert caught.value.code == ErrorCode.INPUT_NOT_FOUND
+
+
+def test_recorded_speech_is_aligned_by_the_compose_step_as_in_the_pipeline(tmp_path, stand_ins):
+    """An audio-driven avatar with a transcript: the pipeline's compose task gets no word timings
+    for it (no voice step) and the compositor aligns the transcript to the scene's sound; the
+    offline render hands the compose step the same inputs."""
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "p.png").write_bytes(asset_path("samples/portrait.png").read_bytes())
+    (root / "s.wav").write_bytes(asset_path("samples/speech.wav").read_bytes())
+    request = CompositionRequest.model_validate(
+        {
+            "task": "composition",
+            "scenes": [
+                {
+                    "source": {"type": "avatar", "inputs": {"image": "p.png", "audio": "s.wav"}},
+                    "transcript": "Hello there",
+                }
+            ],
+            "options": {"captions": {"sidecar": True}},
+        }
+    )
+    render_composition(request, tmp_path / "work", progress=lambda f, m: None, media=local_media(root))
+    assert [task.step for task, _ in stand_ins.calls] == ["avatar", "compose"]
+    compose, compose_in = stand_ins.calls[-1]
+    assert set(compose_in) == {"scene_0_video"}
+    assert not compose.options.scenes[0].words
+    assert compose.options.captioned_scenes() == [0]  # the compositor aligns the transcript

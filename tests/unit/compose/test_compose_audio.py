@@ -3,12 +3,15 @@ no silent gap across scene boundaries, music ducked under speech by about duck_d
 
 from __future__ import annotations
 
+import subprocess
+
 import librosa
 import numpy as np
 import pytest
 
 from talkstack.compose.render import compose_video
 from talkstack.compose.sources import SAMPLE_RATE, read_sound
+from talkstack.media.ffmpeg import ffmpeg_exe
 from tests.unit.compose.compose_media import avatar, colour_video, ignore_progress, media, options, sine_wav
 
 
@@ -81,3 +84,24 @@ def test_a_video_uploads_sound_is_dropped_when_keep_audio_is_off(tmp_path):
     )
     sound = read_sound(composed.outputs["video"])
     assert sound is None or np.abs(sound).max() < 1e-3
+
+
+def test_aac_music_loops_with_no_gap_of_padding_at_its_seams(tmp_path):
+    """AAC pads its last frame; ffmpeg cuts the padding at the MP4's stated duration, and so must
+    the compositor, or a looped music bed drops out for a few milliseconds at every seam."""
+    from talkstack.compose.audio import music_bed
+
+    music = tmp_path / "loop.m4a"
+    tone = "sine=frequency=440:sample_rate=44100:duration=1"
+    subprocess.run(
+        [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", tone, "-c:a", "aac", str(music)],
+        check=True,
+    )
+    assert len(read_sound(music)) == SAMPLE_RATE  # type: ignore[arg-type]
+    bed = music_bed(music, 3 * SAMPLE_RATE, 0.0, 0.0, 0.0)
+    quiet = np.abs(bed[SAMPLE_RATE // 2 : -SAMPLE_RATE // 2]) < 0.01
+    longest, run = 0, 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        longest = max(longest, run)
+    assert longest < SAMPLE_RATE // 1000  # no silent millisecond across the seams at 1 s and 2 s

@@ -90,6 +90,7 @@ def captions_module(monkeypatch):
     class CaptionOverlay:
         def __init__(self, captions, width: int, height: int, cues) -> None:
             self.cues, self.width, self.height = cues, width, height
+            self.top = height - 20  # the highest row its bar reaches
 
         def frame(self, t: float):
             if not any(c.start_s <= t < c.end_s for c in self.cues):
@@ -141,3 +142,26 @@ def test_word_timings_are_shifted_to_the_scenes_start_written_and_burnt_in(tmp_p
     during, after = frame_at(composed.outputs["video"], 35), frame_at(composed.outputs["video"], 45)
     assert during[HEIGHT - 10, WIDTH // 2].min() > 230  # the cue's bar, burnt in at 1.4 s
     assert after[HEIGHT - 10, WIDTH // 2].max() < 200  # gone at 1.8 s
+
+
+def test_a_transcript_over_silent_sound_is_not_captioned_and_the_video_is_still_made(tmp_path):
+    """The aligner refuses silence (AUDIO_SILENT, as any speech input); a silent upload with a
+    transcript must not fail the whole composition after every scene has been rendered."""
+    import subprocess
+
+    from talkstack.media.ffmpeg import ffmpeg_exe
+
+    clip = tmp_path / "quiet.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:s=160x120:r=25:d=1.5",
+         "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "1.5", "-c:v", "libx264", "-pix_fmt",
+         "yuv420p", "-c:a", "aac", str(clip)],
+        check=True,
+    )  # fmt: skip
+    opts = _plan([scene({"type": "media", "media": "quiet.mp4"}, transcript="Nothing is said here")])
+    assert opts.captioned_scenes() == [0]
+    out = tmp_path / "out"
+    composed = compose_video(opts, {"scene_0_media": clip}, out, ignore_progress, watermark=False)
+    assert composed.outputs["video"].exists()
+    assert composed.warnings == ["scene 0: its sound is silent; its transcript is not captioned"]
+    assert composed.outputs["captions_srt"].read_text().strip() == ""

@@ -1,7 +1,8 @@
 """Cut-out people and transparent output, through the matting side's interface
-(talkstack.media.alpha: read_mask_frames, encode_alpha_webm, encode_prores4444). The matting
-helper builds that module; until it is merged these tests use a small stand-in of it (below)
-that reads the grey mask video and keeps the RGBA frames the encoders are given."""
+(talkstack.media.alpha: read_mask_frames, encode_alpha_webm, encode_prores4444). Masks are read by
+the real reader; where a test looks at the RGBA frames handed to the alpha encoders, the
+`alpha_module` fixture keeps them instead of encoding them (the encoders have their own tests in
+tests/unit/test_alpha_video.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import sys
 import types
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -18,7 +18,6 @@ from talkstack.compose.layout import place
 from talkstack.compose.render import compose_video
 from talkstack.contract.composition import Layout
 from talkstack.media.ffmpeg import ffmpeg_exe
-from talkstack.media.video import iter_frames
 from tests.unit.compose.compose_media import (
     HEIGHT,
     WIDTH,
@@ -34,12 +33,11 @@ ENCODED: dict[str, np.ndarray] = {}
 
 @pytest.fixture
 def alpha_module(monkeypatch):
-    """Stand-in for talkstack.media.alpha (the matting helper's), used only by these tests."""
-    module = types.ModuleType("talkstack.media.alpha")
+    """talkstack.media.alpha with encoders that keep the frames they are given."""
+    from talkstack.media import alpha
 
-    def read_mask_frames(path: Path, size: tuple[int, int]):
-        for frame in iter_frames(path):
-            yield cv2.resize(frame[..., 0].astype(np.float32) / 255.0, size, interpolation=cv2.INTER_AREA)
+    module = types.ModuleType("talkstack.media.alpha")
+    read_mask_frames = alpha.read_mask_frames
 
     def encoder(kind: str):
         def encode(frames, fps: float, path: Path, audio: Path | None = None) -> Path:
@@ -126,3 +124,55 @@ def test_transparent_output_is_opaque_over_the_person_and_the_overlays_only(tmp_
     assert alpha[HEIGHT - 2, WIDTH - 2] == 0 and alpha[HEIGHT - 2, 1] == 0  # corners
     assert alpha[: HEIGHT // 3, : WIDTH // 3].max() == 255  # the overlay stays
     assert np.allclose(frames[12, y, box.x + 10, :3], (254, 0, 0), atol=25)  # colour where opaque
+
+
+def test_a_still_image_is_cut_out_by_its_one_frame_mask_for_the_whole_scene(tmp_path):
+    """The matte step gives a still image a one-frame mask (docs/backgrounds.md); it holds for
+    every frame of the scene, read by the matting side's own reader (talkstack.media.alpha)."""
+    from talkstack.media.alpha import write_mask_video
+    from tests.unit.compose.compose_media import media, solid_image
+
+    photo = solid_image(tmp_path / "photo.png", (255, 0, 0), size=(160, 120))
+    half = np.zeros((120, 160), np.float32)
+    half[:, :80] = 1.0
+    mask = write_mask_video([half], 25, tmp_path / "mask.mp4")
+    layout = LAYOUT | {"cutout": True}  # an image is cut out only when asked
+    scene = media("photo.png", layout=layout, background={"colour": BLUE}, duration_s=2) | {"mask": True}
+    composed = compose_video(
+        options([scene]),
+        {"scene_0_media": photo, "scene_0_mask": mask},
+        tmp_path / "out",
+        ignore_progress,
+        watermark=False,
+    )
+    assert composed.warnings == []
+    box = place(Layout.model_validate(LAYOUT), WIDTH, HEIGHT, 160, 120, cutout=True).box
+    assert box.bottom == HEIGHT  # a cut-out person stands on the bottom edge
+    y = box.y + box.h // 2
+    for index in (0, composed.frames // 2, composed.frames - 1):
+        frame = frame_at(composed.outputs["video"], index).astype(int)
+        person = frame[y, box.x + 4 : box.x + box.w // 2 - 4]
+        behind = frame[y, box.x + box.w // 2 + 4 : box.right - 4]
+        assert (person[:, 0] > 170).all() and (person[:, 2] < 80).all(), index  # the person (red)
+        assert (behind[:, 2] > 150).all() and (behind[:, 0] < 80).all(), index  # the background
+
+
+def test_a_failed_transparent_render_leaves_no_alpha_video_and_no_encoder_running(tmp_path):
+    """The render fails part-way: the WebM and MOV encoders (talkstack.media.alpha, real ffmpeg)
+    stop without writing a truncated file under its final name, and their threads end."""
+    import threading
+
+    render = colour_video(tmp_path / "render.mp4", 2.0, "red", tone_hz=None)
+    mask = _half_mask(tmp_path / "mask.mp4", 2.0)
+    opts = options([_scene()], options={"transparent": True})
+    before = threading.active_count()
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("frame ") and int(message.split()[1]) >= 20:
+            raise RuntimeError("the worker was stopped")
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="stopped"):
+        compose_video(opts, {"scene_0_video": render, "scene_0_mask": mask}, out, progress, watermark=False)
+    assert not [p.name for p in out.iterdir() if p.suffix in (".webm", ".mov")]
+    assert threading.active_count() == before

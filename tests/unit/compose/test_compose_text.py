@@ -4,6 +4,7 @@ compared with the same frame without it), inside the safe area; long text wraps 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from talkstack.compose.layout import safe_area
 from talkstack.compose.render import compose_video
@@ -79,3 +80,40 @@ def test_long_text_wraps_and_shrinks_to_the_safe_width():
     x0, _, x1, _ = _bbox(mask)
     safe = safe_area(WIDTH, HEIGHT)
     assert x0 >= safe.x - 3 and x1 <= safe.right + 3
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 360), (360, 640), (480, 480)])
+@pytest.mark.parametrize("style", ["classic", "highlight"])
+def test_text_overlays_stay_above_burnt_in_captions(style, width, height):
+    """A lower third or a bottom text panel sits where two-line captions would be drawn; over a
+    captioned scene the overlays keep above the captions' highest row (CaptionOverlay.top)."""
+    from talkstack.compose.captions import CaptionOverlay, Cue
+    from talkstack.contract.captions import WordTiming
+    from talkstack.contract.composition import Captions
+
+    text = "Wide captions that surely need two full lines of text here"
+    words = [WordTiming(word=w, start_s=i * 0.1, end_s=i * 0.1 + 0.1) for i, w in enumerate(text.split())]
+    cue = Cue(0.0, 2.0, "Wide captions that surely need\ntwo full lines of text here", words)
+    captions = CaptionOverlay(Captions(burn_in=style, max_line_chars=30), width, height, [cue])
+    layer = captions.frame(0.05)
+    assert layer is not None
+    drawn_top = int(np.flatnonzero(layer[..., 3].max(axis=1) > 0)[0])
+    assert captions.top <= drawn_top  # `top` bounds what is drawn
+
+    for overlay in (
+        {"type": "lower_third", "text": "Eileen Collins", "secondary": "Commander"},
+        {"type": "text", "text": "Free text at the bottom"},
+    ):
+        drawn = [TextOverlay.model_validate(overlay)]
+        painter = OverlayPainter(drawn, width, height, 3.0, above=captions.top)
+        box = painter.sprite(0).box
+        assert box.bottom <= captions.top, (overlay["type"], box, captions.top)
+        assert box.y >= safe_area(width, height).y
+
+
+def test_bullets_with_an_end_past_the_scene_are_all_revealed_before_it_ends():
+    items = ["One", "Two", "Three", "Four"]
+    overlay = TextOverlay.model_validate({"type": "bullets", "items": items, "end_s": 30})
+    painter = OverlayPainter([overlay], WIDTH, HEIGHT, 3.0)  # the scene lasts 3 s
+    ((sprite, opacity),) = painter.showing(2.9)
+    assert sprite is painter.sprite(0, len(items)) and opacity == 1.0

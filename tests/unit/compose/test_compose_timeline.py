@@ -3,6 +3,7 @@ overlaps, checked in the arithmetic and on the encoded file."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from talkstack.compose.render import compose_video
@@ -86,3 +87,35 @@ def test_a_start_past_the_end_of_an_upload_is_refused(tmp_path):
     with pytest.raises(TalkstackError) as caught:
         build_timeline(opts.scenes, {"scene_0_media": clip}, FPS)
     assert caught.value.code == ErrorCode.INVALID_REQUEST and "start_s" in caught.value.message
+
+
+def test_a_video_cursor_shows_the_frame_of_each_moment_from_start_s(tmp_path):
+    """Frames are picked by time in the file: from `start_s`, across frame rates, held past the
+    end, and from `start_s` again when looping. Each frame has a grey level of its own."""
+    import subprocess
+
+    from talkstack.compose.sources import VideoCursor
+    from talkstack.media.ffmpeg import ffmpeg_exe
+
+    video = tmp_path / "count.mp4"
+    grey = "geq=lum='min(255\\,8*N)':cb=128:cr=128"
+    subprocess.run(
+        [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=s=64x48:r=10:d=3",
+         "-vf", grey, "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", str(video)],
+        check=True,
+    )  # fmt: skip
+
+    from talkstack.media.video import iter_frames
+
+    levels = [float(f.mean()) for f in iter_frames(video)]  # every frame's own grey: distinct
+
+    def index(frame) -> int:
+        return int(np.argmin([abs(float(frame.mean()) - level) for level in levels]))
+
+    cursor = VideoCursor(video, start_s=1.0)
+    assert [index(cursor.at(t)) for t in (0.0, 0.04, 0.1, 0.55, 1.0, 1.95)] == [10, 10, 11, 15, 20, 29]
+    assert index(cursor.at(5.0)) == 29  # held past the end
+    cursor.close()
+    looped = VideoCursor(video, start_s=1.0, loop=True)
+    assert [index(looped.at(t)) for t in (0.5, 1.95, 2.0, 2.3)] == [15, 29, 10, 13]
+    looped.close()

@@ -43,3 +43,27 @@ def test_a_cut_switches_between_two_frames(tmp_path):
     video = _two_colours(tmp_path, {"type": "cut"})
     before, after = _mean(frame_at(video, 2 * FPS - 1)), _mean(frame_at(video, 2 * FPS))
     assert before[0] > 180 and after[2] > 180
+
+
+@pytest.mark.parametrize(
+    ("transition", "progress"),
+    [
+        ({"type": "crossfade", "duration_s": 1.0}, 0.3),
+        ({"type": "fade", "duration_s": 1.0, "colour": "#FF8000"}, 0.2),
+        ({"type": "fade", "duration_s": 1.0, "colour": "#FF8000"}, 0.5),
+        ({"type": "fade", "duration_s": 1.0, "colour": "#FF8000"}, 0.9),
+    ],
+)
+def test_mix_is_the_weighted_sum_of_the_frames_and_the_colour(transition, progress):
+    from talkstack.compose.transitions import mix, weights
+    from talkstack.contract.composition import Transition
+
+    rng = np.random.default_rng(1)
+    one, two = rng.integers(0, 256, (2, 36, 64, 3), dtype=np.uint8)
+    t = Transition.model_validate(transition)
+    a, b, c = weights(t, progress)
+    colour = np.array([255, 128, 0], np.float64)
+    expected = np.clip(np.round(a * one + b * two + c * colour), 0, 255)
+    got = mix(t, one, two, progress)
+    assert got.dtype == np.uint8 and got.shape == one.shape
+    assert np.abs(got.astype(int) - expected).max() <= 1

@@ -7,6 +7,7 @@ code, the real JobStore on moto's DynamoDB, in-memory S3 and backends (tests/sup
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import MagicMock, patch
 
 import pytest
 
@@ -17,6 +18,7 @@ from talkstack.contract.record import JobRecord, utc_now
 from talkstack.contract.state import DispatchInput
 from talkstack.contract.worker import (
     ComposeTask,
+    InputUrl,
     MatteTask,
     OutputObject,
     ProgressMarker,
@@ -31,6 +33,7 @@ from talkstack.pipeline.cost import gpu_seconds
 from talkstack.pipeline.dispatch import dispatch_step
 from talkstack.pipeline.finalize import finalize_job
 from talkstack.pipeline.plan import plan_job
+from talkstack.pipeline.scenes import matte_parts
 from talkstack.pipeline.store import JobStore
 from tests.support.fakes import FakeBackends, FakeS3
 from tests.support.steps import INPUT, OUTPUT, WORK, worker_result
@@ -240,6 +243,27 @@ def test_a_full_render_cuts_people_out_with_the_matte_model_it_names(config, sto
     task = dispatch(config, store, s3, backends, "matte", scene=0)
 
     assert isinstance(task, MatteTask) and task.model == "vitmatte"
+
+
+class _Signer:
+    def get(self, bucket: str, key: str, filename: str) -> InputUrl:
+        return InputUrl(url=f"https://{bucket}/{key}", filename=filename)
+
+
+def test_only_a_lite_avatars_matte_gets_its_photo(config, store, s3, backends):
+    """A GPU engine redraws the whole frame: its matte is made frame by frame, without the photo
+    (as the offline render does); a preview renders it with lite-avatar, whose matte gets it."""
+    for preview, photo in ((False, False), (True, True)):
+        request = composition(preview)
+        data = request.model_dump(mode="json", exclude_none=True)
+        data["scenes"][0]["source"]["options"] = {"model": "multitalk"}
+        request = parse_job_request(data)
+        assert isinstance(request, CompositionRequest)
+        address = StepAddress(step="matte", scene=0)
+        render = MagicMock(outputs={"video": MagicMock(key="work/job-1/avatar@0/video.mp4")})
+        with patch("talkstack.pipeline.scenes.scene_render", return_value=render):
+            _, inputs, _ = matte_parts(request, address, "job-1", config, store, _Signer())
+        assert ("image" in inputs) is photo, preview
 
 
 def test_compose_gets_every_file_by_scene_role_and_asks_for_what_applies(config, store, s3, backends):
