@@ -126,3 +126,31 @@ def test_transparent_output_is_opaque_over_the_person_and_the_overlays_only(tmp_
     assert alpha[HEIGHT - 2, WIDTH - 2] == 0 and alpha[HEIGHT - 2, 1] == 0  # corners
     assert alpha[: HEIGHT // 3, : WIDTH // 3].max() == 255  # the overlay stays
     assert np.allclose(frames[12, y, box.x + 10, :3], (254, 0, 0), atol=25)  # colour where opaque
+
+
+def test_transparent_outputs_carry_the_watermark_like_the_mp4(tmp_path, alpha_module, monkeypatch):
+    """video.webm and video.mov are published videos too: their colour is the marked frame that
+    video.mp4 gets (docs/safety.md: every published video carries the mark)."""
+    import talkstack.compose.render as render_module
+
+    def tagging_marker(watermark: bool):
+        def mark(frame: np.ndarray) -> np.ndarray:
+            marked = frame.copy()
+            marked[0, 0] = (1, 2, 3) if watermark else marked[0, 0]
+            return marked
+
+        return mark
+
+    monkeypatch.setattr(render_module, "_marker", tagging_marker)
+    render = colour_video(tmp_path / "render.mp4", 1.0, "red", tone_hz=None)
+    mask = _half_mask(tmp_path / "mask.mp4", 1.0)
+    opts = options([_scene()], options={"transparent": True})
+    compose_video(
+        opts,
+        {"scene_0_video": render, "scene_0_mask": mask},
+        tmp_path / "out",
+        ignore_progress,
+        watermark=True,
+    )
+    for encoded in (ENCODED["webm"], ENCODED["mov"]):
+        assert (encoded[:, 0, 0, :3] == (1, 2, 3)).all()
