@@ -29,7 +29,7 @@ How it works:
 
 It identifies the key that made it (no payload beyond "made with this key"); it does not survive
 cropping, heavy rescaling below about a quarter, frame-rate conversion or deliberate removal, and a
-video that is flat colour throughout (only title cards) carries no mark.
+video that is flat colour throughout (only title cards) carries only the faint one-level mark.
 """
 
 from __future__ import annotations
@@ -50,18 +50,26 @@ from talkstack.safety.watermark_core import SIGN_PERIOD, keyed_patterns, keyed_s
 
 GRID = 32
 """Pattern cells along each side of the frame (in normalised coordinates)."""
-AMPLITUDE = 4.0
+AMPLITUDE = 3.2
 """Scale of the added pattern in 8-bit levels where the picture is textured (its ±1 cells upsample
 bicubically to a peak of about 1.5 and an RMS of about 0.8); scaled down by the activity mask
-elsewhere, to nothing on flat colour."""
+elsewhere, to FLAT_FLOOR of it on flat colour. Bounded on both sides by what is measured: at 3.3
+the codec's flicker in a still, textured region of a lite render passed 3 levels
+(tests/integration/test_lite_avatar.py); at 3.0, with TEXTURED_STD at 4, a 4 s, 256 px render at
+half its bitrate fell below the threshold (tests/unit/test_provenance.py)."""
 MASK_ROWS = 192
 """The activity mask is computed on the frame point-sampled to about this many rows (or columns)."""
 MASK_WINDOW = 3
 """Samples along each side of the windows the activity mask is measured and smoothed over."""
 FLAT_STD = 0.5
-"""A luma standard deviation (8-bit levels) at or below which the picture counts as flat: no mark."""
-TEXTURED_STD = 4.0
+"""A luma standard deviation (8-bit levels) at or below which the picture counts as flat (FLAT_FLOOR)."""
+TEXTURED_STD = 2.5
 """A luma standard deviation at or above which the picture carries the full AMPLITUDE."""
+FLAT_FLOOR = 0.2
+"""The mask's least value: flat colour keeps a faint mark, AMPLITUDE × the pattern's peak (about
+1.56) × this ≈ 1 level, which rounds to at most one level (where 2–4 levels showed as mottling), so
+a composition of title cards and smooth backgrounds keeps a mark through a re-encode (measured in
+docs/safety.md)."""
 THRESHOLD = 6.0
 """Detection threshold on the score, a Student t with DECOYS − 1 degrees of freedom without the mark:
 6 with MAX_OFFSET + 1 offsets tried is a false-alarm rate near 1e-6 per video in theory; the
@@ -140,18 +148,19 @@ class VideoWatermarker:
         sign = int(_signs(self.key)[(self.index // RUN) % SIGN_PERIOD])
         self.index += 1
         sampled = _sample(frame)
-        # The mark at the sampled resolution: the pattern times the activity mask, in whole levels
-        # (what rounds to 0 there, flat colour, is not marked at all), offset by 128 to fit a uint8.
+        # The mark at the sampled resolution: the pattern times the activity mask, in half levels
+        # offset by 128 to fit a uint8 (upsampled at that precision, rounded once when added).
         delta = _pattern(self.key, *sampled.shape[:2]) * activity_mask(sampled)
-        biased = np.clip(np.rint(delta * np.float32(self.amplitude * sign)) + 128, 0, 255).astype(np.uint8)
+        halves = np.rint(delta * np.float32(2 * self.amplitude * sign))
+        biased = np.clip(halves + 128, 0, 255).astype(np.uint8)
         if cv2 is None:
-            up = _resize_levels(biased, width, height)[:, :, None].astype(np.int16) - 128
-            return np.clip(frame.astype(np.int16) + up, 0, 255).astype(np.uint8)
-        # Upsampled (bilinear, to whole levels) and added, saturating, in one pass each: this runs
-        # on every frame of every render.
+            up = _resize_levels(biased, width, height)[:, :, None].astype(np.float32) - 128
+            return np.clip(np.rint(frame + up * np.float32(0.5)), 0, 255).astype(np.uint8)
+        # Upsampled (bilinear) and added, saturating, in one pass each: this runs on every frame
+        # of every render.
         biased = np.repeat(biased[:, :, None], 3, axis=2)
         up = cv2.resize(biased, (width, height), interpolation=cv2.INTER_LINEAR)
-        return cv2.addWeighted(frame, 1, up, 1, -128)
+        return cv2.addWeighted(frame, 1, up, 0.5, -64)
 
 
 def _sample(frame: np.ndarray) -> np.ndarray:
@@ -171,15 +180,15 @@ def activity_mask(sampled: np.ndarray) -> np.ndarray:
     The luma's standard deviation over a MASK_WINDOW-sample window, its minimum over the same
     window (so that flat colour right beside an edge, such as the background between a title's
     letters, counts as flat: no halo of mark around sharp edges), mapped linearly from FLAT_STD
-    (0: flat colour, where a smooth change of a level or two shows as mottling, after a codec too)
-    to TEXTURED_STD (1: texture hides it), then smoothed so the mark fades in and out instead of
+    (FLAT_FLOOR: flat colour, where a smooth change of a few levels shows as mottling, after a
+    codec too) to TEXTURED_STD (1: texture hides it), then smoothed so the mark fades in and out instead of
     ending at a step. Meant for a frame subsampled by point sampling (no averaging: fine texture
     aliases into the samples and still counts as activity), about MASK_ROWS² samples."""
     rgb = sampled.astype(np.int32)  # BT.601 luma in 1/1024 levels: exact and the same with or without OpenCV
     luma = (rgb[..., 0] * 306 + rgb[..., 1] * 601 + rgb[..., 2] * 117).astype(np.float32) / np.float32(1024)
     mean, mean_sq = _window(luma, "mean"), _window(luma * luma, "mean")
     std = _window(np.sqrt(np.maximum(mean_sq - mean * mean, 0)), "min")
-    return _window(np.clip((std - FLAT_STD) / (TEXTURED_STD - FLAT_STD), 0, 1), "mean")
+    return _window(np.clip((std - FLAT_STD) / (TEXTURED_STD - FLAT_STD), FLAT_FLOOR, 1), "mean")
 
 
 def _window(values: np.ndarray, how: str) -> np.ndarray:
