@@ -175,15 +175,15 @@ def _sample(frame: np.ndarray) -> np.ndarray:
 
 
 def activity_mask(sampled: np.ndarray) -> np.ndarray:
-    """How much of the mark each point of a (subsampled) RGB frame can hide, 0..1 (float32).
+    """How much of the mark each point of a (subsampled) RGB frame can hide, FLAT_FLOOR..1 (float32).
 
     The luma's standard deviation over a MASK_WINDOW-sample window, its minimum over the same
     window (so that flat colour right beside an edge, such as the background between a title's
     letters, counts as flat: no halo of mark around sharp edges), mapped linearly from FLAT_STD
     (FLAT_FLOOR: flat colour, where a smooth change of a few levels shows as mottling, after a
-    codec too) to TEXTURED_STD (1: texture hides it), then smoothed so the mark fades in and out instead of
-    ending at a step. Meant for a frame subsampled by point sampling (no averaging: fine texture
-    aliases into the samples and still counts as activity), about MASK_ROWS² samples."""
+    codec too) to TEXTURED_STD (1: texture hides it), then smoothed so the mark fades in and out
+    instead of ending at a step. Meant for a frame subsampled by point sampling (no averaging: fine
+    texture aliases into the samples and still counts as activity), about MASK_ROWS² samples."""
     rgb = sampled.astype(np.int32)  # BT.601 luma in 1/1024 levels: exact and the same with or without OpenCV
     luma = (rgb[..., 0] * 306 + rgb[..., 1] * 601 + rgb[..., 2] * 117).astype(np.float32) / np.float32(1024)
     mean, mean_sq = _window(luma, "mean"), _window(luma * luma, "mean")
@@ -205,7 +205,7 @@ def _window(values: np.ndarray, how: str) -> np.ndarray:
 
 
 def _resize_levels(levels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Whole levels (uint8) upsampled bilinearly with Pillow (the workers without OpenCV)."""
+    """A uint8 map upsampled bilinearly with Pillow (the workers without OpenCV)."""
     return np.asarray(Image.fromarray(levels, mode="L").resize((width, height), Image.Resampling.BILINEAR))
 
 
