@@ -102,10 +102,11 @@ def compose_video(
                     )
                 if f in preview_picks:
                     preview_frames.append(shrink_for_preview(frame))
+                frame = marker(frame)  # the watermark, in every published video (not the stills)
                 if sinks is not None:
                     assert alpha is not None
                     sinks.put(np.dstack([frame, (alpha * 255 + 0.5).clip(0, 255).astype(np.uint8)]))
-                out.write(marker(frame))
+                out.write(frame)
                 if f % step == 0:
                     progress(0.05 + 0.85 * f / timeline.frames, f"frame {f} of {timeline.frames}")
         if sinks is not None:

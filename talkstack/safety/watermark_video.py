@@ -11,10 +11,15 @@ How it works:
 - **The pattern**: a keyed grid of ±1 cells (GRID × GRID, in frame-normalised coordinates, so any
   resolution or aspect ratio maps to the same cells), smoothly upsampled to the frame. Smooth and
   coarse: codecs keep low spatial frequencies and a resize leaves them unchanged.
-- **Embedding**: the pattern times AMPLITUDE (in 8-bit levels, ~0.8 %) times a keyed sign for the
-  frame is added to every channel, i.e. to the luma. The sign changes from frame to frame and is
-  balanced in pairs (+s, −s), so a static picture's own resemblance to the pattern cancels when the
-  detector sums over frames, while the mark adds up.
+- **Embedding**: the pattern times AMPLITUDE (in 8-bit levels) times a keyed sign for the frame
+  times the frame's activity mask is added to every channel, i.e. to the luma. The mask (0..1,
+  from the luma's local spread, computed per frame on a subsampled copy) keeps the mark off flat
+  colour, where even a few levels of smooth change show as blocky mottling once a codec has
+  quantised them (title cards, colour backgrounds), and puts it where texture and edges hide it.
+  The sign changes from run to run and is balanced in pairs (+s, −s), so a static picture's own
+  resemblance to the pattern cancels when the detector sums over frames, while the mark adds up.
+  The detector is unchanged: the mask is never negative, so the marked picture still correlates
+  with the pattern wherever it is textured.
 - **Detection**: each frame's luma is area-averaged down to the grid, its mean removed, and
   correlated with the pattern (c_f). Consecutive frames are differenced in pairs (the background
   cancels) and correlated with the keyed signs. The score is Σ r_k e_k / sqrt(Σ e_k²): with the
@@ -23,7 +28,8 @@ How it works:
   The detector tries the first few frame offsets (a trimmed start) and keeps the best.
 
 It identifies the key that made it (no payload beyond "made with this key"); it does not survive
-cropping, heavy rescaling below about a quarter, frame-rate conversion or deliberate removal.
+cropping, heavy rescaling below about a quarter, frame-rate conversion or deliberate removal, and a
+video that is flat colour throughout (only title cards) carries only the faint one-level mark.
 """
 
 from __future__ import annotations
@@ -44,8 +50,26 @@ from talkstack.safety.watermark_core import SIGN_PERIOD, keyed_patterns, keyed_s
 
 GRID = 32
 """Pattern cells along each side of the frame (in normalised coordinates)."""
-AMPLITUDE = 2.5
-"""Peak of the added pattern in 8-bit levels (its RMS is about 0.55 of this)."""
+AMPLITUDE = 3.2
+"""Scale of the added pattern in 8-bit levels where the picture is textured (its ±1 cells upsample
+bicubically to a peak of about 1.5 and an RMS of about 0.8); scaled down by the activity mask
+elsewhere, to FLAT_FLOOR of it on flat colour. Bounded on both sides by what is measured: at 3.3
+the codec's flicker in a still, textured region of a lite render passed 3 levels
+(tests/integration/test_lite_avatar.py); at 3.0, with TEXTURED_STD at 4, a 4 s, 256 px render at
+half its bitrate fell below the threshold (tests/unit/test_provenance.py)."""
+MASK_ROWS = 192
+"""The activity mask is computed on the frame point-sampled to about this many rows (or columns)."""
+MASK_WINDOW = 3
+"""Samples along each side of the windows the activity mask is measured and smoothed over."""
+FLAT_STD = 0.5
+"""A luma standard deviation (8-bit levels) at or below which the picture counts as flat (FLAT_FLOOR)."""
+TEXTURED_STD = 2.5
+"""A luma standard deviation at or above which the picture carries the full AMPLITUDE."""
+FLAT_FLOOR = 0.2
+"""The mask's least value: flat colour keeps a faint mark, AMPLITUDE × the pattern's peak (about
+1.56) × this ≈ 1 level, which rounds to at most one level (where 2–4 levels showed as mottling), so
+a composition of title cards and smooth backgrounds keeps a mark through a re-encode (measured in
+docs/safety.md)."""
 THRESHOLD = 6.0
 """Detection threshold on the score, a Student t with DECOYS − 1 degrees of freedom without the mark:
 6 with MAX_OFFSET + 1 offsets tried is a false-alarm rate near 1e-6 per video in theory; the
@@ -123,27 +147,66 @@ class VideoWatermarker:
         height, width = frame.shape[:2]
         sign = int(_signs(self.key)[(self.index // RUN) % SIGN_PERIOD])
         self.index += 1
-        raise_by, lower_by = _integer_delta(self.key, height, width, self.amplitude, sign)
+        sampled = _sample(frame)
+        # The mark at the sampled resolution: the pattern times the activity mask, in half levels
+        # offset by 128 to fit a uint8 (upsampled at that precision, rounded once when added).
+        delta = _pattern(self.key, *sampled.shape[:2]) * activity_mask(sampled)
+        halves = np.rint(delta * np.float32(2 * self.amplitude * sign))
+        biased = np.clip(halves + 128, 0, 255).astype(np.uint8)
         if cv2 is None:
-            marked = frame.astype(np.int16) + raise_by.astype(np.int16) - lower_by.astype(np.int16)
-            return np.clip(marked, 0, 255).astype(np.uint8)
-        # Saturating uint8 arithmetic, a pass each (it runs on every frame of every render).
-        return cv2.subtract(cv2.add(frame, raise_by), lower_by)
+            up = _resize_levels(biased, width, height)[:, :, None].astype(np.float32) - 128
+            return np.clip(np.rint(frame + up * np.float32(0.5)), 0, 255).astype(np.uint8)
+        # Upsampled (bilinear) and added, saturating, in one pass each: this runs on every frame
+        # of every render.
+        biased = np.repeat(biased[:, :, None], 3, axis=2)
+        up = cv2.resize(biased, (width, height), interpolation=cv2.INTER_LINEAR)
+        return cv2.addWeighted(frame, 1, up, 0.5, -64)
 
 
-@lru_cache(maxsize=32)
-def _integer_delta(
-    key: str, height: int, width: int, amplitude: float, sign: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The mark of one sign at a frame size, as what it adds and what it takes away (H×W×3 uint8).
+def _sample(frame: np.ndarray) -> np.ndarray:
+    """The frame point-sampled (every step-th pixel, no averaging) to about MASK_ROWS samples along
+    its shorter side: what the activity mask and the mark before upsampling are computed on."""
+    height, width = frame.shape[:2]
+    step = max(1, round(min(height, width) / MASK_ROWS))
+    if cv2 is None:
+        return frame[::step, ::step]
+    size = (-(-width // step), -(-height // step))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
 
-    Frames are integers, so rounding frame + delta equals frame + rounded delta: adding the rounded
-    delta with saturation is "add the float pattern, round, clip to 0..255", precomputed once per
-    size and sign (up to float32 rounding of values a hair from .5: a level now and then)."""
-    delta = np.floor(_pattern(key, height, width) * np.float32(amplitude * sign) + np.float32(0.5))
-    raise_by = np.repeat(np.clip(delta, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    lower_by = np.repeat(np.clip(-delta, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    return raise_by, lower_by
+
+def activity_mask(sampled: np.ndarray) -> np.ndarray:
+    """How much of the mark each point of a (subsampled) RGB frame can hide, FLAT_FLOOR..1 (float32).
+
+    The luma's standard deviation over a MASK_WINDOW-sample window, its minimum over the same
+    window (so that flat colour right beside an edge, such as the background between a title's
+    letters, counts as flat: no halo of mark around sharp edges), mapped linearly from FLAT_STD
+    (FLAT_FLOOR: flat colour, where a smooth change of a few levels shows as mottling, after a
+    codec too) to TEXTURED_STD (1: texture hides it), then smoothed so the mark fades in and out
+    instead of ending at a step. Meant for a frame subsampled by point sampling (no averaging: fine
+    texture aliases into the samples and still counts as activity), about MASK_ROWS² samples."""
+    rgb = sampled.astype(np.int32)  # BT.601 luma in 1/1024 levels: exact and the same with or without OpenCV
+    luma = (rgb[..., 0] * 306 + rgb[..., 1] * 601 + rgb[..., 2] * 117).astype(np.float32) / np.float32(1024)
+    mean, mean_sq = _window(luma, "mean"), _window(luma * luma, "mean")
+    std = _window(np.sqrt(np.maximum(mean_sq - mean * mean, 0)), "min")
+    return _window(np.clip((std - FLAT_STD) / (TEXTURED_STD - FLAT_STD), FLAT_FLOOR, 1), "mean")
+
+
+def _window(values: np.ndarray, how: str) -> np.ndarray:
+    """The mean or the minimum over a MASK_WINDOW × MASK_WINDOW window (edges reflected, as
+    OpenCV's default border)."""
+    size = (MASK_WINDOW, MASK_WINDOW)
+    if cv2 is not None:
+        return cv2.blur(values, size) if how == "mean" else cv2.erode(values, np.ones(size, np.uint8))
+    pad = MASK_WINDOW // 2
+    padded = np.pad(values, pad, mode="reflect" if min(values.shape) > pad else "edge")
+    h, w = values.shape
+    shifted = [padded[i : i + h, j : j + w] for i in range(MASK_WINDOW) for j in range(MASK_WINDOW)]
+    return sum(shifted) / np.float32(MASK_WINDOW**2) if how == "mean" else np.minimum.reduce(shifted)
+
+
+def _resize_levels(levels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A uint8 map upsampled bilinearly with Pillow (the workers without OpenCV)."""
+    return np.asarray(Image.fromarray(levels, mode="L").resize((width, height), Image.Resampling.BILINEAR))
 
 
 def frame_statistics(frame: np.ndarray, key: str) -> np.ndarray:

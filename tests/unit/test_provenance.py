@@ -13,6 +13,7 @@ import boto3
 import numpy as np
 import pytest
 from moto import mock_aws
+from PIL import Image
 from typer.testing import CliRunner
 
 from talkstack.cli import app
@@ -26,7 +27,7 @@ from talkstack.safety.watermark_audio import detect_audio
 from talkstack.safety.watermark_video import VideoWatermarker, detect_frames
 from talkstack.settings import get_provenance_settings
 from talkstack.settings.provenance import PUBLIC_WATERMARK_KEY
-from tests.conftest import transcode
+from tests.conftest import PORTRAIT, transcode
 from tests.support.steps import avatar_request
 
 KEY = PUBLIC_WATERMARK_KEY
@@ -255,12 +256,52 @@ def test_the_mark_is_the_same_with_or_without_opencv(monkeypatch):
     without = [marker.apply(f) for f in frames]
     assert all((a == b).all() for a, b in zip(with_cv2, without, strict=True))
     assert any((a != f).any() for a, f in zip(without, frames, strict=True))  # it did mark them
+    # Larger frames are marked through a subsampled activity mask, upsampled by OpenCV or Pillow:
+    # their bilinear filters round differently, so the two paths agree within a level.
+    portrait = np.asarray(Image.open(PORTRAIT).convert("RGB").resize((854, 480)))
+    monkeypatch.undo()
+    with_cv2 = watermark_video.VideoWatermarker("k").apply(portrait)
+    monkeypatch.setattr(watermark_video, "cv2", None)
+    without = watermark_video.VideoWatermarker("k").apply(portrait)
+    assert np.abs(with_cv2.astype(int) - without).max() <= 1
+    assert (without != portrait).mean() > 0.3
+
+
+def test_the_mark_stays_off_flat_colour_and_on_the_portrait(media):
+    """The mark follows the picture's activity: a title card's flat colour (where a smooth change of
+    a few levels shows as blocky mottling once encoded) is left within a level of itself, PSNR ≥ 50
+    dB, while the textured portrait carries the mark and a run of its frames is detected."""
+    from PIL import ImageDraw
+
+    card = Image.new("RGB", (1280, 720), (38, 76, 160))
+    ImageDraw.Draw(card).rectangle((440, 320, 840, 400), fill=(250, 250, 250))  # the title's box
+    card = np.asarray(card)
+    flat = np.ones(card.shape[:2], bool)
+    flat[320 - 48 : 400 + 48, 440 - 48 : 840 + 48] = False  # away from the title's edges
+    marker = VideoWatermarker(KEY)
+    for _ in range(2 * 12):  # a run of each sign
+        delta = marker.apply(card).astype(np.float64) - card
+        assert np.abs(delta[flat]).max() <= 1
+        mse = np.mean(delta[flat] ** 2)
+        assert mse == 0 or 10 * np.log10(255**2 / mse) >= 50.0
+
+    rng = np.random.default_rng(0)
+    portrait = np.asarray(Image.open(media["portrait"]).convert("RGB").resize((640, 640)))
+    marker = VideoWatermarker(KEY)
+    frames = []
+    for _ in range(48):  # a still portrait with a little sensor noise, as a camera would give
+        noisy = np.clip(portrait + rng.normal(0, 2, portrait.shape), 0, 255).astype(np.uint8)
+        frames.append(marker.apply(noisy))
+        assert (frames[-1] != noisy).mean() > 0.3  # the mark covers the textured picture
+    assert detect_frames(frames, KEY).detected
+    assert not detect_frames(frames, "another operator's key").detected
 
 
 def test_unmarked_turns_both_marks_off_and_only_inside_it():
     from talkstack.safety.watermark import frame_marker, mark_audio, unmarked
 
-    frame = np.full((32, 32, 3), 128, np.uint8)
+    # a textured frame: flat colour is not marked at all (the mark follows the picture's activity)
+    frame = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     speech = np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)
     with unmarked():
         assert (frame_marker()(frame) == frame).all()

@@ -176,3 +176,31 @@ def test_a_failed_transparent_render_leaves_no_alpha_video_and_no_encoder_runnin
         compose_video(opts, {"scene_0_video": render, "scene_0_mask": mask}, out, progress, watermark=False)
     assert not [p.name for p in out.iterdir() if p.suffix in (".webm", ".mov")]
     assert threading.active_count() == before
+
+
+def test_transparent_outputs_carry_the_watermark_like_the_mp4(tmp_path, alpha_module, monkeypatch):
+    """video.webm and video.mov are published videos too: their colour is the marked frame that
+    video.mp4 gets (docs/safety.md: every published video carries the mark)."""
+    import talkstack.compose.render as render_module
+
+    def tagging_marker(watermark: bool):
+        def mark(frame: np.ndarray) -> np.ndarray:
+            marked = frame.copy()
+            marked[0, 0] = (1, 2, 3) if watermark else marked[0, 0]
+            return marked
+
+        return mark
+
+    monkeypatch.setattr(render_module, "_marker", tagging_marker)
+    render = colour_video(tmp_path / "render.mp4", 1.0, "red", tone_hz=None)
+    mask = _half_mask(tmp_path / "mask.mp4", 1.0)
+    opts = options([_scene()], options={"transparent": True})
+    compose_video(
+        opts,
+        {"scene_0_video": render, "scene_0_mask": mask},
+        tmp_path / "out",
+        ignore_progress,
+        watermark=True,
+    )
+    for encoded in (ENCODED["webm"], ENCODED["mov"]):
+        assert (encoded[:, 0, 0, :3] == (1, 2, 3)).all()
