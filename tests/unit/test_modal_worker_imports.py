@@ -45,6 +45,10 @@ STITCH_ENTRIES = [
 ]
 LOCAL_ONLY = {"talkstack.engines.lite.avatar", "talkstack.engines.lite.voice"}
 """The lite engines run in the local stack only; their steps share a module with the stitch step."""
+ELSEWHERE = {"talkstack.compose.render", "talkstack.engines.lite.matte"}
+"""Steps that share LITE_STEPS with the stitch step but run in their own apps: compose on the
+talkstack-compose Composer, lite-matte on the talkstack-matte LiteMatte (their images are tested in
+test_modal_compose_app.py and test_modal_matte_app.py)."""
 
 
 def _module_file(name: str) -> Path | None:
@@ -142,13 +146,13 @@ def test_the_walk_finds_the_quality_reports_tools_where_the_workers_import_them(
 
 
 def test_the_gpu_avatar_image_installs_everything_its_code_imports(avatar_app):
-    modules = third_party_imports(["modal_workers.avatar"])
+    modules = third_party_imports(["modal_workers.avatar"], skip=ELSEWHERE)
     assert {"torch", "transformers", "mediapipe", "cv2", "librosa"} <= set(modules)
     assert missing_from(avatar_app.image, modules) == {}
 
 
 def test_the_stitch_image_installs_everything_the_stitch_step_imports(avatar_app):
-    modules = third_party_imports(STITCH_ENTRIES, skip=LOCAL_ONLY)
+    modules = third_party_imports(STITCH_ENTRIES, skip=LOCAL_ONLY | ELSEWHERE)
     assert {"cv2", "mediapipe", "librosa"} <= set(modules)  # colour matching + the joined video's report
     assert "torch" not in modules  # a CPU image
     assert missing_from(avatar_app.stitch_image, modules) == {}
