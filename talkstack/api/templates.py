@@ -232,12 +232,12 @@ class TemplateInstances:
         # missing, or of the wrong type): its own problem says what is wrong.
         unusable = _problem_names(problems)
         usable = {name: value for name, value in resolved.items() if name not in unusable}
-        # Bundled media the template and the variables name, copied into the input bucket together.
+        # Bundled media the template and its media variables name, copied into the input bucket
+        # together (text is never a file, whatever it says; the example is not rendered here).
+        media = [name for name, v in document.variables.items() if v.type in MEDIA_VARIABLE_TYPES]
         names = [
             *_asset_strings(_document_json(document).get("composition")),
-            *_asset_strings([v.default for v in document.variables.values()]),
-            *_asset_strings(document.example),
-            *_asset_strings(list(usable.values())),
+            *_asset_strings([usable.get(name, document.variables[name].default) for name in media]),
         ]
         # (a name that is not bundled is left to instantiate, which names it as a problem)
         refs = self.bundled.ensure([n for n in names if _is_bundled(n)], self._asset_path)

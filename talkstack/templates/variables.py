@@ -6,8 +6,9 @@ Substitution rules (docs/templates.md):
   number, an object), and when that value is null the key (or list item) is left out;
 - any other string has each `{{name}}` replaced by the value's text;
 - variables the render does not give take their default;
-- after that, every string `asset:<name>` becomes whatever `resolve_asset(name)` returns (a media
-  reference the render can read).
+- every `asset:<name>` string of the template's own, and every media variable's `asset:<name>`
+  value, becomes whatever `resolve_asset(name)` returns (a media reference the render can read);
+  a text variable's value stays the text it is, even one that starts with `asset:`.
 
 Problems are {"variable", "code", "message"} with code one of `unknown` (the template has no such
 variable), `missing` (a required variable was not given), `wrong_type` (the value is not of the
@@ -176,26 +177,20 @@ def _text(value: Any) -> str:
 
 
 def resolve_assets(
-    node: Any,
-    resolve: Callable[[str], str],
-    origins: dict[Path_, set[str]],
-    found: list[Problem],
-    path: Path_ = (),
+    node: Any, resolve: Callable[[str], str], found: list[Problem], variable: str | None = None
 ) -> Any:
-    """Every `asset:<name>` string replaced by `resolve(name)`; names that do not resolve are problems."""
+    """Every `asset:<name>` string replaced by `resolve(name)`; names that do not resolve are
+    problems (of `variable`, when the node is that variable's value)."""
     if is_asset(node):
         try:
             return resolve(asset_name(node))
         except TalkstackError as exc:
-            culprit = _culprit(path, origins)
-            found.append(problem(culprit, "asset_not_found", exc.message))
+            found.append(problem(variable, "asset_not_found", exc.message))
             return node
     if isinstance(node, dict):
-        return {
-            key: resolve_assets(item, resolve, origins, found, (*path, key)) for key, item in node.items()
-        }
+        return {key: resolve_assets(item, resolve, found, variable) for key, item in node.items()}
     if isinstance(node, list):
-        return [resolve_assets(item, resolve, origins, found, (*path, i)) for i, item in enumerate(node)]
+        return [resolve_assets(item, resolve, found, variable) for item in node]
     return node
 
 
@@ -258,18 +253,24 @@ def instantiate(
     if found:
         raise variables_invalid(template.id, found)
 
+    # Bundled files before filling: the template's own and media variables' values, never text a
+    # user typed (a text value `asset:…` stays text).
+    body = resolve_assets(template.composition.model_dump(mode="json"), resolve_asset, found)
+    for name, variable in template.variables.items():
+        if variable.type in MEDIA_EXTENSIONS:
+            values[name] = resolve_assets(values.get(name), resolve_asset, found, name)
+    if found:
+        raise variables_invalid(template.id, found)
     origins: dict[Path_, set[str]] = {}
-    body = fill(template.composition.model_dump(mode="json"), values, origins)
+    body = fill(body, values, origins)
     options = {**body.get("options", {}), "aspect": template.aspect, "resolution": template.resolution}
-    filled = resolve_assets({"scenes": body["scenes"], "options": options}, resolve_asset, origins, found)
     request = {
         "task": "composition",
-        **filled,
+        "scenes": body["scenes"],
+        "options": options,
         # as given (bundled names stay `asset:` names), so a re-render starts from the same variables
         "template": {"id": template.id, "version": template.version, "variables": dict(variables)},
     }
-    if found:
-        raise variables_invalid(template.id, found)
     try:
         CompositionRequest.model_validate(request)
     except ValidationError as exc:

@@ -256,3 +256,22 @@ def test_bundled_templates_match_the_published_schema(template_id):
     jsonschema.Draft202012Validator(schema).validate(data)
     broken = {**data, "variables": {**data["variables"], "Bad Name": {"type": "text", "description": "x"}}}
     assert not jsonschema.Draft202012Validator(schema).is_valid(broken)
+
+
+@pytest.mark.parametrize("headline", ["asset:samples/portrait.png", "asset:no-such-file.png"])
+def test_a_text_value_that_looks_like_an_asset_stays_text(headline):
+    # A user's text is never resolved as a bundled file: it is neither swapped for a media
+    # reference nor refused as an asset that does not exist.
+    template = get_template("social-ad")
+    variables = {**template.example, "headline": headline}
+
+    request = CompositionRequest.model_validate(instantiate(template, variables, resolve_asset=resolve))
+
+    assert request.scenes[0].overlays[0].text == headline
+
+
+def test_a_media_value_naming_no_bundled_file_is_its_variables_problem():
+    template = get_template("social-ad")
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {**template.example, "background": "asset:nope.jpg"}, resolve_asset=resolve)
+    assert [(p["variable"], p["code"]) for p in problems_of(caught)] == [("background", "asset_not_found")]
