@@ -33,12 +33,12 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.bundled_assets import BundledAssets
 from talkstack.pipeline.tenancy import TEMPLATES_PREFIX, Namespace
+from talkstack.templates.document import MAX_TEMPLATE_BYTES
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 _TEMPLATE_ID = re.compile(TEMPLATE_ID_PATTERN)
-MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_OWN_TEMPLATES = 200
 """At most this many templates per key (each is read to list it)."""
 MEDIA_VARIABLE_TYPES = frozenset({"image", "video", "audio", "avatar"})

@@ -15,13 +15,30 @@ from talkstack.templates.assets import TEMPLATES_DIR, asset_name, asset_path, is
 from talkstack.templates.variables import INTERPOLABLE, instantiate, placeholders
 
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_TEMPLATE_BYTES = 256 * 1024
+"""The largest template document (the API's limit on a stored one, too)."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """safe_load's plain data, without aliases: `*name` (and `<<: *name` merges) would let a few
+    lines stand for an exponentially large document (a "billion laughs"), which validating walks."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted: write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def read_template_data(text: str | bytes) -> Any:
-    """A template's data from JSON or YAML text (YAML is a superset of JSON; safe_load builds no
-    objects beyond plain data)."""
+    """A template's data (or a variables file's) from JSON or YAML text: YAML is a superset of
+    JSON; plain data only (no tags beyond safe_load's, no aliases), at most MAX_TEMPLATE_BYTES."""
+    if len(text) > MAX_TEMPLATE_BYTES:
+        raise TalkstackError(ErrorCode.TEMPLATE_INVALID, f"over {MAX_TEMPLATE_BYTES // 1024} KiB; shorten it")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_PlainLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise TalkstackError(
             ErrorCode.TEMPLATE_INVALID, f"not JSON or YAML: {exc}".replace("\n", " ")

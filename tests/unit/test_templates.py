@@ -275,3 +275,19 @@ def test_a_media_value_naming_no_bundled_file_is_its_variables_problem():
     with pytest.raises(TalkstackError) as caught:
         instantiate(template, {**template.example, "background": "asset:nope.jpg"}, resolve_asset=resolve)
     assert [(p["variable"], p["code"]) for p in problems_of(caught)] == [("background", "asset_not_found")]
+
+
+def test_yaml_aliases_are_refused_before_they_can_multiply():
+    # A "billion laughs": nine lines that stand for 10^9 strings once the aliases are followed.
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    with pytest.raises(TalkstackError) as caught:
+        parse_template("\n".join(lines))
+    assert caught.value.code == ErrorCode.TEMPLATE_INVALID and "aliases" in caught.value.message
+
+
+def test_yaml_tags_and_oversized_documents_are_refused():
+    with pytest.raises(TalkstackError, match="not JSON or YAML"):
+        parse_template("id: !!python/object/apply:os.system ['true']")
+    with pytest.raises(TalkstackError, match="KiB"):
+        parse_template("id: x\n" + "# padding\n" * 30_000)
