@@ -194,25 +194,47 @@ def resolve_assets(
     return node
 
 
-def _culprit(location: Path_, origins: dict[Path_, set[str]]) -> str | None:
-    """The variable that fed the value at `location` (a pydantic error location, which may hold
-    extra parts such as a union's tag), or None when no single variable did."""
-    best: tuple[int, set[str]] | None = None
+def _culprit(location: Path_, origins: dict[Path_, set[str]], message: str = "") -> str | None:
+    """The variable that fed the value a pydantic error at `location` is about, or None when no
+    single variable did. An error at (or inside) a filled value is that value's variable's; one at
+    a model holding filled values is theirs when only one variable fed it, or when the message
+    names the field (`text: ...`) and one variable fed that field."""
+    inside: list[tuple[int, set[str]]] = []
+    above: dict[Path_, set[str]] = {}
     for path, names in origins.items():
-        matches = _subsequence(path, location) or _subsequence(location, path)
-        if matches and (best is None or len(path) > best[0]):
-            best = (len(path), names)
-    if best is None or len(best[1]) != 1:
-        return None
-    return next(iter(best[1]))
+        relation = _relation(path, location)
+        if relation == "inside":
+            inside.append((len(path), names))
+        elif relation == "above":
+            above[path] = names
+    if inside:
+        names = max(inside, key=lambda found: found[0])[1]
+    else:
+        field = message.partition(":")[0]
+        named = {path: n for path, n in above.items() if path[len(location) : len(location) + 1] == (field,)}
+        names = set().union(*(named or above).values())
+    return next(iter(names)) if len(names) == 1 else None
 
 
-def _subsequence(short: Path_, long: Path_) -> bool:
-    """Whether `short`'s parts appear in `long` in order (starting at its start)."""
-    if not short:
-        return False
-    parts = iter(long)
-    return short[0] == long[0] and all(any(part == other for other in parts) for part in short)
+def _relation(path: Path_, location: Path_) -> str | None:
+    """How a filled `path` stands to a pydantic error `location`, which may hold extra string parts
+    (a union's tag, e.g. `source.avatar.inputs`): "inside" when the error is at the filled value or
+    below it, "above" when it is at a model that holds it, None when they are apart. List indices
+    must match where they stand."""
+    i = j = 0
+    skipped_last = False
+    while i < len(path) and j < len(location):
+        if path[i] == location[j]:
+            i, j, skipped_last = i + 1, j + 1, False
+        elif isinstance(location[j], str) and j > 0:
+            j, skipped_last = j + 1, True
+        else:
+            return None
+    if i == len(path):
+        return "inside"
+    if j == len(location) and not skipped_last:
+        return "above"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,8 +299,9 @@ def instantiate(
         for error in exc.errors():
             location = tuple(error["loc"])
             where = ".".join(str(part) for part in location)
-            culprit = _culprit(location, origins)
-            found.append(problem(culprit, "invalid", f"{culprit or where}: {error['msg']} (at {where})"))
+            message = error["msg"].removeprefix("Value error, ")  # pydantic's, before our validators' text
+            culprit = _culprit(location, origins, message)
+            found.append(problem(culprit, "invalid", f"{culprit or where}: {message} (at {where})"))
         raise variables_invalid(template.id, found) from None
     return request
 

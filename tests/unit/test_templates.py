@@ -291,3 +291,49 @@ def test_yaml_tags_and_oversized_documents_are_refused():
         parse_template("id: !!python/object/apply:os.system ['true']")
     with pytest.raises(TalkstackError, match="KiB"):
         parse_template("id: x\n" + "# padding\n" * 30_000)
+
+
+@pytest.mark.parametrize(
+    ("template_id", "name"),
+    [
+        ("tutorial", "step_1_title"),
+        ("tutorial", "step_2_title"),
+        ("news", "headline"),
+        ("social-ad", "headline"),
+    ],
+)
+def test_an_overlay_the_composition_refuses_names_the_variable_that_fed_it(template_id, name):
+    # The overlay's own check fails at the overlay (scenes.N.overlays.0), which holds this variable's
+    # text; a neighbour's (another overlay's bullet `items.0`) is not to blame.
+    template = get_template(template_id)
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {**template.example, name: "   "}, resolve_asset=resolve)
+    (found,) = problems_of(caught)
+    assert (found["variable"], found["code"]) == (name, "invalid")
+    assert found["message"].startswith(f"{name}: text: ") and "Value error" not in found["message"]
+
+
+def test_a_problem_no_single_variable_caused_names_none():
+    # A lower third fed by two variables, refused as a whole: neither alone is to blame.
+    template = parse_template(
+        {
+            **_own_template(),
+            "variables": {
+                "greeting": {"type": "text", "description": "The text.", "required": True},
+                "second": {"type": "text", "description": "Under it.", "default": "x"},
+                "presenter": _own_template()["variables"]["presenter"],
+            },
+            "composition": {
+                "scenes": [
+                    {
+                        "source": {"type": "avatar", "inputs": {"image": "{{presenter}}", "text": "Hello."}},
+                        "overlays": [{"type": "lower_third", "text": "{{greeting}}{{second}}"}],
+                    }
+                ]
+            },
+        }
+    )
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {"greeting": " ", "second": " "}, resolve_asset=resolve)
+    (found,) = problems_of(caught)
+    assert found["variable"] is None and found["message"].startswith("scenes.0.overlays.0: ")
