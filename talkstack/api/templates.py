@@ -237,7 +237,7 @@ class TemplateInstances:
         media = [name for name, v in document.variables.items() if v.type in MEDIA_VARIABLE_TYPES]
         names = [
             *_asset_strings(_document_json(document).get("composition")),
-            *_asset_strings([usable.get(name, document.variables[name].default) for name in media]),
+            *_asset_strings([_or(usable.get(name), document.variables[name].default) for name in media]),
         ]
         # (a name that is not bundled is left to instantiate, which names it as a problem)
         refs = self.bundled.ensure([n for n in names if _is_bundled(n)], self._asset_path)
@@ -321,6 +321,11 @@ class TemplateInstances:
                 return None
             raise
         return str(ref)
+
+
+def _or(given: Any, default: Any) -> Any:
+    """The value instantiate uses: the given one, or the default when none (or null) is given."""
+    return default if given is None else given
 
 
 def _is_bundled(name: str) -> bool:

@@ -318,3 +318,21 @@ def test_a_text_variable_naming_a_bundled_file_stays_text_and_copies_nothing(aws
     copied = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=INPUT, Prefix=BUNDLED_PREFIX)["Contents"]}
     assert bundled_key(templates.asset_path("news-picture.jpg")) not in copied
     assert {r.key for r in request.referenced_media().values()} <= copied
+
+
+def test_every_bundled_file_a_render_uses_is_copied_in_one_batch(api, submitted, monkeypatch):
+    # An optional media variable sent as null takes its default: that file is in the first batch
+    # too, not copied afterwards on its own.
+    batches: list[list[str]] = []
+    ensure = api.instances.bundled.ensure
+
+    def counted(names, path_of):
+        names = list(names)
+        batches.append(names)
+        return ensure(names, path_of)
+
+    monkeypatch.setattr(api.instances.bundled, "ensure", counted)
+    example = templates.bundled_templates()[SOCIAL].example
+    api.generate_from_template(A, SOCIAL, {"variables": {**example, "music": None}}, None)
+
+    assert len(batches) == 1 and "music-loop.m4a" in batches[0]
