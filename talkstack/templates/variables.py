@@ -296,11 +296,15 @@ def instantiate(
     try:
         CompositionRequest.model_validate(request)
     except ValidationError as exc:
+        seen: set[tuple[str | None, str]] = set()
         for error in exc.errors():
             location = tuple(error["loc"])
             where = ".".join(str(part) for part in location)
             message = error["msg"].removeprefix("Value error, ")  # pydantic's, before our validators' text
             culprit = _culprit(location, origins, message)
+            if culprit is not None and (culprit, message) in seen:
+                continue  # one value refused alike wherever the template uses it: one problem
+            seen.add((culprit, message))
             found.append(problem(culprit, "invalid", f"{culprit or where}: {message} (at {where})"))
         raise variables_invalid(template.id, found) from None
     return request

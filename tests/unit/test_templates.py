@@ -337,3 +337,14 @@ def test_a_problem_no_single_variable_caused_names_none():
         instantiate(template, {"greeting": " ", "second": " "}, resolve_asset=resolve)
     (found,) = problems_of(caught)
     assert found["variable"] is None and found["message"].startswith("scenes.0.overlays.0: ")
+
+
+def test_a_value_refused_wherever_it_is_used_is_one_problem():
+    data = _own_template()
+    data["composition"]["scenes"][0]["source"]["title"] = "{{greeting}}"  # the title and the speech
+    template = parse_template(data)
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {"greeting": "   "}, resolve_asset=resolve)
+    (found,) = problems_of(caught)
+    assert (found["variable"], found["code"]) == ("greeting", "invalid")
+    assert "1 problem" in caught.value.message
