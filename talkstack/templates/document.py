@@ -58,9 +58,7 @@ def parse_template(data: Any) -> TemplateDocument:
     try:
         document = TemplateDocument.model_validate(data)
     except ValidationError as exc:
-        raise _invalid(
-            label, [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in exc.errors()]
-        ) from None
+        raise _invalid(label, [_schema_problem(error) for error in exc.errors()]) from None
 
     found: list[str] = []
     body = document.composition.model_dump(mode="json")
@@ -101,6 +99,11 @@ def parse_template(data: Any) -> TemplateDocument:
     if found:
         raise _invalid(document.id, found)
     return document
+
+
+def _schema_problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(document)"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"  # our validators' text, as written
 
 
 def _asset_names(nodes: list[Any]) -> set[str]:

@@ -348,3 +348,12 @@ def test_a_value_refused_wherever_it_is_used_is_one_problem():
     (found,) = problems_of(caught)
     assert (found["variable"], found["code"]) == ("greeting", "invalid")
     assert "1 problem" in caught.value.message
+
+
+def test_a_variables_own_checks_read_as_written():
+    data = copy.deepcopy(_own_template())
+    data["variables"]["greeting"]["default"] = "Hi"  # required, so it takes no default
+    with pytest.raises(TalkstackError) as caught:
+        parse_template(data)
+    (found,) = caught.value.details["problems"]
+    assert found == "variables.greeting: default: a required variable has no default"
