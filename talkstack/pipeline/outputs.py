@@ -97,8 +97,9 @@ Conditions = dict[str, dict[str, str]]
 def check_targets(s3: Any, bucket: str, keys: list[str], job_id: str) -> Conditions:
     """Every target is free or this job's, before the first byte is written: a job whose outputs
     would land on another's publishes nothing. Their write conditions, which the copies use first
-    (no second HEAD of each target; a target changed since fails its condition and is looked at again)."""
-    return {key: claim(s3, bucket, key, job_id) for key in keys}
+    (no second HEAD of each target; a target changed since fails its condition and is looked at again).
+    On a synchronous client: `check_targets_concurrently` over threads."""
+    return check_targets_concurrently(threaded(s3), bucket, keys, job_id)
 
 
 def _conditional(write: Any, s3: Any, bucket: str, key: str, job_id: str) -> None:
