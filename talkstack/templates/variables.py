@@ -202,12 +202,12 @@ def _culprit(location: Path_, origins: dict[Path_, set[str]], message: str = "")
     inside: list[tuple[int, set[str]]] = []
     above: dict[Path_, set[str]] = {}
     for path, names in origins.items():
-        relation = _relation(path, location)
+        relation, matched = _relation(path, location)
         if relation == "inside":
-            inside.append((len(path), names))
+            inside.append((matched, names))
         elif relation == "above":
             above[path] = names
-    if inside:
+    if inside:  # the filled value the error's location follows furthest (`title` may be a tag, too)
         names = max(inside, key=lambda found: found[0])[1]
     else:
         field = message.partition(":")[0]
@@ -216,11 +216,11 @@ def _culprit(location: Path_, origins: dict[Path_, set[str]], message: str = "")
     return next(iter(names)) if len(names) == 1 else None
 
 
-def _relation(path: Path_, location: Path_) -> str | None:
+def _relation(path: Path_, location: Path_) -> tuple[str | None, int]:
     """How a filled `path` stands to a pydantic error `location`, which may hold extra string parts
     (a union's tag, e.g. `source.avatar.inputs`): "inside" when the error is at the filled value or
-    below it, "above" when it is at a model that holds it, None when they are apart. List indices
-    must match where they stand."""
+    below it, "above" when it is at a model that holds it, None when they are apart; and how many
+    of the location's parts were followed. List indices must match where they stand."""
     i = j = 0
     skipped_last = False
     while i < len(path) and j < len(location):
@@ -229,12 +229,12 @@ def _relation(path: Path_, location: Path_) -> str | None:
         elif isinstance(location[j], str) and j > 0:
             j, skipped_last = j + 1, True
         else:
-            return None
+            return None, j
     if i == len(path):
-        return "inside"
+        return "inside", j
     if j == len(location) and not skipped_last:
-        return "above"
-    return None
+        return "above", j
+    return None, j
 
 
 # ---------------------------------------------------------------------------------------------

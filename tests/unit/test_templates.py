@@ -357,3 +357,15 @@ def test_a_variables_own_checks_read_as_written():
         parse_template(data)
     (found,) = caught.value.details["problems"]
     assert found == "variables.greeting: default: a required variable has no default"
+
+
+def test_a_title_cards_subtitle_is_blamed_on_its_own_variable():
+    # pydantic's location `scenes.0.source.title.subtitle` holds the union's tag `title`, which is
+    # also the name of the field the title's variable fills: the subtitle's variable is to blame.
+    data = _own_template()
+    data["variables"]["line"] = {"type": "text", "description": "Under the title.", "default": "x"}
+    data["composition"]["scenes"][0]["source"]["subtitle"] = "{{line}}"
+    template = parse_template(data)
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {"greeting": "Hi", "line": "y" * 301}, resolve_asset=resolve)
+    assert [(p["variable"], p["code"]) for p in problems_of(caught)] == [("line", "invalid")]
