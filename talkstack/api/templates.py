@@ -33,12 +33,12 @@ from talkstack.errors import ErrorCode, TalkstackError
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.bundled_assets import BundledAssets
 from talkstack.pipeline.tenancy import TEMPLATES_PREFIX, Namespace
+from talkstack.templates.document import MAX_TEMPLATE_BYTES
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 _TEMPLATE_ID = re.compile(TEMPLATE_ID_PATTERN)
-MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_OWN_TEMPLATES = 200
 """At most this many templates per key (each is read to list it)."""
 MEDIA_VARIABLE_TYPES = frozenset({"image", "video", "audio", "avatar"})
@@ -232,12 +232,12 @@ class TemplateInstances:
         # missing, or of the wrong type): its own problem says what is wrong.
         unusable = _problem_names(problems)
         usable = {name: value for name, value in resolved.items() if name not in unusable}
-        # Bundled media the template and the variables name, copied into the input bucket together.
+        # Bundled media the template and its media variables name, copied into the input bucket
+        # together (text is never a file, whatever it says; the example is not rendered here).
+        media = [name for name, v in document.variables.items() if v.type in MEDIA_VARIABLE_TYPES]
         names = [
             *_asset_strings(_document_json(document).get("composition")),
-            *_asset_strings([v.default for v in document.variables.values()]),
-            *_asset_strings(document.example),
-            *_asset_strings(list(usable.values())),
+            *_asset_strings([_or(usable.get(name), document.variables[name].default) for name in media]),
         ]
         # (a name that is not bundled is left to instantiate, which names it as a problem)
         refs = self.bundled.ensure([n for n in names if _is_bundled(n)], self._asset_path)
@@ -321,6 +321,11 @@ class TemplateInstances:
                 return None
             raise
         return str(ref)
+
+
+def _or(given: Any, default: Any) -> Any:
+    """The value instantiate uses: the given one, or the default when none (or null) is given."""
+    return default if given is None else given
 
 
 def _is_bundled(name: str) -> bool:

@@ -39,6 +39,7 @@ from talkstack.pipeline.config import PipelineConfig
 from talkstack.pipeline.cost import estimate_cost
 from talkstack.pipeline.outputs import (
     SCENE_THUMBNAIL_PREFIX,
+    Conditions,
     Copy,
     check_targets_concurrently,
     final_key,
@@ -103,13 +104,16 @@ def publish_outputs(
     sources: dict[str, OutputObject],
     warnings: list[str],
     aio: AsyncS3 | None = None,
+    conditions: Conditions | None = None,
 ) -> list[OutputFile]:
     """Copy each output (by role, from the work bucket) to its final key, C2PA content credentials
     signed into each video and audio file first (docs/safety.md; a signing warning is added to
     `warnings`); the published files, video or audio first. Finalize and an operator's release of
     a held job both publish here. The copies run concurrently on `aio` (the finalize Lambda's
     aioboto3 client; by default `s3` itself, over threads: an operator's release); one that fails
-    fails the publish once all have ended, before anything else (result.json) is written."""
+    fails the publish once all have ended, before anything else (result.json) is written.
+    `conditions` are the targets' write conditions as the caller's check found them
+    (outputs.check_targets), so no target is looked at twice."""
     request, job_id = record.request, record.job_id
     assert request is not None
     bucket = request.output.bucket or config.output_bucket
@@ -120,7 +124,7 @@ def publish_outputs(
         role: Copy(work, obj.key, bucket, final_key(request, job_id, role), obj.content_type, obj.bytes)
         for role, obj in signed.items()
     }
-    publish_all(aio or threaded(s3), list(copies.values()), job_id)
+    publish_all(aio or threaded(s3), list(copies.values()), job_id, conditions)
     published = [
         OutputFile(kind=role_kind(role), bucket=bucket, key=c.key, content_type=c.content_type, bytes=c.size)
         for role, c in copies.items()
@@ -185,8 +189,8 @@ def finalize_job(
         # Every target (result.json too) must be free or this job's before anything is copied.
         targets = [final_key(request, job_id, role) for role in main.outputs]
         keys = [*targets, request.sibling_key(job_id, "result")]
-        check_targets_concurrently(aio or threaded(s3), bucket, keys, job_id)
-        published = publish_outputs(s3, config, record, main.outputs, signing_warnings, aio)
+        conditions = check_targets_concurrently(aio or threaded(s3), bucket, keys, job_id)
+        published = publish_outputs(s3, config, record, main.outputs, signing_warnings, aio, conditions)
         held = []
 
     chunks = _chunk_results(job_id, main_step, store)

@@ -112,9 +112,9 @@ def release_job(
     )
     # every file it is about to publish (a composition's captions, preview, stills… too), and result.json
     targets = [final_key(request, job_id, role) for role in sources] + [request.sibling_key(job_id, "result")]
-    check_targets(s3, bucket, targets, job_id)
+    conditions = check_targets(s3, bucket, targets, job_id)
     signing_warnings: list[str] = []  # held outputs are signed as they are published, here
-    published = publish_outputs(s3, config, record, sources, signing_warnings)
+    published = publish_outputs(s3, config, record, sources, signing_warnings, conditions=conditions)
 
     def complete(current: JobRecord) -> None:
         if current.status != "held":

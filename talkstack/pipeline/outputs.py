@@ -22,7 +22,7 @@ from talkstack.contract.composition import CompositionRequest, scene_thumbnail_r
 from talkstack.contract.record import JobRecord, OutputFile
 from talkstack.contract.request import JobRequestBase
 from talkstack.errors import ErrorCode, TalkstackError
-from talkstack.pipeline.aio_s3 import AsyncS3, bounded, run
+from talkstack.pipeline.aio_s3 import AsyncS3, bounded, run, threaded
 from talkstack.pipeline.aws import error_code
 from talkstack.pipeline.config import PipelineConfig
 
@@ -90,11 +90,16 @@ def claim(s3: Any, bucket: str, key: str, job_id: str) -> dict[str, str]:
     return {"IfMatch": head["ETag"]}
 
 
-def check_targets(s3: Any, bucket: str, keys: list[str], job_id: str) -> None:
+Conditions = dict[str, dict[str, str]]
+"""Each target key's write condition (`claim`'s), as the check before publishing found it."""
+
+
+def check_targets(s3: Any, bucket: str, keys: list[str], job_id: str) -> Conditions:
     """Every target is free or this job's, before the first byte is written: a job whose outputs
-    would land on another's publishes nothing."""
-    for key in keys:
-        claim(s3, bucket, key, job_id)
+    would land on another's publishes nothing. Their write conditions, which the copies use first
+    (no second HEAD of each target; a target changed since fails its condition and is looked at again).
+    On a synchronous client: `check_targets_concurrently` over threads."""
+    return check_targets_concurrently(threaded(s3), bucket, keys, job_id)
 
 
 def _conditional(write: Any, s3: Any, bucket: str, key: str, job_id: str) -> None:
@@ -117,23 +122,8 @@ def _conditional(write: Any, s3: Any, bucket: str, key: str, job_id: str) -> Non
 def publish(
     s3: Any, src_bucket: str, src_key: str, bucket: str, key: str, content_type: str, job_id: str, size: int
 ) -> None:
-    extra = {
-        "ContentType": content_type,
-        "Metadata": {JOB_ID_METADATA: job_id},
-        "MetadataDirective": "REPLACE",
-    }
-    source = {"Bucket": src_bucket, "Key": src_key}
-    if size >= MAX_SINGLE_COPY_BYTES:
-        # The managed multipart copy takes no write condition: the owner check alone guards it
-        # (an object created between the HEAD and the copy's completion would be overwritten).
-        claim(s3, bucket, key, job_id)
-        s3.copy(source, bucket, key, ExtraArgs=extra)
-        return
-
-    def copy(condition: dict[str, str]) -> None:
-        s3.copy_object(CopySource=source, Bucket=bucket, Key=key, **extra, **condition)  # one request
-
-    _conditional(copy, s3, bucket, key, job_id)
+    """One copy on a synchronous client: `publish_async`'s, over threads."""
+    publish_all(threaded(s3), [Copy(src_bucket, src_key, bucket, key, content_type, size)], job_id)
 
 
 @dataclass(frozen=True)
@@ -161,21 +151,26 @@ async def claim_async(s3: Any, bucket: str, key: str, job_id: str) -> dict[str, 
     return {"IfMatch": head["ETag"]}
 
 
-async def publish_async(s3: Any, copy: Copy, job_id: str) -> None:
-    """`publish` on an async client: the same write conditions, and the same second look when the
-    object changed since the HEAD."""
+async def publish_async(s3: Any, copy: Copy, job_id: str, condition: dict[str, str] | None = None) -> None:
+    """Copy under `claim`'s write condition (`condition` when the caller has just checked the
+    target, else a HEAD now). When the object changed since, look once more (a retried run of this
+    same job may have written it) before giving up with OUTPUT_EXISTS. An object of 5 GB or more
+    goes by the managed multipart copy, which takes no write condition: the owner check alone
+    guards it (an object created between the HEAD and the copy's completion would be overwritten)."""
     extra = {
         "ContentType": copy.content_type,
         "Metadata": {JOB_ID_METADATA: job_id},
         "MetadataDirective": "REPLACE",
     }
     source = {"Bucket": copy.src_bucket, "Key": copy.src_key}
-    if copy.size >= MAX_SINGLE_COPY_BYTES:  # the managed multipart copy: the owner check alone
-        await claim_async(s3, copy.bucket, copy.key, job_id)
+    if copy.size >= MAX_SINGLE_COPY_BYTES:
+        if condition is None:
+            await claim_async(s3, copy.bucket, copy.key, job_id)
         await s3.copy(source, copy.bucket, copy.key, ExtraArgs=extra)
         return
     for last in (False, True):
-        condition = await claim_async(s3, copy.bucket, copy.key, job_id)
+        if condition is None:
+            condition = await claim_async(s3, copy.bucket, copy.key, job_id)
         try:
             await s3.copy_object(CopySource=source, Bucket=copy.bucket, Key=copy.key, **extra, **condition)
             return
@@ -184,28 +179,31 @@ async def publish_async(s3: Any, copy: Copy, job_id: str) -> None:
                 raise
             if last:
                 raise output_exists(copy.key) from exc
+            condition = None
 
 
-def publish_all(aio: AsyncS3, copies: list[Copy], job_id: str) -> None:
-    """Publish `copies` concurrently (aio_s3.PARALLEL_REQUESTS at once). Every copy runs to its end;
+def publish_all(aio: AsyncS3, copies: list[Copy], job_id: str, conditions: Conditions | None = None) -> None:
+    """Publish `copies` concurrently (aio_s3.PARALLEL_REQUESTS at once), each under its target's
+    condition in `conditions` (`check_targets`' answer) or a HEAD's. Every copy runs to its end;
     then the first failure (OUTPUT_EXISTS, an S3 error) is raised, and the caller writes no
     result.json."""
+    known = conditions or {}
 
     async def all_copies() -> None:
         async with aio() as s3:
-            await bounded(publish_async(s3, copy, job_id) for copy in copies)
+            await bounded(publish_async(s3, copy, job_id, known.get(copy.key)) for copy in copies)
 
     run(all_copies())
 
 
-def check_targets_concurrently(aio: AsyncS3, bucket: str, keys: list[str], job_id: str) -> None:
+def check_targets_concurrently(aio: AsyncS3, bucket: str, keys: list[str], job_id: str) -> Conditions:
     """`check_targets` with the HEADs in flight together."""
 
-    async def all_heads() -> None:
+    async def all_heads() -> list[dict[str, str]]:
         async with aio() as s3:
-            await bounded(claim_async(s3, bucket, key, job_id) for key in keys)
+            return await bounded(claim_async(s3, bucket, key, job_id) for key in keys)
 
-    run(all_heads())
+    return dict(zip(keys, run(all_heads()), strict=True))
 
 
 def write_result_json(s3: Any, record: JobRecord, bucket: str) -> str:

@@ -15,13 +15,30 @@ from talkstack.templates.assets import TEMPLATES_DIR, asset_name, asset_path, is
 from talkstack.templates.variables import INTERPOLABLE, instantiate, placeholders
 
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_TEMPLATE_BYTES = 256 * 1024
+"""The largest template document (the API's limit on a stored one, too)."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """safe_load's plain data, without aliases: `*name` (and `<<: *name` merges) would let a few
+    lines stand for an exponentially large document (a "billion laughs"), which validating walks."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted: write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def read_template_data(text: str | bytes) -> Any:
-    """A template's data from JSON or YAML text (YAML is a superset of JSON; safe_load builds no
-    objects beyond plain data)."""
+    """A template's data (or a variables file's) from JSON or YAML text: YAML is a superset of
+    JSON; plain data only (no tags beyond safe_load's, no aliases), at most MAX_TEMPLATE_BYTES."""
+    if len(text) > MAX_TEMPLATE_BYTES:
+        raise TalkstackError(ErrorCode.TEMPLATE_INVALID, f"over {MAX_TEMPLATE_BYTES // 1024} KiB; shorten it")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_PlainLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise TalkstackError(
             ErrorCode.TEMPLATE_INVALID, f"not JSON or YAML: {exc}".replace("\n", " ")
@@ -41,9 +58,7 @@ def parse_template(data: Any) -> TemplateDocument:
     try:
         document = TemplateDocument.model_validate(data)
     except ValidationError as exc:
-        raise _invalid(
-            label, [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in exc.errors()]
-        ) from None
+        raise _invalid(label, [_schema_problem(error) for error in exc.errors()]) from None
 
     found: list[str] = []
     body = document.composition.model_dump(mode="json")
@@ -84,6 +99,11 @@ def parse_template(data: Any) -> TemplateDocument:
     if found:
         raise _invalid(document.id, found)
     return document
+
+
+def _schema_problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(document)"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"  # our validators' text, as written
 
 
 def _asset_names(nodes: list[Any]) -> set[str]:

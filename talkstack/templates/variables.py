@@ -6,8 +6,9 @@ Substitution rules (docs/templates.md):
   number, an object), and when that value is null the key (or list item) is left out;
 - any other string has each `{{name}}` replaced by the value's text;
 - variables the render does not give take their default;
-- after that, every string `asset:<name>` becomes whatever `resolve_asset(name)` returns (a media
-  reference the render can read).
+- every `asset:<name>` string of the template's own, and every media variable's `asset:<name>`
+  value, becomes whatever `resolve_asset(name)` returns (a media reference the render can read);
+  a text variable's value stays the text it is, even one that starts with `asset:`.
 
 Problems are {"variable", "code", "message"} with code one of `unknown` (the template has no such
 variable), `missing` (a required variable was not given), `wrong_type` (the value is not of the
@@ -176,48 +177,64 @@ def _text(value: Any) -> str:
 
 
 def resolve_assets(
-    node: Any,
-    resolve: Callable[[str], str],
-    origins: dict[Path_, set[str]],
-    found: list[Problem],
-    path: Path_ = (),
+    node: Any, resolve: Callable[[str], str], found: list[Problem], variable: str | None = None
 ) -> Any:
-    """Every `asset:<name>` string replaced by `resolve(name)`; names that do not resolve are problems."""
+    """Every `asset:<name>` string replaced by `resolve(name)`; names that do not resolve are
+    problems (of `variable`, when the node is that variable's value)."""
     if is_asset(node):
         try:
             return resolve(asset_name(node))
         except TalkstackError as exc:
-            culprit = _culprit(path, origins)
-            found.append(problem(culprit, "asset_not_found", exc.message))
+            found.append(problem(variable, "asset_not_found", exc.message))
             return node
     if isinstance(node, dict):
-        return {
-            key: resolve_assets(item, resolve, origins, found, (*path, key)) for key, item in node.items()
-        }
+        return {key: resolve_assets(item, resolve, found, variable) for key, item in node.items()}
     if isinstance(node, list):
-        return [resolve_assets(item, resolve, origins, found, (*path, i)) for i, item in enumerate(node)]
+        return [resolve_assets(item, resolve, found, variable) for item in node]
     return node
 
 
-def _culprit(location: Path_, origins: dict[Path_, set[str]]) -> str | None:
-    """The variable that fed the value at `location` (a pydantic error location, which may hold
-    extra parts such as a union's tag), or None when no single variable did."""
-    best: tuple[int, set[str]] | None = None
+def _culprit(location: Path_, origins: dict[Path_, set[str]], message: str = "") -> str | None:
+    """The variable that fed the value a pydantic error at `location` is about, or None when no
+    single variable did. An error at (or inside) a filled value is that value's variable's; one at
+    a model holding filled values is theirs when only one variable fed it, or when the message
+    names the field (`text: ...`) and one variable fed that field."""
+    inside: list[tuple[int, set[str]]] = []
+    above: dict[Path_, set[str]] = {}
     for path, names in origins.items():
-        matches = _subsequence(path, location) or _subsequence(location, path)
-        if matches and (best is None or len(path) > best[0]):
-            best = (len(path), names)
-    if best is None or len(best[1]) != 1:
-        return None
-    return next(iter(best[1]))
+        relation, matched = _relation(path, location)
+        if relation == "inside":
+            inside.append((matched, names))
+        elif relation == "above":
+            above[path] = names
+    if inside:  # the filled value the error's location follows furthest (`title` may be a tag, too)
+        names = max(inside, key=lambda found: found[0])[1]
+    else:
+        field = message.partition(":")[0]
+        named = {path: n for path, n in above.items() if path[len(location) : len(location) + 1] == (field,)}
+        names = set().union(*(named or above).values())
+    return next(iter(names)) if len(names) == 1 else None
 
 
-def _subsequence(short: Path_, long: Path_) -> bool:
-    """Whether `short`'s parts appear in `long` in order (starting at its start)."""
-    if not short:
-        return False
-    parts = iter(long)
-    return short[0] == long[0] and all(any(part == other for other in parts) for part in short)
+def _relation(path: Path_, location: Path_) -> tuple[str | None, int]:
+    """How a filled `path` stands to a pydantic error `location`, which may hold extra string parts
+    (a union's tag, e.g. `source.avatar.inputs`): "inside" when the error is at the filled value or
+    below it, "above" when it is at a model that holds it, None when they are apart; and how many
+    of the location's parts were followed. List indices must match where they stand."""
+    i = j = 0
+    skipped_last = False
+    while i < len(path) and j < len(location):
+        if path[i] == location[j]:
+            i, j, skipped_last = i + 1, j + 1, False
+        elif isinstance(location[j], str) and j > 0:
+            j, skipped_last = j + 1, True
+        else:
+            return None, j
+    if i == len(path):
+        return "inside", j
+    if j == len(location) and not skipped_last:
+        return "above", j
+    return None, j
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,26 +275,37 @@ def instantiate(
     if found:
         raise variables_invalid(template.id, found)
 
+    # Bundled files before filling: the template's own and media variables' values, never text a
+    # user typed (a text value `asset:…` stays text).
+    body = resolve_assets(template.composition.model_dump(mode="json"), resolve_asset, found)
+    for name, variable in template.variables.items():
+        if variable.type in MEDIA_EXTENSIONS:
+            values[name] = resolve_assets(values.get(name), resolve_asset, found, name)
+    if found:
+        raise variables_invalid(template.id, found)
     origins: dict[Path_, set[str]] = {}
-    body = fill(template.composition.model_dump(mode="json"), values, origins)
+    body = fill(body, values, origins)
     options = {**body.get("options", {}), "aspect": template.aspect, "resolution": template.resolution}
-    filled = resolve_assets({"scenes": body["scenes"], "options": options}, resolve_asset, origins, found)
     request = {
         "task": "composition",
-        **filled,
+        "scenes": body["scenes"],
+        "options": options,
         # as given (bundled names stay `asset:` names), so a re-render starts from the same variables
         "template": {"id": template.id, "version": template.version, "variables": dict(variables)},
     }
-    if found:
-        raise variables_invalid(template.id, found)
     try:
         CompositionRequest.model_validate(request)
     except ValidationError as exc:
+        seen: set[tuple[str | None, str]] = set()
         for error in exc.errors():
             location = tuple(error["loc"])
             where = ".".join(str(part) for part in location)
-            culprit = _culprit(location, origins)
-            found.append(problem(culprit, "invalid", f"{culprit or where}: {error['msg']} (at {where})"))
+            message = error["msg"].removeprefix("Value error, ")  # pydantic's, before our validators' text
+            culprit = _culprit(location, origins, message)
+            if culprit is not None and (culprit, message) in seen:
+                continue  # one value refused alike wherever the template uses it: one problem
+            seen.add((culprit, message))
+            found.append(problem(culprit, "invalid", f"{culprit or where}: {message} (at {where})"))
         raise variables_invalid(template.id, found) from None
     return request
 

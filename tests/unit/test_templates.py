@@ -256,3 +256,116 @@ def test_bundled_templates_match_the_published_schema(template_id):
     jsonschema.Draft202012Validator(schema).validate(data)
     broken = {**data, "variables": {**data["variables"], "Bad Name": {"type": "text", "description": "x"}}}
     assert not jsonschema.Draft202012Validator(schema).is_valid(broken)
+
+
+@pytest.mark.parametrize("headline", ["asset:samples/portrait.png", "asset:no-such-file.png"])
+def test_a_text_value_that_looks_like_an_asset_stays_text(headline):
+    # A user's text is never resolved as a bundled file: it is neither swapped for a media
+    # reference nor refused as an asset that does not exist.
+    template = get_template("social-ad")
+    variables = {**template.example, "headline": headline}
+
+    request = CompositionRequest.model_validate(instantiate(template, variables, resolve_asset=resolve))
+
+    assert request.scenes[0].overlays[0].text == headline
+
+
+def test_a_media_value_naming_no_bundled_file_is_its_variables_problem():
+    template = get_template("social-ad")
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {**template.example, "background": "asset:nope.jpg"}, resolve_asset=resolve)
+    assert [(p["variable"], p["code"]) for p in problems_of(caught)] == [("background", "asset_not_found")]
+
+
+def test_yaml_aliases_are_refused_before_they_can_multiply():
+    # A "billion laughs": nine lines that stand for 10^9 strings once the aliases are followed.
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    with pytest.raises(TalkstackError) as caught:
+        parse_template("\n".join(lines))
+    assert caught.value.code == ErrorCode.TEMPLATE_INVALID and "aliases" in caught.value.message
+
+
+def test_yaml_tags_and_oversized_documents_are_refused():
+    with pytest.raises(TalkstackError, match="not JSON or YAML"):
+        parse_template("id: !!python/object/apply:os.system ['true']")
+    with pytest.raises(TalkstackError, match="KiB"):
+        parse_template("id: x\n" + "# padding\n" * 30_000)
+
+
+@pytest.mark.parametrize(
+    ("template_id", "name"),
+    [
+        ("tutorial", "step_1_title"),
+        ("tutorial", "step_2_title"),
+        ("news", "headline"),
+        ("social-ad", "headline"),
+    ],
+)
+def test_an_overlay_the_composition_refuses_names_the_variable_that_fed_it(template_id, name):
+    # The overlay's own check fails at the overlay (scenes.N.overlays.0), which holds this variable's
+    # text; a neighbour's (another overlay's bullet `items.0`) is not to blame.
+    template = get_template(template_id)
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {**template.example, name: "   "}, resolve_asset=resolve)
+    (found,) = problems_of(caught)
+    assert (found["variable"], found["code"]) == (name, "invalid")
+    assert found["message"].startswith(f"{name}: text: ") and "Value error" not in found["message"]
+
+
+def test_a_problem_no_single_variable_caused_names_none():
+    # A lower third fed by two variables, refused as a whole: neither alone is to blame.
+    template = parse_template(
+        {
+            **_own_template(),
+            "variables": {
+                "greeting": {"type": "text", "description": "The text.", "required": True},
+                "second": {"type": "text", "description": "Under it.", "default": "x"},
+                "presenter": _own_template()["variables"]["presenter"],
+            },
+            "composition": {
+                "scenes": [
+                    {
+                        "source": {"type": "avatar", "inputs": {"image": "{{presenter}}", "text": "Hello."}},
+                        "overlays": [{"type": "lower_third", "text": "{{greeting}}{{second}}"}],
+                    }
+                ]
+            },
+        }
+    )
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {"greeting": " ", "second": " "}, resolve_asset=resolve)
+    (found,) = problems_of(caught)
+    assert found["variable"] is None and found["message"].startswith("scenes.0.overlays.0: ")
+
+
+def test_a_value_refused_wherever_it_is_used_is_one_problem():
+    data = _own_template()
+    data["composition"]["scenes"][0]["source"]["title"] = "{{greeting}}"  # the title and the speech
+    template = parse_template(data)
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {"greeting": "   "}, resolve_asset=resolve)
+    (found,) = problems_of(caught)
+    assert (found["variable"], found["code"]) == ("greeting", "invalid")
+    assert "1 problem" in caught.value.message
+
+
+def test_a_variables_own_checks_read_as_written():
+    data = copy.deepcopy(_own_template())
+    data["variables"]["greeting"]["default"] = "Hi"  # required, so it takes no default
+    with pytest.raises(TalkstackError) as caught:
+        parse_template(data)
+    (found,) = caught.value.details["problems"]
+    assert found == "variables.greeting: default: a required variable has no default"
+
+
+def test_a_title_cards_subtitle_is_blamed_on_its_own_variable():
+    # pydantic's location `scenes.0.source.title.subtitle` holds the union's tag `title`, which is
+    # also the name of the field the title's variable fills: the subtitle's variable is to blame.
+    data = _own_template()
+    data["variables"]["line"] = {"type": "text", "description": "Under the title.", "default": "x"}
+    data["composition"]["scenes"][0]["source"]["subtitle"] = "{{line}}"
+    template = parse_template(data)
+    with pytest.raises(TalkstackError) as caught:
+        instantiate(template, {"greeting": "Hi", "line": "y" * 301}, resolve_asset=resolve)
+    assert [(p["variable"], p["code"]) for p in problems_of(caught)] == [("line", "invalid")]

@@ -303,3 +303,36 @@ def test_erasing_a_keys_data_removes_its_templates_and_no_one_elses(aws, api):
     assert f"templates/{A.key_id}/launch-ad.json" in {o.key for o in receipt.objects if o.kind == "templates"}
     assert refusal(lambda: api.get_template(A, "launch-ad")).code == ErrorCode.NOT_FOUND
     assert api.get_template(B, "launch-ad").source == "own"
+
+
+def test_a_text_variable_naming_a_bundled_file_stays_text_and_copies_nothing(aws, api, submitted):
+    # Only the files the render uses reach the input bucket: the template's own and its media
+    # variables' (here the default gradient, portrait and music); a headline is text, whatever it says.
+    example = templates.bundled_templates()[SOCIAL].example
+    variables = {**example, "headline": "asset:news-picture.jpg"}
+
+    api.generate_from_template(A, SOCIAL, {"variables": variables}, None)
+
+    request = CompositionRequest.model_validate(submitted[0]["body"])
+    assert request.scenes[0].overlays[0].text == "asset:news-picture.jpg"
+    copied = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=INPUT, Prefix=BUNDLED_PREFIX)["Contents"]}
+    assert bundled_key(templates.asset_path("news-picture.jpg")) not in copied
+    assert {r.key for r in request.referenced_media().values()} <= copied
+
+
+def test_every_bundled_file_a_render_uses_is_copied_in_one_batch(api, submitted, monkeypatch):
+    # An optional media variable sent as null takes its default: that file is in the first batch
+    # too, not copied afterwards on its own.
+    batches: list[list[str]] = []
+    ensure = api.instances.bundled.ensure
+
+    def counted(names, path_of):
+        names = list(names)
+        batches.append(names)
+        return ensure(names, path_of)
+
+    monkeypatch.setattr(api.instances.bundled, "ensure", counted)
+    example = templates.bundled_templates()[SOCIAL].example
+    api.generate_from_template(A, SOCIAL, {"variables": {**example, "music": None}}, None)
+
+    assert len(batches) == 1 and "music-loop.m4a" in batches[0]

@@ -495,3 +495,16 @@ def test_the_video_is_listed_first_whatever_order_the_worker_reported(config, st
 
     # Then the job's outputs are in their fixed order: the video first, then the thumbnail
     assert [o.kind for o in done.result.outputs] == ["video", "thumbnail"]
+
+
+def test_each_target_is_looked_at_once_before_it_is_copied(config, store, s3):
+    # The check before publishing found each target's write condition; the copies use it rather
+    # than HEAD every target a second time.
+    request = avatar_request()
+    rendered(store, s3, request)
+
+    record = finalize_job("job-1", config, store, s3)
+
+    keys = output_keys(record)
+    heads = [c["Key"] for c in s3.called("HeadObject") if c["Bucket"] == OUTPUT]
+    assert heads.count(keys["video"]) == 1 and heads.count(keys["thumbnail"]) == 1

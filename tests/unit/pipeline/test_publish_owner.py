@@ -12,9 +12,17 @@ import pytest
 
 from talkstack.contract.record import JobRecord
 from talkstack.errors import ErrorCode, TalkstackError
+from talkstack.pipeline.aio_s3 import threaded
 from talkstack.pipeline.finalize import finalize_job
-from talkstack.pipeline.outputs import JOB_ID_METADATA, publish, write_result_json
-from tests.support.fakes import REGION
+from talkstack.pipeline.outputs import (
+    JOB_ID_METADATA,
+    Copy,
+    check_targets,
+    publish,
+    publish_all,
+    write_result_json,
+)
+from tests.support.fakes import REGION, client_error
 from tests.support.steps import OUTPUT, WORK, avatar_request, output_keys, worker_result
 
 
@@ -156,3 +164,42 @@ def test_each_copy_carries_the_condition_it_was_checked_under(s3):
     first, second = s3.called("CopyObject")
     assert first["IfNoneMatch"] == "*" and "IfMatch" not in first
     assert second["IfMatch"] == s3.objects[(OUTPUT, "a/video.mp4")].etag and "IfNoneMatch" not in second
+
+
+class ConditionalS3:
+    """FakeS3 whose CopyObject honours If-Match / If-None-Match, as S3 does (412 when they fail)."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def copy_object(self, **params: Any) -> Any:
+        current = self._s3.objects.get((params["Bucket"], params["Key"]))
+        stale = ("IfMatch" in params and (current is None or current.etag != params["IfMatch"])) or (
+            "IfNoneMatch" in params and current is not None
+        )
+        if stale:
+            raise client_error("CopyObject", "PreconditionFailed", "a precondition failed", 412)
+        return self._s3.copy_object(**params)
+
+
+@pytest.mark.parametrize("owner", ["job-a", "job-b"])
+def test_a_target_changed_since_the_check_is_looked_at_again(s3, owner):
+    # Given the check found the key free, and then an object landed there (this job's retry, or another job's)
+    s3.put_object(Bucket=WORK, Key="work/v.mp4", Body=b"video")
+    checked = check_targets(s3, OUTPUT, ["a/video.mp4"], "job-a")
+    s3.put_object(Bucket=OUTPUT, Key="a/video.mp4", Body=b"landed", Metadata={JOB_ID_METADATA: owner})
+    copy = Copy(WORK, "work/v.mp4", OUTPUT, "a/video.mp4", "video/mp4", 5)
+
+    landed = s3.objects[(OUTPUT, "a/video.mp4")].etag
+
+    if owner == "job-a":  # its own: the copy under the stale condition fails, a fresh look lets it write
+        publish_all(threaded(ConditionalS3(s3)), [copy], "job-a", checked)
+        assert s3.objects[(OUTPUT, "a/video.mp4")].body == b"video"
+        assert [c.get("IfMatch") for c in s3.called("CopyObject")] == [landed]
+    else:  # another job's: refused, and theirs stays
+        with pytest.raises(TalkstackError, match="OUTPUT_EXISTS"):
+            publish_all(threaded(ConditionalS3(s3)), [copy], "job-a", checked)
+        assert s3.objects[(OUTPUT, "a/video.mp4")].body == b"landed"
