@@ -138,3 +138,28 @@ def test_the_model_gets_what_transformers_image_processor_makes_and_its_alpha_cr
     model_alpha = recording.alphas[0][0, 0, :70, :90].numpy()
     np.testing.assert_allclose(alpha[band], model_alpha[band], atol=1e-6)
     assert (alpha[tri == 255] == 1.0).all() and (alpha[tri == 0] == 0.0).all()
+
+
+def test_the_weights_download_holds_what_transformers_saves_and_the_engine_loads(tmp_path: Path) -> None:
+    """What transformers' save_pretrained writes for a ViTMatte is what the catalogue downloads and
+    requires (no second format), and a folder of just those files loads into the engine."""
+    import fnmatch
+    import shutil
+
+    from talkstack.engines.gpu.weights import paths_for, specs_for
+
+    [spec] = specs_for(["vitmatte"])
+    saved = tmp_path / "saved"
+    tiny_vitmatte().save_pretrained(saved)
+    written = {p.name for p in saved.iterdir()}
+    assert written == set(spec.required)
+    folder = paths_for("vitmatte", tmp_path / "volume")["model"]
+    folder.mkdir(parents=True)
+    for name in written:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in spec.allow_patterns), name
+        shutil.copy(saved / name, folder / name)
+    assert not any(fnmatch.fnmatch("pytorch_model.bin", pattern) for pattern in spec.allow_patterns)
+
+    engine = MatteEngine("vitmatte", weights_dir=tmp_path / "volume", device="cpu")
+    engine.load()
+    assert type(engine.net).__name__ == "VitMatteForImageMatting"
