@@ -200,10 +200,6 @@ PSEUDO_MODELS = (STITCH_MODEL, COMPOSE_MODEL)
 """Step models that are not engines in the catalogue (talkstack/workers/lite_steps.py runs both)."""
 
 
-COMPOSE_MODEL = "compose"
-"""Pseudo-model of the step that assembles a composition from its rendered scenes (CPU)."""
-
-
 def modal_target(model_id: str) -> tuple[str, str]:
     """(Modal app name, class name) serving `model_id`."""
     if model_id == STITCH_MODEL:

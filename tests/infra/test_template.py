@@ -867,6 +867,27 @@ def test_only_the_handlers_that_talk_to_modal_read_its_token(s):
     assert readers == {"api", "validate", "moderate", "dispatch", "fail"}
 
 
+@pytest.mark.parametrize("family", ["voice", "video", "matte"])
+def test_the_lambdas_cap_composition_scenes_at_the_containers_each_modal_class_was_deployed_with(
+    monkeypatch, family
+):
+    """Plan runs no more scenes of a composition at once than the Modal classes of their steps may
+    run containers (talkstack.pipeline.plan.max_concurrency): the stack passes each cap `modal deploy`
+    got to the Lambdas, or synth fails."""
+    from talkstack_cdk.settings import load_settings
+
+    from talkstack.settings import ModalDeploySettings
+
+    variable, key = f"TALKSTACK_{family.upper()}_MAX_CONTAINERS", f"talkstack:{family}MaxContainers"
+    custom = functions_by_name(synth(**{key: "3"}))
+    for name, value in custom["plan"][1]["Environment"]["Variables"].items():
+        monkeypatch.setenv(name, value if isinstance(value, str) else text(value))
+    assert ModalDeploySettings().max_containers(family) == 3  # parsed as the Lambda parses it
+    assert getattr(load_settings({}, environ={variable: "2"}), f"{family}_max_containers") == 2
+    with pytest.raises(ValueError, match=f"{key} is 3 but {variable}"):
+        load_settings({key: "3"}, environ={variable: "5"})
+
+
 def test_the_lambdas_cap_chunks_at_the_avatar_containers_the_modal_app_was_deployed_with(monkeypatch):
     """Plan runs no more chunks of a parallel avatar at once than the avatar class may run containers
     (TALKSTACK_AVATAR_MAX_CONTAINERS): the stack passes what `modal deploy` got, or synth fails."""

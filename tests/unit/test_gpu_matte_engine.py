@@ -91,3 +91,75 @@ def test_engine_without_weights_names_the_folder(tmp_path: Path) -> None:
         engine.load()
     assert info.value.code == ErrorCode.MODEL_UNAVAILABLE
     assert str(tmp_path / "hustvl" / "vitmatte-small-composition-1k") in info.value.message
+
+
+class _Recording:
+    """Wraps the model: keeps each `pixel_values` it is given and the alphas it answers."""
+
+    def __init__(self, net) -> None:
+        self.net, self.inputs, self.alphas = net, [], []
+
+    def __call__(self, pixel_values):
+        out = self.net(pixel_values=pixel_values)
+        self.inputs.append(pixel_values.clone())
+        self.alphas.append(out.alphas.clone())
+        return out
+
+    def to(self, **kwargs):
+        self.net = self.net.to(**kwargs)
+        return self
+
+    def eval(self):
+        return self
+
+
+def test_the_model_gets_what_transformers_image_processor_makes_and_its_alpha_cropped_back() -> None:
+    """Our batching builds ViTMatte's input by hand: it must be exactly what transformers'
+    VitMatteImageProcessor makes of the same frame and trimap (image rescaled and normalised,
+    the trimap as a fourth channel in 0..1, both padded bottom-right to a multiple of 32), and the
+    alpha must be the model's answer for the frame's own pixels (the padding cropped off)."""
+    import torch
+    from transformers import VitMatteImageProcessor
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)  # neither side a multiple of 32
+    tri = np.full((70, 90), 128, np.uint8)
+    tri[:20], tri[50:] = 0, 255
+    recording = _Recording(tiny_vitmatte())
+    engine = MatteEngine("vitmatte", matting_model=recording, device="cpu", coarse=lambda: None)  # type: ignore[arg-type,return-value]
+    engine.load()
+
+    [(alpha, band)] = engine._matte_batch([(frame, tri)])
+
+    expected = VitMatteImageProcessor()(images=frame, trimaps=tri, return_tensors="pt").pixel_values
+    assert recording.inputs[0].shape == expected.shape == (1, 4, 96, 96)
+    torch.testing.assert_close(recording.inputs[0], expected, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(band, tri == 128)
+    model_alpha = recording.alphas[0][0, 0, :70, :90].numpy()
+    np.testing.assert_allclose(alpha[band], model_alpha[band], atol=1e-6)
+    assert (alpha[tri == 255] == 1.0).all() and (alpha[tri == 0] == 0.0).all()
+
+
+def test_the_weights_download_holds_what_transformers_saves_and_the_engine_loads(tmp_path: Path) -> None:
+    """What transformers' save_pretrained writes for a ViTMatte is what the catalogue downloads and
+    requires (no second format), and a folder of just those files loads into the engine."""
+    import fnmatch
+    import shutil
+
+    from talkstack.engines.gpu.weights import paths_for, specs_for
+
+    [spec] = specs_for(["vitmatte"])
+    saved = tmp_path / "saved"
+    tiny_vitmatte().save_pretrained(saved)
+    written = {p.name for p in saved.iterdir()}
+    assert written == set(spec.required)
+    folder = paths_for("vitmatte", tmp_path / "volume")["model"]
+    folder.mkdir(parents=True)
+    for name in written:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in spec.allow_patterns), name
+        shutil.copy(saved / name, folder / name)
+    assert not any(fnmatch.fnmatch("pytorch_model.bin", pattern) for pattern in spec.allow_patterns)
+
+    engine = MatteEngine("vitmatte", weights_dir=tmp_path / "volume", device="cpu")
+    engine.load()
+    assert type(engine.net).__name__ == "VitMatteForImageMatting"

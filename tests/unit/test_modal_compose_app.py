@@ -113,3 +113,17 @@ def test_run_composes_a_task_document_through_the_runner(app_module, tmp_path):
     assert ResultMarker.model_validate_json(s3.written["/result.json"]).attempt_id == "compose-1-abc"
     methods["close"]()
     assert instance.client.is_closed
+
+
+def test_the_fonts_the_compositor_draws_with_reach_the_container(app_module):
+    """Titles, overlays and burnt-in captions are drawn with talkstack's bundled fonts: they ship in
+    the talkstack source mount (Modal's default filter would leave non-Python files behind)."""
+    import inspect
+
+    from talkstack.compose.text import FONT_FILES
+    from tests.support.modal_introspect import _impl
+
+    mount = inspect.getclosurevars(_impl(app_module.image)._load).nonlocals["mount"]
+    files = {str(remote) for entry in mount.entries for _local, remote in entry.get_files_to_upload()}
+    for name in FONT_FILES.values():
+        assert f"/root/talkstack/assets/fonts/{name}" in files

@@ -41,10 +41,16 @@ MODAL_TIMEOUTS: dict[WorkerFamily, str] = {
 }
 """The Modal classes' timeouts the pipeline plans steps within: DeploySettings fields, named as the
 ModalDeploySettings fields that `modal deploy` reads (TALKSTACK_<FAMILY>_TIMEOUT_S)."""
-MODAL_SHARED: tuple[str, ...] = (*MODAL_TIMEOUTS.values(), "avatar_max_containers")
-"""Every ModalDeploySettings field the Lambdas read too (the Plan step: timeouts, and the avatar
-class's container cap that bounds a parallel avatar's chunks at once): each is a DeploySettings field
-of the same name, passed to the Lambdas as TALKSTACK_<NAME>, and must equal what `modal deploy` got."""
+MODAL_CAPS: dict[WorkerFamily, str] = {
+    family: f"{family}_max_containers" for family in ("avatar", "voice", "video", "matte")
+}
+"""The Modal classes' container caps the Plan step bounds a job's parallel work by: a parallel
+avatar's chunks by the avatar class's, a composition's scenes by those of every class their steps
+run on (voice, avatar, video, matte)."""
+MODAL_SHARED: tuple[str, ...] = (*MODAL_TIMEOUTS.values(), *MODAL_CAPS.values())
+"""Every ModalDeploySettings field the Lambdas read too (the Plan step: timeouts and container
+caps): each is a DeploySettings field of the same name, passed to the Lambdas as TALKSTACK_<NAME>,
+and must equal what `modal deploy` got."""
 
 
 def _modal_timeout_default(family: WorkerFamily) -> int:
@@ -173,6 +179,13 @@ class DeploySettings(BaseModel):
     """The avatar Modal class's container cap, as TALKSTACK_AVATAR_MAX_CONTAINERS for the Lambdas (Plan
     runs no more chunks of a parallel avatar at once): must be what `modal deploy` used. Unset, it is
     that variable's value in this environment (or the apps' default)."""
+    voice_max_containers: int = Field(_modal_default("voice_max_containers"), gt=0)
+    """The same for the voice classes (TALKSTACK_VOICE_MAX_CONTAINERS): Plan runs no more scenes of a
+    composition at once than the classes of their steps may run containers."""
+    video_max_containers: int = Field(_modal_default("video_max_containers"), gt=0)
+    """The same for the video classes (TALKSTACK_VIDEO_MAX_CONTAINERS)."""
+    matte_max_containers: int = Field(_modal_default("matte_max_containers"), gt=0)
+    """The same for the matte classes (TALKSTACK_MATTE_MAX_CONTAINERS)."""
 
     alarm_email: Annotated[
         Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None,
@@ -266,8 +279,8 @@ def context_key(name: str) -> str:
 def load_settings(context: dict[str, Any], environ: dict[str, str] | None = None) -> DeploySettings:
     """Context wins over the environment; unknown `talkstack:` context keys are refused.
 
-    The Modal timeouts and the avatar container cap also come from the variables `modal deploy` reads
-    (TALKSTACK_AVATAR_TIMEOUT_S, …, TALKSTACK_AVATAR_MAX_CONTAINERS) when neither context nor
+    The Modal timeouts and container caps also come from the variables `modal deploy` reads
+    (TALKSTACK_AVATAR_TIMEOUT_S, …, TALKSTACK_MATTE_MAX_CONTAINERS) when neither context nor
     TALKSTACK_CDK_* sets them, so one shell deploys both alike; where
     both are set and differ, synth fails instead of planning steps the workers cannot finish."""
     environ = dict(os.environ if environ is None else environ)

@@ -413,12 +413,14 @@ CATALOGUE: tuple[WeightSpec, ...] = (
         revision="53222614392e8bd24ed804fbd2f9a43c46ac3850",
         pin_status="pinned",
         source="public page: the repository's HF commit history at that revision",
-        allow_patterns=("config.json", "preprocessor_config.json", "*.safetensors", "pytorch_model.bin"),
-        size_gb=0.21,  # 25.8 M parameters (fp32), in one format or both
+        # model.safetensors is at this revision (public code pins its SHA-256 there); from_pretrained
+        # reads it before pytorch_model.bin, so the pickle is never fetched.
+        allow_patterns=("config.json", "preprocessor_config.json", "model.safetensors"),
+        size_gb=0.11,  # 25.8 M parameters (fp32)
         licence="Apache-2.0 (model card); trained on Composition-1k, whose images are research-only",
         model_ids=("vitmatte",),
         role="model",
-        required=("config.json",),
+        required=("config.json", "model.safetensors"),
     ),
 )
 
